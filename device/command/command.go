@@ -1,0 +1,111 @@
+// Package command is the one set of operator commands shared by the local
+// admin socket and the MQTT agent, so that both paths behave identically.
+package command
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Status of a command, as answered on cmd/res and on the admin socket.
+type Status string
+
+// Command statuses (DESIGN.md, Appliance).
+const (
+	Accepted   Status = "accepted"   // taken; the outcome follows in a second response
+	Successful Status = "successful" // done
+	Failed     Status = "failed"     // tried and failed; Detail says why
+	Rejected   Status = "rejected"   // not tried: unknown, malformed, retained or expired
+)
+
+// Request is one command.
+type Request struct {
+	ID      string          `json:"id"`
+	Name    string          `json:"name"`
+	Args    json.RawMessage `json:"args,omitempty"`
+	Expires *time.Time      `json:"expires,omitempty"`
+}
+
+// Response answers one Request.
+type Response struct {
+	ID     string `json:"id"`
+	Name   string `json:"name,omitempty"`
+	Status Status `json:"status"`
+	Detail string `json:"detail,omitempty"`
+	Data   any    `json:"data,omitempty"`
+}
+
+// Handler carries out one command. It returns data to include in the
+// response, a short detail, or an error whose text becomes the detail of a
+// failed response (so it must hold no patient data).
+type Handler func(ctx context.Context, args json.RawMessage) (data any, detail string, err error)
+
+// Dispatcher maps command names to handlers.
+type Dispatcher struct {
+	now      func() time.Time
+	mu       sync.RWMutex
+	handlers map[string]Handler
+}
+
+// NewDispatcher makes an empty dispatcher; now may be nil (time.Now).
+func NewDispatcher(now func() time.Time) *Dispatcher {
+	if now == nil {
+		now = time.Now
+	}
+	return &Dispatcher{now: now, handlers: map[string]Handler{}}
+}
+
+// Register adds or replaces the handler of a command.
+func (d *Dispatcher) Register(name string, h Handler) {
+	d.mu.Lock()
+	d.handlers[name] = h
+	d.mu.Unlock()
+}
+
+// Names lists the registered commands, sorted.
+func (d *Dispatcher) Names() []string {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	var out []string
+	for n := range d.handlers {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Check says why a request must not run, or "" when it may.
+func (d *Dispatcher) Check(req Request) string {
+	if req.ID == "" {
+		return "command has no id; send {\"id\":…,\"name\":…}"
+	}
+	if req.Expires != nil && !d.now().Before(*req.Expires) {
+		return fmt.Sprintf("command expired at %s; send it again with a later expiry", req.Expires.UTC().Format(time.RFC3339))
+	}
+	d.mu.RLock()
+	_, ok := d.handlers[req.Name]
+	d.mu.RUnlock()
+	if !ok {
+		return fmt.Sprintf("unknown command %q; known: %v", req.Name, d.Names())
+	}
+	return ""
+}
+
+// Dispatch checks and runs a request and returns its final response.
+func (d *Dispatcher) Dispatch(ctx context.Context, req Request) Response {
+	if why := d.Check(req); why != "" {
+		return Response{ID: req.ID, Name: req.Name, Status: Rejected, Detail: why}
+	}
+	d.mu.RLock()
+	h := d.handlers[req.Name]
+	d.mu.RUnlock()
+	data, detail, err := h(ctx, req.Args)
+	if err != nil {
+		return Response{ID: req.ID, Name: req.Name, Status: Failed, Detail: err.Error()}
+	}
+	return Response{ID: req.ID, Name: req.Name, Status: Successful, Detail: detail, Data: data}
+}

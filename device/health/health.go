@@ -1,0 +1,354 @@
+// Package health is the one picture of the box that every consumer agrees on:
+// the MQTT agent publishes it, the LEDs are derived from it, the watchdog and
+// the admin socket read it. Components report into it; nothing in it blocks.
+package health
+
+import (
+	"maps"
+	"slices"
+	"sync"
+	"time"
+)
+
+// State of one component.
+type State string
+
+// States a component can be in.
+const (
+	Starting State = "starting" // not yet ready
+	Up       State = "up"       // working (a source listening, a destination delivering or idle)
+	Down     State = "down"     // failing: its peer unreachable or refusing; retrying
+	Paused   State = "paused"   // paused by an operator
+	Missing  State = "missing"  // its device (serial adapter) is not present; waiting for it
+	Stopped  State = "stopped"
+)
+
+// Kind of component.
+type Kind string
+
+// Kinds of component.
+const (
+	Source      Kind = "source"
+	Destination Kind = "destination"
+	Service     Kind = "service" // spool, MQTT link, clock...
+)
+
+// Component is one tracked part of the box. Its methods are safe for
+// concurrent use and never block on consumers.
+type Component struct {
+	reg      *Registry
+	kind     Kind
+	name     string
+	typ      string
+	mu       sync.Mutex
+	state    State
+	since    time.Time
+	lastErr  string
+	errAt    time.Time
+	counters map[string]uint64
+}
+
+// Name of the component.
+func (c *Component) Name() string { return c.name }
+
+// SetState records a state; a change notifies subscribers at once.
+func (c *Component) SetState(s State) {
+	c.mu.Lock()
+	changed := c.state != s
+	if changed {
+		c.state = s
+		c.since = c.reg.now()
+	}
+	c.mu.Unlock()
+	if changed {
+		c.reg.notify()
+	}
+}
+
+// State returns the current state.
+func (c *Component) State() State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state
+}
+
+// Fail records the last error (it must not contain patient data) and, when
+// state is not empty, the new state.
+func (c *Component) Fail(s State, errText string) {
+	c.mu.Lock()
+	c.lastErr = errText
+	c.errAt = c.reg.now()
+	c.mu.Unlock()
+	if s != "" {
+		c.SetState(s)
+	}
+}
+
+// Add increases a named counter (for example "in", "out", "refused", "errors").
+func (c *Component) Add(counter string, n uint64) {
+	c.mu.Lock()
+	c.counters[counter] += n
+	c.mu.Unlock()
+}
+
+// Counter reads a named counter.
+func (c *Component) Counter(counter string) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.counters[counter]
+}
+
+func (c *Component) snapshot() ComponentSnapshot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := ComponentSnapshot{
+		Name: c.name, Type: c.typ, State: c.state, Since: c.since,
+		Counters: maps.Clone(c.counters), LastError: c.lastErr,
+	}
+	if !c.errAt.IsZero() {
+		t := c.errAt
+		s.LastErrorAt = &t
+	}
+	return s
+}
+
+// ComponentSnapshot is one component in a Snapshot.
+type ComponentSnapshot struct {
+	Name             string            `json:"name"`
+	Type             string            `json:"type"`
+	State            State             `json:"state"`
+	Since            time.Time         `json:"since"`
+	Counters         map[string]uint64 `json:"counters,omitempty"`
+	Queued           int64             `json:"queued,omitempty"`
+	Dead             int64             `json:"dead,omitempty"`
+	OldestAgeSeconds float64           `json:"oldest_age_seconds,omitempty"`
+	LastError        string            `json:"last_error,omitempty"`
+	LastErrorAt      *time.Time        `json:"last_error_at,omitempty"`
+}
+
+// QueueStat is what the spool reports per destination.
+type QueueStat struct {
+	Queued           int64
+	Dead             int64
+	OldestAgeSeconds float64
+}
+
+// SpoolSnapshot is the spool's part of a Snapshot.
+type SpoolSnapshot struct {
+	Messages      int64  `json:"messages"`
+	Bytes         int64  `json:"bytes"`
+	MaxBytes      int64  `json:"max_bytes"`
+	DiskBytes     int64  `json:"disk_bytes"`
+	FreeDiskBytes int64  `json:"free_disk_bytes"`
+	Undeliverable int64  `json:"undeliverable"`
+	Full          bool   `json:"full"`
+	Error         string `json:"error,omitempty"`
+	// Queues is per destination; merged into Destinations in a Snapshot.
+	Queues map[string]QueueStat `json:"-"`
+}
+
+// Snapshot is the whole box at one instant.
+type Snapshot struct {
+	Device        string              `json:"device"`
+	Version       string              `json:"version"`
+	Time          time.Time           `json:"time"`
+	UptimeSeconds int64               `json:"uptime_seconds"`
+	ClockSynced   bool                `json:"clock_synced"`
+	Sources       []ComponentSnapshot `json:"sources"`
+	Destinations  []ComponentSnapshot `json:"destinations"`
+	Services      []ComponentSnapshot `json:"services,omitempty"`
+	Spool         SpoolSnapshot       `json:"spool"`
+	Stalled       []string            `json:"stalled,omitempty"`
+}
+
+// Component returns the named component of a kind, if present.
+func (s *Snapshot) Component(kind Kind, name string) (ComponentSnapshot, bool) {
+	var list []ComponentSnapshot
+	switch kind {
+	case Source:
+		list = s.Sources
+	case Destination:
+		list = s.Destinations
+	default:
+		list = s.Services
+	}
+	for _, c := range list {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return ComponentSnapshot{}, false
+}
+
+// Registry holds every component of one box.
+type Registry struct {
+	device, version string
+	now             func() time.Time
+	start           time.Time
+
+	mu         sync.Mutex
+	components []*Component
+	spool      func() SpoolSnapshot
+	clock      func() bool
+	loops      map[string]*Loop
+	subs       []chan struct{}
+}
+
+// NewRegistry makes an empty registry. now may be nil (time.Now).
+func NewRegistry(device, version string, now func() time.Time) *Registry {
+	if now == nil {
+		now = time.Now
+	}
+	return &Registry{device: device, version: version, now: now, start: now(), loops: map[string]*Loop{}}
+}
+
+// Component registers (or returns the already registered) component.
+func (r *Registry) Component(kind Kind, name, typ string) *Component {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.components {
+		if c.kind == kind && c.name == name {
+			return c
+		}
+	}
+	c := &Component{reg: r, kind: kind, name: name, typ: typ, state: Starting, since: r.now(), counters: map[string]uint64{}}
+	r.components = append(r.components, c)
+	return c
+}
+
+// SetSpoolProbe sets the function that reports spool figures in snapshots.
+// It is called outside the registry lock and must be cheap.
+func (r *Registry) SetSpoolProbe(f func() SpoolSnapshot) {
+	r.mu.Lock()
+	r.spool = f
+	r.mu.Unlock()
+}
+
+// SetClockProbe sets the function that says whether the clock is synchronised.
+func (r *Registry) SetClockProbe(f func() bool) {
+	r.mu.Lock()
+	r.clock = f
+	r.mu.Unlock()
+}
+
+// Subscribe returns a channel that receives a (coalesced) signal whenever a
+// component changes state. Call the returned func to unsubscribe.
+func (r *Registry) Subscribe() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	r.mu.Lock()
+	r.subs = append(r.subs, ch)
+	r.mu.Unlock()
+	return ch, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.subs = slices.DeleteFunc(r.subs, func(c chan struct{}) bool { return c == ch })
+	}
+}
+
+// Notify signals subscribers that something worth publishing changed.
+func (r *Registry) notify() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ch := range r.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Notify signals subscribers that something worth publishing at once
+// changed outside a component state (for example the spool became full).
+func (r *Registry) Notify() { r.notify() }
+
+// Loop is the liveness beacon of one long-running loop. The watchdog and
+// the SYS LED trust the process only while every loop beats.
+type Loop struct {
+	mu   sync.Mutex
+	last time.Time
+	now  func() time.Time
+}
+
+// Beat says the loop made progress (or is idle but responsive).
+func (l *Loop) Beat() {
+	l.mu.Lock()
+	l.last = l.now()
+	l.mu.Unlock()
+}
+
+func (l *Loop) lastBeat() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.last
+}
+
+// Loop registers a liveness beacon; it counts as beating from now.
+func (r *Registry) Loop(name string) *Loop {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l := &Loop{now: r.now, last: r.now()}
+	r.loops[name] = l
+	return l
+}
+
+// RemoveLoop forgets a loop that has ended on purpose.
+func (r *Registry) RemoveLoop(name string) {
+	r.mu.Lock()
+	delete(r.loops, name)
+	r.mu.Unlock()
+}
+
+// Stalled lists the loops that have not beaten within maxAge, sorted.
+func (r *Registry) Stalled(maxAge time.Duration) []string {
+	r.mu.Lock()
+	loops := maps.Clone(r.loops)
+	r.mu.Unlock()
+	now := r.now()
+	var out []string
+	for name, l := range loops {
+		if now.Sub(l.lastBeat()) > maxAge {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// StallAge is how long a loop may go without beating before Snapshot lists it.
+const StallAge = 30 * time.Second
+
+// Snapshot assembles the whole picture.
+func (r *Registry) Snapshot() Snapshot {
+	r.mu.Lock()
+	comps := slices.Clone(r.components)
+	spool, clock := r.spool, r.clock
+	r.mu.Unlock()
+	now := r.now()
+	s := Snapshot{
+		Device: r.device, Version: r.version, Time: now,
+		UptimeSeconds: int64(now.Sub(r.start) / time.Second),
+		Sources:       []ComponentSnapshot{}, Destinations: []ComponentSnapshot{},
+	}
+	if spool != nil {
+		s.Spool = spool()
+	}
+	if clock != nil {
+		s.ClockSynced = clock()
+	}
+	for _, c := range comps {
+		cs := c.snapshot()
+		switch c.kind {
+		case Source:
+			s.Sources = append(s.Sources, cs)
+		case Destination:
+			if q, ok := s.Spool.Queues[c.name]; ok {
+				cs.Queued, cs.Dead, cs.OldestAgeSeconds = q.Queued, q.Dead, q.OldestAgeSeconds
+			}
+			s.Destinations = append(s.Destinations, cs)
+		default:
+			s.Services = append(s.Services, cs)
+		}
+	}
+	s.Stalled = r.Stalled(StallAge)
+	return s
+}

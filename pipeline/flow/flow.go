@@ -1,0 +1,72 @@
+// Package flow holds the contracts between the parts of the pipeline: what a
+// source hands to intake, what intake answers, and what a destination is given
+// to deliver. It has no behaviour of its own so that every component can
+// depend on it without depending on each other.
+package flow
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Message is one spooled HL7 message as a destination sees it.
+type Message struct {
+	Seq      uint64    // spool order; strictly increasing in arrival order
+	GUID     string    // assigned once when spooled and kept across every retry
+	Source   string    // name of the source that received it
+	Received time.Time // when it was committed to the spool
+	Raw      []byte    // exactly as received: segments separated by CR, no framing
+	Attempts int       // failed delivery attempts to this destination so far
+}
+
+// Output delivers messages to one destination. Deliver returns nil only once
+// the destination has taken responsibility for the message; any error means
+// the same message will be offered again later, so an Output must tolerate
+// being handed a message it may already have delivered (the GUID says so).
+type Output interface {
+	Deliver(ctx context.Context, m *Message) error
+	Close() error
+}
+
+// Inbound is one message offered to intake by a source.
+type Inbound struct {
+	Source string // source name, for routing, health and logs
+	Raw    []byte // the message without transport framing
+	// RemoteID, when set, is the identifier a pull source was given by its
+	// peer. Intake remembers it atomically with the stored message so that a
+	// message offered again (after a lost ack) is not stored twice.
+	RemoteID string
+}
+
+// Code is intake's verdict on one message, independent of the HL7 acknowledgement
+// mode (the ACK bytes carry AA/AE/AR or CA/CE/CR as the message asked).
+type Code string
+
+const (
+	Accepted Code = "AA" // durably spooled (or eaten by a rubbish bin); the sender may forget it
+	Error    Code = "AE" // not stored through no fault of the message; the sender should retry later
+	Rejected Code = "AR" // the message itself is unacceptable; retrying it unchanged will not help
+)
+
+// Outcome is intake's answer to one Inbound.
+type Outcome struct {
+	Code      Code
+	Reason    string // why, for AE and AR: names the thing, the limit and what to do; never message content
+	GUID      string // set when the message was spooled
+	ControlID string // MSH-10, when it could be read
+	Duplicate bool   // RemoteID was already stored; nothing new was written
+	ACK       []byte // the HL7 acknowledgement to send back, when one could be built
+}
+
+// Intake takes messages from sources. Accept returns only after the message
+// is durably committed (Accepted) or definitely not stored (Error, Rejected).
+type Intake interface {
+	Accept(ctx context.Context, in Inbound) Outcome
+}
+
+// ErrPermanent marks a delivery error that retrying the same message cannot
+// fix (for example the receiver rejected it with AR). Workers still keep the
+// message first in line unless max_attempts moves it to dead letters, but
+// they log it at a higher level.
+var ErrPermanent = errors.New("permanent delivery failure")
