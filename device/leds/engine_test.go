@@ -68,7 +68,7 @@ type harness struct {
 	mu      sync.Mutex
 	current time.Time
 
-	onTick func(k int)           // in the engine goroutine, before health is read
+	onTick func(k int)            // in the engine goroutine, before health is read
 	health func() health.Snapshot // defaults to a healthy box
 }
 

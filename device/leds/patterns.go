@@ -74,14 +74,14 @@ const (
 // Rhythms. Periods are whole multiples of twice the engine's default 100 ms
 // tick so that on and off halves come out equal.
 const (
-	SlowBlink     = time.Second            // SYS healthy, 1 Hz
-	FastBlink     = 200 * time.Millisecond // SYS starting, 5 Hz
-	LinkBlink     = 600 * time.Millisecond // LINK with one side down
-	IdentifyBlink = 400 * time.Millisecond // all four while identifying
-	FlashOn       = 100 * time.Millisecond // ACT flash
-	FlashGap      = 100 * time.Millisecond // dark time after a flash, so a busy line flickers rather than glows
-	CodeOn        = 200 * time.Millisecond // each flash of a fault code
-	CodeOff       = 300 * time.Millisecond // between flashes of a code
+	SlowBlink     = time.Second             // SYS healthy, 1 Hz
+	FastBlink     = 200 * time.Millisecond  // SYS starting, 5 Hz
+	LinkBlink     = 600 * time.Millisecond  // LINK with one side down
+	IdentifyBlink = 400 * time.Millisecond  // all four while identifying
+	FlashOn       = 100 * time.Millisecond  // ACT flash
+	FlashGap      = 100 * time.Millisecond  // dark time after a flash, so a busy line flickers rather than glows
+	CodeOn        = 200 * time.Millisecond  // each flash of a fault code
+	CodeOff       = 300 * time.Millisecond  // between flashes of a code
 	CodePause     = 1500 * time.Millisecond // after the last flash, long enough to tell codes apart
 )
 
@@ -177,12 +177,12 @@ type Fault int
 // Fault codes, numbered as DESIGN.md promises users. FaultOf evaluates them
 // in FaultPriority order, not numeric order.
 const (
-	NoFault            Fault = 0
-	FaultSpoolFull     Fault = 1 // spool nearly full: at least NearlyFullPercent of max_bytes, or full
+	NoFault               Fault = 0
+	FaultSpoolFull        Fault = 1 // spool nearly full: at least NearlyFullPercent of max_bytes, or full
 	FaultUpstreamRefusing Fault = 2 // a destination's peer refuses (EXCEPTION, AR/AE) and it is Down
-	FaultDeviceMissing Fault = 3 // a serial device of a source or destination is missing
-	FaultClockTLS      Fault = 4 // clock not synchronised, or a TLS failure
-	FaultStorage       Fault = 5 // the spool reports a storage error
+	FaultDeviceMissing    Fault = 3 // a serial device of a source or destination is missing
+	FaultClockTLS         Fault = 4 // clock not synchronised, or a TLS failure
+	FaultStorage          Fault = 5 // the spool reports a storage error
 )
 
 // NearlyFullPercent of spool.max_bytes raises FaultSpoolFull, before intake
@@ -294,7 +294,6 @@ func Patterns(s health.Snapshot, in Inputs) Set {
 	}
 	return set
 }
-
 
 // upstreamUp is true when every web-service destination is up. A paused one
 // counts as up: an operator chose to hold it, nothing is broken.
