@@ -1,0 +1,142 @@
+package storage
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/hl7edge/hl7edge/pipeline/units"
+)
+
+// Config is the `spool:` block of the configuration.
+type Config struct {
+	Dir               string     `yaml:"dir"`
+	MaxBytes          units.Size `yaml:"max_bytes"`           // past this, intake answers AE
+	MinFreeDisk       units.Size `yaml:"min_free_disk"`       // keep at least this much of the file system free
+	EncryptionKeyFile string     `yaml:"encryption_key_file"` // optional AES key of 16, 24 or 32 bytes
+	// MaxMessageBytes is the largest message any source accepts; the memtable
+	// is sized so that one message always fits in one transaction.
+	MaxMessageBytes units.Size `yaml:"-"`
+	// RememberFor is how long pull sources' remote IDs are remembered.
+	RememberFor units.Duration `yaml:"remember_ids_for"`
+	// UndeliverableRetention is how long messages that matched no destination are kept.
+	UndeliverableRetention units.Duration `yaml:"undeliverable_retention"`
+	// SegmentMessages is how many messages share one segment (dropped as one).
+	SegmentMessages int `yaml:"segment_messages"`
+}
+
+// SetDefaults fills what a hospital would expect when a key is left out.
+func (c *Config) SetDefaults() {
+	if c.Dir == "" {
+		c.Dir = "/var/lib/hl7edge/spool"
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = 2 << 30
+	}
+	if c.MinFreeDisk == 0 {
+		c.MinFreeDisk = 64 << 20
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = 1 << 20
+	}
+	if c.RememberFor == 0 {
+		c.RememberFor = units.Duration(7 * 24 * time.Hour)
+	}
+	if c.UndeliverableRetention == 0 {
+		c.UndeliverableRetention = units.Duration(30 * 24 * time.Hour)
+	}
+	if c.SegmentMessages == 0 {
+		c.SegmentMessages = 2048
+	}
+}
+
+// Validate checks the block.
+func (c *Config) Validate() error {
+	if c.Dir == "" {
+		return fmt.Errorf("spool.dir is empty: set it to a directory on persistent storage, e.g. /var/lib/hl7edge/spool")
+	}
+	if c.MaxBytes < 16<<20 {
+		return fmt.Errorf("spool.max_bytes %s is below the 16MiB minimum: raise it (2GiB suits a 32 GB SD card)", c.MaxBytes)
+	}
+	if c.SegmentMessages < 16 || c.SegmentMessages > 1<<20 {
+		return fmt.Errorf("spool.segment_messages %d is outside 16..1048576", c.SegmentMessages)
+	}
+	return nil
+}
+
+// ErrPlatform32 is returned when the spool would be opened by a 32-bit build.
+var ErrPlatform32 = fmt.Errorf("the spool cannot be opened by a 32-bit build (%d-bit int): "+
+	"Badger v4's ristretto allocator computes `int << 32`, which overflows on 32-bit platforms and corrupts stored data; "+
+	"install the arm64 (64-bit) build of hl7edge on a 64-bit OS", strconv.IntSize)
+
+// readKey loads the AES key for encryption at rest.
+func readKey(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("spool encryption key: %w (spool.encryption_key_file must name a readable file of 16, 24 or 32 bytes)", err)
+	}
+	// A key written with a trailing newline by an editor is still the same key.
+	if t := strings.TrimRight(string(b), "\r\n"); len(t) != len(b) && (len(t) == 16 || len(t) == 24 || len(t) == 32) {
+		b = []byte(t)
+	}
+	switch len(b) {
+	case 16, 24, 32:
+		return b, nil
+	}
+	return nil, fmt.Errorf("spool encryption key %s has %d bytes: AES needs exactly 16, 24 or 32 (e.g. head -c 32 /dev/urandom > %s)", path, len(b), path)
+}
+
+// badgerOptions tunes Badger for a 1 GB Raspberry Pi (DESIGN.md, Badger facts):
+// small memtables and caches, values inline in the LSM tree so DropPrefix
+// returns space, and no fsync per write because the committer syncs once per
+// group.
+func badgerOptions(c Config, key []byte, log *slog.Logger) badger.Options {
+	mem := int64(8 << 20)
+	// One transaction may hold only ~15% of the memtable: size it so that the
+	// largest allowed message (plus its keys) always fits alone.
+	if need := int64(c.MaxMessageBytes) * 8; need > mem {
+		mem = need
+	}
+	o := badger.DefaultOptions(c.Dir).
+		WithSyncWrites(false).
+		WithMemTableSize(mem).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(6).
+		WithBaseTableSize(2 << 20).
+		WithBaseLevelSize(8 << 20).
+		WithNumCompactors(2).
+		WithNumGoroutines(2).
+		WithValueLogFileSize(32 << 20).
+		WithBlockCacheSize(4 << 20). // never 0 with compression: Badger panics
+		WithCompression(options.Snappy).
+		WithDetectConflicts(false).
+		WithMetricsEnabled(false).
+		WithLogger(badgerLogger{log})
+	if key != nil {
+		o = o.WithEncryptionKey(key).WithIndexCacheSize(4 << 20)
+	}
+	return o
+}
+
+// badgerLogger routes Badger's own chatter into slog at sensible levels.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any) {
+	b.l.Error("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (b badgerLogger) Warningf(f string, a ...any) {
+	b.l.Warn("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (b badgerLogger) Infof(f string, a ...any) {
+	b.l.Debug("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (b badgerLogger) Debugf(string, ...any) {}

@@ -1,0 +1,378 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func openTest(t *testing.T, dir string, dests ...string) *Spool {
+	t.Helper()
+	s, err := Open(Config{Dir: dir, MaxBytes: 64 << 20, SegmentMessages: 64}, Options{Destinations: dests, GCInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func msg(i int) []byte {
+	return fmt.Appendf(nil, "MSH|^~\\&|LAB|WARD|EHR|HOSP|20260101120000||ORU^R01|C%06d|P|2.5.1\rOBX|1|NM|GLU||%d\r", i, i)
+}
+
+func TestAppendNextDeliveredSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, "a", "b")
+	ctx := context.Background()
+	var guids []string
+	for i := range 10 {
+		r, err := s.Append(ctx, Entry{Source: "src", Raw: msg(i), Dests: []string{"a", "b"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		guids = append(guids, r.GUID)
+	}
+	ms, err := s.Next("a", 0, 100)
+	if err != nil || len(ms) != 10 {
+		t.Fatalf("next a: %d messages, err %v", len(ms), err)
+	}
+	for i, m := range ms {
+		if string(m.Raw) != string(msg(i)) || m.GUID != guids[i] || m.Source != "src" {
+			t.Fatalf("message %d: got guid %s raw %q", i, m.GUID, m.Raw)
+		}
+	}
+	for _, m := range ms[:4] {
+		if err := s.Delivered("a", m.Seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openTest(t, dir, "a", "b")
+	defer s.Close()
+	st := s.Stats()
+	if st.Destinations["a"].Queued != 6 || st.Destinations["b"].Queued != 10 || st.Destinations["a"].Delivered != 4 {
+		t.Fatalf("after reopen: %+v", st.Destinations)
+	}
+	ms, _ = s.Next("a", 0, 100)
+	if len(ms) != 6 || ms[0].GUID != guids[4] {
+		t.Fatalf("after reopen a resumes at %v, want guid %s", ms[0].GUID, guids[4])
+	}
+	r, err := s.Append(ctx, Entry{Source: "src", Raw: msg(99), Dests: []string{"a"}})
+	if err != nil || r.Seq != 11 {
+		t.Fatalf("sequence after reopen: %d (%v), want 11", r.Seq, err)
+	}
+}
+
+func TestGroupCommitSharesFsyncs(t *testing.T) {
+	s := openTest(t, t.TempDir(), "a")
+	defer s.Close()
+	var wg sync.WaitGroup
+	const writers, each = 16, 50
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				if _, err := s.Append(context.Background(), Entry{Source: "s", Raw: msg(w*1000 + i), Dests: []string{"a"}}); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	st := s.Stats()
+	if st.Appended != writers*each {
+		t.Fatalf("appended %d", st.Appended)
+	}
+	if st.Commits >= st.Appended {
+		t.Fatalf("%d commits for %d messages from %d concurrent writers: no grouping", st.Commits, st.Appended, writers)
+	}
+	t.Logf("%d messages in %d group commits (%.2f fsyncs/message)", st.Appended, st.Commits, float64(st.Commits)/float64(st.Appended))
+}
+
+func TestQuotaRefusesThenAcceptsAfterDrain(t *testing.T) {
+	s, err := Open(Config{Dir: t.TempDir(), MaxBytes: 16 << 20, SegmentMessages: 16}, Options{Destinations: []string{"a"}, GCInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	big := make([]byte, 512<<10)
+	ctx := context.Background()
+	n := 0
+	for ; n < 100; n++ {
+		_, err = s.Append(ctx, Entry{Source: "s", Raw: big, Dests: []string{"a"}})
+		if err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, ErrFull) || n < 20 || n > 32 {
+		t.Fatalf("after %d messages: %v, want ErrFull near 16MiB", n, err)
+	}
+	// Drain everything: whole segments go, the quota frees up.
+	ms, _ := s.Next("a", 0, 1000)
+	for len(ms) > 0 {
+		for _, m := range ms {
+			if err := s.Delivered("a", m.Seq); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ms, _ = s.Next("a", ms[len(ms)-1].Seq, 1000)
+	}
+	// One more message moves writing to a new segment, so the old ones can go.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err = s.Append(ctx, Entry{Source: "s", Raw: big, Dests: []string{"a"}})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("spool still full after draining: %v (stats %+v)", err, s.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestRemoteIDStoredOnce(t *testing.T) {
+	s := openTest(t, t.TempDir(), "a")
+	defer s.Close()
+	ctx := context.Background()
+	r1, err := s.Append(ctx, Entry{Source: "pull", Raw: msg(1), Dests: []string{"a"}, RemoteID: "A1"})
+	if err != nil || r1.Duplicate {
+		t.Fatal(r1, err)
+	}
+	r2, err := s.Append(ctx, Entry{Source: "pull", Raw: msg(1), Dests: []string{"a"}, RemoteID: "A1"})
+	if err != nil || !r2.Duplicate || r2.GUID != r1.GUID {
+		t.Fatalf("second offer: %+v %v", r2, err)
+	}
+	if q := s.Stats().Destinations["a"].Queued; q != 1 {
+		t.Fatalf("queued %d, want 1", q)
+	}
+}
+
+func TestDeadLettersKillRetryPurge(t *testing.T) {
+	s := openTest(t, t.TempDir(), "a")
+	defer s.Close()
+	ctx := context.Background()
+	for i := range 3 {
+		if _, err := s.Append(ctx, Entry{Source: "s", Raw: msg(i), Dests: []string{"a"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ms, _ := s.Next("a", 0, 10)
+	if err := s.Kill("a", ms[0].Seq, "receiver said AR", 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Kill("a", ms[1].Seq, "receiver said AR", 5); err != nil {
+		t.Fatal(err)
+	}
+	dl, _ := s.DeadLetters("a")
+	if len(dl) != 2 || dl[0].Reason != "receiver said AR" || dl[0].Attempts != 5 {
+		t.Fatalf("dead letters %+v", dl)
+	}
+	n, err := s.RetryDead("a", dl[0].GUID)
+	if err != nil || n != 1 {
+		t.Fatal(n, err)
+	}
+	ms2, _ := s.Next("a", 0, 10)
+	if len(ms2) != 2 || ms2[0].GUID != ms[2].GUID || ms2[1].GUID != dl[0].GUID {
+		t.Fatalf("after retry queue is %v; want the retried message last with its old GUID", ms2)
+	}
+	if n, err := s.PurgeDead("a"); err != nil || n != 1 {
+		t.Fatal(n, err)
+	}
+	st := s.Stats().Destinations["a"]
+	if st.Dead != 0 || st.Queued != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestUndeliverableKept(t *testing.T) {
+	s := openTest(t, t.TempDir(), "a")
+	defer s.Close()
+	r, err := s.Append(context.Background(), Entry{Source: "s", Raw: msg(1)})
+	if err != nil || !r.Undeliverable {
+		t.Fatal(r, err)
+	}
+	u, _ := s.Undeliverable(10)
+	if len(u) != 1 || string(u[0].Raw) != string(msg(1)) || s.Stats().Undeliverable != 1 {
+		t.Fatalf("undeliverable %v", u)
+	}
+}
+
+func TestEncryptionAtRest(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(keyFile, []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Dir: dir, MaxBytes: 64 << 20, EncryptionKeyFile: keyFile}
+	s, err := Open(cfg, Options{Destinations: []string{"a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := []byte("MSH|^~\\&|A|B|C|D|20260101||ADT^A01|X1|P|2.5\rPID|||PATIENTSECRET123\r")
+	if _, err := s.Append(context.Background(), Entry{Source: "s", Raw: secret, Dests: []string{"a"}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, _ := os.ReadFile(p)
+		if containsBytes(b, []byte("PATIENTSECRET123")) {
+			t.Errorf("plain text patient data found in %s", p)
+		}
+		return nil
+	})
+	if err := os.WriteFile(keyFile, []byte("ffffffffffffffffffffffffffffffff"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(cfg, Options{}); err == nil {
+		s.Close()
+		t.Fatal("opened an encrypted spool with the wrong key")
+	}
+	if err := os.WriteFile(keyFile, []byte("short"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(cfg, Options{}); err == nil || !contains(err.Error(), "16, 24 or 32") {
+		t.Fatalf("bad key length: %v", err)
+	}
+}
+
+func TestSecondProcessRefused(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, "a")
+	defer s.Close()
+	if s2, err := Open(Config{Dir: dir, MaxBytes: 64 << 20}, Options{}); err == nil {
+		s2.Close()
+		t.Fatal("a second open of the same spool succeeded")
+	} else if !contains(err.Error(), "only one process") {
+		t.Fatalf("error does not say what to do: %v", err)
+	}
+}
+
+// TestDiskStaysFlat pushes 200,000 messages through and checks that the
+// directory (blocks actually allocated) stays under 32 MiB.
+func TestDiskStaysFlat(t *testing.T) {
+	if raceEnabled {
+		t.Skip("volume test: run without -race (make test does)")
+	}
+	total := 200_000
+	if testing.Short() {
+		total = 20_000
+	}
+	dir := t.TempDir()
+	s, err := Open(Config{Dir: dir, MaxBytes: 1 << 30}, Options{Destinations: []string{"a"}, GCInterval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	body := make([]byte, 1024)
+	for i := range body {
+		body[i] = 'A' + byte(i%26)
+	}
+	var peak int64
+	var wg sync.WaitGroup
+	const writers = 16
+	var delivered uint64
+	done := make(chan struct{})
+	wg.Go(func() {
+		var after uint64
+		for {
+			ms, err := s.Next("a", after, 256)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if len(ms) == 0 {
+				select {
+				case <-s.Wait("a"):
+				case <-done:
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+				continue
+			}
+			for _, m := range ms {
+				if err := s.Delivered("a", m.Seq); err != nil {
+					t.Error(err)
+					return
+				}
+				after = m.Seq
+				delivered++
+			}
+		}
+	})
+	var swg sync.WaitGroup
+	for w := range writers {
+		swg.Go(func() {
+			for i := w; i < total; i += writers {
+				raw := append(fmt.Appendf(nil, "MSH|^~\\&|A|B|C|D|20260101||ORU^R01|%d|P|2.5\rOBX|1|TX|||", i), body...)
+				if _, err := s.Append(ctx, Entry{Source: "s", Raw: raw, Dests: []string{"a"}}); err != nil {
+					t.Error(err)
+					return
+				}
+				if i%20000 == 0 {
+					if b := dirBlocks(dir); b > peak {
+						peak = b
+					}
+				}
+			}
+		})
+	}
+	swg.Wait()
+	deadline := time.Now().Add(60 * time.Second)
+	for s.Stats().Destinations["a"].Queued > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	close(done)
+	wg.Wait()
+	// Let the clean-up drop the last closed segments.
+	_, _ = s.Append(ctx, Entry{Source: "s", Raw: msg(0), Dests: []string{"a"}})
+	time.Sleep(500 * time.Millisecond)
+	end := dirBlocks(dir)
+	t.Logf("%d messages of ~1.1 KiB in and delivered (%d); spool dir peak %.1f MiB, end %.1f MiB", total, delivered, float64(peak)/(1<<20), float64(end)/(1<<20))
+	if delivered != uint64(total) {
+		t.Fatalf("delivered %d of %d", delivered, total)
+	}
+	if end > 32<<20 || peak > 32<<20 {
+		t.Fatalf("spool directory grew to %.1f MiB (peak %.1f): disk is not flat", float64(end)/(1<<20), float64(peak)/(1<<20))
+	}
+}
+
+// dirBlocks is the space the directory really occupies (sparse files count
+// only what is allocated), as du would report.
+func dirBlocks(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		var st syscall.Stat_t
+		if syscall.Stat(p, &st) == nil {
+			n += st.Blocks * 512
+		}
+		return nil
+	})
+	return n
+}
+
+func contains(s, sub string) bool { return containsBytes([]byte(s), []byte(sub)) }
+
+func containsBytes(b, sub []byte) bool {
+	for i := 0; i+len(sub) <= len(b); i++ {
+		if string(b[i:i+len(sub)]) == string(sub) {
+			return true
+		}
+	}
+	return false
+}

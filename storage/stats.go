@@ -1,0 +1,244 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/google/uuid"
+	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/pipeline/flow"
+)
+
+// DestStats is one destination's queue.
+type DestStats struct {
+	Queued           int64   `json:"queued"`
+	Delivered        uint64  `json:"delivered"`
+	Dead             int64   `json:"dead"`
+	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+}
+
+// Stats is the `spool stats --json` object (DESIGN.md, Command line).
+type Stats struct {
+	Messages      int64                `json:"messages"`
+	Bytes         int64                `json:"bytes"`
+	MaxBytes      int64                `json:"max_bytes"`
+	DiskBytes     int64                `json:"disk_bytes"`
+	FreeDiskBytes int64                `json:"free_disk_bytes"`
+	Undeliverable int64                `json:"undeliverable"`
+	Destinations  map[string]DestStats `json:"destinations"`
+	Commits       uint64               `json:"commits"`  // group commits (fsyncs) since start
+	Appended      uint64               `json:"appended"` // messages stored since start
+	Error         string               `json:"error,omitempty"`
+	// Sources is filled by the gateway (pull sources' counters).
+	Sources map[string]map[string]uint64 `json:"sources,omitempty"`
+}
+
+// Stats reads the figures; it costs one index seek per destination.
+func (s *Spool) Stats() Stats {
+	s.mu.Lock()
+	st := Stats{
+		Bytes: s.usedBytesLocked(), MaxBytes: int64(s.cfg.MaxBytes), FreeDiskBytes: s.freeDisk,
+		Undeliverable: s.undeliv, Destinations: map[string]DestStats{},
+		Commits: s.syncs, Appended: s.appended, Error: s.storageErr,
+	}
+	for _, si := range s.segs {
+		st.Messages += int64(si.count)
+	}
+	names := map[string]bool{}
+	for d := range s.queued {
+		names[d] = true
+	}
+	for d := range s.dead {
+		names[d] = true
+	}
+	for d := range names {
+		st.Destinations[d] = DestStats{Queued: s.queued[d], Delivered: s.delivered[d], Dead: s.dead[d]}
+	}
+	s.mu.Unlock()
+	lsm, vlog := s.db.Size()
+	st.DiskBytes = lsm + vlog
+	now := s.now()
+	for d, ds := range st.Destinations {
+		if ds.Queued > 0 {
+			if t, ok := s.oldest(d); ok {
+				ds.OldestAgeSeconds = now.Sub(t).Seconds()
+				st.Destinations[d] = ds
+			}
+		}
+	}
+	return st
+}
+
+// Health converts the figures for the health snapshot.
+func (s *Spool) Health() health.SpoolSnapshot {
+	st := s.Stats()
+	hs := health.SpoolSnapshot{
+		Messages: st.Messages, Bytes: st.Bytes, MaxBytes: st.MaxBytes, DiskBytes: st.DiskBytes,
+		FreeDiskBytes: st.FreeDiskBytes, Undeliverable: st.Undeliverable, Error: st.Error,
+		Full:   st.Bytes >= st.MaxBytes*95/100 || (st.FreeDiskBytes > 0 && st.FreeDiskBytes < int64(s.cfg.MinFreeDisk)),
+		Queues: map[string]health.QueueStat{},
+	}
+	for d, ds := range st.Destinations {
+		hs.Queues[d] = health.QueueStat{Queued: ds.Queued, Dead: ds.Dead, OldestAgeSeconds: ds.OldestAgeSeconds}
+	}
+	return hs
+}
+
+func (s *Spool) oldest(dest string) (time.Time, bool) {
+	var t time.Time
+	found := false
+	_ = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: namedPrefix(famQueue, dest)})
+		defer it.Close()
+		it.Rewind()
+		if !it.Valid() {
+			return nil
+		}
+		return it.Item().Value(func(v []byte) error {
+			if len(v) >= 16 {
+				t, found = time.Unix(0, int64(binary.BigEndian.Uint64(v[8:16]))), true
+			}
+			return nil
+		})
+	})
+	return t, found
+}
+
+// DeadLetter is a message a destination gave up on.
+type DeadLetter struct {
+	flow.Message
+	Reason string `json:"reason"`
+}
+
+// DeadLetters lists dest's dead letters, oldest first.
+func (s *Spool) DeadLetters(dest string) ([]DeadLetter, error) {
+	var out []DeadLetter
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: namedPrefix(famDead, dest)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			rec, err := decodeRecord(v)
+			if err != nil {
+				return err
+			}
+			out = append(out, DeadLetter{
+				Message: flow.Message{Seq: seqOf(it.Item().Key()), GUID: rec.GUID.String(), Source: rec.Source, Received: rec.Received, Raw: rec.Raw, Attempts: rec.Attempts},
+				Reason:  rec.Reason,
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("spool: list dead letters of %s: %w", dest, err)
+	}
+	return out, nil
+}
+
+// RetryDead puts dest's dead letters (all, or only the given GUIDs) back at
+// the end of its queue with their original GUIDs.
+func (s *Spool) RetryDead(dest string, guids ...string) (int, error) {
+	dls, err := s.DeadLetters(dest)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, dl := range dls {
+		if len(guids) > 0 && !slices.Contains(guids, dl.GUID) {
+			continue
+		}
+		g, err := uuid.Parse(dl.GUID)
+		if err != nil {
+			return n, fmt.Errorf("spool: dead letter %d has a bad GUID: %w", dl.Seq, err)
+		}
+		e := Entry{Source: dl.Source, Raw: dl.Raw, Dests: []string{dest}, GUID: g, deadKey: namedSeqKey(famDead, dest, dl.Seq)}
+		if _, err := s.appendInternal(e); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+func (s *Spool) appendInternal(e Entry) (Result, error) {
+	req := &appendReq{e: e, done: make(chan appendRes, 1)}
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return Result{}, ErrClosed
+	}
+	s.reqs <- req
+	s.closeMu.RUnlock()
+	r := <-req.done
+	return r.r, r.err
+}
+
+// PurgeDead deletes dest's dead letters (all, or only the given GUIDs).
+func (s *Spool) PurgeDead(dest string, guids ...string) (int, error) {
+	dls, err := s.DeadLetters(dest)
+	if err != nil {
+		return 0, err
+	}
+	s.dropMu.RLock()
+	defer s.dropMu.RUnlock()
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	n := 0
+	var bytes int64
+	for _, dl := range dls {
+		if len(guids) > 0 && !slices.Contains(guids, dl.GUID) {
+			continue
+		}
+		if err := wb.Delete(namedSeqKey(famDead, dest, dl.Seq)); err != nil {
+			return 0, err
+		}
+		n++
+		bytes += int64(len(dl.Raw)) + 64
+	}
+	if err := wb.Flush(); err != nil {
+		return 0, fmt.Errorf("spool: purge dead letters of %s: %w", dest, err)
+	}
+	if err := s.db.Sync(); err != nil {
+		return 0, fmt.Errorf("spool: purge dead letters of %s: %w", dest, err)
+	}
+	s.mu.Lock()
+	s.dead[dest] -= int64(n)
+	s.deadBytes -= bytes
+	if s.deadBytes < 0 {
+		s.deadBytes = 0
+	}
+	s.mu.Unlock()
+	return n, nil
+}
+
+// Undeliverable lists messages that matched no destination, oldest first.
+func (s *Spool) Undeliverable(limit int) ([]DeadLetter, error) {
+	var out []DeadLetter
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{famUndeliv}})
+		defer it.Close()
+		for it.Rewind(); it.Valid() && len(out) < limit; it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			rec, err := decodeRecord(v)
+			if err != nil {
+				return err
+			}
+			out = append(out, DeadLetter{Message: flow.Message{Seq: rec.Seq, GUID: rec.GUID.String(), Source: rec.Source, Received: rec.Received, Raw: rec.Raw}, Reason: "matched no destination"})
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("spool: list undeliverable: %w", err)
+	}
+	return out, nil
+}
