@@ -1,0 +1,301 @@
+package mllp
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hl7edge/hl7edge/device/health"
+)
+
+// Handler answers one frame. It returns the HL7 acknowledgement to write
+// back (framed by the server), or nil to write nothing. Calls for one
+// connection are strictly sequential, in arrival order; calls for different
+// connections run concurrently.
+//
+// ctx is not cancelled when the server shuts down: a message being handled
+// then is finished and acknowledged, so the handler must bound its own time.
+type Handler interface {
+	HandleFrame(ctx context.Context, peer string, f Frame) []byte
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, peer string, f Frame) []byte
+
+// HandleFrame calls f.
+func (f HandlerFunc) HandleFrame(ctx context.Context, peer string, fr Frame) []byte {
+	return f(ctx, peer, fr)
+}
+
+// Health counters a Server adds to its component.
+const (
+	CounterConnectionsTotal  = "connections_total"  // connections admitted
+	CounterConnectionsClosed = "connections_closed" // admitted connections that ended; open = total - closed
+	CounterRefused           = "refused_connections"
+	CounterFrames            = "frames"
+	CounterOversize          = "oversize"
+	CounterGarbageBytes      = "garbage_bytes"
+	CounterIdleClosed        = "idle_closed"
+	CounterWriteTimeouts     = "write_timeouts"
+	CounterTLSFailures       = "tls_failures"
+)
+
+// Server is one MLLP listener.
+type Server struct {
+	name string
+	cfg  ListenerConfig
+	h    Handler
+	log  *slog.Logger
+	comp *health.Component
+	tls  *tls.Config
+
+	started atomic.Bool
+	addr    atomic.Pointer[net.Addr]
+	open    atomic.Int64
+	refused rateLimitedLog
+}
+
+// NewServer checks cfg (after applying defaults to a copy) and loads its
+// TLS files. comp receives state and counters.
+func NewServer(name string, cfg ListenerConfig, h Handler, log *slog.Logger, comp *health.Component) (*Server, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("source %q: %w", name, err)
+	}
+	if h == nil || log == nil || comp == nil {
+		return nil, fmt.Errorf("mllp source %q: handler, logger and health component are all required", name)
+	}
+	tlsConf, err := cfg.TLS.serverTLSConfig()
+	if err != nil {
+		return nil, fmt.Errorf("mllp source %q: %w", name, err)
+	}
+	log = log.With("source", name)
+	return &Server{name: name, cfg: cfg, h: h, log: log, comp: comp, tls: tlsConf,
+		refused: rateLimitedLog{log: log, every: time.Second}}, nil
+}
+
+// Addr is the listening address once Serve or Run has started, else nil.
+func (s *Server) Addr() net.Addr {
+	if a := s.addr.Load(); a != nil {
+		return *a
+	}
+	return nil
+}
+
+// Connections is the number of connections open now.
+func (s *Server) Connections() int { return int(s.open.Load()) }
+
+// Run listens on cfg.Listen and serves until ctx is cancelled.
+func (s *Server) Run(ctx context.Context) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
+	if err != nil {
+		err = fmt.Errorf("mllp source %q: listen on %s: %w (is another program using the port, or is the address not on this box?)", s.name, s.cfg.Listen, err)
+		s.comp.Fail(health.Down, err.Error())
+		return err
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve accepts connections on ln (wrapping it in TLS when the config has
+// TLS) until ctx is cancelled, then stops accepting, lets handler calls in
+// flight finish and write their ACKs, closes every connection and returns
+// nil. It returns an error only if accepting fails for good. Serve takes
+// ownership of ln and may be called once.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if !s.started.CompareAndSwap(false, true) {
+		ln.Close()
+		return fmt.Errorf("mllp source %q: Serve called twice: make a new Server", s.name)
+	}
+	if s.tls != nil {
+		ln = tls.NewListener(ln, s.tls)
+	}
+	a := ln.Addr()
+	s.addr.Store(&a)
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer ln.Close()
+
+	s.log.Info("MLLP listener up", "addr", a.String(), "tls", s.tls != nil,
+		"client_certs", s.tls != nil && s.tls.ClientAuth == tls.RequireAndVerifyClientCert)
+	s.comp.SetState(health.Up)
+
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				s.log.Info("MLLP listener stopping", "open_connections", s.open.Load())
+				s.comp.SetState(health.Stopped)
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				err = fmt.Errorf("mllp source %q: listener on %s closed unexpectedly: %w", s.name, a, err)
+				s.comp.Fail(health.Down, err.Error())
+				return err
+			}
+			// Typically out of file descriptors: back off and let
+			// connections end rather than spin.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("MLLP accept failed; retrying", "err", err, "retry_in", backoff)
+			s.comp.Fail("", fmt.Sprintf("accept on %s: %v", a, err))
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+			case <-t.C:
+			}
+			continue
+		}
+		backoff = 0
+		if s.open.Load() >= int64(s.cfg.MaxConnections) {
+			c.Close()
+			s.comp.Add(CounterRefused, 1)
+			s.refused.warn("MLLP connection refused: max_connections reached; raise max_connections or find the sender that leaks connections",
+				"peer", c.RemoteAddr().String(), "max_connections", s.cfg.MaxConnections)
+			continue
+		}
+		s.open.Add(1)
+		s.comp.Add(CounterConnectionsTotal, 1)
+		wg.Go(func() {
+			defer func() {
+				s.open.Add(-1)
+				s.comp.Add(CounterConnectionsClosed, 1)
+			}()
+			s.serveConn(ctx, c)
+		})
+	}
+}
+
+// aLongTimeAgo is a deadline in the past, used to wake a blocked Read.
+var aLongTimeAgo = time.Unix(1, 0)
+
+func (s *Server) serveConn(ctx context.Context, c net.Conn) {
+	defer c.Close()
+	peer := c.RemoteAddr().String()
+	log := s.log.With("peer", peer)
+	idle := s.cfg.IdleTimeout.D()
+
+	// Shutdown wakes a connection blocked waiting for a frame; a frame
+	// being handled is finished first because the handler does not read.
+	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(aLongTimeAgo) })
+	defer stop()
+
+	if tc, ok := c.(*tls.Conn); ok {
+		hctx, cancel := context.WithTimeout(ctx, idle)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				s.comp.Add(CounterTLSFailures, 1)
+				log.Warn("MLLP TLS handshake failed; connection closed", "err", err)
+			}
+			return
+		}
+	}
+	log.Debug("MLLP connection open")
+
+	hctx := context.WithoutCancel(ctx)
+	r := NewReader(c, int(s.cfg.MaxMessageBytes))
+	var skipped int64
+	countSkipped := func() {
+		if n := r.Skipped() - skipped; n > 0 {
+			s.comp.Add(CounterGarbageBytes, uint64(n))
+			skipped += n
+		}
+	}
+	defer countSkipped()
+	for {
+		// "Idle" is measured from the last complete frame: a peer that
+		// trickles a frame for longer than idle_timeout is as stuck as
+		// one that sends nothing.
+		c.SetReadDeadline(time.Now().Add(idle))
+		if ctx.Err() != nil { // checked after setting: see AfterFunc above
+			log.Debug("MLLP connection closed for shutdown")
+			return
+		}
+		f, err := r.ReadFrame()
+		countSkipped()
+		if err != nil {
+			s.connEnded(ctx, log, err)
+			return
+		}
+		s.comp.Add(CounterFrames, 1)
+		if f.Oversize {
+			s.comp.Add(CounterOversize, 1)
+			log.Warn("MLLP frame over max_message_bytes; handler sees its beginning only",
+				"size", f.Size, "max_message_bytes", int64(s.cfg.MaxMessageBytes))
+		}
+		ack := s.h.HandleFrame(hctx, peer, f)
+		if ack == nil {
+			continue
+		}
+		c.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout.D()))
+		if err := WriteFrame(c, ack); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				s.comp.Add(CounterWriteTimeouts, 1)
+				log.Warn("MLLP peer did not take its ACK within write_timeout; connection closed",
+					"write_timeout", s.cfg.WriteTimeout.D())
+			} else {
+				log.Warn("MLLP writing ACK failed; connection closed", "err", err)
+			}
+			return
+		}
+	}
+}
+
+// connEnded logs why a connection's read loop ended.
+func (s *Server) connEnded(ctx context.Context, log *slog.Logger, err error) {
+	switch {
+	case ctx.Err() != nil:
+		log.Debug("MLLP connection closed for shutdown")
+	case errors.Is(err, io.EOF):
+		log.Debug("MLLP connection closed by peer")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		log.Warn("MLLP peer closed the connection in the middle of a frame", "err", err)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		s.comp.Add(CounterIdleClosed, 1)
+		log.Info("MLLP connection closed: no complete frame within idle_timeout", "idle_timeout", s.cfg.IdleTimeout.D())
+	default:
+		log.Warn("MLLP connection failed", "err", err)
+	}
+}
+
+// rateLimitedLog keeps a flood (a thousand refused connections) from
+// flooding the log: one line per interval with a count of what was held back.
+type rateLimitedLog struct {
+	log   *slog.Logger
+	every time.Duration
+
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+func (l *rateLimitedLog) warn(msg string, args ...any) {
+	l.mu.Lock()
+	now := time.Now()
+	if now.Sub(l.last) < l.every {
+		l.suppressed++
+		l.mu.Unlock()
+		return
+	}
+	n := l.suppressed
+	l.last, l.suppressed = now, 0
+	l.mu.Unlock()
+	if n > 0 {
+		args = append(args, "suppressed_since_last", n)
+	}
+	l.log.Warn(msg, args...)
+}
