@@ -1,0 +1,81 @@
+// Package fileout is the `file` destination: one <GUID>.hl7 per message,
+// written atomically, for debugging, tests and simple integrations that
+// watch a directory.
+package fileout
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/hl7edge/hl7edge/pipeline/flow"
+)
+
+// Config is a `type: file` destination.
+type Config struct {
+	Dir string `yaml:"dir"`
+}
+
+// Validate checks the block.
+func (c *Config) Validate() error {
+	if c.Dir == "" {
+		return fmt.Errorf("dir is empty: set it to the directory that receives one <GUID>.hl7 file per message")
+	}
+	return nil
+}
+
+// Output writes messages as files.
+type Output struct{ dir string }
+
+var _ flow.Output = (*Output)(nil)
+
+// New makes the directory if needed.
+func New(c Config) (*Output, error) {
+	if err := os.MkdirAll(c.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("file destination directory %s: %w", c.Dir, err)
+	}
+	return &Output{dir: c.Dir}, nil
+}
+
+// Deliver writes <GUID>.hl7 through a temporary file, fsync and rename, so a
+// reader never sees half a message and a redelivery simply rewrites the same
+// file with the same bytes.
+func (o *Output) Deliver(_ context.Context, m *flow.Message) error {
+	final := filepath.Join(o.dir, m.GUID+".hl7")
+	f, err := os.CreateTemp(o.dir, ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("file destination %s: %w (check the directory exists and is writable)", o.dir, err)
+	}
+	tmp := f.Name()
+	_, werr := f.Write(m.Raw)
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(tmp, final)
+	}
+	if werr != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("file destination: write %s: %w", final, werr)
+	}
+	return syncDir(o.dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("file destination: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("file destination: sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Close implements flow.Output.
+func (o *Output) Close() error { return nil }
