@@ -1,0 +1,5 @@
+//go:build race
+
+package hl7
+
+const raceEnabled = true
