@@ -56,7 +56,6 @@ type Finder interface {
 type Board struct {
 	pins  leds.Pins
 	lines []Line
-	log   *slog.Logger
 }
 
 // Open claims the GPIO lines named in names (indexed by leds.LED; an empty
@@ -127,7 +126,7 @@ func OpenWith(f Finder, names [leds.NumLEDs]string, log *slog.Logger) (*Board, e
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	b := &Board{log: log}
+	b := &Board{}
 	var claimed []string
 	for i, raw := range names {
 		if raw == "" {

@@ -31,7 +31,6 @@ const DefaultRoot = "/sys/class/leds"
 type Board struct {
 	pins leds.Pins
 	own  []*LED
-	log  *slog.Logger
 }
 
 // Open takes over the kernel LEDs named in names (indexed by leds.LED; an
@@ -43,7 +42,7 @@ func Open(root string, names [leds.NumLEDs]string, log *slog.Logger) (*Board, er
 	if root == "" {
 		root = DefaultRoot
 	}
-	b := &Board{log: log}
+	b := &Board{}
 	mapped := 0
 	for i, name := range names {
 		if name == "" {
