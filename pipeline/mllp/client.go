@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // maxACKBytes bounds an acknowledgement read by the client. An ACK is a few
@@ -95,6 +97,11 @@ func (c *Client) exchange(ctx context.Context, msg []byte) ([]byte, error) {
 	ctxErr := func(err error) error {
 		if cerr := context.Cause(ctx); cerr != nil {
 			return fmt.Errorf("%w (%v)", cerr, err)
+		}
+		// The socket deadline can fire a moment before the context's
+		// own timer marks it done.
+		if errors.Is(err, os.ErrDeadlineExceeded) && !dl.IsZero() && !time.Now().Before(dl) {
+			return fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
 		}
 		return err
 	}
