@@ -1,0 +1,229 @@
+package webservice
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/hl7edge/hl7edge/pipeline/units"
+)
+
+// Defaults (PROTOCOL.md, "Back-off and ordering"; DESIGN.md, Configuration).
+const (
+	DefaultSessionLifetime = 15 * time.Minute
+	DefaultMaxBackoff      = 5 * time.Minute
+	DefaultTimeout         = 30 * time.Second
+	DefaultFrequency       = 20 * time.Second
+)
+
+// DestinationConfig is one `type: webservice` destination (ping/post). The
+// keys shared with other destination types (name, type, match,
+// max_attempts) belong to the pipeline's config, not here.
+type DestinationConfig struct {
+	URL               string         `yaml:"url"`                 // the ping (starting) URL
+	LogonID           string         `yaml:"logon_id"`            //
+	PasswordFile      string         `yaml:"password_file"`       // the secret lives in a file, never in the YAML
+	CAFile            string         `yaml:"ca_file"`             // extra roots; the system roots always apply
+	CertFile          string         `yaml:"cert_file"`           // client certificate for mutual TLS (with key_file)
+	KeyFile           string         `yaml:"key_file"`            //
+	AllowedHosts      []string       `yaml:"allowed_hosts"`       // glob patterns the URLs handed out by a ping must match
+	AllowInsecureHTTP bool           `yaml:"allow_insecure_http"` // lab benches only: accept http:// URLs
+	SessionLifetime   units.Duration `yaml:"session_lifetime"`    // how long a post URL is reused without pinging
+	MaxBackoff        units.Duration `yaml:"max_backoff"`         // cap of the exponential back-off
+	Timeout           units.Duration `yaml:"timeout"`             // one request, connect to last byte of the reply
+	ComputerName      string         `yaml:"computer_name"`       // COMPUTERNAME; default: the device name
+	PMVersion         string         `yaml:"pm_version"`          // PMVERSION; default: the firmware version
+}
+
+// SetDefaults fills the durations left at zero.
+func (c *DestinationConfig) SetDefaults() {
+	setDuration(&c.SessionLifetime, DefaultSessionLifetime)
+	setDuration(&c.MaxBackoff, DefaultMaxBackoff)
+	setDuration(&c.Timeout, DefaultTimeout)
+}
+
+// Validate checks the configuration without touching the network; it does
+// check that the files it names can be read.
+func (c *DestinationConfig) Validate() error {
+	var errs []error
+	// The ping carries the password, so the starting URL follows the same
+	// rule as the URLs a ping hands out.
+	errs = append(errs, validateURL("url", c.URL, !c.AllowInsecureHTTP))
+	if c.LogonID == "" {
+		errs = append(errs, errors.New("logon_id is empty: set the logon the web service gave this gateway"))
+	}
+	if c.PasswordFile == "" {
+		errs = append(errs, errors.New("password_file is empty: name a file holding the web-service password"))
+	}
+	errs = append(errs, validateTLSFiles(c.CAFile, c.CertFile, c.KeyFile, c.PasswordFile)...)
+	errs = append(errs, validatePatterns(c.AllowedHosts)...)
+	errs = append(errs, validateDurations(c.SessionLifetime, c.MaxBackoff, c.Timeout)...)
+	return errors.Join(errs...)
+}
+
+// SourceConfig is one `type: webservice` source (ping/mailbox/get/ack).
+type SourceConfig struct {
+	URL               string         `yaml:"url"`                 // the ping URL; may be http:// (the ping carries no password)
+	LogonID           string         `yaml:"logon_id"`            //
+	PasswordFile      string         `yaml:"password_file"`       //
+	Frequency         units.Duration `yaml:"frequency"`           // mailbox polling interval, whole seconds
+	Reping            bool           `yaml:"reping"`              // ping before every mailbox poll
+	CAFile            string         `yaml:"ca_file"`             //
+	CertFile          string         `yaml:"cert_file"`           //
+	KeyFile           string         `yaml:"key_file"`            //
+	AllowedHosts      []string       `yaml:"allowed_hosts"`       // glob patterns the mailbox/get/ack URLs must match
+	AllowInsecureHTTP bool           `yaml:"allow_insecure_http"` // lab benches only
+	SessionLifetime   units.Duration `yaml:"session_lifetime"`    //
+	MaxBackoff        units.Duration `yaml:"max_backoff"`         //
+	Timeout           units.Duration `yaml:"timeout"`             //
+	ComputerName      string         `yaml:"computer_name"`       //
+	PMVersion         string         `yaml:"pm_version"`          //
+}
+
+// SetDefaults fills the durations left at zero.
+func (c *SourceConfig) SetDefaults() {
+	setDuration(&c.Frequency, DefaultFrequency)
+	setDuration(&c.SessionLifetime, DefaultSessionLifetime)
+	setDuration(&c.MaxBackoff, DefaultMaxBackoff)
+	setDuration(&c.Timeout, DefaultTimeout)
+}
+
+// Validate checks the configuration without touching the network.
+func (c *SourceConfig) Validate() error {
+	var errs []error
+	errs = append(errs, validateURL("url", c.URL, false))
+	if c.LogonID == "" {
+		errs = append(errs, errors.New("logon_id is empty: set the logon the web service gave this gateway"))
+	}
+	if c.PasswordFile == "" {
+		errs = append(errs, errors.New("password_file is empty: name a file holding the web-service password"))
+	}
+	if f := c.Frequency.D(); f < time.Second || f%time.Second != 0 {
+		errs = append(errs, fmt.Errorf("frequency %s: want whole seconds, at least 1s (the protocol counts in seconds)", f))
+	}
+	errs = append(errs, validateTLSFiles(c.CAFile, c.CertFile, c.KeyFile, c.PasswordFile)...)
+	errs = append(errs, validatePatterns(c.AllowedHosts)...)
+	errs = append(errs, validateDurations(c.SessionLifetime, c.MaxBackoff, c.Timeout)...)
+	return errors.Join(errs...)
+}
+
+func setDuration(d *units.Duration, def time.Duration) {
+	if *d == 0 {
+		*d = units.Duration(def)
+	}
+}
+
+func validateDurations(lifetime, backoff, timeout units.Duration) []error {
+	var errs []error
+	if lifetime.D() < time.Second {
+		errs = append(errs, fmt.Errorf("session_lifetime %s: want at least 1s (default %s)", lifetime, DefaultSessionLifetime))
+	}
+	if backoff.D() < time.Second {
+		errs = append(errs, fmt.Errorf("max_backoff %s: want at least 1s, the first back-off step (default %s)", backoff, DefaultMaxBackoff))
+	}
+	if timeout.D() < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("timeout %s: want at least 100ms (default %s)", timeout, DefaultTimeout))
+	}
+	return errs
+}
+
+func validateURL(key, raw string, httpsOnly bool) error {
+	if raw == "" {
+		return fmt.Errorf("%s is empty: set the web service's ping URL", key)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || !u.IsAbs() || u.Host == "" {
+		return fmt.Errorf("%s %q: want an absolute URL such as https://his.example.org/hl7/ping", key, raw)
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if httpsOnly {
+			return fmt.Errorf("%s %q: the ping carries the password, so it must be https (set allow_insecure_http only on a lab bench)", key, raw)
+		}
+	default:
+		return fmt.Errorf("%s %q: scheme %q, want https", key, raw, u.Scheme)
+	}
+	if u.User != nil {
+		return fmt.Errorf("%s: credentials in the URL are not used; put the password in password_file", key)
+	}
+	return nil
+}
+
+func validateTLSFiles(caFile, certFile, keyFile, passwordFile string) []error {
+	var errs []error
+	if (certFile == "") != (keyFile == "") {
+		errs = append(errs, errors.New("cert_file and key_file go together: set both for mutual TLS, or neither"))
+	}
+	for _, f := range []struct{ key, path string }{{"ca_file", caFile}, {"cert_file", certFile}, {"key_file", keyFile}, {"password_file", passwordFile}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f.key, err))
+		}
+	}
+	return errs
+}
+
+func validatePatterns(patterns []string) []error {
+	var errs []error
+	for _, p := range patterns {
+		if strings.TrimSpace(p) == "" {
+			errs = append(errs, errors.New("allowed_hosts has an empty pattern: remove it or write a host such as *.example.org"))
+			continue
+		}
+		if _, err := path.Match(strings.ToLower(p), ""); err != nil {
+			errs = append(errs, fmt.Errorf("allowed_hosts pattern %q: %w; write a glob such as *.example.org", p, err))
+		}
+	}
+	return errs
+}
+
+// FormatFrequency writes a polling interval the way the data-source ping
+// carries it: "20 Seconds", "5 Minutes", "1 Hours" (the largest exact unit).
+func FormatFrequency(d time.Duration) string {
+	s := int64((d + time.Second - 1) / time.Second)
+	if s < 1 {
+		s = 1
+	}
+	switch {
+	case s%3600 == 0:
+		return fmt.Sprintf("%d Hours", s/3600)
+	case s%60 == 0:
+		return fmt.Sprintf("%d Minutes", s/60)
+	}
+	return fmt.Sprintf("%d Seconds", s)
+}
+
+// FormatPMVersion turns a firmware version such as "v1.4.2" or
+// "1.4.2-3-gabcdef" into the four numbers PMVERSION carries ("1.4.2.0",
+// "1.4.2.3"); a version without leading numbers becomes "0.0.0.0".
+func FormatPMVersion(v string) string {
+	v = strings.TrimPrefix(strings.TrimSpace(v), "v")
+	var nums []string
+	for _, part := range strings.FieldsFunc(v, func(r rune) bool { return r == '.' || r == '-' || r == '+' }) {
+		if len(nums) == 4 {
+			break
+		}
+		end := 0
+		for end < len(part) && part[end] >= '0' && part[end] <= '9' {
+			end++
+		}
+		if end == 0 || end != len(part) {
+			if end > 0 {
+				nums = append(nums, part[:end])
+			}
+			break
+		}
+		nums = append(nums, part)
+	}
+	for len(nums) < 4 {
+		nums = append(nums, "0")
+	}
+	return strings.Join(nums, ".")
+}

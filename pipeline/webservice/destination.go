@@ -1,0 +1,243 @@
+package webservice
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/webservice/wire"
+)
+
+// Options are what the integrator supplies besides the YAML.
+type Options struct {
+	Logger     *slog.Logger      // nil: discard
+	Health     *health.Component // nil: a private component nobody reads
+	DeviceName string            // COMPUTERNAME unless the config sets computer_name; default the hostname
+	PMVersion  string            // firmware version ("v1.4.2" is sent as 1.4.2.0) unless the config sets pm_version
+	Loop       *health.Loop      // optional liveness beacon, beaten by Source.Run
+	Now        func() time.Time  // nil: time.Now; tests move the clock to expire sessions
+}
+
+// Health counters of a destination.
+const (
+	CounterPings           = "pings"            // pings sent
+	CounterPosts           = "posts"            // posts sent
+	CounterDelivered       = "delivered"        // posts answered with the matching ACK
+	CounterExceptions      = "exceptions"       // EXCEPTION replies
+	CounterTransportErrors = "transport_errors" // transport failures
+	CounterRefusedURLs     = "refused_urls"     // URLs from a ping reply refused by the profile's rules
+)
+
+// identity is how the gateway presents itself in every request.
+type identity struct {
+	logonID, password, pmVersion, computerName string
+}
+
+func newIdentity(logonID, passwordFile, cfgComputer, cfgVersion string, opts Options) (identity, error) {
+	pw, err := readPassword(passwordFile)
+	if err != nil {
+		return identity{}, err
+	}
+	id := identity{logonID: logonID, password: pw, computerName: cfgComputer, pmVersion: cfgVersion}
+	if id.computerName == "" {
+		id.computerName = opts.DeviceName
+	}
+	if id.computerName == "" {
+		id.computerName, _ = os.Hostname()
+	}
+	if id.pmVersion == "" {
+		id.pmVersion = FormatPMVersion(opts.PMVersion)
+	}
+	return id, nil
+}
+
+func fillOptions(opts *Options, kind health.Kind, name string) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Health == nil {
+		opts.Health = health.NewRegistry("", "", nil).Component(kind, name, "webservice")
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+}
+
+// Destination posts spooled messages to a web service (PROTOCOL.md,
+// "Destination"). It implements flow.Output. Deliver calls are serialised:
+// the protocol is one message per request, in spool order.
+type Destination struct {
+	name   string
+	cfg    DestinationConfig
+	id     identity
+	start  *url.URL
+	policy URLPolicy
+	x      *exchanger
+	log    *slog.Logger
+	health *health.Component
+	now    func() time.Time
+
+	repingNext atomic.Bool // set by Reping from any goroutine
+
+	mu          sync.Mutex // serialises Deliver; guards the session below
+	postURL     *url.URL   // nil: no session, ping first
+	sessionAt   time.Time
+	repingEvery bool // the server asked for a ping before every post
+}
+
+var _ flow.Output = (*Destination)(nil)
+
+// NewDestination validates cfg (after applying its defaults), reads the
+// password and certificates, and returns a destination that has not yet
+// talked to the network.
+func NewDestination(name string, cfg DestinationConfig, opts Options) (*Destination, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("webservice destination %q: %w", name, err)
+	}
+	fillOptions(&opts, health.Destination, name)
+	id, err := newIdentity(cfg.LogonID, cfg.PasswordFile, cfg.ComputerName, cfg.PMVersion, opts)
+	if err != nil {
+		return nil, fmt.Errorf("webservice destination %q: %w", name, err)
+	}
+	client, err := NewHTTPClient(TLSFiles{CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile})
+	if err != nil {
+		return nil, fmt.Errorf("webservice destination %q: %w", name, err)
+	}
+	start, _ := url.Parse(cfg.URL) // Validate parsed it
+	return &Destination{
+		name:   name,
+		cfg:    cfg,
+		id:     id,
+		start:  start,
+		policy: URLPolicy{AllowInsecureHTTP: cfg.AllowInsecureHTTP, AllowedHosts: cfg.AllowedHosts},
+		x:      &exchanger{client: client, timeout: cfg.Timeout.D(), userAgent: "hl7edge/" + id.pmVersion, password: id.password},
+		log:    opts.Logger.With("destination", name),
+		health: opts.Health,
+		now:    opts.Now,
+	}, nil
+}
+
+// Name of the destination.
+func (d *Destination) Name() string { return d.name }
+
+// Reping makes the next delivery start with a ping (the MQTT "reping"
+// command). It does not wait for a delivery in progress.
+func (d *Destination) Reping() { d.repingNext.Store(true) }
+
+// Deliver posts one message and returns nil only when the web service
+// acknowledged its GUID. Any error leaves the message to be retried after a
+// back-off (see Backoff); the session is reset so that the retry pings
+// first. Errors wrap *wire.Exception, ErrRefusedURL or ErrTransport, or are
+// the context's error.
+func (d *Destination) Deliver(ctx context.Context, m *flow.Message) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	msh := wire.ReadMSH(m.Raw)
+	log := d.log.With("guid", m.GUID, "control_id", msh.ControlID)
+
+	target, err := d.session(ctx)
+	if err != nil {
+		return d.fail(ctx, log, "ping", err)
+	}
+	req := &wire.HL7{
+		ID:           m.GUID,
+		LogonID:      d.id.logonID,
+		Password:     d.id.password,
+		MSH:          msh,
+		PMVersion:    d.id.pmVersion,
+		ComputerName: d.id.computerName,
+		Message:      wire.Message{ID: m.GUID, Data: wire.EncodeMessage(m.Raw)},
+	}
+	var ack wire.Ack
+	d.health.Add(CounterPosts, 1)
+	err = d.x.do(ctx, "post", target, req, &ack)
+	if err == nil && ack.GUID() != m.GUID {
+		err = fmt.Errorf("post to %s: %w: the ACK names GUID %q, want %q", target.Host, ErrTransport, wire.Clean(ack.GUID(), 64), m.GUID)
+	}
+	if err != nil {
+		d.postURL = nil
+		return d.fail(ctx, log, "post", err)
+	}
+	if d.repingEvery {
+		d.postURL = nil
+	}
+	d.health.Add(CounterDelivered, 1)
+	d.health.SetState(health.Up)
+	log.Debug("delivered", "attempts", m.Attempts)
+	return nil
+}
+
+// session returns the post URL, pinging first when there is no session,
+// the server asked for a ping before every post, an operator asked for a
+// reping, or the session lifetime has run out.
+func (d *Destination) session(ctx context.Context) (*url.URL, error) {
+	forced := d.repingNext.Swap(false)
+	if d.postURL != nil && !forced && d.now().Sub(d.sessionAt) < d.cfg.SessionLifetime.D() {
+		return d.postURL, nil
+	}
+	d.postURL = nil
+	req := &wire.Ping{
+		LogonID:      d.id.logonID,
+		Password:     d.id.password,
+		PMVersion:    d.id.pmVersion,
+		ComputerName: d.id.computerName,
+	}
+	var reply wire.PingReply
+	d.health.Add(CounterPings, 1)
+	if err := d.x.do(ctx, "ping", d.start, req, &reply); err != nil {
+		return nil, err
+	}
+	u, err := d.policy.Check("HL7POSTURL", reply.HL7PostURL)
+	if err != nil {
+		return nil, fmt.Errorf("ping reply from %s: %w", d.start.Host, err)
+	}
+	d.postURL, d.sessionAt, d.repingEvery = u, d.now(), reply.RepingRequested()
+	d.health.SetState(health.Up)
+	d.log.Info("session started", "post_host", u.Host, "reping", d.repingEvery, "forced", forced)
+	return u, nil
+}
+
+// fail counts, logs and reports one failed step and returns err.
+func (d *Destination) fail(ctx context.Context, log *slog.Logger, step string, err error) error {
+	d.postURL = nil
+	if ctx.Err() != nil {
+		// Shutting down, or the worker gave up: not the peer's fault.
+		return err
+	}
+	recordFailure(d.health, log, step, err)
+	return err
+}
+
+// recordFailure classifies an error for health and logs: EXCEPTION (with
+// its four attributes), refused URL, or transport failure.
+func recordFailure(h *health.Component, log *slog.Logger, step string, err error) {
+	switch exc, ok := isException(err); {
+	case exc != nil:
+		h.Add(CounterExceptions, 1)
+		log.Warn("web service answered with an EXCEPTION", "step", step,
+			"method", wire.Clean(exc.Method, 64), "errorcode", wire.Clean(exc.ErrorCode, 32),
+			"errormessage", wire.Clean(exc.ErrorMessage, 200), "additional", wire.Clean(exc.Additional, 64))
+	case ok:
+		h.Add(CounterRefusedURLs, 1)
+		log.Error("refused a URL handed out by the ping reply; nothing was sent to it", "step", step, "err", err)
+	default:
+		h.Add(CounterTransportErrors, 1)
+		log.Warn("transport failure", "step", step, "err", err)
+	}
+	h.Fail(health.Down, err.Error())
+}
+
+// Close drops idle connections. The destination must not be used after.
+func (d *Destination) Close() error {
+	d.x.client.CloseIdleConnections()
+	return nil
+}

@@ -1,0 +1,146 @@
+package webservice
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/units"
+	"github.com/hl7edge/hl7edge/pipeline/webservice/internal/wstest"
+	"github.com/hl7edge/hl7edge/pipeline/webservice/refserver"
+)
+
+const (
+	testLogon    = "gw-17"
+	testPassword = "S3cret-Pa55word-never-logged"
+)
+
+// rig is a destination talking HTTPS to a reference server.
+type rig struct {
+	pki    *wstest.PKI
+	ref    *refserver.Server
+	srv    *wstest.Server
+	store  string
+	dest   *Destination
+	health *health.Component
+	reg    *health.Registry
+	logs   *wstest.LogBuffer
+	clock  *fakeClock
+}
+
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time { return c.t }
+
+// newRig starts a reference server with the given config changes and a
+// destination pointed at it. Every rig checks at the end that the password
+// never reached the logs or health.
+func newRig(t *testing.T, modServer func(*refserver.Config), modDest func(*DestinationConfig)) *rig {
+	t.Helper()
+	r := &rig{pki: wstest.NewPKI(t), store: t.TempDir(), logs: &wstest.LogBuffer{}, clock: &fakeClock{t: time.Unix(1_700_000_000, 0)}}
+	scfg := refserver.Config{StoreDir: r.store, MailboxDir: t.TempDir(), Logon: testLogon, Password: testPassword}
+	if modServer != nil {
+		modServer(&scfg)
+	}
+	ref, err := refserver.New(scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ref.Close() })
+	r.ref = ref
+	r.srv = wstest.StartTLS(t, r.pki, ref, nil)
+	r.reg = health.NewRegistry("ward3-gw", "1.0.0", nil)
+	r.health = r.reg.Component(health.Destination, "ehr", "webservice")
+	cfg := r.destConfig(t, r.srv.URL+"/hl7/ping")
+	if modDest != nil {
+		modDest(&cfg)
+	}
+	r.dest = r.newDest(t, cfg)
+	t.Cleanup(func() { r.assertNoSecrets(t) })
+	return r
+}
+
+func (r *rig) destConfig(t *testing.T, url string) DestinationConfig {
+	return DestinationConfig{
+		URL:          url,
+		LogonID:      testLogon,
+		PasswordFile: wstest.PasswordFile(t, testPassword),
+		CAFile:       r.pki.CAFile,
+		Timeout:      units.Duration(5 * time.Second),
+	}
+}
+
+func (r *rig) newDest(t *testing.T, cfg DestinationConfig) *Destination {
+	t.Helper()
+	d, err := NewDestination("ehr", cfg, Options{
+		Logger:     slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Health:     r.health,
+		DeviceName: "ward3-gw",
+		PMVersion:  "v1.4.2",
+		Now:        r.clock.now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+func (r *rig) assertNoSecrets(t *testing.T) {
+	t.Helper()
+	logs := r.logs.String()
+	if strings.Contains(logs, testPassword) {
+		t.Errorf("the password appears in the log output")
+	}
+	if strings.Contains(logs, "TVNI") || strings.Contains(logs, "NOT\xe9REAL") {
+		t.Errorf("message content appears in the log output")
+	}
+	snap := r.reg.Snapshot()
+	c, _ := snap.Component(health.Destination, "ehr")
+	if strings.Contains(c.LastError, testPassword) {
+		t.Errorf("the password appears in health's last error: %q", c.LastError)
+	}
+}
+
+// testMessage is obviously fake HL7 with a Latin-1 byte, to prove bytes
+// travel as they were received.
+func testMessage(i int) *flow.Message {
+	raw := fmt.Sprintf("MSH|^~\\&|LAB|WARD3|EHR|HOSP|20250101120000||ORU^R01^ORU_R01|CTRL%05d|P|2.5.1\r"+
+		"PID|1||TEST%05d^^^HL7EDGE||TEST^NOT\xe9REAL\r"+
+		"OBX|1|NM|GLU^Glucose||%d|mg/dL\r", i, i, 80+i%40)
+	return &flow.Message{Seq: uint64(i), GUID: uuid.NewString(), Source: "monitors", Received: time.Now(), Raw: []byte(raw)}
+}
+
+// deliverAll delivers each message in order, retrying like the deliver
+// worker (with a fast back-off) until it is acknowledged.
+func deliverAll(t *testing.T, d *Destination, msgs []*flow.Message) (failures int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b := &Backoff{Min: time.Millisecond, Max: 10 * time.Millisecond}
+	for _, m := range msgs {
+		for {
+			err := d.Deliver(ctx, m)
+			if err == nil {
+				b.Reset()
+				break
+			}
+			failures++
+			m.Attempts++
+			if m.Attempts > 20 {
+				t.Fatalf("message %d: still failing after %d attempts: %v", m.Seq, m.Attempts, err)
+			}
+			if err := b.Wait(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return failures
+}
