@@ -122,13 +122,21 @@ func (t ServerTLS) serverTLSConfig() (*tls.Config, error) {
 
 // loadPool reads PEM certificates into a new pool.
 func loadPool(path, key string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("tls %s: %w", key, err)
-	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("tls %s %s holds no PEM certificate: give a file with one or more BEGIN CERTIFICATE blocks", key, path)
+	if err := appendPEM(pool, path, key); err != nil {
+		return nil, err
 	}
 	return pool, nil
+}
+
+// appendPEM adds the PEM certificates in path (config key key) to pool.
+func appendPEM(pool *x509.CertPool, path, key string) error {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("tls %s: %w", key, err)
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("tls %s %s holds no PEM certificate: give a file with one or more BEGIN CERTIFICATE blocks", key, path)
+	}
+	return nil
 }
