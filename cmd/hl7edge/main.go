@@ -1,0 +1,81 @@
+// Command hl7edge is the gateway's one binary: the daemon, its tools and the
+// reference web service. main only parses the command line and wires
+// packages together; behaviour lives in the packages.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is stamped at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	code := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+const usage = `hl7edge — HL7 v2 gateway firmware
+
+usage:
+  hl7edge run --config FILE            the daemon
+  hl7edge demo                         the whole flow on loopback with built-in defaults
+  hl7edge send --to HOST:PORT [--tls --ca FILE] FILE...
+                                       send HL7 files over MLLP; exit 1 unless every ACK is AA/CA
+  hl7edge spool stats --config FILE [--json]
+  hl7edge spool dead list|retry|purge --config FILE --destination NAME
+  hl7edge webservice --listen ADDR --store DIR [--mailbox DIR] [--tls-cert F --tls-key F]
+                     [--logon ID --password-file F]
+                                       the reference web service (ping/post and mailbox)
+  hl7edge check-upstream --url URL --logon ID --password-file F [--ca FILE]
+                                       test a web service against the protocol
+  hl7edge config check FILE
+  hl7edge selftest                     spool and MLLP round trip on this machine
+  hl7edge version
+`
+
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	var err error
+	switch cmd {
+	case "run":
+		err = cmdRun(ctx, rest, stderr)
+	case "demo":
+		err = cmdDemo(ctx, rest, stdout, stderr)
+	case "send":
+		return cmdSend(ctx, rest, stdout, stderr)
+	case "spool":
+		err = cmdSpool(ctx, rest, stdout)
+	case "webservice":
+		err = cmdWebservice(ctx, rest, stdout, stderr)
+	case "check-upstream":
+		return cmdCheckUpstream(ctx, rest, stdout, stderr)
+	case "config":
+		err = cmdConfig(rest, stdout)
+	case "selftest":
+		err = cmdSelftest(ctx, stdout)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "hl7edge", version)
+	case "help", "--help", "-h":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "hl7edge: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "hl7edge %s: %v\n", cmd, err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hl7edge/hl7edge/device/admin"
+	"github.com/hl7edge/hl7edge/device/appliance"
+	"github.com/hl7edge/hl7edge/device/command"
+	"github.com/hl7edge/hl7edge/device/config"
+	"github.com/hl7edge/hl7edge/pipeline/gateway"
+	"github.com/hl7edge/hl7edge/pipeline/hl7"
+	"github.com/hl7edge/hl7edge/storage"
+)
+
+// cmdSpool inspects the spool: through the running daemon when there is one
+// (Badger lets one process open it), otherwise directly.
+func cmdSpool(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("usage: hl7edge spool stats|dead ...")
+	}
+	sub := args[0]
+	action := ""
+	rest := args[1:]
+	if sub == "dead" {
+		if len(rest) == 0 {
+			return errors.New("usage: hl7edge spool dead list|retry|purge --config FILE --destination NAME")
+		}
+		action, rest = rest[0], rest[1:]
+	}
+	fs := flag.NewFlagSet("spool", flag.ContinueOnError)
+	path := fs.String("config", config.DefaultPath, "configuration file")
+	asJSON := fs.Bool("json", false, "print JSON")
+	dest := fs.String("destination", "", "destination name")
+	if err := fs.Parse(rest); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	var name string
+	switch {
+	case sub == "stats":
+		name = appliance.CmdSpoolStats
+	case sub == "dead" && action == "list":
+		name = appliance.CmdDeadList
+	case sub == "dead" && action == "retry":
+		name = appliance.CmdDeadRetry
+	case sub == "dead" && action == "purge":
+		name = appliance.CmdDeadPurge
+	default:
+		return fmt.Errorf("unknown spool command %q %q: use stats, or dead list|retry|purge", sub, action)
+	}
+	if sub == "dead" && *dest == "" {
+		return errors.New("--destination NAME is required")
+	}
+	argsJSON, _ := json.Marshal(map[string]string{"destination": *dest})
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := admin.Call(cctx, cfg.Admin.Socket, command.Request{ID: fmt.Sprintf("cli-%d", time.Now().UnixNano()), Name: name, Args: argsJSON})
+	var data any
+	switch {
+	case err == nil && resp.Status != command.Successful:
+		return fmt.Errorf("%s: %s", resp.Status, resp.Detail)
+	case err == nil:
+		data = resp.Data
+	case errors.Is(err, admin.ErrNoDaemon):
+		data, err = offline(cfg, name, *dest)
+		if err != nil {
+			return err
+		}
+	default:
+		return err
+	}
+	if *asJSON || sub == "dead" && action != "list" {
+		b, _ := json.Marshal(data)
+		fmt.Fprintln(stdout, string(b))
+		return nil
+	}
+	return printHuman(stdout, name, data)
+}
+
+// offline opens the spool itself because no daemon is running.
+func offline(cfg *config.Config, name, dest string) (any, error) {
+	var dests []string
+	for _, d := range cfg.Destinations {
+		if d.Type != gateway.TypeRubbish {
+			dests = append(dests, d.Name)
+		}
+	}
+	if dest != "" && !slices.Contains(dests, dest) {
+		return nil, fmt.Errorf("destination %q is not in %s", dest, cfg.Path)
+	}
+	sp, err := storage.Open(cfg.Spool, storage.Options{Destinations: dests})
+	if err != nil {
+		return nil, err
+	}
+	defer sp.Close()
+	switch name {
+	case appliance.CmdSpoolStats:
+		return sp.Stats(), nil
+	case appliance.CmdDeadList:
+		dls, err := sp.DeadLetters(dest)
+		if err != nil {
+			return nil, err
+		}
+		out := []appliance.DeadLetterInfo{}
+		for _, dl := range dls {
+			info := appliance.DeadLetterInfo{GUID: dl.GUID, Source: dl.Source, Received: dl.Received, Attempts: dl.Attempts, Reason: dl.Reason}
+			if m, err := hl7.Parse(dl.Raw); err == nil {
+				info.ControlID = m.Header().ControlID
+			}
+			out = append(out, info)
+		}
+		return out, nil
+	case appliance.CmdDeadRetry:
+		n, err := sp.RetryDead(dest)
+		return map[string]int{"retried": n}, err
+	case appliance.CmdDeadPurge:
+		n, err := sp.PurgeDead(dest)
+		return map[string]int{"purged": n}, err
+	}
+	return nil, fmt.Errorf("unknown command %s", name)
+}
+
+func printHuman(w io.Writer, name string, data any) error {
+	b, _ := json.Marshal(data)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	defer tw.Flush()
+	switch name {
+	case appliance.CmdSpoolStats:
+		var st storage.Stats
+		if err := json.Unmarshal(b, &st); err != nil {
+			return err
+		}
+		fmt.Fprintf(tw, "messages\t%d\nbytes\t%d of %d\nundeliverable\t%d\nfree disk\t%d\n\n", st.Messages, st.Bytes, st.MaxBytes, st.Undeliverable, st.FreeDiskBytes)
+		fmt.Fprintln(tw, "DESTINATION\tQUEUED\tDELIVERED\tDEAD\tOLDEST")
+		names := make([]string, 0, len(st.Destinations))
+		for n := range st.Destinations {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		for _, n := range names {
+			d := st.Destinations[n]
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", n, d.Queued, d.Delivered, d.Dead, (time.Duration(d.OldestAgeSeconds) * time.Second).String())
+		}
+	case appliance.CmdDeadList:
+		var dls []appliance.DeadLetterInfo
+		if err := json.Unmarshal(b, &dls); err != nil {
+			return err
+		}
+		fmt.Fprintln(tw, "GUID\tCONTROL ID\tSOURCE\tRECEIVED\tATTEMPTS\tREASON")
+		for _, d := range dls {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", d.GUID, d.ControlID, d.Source, d.Received.Format(time.RFC3339), d.Attempts, strings.ReplaceAll(d.Reason, "\n", " "))
+		}
+	}
+	return nil
+}

@@ -1,0 +1,331 @@
+// Package appliance runs the whole box: the pipeline, the MQTT agent, the
+// LEDs, the systemd watchdog and the admin socket, all built from one
+// configuration file and all stopped together. A restart or a configuration
+// change rebuilds them in-process; a configuration that leaves the box
+// unhealthy is rolled back.
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hl7edge/hl7edge/board"
+	"github.com/hl7edge/hl7edge/device/admin"
+	"github.com/hl7edge/hl7edge/device/command"
+	"github.com/hl7edge/hl7edge/device/config"
+	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/device/leds"
+	"github.com/hl7edge/hl7edge/device/mqttagent"
+	"github.com/hl7edge/hl7edge/device/watchdog"
+	"github.com/hl7edge/hl7edge/pipeline/gateway"
+)
+
+// Options configure the appliance.
+type Options struct {
+	ConfigPath string
+	Version    string
+	LogOut     io.Writer // default stderr
+	// Board replaces the board the configuration names (demo, tests).
+	Board func(cfg *config.Config, log *slog.Logger) (board.Board, error)
+	// ApplyGrace is how long a new configuration has to prove healthy.
+	ApplyGrace time.Duration
+	// MinBackoff shortens delivery retry waits (tests).
+	MinBackoff time.Duration
+	// Started is called after every (re)start with the running box (tests, demo).
+	Started func(*Box)
+}
+
+// Box is one running build of the appliance.
+type Box struct {
+	Config   *config.Config
+	Gateway  *gateway.Gateway
+	Registry *health.Registry
+	Agent    *mqttagent.Agent
+	Commands *command.Dispatcher
+	Log      *slog.Logger
+}
+
+// Appliance restarts Boxes until its context ends.
+type Appliance struct {
+	o       Options
+	ring    *logRing
+	restart chan string
+
+	mu      sync.Mutex
+	pending *pendingApply
+}
+
+type pendingApply struct {
+	id       string
+	previous []byte
+	grace    time.Duration
+	before   health.Snapshot
+}
+
+// Run runs the appliance until ctx ends.
+func Run(ctx context.Context, o Options) error {
+	if o.LogOut == nil {
+		o.LogOut = os.Stderr
+	}
+	if o.ApplyGrace <= 0 {
+		o.ApplyGrace = time.Minute
+	}
+	a := &Appliance{o: o, ring: newLogRing(1000), restart: make(chan string, 1)}
+	for {
+		cfg, err := config.Load(o.ConfigPath)
+		if err == nil {
+			var again bool
+			again, err = a.runOnce(ctx, cfg)
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err == nil && again {
+				continue
+			}
+		}
+		if err != nil && a.rollback(err) {
+			continue
+		}
+		return err
+	}
+}
+
+// rollback restores the previous configuration after a failed apply.
+func (a *Appliance) rollback(cause error) bool {
+	a.mu.Lock()
+	p := a.pending
+	a.pending = nil
+	a.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	if err := config.WriteAtomic(a.o.ConfigPath, p.previous); err != nil {
+		return false
+	}
+	fmt.Fprintf(a.o.LogOut, "hl7edge: configuration from command %s failed (%v); previous configuration restored\n", p.id, cause)
+	return true
+}
+
+func (a *Appliance) logger(cfg *config.Config) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Log.Level))
+	hopts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(a.o.LogOut, hopts)
+	if cfg.Log.Format == "json" {
+		h = slog.NewJSONHandler(a.o.LogOut, hopts)
+	}
+	return slog.New(newTee(h, a.ring, level))
+}
+
+func clockSynced() bool {
+	var tx unix.Timex
+	state, err := unix.Adjtimex(&tx)
+	return err == nil && state != unix.TIME_ERROR
+}
+
+// runOnce builds and runs one Box. It reports whether a restart was asked for.
+func (a *Appliance) runOnce(parent context.Context, cfg *config.Config) (bool, error) {
+	log := a.logger(cfg)
+	reg := health.NewRegistry(cfg.Device.ID, a.o.Version, nil)
+	reg.SetClockProbe(clockSynced)
+	disp := command.NewDispatcher(nil)
+
+	openBoard := a.o.Board
+	if openBoard == nil {
+		openBoard = func(cfg *config.Config, log *slog.Logger) (board.Board, error) {
+			return board.Open(cfg.Device.Board, cfg.LEDs, log)
+		}
+	}
+	brd, err := openBoard(cfg, log)
+	if err != nil {
+		return false, fmt.Errorf("board %q: %w", cfg.Device.Board, err)
+	}
+	defer brd.Close()
+	engine, err := leds.New(leds.Options{Pins: brd.Pins(), Snapshot: reg.Snapshot, Beacon: reg.Loop("leds"), Log: log})
+	if err != nil {
+		return false, fmt.Errorf("leds: %w", err)
+	}
+	agent, err := mqttagent.New(cfg.MQTT, mqttagent.Options{
+		DeviceID: cfg.Device.ID, Version: a.o.Version, Logger: log, Registry: reg, Dispatcher: disp,
+		SessionFile: filepath.Join(filepath.Dir(filepath.Clean(cfg.Spool.Dir)), "mqtt.session"),
+	})
+	if err != nil {
+		return false, err
+	}
+	alarm := func(kind, detail string) {
+		log.Warn("alarm", "kind", kind, "detail", detail)
+		if agent.Enabled() {
+			agent.Alarm(kind, detail)
+		}
+	}
+	gw, err := gateway.New(cfg.Gateway(a.o.Version), gateway.Options{
+		Log: log, Health: reg, Activity: engine.Activity, Alarm: alarm, MinBackoff: a.o.MinBackoff,
+	})
+	if err != nil {
+		return false, err
+	}
+	box := &Box{Config: cfg, Gateway: gw, Registry: reg, Agent: agent, Commands: disp, Log: log}
+	a.register(box, engine, alarm)
+
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	spawn := func(name string, f func(context.Context) error) {
+		wg.Go(func() {
+			if err := f(ctx); err != nil && ctx.Err() == nil {
+				log.Error("component stopped", "component", name, "err", err)
+				errs <- fmt.Errorf("%s: %w", name, err)
+			}
+		})
+	}
+	wd := watchdog.New(watchdog.Options{Log: log})
+	// The gateway stops last: it must outlive the agent and the admin socket
+	// that call into it, so it has its own context.
+	gwCtx, stopGW := context.WithCancel(context.Background())
+	gwDone := make(chan error, 1)
+	go func() { gwDone <- gw.Run(gwCtx) }()
+	spawn("leds", engine.Run)
+	if agent.Enabled() {
+		spawn("mqtt", agent.Run)
+	}
+	spawn("admin", admin.NewServer(cfg.Admin.Socket, disp, log).Run)
+	spawn("watchdog", func(ctx context.Context) error { return wd.Run(ctx, reg) })
+	spawn("link", func(ctx context.Context) error { return followMQTT(ctx, reg, engine, agent.Enabled()) })
+	engine.SetReady(true)
+	if err := wd.Ready(); err != nil {
+		log.Warn("systemd notify failed", "err", err)
+	}
+	log.Info("hl7edge started", "version", a.o.Version, "device", cfg.Device.ID, "config", cfg.Path,
+		"sources", len(cfg.Sources), "destinations", len(cfg.Destinations))
+	if a.o.Started != nil {
+		a.o.Started(box)
+	}
+	a.mu.Lock()
+	p := a.pending
+	a.mu.Unlock()
+	if p != nil {
+		spawn("apply-check", func(ctx context.Context) error { a.checkApply(ctx, p, reg, alarm); return nil })
+	}
+
+	again := false
+	var runErr error
+	select {
+	case <-parent.Done():
+		log.Info("stopping")
+	case why := <-a.restart:
+		log.Info("restarting", "why", why)
+		again = true
+	case runErr = <-errs:
+	case runErr = <-gwDone:
+		if runErr == nil {
+			runErr = errors.New("pipeline stopped unexpectedly")
+		}
+		gwDone <- runErr
+	}
+	_ = wd.Stopping()
+	cancel()
+	wg.Wait()
+	stopGW()
+	if err := <-gwDone; err != nil && runErr == nil {
+		runErr = err
+	}
+	log.Info("stopped")
+	return again, runErr
+}
+
+// followMQTT keeps the LINK LED's view of the broker connection current.
+func followMQTT(ctx context.Context, reg *health.Registry, e *leds.Engine, enabled bool) error {
+	if !enabled {
+		e.SetMQTTUp(true) // no broker configured: nothing to be down
+		return nil
+	}
+	ch, unsub := reg.Subscribe()
+	defer unsub()
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		s := reg.Snapshot()
+		c, ok := s.Component(health.Service, "mqtt")
+		e.SetMQTTUp(ok && c.State == health.Up)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ch:
+		case <-t.C:
+		}
+	}
+}
+
+// checkApply waits out the grace period of a new configuration and rolls it
+// back when the box is worse off than before.
+func (a *Appliance) checkApply(ctx context.Context, p *pendingApply, reg *health.Registry, alarm func(kind, detail string)) {
+	t := time.NewTimer(p.grace)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return
+	case <-t.C:
+	}
+	a.mu.Lock()
+	if a.pending != p {
+		a.mu.Unlock()
+		return
+	}
+	a.pending = nil
+	a.mu.Unlock()
+	problems := unhealthy(p.before, reg.Snapshot())
+	if len(problems) == 0 {
+		alarm("config_applied", fmt.Sprintf("configuration from command %s is healthy after %s and is kept", p.id, p.grace))
+		return
+	}
+	if err := config.WriteAtomic(a.o.ConfigPath, p.previous); err != nil {
+		alarm("config_rollback_failed", fmt.Sprintf("command %s: %v", p.id, err))
+		return
+	}
+	alarm("config_rolled_back", fmt.Sprintf("configuration from command %s rolled back: %v", p.id, problems))
+	a.requestRestart("configuration rolled back")
+}
+
+// unhealthy lists what is wrong now that was not wrong before.
+func unhealthy(before, now health.Snapshot) []string {
+	var out []string
+	for _, s := range now.Stalled {
+		out = append(out, "loop "+s+" stalled")
+	}
+	if now.Spool.Error != "" {
+		out = append(out, "spool: "+now.Spool.Error)
+	}
+	bad := func(st health.State) bool { return st == health.Down || st == health.Missing || st == health.Starting }
+	check := func(kind health.Kind, list []health.ComponentSnapshot) {
+		for _, c := range list {
+			if !bad(c.State) {
+				continue
+			}
+			if old, ok := before.Component(kind, c.Name); ok && bad(old.State) {
+				continue // it was already failing: not the new configuration's fault
+			}
+			out = append(out, fmt.Sprintf("%s %s is %s", kind, c.Name, c.State))
+		}
+	}
+	check(health.Source, now.Sources)
+	check(health.Destination, now.Destinations)
+	check(health.Service, now.Services)
+	return out
+}
+
+func (a *Appliance) requestRestart(why string) {
+	select {
+	case a.restart <- why:
+	default:
+	}
+}

@@ -1,0 +1,221 @@
+package appliance
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/hl7edge/hl7edge/device/command"
+	"github.com/hl7edge/hl7edge/device/config"
+	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/device/leds"
+	"github.com/hl7edge/hl7edge/pipeline/hl7"
+)
+
+// Command names, shared by MQTT and the admin socket (DESIGN.md, Appliance).
+const (
+	CmdHealth      = "health"
+	CmdReping      = "reping"
+	CmdPause       = "pause"
+	CmdResume      = "resume"
+	CmdDeadList    = "dead-list"
+	CmdDeadRetry   = "dead-retry"
+	CmdDeadPurge   = "dead-purge"
+	CmdIdentify    = "identify"
+	CmdConfigGet   = "config-get"
+	CmdConfigApply = "config-apply"
+	CmdTailLog     = "tail-log"
+	CmdRestart     = "restart"
+	CmdSpoolStats  = "spool-stats"
+)
+
+type nameArgs struct {
+	Name        string   `json:"name"`
+	Destination string   `json:"destination"`
+	GUIDs       []string `json:"guids"`
+	Seconds     int      `json:"seconds"`
+	Lines       int      `json:"lines"`
+	YAML        string   `json:"yaml"`
+	Grace       string   `json:"grace"`
+}
+
+func parseArgs(raw json.RawMessage) (nameArgs, error) {
+	var a nameArgs
+	if len(raw) == 0 {
+		return a, nil
+	}
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return a, fmt.Errorf("args are not the expected JSON object: %w", err)
+	}
+	return a, nil
+}
+
+func (a nameArgs) target() (string, error) {
+	n := a.Name
+	if n == "" {
+		n = a.Destination
+	}
+	if n == "" {
+		return "", errors.New(`args need "name" (a source or destination)`)
+	}
+	return n, nil
+}
+
+// DeadLetterInfo is one dead letter as listed to an operator: identifiers
+// and the reason, never the content.
+type DeadLetterInfo struct {
+	GUID      string    `json:"guid"`
+	ControlID string    `json:"control_id"`
+	Source    string    `json:"source"`
+	Received  time.Time `json:"received"`
+	Attempts  int       `json:"attempts"`
+	Reason    string    `json:"reason"`
+}
+
+func (a *Appliance) register(b *Box, engine *leds.Engine, alarm func(kind, detail string)) {
+	d, gw := b.Commands, b.Gateway
+	with := func(f func(nameArgs) (any, string, error)) command.Handler {
+		return func(_ context.Context, raw json.RawMessage) (any, string, error) {
+			args, err := parseArgs(raw)
+			if err != nil {
+				return nil, "", err
+			}
+			return f(args)
+		}
+	}
+	d.Register(CmdHealth, with(func(nameArgs) (any, string, error) { return b.Registry.Snapshot(), "", nil }))
+	d.Register(CmdSpoolStats, with(func(nameArgs) (any, string, error) { return SpoolStats(b), "", nil }))
+	d.Register(CmdReping, with(func(args nameArgs) (any, string, error) {
+		n, err := args.target()
+		if err == nil {
+			err = gw.Reping(n)
+		}
+		return nil, "will ping before the next post", err
+	}))
+	d.Register(CmdPause, with(func(args nameArgs) (any, string, error) {
+		n, err := args.target()
+		if err == nil {
+			err = gw.Pause(n)
+		}
+		return nil, "paused " + n, err
+	}))
+	d.Register(CmdResume, with(func(args nameArgs) (any, string, error) {
+		n, err := args.target()
+		if err == nil {
+			err = gw.Resume(n)
+		}
+		return nil, "resumed " + n, err
+	}))
+	d.Register(CmdDeadList, with(func(args nameArgs) (any, string, error) {
+		n, err := args.target()
+		if err != nil {
+			return nil, "", err
+		}
+		dls, err := gw.Spool().DeadLetters(n)
+		if err != nil {
+			return nil, "", err
+		}
+		out := []DeadLetterInfo{}
+		for _, dl := range dls {
+			info := DeadLetterInfo{GUID: dl.GUID, Source: dl.Source, Received: dl.Received, Attempts: dl.Attempts, Reason: dl.Reason}
+			if m, err := hl7.Parse(dl.Raw); err == nil {
+				info.ControlID = m.Header().ControlID
+			}
+			out = append(out, info)
+		}
+		return out, fmt.Sprintf("%d dead letters", len(out)), nil
+	}))
+	d.Register(CmdDeadRetry, with(func(args nameArgs) (any, string, error) {
+		n, err := args.target()
+		if err != nil {
+			return nil, "", err
+		}
+		k, err := gw.RetryDead(n, args.GUIDs...)
+		return map[string]int{"retried": k}, fmt.Sprintf("%d dead letters queued again", k), err
+	}))
+	d.Register(CmdDeadPurge, with(func(args nameArgs) (any, string, error) {
+		n, err := args.target()
+		if err != nil {
+			return nil, "", err
+		}
+		k, err := gw.PurgeDead(n, args.GUIDs...)
+		return map[string]int{"purged": k}, fmt.Sprintf("%d dead letters deleted", k), err
+	}))
+	d.Register(CmdIdentify, with(func(args nameArgs) (any, string, error) {
+		s := args.Seconds
+		if s <= 0 {
+			s = 30
+		}
+		engine.Identify(time.Duration(s) * time.Second)
+		return nil, fmt.Sprintf("blinking all LEDs for %ds", s), nil
+	}))
+	d.Register(CmdConfigGet, with(func(nameArgs) (any, string, error) {
+		data, err := os.ReadFile(b.Config.Path)
+		if err != nil {
+			return nil, "", fmt.Errorf("read configuration: %w", err)
+		}
+		return map[string]string{"yaml": string(data), "path": b.Config.Path}, "", nil
+	}))
+	d.Register(CmdConfigApply, with(func(args nameArgs) (any, string, error) {
+		return a.apply(b, args)
+	}))
+	d.Register(CmdTailLog, with(func(args nameArgs) (any, string, error) {
+		n := args.Lines
+		if n <= 0 || n > 1000 {
+			n = 100
+		}
+		return a.ring.tail(n), "", nil
+	}))
+	d.Register(CmdRestart, with(func(nameArgs) (any, string, error) {
+		a.requestRestart("restart command")
+		return nil, "restarting", nil
+	}))
+	_ = alarm
+}
+
+// apply validates a new configuration, writes it atomically, keeps the old
+// one for roll-back and restarts. The roll-back check runs after the restart.
+func (a *Appliance) apply(b *Box, args nameArgs) (any, string, error) {
+	if args.YAML == "" {
+		return nil, "", errors.New(`args need "yaml": the whole new configuration file`)
+	}
+	if _, err := config.Parse([]byte(args.YAML)); err != nil {
+		return nil, "", fmt.Errorf("configuration refused, the current one stays: %w", err)
+	}
+	grace := a.o.ApplyGrace
+	if args.Grace != "" {
+		g, err := time.ParseDuration(args.Grace)
+		if err != nil || g <= 0 {
+			return nil, "", fmt.Errorf("grace %q: use a Go duration such as 60s", args.Grace)
+		}
+		grace = g
+	}
+	previous, err := os.ReadFile(b.Config.Path)
+	if err != nil {
+		return nil, "", fmt.Errorf("read current configuration: %w", err)
+	}
+	if err := config.WriteAtomic(b.Config.Path, []byte(args.YAML)); err != nil {
+		return nil, "", err
+	}
+	a.mu.Lock()
+	a.pending = &pendingApply{id: "config-apply", previous: previous, grace: grace, before: b.Registry.Snapshot()}
+	a.mu.Unlock()
+	a.requestRestart("new configuration")
+	return map[string]string{"grace": grace.String()}, fmt.Sprintf("applied; restarting; rolled back unless healthy after %s", grace), nil
+}
+
+// SpoolStats is the `spool stats` object with the pull sources' counters.
+func SpoolStats(b *Box) any {
+	st := b.Gateway.Spool().Stats()
+	snap := b.Registry.Snapshot()
+	st.Sources = map[string]map[string]uint64{}
+	for _, s := range snap.Sources {
+		st.Sources[s.Name] = s.Counters
+	}
+	return st
+}
+
+var _ = health.Up

@@ -1,0 +1,197 @@
+// Package config reads the one YAML file that configures a gateway
+// (/etc/hl7edge/hl7edge.yaml). It refuses unknown keys and names the line of
+// every mistake, because the person reading the error is at a hospital with
+// no developer nearby.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/hl7edge/hl7edge/board"
+	"github.com/hl7edge/hl7edge/device/mqttagent"
+	"github.com/hl7edge/hl7edge/pipeline/gateway"
+	"github.com/hl7edge/hl7edge/storage"
+)
+
+// DefaultPath is where the package installs the configuration.
+const DefaultPath = "/etc/hl7edge/hl7edge.yaml"
+
+// Device is the `device:` block.
+type Device struct {
+	ID    string `yaml:"id"`    // default: hostname; used in MQTT topics and as COMPUTERNAME
+	Board string `yaml:"board"` // sim | rpi | sysfs
+}
+
+// Admin is the `admin:` block.
+type Admin struct {
+	Socket string `yaml:"socket"`
+}
+
+// Log is the `log:` block.
+type Log struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error
+	Format string `yaml:"format"` // text | json
+}
+
+// Config is the whole file.
+type Config struct {
+	Device       Device                `yaml:"device"`
+	Spool        storage.Config        `yaml:"spool"`
+	Admin        Admin                 `yaml:"admin"`
+	Log          Log                   `yaml:"log"`
+	Sources      []gateway.Source      `yaml:"sources"`
+	Destinations []gateway.Destination `yaml:"destinations"`
+	MQTT         mqttagent.Config      `yaml:"mqtt"`
+	LEDs         board.LEDConfig       `yaml:"leds"`
+	// Path is the file it was read from.
+	Path string `yaml:"-"`
+}
+
+// Load reads and validates a file.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read configuration: %w (pass --config FILE; the packaged default is %s)", err, DefaultPath)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	c.Path = path
+	return c, nil
+}
+
+// Parse reads and validates YAML text.
+func Parse(b []byte) (*Config, error) {
+	c := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		return nil, tidyYAMLError(err)
+	}
+	c.SetDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// tidyYAMLError drops yaml.v3's Go type names, which mean nothing to an operator.
+func tidyYAMLError(err error) error {
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, "yaml: unmarshal errors:\n")
+	msg = typeNames.ReplaceAllString(msg, "")
+	lines := strings.Split(msg, "\n")
+	for i := range lines {
+		lines[i] = strings.TrimSpace(lines[i])
+	}
+	return errors.New(strings.Join(lines, "\n"))
+}
+
+var typeNames = regexp.MustCompile(` in type [\w.\[\]*]+`)
+
+// SetDefaults fills what is left out.
+func (c *Config) SetDefaults() {
+	if c.Device.ID == "" {
+		if h, err := os.Hostname(); err == nil {
+			c.Device.ID = strings.ToLower(h)
+		}
+	}
+	if c.Device.Board == "" {
+		c.Device.Board = "sim"
+	}
+	if c.Admin.Socket == "" {
+		c.Admin.Socket = "/run/hl7edge/admin.sock"
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	c.Spool.SetDefaults()
+	c.MQTT.SetDefaults()
+}
+
+var deviceID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// Validate checks the whole file; every mistake is reported, not just the first.
+func (c *Config) Validate() error {
+	var errs []error
+	if !deviceID.MatchString(c.Device.ID) {
+		errs = append(errs, fmt.Errorf("device.id %q: use 1-63 letters, digits, '.', '-' or '_' (it is an MQTT topic level)", c.Device.ID))
+	}
+	switch c.Device.Board {
+	case "sim", "rpi", "sysfs":
+	default:
+		errs = append(errs, fmt.Errorf("device.board %q: use sim, rpi or sysfs", c.Device.Board))
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level %q: use debug, info, warn or error", c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("log.format %q: use text or json", c.Log.Format))
+	}
+	if err := c.Spool.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := gateway.Validate(c.Sources, c.Destinations); err != nil {
+		errs = append(errs, err)
+	}
+	if c.MQTT.Enabled() {
+		if err := c.MQTT.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("mqtt: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Gateway is the pipeline part of the configuration.
+func (c *Config) Gateway(version string) gateway.Config {
+	return gateway.Config{Spool: c.Spool, Sources: c.Sources, Destinations: c.Destinations, DeviceID: c.Device.ID, Version: version}
+}
+
+// WriteAtomic replaces path with data so that a power cut leaves either the
+// old file or the new one, never a mix.
+func WriteAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".hl7edge-config-*")
+	if err != nil {
+		return fmt.Errorf("write configuration: %w", err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o640)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write configuration %s: %w", path, err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+	return nil
+}

@@ -1,0 +1,154 @@
+// Package intake is where every source's message becomes the gateway's
+// responsibility: it is parsed, routed, committed to the spool, and only then
+// answered. Whatever the outcome, the sender gets an HL7 acknowledgement that
+// says what happened: AA once the message is safe, AR with the reason when
+// the message itself is unacceptable, AE when the gateway cannot take it now
+// (so the sender retries).
+package intake
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/hl7"
+	"github.com/hl7edge/hl7edge/pipeline/route"
+	"github.com/hl7edge/hl7edge/storage"
+)
+
+// Spool is the part of the spool intake needs.
+type Spool interface {
+	Append(ctx context.Context, e storage.Entry) (storage.Result, error)
+}
+
+// Options are intake's collaborators.
+type Options struct {
+	Log      *slog.Logger
+	Health   *health.Registry
+	Now      func() time.Time
+	Activity func() // flashes the ACT LED; may be nil
+	// Alarm raises an operator alarm (spool full, storage failing); may be nil.
+	Alarm func(kind, detail string)
+}
+
+// Intake implements flow.Intake.
+type Intake struct {
+	spool  Spool
+	router *route.Router
+	o      Options
+}
+
+var _ flow.Intake = (*Intake)(nil)
+
+// New makes an intake that routes with router and stores into spool.
+func New(spool Spool, router *route.Router, o Options) *Intake {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Health == nil {
+		o.Health = health.NewRegistry("", "", o.Now)
+	}
+	return &Intake{spool: spool, router: router, o: o}
+}
+
+// Accept implements flow.Intake.
+func (in *Intake) Accept(ctx context.Context, msg flow.Inbound) flow.Outcome {
+	comp := in.o.Health.Component(health.Source, msg.Source, "")
+	comp.Add("received", 1)
+	if in.o.Activity != nil {
+		in.o.Activity()
+	}
+	raw := hl7.Normalize(msg.Raw)
+	ackID := newControlID()
+	now := in.o.Now()
+
+	m, err := hl7.Parse(raw)
+	if err != nil {
+		reason := err.Error()
+		comp.Add("rejected", 1)
+		in.o.Log.Warn("message rejected (AR)", "source", msg.Source, "control_id", recoverControlID(raw), "reason", reason)
+		return flow.Outcome{
+			Code: flow.Rejected, Reason: reason, ControlID: recoverControlID(raw),
+			ACK: hl7.ACKUnparsed(raw, flow.Rejected, hl7.ErrorCode(err), reason, ackID, now),
+		}
+	}
+	h := m.Header()
+	out := flow.Outcome{ControlID: h.ControlID}
+
+	d := in.router.Route(m)
+	if d.Rubbish != "" {
+		comp.Add("rubbish", 1)
+		in.o.Health.Component(health.Destination, d.Rubbish, "rubbish").Add("eaten", 1)
+		in.o.Log.Debug("message eaten by rubbish bin", "source", msg.Source, "control_id", h.ControlID, "bin", d.Rubbish)
+		out.Code = flow.Accepted
+		out.ACK = hl7.ACK(m, flow.Accepted, 0, "", ackID, now)
+		return out
+	}
+
+	res, err := in.spool.Append(ctx, storage.Entry{Source: msg.Source, Raw: raw, Dests: d.Destinations, RemoteID: msg.RemoteID})
+	if err != nil {
+		comp.Add("errors", 1)
+		reason := fmt.Sprintf("gateway cannot store the message now: %v", err)
+		if errors.Is(err, storage.ErrFull) {
+			comp.Add("refused_full", 1)
+			if in.o.Alarm != nil {
+				in.o.Alarm("spool_full", err.Error())
+			}
+		} else if in.o.Alarm != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, storage.ErrClosed) {
+			in.o.Alarm("storage_error", err.Error())
+		}
+		in.o.Log.Warn("message refused (AE)", "source", msg.Source, "control_id", h.ControlID, "reason", reason)
+		out.Code, out.Reason = flow.Error, reason
+		out.ACK = hl7.ACK(m, flow.Error, hl7.CodeInternalError, reason, ackID, now)
+		return out
+	}
+	out.Code, out.GUID, out.Duplicate = flow.Accepted, res.GUID, res.Duplicate
+	switch {
+	case res.Duplicate:
+		comp.Add("duplicates", 1)
+		in.o.Log.Info("message already stored; acknowledged again", "source", msg.Source, "control_id", h.ControlID, "guid", res.GUID)
+	case res.Undeliverable:
+		comp.Add("undeliverable", 1)
+		in.o.Log.Warn("message matched no destination; kept in the undeliverable store", "source", msg.Source, "control_id", h.ControlID, "guid", res.GUID)
+	default:
+		comp.Add("accepted", 1)
+		in.o.Log.Debug("message spooled", "source", msg.Source, "control_id", h.ControlID, "guid", res.GUID, "destinations", strings.Join(d.Destinations, ","))
+	}
+	out.ACK = hl7.ACK(m, flow.Accepted, 0, "", ackID, now)
+	return out
+}
+
+// newControlID makes a unique MSH-10 for an ACK (20 characters fit every
+// HL7 v2 version's limit).
+func newControlID() string {
+	u := uuid.New()
+	return strings.ToUpper(strings.ReplaceAll(u.String(), "-", "")[:20])
+}
+
+// recoverControlID reads MSH-10 from a message that did not parse, for logs.
+func recoverControlID(raw []byte) string {
+	line := string(raw)
+	if i := strings.IndexByte(line, '\r'); i >= 0 {
+		line = line[:i]
+	}
+	if len(line) < 4 || !strings.HasPrefix(line, "MSH") {
+		return ""
+	}
+	f := strings.Split(line, line[3:4])
+	if len(f) > 9 && len(f[9]) <= 40 {
+		if c := strings.IndexAny(f[9], "^~\\&"); c >= 0 {
+			return f[9][:c]
+		}
+		return f[9]
+	}
+	return ""
+}
