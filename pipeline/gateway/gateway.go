@@ -128,8 +128,6 @@ func New(cfg Config, o Options) (*Gateway, error) {
 	return g, nil
 }
 
-
-
 func (g *Gateway) build() error {
 	o := g.o
 	for _, d := range g.cfg.Destinations {
