@@ -484,6 +484,15 @@ func TestCanceledDeliveryIsNotAPeerFailure(t *testing.T) {
 	}
 }
 
+func TestCloseDropsConnections(t *testing.T) {
+	r := newRig(t, nil, nil)
+	deliverAll(t, r.dest, messages(2))
+	if err := r.dest.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the server to see the connection closed", func() bool { return r.srv.Closed() == r.srv.Conns() })
+}
+
 func TestLogsCarryIDsNotContent(t *testing.T) {
 	r := newRig(t, nil, nil)
 	m := testMessage(5)

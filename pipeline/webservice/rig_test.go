@@ -42,7 +42,7 @@ func (c *fakeClock) now() time.Time { return c.t }
 // newRig starts a reference server with the given config changes and a
 // destination pointed at it. Every rig checks at the end that the password
 // never reached the logs or health.
-func newRig(t *testing.T, modServer func(*refserver.Config), modDest func(*DestinationConfig)) *rig {
+func newRig(t testing.TB, modServer func(*refserver.Config), modDest func(*DestinationConfig)) *rig {
 	t.Helper()
 	r := &rig{pki: wstest.NewPKI(t), store: t.TempDir(), logs: &wstest.LogBuffer{}, clock: &fakeClock{t: time.Unix(1_700_000_000, 0)}}
 	scfg := refserver.Config{StoreDir: r.store, MailboxDir: t.TempDir(), Logon: testLogon, Password: testPassword}
@@ -67,7 +67,7 @@ func newRig(t *testing.T, modServer func(*refserver.Config), modDest func(*Desti
 	return r
 }
 
-func (r *rig) destConfig(t *testing.T, url string) DestinationConfig {
+func (r *rig) destConfig(t testing.TB, url string) DestinationConfig {
 	return DestinationConfig{
 		URL:          url,
 		LogonID:      testLogon,
@@ -77,7 +77,7 @@ func (r *rig) destConfig(t *testing.T, url string) DestinationConfig {
 	}
 }
 
-func (r *rig) newDest(t *testing.T, cfg DestinationConfig) *Destination {
+func (r *rig) newDest(t testing.TB, cfg DestinationConfig) *Destination {
 	t.Helper()
 	d, err := NewDestination("ehr", cfg, Options{
 		Logger:     slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -93,7 +93,7 @@ func (r *rig) newDest(t *testing.T, cfg DestinationConfig) *Destination {
 	return d
 }
 
-func (r *rig) assertNoSecrets(t *testing.T) {
+func (r *rig) assertNoSecrets(t testing.TB) {
 	t.Helper()
 	logs := r.logs.String()
 	if strings.Contains(logs, testPassword) {

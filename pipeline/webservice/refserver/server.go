@@ -195,11 +195,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if s.next("request-500", func(f Faults) int { return f.Status500Every }) {
+	// Both counters advance on every request, so each fault keeps its own
+	// rhythm; when both fire, the 500 wins.
+	fail500 := s.next("request-500", func(f Faults) int { return f.Status500Every })
+	failException := s.next("request-exception", func(f Faults) int { return f.ExceptionEvery })
+	if fail500 {
 		http.Error(w, "injected fault", http.StatusInternalServerError)
 		return
 	}
-	if s.next("request-exception", func(f Faults) int { return f.ExceptionEvery }) {
+	if failException {
 		s.exception(w, "Request", "9999", "Injected fault: try again later", "")
 		return
 	}

@@ -56,8 +56,9 @@ func NewPKI(t testing.TB) *PKI {
 // requests.
 type Server struct {
 	*httptest.Server
-	conns atomic.Int64
-	hits  atomic.Int64
+	conns  atomic.Int64
+	closed atomic.Int64
+	hits   atomic.Int64
 
 	mu       sync.Mutex
 	resumed  []bool // per request over TLS: did the handshake resume a session?
@@ -66,6 +67,9 @@ type Server struct {
 
 // Conns is the number of TCP connections accepted so far.
 func (s *Server) Conns() int64 { return s.conns.Load() }
+
+// Closed is the number of TCP connections closed so far.
+func (s *Server) Closed() int64 { return s.closed.Load() }
 
 // Hits is the number of HTTP requests that reached the handler.
 func (s *Server) Hits() int64 { return s.hits.Load() }
@@ -136,8 +140,11 @@ func StartPlain(t testing.TB, h http.Handler) *Server {
 }
 
 func (s *Server) connState(_ net.Conn, st http.ConnState) {
-	if st == http.StateNew {
+	switch st {
+	case http.StateNew:
 		s.conns.Add(1)
+	case http.StateClosed, http.StateHijacked:
+		s.closed.Add(1)
 	}
 }
 
