@@ -754,6 +754,7 @@ func (s *Spool) dropDelivered() error {
 	for i, seg := range drop {
 		prefixes[i] = segPrefix(seg)
 	}
+	s.log.Debug("spool dropping delivered segments", "segments", len(drop))
 	s.dropMu.Lock()
 	err := s.db.DropPrefix(prefixes...)
 	s.dropMu.Unlock()

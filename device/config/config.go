@@ -75,7 +75,14 @@ func Parse(b []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil {
-		return nil, tidyYAMLError(err)
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, tidyYAMLError(err)
+		}
+		// Keep going: what did decode is validated too, so one run of
+		// `config check` lists every mistake.
+		c.SetDefaults()
+		return nil, errors.Join(tidyYAMLError(err), c.Validate())
 	}
 	c.SetDefaults()
 	if err := c.Validate(); err != nil {

@@ -79,7 +79,7 @@ func (s *Source) UnmarshalYAML(n *yaml.Node) error {
 	s.Name, s.Type, s.Line = common.Name, common.Type, n.Line
 	mk, ok := sourceTypes[s.Type]
 	if !ok {
-		return lineErr(n, "source %q: type %q is not one of %s", s.Name, s.Type, keysOf(sourceTypes))
+		return &yaml.TypeError{Errors: []string{lineErr(n, "source %q: type %q is not one of %s", s.Name, s.Type, keysOf(sourceTypes)).Error()}}
 	}
 	return decodeTyped(n, mk(s), []string{"name", "type"})
 }
@@ -100,7 +100,7 @@ func (d *Destination) UnmarshalYAML(n *yaml.Node) error {
 	d.Match, d.MaxAttempts, d.MaxBackoff = common.Match, common.MaxAttempts, common.MaxBackoff
 	mk, ok := destTypes[d.Type]
 	if !ok {
-		return lineErr(n, "destination %q: type %q is not one of %s", d.Name, d.Type, keysOf(destTypes))
+		return &yaml.TypeError{Errors: []string{lineErr(n, "destination %q: type %q is not one of %s", d.Name, d.Type, keysOf(destTypes)).Error()}}
 	}
 	return decodeTyped(n, mk(d), []string{"name", "type", "match", "max_attempts", "max_backoff"})
 }
@@ -129,7 +129,13 @@ func decodeTyped(n *yaml.Node, target any, common []string) error {
 		sub.Content = append(sub.Content, k, n.Content[i+1])
 	}
 	if len(errs) > 0 {
-		return errors.Join(errs...)
+		// A *yaml.TypeError lets the decoder carry on with the rest of the
+		// file, so one run reports every mistake.
+		te := &yaml.TypeError{}
+		for _, e := range errs {
+			te.Errors = append(te.Errors, e.Error())
+		}
+		return te
 	}
 	if target == nil {
 		return nil

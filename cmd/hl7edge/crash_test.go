@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hl7edge/hl7edge/pipeline/hl7"
+	"github.com/hl7edge/hl7edge/pipeline/mllp"
+)
+
+// crashConfig makes segments tiny so that clean-up (DropPrefix) runs all
+// the time and SIGKILLs land in the middle of it.
+const crashConfig = `device: {id: crash-gw, board: sim}
+spool: {dir: %[1]s/spool, max_bytes: 512MiB, segment_messages: 32}
+admin: {socket: %[1]s/admin.sock}
+log: {level: debug}
+sources:
+  - {name: mllp-in, type: mllp, listen: "127.0.0.1:%[2]d", max_connections: 16}
+destinations:
+  - {name: archive, type: file, dir: %[1]s/archive}
+`
+
+// TestCrashSafety SIGKILLs the real daemon at random moments while several
+// connections send, restarts it, and proves that every control ID that was
+// ACKed AA is delivered, and none is delivered under two GUIDs.
+func TestCrashSafety(t *testing.T) {
+	if raceEnabled {
+		t.Skip("runs the real binary for a minute; make test runs it without -race")
+	}
+	dir := t.TempDir()
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	cfgPath := filepath.Join(dir, "hl7edge.yaml")
+	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, crashConfig, dir, port), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rounds := 24
+	if testing.Short() {
+		rounds = 6
+	}
+	var mu sync.Mutex
+	acked := map[string]bool{}
+	sent := 0
+	killsInDrop := 0
+	for r := range rounds {
+		d := startDaemon(t, cfgPath, filepath.Join(dir, "admin.sock"), addr)
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		for c := range 4 {
+			wg.Go(func() {
+				cl, err := mllp.Dial(ctx, addr, nil)
+				if err != nil {
+					return
+				}
+				defer cl.Close()
+				for n := 0; ctx.Err() == nil; n++ {
+					id := fmt.Sprintf("R%02dC%dN%05d", r, c, n)
+					mu.Lock()
+					sent++
+					mu.Unlock()
+					ack, err := cl.Send(ctx, fmt.Appendf(nil, "MSH|^~\\&|CRASH|TEST|GW|HOSP|20261122||ORU^R01|%s|P|2.5.1\rOBX|1|NM|GLU||%d\r", id, n))
+					if err != nil {
+						return
+					}
+					if code, acked2, _, err := hl7.ParseACK(ack); err == nil && code == "AA" && acked2 == id {
+						mu.Lock()
+						acked[id] = true
+						mu.Unlock()
+					}
+				}
+			})
+		}
+		// Every third round kills as soon as a clean-up starts; the others
+		// at a random moment.
+		if r%3 == 0 {
+			timeout := time.After(5 * time.Second)
+		wait:
+			for {
+				select {
+				case line := <-d.watch:
+					if strings.Contains(line, "spool dropping delivered segments") {
+						d.kill()
+						killsInDrop++
+						break wait
+					}
+				case <-timeout:
+					d.kill()
+					break wait
+				}
+			}
+		} else {
+			time.Sleep(time.Duration(200+rand.IntN(1000)) * time.Millisecond)
+			d.kill()
+		}
+		cancel()
+		wg.Wait()
+	}
+
+	// Restart and let everything drain.
+	d := startDaemon(t, cfgPath, filepath.Join(dir, "admin.sock"), addr)
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		st := d.stats()
+		if st.Destinations["archive"].Queued == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("archive still has %d queued after 90s", st.Destinations["archive"].Queued)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	d.stop()
+
+	files, _ := filepath.Glob(filepath.Join(dir, "archive", "*.hl7"))
+	guidsOf := map[string][]string{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := hl7.Parse(b)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		id := m.Header().ControlID
+		guidsOf[id] = append(guidsOf[id], strings.TrimSuffix(filepath.Base(f), ".hl7"))
+	}
+	lost := 0
+	for id := range acked {
+		if len(guidsOf[id]) == 0 {
+			lost++
+			if lost < 10 {
+				t.Errorf("control ID %s was ACKed AA but never delivered", id)
+			}
+		}
+	}
+	for id, gs := range guidsOf {
+		if len(gs) > 1 {
+			t.Errorf("control ID %s delivered under %d GUIDs: %v", id, len(gs), gs)
+		}
+	}
+	t.Logf("%d rounds (%d killed during segment clean-up), %d sent, %d ACKed AA, %d delivered, %d lost",
+		rounds, killsInDrop, sent, len(acked), len(guidsOf), lost)
+	if len(acked) < rounds*10 {
+		t.Fatalf("only %d messages were ACKed across %d rounds: the test did not exercise the daemon", len(acked), rounds)
+	}
+	if killsInDrop == 0 {
+		t.Fatal("no SIGKILL landed during segment clean-up")
+	}
+}

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hl7edge/hl7edge/device/admin"
+	"github.com/hl7edge/hl7edge/device/appliance"
+	"github.com/hl7edge/hl7edge/device/command"
+	"github.com/hl7edge/hl7edge/storage"
+)
+
+// binPath is the real binary the end-to-end tests run, built once.
+var binPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "hl7edge-bin-*")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binPath = filepath.Join(dir, "hl7edge")
+	build := exec.Command("go", "build", "-o", binPath, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build hl7edge: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// daemon is one running `hl7edge run` process.
+type daemon struct {
+	t      testing.TB
+	cmd    *exec.Cmd
+	cfg    string
+	socket string
+	mu     sync.Mutex
+	lines  []string
+	watch  chan string // every stderr line, when someone listens
+	exited chan struct{}
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func startDaemon(t testing.TB, cfgPath, socket, waitAddr string) *daemon {
+	t.Helper()
+	d := &daemon{t: t, cfg: cfgPath, socket: socket, exited: make(chan struct{}), watch: make(chan string, 4096)}
+	d.cmd = exec.Command(binPath, "run", "--config", cfgPath)
+	stderr, err := d.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			d.mu.Lock()
+			d.lines = append(d.lines, line)
+			if len(d.lines) > 20000 {
+				d.lines = d.lines[10000:]
+			}
+			d.mu.Unlock()
+			select {
+			case d.watch <- line:
+			default:
+			}
+		}
+		_ = d.cmd.Wait()
+		close(d.exited)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", waitAddr, time.Second)
+		if err == nil {
+			c.Close()
+			return d
+		}
+		select {
+		case <-d.exited:
+			t.Fatalf("hl7edge exited during start-up:\n%s", d.tail(40))
+		default:
+		}
+		if time.Now().After(deadline) {
+			d.kill()
+			t.Fatalf("hl7edge did not listen on %s within 30s:\n%s", waitAddr, d.tail(40))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (d *daemon) tail(n int) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l := d.lines
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
+}
+
+func (d *daemon) logText() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return strings.Join(d.lines, "\n")
+}
+
+func (d *daemon) kill() {
+	_ = d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.exited
+}
+
+// stop sends SIGTERM and expects a clean exit.
+func (d *daemon) stop() {
+	d.t.Helper()
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(30 * time.Second):
+		d.kill()
+		d.t.Fatalf("hl7edge did not stop within 30s of SIGTERM:\n%s", d.tail(40))
+	}
+	if code := d.cmd.ProcessState.ExitCode(); code != 0 {
+		d.t.Fatalf("hl7edge exited %d after SIGTERM:\n%s", code, d.tail(40))
+	}
+}
+
+// stats asks the running daemon for `spool stats` over the admin socket.
+func (d *daemon) stats() storage.Stats {
+	d.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := admin.Call(ctx, d.socket, command.Request{ID: "t", Name: appliance.CmdSpoolStats})
+	if err != nil || r.Status != command.Successful {
+		d.t.Fatalf("spool stats: %v %+v", err, r)
+	}
+	return decodeStats(d.t, r.Data)
+}
