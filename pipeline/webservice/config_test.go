@@ -1,7 +1,6 @@
 package webservice
 
 import (
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -13,44 +12,6 @@ import (
 
 	"github.com/hl7edge/hl7edge/pipeline/webservice/internal/wstest"
 )
-
-func TestBackoff(t *testing.T) {
-	b := NewBackoff(10 * time.Second)
-	b.Rand = func() float64 { return 0.999999 }
-	var ceilings []time.Duration
-	for range 7 {
-		ceilings = append(ceilings, b.Ceiling())
-		if d := b.Next(); d > ceilings[len(ceilings)-1] {
-			t.Fatalf("wait %s over its ceiling %s", d, ceilings[len(ceilings)-1])
-		}
-	}
-	want := []time.Duration{1, 2, 4, 8, 10, 10, 10}
-	for i, w := range want {
-		if ceilings[i] != w*time.Second {
-			t.Fatalf("ceilings %v, want 1s doubling to a 10s cap", ceilings)
-		}
-	}
-	b.Reset()
-	if b.Ceiling() != time.Second || b.Failures() != 0 {
-		t.Errorf("after Reset: ceiling %s, failures %d", b.Ceiling(), b.Failures())
-	}
-	// Full jitter spans the whole range.
-	b.Rand = func() float64 { return 0 }
-	if d := b.Next(); d != 0 {
-		t.Errorf("jitter 0 gave %s", d)
-	}
-	def := NewBackoff(0)
-	for range 100 {
-		if d := def.Next(); d < 0 || d >= DefaultMaxBackoff {
-			t.Fatalf("default back-off waited %s", d)
-		}
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := NewBackoff(time.Hour).Wait(ctx); !errors.Is(err, context.Canceled) {
-		t.Errorf("Wait on a canceled context = %v", err)
-	}
-}
 
 func TestDestinationConfigYAMLAndValidate(t *testing.T) {
 	dir := t.TempDir()

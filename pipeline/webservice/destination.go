@@ -13,6 +13,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/health"
 	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/wire"
 )
 
@@ -135,13 +136,13 @@ func (d *Destination) Reping() { d.repingNext.Store(true) }
 
 // Deliver posts one message and returns nil only when the web service
 // acknowledged its GUID. Any error leaves the message to be retried after a
-// back-off (see Backoff); the session is reset so that the retry pings
+// back-off (pipeline/backoff); the session is reset so that the retry pings
 // first. Errors wrap *wire.Exception, ErrRefusedURL or ErrTransport, or are
 // the context's error.
 func (d *Destination) Deliver(ctx context.Context, m *flow.Message) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	msh := wire.ReadMSH(m.Raw)
+	msh := postAttributes(m.Raw)
 	log := d.log.With("guid", m.GUID, "control_id", msh.ControlID)
 
 	target, err := d.session(ctx)
@@ -174,6 +175,25 @@ func (d *Destination) Deliver(ctx context.Context, m *flow.Message) error {
 	d.health.SetState(health.Up)
 	log.Debug("delivered", "attempts", m.Attempts)
 	return nil
+}
+
+// postAttributes reads the MSH attributes of a post with the pipeline's HL7
+// parser, so that control IDs read the same here as in intake's logs. A
+// message that parser refuses was still accepted into the spool (a rubbish
+// bin or an operator's retry can put one there), so it falls back to the
+// wire package's minimal MSH reader rather than failing the delivery.
+func postAttributes(raw []byte) wire.MSH {
+	m, err := hl7.Parse(raw)
+	if err != nil {
+		return wire.ReadMSH(raw)
+	}
+	h := m.Header()
+	return wire.MSH{
+		SendingApp: h.SendingApp, SendingFacility: h.SendingFacility,
+		ReceivingApp: h.ReceivingApp, ReceivingFacility: h.ReceivingFacility,
+		MessageType: h.MessageType, TriggerEvent: h.TriggerEvent,
+		ControlID: h.ControlID, ProcessingID: h.ProcessingID, Version: h.Version,
+	}
 }
 
 // session returns the post URL, pinging first when there is no session,

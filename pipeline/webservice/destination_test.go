@@ -507,3 +507,20 @@ func TestLogsCarryIDsNotContent(t *testing.T) {
 		t.Error("a patient identifier reached the logs")
 	}
 }
+
+func TestPostAttributes(t *testing.T) {
+	full := []byte("MSH|^~\\&|LAB^1^ISO|WARD3|EHR|HOSP|20250101||ORU^R01^ORU_R01|MSG00042|P^T|2.5.1\rPID|1\r")
+	want := wire.MSH{SendingApp: "LAB", SendingFacility: "WARD3", ReceivingApp: "EHR", ReceivingFacility: "HOSP",
+		MessageType: "ORU", TriggerEvent: "R01", ControlID: "MSG00042", ProcessingID: "P", Version: "2.5.1"}
+	if got := postAttributes(full); got != want {
+		t.Errorf("parsed: %+v\nwant %+v", got, want)
+	}
+	// MSH-12 missing: the HL7 parser refuses it, the fallback still reads it.
+	partial := []byte("MSH|^~\\&|LAB|WARD3|EHR|HOSP|20250101||ORU^R01|MSG00043\rPID|1\r")
+	if got := postAttributes(partial); got.ControlID != "MSG00043" || got.MessageType != "ORU" || got.Version != "" {
+		t.Errorf("fallback: %+v", got)
+	}
+	if got := postAttributes([]byte("garbage")); got != (wire.MSH{}) {
+		t.Errorf("garbage: %+v", got)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/pipeline/backoff"
 	"github.com/hl7edge/hl7edge/pipeline/flow"
 	"github.com/hl7edge/hl7edge/pipeline/units"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/internal/wstest"
@@ -124,7 +125,7 @@ func deliverAll(t *testing.T, d *Destination, msgs []*flow.Message) (failures in
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	b := &Backoff{Min: time.Millisecond, Max: 10 * time.Millisecond}
+	b := &backoff.Backoff{Min: time.Millisecond, Max: 10 * time.Millisecond}
 	for _, m := range msgs {
 		for {
 			err := d.Deliver(ctx, m)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/pipeline/backoff"
 	"github.com/hl7edge/hl7edge/pipeline/flow"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/wire"
 )
@@ -38,7 +39,7 @@ type Source struct {
 	loop      *health.Loop
 	now       func() time.Time
 	frequency time.Duration
-	backoff   *Backoff
+	backoff   *backoff.Backoff
 
 	// The session; only Run's goroutine touches it.
 	urls      *sourceURLs
@@ -83,7 +84,7 @@ func NewSource(name string, cfg SourceConfig, intake flow.Intake, opts Options) 
 		loop:      opts.Loop,
 		now:       opts.Now,
 		frequency: cfg.Frequency.D(),
-		backoff:   NewBackoff(cfg.MaxBackoff.D()),
+		backoff:   backoff.New(cfg.MaxBackoff.D()),
 	}, nil
 }
 
@@ -120,7 +121,7 @@ func (s *Source) pause(ctx context.Context, d time.Duration) error {
 	const beatEvery = 5 * time.Second
 	for d > 0 {
 		step := min(d, beatEvery)
-		if err := sleep(ctx, step); err != nil {
+		if err := backoff.Sleep(ctx, step); err != nil {
 			return err
 		}
 		s.beat()

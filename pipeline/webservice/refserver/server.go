@@ -309,7 +309,7 @@ func (s *Server) store(guid, controlID string, raw []byte) (duplicate bool, err 
 	} else if err := writeAtomic(path, raw); err != nil {
 		return false, err
 	}
-	line := fmt.Sprintf("%s\t%s\t%s\t%s\n", time.Now().UTC().Format(time.RFC3339Nano), guid, wire.Clean(controlID, 64), yesNo(duplicate))
+	line := formatReceived(Received{Time: time.Now(), GUID: guid, ControlID: controlID, Duplicate: duplicate})
 	if _, err := s.received.WriteString(line); err != nil {
 		return duplicate, fmt.Errorf("%s: %w", ReceivedLog, err)
 	}
