@@ -140,6 +140,10 @@ func (d *Destination) Reping() { d.repingNext.Store(true) }
 // first. Errors wrap *wire.Exception, ErrRefusedURL or ErrTransport, or are
 // the context's error.
 func (d *Destination) Deliver(ctx context.Context, m *flow.Message) error {
+	if m.GUID == "" {
+		// The server could neither deduplicate nor acknowledge it.
+		return fmt.Errorf("message %d has no GUID; the spool assigns one to every message: %w", m.Seq, flow.ErrPermanent)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	msh := postAttributes(m.Raw)

@@ -508,6 +508,18 @@ func TestLogsCarryIDsNotContent(t *testing.T) {
 	}
 }
 
+func TestMessageWithoutGUIDIsPermanent(t *testing.T) {
+	r := newRig(t, nil, nil)
+	m := testMessage(1)
+	m.GUID = ""
+	if err := r.dest.Deliver(context.Background(), m); !errors.Is(err, flow.ErrPermanent) {
+		t.Fatalf("Deliver = %v, want ErrPermanent", err)
+	}
+	if r.srv.Hits() != 0 {
+		t.Error("a message without GUID was sent")
+	}
+}
+
 func TestPostAttributes(t *testing.T) {
 	full := []byte("MSH|^~\\&|LAB^1^ISO|WARD3|EHR|HOSP|20250101||ORU^R01^ORU_R01|MSG00042|P^T|2.5.1\rPID|1\r")
 	want := wire.MSH{SendingApp: "LAB", SendingFacility: "WARD3", ReceivingApp: "EHR", ReceivingFacility: "HOSP",
