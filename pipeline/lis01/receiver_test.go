@@ -389,3 +389,29 @@ func TestReceiveLinkClosed(t *testing.T) {
 		t.Fatalf("err = %v, want ErrLinkClosed", err)
 	}
 }
+
+// TestOverlongFrameNAKed: a frame past MaxFrameText (a lost ETX, noise
+// without LF) is read to its LF and NAKed; memory stays bounded.
+func TestOverlongFrameNAKed(t *testing.T) {
+	a, b := tcpPair(t)
+	var c counts
+	opt := fastOpts(&c)
+	opt.MaxFrameText = 300
+	rx := NewReceiver(a, opt)
+	d := &device{t, b}
+	ch := receiveAsync(t.Context(), rx)
+	d.send(ENQ)
+	d.expect(ACK)
+	d.send(AppendFrame(nil, 1, bytes.Repeat([]byte{'z'}, 5000), true))
+	d.expect(NAK)
+	d.send(AppendFrame(nil, 1, bytes.Repeat([]byte{'z'}, 300), true))
+	r := wait(t, ch)
+	if cap(rx.frame) > 1024 { // read after Receive returned: no race
+		t.Fatalf("frame buffer grew to %d bytes", cap(rx.frame))
+	}
+	if r.err != nil || len(r.msg) != 300 {
+		t.Fatalf("Receive = %d bytes, %v", len(r.msg), r.err)
+	}
+	r.commit(true)
+	d.expect(ACK)
+}

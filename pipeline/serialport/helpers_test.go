@@ -182,6 +182,7 @@ type fixture struct {
 	link   string
 	dev    *ptyDevice
 	intake *memIntake
+	reg    *health.Registry
 	comp   *health.Component
 	cancel context.CancelFunc
 	done   chan error
@@ -204,8 +205,8 @@ func startSource(t testing.TB, framing string, withDevice bool, decide func([]by
 	if withDevice {
 		f.dev = newPTY(t, f.link)
 	}
-	reg := health.NewRegistry("test", "0", nil)
-	f.comp = reg.Component(health.Source, "analyzer", "serial")
+	f.reg = health.NewRegistry("test", "0", nil)
+	f.comp = f.reg.Component(health.Source, "analyzer", "serial")
 	cfg := testConfig(f.link, framing)
 	opts := Options{Log: testLog(), Health: f.comp}
 	if tune != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -447,4 +448,21 @@ func TestLineTimeoutIsNotEOF(t *testing.T) {
 	if _, err := l.Write([]byte("x")); !errors.As(err, &de) {
 		t.Fatalf("write after hang-up = %v, want a device error", err)
 	}
+}
+
+// TestNotASerialDevice: a path that exists but is no serial port is Down
+// (a configuration mistake, not an unplugged adapter), with an error saying
+// so, and is tried again until it is fixed.
+func TestNotASerialDevice(t *testing.T) {
+	f := startSource(t, FramingMLLP, false, nil, nil)
+	if err := os.WriteFile(f.link, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, f.comp, health.Down)
+	snap := f.reg.Snapshot()
+	if c, _ := snap.Component(health.Source, "analyzer"); !strings.Contains(c.LastError, "not a character device") {
+		t.Fatalf("last error %q", c.LastError)
+	}
+	f.dev = newPTY(t, f.link)
+	waitState(t, f.comp, health.Up)
 }
