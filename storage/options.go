@@ -99,19 +99,20 @@ func readKey(path string) ([]byte, error) {
 // returns space, and no fsync per write because the committer syncs once per
 // group.
 func badgerOptions(c Config, key []byte, log *slog.Logger) badger.Options {
-	mem := int64(8 << 20)
-	// One transaction may hold only ~15% of the memtable: size it so that the
-	// largest allowed message (plus its keys) always fits alone.
-	if need := int64(c.MaxMessageBytes) * 8; need > mem {
-		mem = need
-	}
+	// One transaction may hold only ~15% of the memtable. Messages up to
+	// valueThreshold are stored inline (DropPrefix gives their space back at
+	// once); larger ones go to the value log, where only a pointer counts
+	// against the transaction, and value-log GC reclaims them.
+	const mem = 4 << 20
+	const valueThreshold = 256 << 10
 	o := badger.DefaultOptions(c.Dir).
 		WithSyncWrites(false).
 		WithMemTableSize(mem).
+		WithValueThreshold(valueThreshold).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(6).
-		WithBaseTableSize(2 << 20).
+		WithBaseTableSize(1 << 20).
 		WithBaseLevelSize(8 << 20).
 		WithNumCompactors(2).
 		WithNumGoroutines(2).
@@ -121,6 +122,9 @@ func badgerOptions(c Config, key []byte, log *slog.Logger) badger.Options {
 		WithDetectConflicts(false).
 		WithMetricsEnabled(false).
 		WithLogger(badgerLogger{log})
+	// Deeper levels would otherwise use ever larger tables, and every table
+	// being built holds twice its size in memory.
+	o.TableSizeMultiplier = 1
 	if key != nil {
 		o = o.WithEncryptionKey(key).WithIndexCacheSize(4 << 20)
 	}

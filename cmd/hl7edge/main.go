@@ -9,13 +9,23 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
 // version is stamped at build time (-ldflags "-X main.version=...").
 var version = "dev"
 
+// defaultMemoryLimit is the Go heap's soft limit. Badger's compactions
+// allocate in bursts; without a limit the collector lets the heap double
+// before it runs and the process keeps pages it no longer needs, which a
+// 1 GB gateway cannot afford. GOMEMLIMIT in the environment overrides it.
+const defaultMemoryLimit = 48 << 20
+
 func main() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	code := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

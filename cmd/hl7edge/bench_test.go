@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hl7edge/hl7edge/pipeline/mllp"
+)
+
+// The destination points at a closed port, so every message stays queued:
+// this measures durable ingest alone, with the queue growing as it would
+// during an upstream outage.
+const benchConfig = `device: {id: bench-gw, board: sim}
+spool: {dir: %[1]s/spool, max_bytes: 4GiB}
+admin: {socket: %[1]s/admin.sock}
+log: {level: error}
+sources:
+  - {name: mllp-in, type: mllp, listen: "127.0.0.1:%[2]d", max_connections: 64}
+destinations:
+  - {name: lis, type: mllp, address: "127.0.0.1:1", max_backoff: 1h}
+`
+
+// BenchmarkIngest drives the real daemon over MLLP with 1 and 16
+// connections and reports durable ingest rate, ACK latency, fsyncs per
+// message, peak RSS and bytes written to disk per message.
+// HL7EDGE_BENCH_MESSAGES overrides the message count of the 16-connection run.
+func BenchmarkIngest(b *testing.B) {
+	total16 := 100_000
+	if v, err := strconv.Atoi(os.Getenv("HL7EDGE_BENCH_MESSAGES")); err == nil && v > 0 {
+		total16 = v
+	}
+	for _, tc := range []struct{ conns, total int }{{1, 5_000}, {16, total16}} {
+		b.Run(fmt.Sprintf("conns=%d", tc.conns), func(b *testing.B) {
+			for range b.N {
+				benchIngest(b, tc.conns, tc.total)
+			}
+		})
+	}
+}
+
+func benchIngest(b *testing.B, conns, total int) {
+	dir := b.TempDir()
+	port := freePort(b)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	cfgPath := filepath.Join(dir, "hl7edge.yaml")
+	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, benchConfig, dir, port), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	d := startDaemon(b, cfgPath, filepath.Join(dir, "admin.sock"), addr)
+	defer d.stop()
+	pid := d.cmd.Process.Pid
+	before := d.stats()
+	wb0 := procIO(b, pid, "write_bytes")
+
+	body := strings.Repeat("OBX|1|TX|NOTE^Note||Lorem ipsum dolor sit amet consectetur adipiscing elit|\r", 12)
+	lat := make([][]time.Duration, conns)
+	var wg sync.WaitGroup
+	var msgBytes int64
+	start := time.Now()
+	for c := range conns {
+		wg.Go(func() {
+			cl, err := mllp.Dial(context.Background(), addr, nil)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			defer cl.Close()
+			for n := c; n < total; n += conns {
+				msg := fmt.Sprintf("MSH|^~\\&|BENCH|LAB|GW|HOSP|20261122||ORU^R01|B%07d|P|2.5.1\rPID|1||MRN%07d\r%s", n, n, body)
+				if c == 0 && n == 0 {
+					msgBytes = int64(len(msg))
+				}
+				t0 := time.Now()
+				if _, err := cl.Send(context.Background(), []byte(msg)); err != nil {
+					b.Error(err)
+					return
+				}
+				lat[c] = append(lat[c], time.Since(t0))
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	after := d.stats()
+	wb1 := procIO(b, pid, "write_bytes")
+	hwm := procStatusKB(b, pid, "VmHWM")
+	anon := procStatusKB(b, pid, "RssAnon")
+	file := procStatusKB(b, pid, "RssFile")
+
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	n := float64(len(all))
+	if len(all) != total {
+		b.Fatalf("%d of %d messages ACKed", len(all), total)
+	}
+	b.ReportMetric(n/elapsed.Seconds(), "msgs/s")
+	b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(float64(after.Commits-before.Commits)/n, "fsyncs/msg")
+	b.ReportMetric(float64(hwm)/1024, "peak-RSS-MiB")
+	// Badger maps its tables and logs into memory: file-backed pages the
+	// kernel can drop at will. Anonymous memory is what the process owns.
+	b.ReportMetric(float64(anon)/1024, "end-RssAnon-MiB")
+	b.ReportMetric(float64(file)/1024, "end-RssFile-MiB")
+	b.ReportMetric(float64(wb1-wb0)/n/float64(msgBytes), "disk-writes/msg-size")
+	b.ReportMetric(float64(after.Destinations["lis"].Queued), "queued")
+	b.ReportMetric(float64(msgBytes), "msg-bytes")
+}
+
+func procIO(b testing.TB, pid int, key string) int64 {
+	return procField(b, fmt.Sprintf("/proc/%d/io", pid), key)
+}
+
+func procStatusKB(b testing.TB, pid int, key string) int64 {
+	return procField(b, fmt.Sprintf("/proc/%d/status", pid), key)
+}
+
+func procField(b testing.TB, path, key string) int64 {
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && k == key {
+			fields := strings.Fields(v)
+			if len(fields) > 0 {
+				n, _ := strconv.ParseInt(fields[0], 10, 64)
+				return n
+			}
+		}
+	}
+	b.Fatalf("%s has no %s", path, key)
+	return 0
+}
