@@ -28,6 +28,7 @@ func cmdWebservice(ctx context.Context, args []string, stdout, stderr io.Writer)
 	key := fs.String("tls-key", "", "TLS key (PEM)")
 	logon := fs.String("logon", "", "logon id clients must send (empty: any)")
 	passFile := fs.String("password-file", "", "file holding the password clients must send")
+	reping := fs.Bool("reping", false, "ask destinations to ping before every post (REPING=\"True\")")
 	public := fs.String("public-url", "", "base URL handed out in ping replies (default: the URL the ping came to)")
 	var f refserver.Faults
 	fs.DurationVar(&f.Delay, "delay", 0, "fault: wait this long before every reply")
@@ -35,6 +36,7 @@ func cmdWebservice(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.IntVar(&f.Status500Every, "500-every", 0, "fault: HTTP 500 on every Nth request")
 	fs.IntVar(&f.WrongAckEvery, "wrong-ack-every", 0, "fault: ACK every Nth post with another GUID")
 	fs.IntVar(&f.DropAckEvery, "drop-ack-every", 0, "fault: lose the reply to every Nth data-source ack")
+	fs.IntVar(&f.LoseAckEvery, "lose-ack-every", 0, "fault: ignore every Nth data-source ack and answer HTTP 500 (the message is offered again)")
 	fs.IntVar(&f.ExceptionOnGetEvery, "exception-on-get-every", 0, "fault: EXCEPTION on every Nth get")
 	fs.IntVar(&f.Status500OnMailboxEvery, "500-on-mailbox-every", 0, "fault: HTTP 500 on every Nth mailbox request")
 	if err := fs.Parse(args); err != nil {
@@ -52,7 +54,7 @@ func cmdWebservice(ctx context.Context, args []string, stdout, stderr io.Writer)
 		password = strings.TrimRight(string(b), "\r\n")
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	srv, err := refserver.New(refserver.Config{StoreDir: *store, MailboxDir: *mailbox, Logon: *logon, Password: password, PublicURL: *public, Faults: f, Logger: log})
+	srv, err := refserver.New(refserver.Config{StoreDir: *store, MailboxDir: *mailbox, Logon: *logon, Password: password, PublicURL: *public, Reping: *reping, Faults: f, Logger: log})
 	if err != nil {
 		return err
 	}
