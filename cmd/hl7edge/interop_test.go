@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,6 +93,12 @@ func TestMLLPSendInterop(t *testing.T) {
 	}
 	if len(sent) != 0 {
 		t.Fatalf("%d messages missing from the file destination", len(sent))
+	}
+	// Patient data never reaches the log: no MRN, no name, no result.
+	for _, phi := range []string{"MRN00", "INTEROP", "mmol"} {
+		if strings.Contains(d.logText(), phi) {
+			t.Fatalf("the daemon's log holds message content %q", phi)
+		}
 	}
 }
 

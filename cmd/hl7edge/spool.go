@@ -25,7 +25,7 @@ import (
 // (Badger lets one process open it), otherwise directly.
 func cmdSpool(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: hl7edge spool stats|dead ...")
+		return errors.New("usage: hl7edge spool stats|dead [list|retry|purge] --config FILE")
 	}
 	sub := args[0]
 	action := ""
