@@ -1,0 +1,186 @@
+package mqttagent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"runtime/debug"
+	"strings"
+	"unicode/utf8"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/hl7edge/hl7edge/device/command"
+)
+
+// Limits on a command and its answer.
+const (
+	MaxCommandBytes  = 64 << 10  // a larger cmd/req payload is rejected unread
+	MaxResponseBytes = 256 << 10 // a larger cmd/res answer is replaced by a failure
+	maxIDBytes       = 128
+)
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
+
+// parseRequest decodes a cmd/req payload. On failure it returns a reason for
+// the rejection and whatever ID could be read. A reason never quotes the
+// payload: an operator's mistake must not copy data into cmd/res or logs.
+func parseRequest(payload []byte) (command.Request, string) {
+	if len(payload) > MaxCommandBytes {
+		return command.Request{}, fmt.Sprintf("command is %d bytes; the limit is %d; send smaller arguments", len(payload), MaxCommandBytes)
+	}
+	var req command.Request
+	if err := json.Unmarshal(payload, &req); err != nil {
+		req = command.Request{ID: lenientID(payload)}
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return req, fmt.Sprintf("command is not valid JSON (error at byte %d); send {\"id\":\"…\",\"name\":\"…\",\"args\":{…},\"expires\":\"RFC3339\"}", se.Offset)
+		}
+		return req, "command fields have the wrong types; send {\"id\":string,\"name\":string,\"args\":object,\"expires\":RFC3339 time}"
+	}
+	if !validID(req.ID) {
+		return command.Request{}, fmt.Sprintf("command id must be printable UTF-8 of at most %d bytes", maxIDBytes)
+	}
+	if req.Name != "" && !nameRE.MatchString(req.Name) {
+		req.Name = ""
+		return req, "command name must be lower-case letters, digits, '.', '_' or '-', at most 64 bytes"
+	}
+	if a := strings.TrimSpace(string(req.Args)); a != "" && a != "null" && a[0] != '{' {
+		return req, "command args must be a JSON object"
+	}
+	return req, ""
+}
+
+// lenientID recovers the id of a malformed command, when it comes before
+// the mistake, so the answer can still be correlated; else "".
+func lenientID(payload []byte) string {
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return ""
+	}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		if key == "id" {
+			v, err := dec.Token()
+			if s, ok := v.(string); err == nil && ok && validID(s) {
+				return s
+			}
+			return ""
+		}
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return ""
+		}
+	}
+	return ""
+}
+
+func validID(id string) bool {
+	return len(id) <= maxIDBytes && utf8.ValidString(id) && !strings.ContainsFunc(id, isControl)
+}
+
+// onCommand runs in a paho goroutine; it must not block, so it checks the
+// command, answers "accepted" and hands it to the worker, or rejects it.
+func (a *Agent) onCommand(_ mqtt.Client, m mqtt.Message) {
+	payload := m.Payload()
+	if len(payload) == 0 {
+		return // how a retained command is cleared; nothing to answer
+	}
+	req, why := parseRequest(payload)
+	if m.Retained() {
+		why = "retained command ignored: commands must be published without the retain flag; clear it by publishing an empty retained message to " + a.topics.cmdReq
+	}
+	if why == "" {
+		why = a.opts.Dispatcher.Check(req)
+	}
+	if why != "" {
+		a.log.Info("mqtt command rejected", "id", req.ID, "name", req.Name, "why", why)
+		a.respond(command.Response{ID: req.ID, Name: req.Name, Status: command.Rejected, Detail: why})
+		return
+	}
+	a.cmdMu.Lock()
+	defer a.cmdMu.Unlock()
+	if a.cmdClosed {
+		a.respond(command.Response{ID: req.ID, Name: req.Name, Status: command.Rejected, Detail: "agent is stopping; send the command again after it restarts"})
+		return
+	}
+	select {
+	case a.cmdQ <- req:
+		a.log.Info("mqtt command accepted", "id", req.ID, "name", req.Name)
+		a.respond(command.Response{ID: req.ID, Name: req.Name, Status: command.Accepted})
+	default:
+		a.log.Warn("mqtt command rejected: queue full", "id", req.ID, "name", req.Name)
+		a.respond(command.Response{ID: req.ID, Name: req.Name, Status: command.Rejected,
+			Detail: fmt.Sprintf("busy: %d commands are waiting; send it again later", cap(a.cmdQ))})
+	}
+}
+
+// commandWorker runs accepted commands one at a time. When ctx ends it
+// answers the commands still queued, so every "accepted" gets a final answer.
+func (a *Agent) commandWorker(ctx context.Context) {
+	for {
+		select {
+		case req := <-a.cmdQ:
+			a.finish(a.run(ctx, req))
+		case <-ctx.Done():
+			a.cmdMu.Lock()
+			a.cmdClosed = true
+			a.cmdMu.Unlock()
+			for {
+				select {
+				case req := <-a.cmdQ:
+					a.finish(command.Response{ID: req.ID, Name: req.Name, Status: command.Failed,
+						Detail: "agent stopped before running the command; send it again after it restarts"})
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// run dispatches one command; a panicking handler fails its command rather
+// than the box.
+func (a *Agent) run(ctx context.Context, req command.Request) (resp command.Response) {
+	defer func() {
+		if p := recover(); p != nil {
+			// The stack shows where, without the values involved.
+			a.log.Error("command handler panicked", "id", req.ID, "name", req.Name, "stack", string(debug.Stack()))
+			resp = command.Response{ID: req.ID, Name: req.Name, Status: command.Failed, Detail: "command handler failed unexpectedly; see the device log"}
+		}
+	}()
+	resp = a.opts.Dispatcher.Dispatch(ctx, req)
+	if resp.Status == command.Rejected {
+		// It was accepted, so it cannot be rejected any more (it expired while queued).
+		resp.Status = command.Failed
+	}
+	return resp
+}
+
+// finish sends a final answer, after its "accepted" (which onCommand
+// queues while holding cmdMu).
+func (a *Agent) finish(resp command.Response) {
+	a.cmdMu.Lock()
+	defer a.cmdMu.Unlock()
+	a.log.Info("mqtt command done", "id", resp.ID, "name", resp.Name, "status", resp.Status)
+	a.respond(resp)
+}
+
+func (a *Agent) respond(resp command.Response) {
+	b, err := json.Marshal(resp)
+	if err != nil || len(b) > MaxResponseBytes {
+		detail := fmt.Sprintf("result is larger than the %d-byte limit of cmd/res; ask for less (for example fewer log lines)", MaxResponseBytes)
+		if err != nil {
+			detail = "result does not encode as JSON; this is a bug in the command, see the device log"
+			a.log.Error("command result does not encode as JSON", "id", resp.ID, "name", resp.Name, "err", err)
+		}
+		b, _ = json.Marshal(command.Response{ID: resp.ID, Name: resp.Name, Status: command.Failed, Detail: detail})
+	}
+	a.out.put(outMsg{topic: a.topics.cmdRes, payload: b, kind: kindResponse})
+}
