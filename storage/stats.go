@@ -33,8 +33,17 @@ type Stats struct {
 	Commits       uint64               `json:"commits"`  // group commits (fsyncs) since start
 	Appended      uint64               `json:"appended"` // messages stored since start
 	Error         string               `json:"error,omitempty"`
-	// Sources is filled by the gateway (pull sources' counters).
-	Sources map[string]map[string]uint64 `json:"sources,omitempty"`
+	// Sources is filled in by the running daemon from its health registry
+	// (the spool itself knows nothing of sources).
+	Sources map[string]SourceStats `json:"sources,omitempty"`
+}
+
+// SourceStats is a source's state and counters (for a pull source: polls,
+// messages, duplicates, exceptions), as `spool stats` shows them.
+type SourceStats struct {
+	State     string            `json:"state"`
+	Counters  map[string]uint64 `json:"counters,omitempty"`
+	LastError string            `json:"last_error,omitempty"`
 }
 
 // Stats reads the figures; it costs one index seek per destination.

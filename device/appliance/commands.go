@@ -10,9 +10,9 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/config"
-	"github.com/hl7edge/hl7edge/device/health"
 	"github.com/hl7edge/hl7edge/device/leds"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
+	"github.com/hl7edge/hl7edge/storage"
 )
 
 // Command names, shared by MQTT and the admin socket (DESIGN.md, Appliance).
@@ -211,11 +211,10 @@ func (a *Appliance) apply(b *Box, args nameArgs) (any, string, error) {
 func SpoolStats(b *Box) any {
 	st := b.Gateway.Spool().Stats()
 	snap := b.Registry.Snapshot()
-	st.Sources = map[string]map[string]uint64{}
+	st.Sources = map[string]storage.SourceStats{}
 	for _, s := range snap.Sources {
-		st.Sources[s.Name] = s.Counters
+		st.Sources[s.Name] = storage.SourceStats{State: string(s.State), Counters: s.Counters, LastError: s.LastError}
 	}
 	return st
 }
 
-var _ = health.Up

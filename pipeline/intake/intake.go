@@ -114,7 +114,7 @@ func (in *Intake) Accept(ctx context.Context, msg flow.Inbound) flow.Outcome {
 	out.Code, out.GUID, out.Duplicate = flow.Accepted, res.GUID, res.Duplicate
 	switch {
 	case res.Duplicate:
-		comp.Add("duplicates", 1)
+		// The pull source counts its own duplicates; counting here too would double them.
 		in.o.Log.Info("message already stored; acknowledged again", "source", msg.Source, "control_id", h.ControlID, "guid", res.GUID)
 	case res.Undeliverable:
 		comp.Add("undeliverable", 1)
