@@ -217,4 +217,3 @@ func SpoolStats(b *Box) any {
 	}
 	return st
 }
-
