@@ -314,8 +314,14 @@ func (r *Registry) Stalled(maxAge time.Duration) []string {
 	return out
 }
 
-// StallAge is how long a loop may go without beating before Snapshot lists it.
-const StallAge = 30 * time.Second
+// StallAge is how long a loop may go without beating before Snapshot lists
+// it (and the watchdog stops pinging). It is longer than any single bounded
+// operation a loop waits on (a delivery attempt is cut off at DeliverTimeout),
+// so a slow peer is never mistaken for a hung process.
+const StallAge = 2 * time.Minute
+
+// DeliverTimeout bounds one delivery attempt, whatever the destination's own timeouts.
+const DeliverTimeout = 90 * time.Second
 
 // Snapshot assembles the whole picture.
 func (r *Registry) Snapshot() Snapshot {

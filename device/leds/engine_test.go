@@ -211,7 +211,7 @@ func TestSysBlinksSlowlyUntilALoopStalls(t *testing.T) {
 		}
 	}
 	h.health = reg.Snapshot
-	h.run(t, 1000)
+	h.run(t, beatUntil+int(health.StallAge/h.tick)+500)
 
 	// Stalled once more than health.StallAge has passed since the last beat.
 	stallTick := beatUntil + int(health.StallAge/h.tick) + 1

@@ -160,7 +160,11 @@ func (w *Worker) deliverOne(ctx context.Context, m *flow.Message, b *backoff.Bac
 		}
 		m.Attempts = w.attempt
 		start := time.Now()
-		err := w.out.Deliver(ctx, m)
+		// Bounded, so the liveness beacon never goes quiet for longer than
+		// health.StallAge because of one slow peer.
+		dctx, cancel := context.WithTimeout(ctx, health.DeliverTimeout)
+		err := w.out.Deliver(dctx, m)
+		cancel()
 		if err == nil {
 			if err := w.q.Delivered(w.name, m.Seq); err != nil {
 				return false, fmt.Errorf("destination %s: record delivery of %s: %w", w.name, m.GUID, err)

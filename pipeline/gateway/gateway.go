@@ -56,6 +56,7 @@ type sourceSlot struct {
 	typ    string
 	r      runner
 	comp   *health.Component
+	loop   *health.Loop // beaten by the source while it runs, by its supervisor otherwise
 	mu     sync.Mutex
 	paused bool
 	cancel context.CancelFunc
@@ -174,22 +175,24 @@ func (g *Gateway) build() error {
 		log := o.Log.With("source", s.Name)
 		comp := o.Health.Component(health.Source, s.Name, s.Type)
 		var r runner
+		var loop *health.Loop
 		var err error
 		switch {
 		case s.MLLP != nil:
 			r, err = mllp.NewServer(s.Name, *s.MLLP, &frameHandler{source: s.Name, intake: g.intake, max: int64(s.MLLP.MaxMessageBytes)}, log, comp)
 		case s.Serial != nil:
-			r, err = serialport.NewSource(s.Name, *s.Serial, g.intake, serialport.Options{Log: log, Health: comp})
+			loop = o.Health.Loop("source/" + s.Name)
+			r, err = serialport.NewSource(s.Name, *s.Serial, g.intake, serialport.Options{Log: log, Health: comp, Loop: loop})
 		case s.WebService != nil:
+			loop = o.Health.Loop("source/" + s.Name)
 			r, err = webservice.NewSource(s.Name, *s.WebService, g.intake, webservice.Options{
-				Logger: log, Health: comp, DeviceName: g.cfg.DeviceID, PMVersion: g.cfg.Version,
-				Loop: o.Health.Loop("source/" + s.Name),
+				Logger: log, Health: comp, DeviceName: g.cfg.DeviceID, PMVersion: g.cfg.Version, Loop: loop,
 			})
 		}
 		if err != nil {
 			return fmt.Errorf("source %q: %w", s.Name, err)
 		}
-		g.sources = append(g.sources, &sourceSlot{name: s.Name, typ: s.Type, r: r, comp: comp, wake: make(chan struct{}, 1)})
+		g.sources = append(g.sources, &sourceSlot{name: s.Name, typ: s.Type, r: r, comp: comp, loop: loop, wake: make(chan struct{}, 1)})
 	}
 	return nil
 }
@@ -264,11 +267,7 @@ func (g *Gateway) superviseSource(ctx context.Context, s *sourceSlot) {
 		s.mu.Lock()
 		if s.paused {
 			s.mu.Unlock()
-			select {
-			case <-ctx.Done():
-				return
-			case <-s.wake:
-			}
+			s.idle(ctx, s.wake, 0)
 			continue
 		}
 		runCtx, cancel := context.WithCancel(ctx)
@@ -296,7 +295,34 @@ func (g *Gateway) superviseSource(ctx context.Context, s *sourceSlot) {
 		}
 		s.comp.Fail(health.Down, err.Error())
 		g.o.Log.Error("source failed; restarting after back-off", "source", s.name, "err", err)
-		_ = backoff.Sleep(ctx, b.Next())
+		s.idle(ctx, nil, b.Next())
+	}
+}
+
+// idle waits for a wake-up, d (0: no limit) or the end of ctx, keeping the
+// source's liveness beacon fresh: a paused or backing-off source is not hung.
+func (s *sourceSlot) idle(ctx context.Context, wake <-chan struct{}, d time.Duration) {
+	var timeout <-chan time.Time
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timeout = t.C
+	}
+	beat := time.NewTicker(5 * time.Second)
+	defer beat.Stop()
+	for {
+		if s.loop != nil {
+			s.loop.Beat()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-wake:
+			return
+		case <-timeout:
+			return
+		case <-beat.C:
+		}
 	}
 }
 
