@@ -1,0 +1,89 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestREADMEExampleIsValid keeps the README's walk-through honest: the
+// configuration shown to users must pass the same check the daemon runs.
+func TestREADMEExampleIsValid(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README has no yaml block")
+	}
+	dir := t.TempDir()
+	text := string(m[1])
+	for _, f := range []string{"orders.pass", "ehr.pass", "mqtt.pass"} {
+		p := filepath.Join(dir, f)
+		if err := os.WriteFile(p, []byte("x\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		text = strings.ReplaceAll(text, "/etc/hl7edge/"+f, p)
+	}
+	c, err := Parse([]byte(text))
+	if err != nil {
+		t.Fatalf("README configuration is refused:\n%v", err)
+	}
+	if len(c.Sources) != 3 || len(c.Destinations) != 4 || c.Device.ID != "ward3-gw" {
+		t.Fatalf("parsed %d sources, %d destinations, device %q", len(c.Sources), len(c.Destinations), c.Device.ID)
+	}
+	if c.Destinations[1].WebService == nil || c.Destinations[1].Match.All[0] != "MSH-9.1 in ADT,ORU" {
+		t.Fatalf("ehr destination decoded as %+v", c.Destinations[1])
+	}
+}
+
+func TestEveryMistakeNamedWithItsLine(t *testing.T) {
+	bad := `device: {id: "bad/id", board: toaster}
+spool: {dir: /tmp/x, max_bytes: 1MiB}
+sources:
+  - {name: mon, type: mllp, listen: 127.0.0.1:2575, max_conections: 5}
+  - {name: mon, type: carrier-pigeon}
+destinations:
+  - {name: bin, type: rubbish}
+  - {name: out, type: file, dir: /tmp/out, match: {all: ["PID-3 frobnicates x"]}}
+`
+	_, err := Parse([]byte(bad))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		`device.id "bad/id"`, `device.board "toaster"`, "16MiB minimum",
+		`line 4: unknown key "max_conections"`, `line 5: source "mon": type "carrier-pigeon"`,
+		`line 7: rubbish bin "bin" has no match rules`, `line 8: destination "out": match`,
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+}
+
+func TestDefaultsAndAtomicWrite(t *testing.T) {
+	c, err := Parse([]byte("sources: []\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Device.Board != "sim" || c.Spool.Dir != "/var/lib/hl7edge/spool" || c.Admin.Socket == "" || c.Device.ID == "" {
+		t.Fatalf("defaults not applied: %+v", c)
+	}
+	p := filepath.Join(t.TempDir(), "hl7edge.yaml")
+	if err := WriteAtomic(p, []byte("a: 1\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteAtomic(p, []byte("b: 2\n")); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(p)
+	ents, _ := os.ReadDir(filepath.Dir(p))
+	if string(b) != "b: 2\n" || len(ents) != 1 {
+		t.Fatalf("file %q, %d entries (temporary files left?)", b, len(ents))
+	}
+}
