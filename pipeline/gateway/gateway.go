@@ -144,7 +144,7 @@ func (g *Gateway) build() error {
 		case TypeWebService:
 			var ws *webservice.Destination
 			ws, err = webservice.NewDestination(d.Name, *d.WebService, webservice.Options{
-				Logger: log, Health: comp, DeviceName: g.cfg.DeviceID, PMVersion: g.cfg.Version,
+				Logger: log, Health: comp, DeviceName: g.cfg.DeviceID, PMVersion: g.cfg.Version, Alarm: o.Alarm,
 			})
 			if err == nil {
 				out = ws
@@ -186,7 +186,7 @@ func (g *Gateway) build() error {
 		case s.WebService != nil:
 			loop = o.Health.Loop("source/" + s.Name)
 			r, err = webservice.NewSource(s.Name, *s.WebService, g.intake, webservice.Options{
-				Logger: log, Health: comp, DeviceName: g.cfg.DeviceID, PMVersion: g.cfg.Version, Loop: loop,
+				Logger: log, Health: comp, DeviceName: g.cfg.DeviceID, PMVersion: g.cfg.Version, Loop: loop, Alarm: o.Alarm,
 			})
 		}
 		if err != nil {

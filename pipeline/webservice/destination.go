@@ -2,6 +2,7 @@ package webservice
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,13 +26,17 @@ type Options struct {
 	PMVersion  string            // firmware version ("v1.4.2" is sent as 1.4.2.0) unless the config sets pm_version
 	Loop       *health.Loop      // optional liveness beacon, beaten by Source.Run
 	Now        func() time.Time  // nil: time.Now; tests move the clock to expire sessions
+	// Alarm, when set, is raised when a ping reply hands out a URL the
+	// profile refuses: a spoofed or misconfigured ping server is an
+	// operator's problem, not only a retry.
+	Alarm func(kind, detail string)
 }
 
 // Health counters of a destination.
 const (
 	CounterPings           = "pings"            // pings sent
 	CounterPosts           = "posts"            // posts sent
-	CounterDelivered       = "delivered"        // posts answered with the matching ACK
+	CounterAcked           = "acked"            // posts answered with the matching ACK (the delivery worker counts "delivered")
 	CounterExceptions      = "exceptions"       // EXCEPTION replies
 	CounterTransportErrors = "transport_errors" // transport failures
 	CounterRefusedURLs     = "refused_urls"     // URLs from a ping reply refused by the profile's rules
@@ -85,6 +90,7 @@ type Destination struct {
 	log    *slog.Logger
 	health *health.Component
 	now    func() time.Time
+	alarm  func(kind, detail string)
 
 	repingNext atomic.Bool // set by Reping from any goroutine
 
@@ -124,6 +130,7 @@ func NewDestination(name string, cfg DestinationConfig, opts Options) (*Destinat
 		log:    opts.Logger.With("destination", name),
 		health: opts.Health,
 		now:    opts.Now,
+		alarm:  opts.Alarm,
 	}, nil
 }
 
@@ -175,7 +182,7 @@ func (d *Destination) Deliver(ctx context.Context, m *flow.Message) error {
 	if d.repingEvery {
 		d.postURL = nil
 	}
-	d.health.Add(CounterDelivered, 1)
+	d.health.Add(CounterAcked, 1)
 	d.health.SetState(health.Up)
 	log.Debug("delivered", "attempts", m.Attempts)
 	return nil
@@ -238,7 +245,15 @@ func (d *Destination) fail(ctx context.Context, log *slog.Logger, step string, e
 		return err
 	}
 	recordFailure(d.health, log, step, err)
+	raiseRefused(d.alarm, d.name, err)
 	return err
+}
+
+// raiseRefused raises the url_refused alarm for an error that wraps ErrRefusedURL.
+func raiseRefused(alarm func(kind, detail string), name string, err error) {
+	if alarm != nil && errors.Is(err, ErrRefusedURL) {
+		alarm("url_refused", fmt.Sprintf("%s: %v", name, err))
+	}
 }
 
 // recordFailure classifies an error for health and logs: EXCEPTION (with

@@ -86,7 +86,7 @@ func TestDeliverHundredInOrderOnOneConnection(t *testing.T) {
 	if st.Pings != 1 || st.Posts != 100 || st.Stored != 100 || st.Duplicates != 0 {
 		t.Errorf("server stats %+v, want 1 ping, 100 posts stored", st)
 	}
-	for c, want := range map[string]uint64{CounterPings: 1, CounterPosts: 100, CounterDelivered: 100, CounterExceptions: 0, CounterTransportErrors: 0} {
+	for c, want := range map[string]uint64{CounterPings: 1, CounterPosts: 100, CounterAcked: 100, CounterExceptions: 0, CounterTransportErrors: 0} {
 		if got := r.health.Counter(c); got != want {
 			t.Errorf("health counter %s = %d, want %d", c, got, want)
 		}
@@ -270,6 +270,9 @@ func TestRefusedPostURLs(t *testing.T) {
 			}
 			if !strings.Contains(r.logs.String(), "refused a URL") {
 				t.Errorf("the refusal is not logged")
+			}
+			if a := r.alarms.list(); len(a) != 1 || a[0] != "url_refused" {
+				t.Errorf("alarms %v, want one url_refused", a)
 			}
 		})
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,6 +35,25 @@ type rig struct {
 	reg    *health.Registry
 	logs   *wstest.LogBuffer
 	clock  *fakeClock
+	alarms alarmLog
+}
+
+// alarmLog records alarms raised through Options.Alarm.
+type alarmLog struct {
+	mu    sync.Mutex
+	kinds []string
+}
+
+func (a *alarmLog) raise(kind, _ string) {
+	a.mu.Lock()
+	a.kinds = append(a.kinds, kind)
+	a.mu.Unlock()
+}
+
+func (a *alarmLog) list() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.kinds...)
 }
 
 type fakeClock struct{ t time.Time }
@@ -86,6 +106,7 @@ func (r *rig) newDest(t testing.TB, cfg DestinationConfig) *Destination {
 		DeviceName: "ward3-gw",
 		PMVersion:  "v1.4.2",
 		Now:        r.clock.now,
+		Alarm:      r.alarms.raise,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -38,6 +38,7 @@ type Source struct {
 	health    *health.Component
 	loop      *health.Loop
 	now       func() time.Time
+	alarm     func(kind, detail string)
 	frequency time.Duration
 	backoff   *backoff.Backoff
 
@@ -82,6 +83,7 @@ func NewSource(name string, cfg SourceConfig, intake flow.Intake, opts Options) 
 		log:       opts.Logger.With("source", name),
 		health:    opts.Health,
 		loop:      opts.Loop,
+		alarm:     opts.Alarm,
 		now:       opts.Now,
 		frequency: cfg.Frequency.D(),
 		backoff:   backoff.New(cfg.MaxBackoff.D()),
@@ -107,6 +109,7 @@ func (s *Source) Run(ctx context.Context) error {
 				return nil
 			}
 			recordFailure(s.health, s.log, "poll", err)
+			raiseRefused(s.alarm, s.name, err)
 			wait = s.backoff.Next()
 			s.log.Debug("backing off", "wait", wait, "failures", s.backoff.Failures())
 		}
