@@ -132,7 +132,8 @@ func New(cfg Config, o Options) (*Gateway, error) {
 func (g *Gateway) build() error {
 	o := g.o
 	for _, d := range g.cfg.Destinations {
-		log := o.Log.With("destination", d.Name)
+		// Every component tags its records with its own name.
+		log := o.Log
 		comp := o.Health.Component(health.Destination, d.Name, d.Type)
 		var out flow.Output
 		var err error
@@ -172,7 +173,7 @@ func (g *Gateway) build() error {
 		})
 	}
 	for _, s := range g.cfg.Sources {
-		log := o.Log.With("source", s.Name)
+		log := o.Log
 		comp := o.Health.Component(health.Source, s.Name, s.Type)
 		var r runner
 		var loop *health.Loop
