@@ -135,7 +135,7 @@ func TestE2EThousandMessagesFourConnections(t *testing.T) {
 	if posts, exc, s500 := ws.Rec.Count(kindPost); posts != total || exc != 0 || s500 != 0 {
 		t.Errorf("the service saw %d posts (%d EXCEPTION, %d HTTP 500), want %d clean posts", posts, exc, s500, total)
 	}
-	// The health counter "delivered" is checked in TestE2EHealthDeliveredCountedTwice.
+	// The health counter "delivered" is checked in TestE2EHealthDeliveredCountedOnce.
 	if d := g.Dest("ehr"); d.State != "up" || d.Counters["posts"] != uint64(total) {
 		t.Errorf("health of ehr: state %s, posts %d; want up, %d", d.State, d.Counters["posts"], total)
 	}

@@ -9,14 +9,14 @@ import (
 	"github.com/hl7edge/hl7edge/device/health"
 )
 
-// TestE2EHealthDeliveredCountedTwice: the health counter "delivered" of
+// TestE2EHealthDeliveredCountedOnce: the health counter "delivered" of
 // a web-service destination must count each delivered message once.
 //
 // gateway.build hands the same *health.Component to webservice.NewDestination
 // and to deliver.New; both add 1 to "delivered" for every message
 // (webservice/destination.go Deliver, deliver/worker.go deliverOne), so the
 // MQTT health snapshot reports twice the real figure.
-func TestE2EHealthDeliveredCountedTwice(t *testing.T) {
+func TestE2EHealthDeliveredCountedOnce(t *testing.T) {
 	r := newRig(t)
 	ws := r.startWebService("ehr", wsOptions{})
 	g := r.startWSGateway(ws, "")
@@ -34,7 +34,7 @@ func TestE2EHealthDeliveredCountedTwice(t *testing.T) {
 	}
 }
 
-// TestE2ENoAlarmOnRefusedURL: a ping reply that hands out a URL the
+// TestE2EAlarmOnRefusedURL: a ping reply that hands out a URL the
 // profile forbids is a security event (PROTOCOL.md, Security: a spoofed or
 // misconfigured ping server) that should reach the operator as an alarm, not
 // only as a health counter and a log line.
@@ -46,7 +46,7 @@ func TestE2EHealthDeliveredCountedTwice(t *testing.T) {
 // webservice.Options an Alarm func (wired from gateway Options.Alarm in
 // gateway.build) and call it with kind "upstream_refused_url" the first time
 // a session's ping reply is refused.
-func TestE2ENoAlarmOnRefusedURL(t *testing.T) {
+func TestE2EAlarmOnRefusedURL(t *testing.T) {
 	r := newRig(t)
 	target := r.startCountingServer(false)
 	ws := r.startWebService("ehr", wsOptions{PublicURL: "http://" + target.Addr + "/hl7"})
@@ -65,7 +65,7 @@ func TestE2ENoAlarmOnRefusedURL(t *testing.T) {
 	}
 }
 
-// TestE2EDuplicateLogKeys: every JSON log record should name each
+// TestE2ENoDuplicateLogKeys: every JSON log record should name each
 // attribute once. gateway.build gives each component a logger already
 // carrying "destination"/"source" (log := o.Log.With("destination", d.Name),
 // o.Log.With("source", s.Name)), and the components add the same key again
@@ -75,7 +75,7 @@ func TestE2ENoAlarmOnRefusedURL(t *testing.T) {
 // {"destination":"ehr","destination":"ehr",...}. JSON with duplicate keys is
 // ambiguous: log shippers keep one, reject the record, or rename the key.
 // Suggested fix: drop the With in gateway.build, or in the components.
-func TestE2EDuplicateLogKeys(t *testing.T) {
+func TestE2ENoDuplicateLogKeys(t *testing.T) {
 	r := newRig(t)
 	ws := r.startWebService("ehr", wsOptions{})
 	g := r.startWSGateway(ws, "")
