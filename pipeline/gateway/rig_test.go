@@ -107,6 +107,7 @@ type wsOptions struct {
 	Mailbox   bool   // give it a mailbox directory (data source tests)
 	PublicURL string // hand this base URL out in ping replies
 	NoRecord  bool   // benchmarks: no recorder in front
+	StoreDir  string // where the service stores messages; default under the test's directory
 }
 
 // startWebService runs a reference web service that requires testLogon and
@@ -114,6 +115,9 @@ type wsOptions struct {
 func (r *rig) startWebService(name string, o wsOptions) *wsService {
 	r.tb.Helper()
 	w := &wsService{tb: r.tb, Store: filepath.Join(r.dir, name+"-store"), tlsConf: r.serverTLS()}
+	if o.StoreDir != "" {
+		w.Store = o.StoreDir
+	}
 	cfg := refserver.Config{StoreDir: w.Store, Logon: testLogon, Password: testPassword, Faults: o.Faults, PublicURL: o.PublicURL}
 	if o.Mailbox {
 		w.Mailbox = filepath.Join(r.dir, name+"-mailbox")
