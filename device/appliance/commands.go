@@ -77,6 +77,13 @@ type DeadLetterInfo struct {
 
 func (a *Appliance) register(b *Box, engine *leds.Engine, alarm func(kind, detail string)) {
 	d, gw := b.Commands, b.Gateway
+	d.Register(CmdConfigApply, func(ctx context.Context, raw json.RawMessage) (any, string, error) {
+		args, err := parseArgs(raw)
+		if err != nil {
+			return nil, "", err
+		}
+		return a.apply(b, command.IDFrom(ctx), args)
+	})
 	with := func(f func(nameArgs) (any, string, error)) command.Handler {
 		return func(_ context.Context, raw json.RawMessage) (any, string, error) {
 			args, err := parseArgs(raw)
@@ -159,9 +166,6 @@ func (a *Appliance) register(b *Box, engine *leds.Engine, alarm func(kind, detai
 		}
 		return map[string]string{"yaml": string(data), "path": b.Config.Path}, "", nil
 	}))
-	d.Register(CmdConfigApply, with(func(args nameArgs) (any, string, error) {
-		return a.apply(b, args)
-	}))
 	d.Register(CmdTailLog, with(func(args nameArgs) (any, string, error) {
 		n := args.Lines
 		if n <= 0 || n > 1000 {
@@ -178,7 +182,7 @@ func (a *Appliance) register(b *Box, engine *leds.Engine, alarm func(kind, detai
 
 // apply validates a new configuration, writes it atomically, keeps the old
 // one for roll-back and restarts. The roll-back check runs after the restart.
-func (a *Appliance) apply(b *Box, args nameArgs) (any, string, error) {
+func (a *Appliance) apply(b *Box, id string, args nameArgs) (any, string, error) {
 	if args.YAML == "" {
 		return nil, "", errors.New(`args need "yaml": the whole new configuration file`)
 	}
@@ -201,7 +205,7 @@ func (a *Appliance) apply(b *Box, args nameArgs) (any, string, error) {
 		return nil, "", err
 	}
 	a.mu.Lock()
-	a.pending = &pendingApply{id: "config-apply", previous: previous, grace: grace, before: b.Registry.Snapshot()}
+	a.pending = &pendingApply{id: id, previous: previous, grace: grace, before: b.Registry.Snapshot()}
 	a.mu.Unlock()
 	a.requestRestart("new configuration")
 	return map[string]string{"grace": grace.String()}, fmt.Sprintf("applied; restarting; rolled back unless healthy after %s", grace), nil

@@ -95,6 +95,16 @@ func (d *Dispatcher) Check(req Request) string {
 	return ""
 }
 
+type idKey struct{}
+
+// IDFrom returns the id of the command a handler is running for, so that a
+// handler whose outcome is only known later (a configuration's roll-back
+// check) can name it.
+func IDFrom(ctx context.Context) string {
+	id, _ := ctx.Value(idKey{}).(string)
+	return id
+}
+
 // Dispatch checks and runs a request and returns its final response.
 func (d *Dispatcher) Dispatch(ctx context.Context, req Request) Response {
 	if why := d.Check(req); why != "" {
@@ -103,7 +113,7 @@ func (d *Dispatcher) Dispatch(ctx context.Context, req Request) Response {
 	d.mu.RLock()
 	h := d.handlers[req.Name]
 	d.mu.RUnlock()
-	data, detail, err := h(ctx, req.Args)
+	data, detail, err := h(context.WithValue(ctx, idKey{}, req.ID), req.Args)
 	if err != nil {
 		return Response{ID: req.ID, Name: req.Name, Status: Failed, Detail: err.Error()}
 	}
