@@ -16,10 +16,24 @@ all: build
 build:
 	$(GOBUILD) -o bin/hl7edge ./cmd/hl7edge
 
-# Release binaries: stripped, version-stamped, reproducible (same commit, same bytes).
+# Release binaries: stripped, version-stamped, reproducible (same commit, same
+# bytes): -trimpath drops the checkout's path, -buildid= the build ID, and
+# -buildvcs=false the VCS stamp, which differs between a clean and a dirty or
+# git-less checkout; the version comes from VERSION alone.
 cross:
-	GOOS=linux GOARCH=arm64 $(GOBUILD) -o bin/hl7edge-linux-arm64 ./cmd/hl7edge
-	GOOS=linux GOARCH=amd64 $(GOBUILD) -o bin/hl7edge-linux-amd64 ./cmd/hl7edge
+	GOOS=linux GOARCH=arm64 $(GOBUILD) -buildvcs=false -o bin/hl7edge-linux-arm64 ./cmd/hl7edge
+	GOOS=linux GOARCH=amd64 $(GOBUILD) -buildvcs=false -o bin/hl7edge-linux-amd64 ./cmd/hl7edge
+
+# One .deb per architecture in dist/ (build/nfpm.yaml; nfpm is a go.mod tool).
+package: cross
+	VERSION="$(VERSION)" build/package.sh dist arm64 amd64
+
+# The arm64 binary's selftest under qemu-aarch64-static, and a 32-bit ARM
+# build refusing to open a spool under qemu-arm-static; each skipped with a
+# message when qemu-user-static is not installed.
+.PHONY: qemu-selftest
+qemu-selftest: cross
+	VERSION="$(VERSION)" build/qemu-selftest.sh bin/hl7edge-linux-arm64
 
 # The whole flow on loopback with built-in defaults.
 demo: build
@@ -44,8 +58,10 @@ volume:
 fuzz:
 	@build/fuzz.sh $(FUZZTIME)
 
+# Whole-system figures (one run each) and the micro-benchmarks of the codecs.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./cmd/hl7edge/ | tee bench.out
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./cmd/hl7edge/ ./pipeline/gateway/ | tee bench.out
+	$(GO) test -run '^$$' -bench . -benchmem ./pipeline/hl7/ ./pipeline/mllp/ ./pipeline/serialport/ ./pipeline/webservice/ | tee -a bench.out
 
 soak: build
 	SOAK_SECONDS=$(SOAK_SECONDS) $(GO) test -count=1 -timeout 0 -run TestSoak -v ./cmd/hl7edge/
