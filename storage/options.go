@@ -19,9 +19,6 @@ type Config struct {
 	MaxBytes          units.Size `yaml:"max_bytes"`           // past this, intake answers AE
 	MinFreeDisk       units.Size `yaml:"min_free_disk"`       // keep at least this much of the file system free
 	EncryptionKeyFile string     `yaml:"encryption_key_file"` // optional AES key of 16, 24 or 32 bytes
-	// MaxMessageBytes is the largest message any source accepts; the memtable
-	// is sized so that one message always fits in one transaction.
-	MaxMessageBytes units.Size `yaml:"-"`
 	// RememberFor is how long pull sources' remote IDs are remembered.
 	RememberFor units.Duration `yaml:"remember_ids_for"`
 	// UndeliverableRetention is how long messages that matched no destination are kept.
@@ -40,9 +37,6 @@ func (c *Config) SetDefaults() {
 	}
 	if c.MinFreeDisk == 0 {
 		c.MinFreeDisk = 64 << 20
-	}
-	if c.MaxMessageBytes == 0 {
-		c.MaxMessageBytes = 1 << 20
 	}
 	if c.RememberFor == 0 {
 		c.RememberFor = units.Duration(7 * 24 * time.Hour)

@@ -22,7 +22,6 @@ import (
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
 	"github.com/hl7edge/hl7edge/pipeline/route"
 	"github.com/hl7edge/hl7edge/pipeline/serialport"
-	"github.com/hl7edge/hl7edge/pipeline/units"
 	"github.com/hl7edge/hl7edge/pipeline/webservice"
 	"github.com/hl7edge/hl7edge/storage"
 )
@@ -89,15 +88,6 @@ func New(cfg Config, o Options) (*Gateway, error) {
 	}
 	var routes []route.Destination
 	var delivering []string
-	maxMsg := int64(0)
-	for _, s := range cfg.Sources {
-		switch {
-		case s.MLLP != nil:
-			maxMsg = max(maxMsg, int64(s.MLLP.MaxMessageBytes))
-		case s.Serial != nil:
-			maxMsg = max(maxMsg, int64(s.Serial.MaxMessageBytes))
-		}
-	}
 	for _, d := range cfg.Destinations {
 		m, err := route.Compile(d.Match)
 		if err != nil {
@@ -108,11 +98,7 @@ func New(cfg Config, o Options) (*Gateway, error) {
 			delivering = append(delivering, d.Name)
 		}
 	}
-	spoolCfg := cfg.Spool
-	if maxMsg > 0 {
-		spoolCfg.MaxMessageBytes = unitsSize(maxMsg)
-	}
-	sp, err := storage.Open(spoolCfg, storage.Options{Log: o.Log.With("component", "spool"), Destinations: delivering})
+	sp, err := storage.Open(cfg.Spool, storage.Options{Log: o.Log.With("component", "spool"), Destinations: delivering})
 	if err != nil {
 		return nil, err
 	}
@@ -404,5 +390,3 @@ func (g *Gateway) PurgeDead(dest string, guids ...string) (int, error) {
 	}
 	return g.spool.PurgeDead(dest, guids...)
 }
-
-func unitsSize(n int64) units.Size { return units.Size(n) }
