@@ -9,7 +9,7 @@ GOBUILD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)"
 FUZZTIME  ?= 4s
 SOAK_SECONDS ?= 180
 
-.PHONY: all build cross demo test vet staticcheck unit volume fuzz bench soak package clean
+.PHONY: all build cross demo test vet staticcheck unit volume release fuzz bench soak package qemu-selftest clean
 
 all: build
 
@@ -39,7 +39,7 @@ qemu-selftest: cross
 demo: build
 	bin/hl7edge demo
 
-test: vet staticcheck unit volume fuzz
+test: vet staticcheck unit volume release fuzz
 
 vet:
 	$(GO) vet ./...
@@ -52,7 +52,11 @@ unit: build
 
 # Volume tests that the race detector would only slow down.
 volume:
-	$(GO) test -count=1 -timeout 10m -run 'TestDiskStaysFlat|TestCrash' ./storage/ ./cmd/hl7edge/
+	$(GO) test -count=1 -timeout 10m -run 'TestDiskStaysFlat|TestCrash|TestPullSourceKill' ./storage/ ./cmd/hl7edge/
+
+# Reproducible cross builds, the .deb, systemd-analyze and the qemu ARM checks.
+release:
+	$(GO) test -count=1 -timeout 15m -run TestRelease ./build/
 
 # A short run of every fuzz target (longer: make fuzz FUZZTIME=5m).
 fuzz:

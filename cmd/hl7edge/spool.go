@@ -7,8 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -99,6 +101,13 @@ func offline(cfg *config.Config, name, dest string) (any, error) {
 	}
 	if dest != "" && !slices.Contains(dests, dest) {
 		return nil, fmt.Errorf("destination %q is not in %s", dest, cfg.Path)
+	}
+	// Opening the spool as another user (root, typically) would leave files
+	// in it that the daemon can no longer open.
+	if st, err := os.Stat(cfg.Spool.Dir); err == nil {
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
+			return nil, fmt.Errorf("spool %s belongs to user id %d, not to you (%d): run this as the daemon's user, e.g. sudo -u hl7edge hl7edge spool ...", cfg.Spool.Dir, sys.Uid, os.Geteuid())
+		}
 	}
 	sp, err := storage.Open(cfg.Spool, storage.Options{Destinations: dests})
 	if err != nil {
