@@ -1,0 +1,86 @@
+package appliance_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/hl7edge/hl7edge/device/appliance"
+)
+
+// TestBirthAndRestart: the box publishes a retained online birth carrying
+// its session number; a `restart` command over MQTT rebuilds the box
+// in-process, which first publishes offline for the old session and then a
+// new retained birth with session+1; a clean stop publishes offline for the
+// new session.
+func TestBirthAndRestart(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "gw-birth")
+	r.writeConfig(r.yaml(r.mllpPort, ""))
+	op := newOperator(t, r.broker.url, r.device)
+	rn := r.start(appliance.Options{})
+
+	_, s1 := op.waitOnline(t, 0)
+	_, rec := r.broker.rec.waitFor(t, 0, "the birth as the broker saw it",
+		jsonHas(op.base+"status", map[string]any{"state": "online", "session": s1}))
+	if !rec.retained {
+		t.Errorf("birth %s was published without the retain flag", rec.payload)
+	}
+	mustSendHL7(t, r.mllpPort, hl7Message("BIRTH-1"))
+
+	from := op.log.mark()
+	a := op.must(t, appliance.CmdRestart, nil)
+	if !strings.Contains(a.Detail, "restart") {
+		t.Errorf("%s: want a detail saying it restarts", a)
+	}
+	off, _ := op.log.waitFor(t, from, "offline for the old session",
+		jsonHas(op.base+"status", map[string]any{"state": "offline", "session": s1}))
+	on, s2 := op.waitOnline(t, from)
+	if s2 != s1+1 {
+		t.Errorf("session after restart is %d, want %d", s2, s1+1)
+	}
+	if off > on {
+		t.Errorf("offline for session %d came after the new birth", s1)
+	}
+	b2 := rn.waitStarts(t, 2)
+	if b2 == rn.box(1) || b2.Agent.Session() != s2 {
+		t.Errorf("second Box: new=%v session %d; want a new Box with session %d", b2 != rn.box(1), b2.Agent.Session(), s2)
+	}
+	// The rebuilt box works: its MLLP source takes a message again.
+	mustSendHL7(t, r.mllpPort, hl7Message("BIRTH-2"))
+	waitUntil(t, waitLimit, "both messages archived", func() bool { return files(t, r.archive) == 2 })
+
+	// A late joiner sees the new session's birth, retained.
+	late := newOperator(t, r.broker.url, r.device)
+	_, m := late.log.waitFor(t, 0, "the retained status", func(m rmsg) bool { return m.topic == late.base+"status" })
+	if !m.retained || !jsonHas(late.base+"status", map[string]any{"state": "online", "session": s2})(m) {
+		t.Errorf("late subscriber got %s (retained %v), want retained online session %d", m.payload, m.retained, s2)
+	}
+
+	from = op.log.mark()
+	rn.stop(t)
+	op.log.waitFor(t, from, "offline at clean stop",
+		jsonHas(op.base+"status", map[string]any{"state": "offline", "session": s2}))
+	if n := rn.starts(); n != 2 {
+		t.Errorf("%d starts, want 2", n)
+	}
+}
+
+// TestPrivacyCheckCanFail proves the broker-side privacy check used by every
+// test sees payloads from any client and recognises each marker.
+func TestPrivacyCheckCanFail(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t)
+	b.allowPHI = true
+	op := newOperator(t, b.url, "gw-privacy")
+	msg := string(hl7Message("CTRL-LEAK"))
+	for i, payload := range []string{msg, `{"detail":"` + phiMRN + `"}`, "PHISTREET"} {
+		if tok := op.c.Publish(fmt.Sprintf("%sleak/%d", op.base, i), 1, false, payload); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
+			t.Fatal(tok.Error())
+		}
+	}
+	waitUntil(t, waitLimit, "three leaks recorded", func() bool { return len(b.leaks()) == 3 })
+	if l := b.leaks(); !strings.Contains(l[0], "PHIMARKER") || !strings.Contains(l[1], phiMRN) {
+		t.Errorf("leaks %v", l)
+	}
+}

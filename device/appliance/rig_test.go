@@ -1,0 +1,732 @@
+package appliance_test
+
+// The rig shared by the appliance tests: a real in-process mochi-mqtt broker
+// that records every PUBLISH it accepts, a real paho client playing the
+// fleet operator (it sends on cmd/req and reads cmd/res, status and alarm),
+// the whole appliance run in-process from a YAML file on disk, and an MLLP
+// sender. Nothing is mocked: bytes cross loopback TCP and a unix socket, the
+// spool is a real Badger directory.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/hl7edge/hl7edge/board"
+	"github.com/hl7edge/hl7edge/board/sim"
+	"github.com/hl7edge/hl7edge/device/admin"
+	"github.com/hl7edge/hl7edge/device/appliance"
+	"github.com/hl7edge/hl7edge/device/command"
+	"github.com/hl7edge/hl7edge/device/config"
+	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/pipeline/mllp"
+)
+
+// waitLimit bounds every wait; generous because the machine is shared and
+// the tests run with -race.
+const waitLimit = 20 * time.Second
+
+// Patient data in every test message. None of it may reach MQTT, the log
+// or a command answer.
+const (
+	phiName = "PHIMARKER^TEST"
+	phiMRN  = "MRN-PHI-88417"
+	phiAddr = "12 PHISTREET"
+)
+
+var phiMarkers = []string{"PHIMARKER", phiMRN, "PHISTREET"}
+
+const testVersion = "9.9.9-test"
+
+// hl7Message is an ADT^A01 with control ID id and patient data in PID.
+func hl7Message(id string) []byte {
+	return []byte("MSH|^~\\&|ADT|WARD3|EHR|HOSP|20260101120000||ADT^A01|" + id + "|P|2.5\r" +
+		"EVN|A01|20260101120000\r" +
+		"PID|1||" + phiMRN + "^^^HOSP^MR||" + phiName + "||19700101|F|||" + phiAddr + "^^LEEDS\r" +
+		"PV1|1|I|ICU^1^1\r")
+}
+
+// containsPHI names the first patient-data marker in s, or "".
+func containsPHI(s string) string {
+	for _, m := range phiMarkers {
+		if strings.Contains(s, m) {
+			return m
+		}
+	}
+	return ""
+}
+
+// ---------------------------------------------------------------------------
+// Waiting.
+
+// waitUntil polls cond until it holds, failing the test after limit.
+func waitUntil(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", limit, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// freePort returns a loopback port nobody listens on now.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// ---------------------------------------------------------------------------
+// Messages seen on MQTT.
+
+type rmsg struct {
+	topic    string
+	payload  []byte
+	retained bool
+}
+
+// msgLog collects messages and lets a test wait for one.
+type msgLog struct {
+	mu      sync.Mutex
+	msgs    []rmsg
+	changed chan struct{}
+}
+
+func newMsgLog() *msgLog { return &msgLog{changed: make(chan struct{})} }
+
+func (l *msgLog) add(m rmsg) {
+	l.mu.Lock()
+	l.msgs = append(l.msgs, m)
+	close(l.changed)
+	l.changed = make(chan struct{})
+	l.mu.Unlock()
+}
+
+func (l *msgLog) all() []rmsg {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]rmsg(nil), l.msgs...)
+}
+
+func (l *msgLog) mark() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.msgs)
+}
+
+// waitFor returns the index of the first message at or after from that
+// matches, failing the test after waitLimit.
+func (l *msgLog) waitFor(t *testing.T, from int, what string, match func(rmsg) bool) (int, rmsg) {
+	t.Helper()
+	deadline := time.NewTimer(waitLimit)
+	defer deadline.Stop()
+	for {
+		l.mu.Lock()
+		for i := from; i < len(l.msgs); i++ {
+			if match(l.msgs[i]) {
+				m := l.msgs[i]
+				l.mu.Unlock()
+				return i, m
+			}
+		}
+		ch := l.changed
+		l.mu.Unlock()
+		select {
+		case <-ch:
+		case <-deadline.C:
+			t.Fatalf("timed out after %s waiting for %s; saw:\n%s", waitLimit, what, dump(l.all()))
+		}
+	}
+}
+
+func dump(ms []rmsg) string {
+	var b strings.Builder
+	for _, m := range ms {
+		p := string(m.payload)
+		if len(p) > 300 {
+			p = p[:300] + "…"
+		}
+		fmt.Fprintf(&b, "  %s retained=%v %s\n", m.topic, m.retained, p)
+	}
+	return b.String()
+}
+
+// jsonHas matches a message on topic whose JSON object holds every key/value in want.
+func jsonHas(topic string, want map[string]any) func(rmsg) bool {
+	return func(m rmsg) bool {
+		if m.topic != topic {
+			return false
+		}
+		var v map[string]any
+		if json.Unmarshal(m.payload, &v) != nil {
+			return false
+		}
+		for k, w := range want {
+			if fmt.Sprint(v[k]) != fmt.Sprint(w) {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+// ---------------------------------------------------------------------------
+// The broker.
+
+// recorder is a mochi hook that records every PUBLISH the broker accepts,
+// from any client, and every Last Will it sends.
+type recorder struct {
+	mochi.HookBase
+	log *msgLog
+}
+
+func (r *recorder) ID() string { return "recorder" }
+
+func (r *recorder) Provides(b byte) bool { return b == mochi.OnPublished || b == mochi.OnWillSent }
+
+func (r *recorder) OnPublished(_ *mochi.Client, pk packets.Packet) {
+	r.log.add(rmsg{topic: pk.TopicName, payload: bytes.Clone(pk.Payload), retained: pk.FixedHeader.Retain})
+}
+
+func (r *recorder) OnWillSent(_ *mochi.Client, pk packets.Packet) {
+	r.log.add(rmsg{topic: pk.TopicName, payload: bytes.Clone(pk.Payload), retained: pk.FixedHeader.Retain})
+}
+
+type broker struct {
+	url      string
+	rec      *msgLog
+	allowPHI bool // only for the test that proves the check can fail
+}
+
+// startBroker runs an in-process broker until the test ends. When the test
+// ends it checks that no payload the broker saw, during the whole test,
+// carried patient data.
+func startBroker(t *testing.T) *broker {
+	t.Helper()
+	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	rec := newMsgLog()
+	if err := srv.AddHook(&recorder{log: rec}, nil); err != nil {
+		t.Fatal(err)
+	}
+	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
+	if err := srv.AddListener(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	b := &broker{url: "tcp://" + l.Address(), rec: rec}
+	// Registered first, so it runs last: after the appliance has stopped
+	// and published its offline status.
+	t.Cleanup(func() {
+		closeBroker(t, srv)
+		b.assertNoPHI(t)
+	})
+	return b
+}
+
+// closeBroker stops the broker without hanging the package. mochi v2.7.9
+// can deadlock in Close when a client disconnects at the same moment
+// (Clients.GetByListener takes its read lock twice; mochi-mqtt/server#488),
+// so wait for every client to leave first, and give up on Close after a
+// while rather than block the other tests.
+func closeBroker(t *testing.T, srv *mochi.Server) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for srv.Clients.Len() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	closed := make(chan struct{})
+	go func() {
+		_ = srv.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Logf("mochi broker Close still blocked after 5s (mochi-mqtt/server#488); left behind")
+	}
+}
+
+// leaks lists every recorded payload that holds patient data.
+func (b *broker) leaks() []string {
+	var out []string
+	for _, m := range b.rec.all() {
+		if mk := containsPHI(string(m.payload)); mk != "" {
+			out = append(out, fmt.Sprintf("%s carries %q: %q", m.topic, mk, m.payload))
+		}
+	}
+	return out
+}
+
+// assertNoPHI fails the test for every recorded payload holding patient data.
+func (b *broker) assertNoPHI(t *testing.T) {
+	t.Helper()
+	if b.allowPHI {
+		return
+	}
+	for _, l := range b.leaks() {
+		t.Errorf("MQTT payload on %s", l)
+	}
+	if len(b.rec.all()) == 0 {
+		t.Errorf("the broker recorded no publishes at all: the privacy check saw nothing")
+	}
+}
+
+// ---------------------------------------------------------------------------
+// The operator's MQTT client.
+
+// operator is a real paho client subscribed to everything under the device.
+type operator struct {
+	c    paho.Client
+	log  *msgLog
+	base string // hl7edge/<device>/
+	seq  atomic.Int64
+}
+
+func newOperator(t *testing.T, url, device string) *operator {
+	t.Helper()
+	op := &operator{log: newMsgLog(), base: "hl7edge/" + device + "/"}
+	opts := paho.NewClientOptions().AddBroker(url).
+		SetClientID(fmt.Sprintf("operator-%s-%d", device, time.Now().UnixNano())).
+		SetOrderMatters(true).SetAutoReconnect(false).SetCleanSession(true).
+		SetStore(paho.NewMemoryStore()).SetConnectTimeout(5 * time.Second)
+	op.c = paho.NewClient(opts)
+	if tok := op.c.Connect(); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
+		t.Fatalf("operator connect to %s: %v", url, tok.Error())
+	}
+	t.Cleanup(func() { op.c.Disconnect(100) })
+	tok := op.c.Subscribe(op.base+"#", 1, func(_ paho.Client, m paho.Message) {
+		op.log.add(rmsg{topic: m.Topic(), payload: bytes.Clone(m.Payload()), retained: m.Retained()})
+	})
+	if !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
+		t.Fatalf("operator subscribe: %v", tok.Error())
+	}
+	return op
+}
+
+// response is a cmd/res answer with its data kept raw.
+type response struct {
+	ID     string          `json:"id"`
+	Name   string          `json:"name"`
+	Status command.Status  `json:"status"`
+	Detail string          `json:"detail"`
+	Data   json.RawMessage `json:"data"`
+}
+
+// answer is what the operator saw for one command.
+type answer struct {
+	response
+	accepted bool // an "accepted" came before the final answer
+}
+
+func (a answer) String() string {
+	d := string(a.Data)
+	if len(d) > 400 {
+		d = d[:400] + "…"
+	}
+	return fmt.Sprintf("%s %s: %s %q data=%s (accepted first: %v)", a.ID, a.Name, a.Status, a.Detail, d, a.accepted)
+}
+
+// decode unmarshals the answer's data, failing the test when it does not fit.
+func (a answer) decode(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(a.Data, v); err != nil {
+		t.Fatalf("%s: data does not decode into %T: %v", a, v, err)
+	}
+}
+
+type cmdOpt func(map[string]any)
+
+func expires(at time.Time) cmdOpt {
+	return func(m map[string]any) { m["expires"] = at.UTC().Format(time.RFC3339Nano) }
+}
+
+// send publishes a command on cmd/req and waits for its final answer on cmd/res.
+func (op *operator) send(t *testing.T, name string, args any, opts ...cmdOpt) answer {
+	t.Helper()
+	id := fmt.Sprintf("cmd-%d", op.seq.Add(1))
+	req := map[string]any{"id": id, "name": name, "expires": time.Now().Add(time.Minute).UTC().Format(time.RFC3339Nano)}
+	if args != nil {
+		req["args"] = args
+	}
+	for _, o := range opts {
+		o(req)
+	}
+	b, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := op.log.mark()
+	if tok := op.c.Publish(op.base+"cmd/req", 1, false, b); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
+		t.Fatalf("publish %s: %v", name, tok.Error())
+	}
+	var a answer
+	_, m := op.log.waitFor(t, from, "the final answer to "+id+" ("+name+")", func(m rmsg) bool {
+		if m.topic != op.base+"cmd/res" {
+			return false
+		}
+		var r response
+		if json.Unmarshal(m.payload, &r) != nil || r.ID != id {
+			return false
+		}
+		if r.Status == command.Accepted {
+			a.accepted = true
+			return false
+		}
+		return true
+	})
+	if err := json.Unmarshal(m.payload, &a.response); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// must sends a command and fails the test unless it was accepted and then successful.
+func (op *operator) must(t *testing.T, name string, args any) answer {
+	t.Helper()
+	a := op.send(t, name, args)
+	if a.Status != command.Successful || !a.accepted {
+		t.Fatalf("%s: want accepted then successful", a)
+	}
+	return a
+}
+
+// health asks for a snapshot over MQTT.
+func (op *operator) health(t *testing.T) health.Snapshot {
+	t.Helper()
+	var s health.Snapshot
+	op.must(t, appliance.CmdHealth, nil).decode(t, &s)
+	return s
+}
+
+// waitState polls the health command until the component is in want.
+func (op *operator) waitState(t *testing.T, kind health.Kind, name string, want health.State) health.Snapshot {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		s := op.health(t)
+		c, ok := s.Component(kind, name)
+		if ok && c.State == want {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s %s is %q (present: %v), want %q, after %s", kind, name, c.State, ok, want, waitLimit)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitAlarm waits for an alarm of kind published at or after from.
+func (op *operator) waitAlarm(t *testing.T, from int, kind string) map[string]any {
+	t.Helper()
+	_, m := op.log.waitFor(t, from, "alarm "+kind, jsonHas(op.base+"alarm", map[string]any{"kind": kind}))
+	var v map[string]any
+	if err := json.Unmarshal(m.payload, &v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// alarms lists the kinds of every alarm seen since from.
+func (op *operator) alarms(from int) []string {
+	var out []string
+	for _, m := range op.log.all()[from:] {
+		var v struct{ Kind string }
+		if m.topic == op.base+"alarm" && json.Unmarshal(m.payload, &v) == nil {
+			out = append(out, v.Kind)
+		}
+	}
+	return out
+}
+
+// ---------------------------------------------------------------------------
+// The box's configuration.
+
+// rig is one test's working directory and addresses.
+type rig struct {
+	t        *testing.T
+	dir      string
+	device   string
+	cfgPath  string
+	socket   string
+	spool    string
+	archive  string // the file destination's directory
+	mllpPort int    // the MLLP source
+	broker   *broker
+}
+
+func newRig(t *testing.T, device string) *rig {
+	t.Helper()
+	dir := t.TempDir()
+	r := &rig{
+		t: t, dir: dir, device: device,
+		cfgPath: filepath.Join(dir, "hl7edge.yaml"),
+		socket:  filepath.Join(dir, "admin.sock"),
+		spool:   filepath.Join(dir, "spool"),
+		archive: filepath.Join(dir, "archive"),
+	}
+	r.broker = startBroker(t)
+	r.mllpPort = freePort(t)
+	return r
+}
+
+// yaml is a whole configuration file: one MLLP source listening on port,
+// the archive file destination, then extra destinations (YAML list items
+// indented by two spaces).
+func (r *rig) yaml(port int, extraDestinations string) string {
+	return fmt.Sprintf(`# hl7edge test configuration
+device:
+  id: %s
+  board: sim
+spool:
+  dir: %s
+admin:
+  socket: %s
+log:
+  level: debug
+sources:
+  - name: in
+    type: mllp
+    listen: 127.0.0.1:%d
+destinations:
+  - name: archive
+    type: file
+    dir: %s
+%smqtt:
+  broker: %s
+`, r.device, r.spool, r.socket, port, r.archive, extraDestinations, r.broker.url)
+}
+
+func (r *rig) writeConfig(text string) {
+	r.t.Helper()
+	if _, err := config.Parse([]byte(text)); err != nil {
+		r.t.Fatalf("the test's own configuration is invalid: %v\n%s", err, text)
+	}
+	if err := os.WriteFile(r.cfgPath, []byte(text), 0o640); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *rig) configFile() string {
+	r.t.Helper()
+	b, err := os.ReadFile(r.cfgPath)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return string(b)
+}
+
+// files counts the .hl7 files in dir.
+func files(t *testing.T, dir string) int {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, "*.hl7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(m)
+}
+
+// ---------------------------------------------------------------------------
+// The running appliance.
+
+// syncBuffer is a goroutine-safe buffer for the appliance's log.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type running struct {
+	logs   *syncBuffer
+	cancel context.CancelFunc
+	done   chan error
+	mu     sync.Mutex
+	boxes  []*appliance.Box // one per (re)start, in order
+}
+
+// starts is how many times a Box has been started.
+func (rn *running) starts() int {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	return len(rn.boxes)
+}
+
+// box is the Box of the n-th start (1-based).
+func (rn *running) box(n int) *appliance.Box {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	return rn.boxes[n-1]
+}
+
+// waitStarts waits until the appliance has started n Boxes.
+func (rn *running) waitStarts(t *testing.T, n int) *appliance.Box {
+	t.Helper()
+	waitUntil(t, waitLimit, fmt.Sprintf("start number %d of the box", n), func() bool { return rn.starts() >= n })
+	return rn.box(n)
+}
+
+// start runs the appliance on the rig's configuration file until the test
+// ends; the cleanup proves Run returns nil soon after its context ends and
+// that the log never held patient data.
+func (r *rig) start(o appliance.Options) *running {
+	t := r.t
+	t.Helper()
+	rn := &running{logs: &syncBuffer{}, done: make(chan error, 1)}
+	o.ConfigPath = r.cfgPath
+	o.Version = testVersion
+	o.LogOut = rn.logs
+	o.Board = func(*config.Config, *slog.Logger) (board.Board, error) { return sim.New(sim.Options{}), nil }
+	if o.MinBackoff == 0 {
+		o.MinBackoff = 20 * time.Millisecond
+	}
+	o.Started = func(b *appliance.Box) {
+		rn.mu.Lock()
+		rn.boxes = append(rn.boxes, b)
+		rn.mu.Unlock()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rn.cancel = cancel
+	go func() { rn.done <- appliance.Run(ctx, o) }()
+	t.Cleanup(func() {
+		rn.stop(t)
+		if t.Failed() {
+			logs := rn.logs.String()
+			if len(logs) > 20000 {
+				logs = "…" + logs[len(logs)-20000:]
+			}
+			t.Logf("appliance log (tail):\n%s", logs)
+		}
+		for i, line := range strings.Split(rn.logs.String(), "\n") {
+			if mk := containsPHI(line); mk != "" {
+				t.Errorf("appliance log line %d carries patient data %q: %s", i+1, mk, line)
+			}
+		}
+	})
+	return rn
+}
+
+// stop cancels Run and checks it returns nil in time (idempotent).
+func (rn *running) stop(t *testing.T) {
+	t.Helper()
+	rn.cancel()
+	select {
+	case err, ok := <-rn.done:
+		if !ok {
+			return
+		}
+		close(rn.done)
+		if err != nil {
+			t.Errorf("appliance.Run returned %v after its context ended, want nil", err)
+		}
+	case <-time.After(waitLimit):
+		t.Errorf("appliance.Run did not return within %s of its context ending", waitLimit)
+	}
+}
+
+// waitOnline waits for the retained online birth of a session after from,
+// and returns the session number.
+func (op *operator) waitOnline(t *testing.T, from int) (int, uint64) {
+	t.Helper()
+	i, m := op.log.waitFor(t, from, "an online status", jsonHas(op.base+"status", map[string]any{"state": "online"}))
+	var st struct {
+		State   string `json:"state"`
+		Session uint64 `json:"session"`
+		Version string `json:"version"`
+	}
+	if err := json.Unmarshal(m.payload, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Session == 0 || st.Version != testVersion {
+		t.Fatalf("birth %s: want a session number > 0 and version %q", m.payload, testVersion)
+	}
+	return i, st.Session
+}
+
+// ---------------------------------------------------------------------------
+// MLLP and the admin socket.
+
+// sendHL7 sends one message to the box's MLLP source and returns the ACK.
+func sendHL7(t *testing.T, port int, msg []byte) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := mllp.Dial(ctx, fmt.Sprintf("127.0.0.1:%d", port), nil)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	ack, err := c.Send(ctx, msg)
+	return string(ack), err
+}
+
+// mustSendHL7 sends a message, retrying the connection while the source
+// starts, and fails unless the ACK is AA.
+func mustSendHL7(t *testing.T, port int, msg []byte) {
+	t.Helper()
+	var ack string
+	var err error
+	waitUntil(t, waitLimit, fmt.Sprintf("an ACK from the MLLP source on port %d", port), func() bool {
+		ack, err = sendHL7(t, port, msg)
+		return err == nil
+	})
+	if !strings.Contains(ack, "MSA|AA|") {
+		t.Fatalf("ACK %q: want MSA-1 AA", ack)
+	}
+}
+
+// adminCall runs one command through the admin socket.
+func (r *rig) adminCall(t *testing.T, name string, args any) command.Response {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req := command.Request{ID: "admin-" + name, Name: name}
+	if args != nil {
+		b, err := json.Marshal(args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Args = b
+	}
+	resp, err := admin.Call(ctx, r.socket, req)
+	if err != nil {
+		t.Fatalf("admin %s: %v", name, err)
+	}
+	return resp
+}
