@@ -62,6 +62,9 @@ type Appliance struct {
 
 	mu      sync.Mutex
 	pending *pendingApply
+	// notices are alarms that happened while no box (and so no MQTT agent)
+	// was running; the next box raises them.
+	notices [][2]string
 }
 
 type pendingApply struct {
@@ -111,7 +114,11 @@ func (a *Appliance) rollback(cause error) bool {
 	if err := config.WriteAtomic(a.o.ConfigPath, p.previous); err != nil {
 		return false
 	}
-	fmt.Fprintf(a.o.LogOut, "hl7edge: configuration from command %s failed (%v); previous configuration restored\n", p.id, cause)
+	detail := fmt.Sprintf("configuration from command %s could not start and was rolled back: %v", p.id, cause)
+	fmt.Fprintf(a.o.LogOut, "hl7edge: %s\n", detail)
+	a.mu.Lock()
+	a.notices = append(a.notices, [2]string{"config_rolled_back", detail})
+	a.mu.Unlock()
 	return true
 }
 
@@ -212,7 +219,12 @@ func (a *Appliance) runOnce(parent context.Context, cfg *config.Config) (bool, e
 	}
 	a.mu.Lock()
 	p := a.pending
+	notices := a.notices
+	a.notices = nil
 	a.mu.Unlock()
+	for _, n := range notices {
+		alarm(n[0], n[1])
+	}
 	if p != nil {
 		spawn("apply-check", func(ctx context.Context) error { a.checkApply(ctx, p, reg, alarm); return nil })
 	}

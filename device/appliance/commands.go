@@ -121,7 +121,7 @@ func (a *Appliance) register(b *Box, engine *leds.Engine, alarm func(kind, detai
 		if err != nil {
 			return nil, "", err
 		}
-		dls, err := gw.Spool().DeadLetters(n)
+		dls, err := gw.DeadLetters(n)
 		if err != nil {
 			return nil, "", err
 		}

@@ -53,7 +53,8 @@ type runner interface {
 type sourceSlot struct {
 	name   string
 	typ    string
-	r      runner
+	r      runner                 // the next run's instance; nil once used
+	mk     func() (runner, error) // builds a fresh instance
 	comp   *health.Component
 	loop   *health.Loop // beaten by the source while it runs, by its supervisor otherwise
 	mu     sync.Mutex
@@ -161,25 +162,29 @@ func (g *Gateway) build() error {
 	for _, s := range g.cfg.Sources {
 		log := o.Log
 		comp := o.Health.Component(health.Source, s.Name, s.Type)
-		var r runner
 		var loop *health.Loop
-		var err error
-		switch {
-		case s.MLLP != nil:
-			r, err = mllp.NewServer(s.Name, *s.MLLP, &frameHandler{source: s.Name, intake: g.intake, max: int64(s.MLLP.MaxMessageBytes)}, log, comp)
-		case s.Serial != nil:
+		if s.Serial != nil || s.WebService != nil {
 			loop = o.Health.Loop("source/" + s.Name)
-			r, err = serialport.NewSource(s.Name, *s.Serial, g.intake, serialport.Options{Log: log, Health: comp, Loop: loop})
-		case s.WebService != nil:
-			loop = o.Health.Loop("source/" + s.Name)
-			r, err = webservice.NewSource(s.Name, *s.WebService, g.intake, webservice.Options{
-				Logger: log, Health: comp, DeviceName: g.cfg.DeviceID, PMVersion: g.cfg.Version, Loop: loop, Alarm: o.Alarm,
-			})
 		}
+		// A source is built anew for every run (after a pause or a failure):
+		// a listener that has served once does not serve again.
+		mk := func() (runner, error) {
+			switch {
+			case s.MLLP != nil:
+				return mllp.NewServer(s.Name, *s.MLLP, &frameHandler{source: s.Name, intake: g.intake, max: int64(s.MLLP.MaxMessageBytes)}, log, comp)
+			case s.Serial != nil:
+				return serialport.NewSource(s.Name, *s.Serial, g.intake, serialport.Options{Log: log, Health: comp, Loop: loop})
+			default:
+				return webservice.NewSource(s.Name, *s.WebService, g.intake, webservice.Options{
+					Logger: log, Health: comp, DeviceName: g.cfg.DeviceID, PMVersion: g.cfg.Version, Loop: loop, Alarm: o.Alarm,
+				})
+			}
+		}
+		r, err := mk()
 		if err != nil {
 			return fmt.Errorf("source %q: %w", s.Name, err)
 		}
-		g.sources = append(g.sources, &sourceSlot{name: s.Name, typ: s.Type, r: r, comp: comp, loop: loop, wake: make(chan struct{}, 1)})
+		g.sources = append(g.sources, &sourceSlot{name: s.Name, typ: s.Type, r: r, mk: mk, comp: comp, loop: loop, wake: make(chan struct{}, 1)})
 	}
 	return nil
 }
@@ -257,11 +262,28 @@ func (g *Gateway) superviseSource(ctx context.Context, s *sourceSlot) {
 			s.idle(ctx, s.wake, 0)
 			continue
 		}
+		r := s.r
+		s.r = nil
+		s.mu.Unlock()
+		if r == nil {
+			var err error
+			if r, err = s.mk(); err != nil {
+				s.comp.Fail(health.Down, err.Error())
+				g.o.Log.Error("source cannot be rebuilt; retrying after back-off", "source", s.name, "err", err)
+				s.idle(ctx, nil, b.Next())
+				continue
+			}
+		}
+		s.mu.Lock()
+		if s.paused { // paused while it was being built
+			s.mu.Unlock()
+			continue
+		}
 		runCtx, cancel := context.WithCancel(ctx)
 		s.cancel = cancel
 		s.mu.Unlock()
 		start := time.Now()
-		err := s.r.Run(runCtx)
+		err := r.Run(runCtx)
 		cancel()
 		if ctx.Err() != nil {
 			s.comp.SetState(health.Stopped)
@@ -381,6 +403,14 @@ func (g *Gateway) RetryDead(dest string, guids ...string) (int, error) {
 	n, err := g.spool.RetryDead(dest, guids...)
 	w.Kick()
 	return n, err
+}
+
+// DeadLetters lists a destination's dead letters.
+func (g *Gateway) DeadLetters(dest string) ([]storage.DeadLetter, error) {
+	if _, ok := g.workers[dest]; !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknown, dest)
+	}
+	return g.spool.DeadLetters(dest)
 }
 
 // PurgeDead deletes a destination's dead letters.

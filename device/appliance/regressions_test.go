@@ -12,10 +12,10 @@ import (
 	"github.com/hl7edge/hl7edge/device/health"
 )
 
-// TestBugs holds the checks that found defects. Each one asserts the right
+// TestRegressions holds the checks that found defects. Each one asserts the right
 // behaviour and skips with "BUG: ..." while the defect is present, so it
 // starts passing (and guarding) once the defect is fixed.
-func TestBugs(t *testing.T) {
+func TestRegressions(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, "gw-bugs")
 	r.writeConfig(r.yaml(r.mllpPort, ""))
@@ -29,7 +29,7 @@ func TestBugs(t *testing.T) {
 	t.Run("dead-list of an unknown destination", func(t *testing.T) {
 		a := op.send(t, appliance.CmdDeadList, map[string]any{"name": "nosuch"})
 		if a.Status == command.Successful {
-			t.Skipf("BUG: %s: dead-list of a destination that does not exist answers successful with an empty list "+
+			t.Fatalf("%s: dead-list of a destination that does not exist answers successful with an empty list "+
 				"(device/appliance/commands.go, CmdDeadList handler, calls gw.Spool().DeadLetters(n) without checking the name; "+
 				"dead-retry/dead-purge check it through gateway.RetryDead/PurgeDead)", a)
 		}
@@ -55,7 +55,7 @@ func TestBugs(t *testing.T) {
 		deadline := time.Now().Add(3 * time.Second)
 		for !slices.Contains(op.alarms(from), "config_rolled_back") {
 			if time.Now().After(deadline) {
-				t.Skipf("BUG: a configuration that fails to start is rolled back silently: alarms since apply %v, no config_rolled_back. "+
+				t.Fatalf("a configuration that fails to start is rolled back silently: alarms since apply %v, no config_rolled_back. "+
 					"device/appliance/appliance.go Run: when runOnce returns an error, rollback() restores the file and only prints to LogOut; "+
 					"no alarm is raised because the new box's agent never ran and the restored box does not know. "+
 					"Fix: have rollback record the cause, and raise config_rolled_back from the next runOnce once its agent runs (the MQTT outbox keeps alarms until connected)",
@@ -83,7 +83,7 @@ func TestBugs(t *testing.T) {
 				break
 			}
 			if c.State == health.Down && strings.Contains(c.LastError, "Serve called twice") {
-				t.Skipf("BUG: a resumed MLLP source never listens again: source in is %s with %q. "+
+				t.Fatalf("a resumed MLLP source never listens again: source in is %s with %q. "+
 					"pipeline/gateway/gateway.go superviseSource calls s.r.Run again on the same *mllp.Server, "+
 					"whose Serve may be called once (pipeline/mllp/server.go, started.CompareAndSwap). "+
 					"The same defect stops a source from recovering after Serve fails. "+
