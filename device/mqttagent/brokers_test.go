@@ -253,7 +253,25 @@ func startMochi(t *testing.T, o brokerOpts) *mochiBroker {
 	return b
 }
 
-func (b *mochiBroker) close() { b.once.Do(func() { _ = b.srv.Close() }) }
+// close stops the broker without ever hanging the package: mochi v2.7.9 can
+// deadlock in Close when a client disconnects at the same moment
+// (Clients.GetByListener takes its read lock twice; mochi-mqtt/server#488).
+// Tests that stop the broker under a connected agent need exactly that
+// moment, so Close gets a bounded wait and is left behind if stuck; the
+// listener is closed first, so the port is free either way.
+func (b *mochiBroker) close() {
+	b.once.Do(func() {
+		done := make(chan struct{})
+		go func() {
+			_ = b.srv.Close()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
+	})
+}
 
 // freePort finds a port nobody listens on (for a broker started later).
 func freePort(t *testing.T) int {
