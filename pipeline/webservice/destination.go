@@ -65,6 +65,42 @@ func newIdentity(logonID, passwordFile, cfgComputer, cfgVersion string, opts Opt
 	return id, nil
 }
 
+// peer is what a destination and a source share: who we are to the web
+// service, where it starts, which URLs it may hand out, and the connection.
+type peer struct {
+	id     identity
+	start  *url.URL
+	policy URLPolicy
+	x      *exchanger
+}
+
+// peerConfig is the part of both configurations that newPeer reads.
+type peerConfig struct {
+	url, logonID, passwordFile, computerName, pmVersion string
+	tls                                                 TLSFiles
+	allowInsecureHTTP                                   bool
+	allowedHosts                                        []string
+	timeout                                             time.Duration
+}
+
+func newPeer(c peerConfig, opts Options) (peer, error) {
+	id, err := newIdentity(c.logonID, c.passwordFile, c.computerName, c.pmVersion, opts)
+	if err != nil {
+		return peer{}, err
+	}
+	client, err := NewHTTPClient(c.tls)
+	if err != nil {
+		return peer{}, err
+	}
+	start, _ := url.Parse(c.url) // Validate parsed it
+	return peer{
+		id:     id,
+		start:  start,
+		policy: URLPolicy{AllowInsecureHTTP: c.allowInsecureHTTP, AllowedHosts: c.allowedHosts},
+		x:      &exchanger{client: client, timeout: c.timeout, userAgent: "hl7edge/" + id.pmVersion, password: id.password},
+	}, nil
+}
+
 func fillOptions(opts *Options, kind health.Kind, name string) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -81,12 +117,9 @@ func fillOptions(opts *Options, kind health.Kind, name string) {
 // "Destination"). It implements flow.Output. Deliver calls are serialised:
 // the protocol is one message per request, in spool order.
 type Destination struct {
+	peer
 	name   string
 	cfg    DestinationConfig
-	id     identity
-	start  *url.URL
-	policy URLPolicy
-	x      *exchanger
 	log    *slog.Logger
 	health *health.Component
 	now    func() time.Time
@@ -111,22 +144,18 @@ func NewDestination(name string, cfg DestinationConfig, opts Options) (*Destinat
 		return nil, fmt.Errorf("webservice destination %q: %w", name, err)
 	}
 	fillOptions(&opts, health.Destination, name)
-	id, err := newIdentity(cfg.LogonID, cfg.PasswordFile, cfg.ComputerName, cfg.PMVersion, opts)
+	p, err := newPeer(peerConfig{
+		url: cfg.URL, logonID: cfg.LogonID, passwordFile: cfg.PasswordFile, computerName: cfg.ComputerName, pmVersion: cfg.PMVersion,
+		tls:               TLSFiles{CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile},
+		allowInsecureHTTP: cfg.AllowInsecureHTTP, allowedHosts: cfg.AllowedHosts, timeout: cfg.Timeout.D(),
+	}, opts)
 	if err != nil {
 		return nil, fmt.Errorf("webservice destination %q: %w", name, err)
 	}
-	client, err := NewHTTPClient(TLSFiles{CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile})
-	if err != nil {
-		return nil, fmt.Errorf("webservice destination %q: %w", name, err)
-	}
-	start, _ := url.Parse(cfg.URL) // Validate parsed it
 	return &Destination{
+		peer:   p,
 		name:   name,
 		cfg:    cfg,
-		id:     id,
-		start:  start,
-		policy: URLPolicy{AllowInsecureHTTP: cfg.AllowInsecureHTTP, AllowedHosts: cfg.AllowedHosts},
-		x:      &exchanger{client: client, timeout: cfg.Timeout.D(), userAgent: "hl7edge/" + id.pmVersion, password: id.password},
 		log:    opts.Logger.With("destination", name),
 		health: opts.Health,
 		now:    opts.Now,

@@ -27,12 +27,9 @@ const (
 // source") and hands each to intake; only what intake has durably stored is
 // acknowledged.
 type Source struct {
+	peer
 	name      string
 	cfg       SourceConfig
-	id        identity
-	start     *url.URL
-	policy    URLPolicy
-	x         *exchanger
 	intake    flow.Intake
 	log       *slog.Logger
 	health    *health.Component
@@ -63,22 +60,18 @@ func NewSource(name string, cfg SourceConfig, intake flow.Intake, opts Options) 
 		return nil, fmt.Errorf("webservice source %q: no intake to hand messages to", name)
 	}
 	fillOptions(&opts, health.Source, name)
-	id, err := newIdentity(cfg.LogonID, cfg.PasswordFile, cfg.ComputerName, cfg.PMVersion, opts)
+	p, err := newPeer(peerConfig{
+		url: cfg.URL, logonID: cfg.LogonID, passwordFile: cfg.PasswordFile, computerName: cfg.ComputerName, pmVersion: cfg.PMVersion,
+		tls:               TLSFiles{CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile},
+		allowInsecureHTTP: cfg.AllowInsecureHTTP, allowedHosts: cfg.AllowedHosts, timeout: cfg.Timeout.D(),
+	}, opts)
 	if err != nil {
 		return nil, fmt.Errorf("webservice source %q: %w", name, err)
 	}
-	client, err := NewHTTPClient(TLSFiles{CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile})
-	if err != nil {
-		return nil, fmt.Errorf("webservice source %q: %w", name, err)
-	}
-	start, _ := url.Parse(cfg.URL) // Validate parsed it
 	return &Source{
+		peer:      p,
 		name:      name,
 		cfg:       cfg,
-		id:        id,
-		start:     start,
-		policy:    URLPolicy{AllowInsecureHTTP: cfg.AllowInsecureHTTP, AllowedHosts: cfg.AllowedHosts},
-		x:         &exchanger{client: client, timeout: cfg.Timeout.D(), userAgent: "hl7edge/" + id.pmVersion, password: id.password},
 		intake:    intake,
 		log:       opts.Logger.With("source", name),
 		health:    opts.Health,
