@@ -204,13 +204,8 @@ func (s *Spool) load() error {
 				if !ok {
 					continue
 				}
-				var seg uint64
-				if err := item.Value(func(v []byte) error {
-					if len(v) >= 8 {
-						seg = binary.BigEndian.Uint64(v)
-					}
-					return nil
-				}); err != nil {
+				seg, err := segOf(item)
+				if err != nil {
 					return err
 				}
 				s.seg(seg).pending++
@@ -545,6 +540,18 @@ func (s *Spool) signal(dest string) {
 	}
 }
 
+// segOf reads the segment number a queue entry points into.
+func segOf(item *badger.Item) (uint64, error) {
+	var seg uint64
+	err := item.Value(func(v []byte) error {
+		if len(v) >= 8 {
+			seg = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
+	return seg, err
+}
+
 func getString(txn *badger.Txn, k []byte) (string, bool, error) {
 	item, err := txn.Get(k)
 	if errors.Is(err, badger.ErrKeyNotFound) {
@@ -582,13 +589,8 @@ func (s *Spool) Next(dest string, after uint64, max int) ([]flow.Message, error)
 		for it.Seek(namedSeqKey(famQueue, dest, after+1)); it.Valid() && len(out) < max && budget > 0; it.Next() {
 			item := it.Item()
 			seq := seqOf(item.Key())
-			var seg uint64
-			if err := item.Value(func(v []byte) error {
-				if len(v) >= 8 {
-					seg = binary.BigEndian.Uint64(v)
-				}
-				return nil
-			}); err != nil {
+			seg, err := segOf(item)
+			if err != nil {
 				return err
 			}
 			mi, err := txn.Get(msgKey(seg, seq))
@@ -641,12 +643,7 @@ func (s *Spool) release(dest string, seq uint64, deadReason string, attempts int
 		if err != nil {
 			return err
 		}
-		if err := item.Value(func(v []byte) error {
-			if len(v) >= 8 {
-				seg = binary.BigEndian.Uint64(v)
-			}
-			return nil
-		}); err != nil {
+		if seg, err = segOf(item); err != nil {
 			return err
 		}
 		found = true
