@@ -106,7 +106,7 @@ func offline(cfg *config.Config, name, dest string) (any, error) {
 	// in it that the daemon can no longer open.
 	if st, err := os.Stat(cfg.Spool.Dir); err == nil {
 		if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
-			return nil, fmt.Errorf("spool %s belongs to user id %d, not to you (%d): run this as the daemon's user, e.g. sudo -u hl7edge hl7edge spool ...", cfg.Spool.Dir, sys.Uid, os.Geteuid())
+			return nil, fmt.Errorf("spool %s belongs to user id %d, not to you (%d): run this as the daemon's user (sudo -u hl7edge hl7edge spool)", cfg.Spool.Dir, sys.Uid, os.Geteuid())
 		}
 	}
 	sp, err := storage.Open(cfg.Spool, storage.Options{Destinations: dests})
