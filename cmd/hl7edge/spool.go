@@ -20,6 +20,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
+	"github.com/hl7edge/hl7edge/pipeline/units"
 	"github.com/hl7edge/hl7edge/storage"
 )
 
@@ -151,7 +152,8 @@ func printHuman(w io.Writer, name string, data any) error {
 		if err := json.Unmarshal(b, &st); err != nil {
 			return err
 		}
-		fmt.Fprintf(tw, "messages\t%d\nbytes\t%d of %d\nundeliverable\t%d\nfree disk\t%d\n\n", st.Messages, st.Bytes, st.MaxBytes, st.Undeliverable, st.FreeDiskBytes)
+		fmt.Fprintf(tw, "messages\t%d\nbytes\t%s of %s (max_bytes)\nundeliverable\t%d\nfree disk\t%s\n\n",
+			st.Messages, units.Size(st.Bytes).Human(), units.Size(st.MaxBytes), st.Undeliverable, units.Size(st.FreeDiskBytes).Human())
 		fmt.Fprintln(tw, "DESTINATION\tQUEUED\tDELIVERED\tDEAD\tOLDEST")
 		names := make([]string, 0, len(st.Destinations))
 		for n := range st.Destinations {

@@ -58,6 +58,8 @@ func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 // MarshalYAML writes the size back in the largest exact binary unit.
 func (s Size) MarshalYAML() (any, error) { return s.String(), nil }
 
+// String writes the size in the largest binary unit that divides it exactly,
+// so that it reads back to the same value.
 func (s Size) String() string {
 	v := int64(s)
 	for _, u := range []struct {
@@ -69,6 +71,21 @@ func (s Size) String() string {
 		}
 	}
 	return strconv.FormatInt(v, 10)
+}
+
+// Human writes the size rounded to one decimal in the largest binary unit
+// that fits, for people rather than configuration files.
+func (s Size) Human() string {
+	v := float64(s)
+	for _, u := range []struct {
+		name string
+		mult float64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if v >= u.mult {
+			return strconv.FormatFloat(v/u.mult, 'f', 1, 64) + " " + u.name
+		}
+	}
+	return strconv.FormatInt(int64(s), 10) + " B"
 }
 
 // Duration is a time.Duration written in YAML in Go syntax (300ms, 30s, 5m, 1h30m).
