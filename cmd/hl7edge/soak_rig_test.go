@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -173,11 +174,12 @@ type soakObserver struct {
 	epoch    int
 	status   []soakStatus
 	payloads map[string]int // messages per topic suffix
+	alarms   map[string]int // alarm events per kind
 	leaks    []string       // topics whose payload held the marker
 }
 
 func newSoakObserver(brokerURL, device string, marker []byte) *soakObserver {
-	o := &soakObserver{marker: marker, payloads: map[string]int{}}
+	o := &soakObserver{marker: marker, payloads: map[string]int{}, alarms: map[string]int{}}
 	filter := "hl7edge/" + device + "/#"
 	opts := paho.NewClientOptions().AddBroker(brokerURL).
 		SetClientID(fmt.Sprintf("soak-observer-%d", time.Now().UnixNano())).
@@ -201,6 +203,13 @@ func (o *soakObserver) onMessage(_ paho.Client, m paho.Message) {
 	o.payloads[kind]++
 	if bytes.Contains(m.Payload(), o.marker) || strings.Contains(m.Topic(), string(o.marker)) {
 		o.leaks = append(o.leaks, m.Topic())
+	}
+	if kind == "alarm" {
+		var a struct {
+			Kind string `json:"kind"`
+		}
+		_ = json.Unmarshal(m.Payload(), &a)
+		o.alarms[a.Kind]++
 	}
 	if kind != "status" {
 		return
@@ -235,14 +244,10 @@ func (o *soakObserver) onlineSince(since time.Time) (uint64, bool) {
 	return 0, false
 }
 
-func (o *soakObserver) snapshot() ([]soakStatus, map[string]int, []string, int) {
+func (o *soakObserver) snapshot() (status []soakStatus, topics, alarms map[string]int, leaks []string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	p := map[string]int{}
-	for k, v := range o.payloads {
-		p[k] = v
-	}
-	return append([]soakStatus(nil), o.status...), p, append([]string(nil), o.leaks...), o.epoch
+	return append([]soakStatus(nil), o.status...), maps.Clone(o.payloads), maps.Clone(o.alarms), append([]string(nil), o.leaks...)
 }
 
 func (o *soakObserver) close() { o.c.Disconnect(100) }
@@ -346,6 +351,8 @@ type soakSample struct {
 	fds        int64
 	spoolDisk  int64 // allocated bytes under spool.dir
 	spoolBytes int64 // the spool's own count against max_bytes
+	queued     int64 // ehr + archive queues
+	ae         int   // AE answers so far (all senders)
 }
 
 // procStatus reads VmRSS (bytes) and Threads from /proc/<pid>/status.
@@ -393,23 +400,29 @@ func diskUsage(dir string) int64 {
 	return n
 }
 
-// spoolBytes asks the daemon for its spool figure; it never fails the test
-// (the daemon may be between a kill and a restart).
-func spoolBytes(socket string) (int64, bool) {
+// spoolBytes asks the daemon for its spool figure and queue depth; it
+// never fails the test (the daemon may be between a kill and a restart).
+func spoolBytes(socket string) (bytes, queued int64, ok bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	r, err := admin.Call(ctx, socket, command.Request{ID: "soak", Name: appliance.CmdSpoolStats})
 	if err != nil || r.Status != command.Successful {
-		return 0, false
+		return 0, 0, false
 	}
 	b, _ := json.Marshal(r.Data)
 	var st struct {
-		Bytes int64 `json:"bytes"`
+		Bytes        int64 `json:"bytes"`
+		Destinations map[string]struct {
+			Queued int64 `json:"queued"`
+		} `json:"destinations"`
 	}
 	if json.Unmarshal(b, &st) != nil {
-		return 0, false
+		return 0, 0, false
 	}
-	return st.Bytes, true
+	for _, d := range st.Destinations {
+		queued += d.Queued
+	}
+	return st.Bytes, queued, true
 }
 
 // soakLimits are the resource ceilings. Hard limits hold at every sample;

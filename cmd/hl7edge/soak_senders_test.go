@@ -52,9 +52,12 @@ func soakMessage(stream string, seq int, kind soakKind) (id string, raw []byte) 
 	b.WriteString("PV1|1|I|ICU^01^A\r")
 	if kind == kindFill {
 		b.WriteString("OBX|1|ED|IMG^Image||^AP^^Base64^")
+		// Pseudo-random Base64, as an image would be: Badger compresses
+		// its tables, and a repeating pattern would take no disk at all.
+		rng := rand.New(rand.NewPCG(uint64(seq), uint64(len(stream))))
 		pad := soakFillBytes - b.Len() - 16
 		for i := 0; i < pad; i++ {
-			b.WriteByte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[(i*7+seq)%64])
+			b.WriteByte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[rng.IntN(64)])
 		}
 		b.WriteString("||||||F\r")
 	} else {
