@@ -70,7 +70,7 @@ const (
 var soakCeilings = soakLimits{
 	warmUp: 20 * time.Second,
 	maxRSS: 128 << 20, maxFDs: 200, maxThreads: 64,
-	maxSpoolBytes: soakMaxBytes + 1<<20, maxSpoolDisk: 192 << 20,
+	maxSpoolBytes: soakMaxBytes + 1<<20, maxSpoolDisk: 2*soakMaxBytes + 32<<20,
 	growth:   1.25,
 	slackRSS: 12 << 20, slackFDs: 16, slackThread: 8,
 	lowSpool: 2 << 20, slackDisk: 24 << 20,
@@ -710,6 +710,10 @@ func (r *soakRun) summary(faultEnd time.Duration, v soakVerdict, end storage.Sta
 	}
 	sort.Strings(alarmList)
 	var statusList []string
+	if len(status) > 8 {
+		statusList = append(statusList, fmt.Sprintf("%d in all; the last:", len(status)))
+		status = status[len(status)-8:]
+	}
 	for _, s := range status {
 		statusList = append(statusList, fmt.Sprintf("%s %s/%d", s.at.Sub(r.start).Round(100*time.Millisecond), s.state, s.session))
 	}
