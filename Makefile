@@ -9,7 +9,7 @@ GOBUILD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)"
 FUZZTIME  ?= 4s
 SOAK_SECONDS ?= 180
 
-.PHONY: all build cross demo test vet staticcheck unit volume release fuzz bench soak package qemu-selftest clean
+.PHONY: all build cross demo test vet staticcheck unit volume release fuzz bench soak soak-short package qemu-selftest clean
 
 all: build
 
@@ -39,7 +39,7 @@ qemu-selftest: cross
 demo: build
 	bin/hl7edge demo
 
-test: vet staticcheck unit volume release fuzz
+test: vet staticcheck unit volume release fuzz soak-short
 
 vet:
 	$(GO) vet ./...
@@ -66,6 +66,10 @@ fuzz:
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./cmd/hl7edge/ ./pipeline/gateway/ | tee bench.out
 	$(GO) test -run '^$$' -bench . -benchmem ./pipeline/hl7/ ./pipeline/mllp/ ./pipeline/serialport/ ./pipeline/webservice/ | tee -a bench.out
+
+# Two minutes of the soak: kills, outages, quota fills and broker restarts.
+soak-short:
+	SOAK_SECONDS=120 $(GO) test -count=1 -timeout 15m -run 'TestSoak$$' ./cmd/hl7edge/
 
 soak: build
 	SOAK_SECONDS=$(SOAK_SECONDS) $(GO) test -count=1 -timeout 0 -run TestSoak -v ./cmd/hl7edge/

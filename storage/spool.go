@@ -360,6 +360,7 @@ func (s *Spool) commit(batch []*appendReq) {
 	now := s.now()
 	seq := s.lastSeq
 	curSeg, curSegCount := s.curSeg, s.curSegCount
+	rolled := false
 	// A group may need several transactions; each write remembers which one
 	// carried it so that accounting follows exactly what was committed.
 	var txnErrs []error
@@ -394,6 +395,15 @@ func (s *Spool) commit(batch []*appendReq) {
 		}
 		size := int64(len(e.Raw)) + 128
 		if e.deadKey == nil && used+size > int64(s.cfg.MaxBytes) {
+			// The open segment is never dropped. If everything in it has
+			// been delivered, close it now so clean-up can free its space;
+			// otherwise a full, fully delivered segment would refuse every
+			// message until a restart.
+			if curSegCount > 0 && s.segDelivered(curSeg) {
+				curSeg++
+				curSegCount = 0
+				rolled = true
+			}
 			w.err = fmt.Errorf("%w: %d of %d bytes (spool.max_bytes) in use; the sender should retry later, and an operator should check why destinations are not draining", ErrFull, used, int64(s.cfg.MaxBytes))
 			continue
 		}
@@ -515,6 +525,12 @@ func (s *Spool) commit(batch []*appendReq) {
 	}
 	s.mu.Unlock()
 
+	if rolled {
+		select {
+		case s.gcKick <- struct{}{}:
+		default:
+		}
+	}
 	for _, w := range writes {
 		if w.err == nil && syncErr != nil {
 			w.err = fmt.Errorf("spool commit in %s failed: %w (check the disk; the sender should retry)", s.cfg.Dir, syncErr)
@@ -538,6 +554,14 @@ func (s *Spool) signal(dest string) {
 		default:
 		}
 	}
+}
+
+// segDelivered says whether nothing in segment seg is still owed to anyone.
+func (s *Spool) segDelivered(seg uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	si := s.segs[seg]
+	return si == nil || si.pending <= 0
 }
 
 // segOf reads the segment number a queue entry points into.

@@ -397,3 +397,48 @@ func TestLargeMessageRoundTrip(t *testing.T) {
 		t.Fatalf("read back %d messages (%v)", len(ms), err)
 	}
 }
+
+// TestFullDeliveredOpenSegmentIsFreed: a spool filled to its quota inside
+// one segment, then fully delivered, must accept messages again without a
+// restart (the open segment is closed so clean-up can drop it).
+func TestFullDeliveredOpenSegmentIsFreed(t *testing.T) {
+	s, err := Open(Config{Dir: t.TempDir(), MaxBytes: 16 << 20}, Options{Destinations: []string{"a"}, GCInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	body := make([]byte, 96<<10)
+	for {
+		if _, err := s.Append(ctx, Entry{Source: "s", Raw: body, Dests: []string{"a"}}); err != nil {
+			if !errors.Is(err, ErrFull) {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	var after uint64
+	for {
+		ms, _ := s.Next("a", after, 1000)
+		if len(ms) == 0 {
+			break
+		}
+		for _, m := range ms {
+			if err := s.Delivered("a", m.Seq); err != nil {
+				t.Fatal(err)
+			}
+			after = m.Seq
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := s.Append(ctx, Entry{Source: "s", Raw: body, Dests: []string{"a"}})
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("spool still refuses after everything was delivered: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

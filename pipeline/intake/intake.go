@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -42,6 +43,7 @@ type Intake struct {
 	spool  Spool
 	router *route.Router
 	o      Options
+	full   atomic.Bool // the last append was refused for a full spool
 }
 
 var _ flow.Intake = (*Intake)(nil)
@@ -100,7 +102,8 @@ func (in *Intake) Accept(ctx context.Context, msg flow.Inbound) flow.Outcome {
 		reason := fmt.Sprintf("gateway cannot store the message now: %v", err)
 		if errors.Is(err, storage.ErrFull) {
 			comp.Add("refused_full", 1)
-			if in.o.Alarm != nil {
+			// One alarm when the spool becomes full, not one per refusal.
+			if in.full.CompareAndSwap(false, true) && in.o.Alarm != nil {
 				in.o.Alarm("spool_full", err.Error())
 			}
 		} else if in.o.Alarm != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, storage.ErrClosed) {
@@ -110,6 +113,9 @@ func (in *Intake) Accept(ctx context.Context, msg flow.Inbound) flow.Outcome {
 		out.Code, out.Reason = flow.Error, reason
 		out.ACK = hl7.ACK(m, flow.Error, hl7.CodeInternalError, reason, ackID, now)
 		return out
+	}
+	if in.full.CompareAndSwap(true, false) && in.o.Alarm != nil {
+		in.o.Alarm("spool_ok", "spool accepts messages again")
 	}
 	out.Code, out.GUID, out.Duplicate = flow.Accepted, res.GUID, res.Duplicate
 	switch {
