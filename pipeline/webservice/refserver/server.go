@@ -192,7 +192,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-time.After(d):
 		case <-r.Context().Done():
-			return
+			// Abort rather than return: a plain return would answer
+			// 200 with an empty body, which a client must never be able
+			// to mistake for a reply.
+			panic(http.ErrAbortHandler)
 		}
 	}
 	// Both counters advance on every request, so each fault keeps its own
