@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -138,6 +139,9 @@ func Open(cfg Config, o Options) (*Spool, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("spool directory %s: %w (create it or set spool.dir to a writable directory)", cfg.Dir, err)
 	}
+	if err := removeEmptyMemtables(cfg.Dir, o.Log); err != nil {
+		return nil, err
+	}
 	db, err := badger.Open(badgerOptions(cfg, key, o.Log))
 	if err != nil {
 		return nil, fmt.Errorf("open spool %s: %w (is another hl7edge using it? only one process may open a spool; use the admin socket to reach a running daemon)", cfg.Dir, err)
@@ -164,6 +168,30 @@ func Open(cfg Config, o Options) (*Spool, error) {
 	go s.commitLoop()
 	go s.gcLoop()
 	return s, nil
+}
+
+// removeEmptyMemtables deletes zero-length memtable logs. Badger creates a
+// .mem file and then sizes it; a SIGKILL or power cut between the two leaves
+// an empty file that Badger refuses to open ("Create a new file"), which would
+// keep the gateway down for good. An empty log holds no data.
+func removeEmptyMemtables(dir string, log *slog.Logger) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("spool directory %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		if e.IsDir() || filepath.Ext(e.Name()) != ".mem" {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && fi.Size() == 0 {
+			p := filepath.Join(dir, e.Name())
+			if err := os.Remove(p); err != nil {
+				return fmt.Errorf("remove empty memtable log %s: %w (remove it by hand)", p, err)
+			}
+			log.Warn("removed an empty memtable log left by an interrupted start", "file", e.Name())
+		}
+	}
+	return nil
 }
 
 // load rebuilds the in-memory accounting from the keys on disk.

@@ -442,3 +442,23 @@ func TestFullDeliveredOpenSegmentIsFreed(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestOpensAfterKillBetweenMemtableCreateAndSize: Badger leaves an empty
+// .mem file when killed between creating and sizing it; the spool must still
+// open, with its data.
+func TestOpensAfterKillBetweenMemtableCreateAndSize(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, "a")
+	if _, err := s.Append(context.Background(), Entry{Source: "s", Raw: msg(1), Dests: []string{"a"}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := os.WriteFile(filepath.Join(dir, "00099.mem"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, dir, "a")
+	defer s.Close()
+	if ms, _ := s.Next("a", 0, 10); len(ms) != 1 {
+		t.Fatalf("%d messages after reopen, want 1", len(ms))
+	}
+}
