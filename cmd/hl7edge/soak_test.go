@@ -74,6 +74,7 @@ var soakCeilings = soakLimits{
 	growth:   1.25,
 	slackRSS: 12 << 20, slackFDs: 16, slackThread: 8,
 	lowSpool: 2 << 20, slackDisk: 24 << 20,
+	minGrowthSpan: 8 * time.Minute,
 }
 
 // TestSoak runs the real binary for SOAK_SECONDS under faults and proves
