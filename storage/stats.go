@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -168,25 +169,12 @@ func (s *Spool) RetryDead(dest string, guids ...string) (int, error) {
 			return n, fmt.Errorf("spool: dead letter %d has a bad GUID: %w", dl.Seq, err)
 		}
 		e := Entry{Source: dl.Source, Raw: dl.Raw, Dests: []string{dest}, GUID: g, deadKey: namedSeqKey(famDead, dest, dl.Seq)}
-		if _, err := s.appendInternal(e); err != nil {
+		if _, err := s.Append(context.Background(), e); err != nil {
 			return n, err
 		}
 		n++
 	}
 	return n, nil
-}
-
-func (s *Spool) appendInternal(e Entry) (Result, error) {
-	req := &appendReq{e: e, done: make(chan appendRes, 1)}
-	s.closeMu.RLock()
-	if s.closed {
-		s.closeMu.RUnlock()
-		return Result{}, ErrClosed
-	}
-	s.reqs <- req
-	s.closeMu.RUnlock()
-	r := <-req.done
-	return r.r, r.err
 }
 
 // PurgeDead deletes dest's dead letters (all, or only the given GUIDs).
