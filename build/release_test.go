@@ -185,6 +185,12 @@ func copyTree(t *testing.T, from, to string) {
 		if err != nil {
 			return err
 		}
+		// In a git worktree or submodule .git is a file pointing at another
+		// repository; copying it would make the snapshot's git commands act
+		// on that repository instead of the copy.
+		if rel == ".git" && !d.IsDir() {
+			return nil
+		}
 		if d.IsDir() {
 			switch rel {
 			case ".git", "bin", "dist":
