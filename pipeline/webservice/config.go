@@ -20,10 +20,10 @@ const (
 	DefaultFrequency       = 20 * time.Second
 )
 
-// DestinationConfig is one `type: webservice` destination (ping/post). The
-// keys shared with other destination types (name, type, match,
-// max_attempts) belong to the pipeline's config, not here.
-type DestinationConfig struct {
+// Peer holds the keys a destination and a source share: who the web service
+// is, how this gateway logs on to it, and which URLs it may be sent to.
+// Both configurations embed it inline, so the YAML stays flat.
+type Peer struct {
 	URL               string         `yaml:"url"`                 // the ping (starting) URL
 	LogonID           string         `yaml:"logon_id"`            //
 	PasswordFile      string         `yaml:"password_file"`       // the secret lives in a file, never in the YAML
@@ -32,27 +32,24 @@ type DestinationConfig struct {
 	KeyFile           string         `yaml:"key_file"`            //
 	AllowedHosts      []string       `yaml:"allowed_hosts"`       // glob patterns the URLs handed out by a ping must match
 	AllowInsecureHTTP bool           `yaml:"allow_insecure_http"` // lab benches only: accept http:// URLs
-	SessionLifetime   units.Duration `yaml:"session_lifetime"`    // how long a post URL is reused without pinging
+	SessionLifetime   units.Duration `yaml:"session_lifetime"`    // how long a session's URLs are reused without pinging
 	MaxBackoff        units.Duration `yaml:"max_backoff"`         // cap of the exponential back-off
 	Timeout           units.Duration `yaml:"timeout"`             // one request, connect to last byte of the reply
 	ComputerName      string         `yaml:"computer_name"`       // COMPUTERNAME; default: the device name
 	PMVersion         string         `yaml:"pm_version"`          // PMVERSION; default: the firmware version
 }
 
-// SetDefaults fills the durations left at zero.
-func (c *DestinationConfig) SetDefaults() {
+func (c *Peer) setDefaults() {
 	setDuration(&c.SessionLifetime, DefaultSessionLifetime)
 	setDuration(&c.MaxBackoff, DefaultMaxBackoff)
 	setDuration(&c.Timeout, DefaultTimeout)
 }
 
-// Validate checks the configuration without touching the network; it does
-// check that the files it names can be read.
-func (c *DestinationConfig) Validate() error {
+// validate checks the shared keys. httpsOnly: the starting URL must be
+// https unless allow_insecure_http is set.
+func (c *Peer) validate(httpsOnly bool) []error {
 	var errs []error
-	// The ping carries the password, so the starting URL follows the same
-	// rule as the URLs a ping hands out.
-	errs = append(errs, validateURL("url", c.URL, !c.AllowInsecureHTTP))
+	errs = append(errs, validateURL("url", c.URL, httpsOnly && !c.AllowInsecureHTTP))
 	if c.LogonID == "" {
 		errs = append(errs, errors.New("logon_id is empty: set the logon the web service gave this gateway"))
 	}
@@ -62,52 +59,48 @@ func (c *DestinationConfig) Validate() error {
 	errs = append(errs, validateTLSFiles(c.CAFile, c.CertFile, c.KeyFile, c.PasswordFile)...)
 	errs = append(errs, validatePatterns(c.AllowedHosts)...)
 	errs = append(errs, validateDurations(c.SessionLifetime, c.MaxBackoff, c.Timeout)...)
-	return errors.Join(errs...)
+	return errs
+}
+
+// DestinationConfig is one `type: webservice` destination (ping/post). The
+// keys shared with other destination types (name, type, match,
+// max_attempts) belong to the pipeline's config, not here.
+type DestinationConfig struct {
+	Peer `yaml:",inline"`
+}
+
+// SetDefaults fills the durations left at zero.
+func (c *DestinationConfig) SetDefaults() { c.setDefaults() }
+
+// Validate checks the configuration without touching the network; it does
+// check that the files it names can be read.
+func (c *DestinationConfig) Validate() error {
+	// The ping carries the password, so the starting URL follows the same
+	// rule as the URLs a ping hands out.
+	return errors.Join(c.validate(true)...)
 }
 
 // SourceConfig is one `type: webservice` source (ping/mailbox/get/ack).
+// Its ping URL may be http:// (the ping carries no password); the mailbox,
+// get and ack URLs it hands out follow allowed_hosts and allow_insecure_http.
 type SourceConfig struct {
-	URL               string         `yaml:"url"`                 // the ping URL; may be http:// (the ping carries no password)
-	LogonID           string         `yaml:"logon_id"`            //
-	PasswordFile      string         `yaml:"password_file"`       //
-	Frequency         units.Duration `yaml:"frequency"`           // mailbox polling interval, whole seconds
-	Reping            bool           `yaml:"reping"`              // ping before every mailbox poll
-	CAFile            string         `yaml:"ca_file"`             //
-	CertFile          string         `yaml:"cert_file"`           //
-	KeyFile           string         `yaml:"key_file"`            //
-	AllowedHosts      []string       `yaml:"allowed_hosts"`       // glob patterns the mailbox/get/ack URLs must match
-	AllowInsecureHTTP bool           `yaml:"allow_insecure_http"` // lab benches only
-	SessionLifetime   units.Duration `yaml:"session_lifetime"`    //
-	MaxBackoff        units.Duration `yaml:"max_backoff"`         //
-	Timeout           units.Duration `yaml:"timeout"`             //
-	ComputerName      string         `yaml:"computer_name"`       //
-	PMVersion         string         `yaml:"pm_version"`          //
+	Peer      `yaml:",inline"`
+	Frequency units.Duration `yaml:"frequency"` // mailbox polling interval, whole seconds
+	Reping    bool           `yaml:"reping"`    // ping before every mailbox poll
 }
 
 // SetDefaults fills the durations left at zero.
 func (c *SourceConfig) SetDefaults() {
 	setDuration(&c.Frequency, DefaultFrequency)
-	setDuration(&c.SessionLifetime, DefaultSessionLifetime)
-	setDuration(&c.MaxBackoff, DefaultMaxBackoff)
-	setDuration(&c.Timeout, DefaultTimeout)
+	c.setDefaults()
 }
 
 // Validate checks the configuration without touching the network.
 func (c *SourceConfig) Validate() error {
-	var errs []error
-	errs = append(errs, validateURL("url", c.URL, false))
-	if c.LogonID == "" {
-		errs = append(errs, errors.New("logon_id is empty: set the logon the web service gave this gateway"))
-	}
-	if c.PasswordFile == "" {
-		errs = append(errs, errors.New("password_file is empty: name a file holding the web-service password"))
-	}
+	errs := c.validate(false)
 	if f := c.Frequency.D(); f < time.Second || f%time.Second != 0 {
 		errs = append(errs, fmt.Errorf("frequency %s: want whole seconds, at least 1s (the protocol counts in seconds)", f))
 	}
-	errs = append(errs, validateTLSFiles(c.CAFile, c.CertFile, c.KeyFile, c.PasswordFile)...)
-	errs = append(errs, validatePatterns(c.AllowedHosts)...)
-	errs = append(errs, validateDurations(c.SessionLifetime, c.MaxBackoff, c.Timeout)...)
 	return errors.Join(errs...)
 }
 

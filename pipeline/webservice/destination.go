@@ -74,30 +74,21 @@ type peer struct {
 	x      *exchanger
 }
 
-// peerConfig is the part of both configurations that newPeer reads.
-type peerConfig struct {
-	url, logonID, passwordFile, computerName, pmVersion string
-	tls                                                 TLSFiles
-	allowInsecureHTTP                                   bool
-	allowedHosts                                        []string
-	timeout                                             time.Duration
-}
-
-func newPeer(c peerConfig, opts Options) (peer, error) {
-	id, err := newIdentity(c.logonID, c.passwordFile, c.computerName, c.pmVersion, opts)
+func newPeer(c Peer, opts Options) (peer, error) {
+	id, err := newIdentity(c.LogonID, c.PasswordFile, c.ComputerName, c.PMVersion, opts)
 	if err != nil {
 		return peer{}, err
 	}
-	client, err := NewHTTPClient(c.tls)
+	client, err := NewHTTPClient(TLSFiles{CAFile: c.CAFile, CertFile: c.CertFile, KeyFile: c.KeyFile})
 	if err != nil {
 		return peer{}, err
 	}
-	start, _ := url.Parse(c.url) // Validate parsed it
+	start, _ := url.Parse(c.URL) // Validate parsed it
 	return peer{
 		id:     id,
 		start:  start,
-		policy: URLPolicy{AllowInsecureHTTP: c.allowInsecureHTTP, AllowedHosts: c.allowedHosts},
-		x:      &exchanger{client: client, timeout: c.timeout, userAgent: "hl7edge/" + id.pmVersion, password: id.password},
+		policy: URLPolicy{AllowInsecureHTTP: c.AllowInsecureHTTP, AllowedHosts: c.AllowedHosts},
+		x:      &exchanger{client: client, timeout: c.Timeout.D(), userAgent: "hl7edge/" + id.pmVersion, password: id.password},
 	}, nil
 }
 
@@ -144,11 +135,7 @@ func NewDestination(name string, cfg DestinationConfig, opts Options) (*Destinat
 		return nil, fmt.Errorf("webservice destination %q: %w", name, err)
 	}
 	fillOptions(&opts, health.Destination, name)
-	p, err := newPeer(peerConfig{
-		url: cfg.URL, logonID: cfg.LogonID, passwordFile: cfg.PasswordFile, computerName: cfg.ComputerName, pmVersion: cfg.PMVersion,
-		tls:               TLSFiles{CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile},
-		allowInsecureHTTP: cfg.AllowInsecureHTTP, allowedHosts: cfg.AllowedHosts, timeout: cfg.Timeout.D(),
-	}, opts)
+	p, err := newPeer(cfg.Peer, opts)
 	if err != nil {
 		return nil, fmt.Errorf("webservice destination %q: %w", name, err)
 	}

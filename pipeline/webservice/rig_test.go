@@ -89,13 +89,13 @@ func newRig(t testing.TB, modServer func(*refserver.Config), modDest func(*Desti
 }
 
 func (r *rig) destConfig(t testing.TB, url string) DestinationConfig {
-	return DestinationConfig{
+	return DestinationConfig{Peer: Peer{
 		URL:          url,
 		LogonID:      testLogon,
 		PasswordFile: wstest.PasswordFile(t, testPassword),
 		CAFile:       r.pki.CAFile,
 		Timeout:      units.Duration(5 * time.Second),
-	}
+	}}
 }
 
 func (r *rig) newDest(t testing.TB, cfg DestinationConfig) *Destination {

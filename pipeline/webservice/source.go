@@ -60,11 +60,7 @@ func NewSource(name string, cfg SourceConfig, intake flow.Intake, opts Options) 
 		return nil, fmt.Errorf("webservice source %q: no intake to hand messages to", name)
 	}
 	fillOptions(&opts, health.Source, name)
-	p, err := newPeer(peerConfig{
-		url: cfg.URL, logonID: cfg.LogonID, passwordFile: cfg.PasswordFile, computerName: cfg.ComputerName, pmVersion: cfg.PMVersion,
-		tls:               TLSFiles{CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile},
-		allowInsecureHTTP: cfg.AllowInsecureHTTP, allowedHosts: cfg.AllowedHosts, timeout: cfg.Timeout.D(),
-	}, opts)
+	p, err := newPeer(cfg.Peer, opts)
 	if err != nil {
 		return nil, fmt.Errorf("webservice source %q: %w", name, err)
 	}

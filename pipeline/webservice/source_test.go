@@ -98,12 +98,14 @@ func newSourceRig(t *testing.T, n int, modServer func(*refserver.Config), modSrc
 	r.ref = ref
 	r.srv = wstest.StartTLS(t, r.pki, ref, nil)
 	cfg := SourceConfig{
-		URL:          r.srv.URL + "/hl7/ping",
-		LogonID:      testLogon,
-		PasswordFile: wstest.PasswordFile(t, testPassword),
-		CAFile:       r.pki.CAFile,
-		Reping:       true,
-		Timeout:      units.Duration(5 * time.Second),
+		Peer: Peer{
+			URL:          r.srv.URL + "/hl7/ping",
+			LogonID:      testLogon,
+			PasswordFile: wstest.PasswordFile(t, testPassword),
+			CAFile:       r.pki.CAFile,
+			Timeout:      units.Duration(5 * time.Second),
+		},
+		Reping: true,
 	}
 	if modSrc != nil {
 		modSrc(&cfg)
@@ -356,7 +358,7 @@ func TestSourceReusesSessionWithoutReping(t *testing.T) {
 
 func TestSourceConfigErrors(t *testing.T) {
 	pw := wstest.PasswordFile(t, "x")
-	base := SourceConfig{URL: "http://his.example.org/ping", LogonID: "gw", PasswordFile: pw}
+	base := SourceConfig{Peer: Peer{URL: "http://his.example.org/ping", LogonID: "gw", PasswordFile: pw}}
 	if _, err := NewSource("s", base, nil, Options{}); err == nil || !strings.Contains(err.Error(), "intake") {
 		t.Errorf("nil intake: %v", err)
 	}
