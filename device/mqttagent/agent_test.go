@@ -15,6 +15,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
 	"github.com/hl7edge/hl7edge/pipeline/units"
 )
 
@@ -24,16 +25,16 @@ type brokerCase struct {
 }
 
 var brokerCases = []brokerCase{
-	{"mochi", func(t *testing.T) string { return startMochi(t, brokerOpts{}).url }},
-	{"mosquitto", startMosquitto},
+	{"mochi", func(t *testing.T) string { return mqtttest.StartMochi(t, mqtttest.BrokerOptions{}).URL }},
+	{"mosquitto", func(t *testing.T) string { return mqtttest.StartMosquitto(t) }},
 }
 
 // response waits for the cmd/res answer with this id and status.
-func response(t *testing.T, ob *observer, from int, id string, status command.Status) (int, map[string]any) {
+func response(t *testing.T, ob *mqtttest.Client, from int, id string, status command.Status) (int, map[string]any) {
 	t.Helper()
-	i, m := ob.log.waitFor(t, from, fmt.Sprintf("%s answer to command %q", status, id),
-		isJSON(t, "hl7edge/gw1/cmd/res", map[string]any{"id": id, "status": string(status)}))
-	return i, m.json(t)
+	i, m := ob.Log.WaitFor(t, from, fmt.Sprintf("%s answer to command %q", status, id),
+		mqtttest.JSONHas("hl7edge/gw1/cmd/res", map[string]any{"id": id, "status": string(status)}))
+	return i, m.JSON(t)
 }
 
 func TestAgentOnBroker(t *testing.T) {
@@ -44,8 +45,8 @@ func TestAgentOnBroker(t *testing.T) {
 			url := bc.start(t)
 			// A retained command left on the broker must never run, not even
 			// once at the agent's first subscription.
-			pre := newObserver(t, url, "hl7edge/gw1/#", observerOpts{})
-			pre.publish(t, "hl7edge/gw1/cmd/req", true, `{"id":"stale","name":"health"}`)
+			pre := mqtttest.Subscribe(t, url, "hl7edge/gw1/#", mqtttest.ClientOptions{})
+			pre.Publish(t, "hl7edge/gw1/cmd/req", true, `{"id":"stale","name":"health"}`)
 
 			dir := t.TempDir()
 			session := filepath.Join(dir, "mqtt.session")
@@ -65,15 +66,15 @@ func TestAgentOnBroker(t *testing.T) {
 			if !strings.Contains(fmt.Sprint(stale["detail"]), "retained") {
 				t.Errorf("retained command detail = %q, want it to say retained", stale["detail"])
 			}
-			pre.publish(t, "hl7edge/gw1/cmd/req", true, "") // clear it
+			pre.Publish(t, "hl7edge/gw1/cmd/req", true, "") // clear it
 
 			// A subscriber arriving after the birth still gets it (retained).
-			late := newObserver(t, url, "hl7edge/gw1/#", observerOpts{})
-			_, birth := late.log.waitFor(t, 0, "retained online status", isJSON(t, "hl7edge/gw1/status", map[string]any{"state": "online", "session": 7}))
-			if !birth.retained {
+			late := mqtttest.Subscribe(t, url, "hl7edge/gw1/#", mqtttest.ClientOptions{})
+			_, birth := late.Log.WaitFor(t, 0, "retained online status", mqtttest.JSONHas("hl7edge/gw1/status", map[string]any{"state": "online", "session": 7}))
+			if !birth.Retained {
 				t.Error("birth reached a late subscriber without the retained flag")
 			}
-			b := birth.json(t)
+			b := birth.JSON(t)
 			if b["version"] != "1.2.3" {
 				t.Errorf("birth version = %v, want 1.2.3", b["version"])
 			}
@@ -82,7 +83,7 @@ func TestAgentOnBroker(t *testing.T) {
 			}
 
 			// health: accepted, then successful with the snapshot.
-			late.publish(t, "hl7edge/gw1/cmd/req", false, `{"id":"c1","name":"health","args":{}}`)
+			late.Publish(t, "hl7edge/gw1/cmd/req", false, `{"id":"c1","name":"health","args":{}}`)
 			ia, _ := response(t, late, 0, "c1", command.Accepted)
 			is, ok := response(t, late, 0, "c1", command.Successful)
 			if ia > is {
@@ -94,10 +95,10 @@ func TestAgentOnBroker(t *testing.T) {
 
 			// Rejections go out alone, without an accepted first.
 			expired := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
-			late.publish(t, "hl7edge/gw1/cmd/req", false, `{"id":"c2","name":"reboot-the-moon"}`)
-			late.publish(t, "hl7edge/gw1/cmd/req", false, `{"id":"c3","name":"health","expires":"`+expired+`"}`)
-			late.publish(t, "hl7edge/gw1/cmd/req", false, `{"id":"c4","name":"health"`)
-			late.publish(t, "hl7edge/gw1/cmd/req", false, `{"id":"c5","name":"health"}`)
+			late.Publish(t, "hl7edge/gw1/cmd/req", false, `{"id":"c2","name":"reboot-the-moon"}`)
+			late.Publish(t, "hl7edge/gw1/cmd/req", false, `{"id":"c3","name":"health","expires":"`+expired+`"}`)
+			late.Publish(t, "hl7edge/gw1/cmd/req", false, `{"id":"c4","name":"health"`)
+			late.Publish(t, "hl7edge/gw1/cmd/req", false, `{"id":"c5","name":"health"}`)
 			_, unknown := response(t, late, 0, "c2", command.Rejected)
 			if !strings.Contains(fmt.Sprint(unknown["detail"]), "unknown command") {
 				t.Errorf("unknown command detail = %q", unknown["detail"])
@@ -111,27 +112,27 @@ func TestAgentOnBroker(t *testing.T) {
 				t.Errorf("malformed command detail = %q", bad["detail"])
 			}
 			last, _ := response(t, late, 0, "c5", command.Successful)
-			for _, m := range late.log.all()[:last] {
-				if isJSON(t, "hl7edge/gw1/cmd/res", map[string]any{"status": "accepted"})(m) {
-					if id := m.json(t)["id"]; id != "c1" && id != "c5" {
+			for _, m := range late.Log.All()[:last] {
+				if mqtttest.JSONHas("hl7edge/gw1/cmd/res", map[string]any{"status": "accepted"})(m) {
+					if id := m.JSON(t)["id"]; id != "c1" && id != "c5" {
 						t.Errorf("command %v was rejected but also accepted", id)
 					}
 				}
 			}
 
 			r.a.Alarm("spool-nearly-full", "spool at 91% of 2GiB")
-			_, al := late.log.waitFor(t, 0, "alarm", isJSON(t, "hl7edge/gw1/alarm", map[string]any{"kind": "spool-nearly-full", "detail": "spool at 91% of 2GiB"}))
-			if _, err := time.Parse(time.RFC3339Nano, fmt.Sprint(al.json(t)["time"])); err != nil {
+			_, al := late.Log.WaitFor(t, 0, "alarm", mqtttest.JSONHas("hl7edge/gw1/alarm", map[string]any{"kind": "spool-nearly-full", "detail": "spool at 91% of 2GiB"}))
+			if _, err := time.Parse(time.RFC3339Nano, fmt.Sprint(al.JSON(t)["time"])); err != nil {
 				t.Errorf("alarm time: %v", err)
 			}
 
 			// Clean stop: offline, retained, same session.
-			mark := late.log.mark()
+			mark := late.Log.Mark()
 			r.stop(t)
-			late.log.waitFor(t, mark, "offline status", isJSON(t, "hl7edge/gw1/status", map[string]any{"state": "offline", "session": 7}))
-			after := newObserver(t, url, "hl7edge/gw1/status", observerOpts{})
-			_, off := after.log.waitFor(t, 0, "retained offline status", isJSON(t, "hl7edge/gw1/status", map[string]any{"state": "offline", "session": 7}))
-			if !off.retained {
+			late.Log.WaitFor(t, mark, "offline status", mqtttest.JSONHas("hl7edge/gw1/status", map[string]any{"state": "offline", "session": 7}))
+			after := mqtttest.Subscribe(t, url, "hl7edge/gw1/status", mqtttest.ClientOptions{})
+			_, off := after.Log.WaitFor(t, 0, "retained offline status", mqtttest.JSONHas("hl7edge/gw1/status", map[string]any{"state": "offline", "session": 7}))
+			if !off.Retained {
 				t.Error("offline status is not retained")
 			}
 			if r.a.comp.State() != health.Stopped {
@@ -152,7 +153,7 @@ func TestKillPublishesWill(t *testing.T) {
 			url := bc.start(t)
 			dev := "kid-" + bc.name
 			status := "hl7edge/" + dev + "/status"
-			ob := newObserver(t, url, status, observerOpts{})
+			ob := mqtttest.Subscribe(t, url, status, mqtttest.ClientOptions{})
 			session := filepath.Join(t.TempDir(), "mqtt.session")
 			if err := os.WriteFile(session, []byte("41\n"), 0o644); err != nil {
 				t.Fatal(err)
@@ -178,7 +179,7 @@ func TestKillPublishesWill(t *testing.T) {
 					t.Logf("child output:\n%s", out.String())
 				}
 			})
-			ob.log.waitFor(t, 0, "child's birth", isJSON(t, status, map[string]any{"state": "online", "session": 42}))
+			ob.Log.WaitFor(t, 0, "child's birth", mqtttest.JSONHas(status, map[string]any{"state": "online", "session": 42}))
 
 			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)
@@ -189,10 +190,10 @@ func TestKillPublishesWill(t *testing.T) {
 			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 				t.Fatalf("child ended with %v, want killed by SIGKILL", err)
 			}
-			ob.log.waitFor(t, 0, "Last Will after SIGKILL", isJSON(t, status, map[string]any{"state": "offline", "session": 42}))
-			late := newObserver(t, url, status, observerOpts{})
-			_, will := late.log.waitFor(t, 0, "retained will", isJSON(t, status, map[string]any{"state": "offline", "session": 42}))
-			if !will.retained {
+			ob.Log.WaitFor(t, 0, "Last Will after SIGKILL", mqtttest.JSONHas(status, map[string]any{"state": "offline", "session": 42}))
+			late := mqtttest.Subscribe(t, url, status, mqtttest.ClientOptions{})
+			_, will := late.Log.WaitFor(t, 0, "retained will", mqtttest.JSONHas(status, map[string]any{"state": "offline", "session": 42}))
+			if !will.Retained {
 				t.Error("the Last Will is not retained")
 			}
 		})
@@ -201,17 +202,17 @@ func TestKillPublishesWill(t *testing.T) {
 
 func TestHealthPeriodic(t *testing.T) {
 	t.Parallel()
-	b := startMochi(t, brokerOpts{})
-	ob := newObserver(t, b.url, "hl7edge/gw1/health", observerOpts{})
-	r := startAgent(t, Config{Broker: b.url, HealthInterval: units.Duration(time.Second)}, agentSetup{
+	b := mqtttest.StartMochi(t, mqtttest.BrokerOptions{})
+	ob := mqtttest.Subscribe(t, b.URL, "hl7edge/gw1/health", mqtttest.ClientOptions{})
+	r := startAgent(t, Config{Broker: b.URL, HealthInterval: units.Duration(time.Second)}, agentSetup{
 		register: func(r *runner) { r.reg.Component(health.Destination, "ehr", "webservice").SetState(health.Up) },
 	})
 	// The first snapshot goes out at connect; two more can only come from the interval.
 	var prev time.Time
 	for n := range 3 {
-		_, m := ob.log.waitFor(t, n, fmt.Sprintf("health snapshot #%d", n+1), func(m rmsg) bool { return m.topic == "hl7edge/gw1/health" })
+		_, m := ob.Log.WaitFor(t, n, fmt.Sprintf("health snapshot #%d", n+1), func(m mqtttest.Message) bool { return m.Topic == "hl7edge/gw1/health" })
 		var s health.Snapshot
-		if err := json.Unmarshal(m.payload, &s); err != nil {
+		if err := json.Unmarshal(m.Payload, &s); err != nil {
 			t.Fatalf("health payload: %v", err)
 		}
 		if c, ok := s.Component(health.Destination, "ehr"); !ok || c.State != health.Up || s.Device != "gw1" {
@@ -227,32 +228,32 @@ func TestHealthPeriodic(t *testing.T) {
 
 func TestHealthOnChangeDebounced(t *testing.T) {
 	t.Parallel()
-	b := startMochi(t, brokerOpts{})
-	ob := newObserver(t, b.url, "hl7edge/gw1/health", observerOpts{})
+	b := mqtttest.StartMochi(t, mqtttest.BrokerOptions{})
+	ob := mqtttest.Subscribe(t, b.URL, "hl7edge/gw1/health", mqtttest.ClientOptions{})
 	var ehr *health.Component
-	r := startAgent(t, Config{Broker: b.url, HealthInterval: units.Duration(time.Hour)}, agentSetup{
+	r := startAgent(t, Config{Broker: b.URL, HealthInterval: units.Duration(time.Hour)}, agentSetup{
 		register: func(r *runner) { ehr = r.reg.Component(health.Destination, "ehr", "webservice") },
 	})
 	r.waitState(t, health.Up)
-	state := func(want health.State) func(rmsg) bool {
-		return func(m rmsg) bool {
+	state := func(want health.State) func(mqtttest.Message) bool {
+		return func(m mqtttest.Message) bool {
 			var s health.Snapshot
-			if json.Unmarshal(m.payload, &s) != nil {
+			if json.Unmarshal(m.Payload, &s) != nil {
 				return false
 			}
 			c, ok := s.Component(health.Destination, "ehr")
 			return ok && c.State == want
 		}
 	}
-	ob.log.waitFor(t, 0, "first snapshot", state(health.Starting))
+	ob.Log.WaitFor(t, 0, "first snapshot", state(health.Starting))
 
 	// With a one-hour interval, only the change itself can publish this.
-	mark := ob.log.mark()
+	mark := ob.Log.Mark()
 	ehr.SetState(health.Down)
-	ob.log.waitFor(t, mark, "snapshot with ehr down", state(health.Down))
+	ob.Log.WaitFor(t, mark, "snapshot with ehr down", state(health.Down))
 
 	// A flapping component must not flood the broker.
-	mark = ob.log.mark()
+	mark = ob.Log.Mark()
 	for i := range 200 {
 		if i%2 == 0 {
 			ehr.SetState(health.Up)
@@ -261,7 +262,7 @@ func TestHealthOnChangeDebounced(t *testing.T) {
 		}
 	}
 	ehr.SetState(health.Paused)
-	end, _ := ob.log.waitFor(t, mark, "snapshot with the final state", state(health.Paused))
+	end, _ := ob.Log.WaitFor(t, mark, "snapshot with the final state", state(health.Paused))
 	if n := end + 1 - mark; n > 3 {
 		t.Errorf("201 state changes in a burst gave %d health publications, want at most 3 (debounced)", n)
 	}
@@ -270,7 +271,7 @@ func TestHealthOnChangeDebounced(t *testing.T) {
 
 func TestBrokerDownThenUp(t *testing.T) {
 	t.Parallel()
-	port := freePort(t)
+	port := mqtttest.FreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	var ehr *health.Component
 	r := startAgent(t, Config{Broker: "tcp://" + addr, HealthInterval: units.Duration(time.Hour)}, agentSetup{
@@ -291,52 +292,52 @@ func TestBrokerDownThenUp(t *testing.T) {
 	default:
 	}
 
-	b := startMochi(t, brokerOpts{addr: addr})
-	agentMsgs := func(topic string) []rmsg {
-		var out []rmsg
-		for _, m := range b.rec.all() {
-			if m.client == "hl7edge-gw1" && m.topic == topic {
+	b := mqtttest.StartMochi(t, mqtttest.BrokerOptions{Addr: addr})
+	agentMsgs := func(topic string) []mqtttest.Message {
+		var out []mqtttest.Message
+		for _, m := range b.Log.All() {
+			if m.Client == "hl7edge-gw1" && m.Topic == topic {
 				out = append(out, m)
 			}
 		}
 		return out
 	}
-	b.rec.waitFor(t, 0, "the last buffered alarm", isJSON(t, "hl7edge/gw1/alarm", map[string]any{"detail": fmt.Sprintf("alarm %d", AlarmBuffer+49)}))
+	b.Log.WaitFor(t, 0, "the last buffered alarm", mqtttest.JSONHas("hl7edge/gw1/alarm", map[string]any{"detail": fmt.Sprintf("alarm %d", AlarmBuffer+49)}))
 	alarms := agentMsgs("hl7edge/gw1/alarm")
 	if len(alarms) != AlarmBuffer {
 		t.Fatalf("broker got %d alarms, want the last %d", len(alarms), AlarmBuffer)
 	}
 	for i, m := range alarms {
-		if want := fmt.Sprintf("alarm %d", i+50); m.json(t)["detail"] != want {
-			t.Fatalf("alarm #%d = %v, want %q (the newest, in order)", i, m.json(t)["detail"], want)
+		if want := fmt.Sprintf("alarm %d", i+50); m.JSON(t)["detail"] != want {
+			t.Fatalf("alarm #%d = %v, want %q (the newest, in order)", i, m.JSON(t)["detail"], want)
 		}
 	}
-	_, h := b.rec.waitFor(t, 0, "health", func(m rmsg) bool { return m.topic == "hl7edge/gw1/health" })
+	_, h := b.Log.WaitFor(t, 0, "health", func(m mqtttest.Message) bool { return m.Topic == "hl7edge/gw1/health" })
 	var s health.Snapshot
-	if err := json.Unmarshal(h.payload, &s); err != nil {
+	if err := json.Unmarshal(h.Payload, &s); err != nil {
 		t.Fatal(err)
 	}
 	if c, _ := s.Component(health.Destination, "ehr"); c.State != health.Down {
 		t.Errorf("first health after the outage shows ehr %s, want the latest state down", c.State)
 	}
-	if ab, _ := b.rec.waitFor(t, 0, "birth", isJSON(t, "hl7edge/gw1/status", map[string]any{"state": "online"})); ab > indexOf(b.rec.all(), "hl7edge/gw1/alarm") {
+	if ab, _ := b.Log.WaitFor(t, 0, "birth", mqtttest.JSONHas("hl7edge/gw1/status", map[string]any{"state": "online"})); ab > indexOf(b.Log.All(), "hl7edge/gw1/alarm") {
 		t.Error("buffered alarms went out before the birth")
 	}
 
 	// Lose the broker while connected: the agent buffers, then reconnects,
 	// publishes a new birth and what it held.
-	b.close()
+	b.Close()
 	r.waitState(t, health.Down)
 	r.a.Alarm("test", "during the second outage")
-	b2 := startMochi(t, brokerOpts{addr: addr})
-	b2.rec.waitFor(t, 0, "birth after reconnect", isJSON(t, "hl7edge/gw1/status", map[string]any{"state": "online"}))
-	b2.rec.waitFor(t, 0, "alarm held during the outage", isJSON(t, "hl7edge/gw1/alarm", map[string]any{"detail": "during the second outage"}))
+	b2 := mqtttest.StartMochi(t, mqtttest.BrokerOptions{Addr: addr})
+	b2.Log.WaitFor(t, 0, "birth after reconnect", mqtttest.JSONHas("hl7edge/gw1/status", map[string]any{"state": "online"}))
+	b2.Log.WaitFor(t, 0, "alarm held during the outage", mqtttest.JSONHas("hl7edge/gw1/alarm", map[string]any{"detail": "during the second outage"}))
 	r.stop(t)
 }
 
-func indexOf(ms []rmsg, topic string) int {
+func indexOf(ms []mqtttest.Message, topic string) int {
 	for i, m := range ms {
-		if m.topic == topic {
+		if m.Topic == topic {
 			return i
 		}
 	}
@@ -347,9 +348,9 @@ func indexOf(ms []rmsg, topic string) int {
 // and at stop every accepted command still gets a final answer.
 func TestCommandQueue(t *testing.T) {
 	t.Parallel()
-	b := startMochi(t, brokerOpts{})
-	ob := newObserver(t, b.url, "hl7edge/gw1/cmd/res", observerOpts{})
-	r := startAgent(t, Config{Broker: b.url, HealthInterval: units.Duration(time.Hour)}, agentSetup{
+	b := mqtttest.StartMochi(t, mqtttest.BrokerOptions{})
+	ob := mqtttest.Subscribe(t, b.URL, "hl7edge/gw1/cmd/res", mqtttest.ClientOptions{})
+	r := startAgent(t, Config{Broker: b.URL, HealthInterval: units.Duration(time.Hour)}, agentSetup{
 		register: func(r *runner) {
 			r.disp.Register("block", func(ctx context.Context, _ json.RawMessage) (any, string, error) {
 				<-ctx.Done()
@@ -358,7 +359,7 @@ func TestCommandQueue(t *testing.T) {
 		},
 	})
 	r.waitState(t, health.Up)
-	ob.publish(t, "hl7edge/gw1/cmd/req", false, `{"id":"b0","name":"block"}`)
+	ob.Publish(t, "hl7edge/gw1/cmd/req", false, `{"id":"b0","name":"block"}`)
 	response(t, ob, 0, "b0", command.Accepted)
 	deadline := time.Now().Add(waitLimit)
 	for len(r.a.cmdQ) != 0 { // b0 is running, not queued
@@ -368,19 +369,19 @@ func TestCommandQueue(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	for i := 1; i <= CommandQueue+1; i++ {
-		ob.publish(t, "hl7edge/gw1/cmd/req", false, fmt.Sprintf(`{"id":"b%d","name":"block"}`, i))
+		ob.Publish(t, "hl7edge/gw1/cmd/req", false, fmt.Sprintf(`{"id":"b%d","name":"block"}`, i))
 	}
 	busy := ""
 	for i := 1; i <= CommandQueue+1; i++ {
 		id := fmt.Sprintf("b%d", i)
-		_, m := ob.log.waitFor(t, 0, "first answer to "+id, isJSON(t, "hl7edge/gw1/cmd/res", map[string]any{"id": id}))
-		if st := m.json(t)["status"]; st == "rejected" {
+		_, m := ob.Log.WaitFor(t, 0, "first answer to "+id, mqtttest.JSONHas("hl7edge/gw1/cmd/res", map[string]any{"id": id}))
+		if st := m.JSON(t)["status"]; st == "rejected" {
 			if busy != "" {
 				t.Fatalf("both %s and %s rejected; the queue holds %d", busy, id, CommandQueue)
 			}
 			busy = id
-			if !strings.HasPrefix(fmt.Sprint(m.json(t)["detail"]), "busy") {
-				t.Errorf("overflow detail = %v, want busy…", m.json(t)["detail"])
+			if !strings.HasPrefix(fmt.Sprint(m.JSON(t)["detail"]), "busy") {
+				t.Errorf("overflow detail = %v, want busy…", m.JSON(t)["detail"])
 			}
 		}
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
 	"github.com/hl7edge/hl7edge/pipeline/units"
 )
 
@@ -47,29 +48,29 @@ func TestGoroutinesStop(t *testing.T) {
 		t.Fatalf("goroutines left before the test:\n%s", strings.Join(left, "\n\n"))
 	}
 	t.Run("connected", func(t *testing.T) {
-		b := startMochi(t, brokerOpts{})
-		ob := newObserver(t, b.url, "hl7edge/gw1/cmd/res", observerOpts{})
-		r := startAgent(t, Config{Broker: b.url, HealthInterval: units.Duration(time.Second)}, agentSetup{})
+		b := mqtttest.StartMochi(t, mqtttest.BrokerOptions{})
+		ob := mqtttest.Subscribe(t, b.URL, "hl7edge/gw1/cmd/res", mqtttest.ClientOptions{})
+		r := startAgent(t, Config{Broker: b.URL, HealthInterval: units.Duration(time.Second)}, agentSetup{})
 		r.waitState(t, health.Up)
-		ob.publish(t, "hl7edge/gw1/cmd/req", false, `{"id":"g1","name":"health"}`)
+		ob.Publish(t, "hl7edge/gw1/cmd/req", false, `{"id":"g1","name":"health"}`)
 		response(t, ob, 0, "g1", command.Successful)
 		r.a.Alarm("test", "before stop")
 		r.stop(t)
-		ob.close()
+		ob.Close()
 		waitNoLeftovers(t)
 	})
 	t.Run("broker never reachable", func(t *testing.T) {
-		r := startAgent(t, Config{Broker: fmt.Sprintf("tcp://127.0.0.1:%d", freePort(t))}, agentSetup{})
+		r := startAgent(t, Config{Broker: fmt.Sprintf("tcp://127.0.0.1:%d", mqtttest.FreePort(t))}, agentSetup{})
 		r.waitState(t, health.Down)
 		r.a.Alarm("test", "buffered")
 		r.stop(t)
 		waitNoLeftovers(t)
 	})
 	t.Run("broker lost", func(t *testing.T) {
-		b := startMochi(t, brokerOpts{})
-		r := startAgent(t, Config{Broker: b.url}, agentSetup{})
+		b := mqtttest.StartMochi(t, mqtttest.BrokerOptions{})
+		r := startAgent(t, Config{Broker: b.URL}, agentSetup{})
 		r.waitState(t, health.Up)
-		b.close()
+		b.Close()
 		r.waitState(t, health.Down)
 		r.stop(t)
 		waitNoLeftovers(t)

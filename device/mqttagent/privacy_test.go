@@ -10,6 +10,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
 	"github.com/hl7edge/hl7edge/pipeline/units"
 )
 
@@ -27,9 +28,9 @@ var phiMarkers = []string{"MRN778899", "DOE^JANE", "JANE", "19800101", "ELM ST",
 // received from the agent, and the agent's log, for that data.
 func TestNoPatientDataPublished(t *testing.T) {
 	t.Parallel()
-	b := startMochi(t, brokerOpts{})
-	ob := newObserver(t, b.url, "hl7edge/gw1/#", observerOpts{})
-	r := startAgent(t, Config{Broker: b.url, HealthInterval: units.Duration(time.Second)}, agentSetup{
+	b := mqtttest.StartMochi(t, mqtttest.BrokerOptions{})
+	ob := mqtttest.Subscribe(t, b.URL, "hl7edge/gw1/#", mqtttest.ClientOptions{})
+	r := startAgent(t, Config{Broker: b.URL, HealthInterval: units.Duration(time.Second)}, agentSetup{
 		register: func(r *runner) {
 			src := r.reg.Component(health.Source, "monitors", "mllp")
 			src.SetState(health.Up)
@@ -65,7 +66,7 @@ func TestNoPatientDataPublished(t *testing.T) {
 		{"", `{"id":"big","name":"inject","args":{"message":` + string(bigQuoted) + `}}`},   // too large
 	}
 	for _, c := range cmds {
-		ob.publish(t, "hl7edge/gw1/cmd/req", false, c.payload)
+		ob.Publish(t, "hl7edge/gw1/cmd/req", false, c.payload)
 	}
 	response(t, ob, 0, "ok", command.Successful)
 	response(t, ob, 0, "fail", command.Failed)
@@ -74,28 +75,28 @@ func TestNoPatientDataPublished(t *testing.T) {
 	}
 	from := 0
 	for range 2 { // the control-character id and big are answered without an id
-		i, _ := ob.log.waitFor(t, from, "an anonymous rejection", func(m rmsg) bool {
+		i, _ := ob.Log.WaitFor(t, from, "an anonymous rejection", func(m mqtttest.Message) bool {
 			var v map[string]any
-			return m.topic == "hl7edge/gw1/cmd/res" && json.Unmarshal(m.payload, &v) == nil && v["status"] == "rejected" && v["id"] == ""
+			return m.Topic == "hl7edge/gw1/cmd/res" && json.Unmarshal(m.Payload, &v) == nil && v["status"] == "rejected" && v["id"] == ""
 		})
 		from = i + 1
 	}
 	r.a.Alarm("refused", "message CTRL0001 refused with AR")
-	ob.log.waitFor(t, 0, "alarm", func(m rmsg) bool { return m.topic == "hl7edge/gw1/alarm" })
-	ob.log.waitFor(t, 0, "health", func(m rmsg) bool {
-		return m.topic == "hl7edge/gw1/health" && strings.Contains(string(m.payload), "CTRL0001")
+	ob.Log.WaitFor(t, 0, "alarm", func(m mqtttest.Message) bool { return m.Topic == "hl7edge/gw1/alarm" })
+	ob.Log.WaitFor(t, 0, "health", func(m mqtttest.Message) bool {
+		return m.Topic == "hl7edge/gw1/health" && strings.Contains(string(m.Payload), "CTRL0001")
 	})
 	r.stop(t)
 
 	seen := 0
-	for _, m := range b.rec.all() {
-		if m.client != "hl7edge-gw1" {
+	for _, m := range b.Log.All() {
+		if m.Client != "hl7edge-gw1" {
 			continue // the observer's own commands carry the data on purpose
 		}
 		seen++
 		for _, p := range phiMarkers {
-			if strings.Contains(string(m.payload), p) || strings.Contains(m.topic, p) {
-				t.Errorf("agent published %q on %s: %s", p, m.topic, m.payload)
+			if strings.Contains(string(m.Payload), p) || strings.Contains(m.Topic, p) {
+				t.Errorf("agent published %q on %s: %s", p, m.Topic, m.Payload)
 			}
 		}
 	}

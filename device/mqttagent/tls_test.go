@@ -11,6 +11,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 
 	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
 	"github.com/hl7edge/hl7edge/pipeline/testpki"
 	"github.com/hl7edge/hl7edge/pipeline/units"
 )
@@ -45,21 +46,21 @@ func TestTLSAndPassword(t *testing.T) {
 	if err := os.WriteFile(wrongFile, []byte("not-the-password\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b := startMochi(t, brokerOpts{
-		tls: &tls.Config{
+	b := mqtttest.StartMochi(t, mqtttest.BrokerOptions{
+		TLS: &tls.Config{
 			MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{srvLeaf.TLS},
 			ClientCAs: ca.Pool(), ClientAuth: tls.RequireAndVerifyClientCert,
 		},
-		ledger: &auth.Ledger{Auth: auth.AuthRules{
+		Ledger: &auth.Ledger{Auth: auth.AuthRules{
 			{Username: "gw-17", Password: password, Allow: true},
 			{Username: "observer", Password: "obs", Allow: true},
 		}},
 	})
-	if !strings.HasPrefix(b.url, "tls://") {
-		t.Fatalf("broker url %s", b.url)
+	if !strings.HasPrefix(b.URL, "tls://") {
+		t.Fatalf("broker url %s", b.URL)
 	}
 	good := Config{
-		Broker: b.url, Username: "gw-17", PasswordFile: passFile,
+		Broker: b.URL, Username: "gw-17", PasswordFile: passFile,
 		CAFile: files.CA, CertFile: files.Cert, KeyFile: files.Key,
 		HealthInterval: units.Duration(time.Hour),
 	}
@@ -67,11 +68,11 @@ func TestTLSAndPassword(t *testing.T) {
 	t.Run("verified with password", func(t *testing.T) {
 		r := startAgent(t, good, agentSetup{})
 		r.waitState(t, health.Up)
-		ob := newObserver(t, b.url, "hl7edge/gw1/status", observerOpts{
-			tls:  &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: ca.Pool(), Certificates: []tls.Certificate{cliLeaf.TLS}},
-			user: "observer", pass: "obs",
+		ob := mqtttest.Subscribe(t, b.URL, "hl7edge/gw1/status", mqtttest.ClientOptions{
+			TLS:      &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: ca.Pool(), Certificates: []tls.Certificate{cliLeaf.TLS}},
+			Username: "observer", Password: "obs",
 		})
-		ob.log.waitFor(t, 0, "birth over TLS", isJSON(t, "hl7edge/gw1/status", map[string]any{"state": "online"}))
+		ob.Log.WaitFor(t, 0, "birth over TLS", mqtttest.JSONHas("hl7edge/gw1/status", map[string]any{"state": "online"}))
 		r.stop(t)
 		if strings.Contains(r.logs.String(), password) {
 			t.Error("the broker password appears in the agent's log")
@@ -99,9 +100,9 @@ func TestTLSAndPassword(t *testing.T) {
 				t.Errorf("mqtt last error = %q, want it to say %q", c.LastError, tc.why)
 			}
 			r.stop(t)
-			for _, m := range b.rec.all() {
-				if m.client == "hl7edge-bad" {
-					t.Fatalf("an agent that should have been refused published %s", m.topic)
+			for _, m := range b.Log.All() {
+				if m.Client == "hl7edge-bad" {
+					t.Fatalf("an agent that should have been refused published %s", m.Topic)
 				}
 			}
 			if strings.Contains(r.logs.String(), password) {
