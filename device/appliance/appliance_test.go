@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/hl7edge/hl7edge/device/appliance"
+	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
 )
 
 // TestBirthAndRestart: the box publishes a retained online birth carrying
@@ -17,24 +18,24 @@ func TestBirthAndRestart(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, "gw-birth")
 	r.writeConfig(r.yaml(r.mllpPort, ""))
-	op := newOperator(t, r.broker.url, r.device)
+	op := newOperator(t, r.broker.URL, r.device)
 	rn := r.start(appliance.Options{})
 
 	_, s1 := op.waitOnline(t, 0)
-	_, rec := r.broker.rec.waitFor(t, 0, "the birth as the broker saw it",
-		jsonHas(op.base+"status", map[string]any{"state": "online", "session": s1}))
-	if !rec.retained {
-		t.Errorf("birth %s was published without the retain flag", rec.payload)
+	_, rec := r.broker.Log.WaitFor(t, 0, "the birth as the broker saw it",
+		mqtttest.JSONHas(op.base+"status", map[string]any{"state": "online", "session": s1}))
+	if !rec.Retained {
+		t.Errorf("birth %s was published without the retain flag", rec.Payload)
 	}
 	mustSendHL7(t, r.mllpPort, hl7Message("BIRTH-1"))
 
-	from := op.log.mark()
+	from := op.Log.Mark()
 	a := op.must(t, appliance.CmdRestart, nil)
 	if !strings.Contains(a.Detail, "restart") {
 		t.Errorf("%s: want a detail saying it restarts", a)
 	}
-	off, _ := op.log.waitFor(t, from, "offline for the old session",
-		jsonHas(op.base+"status", map[string]any{"state": "offline", "session": s1}))
+	off, _ := op.Log.WaitFor(t, from, "offline for the old session",
+		mqtttest.JSONHas(op.base+"status", map[string]any{"state": "offline", "session": s1}))
 	on, s2 := op.waitOnline(t, from)
 	if s2 != s1+1 {
 		t.Errorf("session after restart is %d, want %d", s2, s1+1)
@@ -51,16 +52,16 @@ func TestBirthAndRestart(t *testing.T) {
 	waitUntil(t, waitLimit, "both messages archived", func() bool { return files(t, r.archive) == 2 })
 
 	// A late joiner sees the new session's birth, retained.
-	late := newOperator(t, r.broker.url, r.device)
-	_, m := late.log.waitFor(t, 0, "the retained status", func(m rmsg) bool { return m.topic == late.base+"status" })
-	if !m.retained || !jsonHas(late.base+"status", map[string]any{"state": "online", "session": s2})(m) {
-		t.Errorf("late subscriber got %s (retained %v), want retained online session %d", m.payload, m.retained, s2)
+	late := newOperator(t, r.broker.URL, r.device)
+	_, m := late.Log.WaitFor(t, 0, "the retained status", func(m mqtttest.Message) bool { return m.Topic == late.base+"status" })
+	if !m.Retained || !mqtttest.JSONHas(late.base+"status", map[string]any{"state": "online", "session": s2})(m) {
+		t.Errorf("late subscriber got %s (retained %v), want retained online session %d", m.Payload, m.Retained, s2)
 	}
 
-	from = op.log.mark()
+	from = op.Log.Mark()
 	rn.stop(t)
-	op.log.waitFor(t, from, "offline at clean stop",
-		jsonHas(op.base+"status", map[string]any{"state": "offline", "session": s2}))
+	op.Log.WaitFor(t, from, "offline at clean stop",
+		mqtttest.JSONHas(op.base+"status", map[string]any{"state": "offline", "session": s2}))
 	if n := rn.starts(); n != 2 {
 		t.Errorf("%d starts, want 2", n)
 	}
@@ -72,12 +73,10 @@ func TestPrivacyCheckCanFail(t *testing.T) {
 	t.Parallel()
 	b := startBroker(t)
 	b.allowPHI = true
-	op := newOperator(t, b.url, "gw-privacy")
+	op := newOperator(t, b.URL, "gw-privacy")
 	msg := string(hl7Message("CTRL-LEAK"))
 	for i, payload := range []string{msg, `{"detail":"` + phiMRN + `"}`, "PHISTREET"} {
-		if tok := op.c.Publish(fmt.Sprintf("%sleak/%d", op.base, i), 1, false, payload); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
-			t.Fatal(tok.Error())
-		}
+		op.Publish(t, fmt.Sprintf("%sleak/%d", op.base, i), false, payload)
 	}
 	waitUntil(t, waitLimit, "three leaks recorded", func() bool { return len(b.leaks()) == 3 })
 	if l := b.leaks(); !strings.Contains(l[0], "PHIMARKER") || !strings.Contains(l[1], phiMRN) {

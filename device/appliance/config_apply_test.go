@@ -21,7 +21,7 @@ func TestConfigApplyInvalid(t *testing.T) {
 	r := newRig(t, "gw-invalid")
 	good := r.yaml(r.mllpPort, "")
 	r.writeConfig(good)
-	op := newOperator(t, r.broker.url, r.device)
+	op := newOperator(t, r.broker.URL, r.device)
 	rn := r.start(appliance.Options{})
 	op.waitOnline(t, 0)
 
@@ -77,7 +77,7 @@ func TestConfigApplyRollback(t *testing.T) {
 	r := newRig(t, "gw-rollback")
 	old := r.yaml(r.mllpPort, "")
 	r.writeConfig(old)
-	op := newOperator(t, r.broker.url, r.device)
+	op := newOperator(t, r.broker.URL, r.device)
 	rn := r.start(appliance.Options{})
 	op.waitOnline(t, 0)
 	op.waitState(t, health.Source, "in", health.Up)
@@ -91,7 +91,7 @@ func TestConfigApplyRollback(t *testing.T) {
 	heldPort := held.Addr().(*net.TCPAddr).Port
 	broken := r.yaml(heldPort, "")
 
-	from := op.log.mark()
+	from := op.Log.Mark()
 	a := op.must(t, appliance.CmdConfigApply, map[string]any{"yaml": broken, "grace": "2s"})
 	if !strings.Contains(a.Detail, "2s") {
 		t.Errorf("%s: want the detail to name the 2s grace", a)
@@ -137,13 +137,13 @@ func TestConfigApplyGood(t *testing.T) {
 	r := newRig(t, "gw-apply")
 	old := r.yaml(r.mllpPort, "")
 	r.writeConfig(old)
-	op := newOperator(t, r.broker.url, r.device)
+	op := newOperator(t, r.broker.URL, r.device)
 	rn := r.start(appliance.Options{ApplyGrace: 1500 * time.Millisecond})
 	op.waitOnline(t, 0)
 
 	copyDir := filepath.Join(r.dir, "copy")
 	next := r.yaml(r.mllpPort, "  - name: copy\n    type: file\n    dir: "+copyDir+"\n")
-	from := op.log.mark()
+	from := op.Log.Mark()
 	a := op.must(t, appliance.CmdConfigApply, map[string]any{"yaml": next})
 	var data map[string]string
 	a.decode(t, &data)

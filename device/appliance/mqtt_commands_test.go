@@ -7,11 +7,10 @@ import (
 	"testing"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
-
 	"github.com/hl7edge/hl7edge/device/appliance"
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
 )
 
 // deadLetter is DeadLetterInfo as it arrives on cmd/res.
@@ -39,7 +38,7 @@ func (op *operator) spoolStats(t *testing.T) spoolStats {
 func TestCommands(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, "gw-cmds")
-	deadPort := freePort(t) // nobody listens: every delivery to lis fails
+	deadPort := mqtttest.FreePort(t) // nobody listens: every delivery to lis fails
 	r.writeConfig(r.yaml(r.mllpPort, fmt.Sprintf(`  - name: lis
     type: mllp
     address: 127.0.0.1:%d
@@ -47,16 +46,14 @@ func TestCommands(t *testing.T) {
     max_attempts: 1
     max_backoff: 1s
 `, deadPort)))
-	op := newOperator(t, r.broker.url, r.device)
+	op := newOperator(t, r.broker.URL, r.device)
 	// A command left retained on the broker must never run.
 	b, _ := json.Marshal(map[string]any{"id": "retained-1", "name": appliance.CmdPause, "args": map[string]any{"name": "archive"}})
-	if tok := op.c.Publish(op.base+"cmd/req", 1, true, b); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
+	op.Publish(t, op.base+"cmd/req", true, string(b))
 	rn := r.start(appliance.Options{})
 	op.waitOnline(t, 0)
 	box := rn.waitStarts(t, 1)
-	clearRetained(t, op.c, op.base+"cmd/req")
+	op.Publish(t, op.base+"cmd/req", true, "") // clear it: no later subscriber gets it
 
 	t.Run("health", func(t *testing.T) {
 		s := op.health(t)
@@ -225,13 +222,13 @@ func TestCommands(t *testing.T) {
 	t.Run("retained command is not run", func(t *testing.T) {
 		// Published before the box started, it reached the agent as a
 		// retained message when it subscribed.
-		_, m := op.log.waitFor(t, 0, "the answer to the retained command", jsonHas(op.base+"cmd/res", map[string]any{"id": "retained-1"}))
-		if !jsonHas(op.base+"cmd/res", map[string]any{"status": "rejected"})(m) || !strings.Contains(string(m.payload), "retained") {
-			t.Errorf("retained command answered %s, want rejected as retained", m.payload)
+		_, m := op.Log.WaitFor(t, 0, "the answer to the retained command", mqtttest.JSONHas(op.base+"cmd/res", map[string]any{"id": "retained-1"}))
+		if !mqtttest.JSONHas(op.base+"cmd/res", map[string]any{"status": "rejected"})(m) || !strings.Contains(string(m.Payload), "retained") {
+			t.Errorf("retained command answered %s, want rejected as retained", m.Payload)
 		}
-		for _, m := range op.log.all() {
-			if jsonHas(op.base+"cmd/res", map[string]any{"id": "retained-1", "status": "accepted"})(m) {
-				t.Errorf("the retained command was accepted: %s", m.payload)
+		for _, m := range op.Log.All() {
+			if mqtttest.JSONHas(op.base+"cmd/res", map[string]any{"id": "retained-1", "status": "accepted"})(m) {
+				t.Errorf("the retained command was accepted: %s", m.Payload)
 			}
 		}
 		s := op.health(t)
@@ -278,13 +275,5 @@ func TestCommands(t *testing.T) {
 
 	if n := rn.starts(); n != 1 {
 		t.Errorf("the box restarted %d times during commands that must not restart it", n-1)
-	}
-}
-
-// clearRetained removes a retained message so no later subscriber gets it.
-func clearRetained(t *testing.T, c paho.Client, topic string) {
-	t.Helper()
-	if tok := c.Publish(topic, 1, true, []byte{}); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
-		t.Fatal(tok.Error())
 	}
 }

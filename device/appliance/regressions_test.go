@@ -18,7 +18,7 @@ func TestRegressions(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, "gw-bugs")
 	r.writeConfig(r.yaml(r.mllpPort, ""))
-	op := newOperator(t, r.broker.url, r.device)
+	op := newOperator(t, r.broker.URL, r.device)
 	rn := r.start(appliance.Options{})
 	op.waitOnline(t, 0)
 	op.waitState(t, health.Source, "in", health.Up)
@@ -44,7 +44,7 @@ func TestRegressions(t *testing.T) {
 	t.Run("an unstartable configuration is rolled back with an alarm", func(t *testing.T) {
 		old := r.configFile()
 		broken := r.yaml(r.mllpPort, "  - name: broken\n    type: file\n    dir: "+filepath.Join(r.cfgPath, "sub")+"\n")
-		from := op.log.mark()
+		from := op.Log.Mark()
 		op.must(t, appliance.CmdConfigApply, map[string]any{"yaml": broken, "grace": "1s"})
 		rn.waitStarts(t, 2)
 		if got := r.configFile(); got != old {

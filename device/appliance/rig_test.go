@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,12 +21,6 @@ import (
 	"testing"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
-	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
-
 	"github.com/hl7edge/hl7edge/board"
 	"github.com/hl7edge/hl7edge/board/sim"
 	"github.com/hl7edge/hl7edge/device/admin"
@@ -35,6 +28,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
 )
 
@@ -87,198 +81,39 @@ func waitUntil(t *testing.T, limit time.Duration, what string, cond func() bool)
 	}
 }
 
-// freePort returns a loopback port nobody listens on now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// ---------------------------------------------------------------------------
-// Messages seen on MQTT.
-
-type rmsg struct {
-	topic    string
-	payload  []byte
-	retained bool
-}
-
-// msgLog collects messages and lets a test wait for one.
-type msgLog struct {
-	mu      sync.Mutex
-	msgs    []rmsg
-	changed chan struct{}
-}
-
-func newMsgLog() *msgLog { return &msgLog{changed: make(chan struct{})} }
-
-func (l *msgLog) add(m rmsg) {
-	l.mu.Lock()
-	l.msgs = append(l.msgs, m)
-	close(l.changed)
-	l.changed = make(chan struct{})
-	l.mu.Unlock()
-}
-
-func (l *msgLog) all() []rmsg {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]rmsg(nil), l.msgs...)
-}
-
-func (l *msgLog) mark() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.msgs)
-}
-
-// waitFor returns the index of the first message at or after from that
-// matches, failing the test after waitLimit.
-func (l *msgLog) waitFor(t *testing.T, from int, what string, match func(rmsg) bool) (int, rmsg) {
-	t.Helper()
-	deadline := time.NewTimer(waitLimit)
-	defer deadline.Stop()
-	for {
-		l.mu.Lock()
-		for i := from; i < len(l.msgs); i++ {
-			if match(l.msgs[i]) {
-				m := l.msgs[i]
-				l.mu.Unlock()
-				return i, m
-			}
-		}
-		ch := l.changed
-		l.mu.Unlock()
-		select {
-		case <-ch:
-		case <-deadline.C:
-			t.Fatalf("timed out after %s waiting for %s; saw:\n%s", waitLimit, what, dump(l.all()))
-		}
-	}
-}
-
-func dump(ms []rmsg) string {
-	var b strings.Builder
-	for _, m := range ms {
-		p := string(m.payload)
-		if len(p) > 300 {
-			p = p[:300] + "…"
-		}
-		fmt.Fprintf(&b, "  %s retained=%v %s\n", m.topic, m.retained, p)
-	}
-	return b.String()
-}
-
-// jsonHas matches a message on topic whose JSON object holds every key/value in want.
-func jsonHas(topic string, want map[string]any) func(rmsg) bool {
-	return func(m rmsg) bool {
-		if m.topic != topic {
-			return false
-		}
-		var v map[string]any
-		if json.Unmarshal(m.payload, &v) != nil {
-			return false
-		}
-		for k, w := range want {
-			if fmt.Sprint(v[k]) != fmt.Sprint(w) {
-				return false
-			}
-		}
-		return true
-	}
-}
-
 // ---------------------------------------------------------------------------
 // The broker.
 
-// recorder is a mochi hook that records every PUBLISH the broker accepts,
-// from any client, and every Last Will it sends.
-type recorder struct {
-	mochi.HookBase
-	log *msgLog
-}
-
-func (r *recorder) ID() string { return "recorder" }
-
-func (r *recorder) Provides(b byte) bool { return b == mochi.OnPublished || b == mochi.OnWillSent }
-
-func (r *recorder) OnPublished(_ *mochi.Client, pk packets.Packet) {
-	r.log.add(rmsg{topic: pk.TopicName, payload: bytes.Clone(pk.Payload), retained: pk.FixedHeader.Retain})
-}
-
-func (r *recorder) OnWillSent(_ *mochi.Client, pk packets.Packet) {
-	r.log.add(rmsg{topic: pk.TopicName, payload: bytes.Clone(pk.Payload), retained: pk.FixedHeader.Retain})
-}
-
+// broker is an in-process mochi broker that records every PUBLISH it
+// accepts, from any client.
 type broker struct {
-	url      string
-	rec      *msgLog
+	*mqtttest.Broker
 	allowPHI bool // only for the test that proves the check can fail
 }
 
-// startBroker runs an in-process broker until the test ends. When the test
-// ends it checks that no payload the broker saw, during the whole test,
-// carried patient data.
+// startBroker runs a broker until the test ends. When the test ends it
+// checks that no payload the broker saw, during the whole test, carried
+// patient data.
 func startBroker(t *testing.T) *broker {
 	t.Helper()
-	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
-		t.Fatal(err)
-	}
-	rec := newMsgLog()
-	if err := srv.AddHook(&recorder{log: rec}, nil); err != nil {
-		t.Fatal(err)
-	}
-	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
-	if err := srv.AddListener(l); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	b := &broker{url: "tcp://" + l.Address(), rec: rec}
-	// Registered first, so it runs last: after the appliance has stopped
-	// and published its offline status.
+	b := &broker{}
+	// Registered before the broker's own cleanup, so it runs after it:
+	// after the appliance has stopped and published its offline status.
 	t.Cleanup(func() {
-		closeBroker(t, srv)
-		b.assertNoPHI(t)
+		if b.Broker != nil {
+			b.assertNoPHI(t)
+		}
 	})
+	b.Broker = mqtttest.StartMochi(t, mqtttest.BrokerOptions{})
 	return b
-}
-
-// closeBroker stops the broker without hanging the package. mochi v2.7.9
-// can deadlock in Close when a client disconnects at the same moment
-// (Clients.GetByListener takes its read lock twice; mochi-mqtt/server#488),
-// so wait for every client to leave first, and give up on Close after a
-// while rather than block the other tests.
-func closeBroker(t *testing.T, srv *mochi.Server) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for srv.Clients.Len() > 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	closed := make(chan struct{})
-	go func() {
-		_ = srv.Close()
-		close(closed)
-	}()
-	select {
-	case <-closed:
-	case <-time.After(5 * time.Second):
-		t.Logf("mochi broker Close still blocked after 5s (mochi-mqtt/server#488); left behind")
-	}
 }
 
 // leaks lists every recorded payload that holds patient data.
 func (b *broker) leaks() []string {
 	var out []string
-	for _, m := range b.rec.all() {
-		if mk := containsPHI(string(m.payload)); mk != "" {
-			out = append(out, fmt.Sprintf("%s carries %q: %q", m.topic, mk, m.payload))
+	for _, m := range b.Log.All() {
+		if mk := containsPHI(string(m.Payload)); mk != "" {
+			out = append(out, fmt.Sprintf("%s carries %q: %q", m.Topic, mk, m.Payload))
 		}
 	}
 	return out
@@ -293,7 +128,7 @@ func (b *broker) assertNoPHI(t *testing.T) {
 	for _, l := range b.leaks() {
 		t.Errorf("MQTT payload on %s", l)
 	}
-	if len(b.rec.all()) == 0 {
+	if len(b.Log.All()) == 0 {
 		t.Errorf("the broker recorded no publishes at all: the privacy check saw nothing")
 	}
 }
@@ -303,31 +138,15 @@ func (b *broker) assertNoPHI(t *testing.T) {
 
 // operator is a real paho client subscribed to everything under the device.
 type operator struct {
-	c    paho.Client
-	log  *msgLog
+	*mqtttest.Client
 	base string // hl7edge/<device>/
 	seq  atomic.Int64
 }
 
 func newOperator(t *testing.T, url, device string) *operator {
 	t.Helper()
-	op := &operator{log: newMsgLog(), base: "hl7edge/" + device + "/"}
-	opts := paho.NewClientOptions().AddBroker(url).
-		SetClientID(fmt.Sprintf("operator-%s-%d", device, time.Now().UnixNano())).
-		SetOrderMatters(true).SetAutoReconnect(false).SetCleanSession(true).
-		SetStore(paho.NewMemoryStore()).SetConnectTimeout(5 * time.Second)
-	op.c = paho.NewClient(opts)
-	if tok := op.c.Connect(); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
-		t.Fatalf("operator connect to %s: %v", url, tok.Error())
-	}
-	t.Cleanup(func() { op.c.Disconnect(100) })
-	tok := op.c.Subscribe(op.base+"#", 1, func(_ paho.Client, m paho.Message) {
-		op.log.add(rmsg{topic: m.Topic(), payload: bytes.Clone(m.Payload()), retained: m.Retained()})
-	})
-	if !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
-		t.Fatalf("operator subscribe: %v", tok.Error())
-	}
-	return op
+	base := "hl7edge/" + device + "/"
+	return &operator{Client: mqtttest.Subscribe(t, url, base+"#", mqtttest.ClientOptions{}), base: base}
 }
 
 // response is a cmd/res answer with its data kept raw.
@@ -382,17 +201,15 @@ func (op *operator) send(t *testing.T, name string, args any, opts ...cmdOpt) an
 	if err != nil {
 		t.Fatal(err)
 	}
-	from := op.log.mark()
-	if tok := op.c.Publish(op.base+"cmd/req", 1, false, b); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
-		t.Fatalf("publish %s: %v", name, tok.Error())
-	}
+	from := op.Log.Mark()
+	op.Publish(t, op.base+"cmd/req", false, string(b))
 	var a answer
-	_, m := op.log.waitFor(t, from, "the final answer to "+id+" ("+name+")", func(m rmsg) bool {
-		if m.topic != op.base+"cmd/res" {
+	_, m := op.Log.WaitFor(t, from, "the final answer to "+id+" ("+name+")", func(m mqtttest.Message) bool {
+		if m.Topic != op.base+"cmd/res" {
 			return false
 		}
 		var r response
-		if json.Unmarshal(m.payload, &r) != nil || r.ID != id {
+		if json.Unmarshal(m.Payload, &r) != nil || r.ID != id {
 			return false
 		}
 		if r.Status == command.Accepted {
@@ -401,7 +218,7 @@ func (op *operator) send(t *testing.T, name string, args any, opts ...cmdOpt) an
 		}
 		return true
 	})
-	if err := json.Unmarshal(m.payload, &a.response); err != nil {
+	if err := json.Unmarshal(m.Payload, &a.response); err != nil {
 		t.Fatal(err)
 	}
 	return a
@@ -445,9 +262,9 @@ func (op *operator) waitState(t *testing.T, kind health.Kind, name string, want 
 // waitAlarm waits for an alarm of kind published at or after from.
 func (op *operator) waitAlarm(t *testing.T, from int, kind string) map[string]any {
 	t.Helper()
-	_, m := op.log.waitFor(t, from, "alarm "+kind, jsonHas(op.base+"alarm", map[string]any{"kind": kind}))
+	_, m := op.Log.WaitFor(t, from, "alarm "+kind, mqtttest.JSONHas(op.base+"alarm", map[string]any{"kind": kind}))
 	var v map[string]any
-	if err := json.Unmarshal(m.payload, &v); err != nil {
+	if err := json.Unmarshal(m.Payload, &v); err != nil {
 		t.Fatal(err)
 	}
 	return v
@@ -456,9 +273,9 @@ func (op *operator) waitAlarm(t *testing.T, from int, kind string) map[string]an
 // alarms lists the kinds of every alarm seen since from.
 func (op *operator) alarms(from int) []string {
 	var out []string
-	for _, m := range op.log.all()[from:] {
+	for _, m := range op.Log.All()[from:] {
 		var v struct{ Kind string }
-		if m.topic == op.base+"alarm" && json.Unmarshal(m.payload, &v) == nil {
+		if m.Topic == op.base+"alarm" && json.Unmarshal(m.Payload, &v) == nil {
 			out = append(out, v.Kind)
 		}
 	}
@@ -492,7 +309,7 @@ func newRig(t *testing.T, device string) *rig {
 		archive: filepath.Join(dir, "archive"),
 	}
 	r.broker = startBroker(t)
-	r.mllpPort = freePort(t)
+	r.mllpPort = mqtttest.FreePort(t)
 	return r
 }
 
@@ -520,7 +337,7 @@ destinations:
     dir: %s
 %smqtt:
   broker: %s
-`, r.device, r.spool, r.socket, port, r.archive, extraDestinations, r.broker.url)
+`, r.device, r.spool, r.socket, port, r.archive, extraDestinations, r.broker.URL)
 }
 
 func (r *rig) writeConfig(text string) {
@@ -664,17 +481,17 @@ func (rn *running) stop(t *testing.T) {
 // and returns the session number.
 func (op *operator) waitOnline(t *testing.T, from int) (int, uint64) {
 	t.Helper()
-	i, m := op.log.waitFor(t, from, "an online status", jsonHas(op.base+"status", map[string]any{"state": "online"}))
+	i, m := op.Log.WaitFor(t, from, "an online status", mqtttest.JSONHas(op.base+"status", map[string]any{"state": "online"}))
 	var st struct {
 		State   string `json:"state"`
 		Session uint64 `json:"session"`
 		Version string `json:"version"`
 	}
-	if err := json.Unmarshal(m.payload, &st); err != nil {
+	if err := json.Unmarshal(m.Payload, &st); err != nil {
 		t.Fatal(err)
 	}
 	if st.Session == 0 || st.Version != testVersion {
-		t.Fatalf("birth %s: want a session number > 0 and version %q", m.payload, testVersion)
+		t.Fatalf("birth %s: want a session number > 0 and version %q", m.Payload, testVersion)
 	}
 	return i, st.Session
 }
