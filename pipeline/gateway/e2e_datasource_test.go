@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hl7edge/hl7edge/pipeline/mllp/mllptest"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/refserver"
 )
 
@@ -51,7 +52,7 @@ func TestE2EDataSourceToMLLP(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rcv := r.startMLLPReceiver()
+	rcv := mllptest.Start(t)
 	start := time.Now()
 	g := r.startGateway(dataSourceYAML, map[string]string{"URL": ws.URL, "RCV": rcv.Addr})
 

@@ -30,7 +30,6 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/hl7edge/hl7edge/device/health"
-	"github.com/hl7edge/hl7edge/pipeline/flow"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
@@ -650,86 +649,6 @@ func oru(control string) []byte { return msgSpec{Control: control}.build() }
 
 // controlID reads MSH-10.
 func controlID(raw []byte) string { return wire.ReadMSH(raw).ControlID }
-
-// ---------------------------------------------------------------------------
-// A small MLLP receiver that ACKs AA and records what it got.
-
-type mllpReceiver struct {
-	Addr string
-	mu   sync.Mutex
-	got  [][]byte
-}
-
-func (r *rig) startMLLPReceiver() *mllpReceiver {
-	r.tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		r.tb.Fatal(err)
-	}
-	rcv := &mllpReceiver{Addr: ln.Addr().String()}
-	var wg sync.WaitGroup
-	var connsMu sync.Mutex
-	var conns []net.Conn
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			connsMu.Lock()
-			conns = append(conns, c)
-			connsMu.Unlock()
-			wg.Go(func() { rcv.serve(c) })
-		}
-	})
-	r.tb.Cleanup(func() {
-		_ = ln.Close()
-		connsMu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		connsMu.Unlock()
-		wg.Wait()
-	})
-	return rcv
-}
-
-func (rcv *mllpReceiver) serve(c net.Conn) {
-	defer c.Close()
-	rd := mllp.NewReader(c, 1<<20)
-	for {
-		f, err := rd.ReadFrame()
-		if err != nil {
-			return
-		}
-		m, err := hl7.Parse(f.Data)
-		var ack []byte
-		if err != nil {
-			ack = hl7.ACKUnparsed(f.Data, flow.Rejected, hl7.ErrorCode(err), "unparseable", "RCV", time.Now())
-		} else {
-			rcv.mu.Lock()
-			rcv.got = append(rcv.got, f.Data)
-			rcv.mu.Unlock()
-			ack = hl7.ACK(m, flow.Accepted, 0, "", "RCV", time.Now())
-		}
-		if err := mllp.WriteFrame(c, ack); err != nil {
-			return
-		}
-	}
-}
-
-// Got returns copies of every message received, in arrival order.
-func (rcv *mllpReceiver) Got() [][]byte {
-	rcv.mu.Lock()
-	defer rcv.mu.Unlock()
-	return slices.Clone(rcv.got)
-}
-
-func (rcv *mllpReceiver) Len() int {
-	rcv.mu.Lock()
-	defer rcv.mu.Unlock()
-	return len(rcv.got)
-}
 
 // ---------------------------------------------------------------------------
 // Small things.
