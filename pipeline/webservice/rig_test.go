@@ -66,17 +66,7 @@ func (c *fakeClock) now() time.Time { return c.t }
 func newRig(t testing.TB, modServer func(*refserver.Config), modDest func(*DestinationConfig)) *rig {
 	t.Helper()
 	r := &rig{pki: wstest.NewPKI(t), store: t.TempDir(), logs: &wstest.LogBuffer{}, clock: &fakeClock{t: time.Unix(1_700_000_000, 0)}}
-	scfg := refserver.Config{StoreDir: r.store, MailboxDir: t.TempDir(), Logon: testLogon, Password: testPassword}
-	if modServer != nil {
-		modServer(&scfg)
-	}
-	ref, err := refserver.New(scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ref.Close() })
-	r.ref = ref
-	r.srv = wstest.StartTLS(t, r.pki, ref, nil)
+	r.ref, r.srv = startRef(t, r.pki, refserver.Config{StoreDir: r.store, MailboxDir: t.TempDir()}, modServer)
 	r.reg = health.NewRegistry("ward3-gw", "1.0.0", nil)
 	r.health = r.reg.Component(health.Destination, "ehr", "webservice")
 	cfg := r.destConfig(t, r.srv.URL+"/hl7/ping")
@@ -88,14 +78,36 @@ func newRig(t testing.TB, modServer func(*refserver.Config), modDest func(*Desti
 	return r
 }
 
-func (r *rig) destConfig(t testing.TB, url string) DestinationConfig {
-	return DestinationConfig{Peer: Peer{
+// startRef runs a reference server that requires testLogon and
+// testPassword, with cfg changed by mod when it is not nil, behind HTTPS
+// with pki's server certificate until the test ends.
+func startRef(t testing.TB, pki *wstest.PKI, cfg refserver.Config, mod func(*refserver.Config)) (*refserver.Server, *wstest.Server) {
+	t.Helper()
+	cfg.Logon, cfg.Password = testLogon, testPassword
+	if mod != nil {
+		mod(&cfg)
+	}
+	ref, err := refserver.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ref.Close() })
+	return ref, wstest.StartTLS(t, pki, ref, nil)
+}
+
+// testPeer reaches url as testLogon with testPassword, trusting pki's CA.
+func testPeer(t testing.TB, pki *wstest.PKI, url string) Peer {
+	return Peer{
 		URL:          url,
 		LogonID:      testLogon,
 		PasswordFile: wstest.PasswordFile(t, testPassword),
-		CAFile:       r.pki.CAFile,
+		CAFile:       pki.CAFile,
 		Timeout:      units.Duration(5 * time.Second),
-	}}
+	}
+}
+
+func (r *rig) destConfig(t testing.TB, url string) DestinationConfig {
+	return DestinationConfig{Peer: testPeer(t, r.pki, url)}
 }
 
 func (r *rig) newDest(t testing.TB, cfg DestinationConfig) *Destination {

@@ -86,27 +86,8 @@ func newSourceRig(t *testing.T, n int, modServer func(*refserver.Config), modSrc
 		r.want[id] = raw
 		r.ids = append(r.ids, id)
 	}
-	scfg := refserver.Config{StoreDir: t.TempDir(), MailboxDir: r.mailbox, Logon: testLogon, Password: testPassword}
-	if modServer != nil {
-		modServer(&scfg)
-	}
-	ref, err := refserver.New(scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ref.Close() })
-	r.ref = ref
-	r.srv = wstest.StartTLS(t, r.pki, ref, nil)
-	cfg := SourceConfig{
-		Peer: Peer{
-			URL:          r.srv.URL + "/hl7/ping",
-			LogonID:      testLogon,
-			PasswordFile: wstest.PasswordFile(t, testPassword),
-			CAFile:       r.pki.CAFile,
-			Timeout:      units.Duration(5 * time.Second),
-		},
-		Reping: true,
-	}
+	r.ref, r.srv = startRef(t, r.pki, refserver.Config{StoreDir: t.TempDir(), MailboxDir: r.mailbox}, modServer)
+	cfg := SourceConfig{Peer: testPeer(t, r.pki, r.srv.URL+"/hl7/ping"), Reping: true}
 	if modSrc != nil {
 		modSrc(&cfg)
 	}
