@@ -118,20 +118,7 @@ func TestCrashSafety(t *testing.T) {
 	}
 	d.stop()
 
-	files, _ := filepath.Glob(filepath.Join(dir, "archive", "*.hl7"))
-	guidsOf := map[string][]string{}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := hl7.Parse(b)
-		if err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		id := m.Header().ControlID
-		guidsOf[id] = append(guidsOf[id], strings.TrimSuffix(filepath.Base(f), ".hl7"))
-	}
+	guidsOf := readArchive(t, filepath.Join(dir, "archive"))
 	lost := 0
 	for id := range acked {
 		if len(guidsOf[id]) == 0 {

@@ -17,6 +17,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/admin"
 	"github.com/hl7edge/hl7edge/device/appliance"
 	"github.com/hl7edge/hl7edge/device/command"
+	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/storage"
 )
 
@@ -61,6 +62,40 @@ func freePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// archiveCopy is one <GUID>.hl7 file in a file destination's directory.
+type archiveCopy struct {
+	GUID string
+	Data []byte
+}
+
+// String is the GUID alone, so a list of copies prints short and without content.
+func (c archiveCopy) String() string { return c.GUID }
+
+// readArchive returns every <GUID>.hl7 file in dir by the control ID
+// (MSH-10) it holds: more than one copy of a control ID is a duplicate
+// delivery, none a loss.
+func readArchive(t testing.TB, dir string) map[string][]archiveCopy {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.hl7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]archiveCopy{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := hl7.Parse(b)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		id := m.Header().ControlID
+		out[id] = append(out[id], archiveCopy{GUID: strings.TrimSuffix(filepath.Base(f), ".hl7"), Data: b})
+	}
+	return out
 }
 
 func startDaemon(t testing.TB, cfgPath, socket, waitAddr string) *daemon {

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/hl7edge/hl7edge/pipeline/hl7"
 )
 
 const fileGatewayConfig = `device: {id: interop-gw, board: sim}
@@ -76,20 +74,14 @@ func TestMLLPSendInterop(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	files, _ := filepath.Glob(filepath.Join(dir, "archive", "*.hl7"))
-	if len(files) != n {
-		t.Fatalf("%d files in the file destination, want %d", len(files), n)
-	}
-	for _, f := range files {
-		b, _ := os.ReadFile(f)
-		m, err := hl7.Parse(b)
-		if err != nil {
-			t.Fatal(err)
+	for id, copies := range readArchive(t, filepath.Join(dir, "archive")) {
+		if len(copies) != 1 {
+			t.Fatalf("control ID %s is in the file destination %d times: %v", id, len(copies), copies)
 		}
-		if want := sent[m.Header().ControlID]; !bytes.Equal(b, want) {
-			t.Fatalf("%s differs from what was sent as %s", f, m.Header().ControlID)
+		if want, ok := sent[id]; !ok || !bytes.Equal(copies[0].Data, want) {
+			t.Fatalf("%s.hl7 differs from what was sent as %s", copies[0].GUID, id)
 		}
-		delete(sent, m.Header().ControlID)
+		delete(sent, id)
 	}
 	if len(sent) != 0 {
 		t.Fatalf("%d messages missing from the file destination", len(sent))

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/testpki"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/refserver"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/wire"
@@ -159,24 +158,15 @@ func TestPullSourceKillBetweenStoreAndAck(t *testing.T) {
 	if src.State != "up" || src.Counters["polls"] == 0 || src.Counters["duplicates"] == 0 {
 		t.Errorf("spool stats shows the pull source as %+v; want up, with polls and the re-offered duplicate counted", src)
 	}
-	files, _ := filepath.Glob(filepath.Join(dir, "archive", "*.hl7"))
-	guids := map[string][]string{}
-	for _, f := range files {
-		b, _ := os.ReadFile(f)
-		m, err := hl7.Parse(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		guids[m.Header().ControlID] = append(guids[m.Header().ControlID], filepath.Base(f))
-	}
+	guids := readArchive(t, filepath.Join(dir, "archive"))
 	for i := range n {
 		id := fmt.Sprintf("ORD%04d", i)
 		if len(guids[id]) != 1 {
 			t.Errorf("%s reached the destination %d times (%v), want once", id, len(guids[id]), guids[id])
 		}
 	}
-	t.Logf("%d mailbox messages, %d acks, %d SIGKILLs between store and ack, %d files delivered, source counters %v",
-		n, acks, kills, len(files), src.Counters)
+	t.Logf("%d mailbox messages, %d acks, %d SIGKILLs between store and ack, %d control IDs delivered, source counters %v",
+		n, acks, kills, len(guids), src.Counters)
 	if kills == 0 {
 		t.Fatal("no kill happened between store and ack")
 	}
