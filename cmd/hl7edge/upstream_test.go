@@ -6,10 +6,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/hl7edge/hl7edge/pipeline/logtest"
 	"github.com/hl7edge/hl7edge/pipeline/testpki"
 )
 
@@ -36,7 +36,7 @@ func TestWebserviceAndCheckUpstream(t *testing.T) {
 	port := freePort(t)
 	ws := exec.Command(binPath, "webservice", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--store", filepath.Join(dir, "store"),
 		"--tls-cert", files.Cert, "--tls-key", files.Key, "--logon", "gw-17", "--password-file", pw)
-	wsOut := &syncBuffer{}
+	wsOut := &logtest.Buffer{}
 	ws.Stdout, ws.Stderr = wsOut, wsOut
 	if err := ws.Start(); err != nil {
 		t.Fatal(err)
@@ -53,14 +53,14 @@ func TestWebserviceAndCheckUpstream(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if err != nil {
-		t.Fatalf("check-upstream against the reference service failed: %v\n%s\nservice log:\n%s", err, out, string(wsOut.bytes()))
+		t.Fatalf("check-upstream against the reference service failed: %v\n%s\nservice log:\n%s", err, out, string(wsOut.Bytes()))
 	}
 	for _, want := range []string{"test post acknowledged", "repeated GUID acknowledged", "all checks passed"} {
 		if !bytes.Contains(out, []byte(want)) {
 			t.Errorf("report lacks %q:\n%s", want, out)
 		}
 	}
-	if bytes.Contains(wsOut.bytes(), []byte("s3cret-pass")) || bytes.Contains(out, []byte("s3cret-pass")) {
+	if bytes.Contains(wsOut.Bytes(), []byte("s3cret-pass")) || bytes.Contains(out, []byte("s3cret-pass")) {
 		t.Fatal("the password appears in output")
 	}
 	// Without the CA the same service must be refused: verification is on.
@@ -68,22 +68,4 @@ func TestWebserviceAndCheckUpstream(t *testing.T) {
 	if err == nil {
 		t.Fatalf("check-upstream trusted an unknown CA:\n%s", out)
 	}
-}
-
-// syncBuffer collects a child process's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.b.Bytes())
 }

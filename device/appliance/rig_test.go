@@ -8,7 +8,6 @@ package appliance_test
 // spool is a real Badger directory.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -29,6 +28,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/device/health"
 	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
+	"github.com/hl7edge/hl7edge/pipeline/logtest"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
 )
 
@@ -372,26 +372,8 @@ func files(t *testing.T, dir string) int {
 // ---------------------------------------------------------------------------
 // The running appliance.
 
-// syncBuffer is a goroutine-safe buffer for the appliance's log.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type running struct {
-	logs   *syncBuffer
+	logs   *logtest.Buffer
 	cancel context.CancelFunc
 	done   chan error
 	mu     sync.Mutex
@@ -425,7 +407,7 @@ func (rn *running) waitStarts(t *testing.T, n int) *appliance.Box {
 func (r *rig) start(o appliance.Options) *running {
 	t := r.t
 	t.Helper()
-	rn := &running{logs: &syncBuffer{}, done: make(chan error, 1)}
+	rn := &running{logs: &logtest.Buffer{}, done: make(chan error, 1)}
 	o.ConfigPath = r.cfgPath
 	o.Version = testVersion
 	o.LogOut = rn.logs

@@ -1,18 +1,17 @@
 package mqttagent
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/pipeline/logtest"
 )
 
 // Environment of the child process that runs an agent until it is killed.
@@ -67,30 +66,12 @@ func tune(a *Agent) {
 
 const waitLimit = 10 * time.Second
 
-// syncBuffer is a goroutine-safe buffer for logs and process output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // runner is an agent running in the test process.
 type runner struct {
 	a      *Agent
 	reg    *health.Registry
 	disp   *command.Dispatcher
-	logs   *syncBuffer
+	logs   *logtest.Buffer
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -117,7 +98,7 @@ func newAgent(t *testing.T, cfg Config, s agentSetup) *runner {
 	if s.sessionFile == "" {
 		s.sessionFile = filepath.Join(t.TempDir(), "mqtt.session")
 	}
-	r := &runner{logs: &syncBuffer{}, done: make(chan error, 1)}
+	r := &runner{logs: &logtest.Buffer{}, done: make(chan error, 1)}
 	r.reg = health.NewRegistry(s.device, "1.2.3", nil)
 	r.disp = command.NewDispatcher(nil)
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(r.logs, t.Output()), &slog.HandlerOptions{Level: slog.LevelDebug}))

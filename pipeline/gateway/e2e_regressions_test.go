@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/pipeline/logtest"
 )
 
 // TestE2EHealthDeliveredCountedOnce: the health counter "delivered" of
@@ -141,7 +142,7 @@ func TestRigSecretCheckCanFail(t *testing.T) {
 		"patient in health":  func(g *gwRig) { g.Health.Component("destination", "d", "x").Fail("down", "bad "+patientName) },
 		"password in health": func(g *gwRig) { g.Health.Component("source", "s", "x").Fail("", testPassword) },
 	} {
-		g := &gwRig{Logs: &syncBuffer{}, Alarms: &alarmLog{}, Health: health.NewRegistry("d", "v", nil)}
+		g := &gwRig{Logs: &logtest.Buffer{}, Alarms: &alarmLog{}, Health: health.NewRegistry("d", "v", nil)}
 		clean := &failRecorder{TB: t}
 		g.assertNoSecrets(clean)
 		plant(g)

@@ -32,6 +32,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/health"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
+	"github.com/hl7edge/hl7edge/pipeline/logtest"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
 	"github.com/hl7edge/hl7edge/pipeline/testpki"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/refserver"
@@ -441,7 +442,7 @@ func (c *captureWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 type gwRig struct {
 	GW       *gateway.Gateway
 	Health   *health.Registry
-	Logs     *syncBuffer
+	Logs     *logtest.Buffer
 	Alarms   *alarmLog
 	MLLPAddr string // the address of the source named "in", when there is one
 
@@ -499,7 +500,7 @@ func (r *rig) startGateway(yamlText string, extra map[string]string) *gwRig {
 	if err := gateway.Validate(f.Sources, f.Destinations); err != nil {
 		r.tb.Fatalf("config: %v", err)
 	}
-	g := &gwRig{Logs: &syncBuffer{}, Alarms: &alarmLog{}, MLLPAddr: mllpAddr, done: make(chan error, 1)}
+	g := &gwRig{Logs: &logtest.Buffer{}, Alarms: &alarmLog{}, MLLPAddr: mllpAddr, done: make(chan error, 1)}
 	g.Health = health.NewRegistry("e2e-gw", "v1.2.3", nil)
 	log := slog.New(slog.NewJSONHandler(g.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	gw, err := gateway.New(gateway.Config{
@@ -663,23 +664,6 @@ func waitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 type alarm struct{ Kind, Detail string }

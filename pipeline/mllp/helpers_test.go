@@ -6,12 +6,12 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/pipeline/logtest"
 )
 
 // testServer is a Server serving on 127.0.0.1:0 for one test.
@@ -20,7 +20,7 @@ type testServer struct {
 	comp   *health.Component
 	cancel context.CancelFunc
 	done   chan error
-	logs   *syncBuffer
+	logs   *logtest.Buffer
 
 	stopOnce sync.Once
 }
@@ -32,7 +32,7 @@ func startServer(t testing.TB, cfg ListenerConfig, h Handler) *testServer {
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
 	}
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	comp := health.NewRegistry("test", "v0", nil).Component(health.Source, "mllp-test", "mllp")
 	s, err := NewServer("mllp-test", cfg, h, log, comp)
@@ -148,27 +148,5 @@ func (c *rawConn) expectClosed(t testing.TB) {
 		t.Fatalf("connection still open after 10s: %v", err)
 	}
 }
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) Bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return bytes.Clone(b.buf.Bytes())
-}
-
-func (b *syncBuffer) String() string { return string(b.Bytes()) }
-
-func (b *syncBuffer) Contains(s string) bool { return strings.Contains(b.String(), s) }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -14,6 +14,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/health"
 	"github.com/hl7edge/hl7edge/pipeline/backoff"
 	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/logtest"
 	"github.com/hl7edge/hl7edge/pipeline/units"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/internal/wstest"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/refserver"
@@ -33,7 +34,7 @@ type rig struct {
 	dest   *Destination
 	health *health.Component
 	reg    *health.Registry
-	logs   *wstest.LogBuffer
+	logs   *logtest.Buffer
 	clock  *fakeClock
 	alarms alarmLog
 }
@@ -65,7 +66,7 @@ func (c *fakeClock) now() time.Time { return c.t }
 // never reached the logs or health.
 func newRig(t testing.TB, modServer func(*refserver.Config), modDest func(*DestinationConfig)) *rig {
 	t.Helper()
-	r := &rig{pki: wstest.NewPKI(t), store: t.TempDir(), logs: &wstest.LogBuffer{}, clock: &fakeClock{t: time.Unix(1_700_000_000, 0)}}
+	r := &rig{pki: wstest.NewPKI(t), store: t.TempDir(), logs: &logtest.Buffer{}, clock: &fakeClock{t: time.Unix(1_700_000_000, 0)}}
 	r.ref, r.srv = startRef(t, r.pki, refserver.Config{StoreDir: r.store, MailboxDir: t.TempDir()}, modServer)
 	r.reg = health.NewRegistry("ward3-gw", "1.0.0", nil)
 	r.health = r.reg.Component(health.Destination, "ehr", "webservice")

@@ -18,6 +18,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/health"
 	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/logtest"
 	"github.com/hl7edge/hl7edge/pipeline/units"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/internal/wstest"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/refserver"
@@ -69,14 +70,14 @@ type sourceRig struct {
 	src     *Source
 	reg     *health.Registry
 	health  *health.Component
-	logs    *wstest.LogBuffer
+	logs    *logtest.Buffer
 	want    map[string][]byte // mailbox ID -> bytes
 	ids     []string          // in mailbox order
 }
 
 func newSourceRig(t *testing.T, n int, modServer func(*refserver.Config), modSrc func(*SourceConfig)) *sourceRig {
 	t.Helper()
-	r := &sourceRig{pki: wstest.NewPKI(t), mailbox: t.TempDir(), intake: &memIntake{}, logs: &wstest.LogBuffer{}, want: map[string][]byte{}}
+	r := &sourceRig{pki: wstest.NewPKI(t), mailbox: t.TempDir(), intake: &memIntake{}, logs: &logtest.Buffer{}, want: map[string][]byte{}}
 	for i := 1; i <= n; i++ {
 		id := fmt.Sprintf("ORD%05d", i)
 		raw := []byte(fmt.Sprintf("MSH|^~\\&|HIS|HOSP|LAB|WARD3|20250101||ORM^O01|ORD%05d|P|2.3\rPID|1||TEST%05d\rORC|NW|%d\r", i, i, i))
