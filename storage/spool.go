@@ -48,6 +48,12 @@ type Result struct {
 	Seq           uint64
 	Duplicate     bool // RemoteID was stored before: nothing written
 	Undeliverable bool
+	// Headroom is true when, after this write, the spool is below its
+	// low-water mark: at most 90% of max_bytes in use and min_free_disk plus
+	// a tenth of max_bytes free on the file system. A "spool full" state
+	// should end only then; ending it at the first message that fits makes
+	// the alarm flap while senders keep the spool at its limit.
+	Headroom bool
 }
 
 type appendReq struct {
@@ -389,6 +395,12 @@ func (s *Spool) commit(batch []*appendReq) {
 	seq := s.lastSeq
 	curSeg, curSegCount := s.curSeg, s.curSegCount
 	rolled := false
+	margin, usedBefore := int64(s.cfg.MaxBytes)/10, used
+	headroom := func(used int64) bool {
+		// free was read before this group; its writes come off it.
+		diskFree := free - (used - usedBefore)
+		return used <= int64(s.cfg.MaxBytes)-margin && (free <= 0 || diskFree >= int64(s.cfg.MinFreeDisk)+margin)
+	}
 	// A group may need several transactions; each write remembers which one
 	// carried it so that accounting follows exactly what was committed.
 	var txnErrs []error
@@ -410,14 +422,14 @@ func (s *Spool) commit(batch []*appendReq) {
 		if e.RemoteID != "" {
 			rk := remoteKey(e.Source, e.RemoteID)
 			if g, ok := seenRemote[string(rk)]; ok {
-				w.res = Result{GUID: g, Duplicate: true}
+				w.res = Result{GUID: g, Duplicate: true, Headroom: headroom(used)}
 				continue
 			}
 			if g, found, err := getString(txn, rk); err != nil {
 				w.err = fmt.Errorf("spool lookup of remembered ID: %w", err)
 				continue
 			} else if found {
-				w.res = Result{GUID: g, Duplicate: true}
+				w.res = Result{GUID: g, Duplicate: true, Headroom: headroom(used)}
 				continue
 			}
 		}
@@ -491,8 +503,8 @@ func (s *Spool) commit(batch []*appendReq) {
 		w.txn = len(txnErrs)
 		w.bytes = int64(len(val)) + 17
 		w.dests = e.Dests
-		w.res = Result{GUID: e.GUID.String(), Seq: seq, Undeliverable: w.undeliv}
 		used += size
+		w.res = Result{GUID: e.GUID.String(), Seq: seq, Undeliverable: w.undeliv, Headroom: headroom(used)}
 	}
 	if txnSize > 0 || seq != s.lastSeq {
 		if err := txn.SetEntry(badger.NewEntry(keyLastSeq, binary.BigEndian.AppendUint64(nil, seq))); err != nil && txnErr == nil {

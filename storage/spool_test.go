@@ -105,15 +105,24 @@ func TestQuotaRefusesThenAcceptsAfterDrain(t *testing.T) {
 	defer s.Close()
 	big := make([]byte, 512<<10)
 	ctx := context.Background()
-	n := 0
+	n, lastRoomy := 0, -1
 	for ; n < 100; n++ {
-		_, err = s.Append(ctx, Entry{Source: "s", Raw: big, Dests: []string{"a"}})
+		var r Result
+		r, err = s.Append(ctx, Entry{Source: "s", Raw: big, Dests: []string{"a"}})
 		if err != nil {
 			break
+		}
+		if r.Headroom {
+			lastRoomy = n
 		}
 	}
 	if !errors.Is(err, ErrFull) || n < 20 || n > 32 {
 		t.Fatalf("after %d messages: %v, want ErrFull near 16MiB", n, err)
+	}
+	// Headroom ends at the low-water mark, 90% of 16 MiB: message 28 of
+	// 512 KiB (0-based 27) is the last one at or below it.
+	if lastRoomy < 0 || int64(lastRoomy+1)*(512<<10+128) > 16<<20*9/10 || int64(lastRoomy+2)*(512<<10+128) <= 16<<20*9/10 {
+		t.Errorf("last write with headroom was message %d of %d; want the last one at or below 90%% of max_bytes", lastRoomy, n)
 	}
 	// Drain everything: whole segments go, the quota frees up.
 	ms, _ := s.Next("a", 0, 1000)
@@ -128,8 +137,12 @@ func TestQuotaRefusesThenAcceptsAfterDrain(t *testing.T) {
 	// One more message moves writing to a new segment, so the old ones can go.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		_, err = s.Append(ctx, Entry{Source: "s", Raw: big, Dests: []string{"a"}})
+		var r Result
+		r, err = s.Append(ctx, Entry{Source: "s", Raw: big, Dests: []string{"a"}})
 		if err == nil {
+			if !r.Headroom {
+				t.Errorf("first write after draining everything has no headroom (stats %+v)", s.Stats())
+			}
 			break
 		}
 		if time.Now().After(deadline) {

@@ -43,7 +43,7 @@ type Intake struct {
 	spool  Spool
 	router *route.Router
 	o      Options
-	full   atomic.Bool // the last append was refused for a full spool
+	full   atomic.Bool // a spool_full alarm is raised and spool_ok not yet
 }
 
 var _ flow.Intake = (*Intake)(nil)
@@ -114,8 +114,11 @@ func (in *Intake) Accept(ctx context.Context, msg flow.Inbound) flow.Outcome {
 		out.ACK = hl7.ACK(m, flow.Error, hl7.CodeInternalError, reason, ackID, now)
 		return out
 	}
-	if in.full.CompareAndSwap(true, false) && in.o.Alarm != nil {
-		in.o.Alarm("spool_ok", "spool accepts messages again")
+	// The full state ends when the spool has real room again, not at the
+	// first message that fits: senders retrying at the limit would otherwise
+	// raise a spool_full/spool_ok pair for every few messages.
+	if res.Headroom && in.full.CompareAndSwap(true, false) && in.o.Alarm != nil {
+		in.o.Alarm("spool_ok", "spool is below 90% of max_bytes again and accepts messages")
 	}
 	out.Code, out.GUID, out.Duplicate = flow.Accepted, res.GUID, res.Duplicate
 	switch {

@@ -2,6 +2,8 @@ package intake
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -97,5 +99,46 @@ func TestFullSpoolAnswersAEAndRaisesAlarm(t *testing.T) {
 	}
 	if len(*alarms) != 1 || (*alarms)[0] != "spool_full" {
 		t.Fatalf("alarms %v, want one spool_full", *alarms)
+	}
+}
+
+// scriptedSpool answers Append from a script, so a test can put intake
+// through exactly the sequence of full and not-quite-free answers that
+// senders retrying at the limit produce.
+type scriptedSpool struct {
+	answers []error // nil: stored; errNoHeadroom: stored above the low-water mark
+	n       int
+}
+
+var errNoHeadroom = errors.New("stored, no headroom")
+
+func (s *scriptedSpool) Append(context.Context, storage.Entry) (storage.Result, error) {
+	a := s.answers[s.n]
+	s.n++
+	switch {
+	case a == nil:
+		return storage.Result{GUID: "g", Headroom: true}, nil
+	case errors.Is(a, errNoHeadroom):
+		return storage.Result{GUID: "g"}, nil
+	}
+	return storage.Result{}, a
+}
+
+func TestSpoolAlarmsDoNotFlapAtTheLimit(t *testing.T) {
+	full := fmt.Errorf("%w: test", storage.ErrFull)
+	sp := &scriptedSpool{answers: []error{nil, full, errNoHeadroom, full, errNoHeadroom, errNoHeadroom, full, nil, nil, full}}
+	r := route.New([]route.Destination{{Name: "ehr"}})
+	var alarms []string
+	in := New(sp, r, Options{Alarm: func(kind, _ string) { alarms = append(alarms, kind) }})
+	var codes []string
+	for i := range sp.answers {
+		o := in.Accept(context.Background(), flow.Inbound{Source: "mon", Raw: fmt.Appendf(nil, "MSH|^~\\&|LAB|W|EHR|H|20261122||ORU^R01|C%d|P|2.5.1\rPID|1\r", i)})
+		codes = append(codes, string(o.Code))
+	}
+	if want := "AA AE AA AE AA AA AE AA AA AE"; strings.Join(codes, " ") != want {
+		t.Errorf("answers %v, want %s", codes, want)
+	}
+	if want := "spool_full spool_ok spool_full"; strings.Join(alarms, " ") != want {
+		t.Errorf("alarms %v, want %s: one pair per episode, ended only by a write with headroom", alarms, want)
 	}
 }
