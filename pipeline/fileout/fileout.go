@@ -30,12 +30,39 @@ type Output struct{ dir string }
 
 var _ flow.Output = (*Output)(nil)
 
-// New makes the directory if needed.
+// tmpPattern names the temporary files Deliver writes before the rename.
+const tmpPattern = ".tmp-*"
+
+// New makes the directory if needed and removes the temporary files a crash
+// or power cut left between write and rename. They hold message content
+// (patient data) that no reader will ever pick up, and their messages are
+// still queued in the spool, so they are delivered again in full.
 func New(c Config) (*Output, error) {
 	if err := os.MkdirAll(c.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("file destination directory %s: %w", c.Dir, err)
 	}
+	if err := removeLeftovers(c.Dir); err != nil {
+		return nil, err
+	}
 	return &Output{dir: c.Dir}, nil
+}
+
+// removeLeftovers deletes the .tmp-* files in dir and syncs the directory so
+// their removal is durable too.
+func removeLeftovers(dir string) error {
+	left, err := filepath.Glob(filepath.Join(dir, tmpPattern))
+	if err != nil {
+		return fmt.Errorf("file destination %s: %w", dir, err)
+	}
+	if len(left) == 0 {
+		return nil
+	}
+	for _, p := range left {
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("file destination: remove interrupted write %s: %w (remove it by hand; it holds message content)", p, err)
+		}
+	}
+	return syncDir(dir)
 }
 
 // Deliver writes <GUID>.hl7 through a temporary file, fsync and rename, so a
@@ -43,7 +70,7 @@ func New(c Config) (*Output, error) {
 // file with the same bytes.
 func (o *Output) Deliver(_ context.Context, m *flow.Message) error {
 	final := filepath.Join(o.dir, m.GUID+".hl7")
-	f, err := os.CreateTemp(o.dir, ".tmp-*")
+	f, err := os.CreateTemp(o.dir, tmpPattern)
 	if err != nil {
 		return fmt.Errorf("file destination %s: %w (check the directory exists and is writable)", o.dir, err)
 	}
