@@ -11,16 +11,16 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/hl7edge/hl7edge/board/led"
 	"github.com/hl7edge/hl7edge/board/rpi"
 	"github.com/hl7edge/hl7edge/board/sim"
 	"github.com/hl7edge/hl7edge/board/sysfs"
-	"github.com/hl7edge/hl7edge/device/leds"
 )
 
 // Board supplies the LED pins of one profile.
 type Board interface {
-	// Pins are indexed by leds.LED; nil means the board has no such LED.
-	Pins() leds.Pins
+	// Pins are indexed by led.LED; nil means the board has no such LED.
+	Pins() led.Pins
 	// Close turns the LEDs off and gives the hardware back.
 	Close() error
 }
@@ -62,16 +62,16 @@ func (c *LEDConfig) SetDefaults() {
 	}
 }
 
-// Names returns the four names indexed by leds.LED.
-func (c LEDConfig) Names() [leds.NumLEDs]string {
-	return [leds.NumLEDs]string{leds.SYS: c.Sys, leds.LINK: c.Link, leds.ACT: c.Act, leds.FAULT: c.Fault}
+// Names returns the four names indexed by led.LED.
+func (c LEDConfig) Names() [led.NumLEDs]string {
+	return [led.NumLEDs]string{led.SYS: c.Sys, led.LINK: c.Link, led.ACT: c.Act, led.FAULT: c.Fault}
 }
 
 // Validate checks what can be checked without the hardware.
 func (c LEDConfig) Validate() error {
 	names := c.Names()
 	for i, n := range names {
-		key := "leds." + leds.LED(i).String()
+		key := "leds." + led.LED(i).String()
 		if n != strings.TrimSpace(n) || strings.ContainsAny(n, "/\\ \t\n\x00") || n == "." || n == ".." {
 			return fmt.Errorf("%s %q is not a pin or LED name: use a GPIO line such as GPIO17 (rpi) or an entry of /sys/class/leds such as led0 (sysfs)", key, n)
 		}
@@ -79,7 +79,7 @@ func (c LEDConfig) Validate() error {
 			continue
 		}
 		if j := slices.Index(names[:i], n); j >= 0 {
-			return fmt.Errorf("%s and leds.%s are both %q: give each LED its own pin, or leave one empty", key, leds.LED(j), n)
+			return fmt.Errorf("%s and leds.%s are both %q: give each LED its own pin, or leave one empty", key, led.LED(j), n)
 		}
 	}
 	if c.SysfsRoot != "" && !filepath.IsAbs(c.SysfsRoot) {
@@ -105,7 +105,7 @@ func Open(profile string, cfg LEDConfig, log *slog.Logger) (Board, error) {
 	switch profile {
 	case RPi:
 		names := cfg.Names()
-		if names == ([leds.NumLEDs]string{}) {
+		if names == ([led.NumLEDs]string{}) {
 			names = rpi.DefaultPins()
 		}
 		return rpi.Open(names, log)

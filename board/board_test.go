@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hl7edge/hl7edge/device/leds"
+	"github.com/hl7edge/hl7edge/board/led"
 	"gopkg.in/yaml.v3"
 	"periph.io/x/conn/v3/gpio"
 )
@@ -71,7 +71,7 @@ func TestOpenProfiles(t *testing.T) {
 	}
 	for i, p := range b.Pins() {
 		if p == nil {
-			t.Fatalf("sim board has no %v", leds.LED(i))
+			t.Fatalf("sim board has no %v", led.LED(i))
 		}
 	}
 	if err := b.Close(); err != nil {
@@ -94,7 +94,7 @@ func TestOpenProfiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	must(t, sb.Pins()[leds.SYS].Out(gpio.High))
+	must(t, sb.Pins()[led.SYS].Out(gpio.High))
 	if got, _ := os.ReadFile(filepath.Join(dir, "brightness")); string(got) != "1" {
 		t.Fatalf("brightness = %q", got)
 	}

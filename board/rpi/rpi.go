@@ -24,7 +24,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/hl7edge/hl7edge/device/leds"
+	"github.com/hl7edge/hl7edge/board/led"
 	"periph.io/x/conn/v3/driver/driverreg"
 	"periph.io/x/conn/v3/gpio"
 	"periph.io/x/host/v3/gpioioctl"
@@ -35,8 +35,8 @@ const DriverName = "ioctl-gpio"
 
 // DefaultPins are the header lines DESIGN.md suggests for SYS, LINK, ACT and
 // FAULT.
-func DefaultPins() [leds.NumLEDs]string {
-	return [leds.NumLEDs]string{"GPIO17", "GPIO27", "GPIO22", "GPIO23"}
+func DefaultPins() [led.NumLEDs]string {
+	return [led.NumLEDs]string{"GPIO17", "GPIO27", "GPIO22", "GPIO23"}
 }
 
 // Line is a claimed GPIO line; *gpioioctl.GPIOLine is one.
@@ -54,13 +54,13 @@ type Finder interface {
 
 // Board holds the claimed lines.
 type Board struct {
-	pins  leds.Pins
+	pins  led.Pins
 	lines []Line
 }
 
-// Open claims the GPIO lines named in names (indexed by leds.LED; an empty
+// Open claims the GPIO lines named in names (indexed by led.LED; an empty
 // name leaves that logical LED unwired) as outputs, driven low.
-func Open(names [leds.NumLEDs]string, log *slog.Logger) (*Board, error) {
+func Open(names [led.NumLEDs]string, log *slog.Logger) (*Board, error) {
 	f, err := chardev()
 	if err != nil {
 		return nil, err
@@ -122,7 +122,7 @@ func (c chips) Where() string {
 
 // OpenWith claims lines through f. Open uses the kernel's chips; tests pass
 // their own lines.
-func OpenWith(f Finder, names [leds.NumLEDs]string, log *slog.Logger) (*Board, error) {
+func OpenWith(f Finder, names [led.NumLEDs]string, log *slog.Logger) (*Board, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -132,7 +132,7 @@ func OpenWith(f Finder, names [leds.NumLEDs]string, log *slog.Logger) (*Board, e
 		if raw == "" {
 			continue
 		}
-		key := "leds." + leds.LED(i).String()
+		key := "leds." + led.LED(i).String()
 		name := LineName(raw)
 		if j := slices.Index(claimed, name); j >= 0 {
 			_ = b.Close()
@@ -151,7 +151,7 @@ func OpenWith(f Finder, names [leds.NumLEDs]string, log *slog.Logger) (*Board, e
 		claimed = append(claimed, name)
 		b.lines = append(b.lines, l)
 		b.pins[i] = l
-		log.Info("GPIO line claimed", "led", leds.LED(i).String(), "line", name)
+		log.Info("GPIO line claimed", "led", led.LED(i).String(), "line", name)
 	}
 	if len(b.lines) == 0 {
 		return nil, errors.New("board rpi: no LED mapped: set leds.sys, leds.link, leds.act and leds.fault to GPIO line names such as GPIO17")
@@ -160,7 +160,7 @@ func OpenWith(f Finder, names [leds.NumLEDs]string, log *slog.Logger) (*Board, e
 }
 
 // Pins returns the claimed lines; unmapped LEDs are nil.
-func (b *Board) Pins() leds.Pins { return b.pins }
+func (b *Board) Pins() led.Pins { return b.pins }
 
 // Close drives every line low and releases it.
 func (b *Board) Close() error {
@@ -172,7 +172,7 @@ func (b *Board) Close() error {
 		l.Close()
 	}
 	b.lines = nil
-	b.pins = leds.Pins{}
+	b.pins = led.Pins{}
 	return errors.Join(errs...)
 }
 

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hl7edge/hl7edge/device/leds"
+	"github.com/hl7edge/hl7edge/board/led"
 	"periph.io/x/conn/v3/driver/driverreg"
 	"periph.io/x/conn/v3/gpio"
 )
@@ -51,23 +51,23 @@ func newChip(busy ...string) fakeChip {
 
 func TestOpenClaimsLinesLowAndCloseReleases(t *testing.T) {
 	chip := newChip()
-	b, err := OpenWith(chip, [leds.NumLEDs]string{"GPIO17", "27", "gpio22", ""}, nil)
+	b, err := OpenWith(chip, [led.NumLEDs]string{"GPIO17", "27", "gpio22", ""}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pins := b.Pins()
 	for i, want := range []string{"GPIO17", "GPIO27", "GPIO22"} {
 		if pins[i] == nil || pins[i].Name() != want {
-			t.Fatalf("%v = %v, want line %s", leds.LED(i), pins[i], want)
+			t.Fatalf("%v = %v, want line %s", led.LED(i), pins[i], want)
 		}
 		if l := chip[want]; !slices.Equal(l.levels, []gpio.Level{gpio.Low}) {
 			t.Fatalf("%s driven %v on Open, want claimed low", want, l.levels)
 		}
 	}
-	if pins[leds.FAULT] != nil {
+	if pins[led.FAULT] != nil {
 		t.Fatal("unmapped FAULT got a pin")
 	}
-	if err := pins[leds.SYS].Out(gpio.High); err != nil {
+	if err := pins[led.SYS].Out(gpio.High); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Close(); err != nil {
@@ -85,7 +85,7 @@ func TestOpenErrors(t *testing.T) {
 	cases := []struct {
 		name  string
 		chip  fakeChip
-		names [leds.NumLEDs]string
+		names [led.NumLEDs]string
 		want  string
 	}{
 		{"missing line", newChip(), [4]string{"GPIO17", "GPIO99"},

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hl7edge/hl7edge/device/leds"
+	"github.com/hl7edge/hl7edge/board/led"
 	"periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/physic"
 )
@@ -32,12 +32,12 @@ type Options struct {
 // Board is a simulated front panel.
 type Board struct {
 	o    Options
-	pins leds.Pins
+	pins led.Pins
 
 	mu         sync.Mutex
-	levels     [leds.NumLEDs]gpio.Level
-	shown      [leds.NumLEDs]time.Time // when a change of this LED was last shown
-	suppressed [leds.NumLEDs]int
+	levels     [led.NumLEDs]gpio.Level
+	shown      [led.NumLEDs]time.Time // when a change of this LED was last shown
+	suppressed [led.NumLEDs]int
 	closed     bool
 }
 
@@ -51,16 +51,16 @@ func New(o Options) *Board {
 	}
 	b := &Board{o: o}
 	for i := range b.pins {
-		b.pins[i] = &pin{b: b, led: leds.LED(i)}
+		b.pins[i] = &pin{b: b, led: led.LED(i)}
 	}
 	return b
 }
 
 // Pins returns the four simulated LEDs.
-func (b *Board) Pins() leds.Pins { return b.pins }
+func (b *Board) Pins() led.Pins { return b.pins }
 
 // Levels returns what the panel shows now.
-func (b *Board) Levels() [leds.NumLEDs]gpio.Level {
+func (b *Board) Levels() [led.NumLEDs]gpio.Level {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.levels
@@ -74,7 +74,7 @@ func (b *Board) Close() error {
 	return nil
 }
 
-func (b *Board) set(led leds.LED, l gpio.Level) error {
+func (b *Board) set(led led.LED, l gpio.Level) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -112,7 +112,7 @@ func (b *Board) set(led leds.LED, l gpio.Level) error {
 // pin is one simulated LED as a gpio.PinOut.
 type pin struct {
 	b   *Board
-	led leds.LED
+	led led.LED
 }
 
 func (p *pin) String() string                        { return "sim/" + p.led.String() }

@@ -9,8 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/board/led"
 	"github.com/hl7edge/hl7edge/device/leds"
+	"github.com/hl7edge/hl7edge/pipeline/health"
 	"periph.io/x/conn/v3/gpio"
 )
 
@@ -36,11 +37,11 @@ func TestPrintsOnlyChanges(t *testing.T) {
 	clk := &fakeNow{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	b := New(Options{Writer: &out, Now: clk.now})
 	p := b.Pins()
-	must(t, p[leds.SYS].Out(gpio.High))
-	must(t, p[leds.SYS].Out(gpio.High)) // no change, no line
+	must(t, p[led.SYS].Out(gpio.High))
+	must(t, p[led.SYS].Out(gpio.High)) // no change, no line
 	clk.add(500 * time.Millisecond)
-	must(t, p[leds.SYS].Out(gpio.Low))
-	must(t, p[leds.FAULT].Out(gpio.High))
+	must(t, p[led.SYS].Out(gpio.Low))
+	must(t, p[led.FAULT].Out(gpio.High))
 	want := "03:04:05.000 LED sys   on\n03:04:05.500 LED sys   off\n03:04:05.500 LED fault on\n"
 	if out.String() != want {
 		t.Fatalf("printed\n%s\nwant\n%s", out.String(), want)
@@ -49,10 +50,10 @@ func TestPrintsOnlyChanges(t *testing.T) {
 		t.Fatalf("Levels = %v", got)
 	}
 	must(t, b.Close())
-	if err := p[leds.ACT].Out(gpio.High); err == nil || !strings.Contains(err.Error(), "closed") {
+	if err := p[led.ACT].Out(gpio.High); err == nil || !strings.Contains(err.Error(), "closed") {
 		t.Fatalf("Out after Close: %v", err)
 	}
-	if err := p[leds.ACT].PWM(gpio.DutyHalf, 0); err == nil {
+	if err := p[led.ACT].PWM(gpio.DutyHalf, 0); err == nil {
 		t.Fatal("PWM accepted")
 	}
 }
@@ -61,7 +62,7 @@ func TestRateLimitCountsHiddenChanges(t *testing.T) {
 	var out bytes.Buffer
 	clk := &fakeNow{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	b := New(Options{Writer: &out, Now: clk.now, Every: 5 * time.Second})
-	sys := b.Pins()[leds.SYS]
+	sys := b.Pins()[led.SYS]
 	for i := range 12 { // 1 Hz blink for 6 s: 12 changes
 		must(t, sys.Out(i%2 == 0))
 		clk.add(500 * time.Millisecond)
@@ -75,13 +76,13 @@ func TestRateLimitCountsHiddenChanges(t *testing.T) {
 func TestDebugLogWithoutWriter(t *testing.T) {
 	var logs bytes.Buffer
 	b := New(Options{Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	must(t, b.Pins()[leds.LINK].Out(gpio.High))
+	must(t, b.Pins()[led.LINK].Out(gpio.High))
 	if !strings.Contains(logs.String(), "level=DEBUG msg=LED led=link state=on") {
 		t.Fatalf("log: %q", logs.String())
 	}
 	logs.Reset()
 	quiet := New(Options{Log: slog.New(slog.NewTextHandler(&logs, nil))})
-	must(t, quiet.Pins()[leds.LINK].Out(gpio.High))
+	must(t, quiet.Pins()[led.LINK].Out(gpio.High))
 	if logs.Len() != 0 {
 		t.Fatalf("default Info logger printed LED changes: %q", logs.String())
 	}

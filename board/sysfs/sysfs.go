@@ -19,7 +19,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/hl7edge/hl7edge/device/leds"
+	"github.com/hl7edge/hl7edge/board/led"
 	"periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/physic"
 )
@@ -29,13 +29,13 @@ const DefaultRoot = "/sys/class/leds"
 
 // Board holds the kernel LEDs mapped to logical LEDs.
 type Board struct {
-	pins leds.Pins
+	pins led.Pins
 	own  []*LED
 }
 
-// Open takes over the kernel LEDs named in names (indexed by leds.LED; an
+// Open takes over the kernel LEDs named in names (indexed by led.LED; an
 // empty name leaves that logical LED unwired) under root.
-func Open(root string, names [leds.NumLEDs]string, log *slog.Logger) (*Board, error) {
+func Open(root string, names [led.NumLEDs]string, log *slog.Logger) (*Board, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -51,16 +51,16 @@ func Open(root string, names [leds.NumLEDs]string, log *slog.Logger) (*Board, er
 		mapped++
 		if j := slices.Index(names[:i], name); j >= 0 {
 			_ = b.Close()
-			return nil, fmt.Errorf("LED %q is mapped twice (leds.%s and leds.%s): give each logical LED its own kernel LED or leave one empty", name, leds.LED(j), leds.LED(i))
+			return nil, fmt.Errorf("LED %q is mapped twice (leds.%s and leds.%s): give each logical LED its own kernel LED or leave one empty", name, led.LED(j), led.LED(i))
 		}
-		l, err := openLED(root, leds.LED(i), name)
+		l, err := openLED(root, led.LED(i), name)
 		if err != nil {
 			_ = b.Close()
 			return nil, err
 		}
 		b.own = append(b.own, l)
 		b.pins[i] = l
-		log.Info("kernel LED taken over", "led", leds.LED(i).String(), "name", name, "previous_trigger", l.prevTrigger)
+		log.Info("kernel LED taken over", "led", led.LED(i).String(), "name", name, "previous_trigger", l.prevTrigger)
 	}
 	if mapped == 0 {
 		return nil, fmt.Errorf("board sysfs: no LED mapped: set at least one of leds.sys, leds.link, leds.act, leds.fault to one of: %s", available(root))
@@ -69,7 +69,7 @@ func Open(root string, names [leds.NumLEDs]string, log *slog.Logger) (*Board, er
 }
 
 // Pins returns the mapped LEDs; unmapped ones are nil.
-func (b *Board) Pins() leds.Pins { return b.pins }
+func (b *Board) Pins() led.Pins { return b.pins }
 
 // Close turns every LED off and restores its previous trigger.
 func (b *Board) Close() error {
@@ -83,13 +83,13 @@ func (b *Board) Close() error {
 
 // LED is one kernel LED as a gpio.PinOut.
 type LED struct {
-	logical     leds.LED
+	logical     led.LED
 	name, dir   string
 	on          []byte // max_brightness, written for High
 	prevTrigger string
 }
 
-func openLED(root string, logical leds.LED, name string) (*LED, error) {
+func openLED(root string, logical led.LED, name string) (*LED, error) {
 	key := "leds." + logical.String()
 	if name != filepath.Base(name) || name == "." || name == ".." {
 		return nil, fmt.Errorf("LED %q (%s) is not a name under %s: set %s to one of: %s", name, key, root, key, available(root))

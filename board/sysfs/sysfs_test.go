@@ -9,8 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/board/led"
 	"github.com/hl7edge/hl7edge/device/leds"
+	"github.com/hl7edge/hl7edge/pipeline/health"
 	"periph.io/x/conn/v3/gpio"
 )
 
@@ -56,7 +57,7 @@ func (c chanTicker) Stop()               {}
 
 func TestEngineBlinksKernelLEDAtSysRhythm(t *testing.T) {
 	root := fakeLEDs(t)
-	b, err := Open(root, [leds.NumLEDs]string{leds.SYS: "led0", leds.FAULT: "led2"}, nil)
+	b, err := Open(root, [led.NumLEDs]string{led.SYS: "led0", led.FAULT: "led2"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +68,7 @@ func TestEngineBlinksKernelLEDAtSysRhythm(t *testing.T) {
 		t.Fatalf("led0 brightness = %q after Open, want 0", got)
 	}
 	pins := b.Pins()
-	if pins[leds.LINK] != nil || pins[leds.ACT] != nil {
+	if pins[led.LINK] != nil || pins[led.ACT] != nil {
 		t.Fatal("unmapped LEDs got pins")
 	}
 
@@ -138,18 +139,18 @@ func TestOpenErrors(t *testing.T) {
 	cases := []struct {
 		name  string
 		root  string
-		names [leds.NumLEDs]string
+		names [led.NumLEDs]string
 		want  string
 	}{
-		{"missing LED", root, [4]string{leds.ACT: "act"},
+		{"missing LED", root, [4]string{led.ACT: "act"},
 			`LED "act" not found under ` + root + `: set leds.act to one of: led0, led1, led2`},
-		{"path instead of name", root, [4]string{leds.SYS: "../led0"},
+		{"path instead of name", root, [4]string{led.SYS: "../led0"},
 			`LED "../led0" (leds.sys) is not a name under ` + root},
 		{"nothing mapped", root, [4]string{},
 			"no LED mapped: set at least one of leds.sys, leds.link, leds.act, leds.fault to one of: led0, led1, led2"},
-		{"mapped twice", root, [4]string{leds.SYS: "led0", leds.FAULT: "led0"},
+		{"mapped twice", root, [4]string{led.SYS: "led0", led.FAULT: "led0"},
 			`LED "led0" is mapped twice (leds.sys and leds.fault)`},
-		{"no LED class", filepath.Join(root, "nope"), [4]string{leds.SYS: "led0"},
+		{"no LED class", filepath.Join(root, "nope"), [4]string{led.SYS: "led0"},
 			"this kernel exposes no LEDs there"},
 	}
 	for _, c := range cases {
@@ -169,11 +170,11 @@ func TestOpenErrors(t *testing.T) {
 
 func TestVanishedLEDFails(t *testing.T) {
 	root := fakeLEDs(t)
-	b, err := Open(root, [4]string{leds.LINK: "led1"}, nil)
+	b, err := Open(root, [4]string{led.LINK: "led1"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Pins()[leds.LINK].Out(gpio.High); err != nil {
+	if err := b.Pins()[led.LINK].Out(gpio.High); err != nil {
 		t.Fatal(err)
 	}
 	if got := read(t, root, "led1", "brightness"); got != "1" {
@@ -182,7 +183,7 @@ func TestVanishedLEDFails(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(root, "led1")); err != nil {
 		t.Fatal(err)
 	}
-	err = b.Pins()[leds.LINK].Out(gpio.Low)
+	err = b.Pins()[led.LINK].Out(gpio.Low)
 	if err == nil || !strings.Contains(err.Error(), `LED "led1"`) {
 		t.Fatalf("Out on a vanished LED: %v", err)
 	}

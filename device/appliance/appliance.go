@@ -22,11 +22,11 @@ import (
 	"github.com/hl7edge/hl7edge/device/admin"
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/config"
-	"github.com/hl7edge/hl7edge/device/health"
 	"github.com/hl7edge/hl7edge/device/leds"
 	"github.com/hl7edge/hl7edge/device/mqttagent"
 	"github.com/hl7edge/hl7edge/device/watchdog"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
+	"github.com/hl7edge/hl7edge/pipeline/health"
 )
 
 // Options configure the appliance.

@@ -10,7 +10,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/appliance"
 	"github.com/hl7edge/hl7edge/device/command"
-	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/pipeline/health"
 )
 
 // TestConfigApplyInvalid: a configuration with an unknown key is refused

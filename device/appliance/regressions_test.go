@@ -9,7 +9,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/appliance"
 	"github.com/hl7edge/hl7edge/device/command"
-	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/pipeline/health"
 )
 
 // TestRegressions holds the checks that found defects, now fixed; each

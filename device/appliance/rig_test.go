@@ -26,8 +26,8 @@ import (
 	"github.com/hl7edge/hl7edge/device/appliance"
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/config"
-	"github.com/hl7edge/hl7edge/device/health"
 	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
+	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/logtest"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
 )

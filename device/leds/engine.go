@@ -8,13 +8,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/board/led"
+	"github.com/hl7edge/hl7edge/pipeline/health"
 	"periph.io/x/conn/v3/gpio"
 )
-
-// Pins are the outputs a board profile supplies, indexed by LED. A nil pin
-// is an LED the board does not have; the engine skips it.
-type Pins [NumLEDs]gpio.PinOut
 
 // Ticker delivers the engine's ticks. *time.Ticker fits through RealTicker;
 // tests deliver ticks by hand.
@@ -36,7 +33,7 @@ const DefaultTick = 100 * time.Millisecond
 
 // Options configure an Engine.
 type Options struct {
-	Pins Pins
+	Pins led.Pins
 	// Snapshot returns the current health (normally Registry.Snapshot). It
 	// is called once per tick, so SYS goes dark within a tick of the
 	// snapshot listing a stalled loop.
@@ -69,7 +66,7 @@ type Engine struct {
 	// Owned by Run.
 	identUntil  time.Time
 	identifying bool
-	leds        [NumLEDs]ledState
+	leds        [led.NumLEDs]ledState
 }
 
 type ledState struct {
@@ -174,21 +171,21 @@ func (e *Engine) step(t time.Time) {
 		case p != st.pat:
 			st.pat, st.start = p, t
 		}
-		e.drive(LED(i), st.pat.Level(t.Sub(st.start)))
+		e.drive(led.LED(i), st.pat.Level(t.Sub(st.start)))
 	}
 }
 
 // actIdle is true when ACT may start a new flash.
 func (e *Engine) actIdle(t time.Time) bool {
-	st := &e.leds[ACT]
+	st := &e.leds[led.ACT]
 	return st.pat.Kind != Flash || t.Sub(st.start) >= FlashOn+FlashGap
 }
 
 // drive writes a level only when it changes (sysfs and GPIO writes are
 // syscalls), and retries a failed write on the next tick.
-func (e *Engine) drive(led LED, l gpio.Level) {
-	pin := e.o.Pins[led]
-	st := &e.leds[led]
+func (e *Engine) drive(which led.LED, l gpio.Level) {
+	pin := e.o.Pins[which]
+	st := &e.leds[which]
 	if pin == nil || (st.written && st.level == l) {
 		return
 	}
@@ -196,13 +193,13 @@ func (e *Engine) drive(led LED, l gpio.Level) {
 		st.written = false
 		if !st.failing {
 			st.failing = true
-			e.o.Log.Warn("LED write failed; retrying every tick", "led", led.String(), "pin", pin.Name(), "err", err)
+			e.o.Log.Warn("LED write failed; retrying every tick", "led", which.String(), "pin", pin.Name(), "err", err)
 		}
 		return
 	}
 	if st.failing {
 		st.failing = false
-		e.o.Log.Info("LED write works again", "led", led.String(), "pin", pin.Name())
+		e.o.Log.Info("LED write works again", "led", which.String(), "pin", pin.Name())
 	}
 	st.level, st.written = l, true
 }
@@ -213,7 +210,7 @@ func (e *Engine) allOff() {
 			continue
 		}
 		if err := pin.Out(gpio.Low); err != nil {
-			e.o.Log.Warn("LED could not be turned off", "led", LED(i).String(), "pin", pin.Name(), "err", err)
+			e.o.Log.Warn("LED could not be turned off", "led", led.LED(i).String(), "pin", pin.Name(), "err", err)
 		}
 		e.leds[i] = ledState{}
 	}

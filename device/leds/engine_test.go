@@ -11,7 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/board/led"
+	"github.com/hl7edge/hl7edge/pipeline/health"
 	"periph.io/x/conn/v3/gpio"
 )
 
@@ -62,7 +63,7 @@ func (p *fakePin) history() []change {
 type harness struct {
 	t0   time.Time
 	tick time.Duration
-	pins [NumLEDs]*fakePin
+	pins [led.NumLEDs]*fakePin
 	eng  *Engine
 
 	mu      sync.Mutex
@@ -80,7 +81,7 @@ func newHarness(t *testing.T, opts Options) *harness {
 	}
 	h.current = h.t0
 	for i := range h.pins {
-		h.pins[i] = &fakePin{PinIO: gpio.INVALID, name: LED(i).String(), h: h}
+		h.pins[i] = &fakePin{PinIO: gpio.INVALID, name: led.LED(i).String(), h: h}
 		opts.Pins[i] = h.pins[i]
 	}
 	opts.Snapshot = h.snapshot
@@ -161,9 +162,9 @@ func (h *harness) run(t *testing.T, n int) {
 
 // between returns the changes of pin in [from, to), after dropping the
 // exit's all-off (recorded at the last tick's time, after its own write).
-func (h *harness) between(led LED, from, to time.Time) []change {
+func (h *harness) between(which led.LED, from, to time.Time) []change {
 	var out []change
-	for _, c := range h.pins[led].history() {
+	for _, c := range h.pins[which].history() {
 		if !c.at.Before(from) && c.at.Before(to) {
 			out = append(out, c)
 		}
@@ -215,8 +216,8 @@ func TestSysBlinksSlowlyUntilALoopStalls(t *testing.T) {
 
 	// Stalled once more than health.StallAge has passed since the last beat.
 	stallTick := beatUntil + int(health.StallAge/h.tick) + 1
-	sys := h.pins[SYS].history()
-	healthyPart := h.between(SYS, h.at(1), h.at(stallTick))
+	sys := h.pins[led.SYS].history()
+	healthyPart := h.between(led.SYS, h.at(1), h.at(stallTick))
 	r := rises(healthyPart)
 	if len(r) != int(h.at(stallTick).Sub(h.at(1))/SlowBlink) {
 		t.Fatalf("SYS lit %d times in the healthy %v, want one per %v", len(r), h.at(stallTick).Sub(h.at(1)), SlowBlink)
@@ -232,7 +233,7 @@ func TestSysBlinksSlowlyUntilALoopStalls(t *testing.T) {
 		}
 	}
 	// From the stall on, SYS is dark and never changes again.
-	after := h.between(SYS, h.at(stallTick), h.at(1000).Add(time.Nanosecond))
+	after := h.between(led.SYS, h.at(stallTick), h.at(1000).Add(time.Nanosecond))
 	if levelAt(sys, h.at(stallTick)) {
 		t.Fatalf("SYS still lit at the stall (%v)", h.at(stallTick).Sub(h.t0))
 	}
@@ -245,14 +246,14 @@ func TestSysBlinksSlowlyUntilALoopStalls(t *testing.T) {
 		t.Fatalf("SYS changed %d times after the stall, want it to stop", len(after))
 	}
 	// The stall before it: still blinking one tick before.
-	if len(rises(h.between(SYS, h.at(stallTick).Add(-2*SlowBlink), h.at(stallTick)))) == 0 {
+	if len(rises(h.between(led.SYS, h.at(stallTick).Add(-2*SlowBlink), h.at(stallTick)))) == 0 {
 		t.Fatal("SYS stopped blinking before the loop stalled")
 	}
 	// LINK solid (no upstream, MQTT up), FAULT dark, the engine's own beacon alive.
-	if link := h.pins[LINK].history(); len(link) != 2 || !link[0].level || link[1].level {
+	if link := h.pins[led.LINK].history(); len(link) != 2 || !link[0].level || link[1].level {
 		t.Errorf("LINK = %v, want on from the first tick, off at exit", link)
 	}
-	if fault := h.pins[FAULT].history(); len(fault) != 2 || fault[0].level {
+	if fault := h.pins[led.FAULT].history(); len(fault) != 2 || fault[0].level {
 		t.Errorf("FAULT = %v, want off", fault)
 	}
 	if got := reg.Stalled(health.StallAge); len(got) != 1 || got[0] != "deliver/ehr" {
@@ -261,7 +262,7 @@ func TestSysBlinksSlowlyUntilALoopStalls(t *testing.T) {
 	for i, p := range h.pins {
 		hist := p.history()
 		if last := hist[len(hist)-1]; last.level {
-			t.Errorf("%v left lit after Run", LED(i))
+			t.Errorf("%v left lit after Run", led.LED(i))
 		}
 	}
 }
@@ -274,7 +275,7 @@ func TestSysBlinksFastUntilReady(t *testing.T) {
 		}
 	}
 	h.run(t, 60)
-	r := rises(h.between(SYS, h.at(1), h.at(20)))
+	r := rises(h.between(led.SYS, h.at(1), h.at(20)))
 	for i := 1; i < len(r); i++ {
 		if d := r[i].Sub(r[i-1]); d != FastBlink {
 			t.Fatalf("starting SYS pulses %v apart, want %v", d, FastBlink)
@@ -283,7 +284,7 @@ func TestSysBlinksFastUntilReady(t *testing.T) {
 	if len(r) < 9 {
 		t.Fatalf("starting SYS lit %d times in 2s, want 10", len(r))
 	}
-	sys := h.pins[SYS].history()
+	sys := h.pins[led.SYS].history()
 	for k := 20; k < 60; k++ {
 		if got, want := levelAt(sys, h.at(k)), slow.Level(h.at(k).Sub(h.at(20))); got != want {
 			t.Fatalf("ready SYS at tick %d = %v, want %v (slow blink from tick 20)", k, got, want)
@@ -317,7 +318,7 @@ func TestFaultFlashesCodeThenPauses(t *testing.T) {
 			cycles := 3
 			ticks := cycles * int(CodeCycle(n)/h.tick)
 			h.run(t, ticks)
-			cs := h.between(FAULT, h.at(1), h.at(ticks).Add(time.Nanosecond))
+			cs := h.between(led.FAULT, h.at(1), h.at(ticks).Add(time.Nanosecond))
 			// Split the pulses into groups separated by the long pause.
 			var groups [][]time.Time
 			var lastFall time.Time
@@ -365,25 +366,25 @@ func TestIdentifyBlinksAllFourTogether(t *testing.T) {
 	h.run(t, 80)
 	end := h.at(start).Add(d)
 	// Every LED shows the identify rhythm, in step, from the tick it was asked.
-	for led := range LED(NumLEDs) {
-		hist := h.pins[led].history()
+	for which := range led.LED(led.NumLEDs) {
+		hist := h.pins[which].history()
 		for k := start; h.at(k).Before(end); k++ {
 			if got, want := levelAt(hist, h.at(k)), ident.Level(h.at(k).Sub(h.at(start))); got != want {
-				t.Fatalf("%v at tick %d = %v while identifying, want %v", led, k, got, want)
+				t.Fatalf("%v at tick %d = %v while identifying, want %v", which, k, got, want)
 			}
 		}
 	}
 	// Afterwards the normal patterns are back: LINK solid, FAULT code 3.
-	if !levelAt(h.pins[LINK].history(), h.at(79)) {
+	if !levelAt(h.pins[led.LINK].history(), h.at(79)) {
 		t.Error("LINK not solid after identify")
 	}
-	fault := h.pins[FAULT].history()
+	fault := h.pins[led.FAULT].history()
 	for k := start + int(d/h.tick); k < 80; k++ {
 		if got, want := levelAt(fault, h.at(k)), code(3).Level(h.at(k).Sub(end)); got != want {
 			t.Fatalf("FAULT at tick %d = %v after identify, want %v (code 3 from its start)", k, got, want)
 		}
 	}
-	if got := len(rises(h.between(ACT, end, h.at(80)))); got != 0 {
+	if got := len(rises(h.between(led.ACT, end, h.at(80)))); got != 0 {
 		t.Errorf("ACT flashed %d times after identify without activity", got)
 	}
 }
@@ -399,10 +400,10 @@ func TestIdentifyCancel(t *testing.T) {
 		}
 	}
 	h.run(t, 40)
-	if got := len(rises(h.between(ACT, h.at(20), h.at(40)))); got != 0 {
+	if got := len(rises(h.between(led.ACT, h.at(20), h.at(40)))); got != 0 {
 		t.Fatalf("ACT blinked %d times after identify was cancelled", got)
 	}
-	if got := len(rises(h.between(ACT, h.at(10), h.at(20)))); got == 0 {
+	if got := len(rises(h.between(led.ACT, h.at(10), h.at(20)))); got == 0 {
 		t.Fatal("ACT did not blink while identifying")
 	}
 }
@@ -429,17 +430,17 @@ func TestActivityFlashesAndCoalesces(t *testing.T) {
 	})
 	wg.Wait()
 	h.run(t, 80)
-	act := h.pins[ACT].history()
-	if got := rises(h.between(ACT, h.at(5), h.at(20))); len(got) != 1 || !got[0].Equal(h.at(5)) {
+	act := h.pins[led.ACT].history()
+	if got := rises(h.between(led.ACT, h.at(5), h.at(20))); len(got) != 1 || !got[0].Equal(h.at(5)) {
 		t.Fatalf("one Activity: flashes at %v, want one at tick 5", got)
 	}
 	if levelAt(act, h.at(6)) {
 		t.Fatalf("flash longer than %v", FlashOn)
 	}
-	if got := rises(h.between(ACT, h.at(20), h.at(40))); len(got) != 1 {
+	if got := rises(h.between(led.ACT, h.at(20), h.at(40))); len(got) != 1 {
 		t.Fatalf("100 Activity calls in one tick: %d flashes, want 1", len(got))
 	}
-	busy := rises(h.between(ACT, h.at(40), h.at(60)))
+	busy := rises(h.between(led.ACT, h.at(40), h.at(60)))
 	if len(busy) != 10 {
 		t.Fatalf("activity every tick for 2s: %d flashes, want 10 (flash, gap, flash...)", len(busy))
 	}
@@ -449,7 +450,7 @@ func TestActivityFlashesAndCoalesces(t *testing.T) {
 		}
 	}
 	// The call in tick 59 fell in a gap: it shows as one more flash, then nothing.
-	if got := rises(h.between(ACT, h.at(60), h.at(81))); len(got) != 1 || !got[0].Equal(h.at(60)) {
+	if got := rises(h.between(led.ACT, h.at(60), h.at(81))); len(got) != 1 || !got[0].Equal(h.at(60)) {
 		t.Fatalf("flashes %v after activity ended, want the one pending at tick 60", got)
 	}
 }
@@ -463,7 +464,7 @@ func TestFlashLastsFlashOnWithFineTicks(t *testing.T) {
 		}
 	}
 	h.run(t, 40)
-	act := h.between(ACT, h.at(1), h.at(40))
+	act := h.between(led.ACT, h.at(1), h.at(40))
 	if len(act) != 3 || act[1].level != gpio.High || !act[1].at.Equal(h.at(8)) || act[2].at.Sub(act[1].at) != FlashOn {
 		t.Fatalf("ACT = %v, want off, then on at tick 8 for %v", act, FlashOn)
 	}
@@ -473,12 +474,12 @@ func TestFailingPinIsLoggedOnceAndRetried(t *testing.T) {
 	var logs bytes.Buffer
 	h := newHarness(t, Options{Log: slog.New(slog.NewTextHandler(&logs, nil))})
 	h.eng.SetMQTTUp(true)
-	h.pins[LINK].fail = true
+	h.pins[led.LINK].fail = true
 	h.onTick = func(k int) {
 		if k == 10 {
-			h.pins[LINK].mu.Lock()
-			h.pins[LINK].fail = false
-			h.pins[LINK].mu.Unlock()
+			h.pins[led.LINK].mu.Lock()
+			h.pins[led.LINK].fail = false
+			h.pins[led.LINK].mu.Unlock()
 		}
 	}
 	h.run(t, 20)
@@ -488,11 +489,11 @@ func TestFailingPinIsLoggedOnceAndRetried(t *testing.T) {
 	if !strings.Contains(logs.String(), "LED write works again") {
 		t.Fatalf("recovery not logged:\n%s", logs.String())
 	}
-	if got := h.pins[LINK].history(); len(got) == 0 || got[0].level != gpio.High || !got[0].at.Equal(h.at(10)) {
+	if got := h.pins[led.LINK].history(); len(got) == 0 || got[0].level != gpio.High || !got[0].at.Equal(h.at(10)) {
 		t.Fatalf("LINK = %v, want lit at tick 10 once the pin works", got)
 	}
 	// SYS kept blinking meanwhile.
-	if len(rises(h.between(SYS, h.at(1), h.at(10)))) == 0 {
+	if len(rises(h.between(led.SYS, h.at(1), h.at(10)))) == 0 {
 		t.Fatal("a failing LINK pin stopped SYS")
 	}
 }
@@ -505,7 +506,7 @@ func TestRunOnceAndNilPins(t *testing.T) {
 	release := make(chan struct{})
 	var once sync.Once
 	eng, err := New(Options{
-		Pins: Pins{nil, nil, nil, nil},
+		Pins: led.Pins{nil, nil, nil, nil},
 		Snapshot: func() health.Snapshot {
 			once.Do(func() { close(blocked) })
 			<-release

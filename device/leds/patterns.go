@@ -28,36 +28,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/board/led"
+	"github.com/hl7edge/hl7edge/pipeline/health"
 	"periph.io/x/conn/v3/gpio"
 )
-
-// LED is one logical front-panel LED; a board profile maps it to a pin.
-type LED int
-
-// The four logical LEDs.
-const (
-	SYS LED = iota
-	LINK
-	ACT
-	FAULT
-	NumLEDs = 4
-)
-
-// String is the LED's configuration key (leds.sys, leds.link...).
-func (l LED) String() string {
-	switch l {
-	case SYS:
-		return "sys"
-	case LINK:
-		return "link"
-	case ACT:
-		return "act"
-	case FAULT:
-		return "fault"
-	}
-	return fmt.Sprintf("led(%d)", int(l))
-}
 
 // Kind of pattern.
 type Kind uint8
@@ -142,7 +116,7 @@ func (p Pattern) Level(elapsed time.Duration) gpio.Level {
 }
 
 // Set holds one pattern per LED, indexed by LED.
-type Set [NumLEDs]Pattern
+type Set [led.NumLEDs]Pattern
 
 func (s Set) String() string {
 	var b strings.Builder
@@ -150,7 +124,7 @@ func (s Set) String() string {
 		if i > 0 {
 			b.WriteByte(' ')
 		}
-		fmt.Fprintf(&b, "%s=%s", LED(i), p)
+		fmt.Fprintf(&b, "%s=%s", led.LED(i), p)
 	}
 	return b.String()
 }
@@ -275,22 +249,22 @@ func Patterns(s health.Snapshot, in Inputs) Set {
 	var set Set
 	switch {
 	case len(s.Stalled) > 0:
-		set[SYS] = Pattern{Kind: Off}
+		set[led.SYS] = Pattern{Kind: Off}
 	case !in.Ready:
-		set[SYS] = Pattern{Kind: Blink, Period: FastBlink}
+		set[led.SYS] = Pattern{Kind: Blink, Period: FastBlink}
 	default:
-		set[SYS] = Pattern{Kind: Blink, Period: SlowBlink}
+		set[led.SYS] = Pattern{Kind: Blink, Period: SlowBlink}
 	}
 	if upstreamUp(s) && in.MQTTUp {
-		set[LINK] = Pattern{Kind: On}
+		set[led.LINK] = Pattern{Kind: On}
 	} else {
-		set[LINK] = Pattern{Kind: Blink, Period: LinkBlink}
+		set[led.LINK] = Pattern{Kind: Blink, Period: LinkBlink}
 	}
 	if in.Activity {
-		set[ACT] = Pattern{Kind: Flash}
+		set[led.ACT] = Pattern{Kind: Flash}
 	}
 	if f := FaultOf(s); f != NoFault {
-		set[FAULT] = Pattern{Kind: Code, N: int(f)}
+		set[led.FAULT] = Pattern{Kind: Code, N: int(f)}
 	}
 	return set
 }

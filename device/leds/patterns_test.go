@@ -4,7 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/board/led"
+	"github.com/hl7edge/hl7edge/pipeline/health"
 	"periph.io/x/conn/v3/gpio"
 )
 
@@ -224,7 +225,7 @@ func TestStrings(t *testing.T) {
 	if got := (Set{slow, on, flash, code(3)}).String(); got != "sys=blink(1s) link=on act=flash fault=code(3)" {
 		t.Errorf("Set.String = %q", got)
 	}
-	if FaultStorage.String() != "storage error" || LED(7).String() != "led(7)" {
+	if FaultStorage.String() != "storage error" || led.LED(7).String() != "led(7)" {
 		t.Error("names")
 	}
 }

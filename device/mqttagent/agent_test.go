@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/device/command"
-	"github.com/hl7edge/hl7edge/device/health"
 	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
+	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/logtest"
 	"github.com/hl7edge/hl7edge/pipeline/units"
 )

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/device/command"
-	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/logtest"
 )
 

@@ -10,8 +10,8 @@ import (
 
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 
-	"github.com/hl7edge/hl7edge/device/health"
 	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
+	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/testpki"
 	"github.com/hl7edge/hl7edge/pipeline/units"
 )

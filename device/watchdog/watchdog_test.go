@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/pipeline/health"
 )
 
 // notifySocket plays systemd: a real unix datagram socket named by

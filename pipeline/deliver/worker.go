@@ -13,9 +13,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hl7edge/hl7edge/device/health"
 	"github.com/hl7edge/hl7edge/pipeline/backoff"
 	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/health"
 )
 
 // Queue is the part of the spool a worker needs.

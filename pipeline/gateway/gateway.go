@@ -12,11 +12,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hl7edge/hl7edge/device/health"
 	"github.com/hl7edge/hl7edge/pipeline/backoff"
 	"github.com/hl7edge/hl7edge/pipeline/deliver"
 	"github.com/hl7edge/hl7edge/pipeline/fileout"
 	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/intake"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"

@@ -29,8 +29,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/hl7edge/hl7edge/device/health"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
+	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/logtest"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"

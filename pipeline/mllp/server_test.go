@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/device/health"
+	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/testpki"
 	"github.com/hl7edge/hl7edge/pipeline/units"
 )

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/creack/pty"
-	"github.com/hl7edge/hl7edge/device/health"
 	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/units"
 	"golang.org/x/sys/unix"

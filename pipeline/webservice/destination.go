@@ -12,8 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hl7edge/hl7edge/device/health"
 	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/wire"
 )

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/device/health"
 	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/units"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/internal/wstest"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/refserver"
