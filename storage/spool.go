@@ -79,12 +79,16 @@ type Options struct {
 	Now          func() time.Time
 	// GCInterval is how often fully delivered segments are looked for.
 	GCInterval time.Duration
+	// LockWait is how long Open waits for another process to let go of the
+	// spool before it fails with ErrInUse; 0 tries once.
+	LockWait time.Duration
 }
 
 // Spool is the Badger-backed message store.
 type Spool struct {
 	cfg  Config
 	db   *badger.DB
+	lock *os.File // held from before Badger opens until after it closes
 	log  *slog.Logger
 	now  func() time.Time
 	reqs chan *appendReq
@@ -145,15 +149,23 @@ func Open(cfg Config, o Options) (*Spool, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("spool directory %s: %w (create it or set spool.dir to a writable directory)", cfg.Dir, err)
 	}
+	lock, err := lockSpool(cfg.Dir, o.LockWait, o.Log)
+	if err != nil {
+		return nil, err
+	}
+	// Everything from here on touches files another process may be using, so
+	// it runs under the lock.
 	if err := removeEmptyMemtables(cfg.Dir, o.Log); err != nil {
+		_ = lock.Close()
 		return nil, err
 	}
 	db, err := badger.Open(badgerOptions(cfg, key, o.Log))
 	if err != nil {
+		_ = lock.Close()
 		return nil, fmt.Errorf("open spool %s: %w (is another hl7edge using it? only one process may open a spool; use the admin socket to reach a running daemon)", cfg.Dir, err)
 	}
 	s := &Spool{
-		cfg: cfg, db: db, log: o.Log, now: o.Now,
+		cfg: cfg, db: db, lock: lock, log: o.Log, now: o.Now,
 		reqs:   make(chan *appendReq, 1024),
 		stop:   make(chan struct{}),
 		gcKick: make(chan struct{}, 1), gcEvery: o.GCInterval,
@@ -167,6 +179,7 @@ func Open(cfg Config, o Options) (*Spool, error) {
 	}
 	if err := s.load(); err != nil {
 		_ = db.Close()
+		_ = lock.Close()
 		return nil, fmt.Errorf("read spool %s: %w", cfg.Dir, err)
 	}
 	s.refreshFreeDisk()
@@ -884,7 +897,9 @@ func (s *Spool) Close() error {
 	close(s.stop)
 	s.wg.Wait()
 	s.saveCounters()
-	if err := s.db.Close(); err != nil {
+	err := s.db.Close()
+	_ = s.lock.Close()
+	if err != nil {
 		return fmt.Errorf("close spool %s: %w", s.cfg.Dir, err)
 	}
 	return nil

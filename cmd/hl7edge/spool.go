@@ -67,21 +67,10 @@ func cmdSpool(ctx context.Context, args []string, stdout io.Writer) error {
 		return errors.New("--destination NAME is required")
 	}
 	argsJSON, _ := json.Marshal(map[string]string{"destination": *dest})
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, cliWait)
 	defer cancel()
-	resp, err := admin.Call(cctx, cfg.Admin.Socket, command.Request{ID: fmt.Sprintf("cli-%d", time.Now().UnixNano()), Name: name, Args: argsJSON})
-	var data any
-	switch {
-	case err == nil && resp.Status != command.Successful:
-		return fmt.Errorf("%s: %s", resp.Status, resp.Detail)
-	case err == nil:
-		data = resp.Data
-	case errors.Is(err, admin.ErrNoDaemon):
-		data, err = offline(cfg, name, *dest)
-		if err != nil {
-			return err
-		}
-	default:
+	data, err := ask(cctx, cfg, name, *dest, argsJSON)
+	if err != nil {
 		return err
 	}
 	if *asJSON || sub == "dead" && action != "list" {
@@ -92,7 +81,40 @@ func cmdSpool(ctx context.Context, args []string, stdout io.Writer) error {
 	return printHuman(stdout, name, data)
 }
 
-// offline opens the spool itself because no daemon is running.
+// cliWait bounds how long a spool command keeps trying the daemon and the
+// spool before it gives up.
+const cliWait = 30 * time.Second
+
+// ask answers a spool command through the daemon's admin socket, or from the
+// spool itself when no daemon runs. A daemon that is starting or stopping
+// holds the spool without answering on its socket yet (or any more); then
+// the command waits and asks again instead of taking the spool from it: an
+// operator's look must never stop the gateway.
+func ask(ctx context.Context, cfg *config.Config, name, dest string, argsJSON []byte) (any, error) {
+	for {
+		resp, err := admin.Call(ctx, cfg.Admin.Socket, command.Request{ID: fmt.Sprintf("cli-%d", time.Now().UnixNano()), Name: name, Args: argsJSON})
+		switch {
+		case err == nil && resp.Status != command.Successful:
+			return nil, fmt.Errorf("%s: %s", resp.Status, resp.Detail)
+		case err == nil:
+			return resp.Data, nil
+		case !errors.Is(err, admin.ErrNoDaemon):
+			return nil, err
+		}
+		data, err := offline(cfg, name, dest)
+		if !errors.Is(err, storage.ErrInUse) {
+			return data, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (the daemon holds the spool but did not answer on %s within %s: is it starting or stopping?)", err, cfg.Admin.Socket, cliWait)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// offline opens the spool itself because no daemon is running. It does not
+// wait for the spool's lock: whoever holds it is a daemon to ask instead.
 func offline(cfg *config.Config, name, dest string) (any, error) {
 	var dests []string
 	for _, d := range cfg.Destinations {

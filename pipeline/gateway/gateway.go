@@ -76,6 +76,13 @@ type Gateway struct {
 	order   []string
 }
 
+// SpoolLockWait is how long a starting gateway waits for another process
+// (an operator's `hl7edge spool` command, which holds the spool for well
+// under a second) to let go of the spool. It stays below systemd's default
+// 90 s start timeout, so a spool that stays held still fails the start where
+// the operator sees it.
+const SpoolLockWait = 60 * time.Second
+
 // New opens the spool and builds every component; nothing runs until Run.
 func New(cfg Config, o Options) (*Gateway, error) {
 	if o.Log == nil {
@@ -99,7 +106,7 @@ func New(cfg Config, o Options) (*Gateway, error) {
 			delivering = append(delivering, d.Name)
 		}
 	}
-	sp, err := storage.Open(cfg.Spool, storage.Options{Log: o.Log.With("component", "spool"), Destinations: delivering})
+	sp, err := storage.Open(cfg.Spool, storage.Options{Log: o.Log.With("component", "spool"), Destinations: delivering, LockWait: SpoolLockWait})
 	if err != nil {
 		return nil, err
 	}
