@@ -1,0 +1,132 @@
+package storage
+
+import (
+	"encoding/binary"
+	"fmt"
+	"maps"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// segDelivered says whether nothing in segment seg is still owed to anyone.
+func (s *Spool) segDelivered(seg uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	si := s.segs[seg]
+	return si == nil || si.pending <= 0
+}
+
+// usedBytesLocked is what counts against max_bytes: every message still on
+// disk, whether queued, dead or undeliverable.
+func (s *Spool) usedBytesLocked() int64 {
+	var n int64
+	for _, si := range s.segs {
+		n += si.bytes
+	}
+	return n + s.deadBytes + s.undelivBytes
+}
+
+// gcLoop drops fully delivered segments, refreshes the free-disk figure and
+// saves counters. Dropping whole segments is what keeps disk use flat.
+func (s *Spool) gcLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.gcEvery)
+	defer t.Stop()
+	vlogGC := time.NewTicker(10 * time.Minute)
+	defer vlogGC.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.refreshFreeDisk()
+			s.saveCounters()
+		case <-s.gcKick:
+		case <-vlogGC.C:
+			// Only messages over the value threshold (1 MB) live in the value log.
+			for s.db.RunValueLogGC(0.5) == nil {
+			}
+			continue
+		}
+		if err := s.dropDelivered(); err != nil {
+			s.log.Error("spool clean-up failed; delivered data stays on disk until the next try", "err", err)
+		}
+	}
+}
+
+func (s *Spool) dropDelivered() error {
+	s.mu.Lock()
+	var drop []uint64
+	for seg, si := range s.segs {
+		if si.pending <= 0 && seg < s.curSeg {
+			drop = append(drop, seg)
+		}
+	}
+	s.mu.Unlock()
+	if len(drop) == 0 {
+		return nil
+	}
+	slices.Sort(drop)
+	prefixes := make([][]byte, len(drop))
+	for i, seg := range drop {
+		prefixes[i] = segPrefix(seg)
+	}
+	s.log.Debug("spool dropping delivered segments", "segments", len(drop))
+	s.dropMu.Lock()
+	err := s.db.DropPrefix(prefixes...)
+	s.dropMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("drop %d delivered segments: %w", len(drop), err)
+	}
+	s.mu.Lock()
+	for _, seg := range drop {
+		// A segment that gained work meanwhile cannot exist: only the current
+		// segment receives appends and it is never dropped.
+		delete(s.segs, seg)
+	}
+	s.mu.Unlock()
+	s.log.Debug("spool dropped delivered segments", "segments", len(drop), "first", drop[0], "last", drop[len(drop)-1])
+	return nil
+}
+
+func (s *Spool) saveCounters() {
+	s.mu.Lock()
+	changed := map[string]uint64{}
+	for d, n := range s.delivered {
+		if s.deliveredSave[d] != n {
+			changed[d] = n
+		}
+	}
+	s.mu.Unlock()
+	if len(changed) == 0 {
+		return
+	}
+	s.dropMu.RLock()
+	defer s.dropMu.RUnlock()
+	err := s.db.Update(func(txn *badger.Txn) error {
+		for d, n := range changed {
+			if err := txn.Set([]byte("xdelv"+d), binary.BigEndian.AppendUint64(nil, n)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		s.mu.Lock()
+		maps.Copy(s.deliveredSave, changed)
+		s.mu.Unlock()
+	}
+}
+
+func (s *Spool) refreshFreeDisk() {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.cfg.Dir, &st); err != nil {
+		return
+	}
+	s.mu.Lock()
+	s.freeDisk = int64(st.Bavail) * int64(st.Bsize)
+	s.mu.Unlock()
+}

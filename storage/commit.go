@@ -1,0 +1,354 @@
+package storage
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/google/uuid"
+)
+
+// Append stores one message durably. It returns only after the commit that
+// holds the message has been fsynced (or failed), so a positive answer is a
+// promise that survives power loss.
+func (s *Spool) Append(ctx context.Context, e Entry) (Result, error) {
+	req := &appendReq{e: e, done: make(chan appendRes, 1)}
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return Result{}, ErrClosed
+	}
+	select {
+	case s.reqs <- req:
+	case <-ctx.Done():
+		s.closeMu.RUnlock()
+		return Result{}, ctx.Err()
+	}
+	s.closeMu.RUnlock()
+	// Once queued the request is committed or refused; waiting for the verdict
+	// regardless of ctx keeps "told AE" and "stored" from ever both happening.
+	r := <-req.done
+	return r.r, r.err
+}
+
+// maxGroup bounds one group commit.
+const maxGroup = 512
+
+func (s *Spool) commitLoop() {
+	defer s.wg.Done()
+	batch := make([]*appendReq, 0, maxGroup)
+	for {
+		select {
+		case r := <-s.reqs:
+			batch = append(batch[:0], r)
+		case <-s.stop:
+			// Requests queued before close are still honoured.
+			for {
+				select {
+				case r := <-s.reqs:
+					s.commit([]*appendReq{r})
+				default:
+					return
+				}
+			}
+		}
+	fill:
+		for len(batch) < maxGroup {
+			select {
+			case r := <-s.reqs:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+// txnBudget keeps one transaction well under Badger's limit of 15% of the memtable.
+func (s *Spool) txnBudget() int64 {
+	return s.db.Opts().MemTableSize / 10
+}
+
+type pendingWrite struct {
+	req      *appendReq
+	res      Result
+	err      error
+	seg      uint64
+	bytes    int64
+	dests    []string
+	undeliv  bool
+	deadDest string
+	deadSize int64
+	txn      int // index of the transaction that carried it; -1 for none
+}
+
+// commit stores one group of appends: each is admitted or refused against
+// the quota, the admitted ones are written in as few transactions as fit and
+// fsynced once, the in-memory counters follow what was committed, and only
+// then is each sender told.
+func (s *Spool) commit(batch []*appendReq) {
+	s.dropMu.RLock()
+	defer s.dropMu.RUnlock()
+	g := s.newGroup()
+	defer func() { g.txn.Discard() }()
+	writes := make([]*pendingWrite, 0, len(batch))
+	for _, r := range batch {
+		writes = append(writes, g.add(r))
+	}
+	syncErr := g.commitAndSync()
+	for _, w := range writes {
+		if w.txn >= 0 && g.txnErrs[w.txn] != nil && w.err == nil {
+			w.err = fmt.Errorf("spool commit in %s failed: %w (check the disk; the sender should retry)", s.cfg.Dir, g.txnErrs[w.txn])
+		}
+	}
+	s.account(g, writes, syncErr)
+	if g.rolled {
+		select {
+		case s.gcKick <- struct{}{}:
+		default:
+		}
+	}
+	s.reply(writes, syncErr)
+}
+
+// group is one group commit under way: the transaction being filled, the
+// verdicts of those already committed, and the sequence and segment counters
+// as this group has advanced them.
+type group struct {
+	s     *Spool
+	quota quota
+	used  int64 // quota.usedBefore plus what this group has admitted
+	now   time.Time
+
+	txn     *badger.Txn
+	txnSize int64
+	txnErr  error   // first error while filling txn; it is then not committed
+	txnErrs []error // one per transaction committed so far
+
+	seq         uint64
+	curSeg      uint64
+	curSegCount int
+	rolled      bool // the open segment was closed so clean-up can free it
+	seenRemote  map[string]string
+}
+
+func (s *Spool) newGroup() *group {
+	s.mu.Lock()
+	q := quota{maxBytes: int64(s.cfg.MaxBytes), minFreeDisk: int64(s.cfg.MinFreeDisk), usedBefore: s.usedBytesLocked(), free: s.freeDisk}
+	s.mu.Unlock()
+	return &group{
+		s: s, quota: q, used: q.usedBefore, now: s.now(),
+		txn: s.db.NewTransaction(true), seenRemote: map[string]string{},
+		seq: s.lastSeq, curSeg: s.curSeg, curSegCount: s.curSegCount,
+	}
+}
+
+// add admits one append into the group or gives it its refusal.
+func (g *group) add(r *appendReq) *pendingWrite {
+	w := &pendingWrite{req: r, txn: -1}
+	e := r.e
+	if e.RemoteID != "" {
+		guid, dup, err := g.remembered(remoteKey(e.Source, e.RemoteID))
+		if err != nil {
+			w.err = fmt.Errorf("spool lookup of remembered ID: %w", err)
+			return w
+		}
+		if dup {
+			w.res = Result{GUID: guid, Duplicate: true, Headroom: g.quota.headroom(g.used)}
+			return w
+		}
+	}
+	size := int64(len(e.Raw)) + 128
+	switch v := g.quota.admit(g.used, size, e.deadKey != nil); v {
+	case admitted:
+	case overQuota:
+		// The open segment is never dropped. If everything in it has been
+		// delivered, close it now so clean-up can free its space; otherwise a
+		// full, fully delivered segment would refuse every message until a
+		// restart.
+		if g.curSegCount > 0 && g.s.segDelivered(g.curSeg) {
+			g.curSeg++
+			g.curSegCount = 0
+			g.rolled = true
+		}
+		w.err = g.quota.refusal(v, g.used)
+		return w
+	default:
+		w.err = g.quota.refusal(v, g.used)
+		return w
+	}
+	if e.GUID == uuid.Nil {
+		e.GUID = uuid.New()
+	}
+	g.seq++
+	rec := &record{GUID: e.GUID, Seq: g.seq, Received: g.now, Source: e.Source, Dests: e.Dests, Raw: e.Raw, Attempts: e.attempts}
+	val := rec.encode()
+	g.put(g.entries(e, w, val), e.deadKey)
+	if e.deadKey != nil {
+		w.deadDest, _ = nameOf(e.deadKey)
+		w.deadSize = int64(len(val))
+	}
+	w.txn = len(g.txnErrs)
+	w.bytes = int64(len(val)) + 17
+	w.dests = e.Dests
+	g.used += size
+	w.res = Result{GUID: e.GUID.String(), Seq: g.seq, Undeliverable: w.undeliv, Headroom: g.quota.headroom(g.used)}
+	return w
+}
+
+// remembered says whether a pull source's remote ID was stored before, in
+// this group or an earlier one.
+func (g *group) remembered(rk []byte) (guid string, found bool, err error) {
+	if guid, ok := g.seenRemote[string(rk)]; ok {
+		return guid, true, nil
+	}
+	return getString(g.txn, rk)
+}
+
+// entries are the keys one admitted message writes: the message in the open
+// segment and a queue key per destination, or an undeliverable record; and
+// its remembered remote ID.
+func (g *group) entries(e Entry, w *pendingWrite, val []byte) []*badger.Entry {
+	var out []*badger.Entry
+	if len(e.Dests) == 0 {
+		w.undeliv = true
+		out = append(out, badger.NewEntry(seqKey(famUndeliv, g.seq), val).WithTTL(g.s.cfg.UndeliverableRetention.D()))
+	} else {
+		if g.curSegCount >= g.s.cfg.SegmentMessages {
+			g.curSeg++
+			g.curSegCount = 0
+		}
+		g.curSegCount++
+		w.seg = g.curSeg
+		out = append(out, badger.NewEntry(msgKey(w.seg, g.seq), val))
+		qv := binary.BigEndian.AppendUint64(nil, w.seg)
+		qv = binary.BigEndian.AppendUint64(qv, uint64(g.now.UnixNano()))
+		for _, d := range e.Dests {
+			out = append(out, badger.NewEntry(namedSeqKey(famQueue, d, g.seq), qv))
+		}
+	}
+	if e.RemoteID != "" {
+		rk := remoteKey(e.Source, e.RemoteID)
+		g.seenRemote[string(rk)] = e.GUID.String()
+		out = append(out, badger.NewEntry(rk, []byte(e.GUID.String())).WithTTL(g.s.cfg.RememberFor.D()))
+	}
+	return out
+}
+
+// put sets one message's entries (and deletes the dead letter it re-queues)
+// in the current transaction, starting a new one first when they would not
+// fit. A group may need several transactions; each write remembers which one
+// carried it so that accounting follows exactly what was committed.
+func (g *group) put(entries []*badger.Entry, deadKey []byte) {
+	var esize int64
+	for _, en := range entries {
+		esize += int64(len(en.Key)+len(en.Value)) + 64
+	}
+	if g.txnSize > 0 && g.txnSize+esize > g.s.txnBudget() {
+		g.flush()
+	}
+	for _, en := range entries {
+		if err := g.txn.SetEntry(en); err != nil && g.txnErr == nil {
+			g.txnErr = err
+		}
+	}
+	if deadKey != nil {
+		if err := g.txn.Delete(deadKey); err != nil && g.txnErr == nil {
+			g.txnErr = err
+		}
+	}
+	g.txnSize += esize
+}
+
+// flush commits the current transaction (unless filling it failed) and
+// starts the next.
+func (g *group) flush() {
+	err := g.txnErr
+	if err == nil {
+		err = g.txn.Commit()
+	}
+	g.txnErrs = append(g.txnErrs, err)
+	g.txn.Discard()
+	g.txn = g.s.db.NewTransaction(true)
+	g.txnSize, g.txnErr = 0, nil
+}
+
+// commitAndSync saves the last sequence number with the group's last
+// transaction, commits it and fsyncs once for the whole group. It returns the
+// error that makes the whole group unsafe to acknowledge.
+func (g *group) commitAndSync() error {
+	if g.txnSize > 0 || g.seq != g.s.lastSeq {
+		if err := g.txn.SetEntry(badger.NewEntry(keyLastSeq, binary.BigEndian.AppendUint64(nil, g.seq))); err != nil && g.txnErr == nil {
+			g.txnErr = err
+		}
+	}
+	g.flush()
+	var syncErr error
+	for _, err := range g.txnErrs {
+		if err != nil {
+			syncErr = err
+		}
+	}
+	if syncErr == nil {
+		syncErr = g.s.db.Sync()
+	}
+	return syncErr
+}
+
+// account brings the in-memory counters up to what the group committed.
+func (s *Spool) account(g *group, writes []*pendingWrite, syncErr error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.syncs++
+	// Sequence numbers and segments are never reused, even after a failed
+	// commit, so a partly committed group cannot collide with the next one.
+	s.lastSeq, s.curSeg, s.curSegCount = g.seq, g.curSeg, g.curSegCount
+	// Committed data is visible whether or not the fsync worked, so the
+	// accounting follows the commit, not the sync.
+	for _, w := range writes {
+		if w.err != nil || w.res.Duplicate {
+			continue
+		}
+		s.appended++
+		if w.undeliv {
+			s.undeliv++
+			s.undelivBytes += w.bytes
+		} else {
+			si := s.seg(w.seg)
+			si.count++
+			si.bytes += w.bytes
+			si.pending += len(w.dests)
+			for _, d := range w.dests {
+				s.queued[d]++
+			}
+		}
+		if w.deadDest != "" {
+			s.dead[w.deadDest]--
+			s.deadBytes -= w.deadSize
+		}
+	}
+	if syncErr != nil {
+		s.storageErr = fmt.Sprintf("spool write failed: %v", syncErr)
+	} else {
+		s.storageErr = ""
+	}
+}
+
+// reply tells each sender its verdict and wakes the destinations that have
+// new work. A failed fsync fails every write of the group.
+func (s *Spool) reply(writes []*pendingWrite, syncErr error) {
+	for _, w := range writes {
+		if w.err == nil && syncErr != nil {
+			w.err = fmt.Errorf("spool commit in %s failed: %w (check the disk; the sender should retry)", s.cfg.Dir, syncErr)
+		}
+		if w.err == nil && !w.res.Duplicate {
+			for _, d := range w.dests {
+				s.signal(d)
+			}
+		}
+		w.req.done <- appendRes{r: w.res, err: w.err}
+	}
+}

@@ -1,0 +1,229 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Open opens (creating if needed) the spool in cfg.Dir.
+func Open(cfg Config, o Options) (*Spool, error) {
+	if strconv.IntSize == 32 {
+		return nil, ErrPlatform32
+	}
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.GCInterval == 0 {
+		o.GCInterval = 2 * time.Second
+	}
+	key, err := readKey(cfg.EncryptionKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("spool directory %s: %w (create it or set spool.dir to a writable directory)", cfg.Dir, err)
+	}
+	lock, err := lockSpool(cfg.Dir, o.LockWait, o.Log)
+	if err != nil {
+		return nil, err
+	}
+	// Everything from here on touches files another process may be using, so
+	// it runs under the lock.
+	if err := removeEmptyMemtables(cfg.Dir, o.Log); err != nil {
+		_ = lock.Close()
+		return nil, err
+	}
+	db, err := badger.Open(badgerOptions(cfg, key, o.Log))
+	if err != nil {
+		_ = lock.Close()
+		return nil, fmt.Errorf("open spool %s: %w (is another hl7edge using it? only one process may open a spool; use the admin socket to reach a running daemon)", cfg.Dir, err)
+	}
+	s := &Spool{
+		cfg: cfg, db: db, lock: lock, log: o.Log, now: o.Now,
+		reqs:   make(chan *appendReq, 1024),
+		stop:   make(chan struct{}),
+		gcKick: make(chan struct{}, 1), gcEvery: o.GCInterval,
+		segs: map[uint64]*segInfo{}, queued: map[string]int64{}, delivered: map[string]uint64{},
+		deliveredSave: map[string]uint64{}, dead: map[string]int64{}, notify: map[string]chan struct{}{},
+		dests: slices.Clone(o.Destinations),
+	}
+	for _, d := range s.dests {
+		s.queued[d] = 0
+		s.notify[d] = make(chan struct{}, 1)
+	}
+	if err := s.load(); err != nil {
+		_ = db.Close()
+		_ = lock.Close()
+		return nil, fmt.Errorf("read spool %s: %w", cfg.Dir, err)
+	}
+	s.refreshFreeDisk()
+	s.wg.Add(2)
+	go s.commitLoop()
+	go s.gcLoop()
+	return s, nil
+}
+
+// removeEmptyMemtables deletes zero-length memtable logs. Badger creates a
+// .mem file and then sizes it; a SIGKILL or power cut between the two leaves
+// an empty file that Badger refuses to open ("Create a new file"), which would
+// keep the gateway down for good. An empty log holds no data.
+func removeEmptyMemtables(dir string, log *slog.Logger) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("spool directory %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		if e.IsDir() || filepath.Ext(e.Name()) != ".mem" {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && fi.Size() == 0 {
+			p := filepath.Join(dir, e.Name())
+			if err := os.Remove(p); err != nil {
+				return fmt.Errorf("remove empty memtable log %s: %w (remove it by hand)", p, err)
+			}
+			log.Warn("removed an empty memtable log left by an interrupted start", "file", e.Name())
+		}
+	}
+	return nil
+}
+
+// load rebuilds the in-memory accounting from the keys on disk.
+func (s *Spool) load() error {
+	return s.db.View(func(txn *badger.Txn) error {
+		if it, err := txn.Get(keyLastSeq); err == nil {
+			if err := it.Value(func(v []byte) error {
+				if len(v) == 8 {
+					s.lastSeq = binary.BigEndian.Uint64(v)
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
+		defer it.Close()
+		var maxSeg uint64
+		orphans := map[string]int64{}
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			k := item.Key()
+			switch k[0] {
+			case famMessage:
+				if len(k) != 17 {
+					continue
+				}
+				seg := binary.BigEndian.Uint64(k[1:9])
+				si := s.seg(seg)
+				si.count++
+				si.bytes += int64(item.ValueSize()) + int64(len(k))
+				maxSeg = max(maxSeg, seg)
+				s.lastSeq = max(s.lastSeq, seqOf(k))
+			case famQueue:
+				dest, ok := nameOf(k)
+				if !ok {
+					continue
+				}
+				seg, err := segOf(item)
+				if err != nil {
+					return err
+				}
+				s.seg(seg).pending++
+				if _, known := s.queued[dest]; known {
+					s.queued[dest]++
+				} else {
+					orphans[dest]++
+				}
+			case famDead:
+				if dest, ok := nameOf(k); ok {
+					s.dead[dest]++
+					s.deadBytes += int64(item.ValueSize())
+				}
+			case famUndeliv:
+				s.undeliv++
+				s.undelivBytes += int64(item.ValueSize())
+				s.lastSeq = max(s.lastSeq, seqOf(k))
+			case famMeta:
+				if name, ok := cutPrefix(k, "xdelv"); ok {
+					_ = item.Value(func(v []byte) error {
+						if len(v) == 8 {
+							s.delivered[name] = binary.BigEndian.Uint64(v)
+							s.deliveredSave[name] = s.delivered[name]
+						}
+						return nil
+					})
+				}
+			}
+		}
+		s.curSeg = maxSeg + 1
+		for d, n := range orphans {
+			s.log.Warn("spool holds messages for a destination that is no longer configured; they keep their disk space until it is configured again or they are purged",
+				"destination", d, "queued", n)
+		}
+		return nil
+	})
+}
+
+func cutPrefix(k []byte, p string) (string, bool) {
+	if len(k) < len(p) || string(k[:len(p)]) != p {
+		return "", false
+	}
+	return string(k[len(p):]), true
+}
+
+// nameOf reads the name in a q or d key.
+func nameOf(k []byte) (string, bool) {
+	if len(k) < 10 || k[len(k)-9] != 0 {
+		return "", false
+	}
+	return string(k[1 : len(k)-9]), true
+}
+
+func (s *Spool) seg(n uint64) *segInfo {
+	si := s.segs[n]
+	if si == nil {
+		si = &segInfo{}
+		s.segs[n] = si
+	}
+	return si
+}
+
+// Close stops the spool. Appends already queued are committed first.
+func (s *Spool) Close() error {
+	s.closeMu.Lock()
+	if s.closed {
+		s.closeMu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.closeMu.Unlock()
+	close(s.stop)
+	s.wg.Wait()
+	s.saveCounters()
+	err := s.db.Close()
+	_ = s.lock.Close()
+	if err != nil {
+		return fmt.Errorf("close spool %s: %w", s.cfg.Dir, err)
+	}
+	return nil
+}
+
+// Dir is where the spool lives.
+func (s *Spool) Dir() string { return s.cfg.Dir }

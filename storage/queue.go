@@ -1,0 +1,178 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/hl7edge/hl7edge/pipeline/flow"
+)
+
+func (s *Spool) signal(dest string) {
+	s.mu.Lock()
+	ch := s.notify[dest]
+	s.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// segOf reads the segment number a queue entry points into.
+func segOf(item *badger.Item) (uint64, error) {
+	var seg uint64
+	err := item.Value(func(v []byte) error {
+		if len(v) >= 8 {
+			seg = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
+	return seg, err
+}
+
+func getString(txn *badger.Txn, k []byte) (string, bool, error) {
+	item, err := txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	v, err := item.ValueCopy(nil)
+	return string(v), err == nil, err
+}
+
+// Wait returns a channel that receives a signal when new messages may be
+// queued for dest. It is coalescing: one signal may stand for many messages.
+func (s *Spool) Wait(dest string) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch := s.notify[dest]
+	if ch == nil {
+		ch = make(chan struct{}, 1)
+		s.notify[dest] = ch
+	}
+	return ch
+}
+
+// Next returns up to max messages queued for dest with a sequence number
+// above after, oldest first.
+func (s *Spool) Next(dest string, after uint64, max int) ([]flow.Message, error) {
+	var out []flow.Message
+	err := s.db.View(func(txn *badger.Txn) error {
+		prefix := namedPrefix(famQueue, dest)
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+		defer it.Close()
+		var budget int64 = 4 << 20
+		for it.Seek(namedSeqKey(famQueue, dest, after+1)); it.Valid() && len(out) < max && budget > 0; it.Next() {
+			item := it.Item()
+			seq := seqOf(item.Key())
+			seg, err := segOf(item)
+			if err != nil {
+				return err
+			}
+			mi, err := txn.Get(msgKey(seg, seq))
+			if err != nil {
+				return fmt.Errorf("spool: message %d queued for %s is missing: %w", seq, dest, err)
+			}
+			v, err := mi.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			rec, err := decodeRecord(v)
+			if err != nil {
+				return fmt.Errorf("spool: message %d: %w", seq, err)
+			}
+			budget -= int64(len(rec.Raw))
+			out = append(out, flow.Message{Seq: seq, GUID: rec.GUID.String(), Source: rec.Source, Received: rec.Received, Raw: rec.Raw})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Delivered records that dest has taken message seq. It is not fsynced on
+// its own: a crash may forget it, and the message is then offered again with
+// the same GUID (delivery is at least once).
+func (s *Spool) Delivered(dest string, seq uint64) error {
+	return s.release(dest, seq, "", 0)
+}
+
+// Kill moves message seq of dest to its dead-letter store with the reason.
+func (s *Spool) Kill(dest string, seq uint64, reason string, attempts int) error {
+	if reason == "" {
+		reason = "dead"
+	}
+	return s.release(dest, seq, reason, attempts)
+}
+
+func (s *Spool) release(dest string, seq uint64, deadReason string, attempts int) error {
+	qk := namedSeqKey(famQueue, dest, seq)
+	var seg uint64
+	var deadSize int64
+	found := false
+	s.dropMu.RLock()
+	defer s.dropMu.RUnlock()
+	err := s.db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get(qk)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if seg, err = segOf(item); err != nil {
+			return err
+		}
+		found = true
+		if deadReason != "" {
+			mi, err := txn.Get(msgKey(seg, seq))
+			if err != nil {
+				return fmt.Errorf("message %d for dead letters: %w", seq, err)
+			}
+			v, err := mi.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			rec, err := decodeRecord(v)
+			if err != nil {
+				return err
+			}
+			rec.Reason, rec.Attempts, rec.Dests = deadReason, attempts, []string{dest}
+			dv := rec.encode()
+			deadSize = int64(len(dv))
+			if err := txn.Set(namedSeqKey(famDead, dest, seq), dv); err != nil {
+				return err
+			}
+		}
+		return txn.Delete(qk)
+	})
+	if err != nil {
+		return fmt.Errorf("spool: release message %d of %s: %w", seq, dest, err)
+	}
+	if !found {
+		return nil
+	}
+	s.mu.Lock()
+	si := s.seg(seg)
+	si.pending--
+	s.queued[dest]--
+	if deadReason != "" {
+		s.dead[dest]++
+		s.deadBytes += deadSize
+	} else {
+		s.delivered[dest]++
+	}
+	kick := si.pending <= 0 && seg < s.curSeg
+	s.mu.Unlock()
+	if kick {
+		select {
+		case s.gcKick <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
