@@ -132,6 +132,7 @@ type group struct {
 	curSeg      uint64
 	curSegCount int
 	rolled      bool // the open segment was closed so clean-up can free it
+	bigValue    bool // a value went to the value log: DB.Sync must cover it too
 	seenRemote  map[string]string
 }
 
@@ -186,6 +187,7 @@ func (g *group) add(r *appendReq) *pendingWrite {
 	g.seq++
 	rec := &record{GUID: e.GUID, Seq: g.seq, Received: g.now, Source: e.Source, Dests: e.Dests, Raw: e.Raw, Attempts: e.attempts}
 	val := rec.encode()
+	g.bigValue = g.bigValue || len(val) >= valueThreshold
 	g.put(g.entries(e, w, val), e.deadKey)
 	if e.deadKey != nil {
 		w.deadDest, _ = nameOf(e.deadKey)
@@ -277,7 +279,8 @@ func (g *group) flush() {
 }
 
 // commitAndSync saves the last sequence number with the group's last
-// transaction, commits it and fsyncs once for the whole group. It returns the
+// transaction, commits it and fsyncs once for the whole group (walsync.go
+// says why that is not badger.DB.Sync). It returns the
 // error that makes the whole group unsafe to acknowledge.
 func (g *group) commitAndSync() error {
 	if g.txnSize > 0 || g.seq != g.s.lastSeq {
@@ -293,7 +296,10 @@ func (g *group) commitAndSync() error {
 		}
 	}
 	if syncErr == nil {
-		syncErr = g.s.db.Sync()
+		syncErr = g.s.wal.sync()
+	}
+	if syncErr == nil && g.bigValue {
+		syncErr = g.s.db.Sync() // the value log holds part of this group
 	}
 	return syncErr
 }

@@ -55,7 +55,7 @@ func Open(cfg Config, o Options) (*Spool, error) {
 		return nil, fmt.Errorf("open spool %s: %w (is another hl7edge using it? only one process may open a spool; use the admin socket to reach a running daemon)", cfg.Dir, err)
 	}
 	s := &Spool{
-		cfg: cfg, db: db, lock: lock, log: o.Log, now: o.Now,
+		cfg: cfg, db: db, wal: walSyncer{dir: cfg.Dir}, lock: lock, log: o.Log, now: o.Now,
 		reqs:   make(chan *appendReq, 1024),
 		stop:   make(chan struct{}),
 		gcKick: make(chan struct{}, 1), gcEvery: o.GCInterval,
@@ -216,6 +216,7 @@ func (s *Spool) Close() error {
 	s.closeMu.Unlock()
 	close(s.stop)
 	s.wg.Wait()
+	_ = s.wal.close()
 	s.saveCounters()
 	err := s.db.Close()
 	_ = s.lock.Close()

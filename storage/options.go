@@ -88,6 +88,10 @@ func readKey(path string) ([]byte, error) {
 	return nil, fmt.Errorf("spool encryption key %s has %d bytes: AES needs exactly 16, 24 or 32 (e.g. head -c 32 /dev/urandom > %s)", path, len(b), path)
 }
 
+// valueThreshold is the largest value Badger keeps inline in the LSM tree;
+// larger ones go to the value log (see badgerOptions).
+const valueThreshold = 256 << 10
+
 // badgerOptions tunes Badger for a 1 GB Raspberry Pi (DESIGN.md, Badger facts):
 // small memtables and caches, values inline in the LSM tree so DropPrefix
 // returns space, and no fsync per write because the committer syncs once per
@@ -98,7 +102,6 @@ func badgerOptions(c Config, key []byte, log *slog.Logger) badger.Options {
 	// once); larger ones go to the value log, where only a pointer counts
 	// against the transaction, and value-log GC reclaims them.
 	const mem = 4 << 20
-	const valueThreshold = 256 << 10
 	o := badger.DefaultOptions(c.Dir).
 		WithSyncWrites(false).
 		WithMemTableSize(mem).

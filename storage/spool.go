@@ -79,7 +79,8 @@ type Options struct {
 type Spool struct {
 	cfg  Config
 	db   *badger.DB
-	lock *os.File // held from before Badger opens until after it closes
+	wal  walSyncer // the commit loop's alone
+	lock *os.File  // held from before Badger opens until after it closes
 	log  *slog.Logger
 	now  func() time.Time
 	reqs chan *appendReq

@@ -1,0 +1,86 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestWALSyncerFollowsBadger holds Badger to what the syncer relies on: the
+// records of a committed group are in the newest NNNNN.mem file of the spool
+// directory, and the syncer is on that file after the sync, through
+// memtable rotations.
+func TestWALSyncerFollowsBadger(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, "a")
+	defer s.Close()
+	ctx := context.Background()
+	pad := bytes.Repeat([]byte("x"), 64<<10)
+	rotations, last := 0, -1
+	for i := range 200 { // 200 x 64 KiB: several 4 MiB memtables
+		marker := fmt.Sprintf("WALMARK%06d", i)
+		raw := append(append(msg(i), marker...), pad...)
+		if _, err := s.Append(ctx, Entry{Source: "src", Raw: raw, Dests: []string{"a"}}); err != nil {
+			t.Fatal(err)
+		}
+		// Append's answer comes after the commit loop's sync, which set s.wal.
+		fid := s.wal.fid
+		fids, err := wals(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if newest := fids[len(fids)-1]; fid != newest {
+			t.Fatalf("after message %d the syncer is on log %d, the newest is %d", i, fid, newest)
+		}
+		body, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("%05d.mem", fid)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(body, []byte(marker)) {
+			t.Fatalf("message %d is not in memtable log %05d.mem: Badger no longer writes where the syncer syncs", i, fid)
+		}
+		if last >= 0 && fid != last {
+			rotations++
+		}
+		last = fid
+	}
+	if rotations < 2 {
+		t.Fatalf("only %d memtable rotations in 12 MiB: the test no longer covers rotation", rotations)
+	}
+}
+
+// TestWALSyncerWalksEveryNewLog: logs created since the last sync are all
+// synced and the newest is kept; a log removed in between is stepped over.
+func TestWALSyncerWalksEveryNewLog(t *testing.T) {
+	dir := t.TempDir()
+	touch := func(fid int) {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%05d.mem", fid)), []byte("wal"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	touch(3)
+	w := walSyncer{dir: dir}
+	defer w.close()
+	if err := w.sync(); err != nil || w.fid != 3 {
+		t.Fatalf("first sync: fid %d, err %v", w.fid, err)
+	}
+	touch(4)
+	touch(5)
+	if err := os.Remove(filepath.Join(dir, "00003.mem")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.sync(); err != nil || w.fid != 5 {
+		t.Fatalf("after two rotations: fid %d, err %v; want 5", w.fid, err)
+	}
+	for _, f := range []string{"00004.mem", "00005.mem"} {
+		if err := os.Remove(filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.sync(); err == nil {
+		t.Fatal("sync with no memtable log at all succeeded; it must say the directory was changed")
+	}
+}
