@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/hl7edge/hl7edge/device/command"
@@ -82,7 +83,7 @@ func (a *Appliance) register(b *Box, engine *leds.Engine, alarm func(kind, detai
 		if err != nil {
 			return nil, "", err
 		}
-		return a.apply(b, command.IDFrom(ctx), args)
+		return a.apply(b, command.IDFrom(ctx), command.IsLocal(ctx), args)
 	})
 	with := func(f func(nameArgs) (any, string, error)) command.Handler {
 		return func(_ context.Context, raw json.RawMessage) (any, string, error) {
@@ -182,12 +183,18 @@ func (a *Appliance) register(b *Box, engine *leds.Engine, alarm func(kind, detai
 
 // apply validates a new configuration, writes it atomically, keeps the old
 // one for roll-back and restarts. The roll-back check runs after the restart.
-func (a *Appliance) apply(b *Box, id string, args nameArgs) (any, string, error) {
+// A remote command (not from the admin socket) may not lower transport
+// security, whatever vouches for it.
+func (a *Appliance) apply(b *Box, id string, local bool, args nameArgs) (any, string, error) {
 	if args.YAML == "" {
 		return nil, "", errors.New(`args need "yaml": the whole new configuration file`)
 	}
-	if _, err := config.Parse([]byte(args.YAML)); err != nil {
+	next, err := config.Parse([]byte(args.YAML))
+	if err != nil {
 		return nil, "", fmt.Errorf("configuration refused, the current one stays: %w", err)
+	}
+	if err := remoteApplyAllowed(b.Config, next, local); err != nil {
+		return nil, "", err
 	}
 	grace := a.o.ApplyGrace
 	if args.Grace != "" {
@@ -220,4 +227,17 @@ func SpoolStats(b *Box) any {
 		st.Sources[s.Name] = storage.SourceStats{State: string(s.State), Counters: s.Counters, LastError: s.LastError}
 	}
 	return st
+}
+
+// remoteApplyAllowed refuses a remote configuration that would lower
+// transport security (config.TransportDowngrades); a local one passes.
+func remoteApplyAllowed(cur, next *config.Config, local bool) error {
+	if local {
+		return nil
+	}
+	if d := config.TransportDowngrades(cur, next); len(d) > 0 {
+		return fmt.Errorf("configuration refused, the current one stays: a remote config-apply cannot lower transport security (%s); "+
+			"a local operator can apply it through the admin socket %s or by editing %s", strings.Join(d, "; "), cur.Admin.Socket, cur.Path)
+	}
+	return nil
 }

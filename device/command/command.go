@@ -119,3 +119,19 @@ func (d *Dispatcher) Dispatch(ctx context.Context, req Request) Response {
 	}
 	return Response{ID: req.ID, Name: req.Name, Status: Successful, Detail: detail, Data: data}
 }
+
+type localKey struct{}
+
+// WithLocal marks ctx as carrying a command from a local operator (the
+// admin socket, reachable only on the box). Commands from anywhere else,
+// MQTT included, are remote: the mark cannot be forged from outside the
+// process, so a handler that only a local operator may run checks IsLocal.
+func WithLocal(ctx context.Context) context.Context {
+	return context.WithValue(ctx, localKey{}, true)
+}
+
+// IsLocal reports whether ctx was marked by WithLocal. Unmarked means remote.
+func IsLocal(ctx context.Context) bool {
+	l, _ := ctx.Value(localKey{}).(bool)
+	return l
+}

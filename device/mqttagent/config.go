@@ -66,6 +66,9 @@ func (c *Config) SetDefaults() {
 
 var brokerSchemes = map[string]bool{"tcp": false, "ws": false, "ssl": true, "tls": true, "wss": true}
 
+// UsesTLS says whether the broker URL asks for TLS (tls://, ssl://, wss://).
+func (c *Config) UsesTLS() bool { return c.Enabled() && c.isTLS() }
+
 // isTLS says whether the broker URL asks for TLS; only call it on a valid config.
 func (c *Config) isTLS() bool {
 	u, err := url.Parse(c.Broker)

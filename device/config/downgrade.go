@@ -1,0 +1,214 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"path"
+	"strings"
+
+	"github.com/hl7edge/hl7edge/pipeline/gateway"
+	"github.com/hl7edge/hl7edge/pipeline/webservice"
+)
+
+// TransportDowngrades lists how next would let patient data or a password
+// travel less safely than cur does: plain HTTP where there was none, a
+// wider allowed_hosts, an upstream host (web service, MLLP receiver, MQTT
+// broker) cur never names, TLS turned off, other trusted roots. Each entry
+// names the key and the value. An empty list means next is at least as
+// safe. Used to refuse such changes from anyone who is not a local
+// operator, however the command was authenticated: a stolen fleet key must
+// not be enough to redirect a ward's messages.
+func TransportDowngrades(cur, next *Config) []string {
+	var out []string
+	add := func(f string, a ...any) { out = append(out, fmt.Sprintf(f, a...)) }
+	known := knownHosts(cur)
+
+	type peerOf struct {
+		kind, name string
+		p          *webservice.Peer
+	}
+	peers := func(c *Config) map[string]peerOf {
+		m := map[string]peerOf{}
+		for _, s := range c.Sources {
+			if s.WebService != nil {
+				m["source "+s.Name] = peerOf{"source", s.Name, &s.WebService.Peer}
+			}
+		}
+		for _, d := range c.Destinations {
+			if d.WebService != nil {
+				m["destination "+d.Name] = peerOf{"destination", d.Name, &d.WebService.Peer}
+			}
+		}
+		return m
+	}
+	oldPeers := peers(cur)
+	for key, np := range peers(next) {
+		who := fmt.Sprintf("%s %q", np.kind, np.name)
+		op, existed := oldPeers[key]
+		var old *webservice.Peer
+		if existed {
+			old = op.p
+		}
+		if np.p.AllowInsecureHTTP && (old == nil || !old.AllowInsecureHTTP) {
+			add("%s: allow_insecure_http turned on", who)
+		}
+		u, err := url.Parse(np.p.URL)
+		if err != nil {
+			continue // Validate has refused it already
+		}
+		if strings.EqualFold(u.Scheme, "http") && (old == nil || !isHTTP(old.URL)) {
+			add("%s: url %s is plain http", who, hostOf(u.Host))
+		}
+		if h := hostOf(u.Host); !known.has(h) {
+			add("%s: url host %s is new", who, h)
+		}
+		switch {
+		case old != nil && len(old.AllowedHosts) == 0:
+			// Any host was allowed before: nothing can be wider.
+		case len(np.p.AllowedHosts) == 0:
+			add("%s: allowed_hosts empty, so a ping reply could send it to any host", who)
+		default:
+			var before []string
+			if old != nil {
+				before = old.AllowedHosts
+			}
+			for _, pat := range np.p.AllowedHosts {
+				if !covered(pat, before) && !known.has(strings.ToLower(strings.TrimSpace(pat))) {
+					add("%s: allowed_hosts pattern %q is wider than before", who, pat)
+				}
+			}
+		}
+		if np.p.CAFile != "" && (old == nil || old.CAFile != np.p.CAFile) {
+			add("%s: ca_file %s trusts other roots", who, np.p.CAFile)
+		}
+	}
+
+	oldDests := map[string]gateway.Destination{}
+	for _, d := range cur.Destinations {
+		oldDests[d.Name] = d
+	}
+	for _, d := range next.Destinations {
+		if d.MLLP == nil {
+			continue
+		}
+		who := fmt.Sprintf("destination %q", d.Name)
+		if h := addrHost(d.MLLP.Address); !known.has(h) {
+			add("%s: address host %s is new", who, h)
+		}
+		o, ok := oldDests[d.Name]
+		if ok && o.MLLP != nil && o.MLLP.TLS.On() && !d.MLLP.TLS.On() {
+			add("%s: tls turned off", who)
+		}
+		if ca := d.MLLP.TLS.CAFile; ca != "" && (!ok || o.MLLP == nil || o.MLLP.TLS.CAFile != ca) {
+			add("%s: tls.ca_file %s trusts other roots", who, ca)
+		}
+	}
+
+	oldSources := map[string]gateway.Source{}
+	for _, s := range cur.Sources {
+		oldSources[s.Name] = s
+	}
+	for _, s := range next.Sources {
+		o, ok := oldSources[s.Name]
+		if s.MLLP == nil || !ok || o.MLLP == nil {
+			continue
+		}
+		who := fmt.Sprintf("source %q", s.Name)
+		if o.MLLP.TLS.Enabled() && !s.MLLP.TLS.Enabled() {
+			add("%s: tls turned off", who)
+		}
+		if o.MLLP.TLS.ClientCAFile != "" && o.MLLP.TLS.ClientCAFile != s.MLLP.TLS.ClientCAFile {
+			add("%s: tls.client_ca_file changed from %s", who, o.MLLP.TLS.ClientCAFile)
+		}
+	}
+
+	if next.MQTT.Enabled() {
+		if cur.MQTT.UsesTLS() && !next.MQTT.UsesTLS() {
+			add("mqtt.broker: TLS turned off (%s)", schemeOf(next.MQTT.Broker))
+		}
+		if u, err := url.Parse(next.MQTT.Broker); err == nil && !known.has(hostOf(u.Host)) {
+			add("mqtt.broker: host %s is new", hostOf(u.Host))
+		}
+		if ca := next.MQTT.CAFile; ca != "" && ca != cur.MQTT.CAFile {
+			add("mqtt.ca_file %s trusts other roots", ca)
+		}
+	}
+	return out
+}
+
+// hostSet holds the upstream hosts a configuration names, and the
+// allowed_hosts patterns it already trusts.
+type hostSet struct {
+	hosts    map[string]bool
+	patterns []string
+}
+
+func (s hostSet) has(h string) bool { return s.hosts[h] || covered(h, s.patterns) }
+
+func knownHosts(c *Config) hostSet {
+	s := hostSet{hosts: map[string]bool{}}
+	peer := func(p *webservice.Peer) {
+		if u, err := url.Parse(p.URL); err == nil {
+			s.hosts[hostOf(u.Host)] = true
+		}
+		s.patterns = append(s.patterns, p.AllowedHosts...)
+	}
+	for _, src := range c.Sources {
+		if src.WebService != nil {
+			peer(&src.WebService.Peer)
+		}
+	}
+	for _, d := range c.Destinations {
+		switch {
+		case d.WebService != nil:
+			peer(&d.WebService.Peer)
+		case d.MLLP != nil:
+			s.hosts[addrHost(d.MLLP.Address)] = true
+		}
+	}
+	if c.MQTT.Enabled() {
+		if u, err := url.Parse(c.MQTT.Broker); err == nil {
+			s.hosts[hostOf(u.Host)] = true
+		}
+	}
+	return s
+}
+
+// covered says whether some pattern in pats matches p taken literally: a
+// pattern only narrower than one already trusted adds nothing.
+func covered(p string, pats []string) bool {
+	p = strings.ToLower(strings.TrimSpace(p))
+	for _, q := range pats {
+		q = strings.ToLower(strings.TrimSpace(q))
+		if q == p {
+			return true
+		}
+		if ok, _ := path.Match(q, p); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// hostOf is the lower-case host name of a URL's host[:port].
+func hostOf(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		hostport = h
+	}
+	return strings.ToLower(strings.TrimSuffix(strings.Trim(hostport, "[]"), "."))
+}
+
+func addrHost(addr string) string { return hostOf(addr) }
+
+func isHTTP(raw string) bool {
+	u, err := url.Parse(raw)
+	return err == nil && strings.EqualFold(u.Scheme, "http")
+}
+
+func schemeOf(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Scheme + "://"
+	}
+	return "?"
+}
