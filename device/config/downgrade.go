@@ -20,91 +20,111 @@ import (
 // operator, however the command was authenticated: a stolen fleet key must
 // not be enough to redirect a ward's messages.
 func TransportDowngrades(cur, next *Config) []string {
-	var out []string
-	add := func(f string, a ...any) { out = append(out, fmt.Sprintf(f, a...)) }
-	known := knownHosts(cur)
+	d := downgrades{known: knownHosts(cur)}
+	d.webServices(cur, next)
+	d.mllp(cur, next)
+	d.mqtt(cur, next)
+	return d.out
+}
 
-	type peerOf struct {
-		kind, name string
-		p          *webservice.Peer
-	}
-	peers := func(c *Config) map[string]peerOf {
-		m := map[string]peerOf{}
-		for _, s := range c.Sources {
-			if s.WebService != nil {
-				m["source "+s.Name] = peerOf{"source", s.Name, &s.WebService.Peer}
-			}
+// downgrades collects what TransportDowngrades finds.
+type downgrades struct {
+	known hostSet
+	out   []string
+}
+
+func (d *downgrades) add(f string, a ...any) { d.out = append(d.out, fmt.Sprintf(f, a...)) }
+
+type peerOf struct {
+	kind, name string
+	p          *webservice.Peer
+}
+
+// webPeers maps "kind name" to each web-service source and destination.
+func webPeers(c *Config) map[string]peerOf {
+	m := map[string]peerOf{}
+	for _, s := range c.Sources {
+		if s.WebService != nil {
+			m["source "+s.Name] = peerOf{"source", s.Name, &s.WebService.Peer}
 		}
-		for _, d := range c.Destinations {
-			if d.WebService != nil {
-				m["destination "+d.Name] = peerOf{"destination", d.Name, &d.WebService.Peer}
-			}
-		}
-		return m
 	}
-	oldPeers := peers(cur)
-	for key, np := range peers(next) {
-		who := fmt.Sprintf("%s %q", np.kind, np.name)
-		op, existed := oldPeers[key]
+	for _, d := range c.Destinations {
+		if d.WebService != nil {
+			m["destination "+d.Name] = peerOf{"destination", d.Name, &d.WebService.Peer}
+		}
+	}
+	return m
+}
+
+func (d *downgrades) webServices(cur, next *Config) {
+	oldPeers := webPeers(cur)
+	for key, np := range webPeers(next) {
 		var old *webservice.Peer
-		if existed {
+		if op, ok := oldPeers[key]; ok {
 			old = op.p
 		}
-		if np.p.AllowInsecureHTTP && (old == nil || !old.AllowInsecureHTTP) {
-			add("%s: allow_insecure_http turned on", who)
-		}
-		u, err := url.Parse(np.p.URL)
-		if err != nil {
-			continue // Validate has refused it already
-		}
-		if strings.EqualFold(u.Scheme, "http") && (old == nil || !isHTTP(old.URL)) {
-			add("%s: url %s is plain http", who, hostOf(u.Host))
-		}
-		if h := hostOf(u.Host); !known.has(h) {
-			add("%s: url host %s is new", who, h)
-		}
-		switch {
-		case old != nil && len(old.AllowedHosts) == 0:
-			// Any host was allowed before: nothing can be wider.
-		case len(np.p.AllowedHosts) == 0:
-			add("%s: allowed_hosts empty, so a ping reply could send it to any host", who)
-		default:
-			var before []string
-			if old != nil {
-				before = old.AllowedHosts
-			}
-			for _, pat := range np.p.AllowedHosts {
-				if !covered(pat, before) && !known.has(strings.ToLower(strings.TrimSpace(pat))) {
-					add("%s: allowed_hosts pattern %q is wider than before", who, pat)
-				}
-			}
-		}
-		if np.p.CAFile != "" && (old == nil || old.CAFile != np.p.CAFile) {
-			add("%s: ca_file %s trusts other roots", who, np.p.CAFile)
-		}
+		d.webService(fmt.Sprintf("%s %q", np.kind, np.name), old, np.p)
 	}
+}
 
-	oldDests := map[string]gateway.Destination{}
-	for _, d := range cur.Destinations {
-		oldDests[d.Name] = d
+// webService compares one peer with its namesake (old, nil when new).
+func (d *downgrades) webService(who string, old, np *webservice.Peer) {
+	if np.AllowInsecureHTTP && (old == nil || !old.AllowInsecureHTTP) {
+		d.add("%s: allow_insecure_http turned on", who)
 	}
-	for _, d := range next.Destinations {
-		if d.MLLP == nil {
+	u, err := url.Parse(np.URL)
+	if err != nil {
+		return // Validate has refused it already
+	}
+	if strings.EqualFold(u.Scheme, "http") && (old == nil || !isHTTP(old.URL)) {
+		d.add("%s: url %s is plain http", who, hostOf(u.Host))
+	}
+	if h := hostOf(u.Host); !d.known.has(h) {
+		d.add("%s: url host %s is new", who, h)
+	}
+	switch {
+	case old != nil && len(old.AllowedHosts) == 0:
+		// Any host was allowed before: nothing can be wider.
+	case len(np.AllowedHosts) == 0:
+		d.add("%s: allowed_hosts empty, so a ping reply could send it to any host", who)
+	default:
+		var before []string
+		if old != nil {
+			before = old.AllowedHosts
+		}
+		for _, pat := range np.AllowedHosts {
+			if !covered(pat, before) && !d.known.has(strings.ToLower(strings.TrimSpace(pat))) {
+				d.add("%s: allowed_hosts pattern %q is wider than before", who, pat)
+			}
+		}
+	}
+	if np.CAFile != "" && (old == nil || old.CAFile != np.CAFile) {
+		d.add("%s: ca_file %s trusts other roots", who, np.CAFile)
+	}
+}
+
+// mllp checks MLLP destinations (host, TLS, roots) and listeners (TLS).
+func (d *downgrades) mllp(cur, next *Config) {
+	oldDests := map[string]gateway.Destination{}
+	for _, dst := range cur.Destinations {
+		oldDests[dst.Name] = dst
+	}
+	for _, dst := range next.Destinations {
+		if dst.MLLP == nil {
 			continue
 		}
-		who := fmt.Sprintf("destination %q", d.Name)
-		if h := addrHost(d.MLLP.Address); !known.has(h) {
-			add("%s: address host %s is new", who, h)
+		who := fmt.Sprintf("destination %q", dst.Name)
+		if h := hostOf(dst.MLLP.Address); !d.known.has(h) {
+			d.add("%s: address host %s is new", who, h)
 		}
-		o, ok := oldDests[d.Name]
-		if ok && o.MLLP != nil && o.MLLP.TLS.On() && !d.MLLP.TLS.On() {
-			add("%s: tls turned off", who)
+		o, ok := oldDests[dst.Name]
+		if ok && o.MLLP != nil && o.MLLP.TLS.On() && !dst.MLLP.TLS.On() {
+			d.add("%s: tls turned off", who)
 		}
-		if ca := d.MLLP.TLS.CAFile; ca != "" && (!ok || o.MLLP == nil || o.MLLP.TLS.CAFile != ca) {
-			add("%s: tls.ca_file %s trusts other roots", who, ca)
+		if ca := dst.MLLP.TLS.CAFile; ca != "" && (!ok || o.MLLP == nil || o.MLLP.TLS.CAFile != ca) {
+			d.add("%s: tls.ca_file %s trusts other roots", who, ca)
 		}
 	}
-
 	oldSources := map[string]gateway.Source{}
 	for _, s := range cur.Sources {
 		oldSources[s.Name] = s
@@ -116,25 +136,27 @@ func TransportDowngrades(cur, next *Config) []string {
 		}
 		who := fmt.Sprintf("source %q", s.Name)
 		if o.MLLP.TLS.Enabled() && !s.MLLP.TLS.Enabled() {
-			add("%s: tls turned off", who)
+			d.add("%s: tls turned off", who)
 		}
 		if o.MLLP.TLS.ClientCAFile != "" && o.MLLP.TLS.ClientCAFile != s.MLLP.TLS.ClientCAFile {
-			add("%s: tls.client_ca_file changed from %s", who, o.MLLP.TLS.ClientCAFile)
+			d.add("%s: tls.client_ca_file changed from %s", who, o.MLLP.TLS.ClientCAFile)
 		}
 	}
+}
 
-	if next.MQTT.Enabled() {
-		if cur.MQTT.UsesTLS() && !next.MQTT.UsesTLS() {
-			add("mqtt.broker: TLS turned off (%s)", schemeOf(next.MQTT.Broker))
-		}
-		if u, err := url.Parse(next.MQTT.Broker); err == nil && !known.has(hostOf(u.Host)) {
-			add("mqtt.broker: host %s is new", hostOf(u.Host))
-		}
-		if ca := next.MQTT.CAFile; ca != "" && ca != cur.MQTT.CAFile {
-			add("mqtt.ca_file %s trusts other roots", ca)
-		}
+func (d *downgrades) mqtt(cur, next *Config) {
+	if !next.MQTT.Enabled() {
+		return
 	}
-	return out
+	if cur.MQTT.UsesTLS() && !next.MQTT.UsesTLS() {
+		d.add("mqtt.broker: TLS turned off (%s)", schemeOf(next.MQTT.Broker))
+	}
+	if u, err := url.Parse(next.MQTT.Broker); err == nil && !d.known.has(hostOf(u.Host)) {
+		d.add("mqtt.broker: host %s is new", hostOf(u.Host))
+	}
+	if ca := next.MQTT.CAFile; ca != "" && ca != cur.MQTT.CAFile {
+		d.add("mqtt.ca_file %s trusts other roots", ca)
+	}
 }
 
 // hostSet holds the upstream hosts a configuration names, and the
@@ -164,7 +186,7 @@ func knownHosts(c *Config) hostSet {
 		case d.WebService != nil:
 			peer(&d.WebService.Peer)
 		case d.MLLP != nil:
-			s.hosts[addrHost(d.MLLP.Address)] = true
+			s.hosts[hostOf(d.MLLP.Address)] = true
 		}
 	}
 	if c.MQTT.Enabled() {
@@ -198,8 +220,6 @@ func hostOf(hostport string) string {
 	}
 	return strings.ToLower(strings.TrimSuffix(strings.Trim(hostport, "[]"), "."))
 }
-
-func addrHost(addr string) string { return hostOf(addr) }
 
 func isHTTP(raw string) bool {
 	u, err := url.Parse(raw)
