@@ -18,6 +18,7 @@ var vocabulary = []string{
 	"pipeline/flow",
 	"pipeline/units",
 	"pipeline/backoff",
+	"pipeline/ratelog",
 	"pipeline/health",
 	"board/led",
 }
