@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/device/admin"
-	"github.com/hl7edge/hl7edge/device/appliance"
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/storage"
@@ -189,7 +188,7 @@ func (d *daemon) stats() storage.Stats {
 	d.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r, err := admin.Call(ctx, d.socket, command.Request{ID: "t", Name: appliance.CmdSpoolStats})
+	r, err := admin.Call(ctx, d.socket, command.Request{ID: "t", Name: command.SpoolStats})
 	if err != nil || r.Status != command.Successful {
 		d.t.Fatalf("spool stats: %v %+v", err, r)
 	}

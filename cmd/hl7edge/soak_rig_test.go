@@ -28,7 +28,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hl7edge/hl7edge/device/admin"
-	"github.com/hl7edge/hl7edge/device/appliance"
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/refserver"
 )
@@ -405,7 +404,7 @@ func diskUsage(dir string) int64 {
 func spoolBytes(socket string) (bytes, queued int64, ok bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	r, err := admin.Call(ctx, socket, command.Request{ID: "soak", Name: appliance.CmdSpoolStats})
+	r, err := admin.Call(ctx, socket, command.Request{ID: "soak", Name: command.SpoolStats})
 	if err != nil || r.Status != command.Successful {
 		return 0, 0, false
 	}

@@ -53,13 +53,13 @@ func cmdSpool(ctx context.Context, args []string, stdout io.Writer) error {
 	var name string
 	switch {
 	case sub == "stats":
-		name = appliance.CmdSpoolStats
+		name = command.SpoolStats
 	case sub == "dead" && action == "list":
-		name = appliance.CmdDeadList
+		name = command.DeadList
 	case sub == "dead" && action == "retry":
-		name = appliance.CmdDeadRetry
+		name = command.DeadRetry
 	case sub == "dead" && action == "purge":
-		name = appliance.CmdDeadPurge
+		name = command.DeadPurge
 	default:
 		return fmt.Errorf("unknown spool command %q %q: use stats, or dead list|retry|purge", sub, action)
 	}
@@ -138,9 +138,9 @@ func offline(cfg *config.Config, name, dest string) (any, error) {
 	}
 	defer sp.Close()
 	switch name {
-	case appliance.CmdSpoolStats:
+	case command.SpoolStats:
 		return sp.Stats(), nil
-	case appliance.CmdDeadList:
+	case command.DeadList:
 		dls, err := sp.DeadLetters(dest)
 		if err != nil {
 			return nil, err
@@ -154,10 +154,10 @@ func offline(cfg *config.Config, name, dest string) (any, error) {
 			out = append(out, info)
 		}
 		return out, nil
-	case appliance.CmdDeadRetry:
+	case command.DeadRetry:
 		n, err := sp.RetryDead(dest)
 		return map[string]int{"retried": n}, err
-	case appliance.CmdDeadPurge:
+	case command.DeadPurge:
 		n, err := sp.PurgeDead(dest)
 		return map[string]int{"purged": n}, err
 	}
@@ -169,7 +169,7 @@ func printHuman(w io.Writer, name string, data any) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	defer tw.Flush()
 	switch name {
-	case appliance.CmdSpoolStats:
+	case command.SpoolStats:
 		var st storage.Stats
 		if err := json.Unmarshal(b, &st); err != nil {
 			return err
@@ -186,7 +186,7 @@ func printHuman(w io.Writer, name string, data any) error {
 			d := st.Destinations[n]
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", n, d.Queued, d.Delivered, d.Dead, (time.Duration(d.OldestAgeSeconds) * time.Second).String())
 		}
-	case appliance.CmdDeadList:
+	case command.DeadList:
 		var dls []appliance.DeadLetterInfo
 		if err := json.Unmarshal(b, &dls); err != nil {
 			return err

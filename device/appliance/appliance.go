@@ -117,7 +117,7 @@ func (a *Appliance) rollback(cause error) bool {
 	detail := fmt.Sprintf("configuration from command %s could not start and was rolled back: %v", p.id, cause)
 	fmt.Fprintf(a.o.LogOut, "hl7edge: %s\n", detail)
 	a.mu.Lock()
-	a.notices = append(a.notices, [2]string{"config_rolled_back", detail})
+	a.notices = append(a.notices, [2]string{health.AlarmConfigRolledBack, detail})
 	a.mu.Unlock()
 	return true
 }
@@ -297,14 +297,14 @@ func (a *Appliance) checkApply(ctx context.Context, p *pendingApply, reg *health
 	a.mu.Unlock()
 	problems := unhealthy(p.before, reg.Snapshot())
 	if len(problems) == 0 {
-		alarm("config_applied", fmt.Sprintf("configuration from command %s is healthy after %s and is kept", p.id, p.grace))
+		alarm(health.AlarmConfigApplied, fmt.Sprintf("configuration from command %s is healthy after %s and is kept", p.id, p.grace))
 		return
 	}
 	if err := config.WriteAtomic(a.o.ConfigPath, p.previous); err != nil {
-		alarm("config_rollback_failed", fmt.Sprintf("command %s: %v", p.id, err))
+		alarm(health.AlarmConfigRollbackFailed, fmt.Sprintf("command %s: %v", p.id, err))
 		return
 	}
-	alarm("config_rolled_back", fmt.Sprintf("configuration from command %s rolled back: %v", p.id, problems))
+	alarm(health.AlarmConfigRolledBack, fmt.Sprintf("configuration from command %s rolled back: %v", p.id, problems))
 	a.requestRestart("configuration rolled back")
 }
 

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/hl7edge/hl7edge/device/appliance"
+	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
 )
 
@@ -30,7 +31,7 @@ func TestBirthAndRestart(t *testing.T) {
 	mustSendHL7(t, r.mllpPort, hl7Message("BIRTH-1"))
 
 	from := op.Log.Mark()
-	a := op.must(t, appliance.CmdRestart, nil)
+	a := op.must(t, command.Restart, nil)
 	if !strings.Contains(a.Detail, "restart") {
 		t.Errorf("%s: want a detail saying it restarts", a)
 	}

@@ -16,23 +16,6 @@ import (
 	"github.com/hl7edge/hl7edge/storage"
 )
 
-// Command names, shared by MQTT and the admin socket (DESIGN.md, Appliance).
-const (
-	CmdHealth      = "health"
-	CmdReping      = "reping"
-	CmdPause       = "pause"
-	CmdResume      = "resume"
-	CmdDeadList    = "dead-list"
-	CmdDeadRetry   = "dead-retry"
-	CmdDeadPurge   = "dead-purge"
-	CmdIdentify    = "identify"
-	CmdConfigGet   = "config-get"
-	CmdConfigApply = "config-apply"
-	CmdTailLog     = "tail-log"
-	CmdRestart     = "restart"
-	CmdSpoolStats  = "spool-stats"
-)
-
 type nameArgs struct {
 	Name        string   `json:"name"`
 	Destination string   `json:"destination"`
@@ -78,7 +61,7 @@ type DeadLetterInfo struct {
 
 func (a *Appliance) register(b *Box, engine *leds.Engine, alarm func(kind, detail string)) {
 	d, gw := b.Commands, b.Gateway
-	d.Register(CmdConfigApply, func(ctx context.Context, raw json.RawMessage) (any, string, error) {
+	d.Register(command.ConfigApply, func(ctx context.Context, raw json.RawMessage) (any, string, error) {
 		args, err := parseArgs(raw)
 		if err != nil {
 			return nil, "", err
@@ -94,30 +77,30 @@ func (a *Appliance) register(b *Box, engine *leds.Engine, alarm func(kind, detai
 			return f(args)
 		}
 	}
-	d.Register(CmdHealth, with(func(nameArgs) (any, string, error) { return b.Registry.Snapshot(), "", nil }))
-	d.Register(CmdSpoolStats, with(func(nameArgs) (any, string, error) { return SpoolStats(b), "", nil }))
-	d.Register(CmdReping, with(func(args nameArgs) (any, string, error) {
+	d.Register(command.Health, with(func(nameArgs) (any, string, error) { return b.Registry.Snapshot(), "", nil }))
+	d.Register(command.SpoolStats, with(func(nameArgs) (any, string, error) { return SpoolStats(b), "", nil }))
+	d.Register(command.Reping, with(func(args nameArgs) (any, string, error) {
 		n, err := args.target()
 		if err == nil {
 			err = gw.Reping(n)
 		}
 		return nil, "will ping before the next post", err
 	}))
-	d.Register(CmdPause, with(func(args nameArgs) (any, string, error) {
+	d.Register(command.Pause, with(func(args nameArgs) (any, string, error) {
 		n, err := args.target()
 		if err == nil {
 			err = gw.Pause(n)
 		}
 		return nil, "paused " + n, err
 	}))
-	d.Register(CmdResume, with(func(args nameArgs) (any, string, error) {
+	d.Register(command.Resume, with(func(args nameArgs) (any, string, error) {
 		n, err := args.target()
 		if err == nil {
 			err = gw.Resume(n)
 		}
 		return nil, "resumed " + n, err
 	}))
-	d.Register(CmdDeadList, with(func(args nameArgs) (any, string, error) {
+	d.Register(command.DeadList, with(func(args nameArgs) (any, string, error) {
 		n, err := args.target()
 		if err != nil {
 			return nil, "", err
@@ -136,7 +119,7 @@ func (a *Appliance) register(b *Box, engine *leds.Engine, alarm func(kind, detai
 		}
 		return out, fmt.Sprintf("%d dead letters", len(out)), nil
 	}))
-	d.Register(CmdDeadRetry, with(func(args nameArgs) (any, string, error) {
+	d.Register(command.DeadRetry, with(func(args nameArgs) (any, string, error) {
 		n, err := args.target()
 		if err != nil {
 			return nil, "", err
@@ -144,7 +127,7 @@ func (a *Appliance) register(b *Box, engine *leds.Engine, alarm func(kind, detai
 		k, err := gw.RetryDead(n, args.GUIDs...)
 		return map[string]int{"retried": k}, fmt.Sprintf("%d dead letters queued again", k), err
 	}))
-	d.Register(CmdDeadPurge, with(func(args nameArgs) (any, string, error) {
+	d.Register(command.DeadPurge, with(func(args nameArgs) (any, string, error) {
 		n, err := args.target()
 		if err != nil {
 			return nil, "", err
@@ -152,7 +135,7 @@ func (a *Appliance) register(b *Box, engine *leds.Engine, alarm func(kind, detai
 		k, err := gw.PurgeDead(n, args.GUIDs...)
 		return map[string]int{"purged": k}, fmt.Sprintf("%d dead letters deleted", k), err
 	}))
-	d.Register(CmdIdentify, with(func(args nameArgs) (any, string, error) {
+	d.Register(command.Identify, with(func(args nameArgs) (any, string, error) {
 		s := args.Seconds
 		if s <= 0 {
 			s = 30
@@ -160,21 +143,21 @@ func (a *Appliance) register(b *Box, engine *leds.Engine, alarm func(kind, detai
 		engine.Identify(time.Duration(s) * time.Second)
 		return nil, fmt.Sprintf("blinking all LEDs for %ds", s), nil
 	}))
-	d.Register(CmdConfigGet, with(func(nameArgs) (any, string, error) {
+	d.Register(command.ConfigGet, with(func(nameArgs) (any, string, error) {
 		data, err := os.ReadFile(b.Config.Path)
 		if err != nil {
 			return nil, "", fmt.Errorf("read configuration: %w", err)
 		}
 		return map[string]string{"yaml": string(data), "path": b.Config.Path}, "", nil
 	}))
-	d.Register(CmdTailLog, with(func(args nameArgs) (any, string, error) {
+	d.Register(command.TailLog, with(func(args nameArgs) (any, string, error) {
 		n := args.Lines
 		if n <= 0 || n > 1000 {
 			n = 100
 		}
 		return a.ring.tail(n), "", nil
 	}))
-	d.Register(CmdRestart, with(func(nameArgs) (any, string, error) {
+	d.Register(command.Restart, with(func(nameArgs) (any, string, error) {
 		a.requestRestart("restart command")
 		return nil, "restarting", nil
 	}))

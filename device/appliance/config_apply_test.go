@@ -31,7 +31,7 @@ func TestConfigApplyInvalid(t *testing.T) {
 		t.Fatalf("test configuration changed shape: line 4 is %q", lines[3])
 	}
 	bad := strings.Join(append(append(append([]string{}, lines[:4]...), "  colour: blue"), lines[4:]...), "\n")
-	a := op.send(t, appliance.CmdConfigApply, map[string]any{"yaml": bad, "grace": "1s"})
+	a := op.send(t, command.ConfigApply, map[string]any{"yaml": bad, "grace": "1s"})
 	if a.Status != command.Failed || !a.accepted || !strings.Contains(a.Detail, "line 5") || !strings.Contains(a.Detail, "colour") {
 		t.Errorf("%s: want failed, naming line 5 and the key colour", a)
 	}
@@ -41,16 +41,16 @@ func TestConfigApplyInvalid(t *testing.T) {
 
 	// A mistake inside a destination is named by its line too.
 	badDest := strings.Replace(good, "    dir: "+r.archive, "    dir: "+r.archive+"\n    colour: blue", 1)
-	a = op.send(t, appliance.CmdConfigApply, map[string]any{"yaml": badDest})
+	a = op.send(t, command.ConfigApply, map[string]any{"yaml": badDest})
 	wantLine := fmt.Sprintf("line %d", strings.Count(good[:strings.Index(good, "    dir: "+r.archive)], "\n")+2)
 	if a.Status != command.Failed || !strings.Contains(a.Detail, wantLine) || !strings.Contains(a.Detail, "colour") {
 		t.Errorf("%s: want failed naming %s and colour", a, wantLine)
 	}
 
-	if a := op.send(t, appliance.CmdConfigApply, map[string]any{}); a.Status != command.Failed || !strings.Contains(a.Detail, `"yaml"`) {
+	if a := op.send(t, command.ConfigApply, map[string]any{}); a.Status != command.Failed || !strings.Contains(a.Detail, `"yaml"`) {
 		t.Errorf("config-apply without yaml: %s, want failed asking for \"yaml\"", a)
 	}
-	if a := op.send(t, appliance.CmdConfigApply, map[string]any{"yaml": good, "grace": "soon"}); a.Status != command.Failed || !strings.Contains(a.Detail, "grace") {
+	if a := op.send(t, command.ConfigApply, map[string]any{"yaml": good, "grace": "soon"}); a.Status != command.Failed || !strings.Contains(a.Detail, "grace") {
 		t.Errorf("config-apply with grace \"soon\": %s, want failed naming grace", a)
 	}
 	if got := r.configFile(); got != good {
@@ -92,7 +92,7 @@ func TestConfigApplyRollback(t *testing.T) {
 	broken := r.yaml(heldPort, "")
 
 	from := op.Log.Mark()
-	a := op.must(t, appliance.CmdConfigApply, map[string]any{"yaml": broken, "grace": "2s"})
+	a := op.must(t, command.ConfigApply, map[string]any{"yaml": broken, "grace": "2s"})
 	if !strings.Contains(a.Detail, "2s") {
 		t.Errorf("%s: want the detail to name the 2s grace", a)
 	}
@@ -144,7 +144,7 @@ func TestConfigApplyGood(t *testing.T) {
 	copyDir := filepath.Join(r.dir, "copy")
 	next := r.yaml(r.mllpPort, "  - name: copy\n    type: file\n    dir: "+copyDir+"\n")
 	from := op.Log.Mark()
-	a := op.must(t, appliance.CmdConfigApply, map[string]any{"yaml": next})
+	a := op.must(t, command.ConfigApply, map[string]any{"yaml": next})
 	var data map[string]string
 	a.decode(t, &data)
 	if data["grace"] != "1.5s" {
@@ -168,7 +168,7 @@ func TestConfigApplyGood(t *testing.T) {
 		return files(t, r.archive) == 1 && files(t, copyDir) == 1
 	})
 	var got struct{ YAML string }
-	op.must(t, appliance.CmdConfigGet, nil).decode(t, &got)
+	op.must(t, command.ConfigGet, nil).decode(t, &got)
 	if got.YAML != next {
 		t.Errorf("config-get after apply does not return the new file")
 	}

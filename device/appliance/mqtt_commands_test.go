@@ -28,7 +28,7 @@ type spoolStats struct {
 func (op *operator) spoolStats(t *testing.T) spoolStats {
 	t.Helper()
 	var s spoolStats
-	op.must(t, appliance.CmdSpoolStats, nil).decode(t, &s)
+	op.must(t, command.SpoolStats, nil).decode(t, &s)
 	return s
 }
 
@@ -48,7 +48,7 @@ func TestCommands(t *testing.T) {
 `, deadPort)))
 	op := newOperator(t, r.broker.URL, r.device)
 	// A command left retained on the broker must never run.
-	b, _ := json.Marshal(map[string]any{"id": "retained-1", "name": appliance.CmdPause, "args": map[string]any{"name": "archive"}})
+	b, _ := json.Marshal(map[string]any{"id": "retained-1", "name": command.Pause, "args": map[string]any{"name": "archive"}})
 	op.Publish(t, op.base+"cmd/req", true, string(b))
 	rn := r.start(appliance.Options{})
 	op.waitOnline(t, 0)
@@ -79,7 +79,7 @@ func TestCommands(t *testing.T) {
 			return err == nil && len(dls) == 1
 		})
 		var dls []deadLetter
-		a := op.must(t, appliance.CmdDeadList, map[string]any{"name": "lis"})
+		a := op.must(t, command.DeadList, map[string]any{"name": "lis"})
 		a.decode(t, &dls)
 		if len(dls) != 1 || dls[0].ControlID != "CTRL-DEAD-1" || dls[0].Attempts != 1 || !strings.Contains(dls[0].Reason, "max_attempts") || dls[0].Source != "in" {
 			t.Fatalf("%s: want one dead letter CTRL-DEAD-1 from in, 1 attempt, reason naming max_attempts", a)
@@ -90,9 +90,9 @@ func TestCommands(t *testing.T) {
 		}
 
 		// Held paused, a retried letter is seen queued again (not dead).
-		op.must(t, appliance.CmdPause, map[string]any{"name": "lis"})
+		op.must(t, command.Pause, map[string]any{"name": "lis"})
 		var retried map[string]int
-		op.must(t, appliance.CmdDeadRetry, map[string]any{"name": "lis"}).decode(t, &retried)
+		op.must(t, command.DeadRetry, map[string]any{"name": "lis"}).decode(t, &retried)
 		if retried["retried"] != 1 {
 			t.Errorf("dead-retry: %v, want retried 1", retried)
 		}
@@ -100,22 +100,22 @@ func TestCommands(t *testing.T) {
 			t.Errorf("lis after retry: %+v, want dead 0 queued 1", st)
 		}
 		// Resumed, its one attempt fails again: dead again, same GUID.
-		op.must(t, appliance.CmdResume, map[string]any{"name": "lis"})
+		op.must(t, command.Resume, map[string]any{"name": "lis"})
 		waitUntil(t, waitLimit, "the retried letter dead again", func() bool {
 			dls, err := box.Gateway.Spool().DeadLetters("lis")
 			return err == nil && len(dls) == 1
 		})
-		op.must(t, appliance.CmdDeadList, map[string]any{"name": "lis"}).decode(t, &dls)
+		op.must(t, command.DeadList, map[string]any{"name": "lis"}).decode(t, &dls)
 		if len(dls) != 1 || dls[0].GUID != guid {
 			t.Errorf("after retry: %+v, want the same GUID %s", dls, guid)
 		}
 
 		var purged map[string]int
-		op.must(t, appliance.CmdDeadPurge, map[string]any{"name": "lis"}).decode(t, &purged)
+		op.must(t, command.DeadPurge, map[string]any{"name": "lis"}).decode(t, &purged)
 		if purged["purged"] != 1 {
 			t.Errorf("dead-purge: %v, want purged 1", purged)
 		}
-		a = op.must(t, appliance.CmdDeadList, map[string]any{"name": "lis"})
+		a = op.must(t, command.DeadList, map[string]any{"name": "lis"})
 		a.decode(t, &dls)
 		if len(dls) != 0 || !strings.Contains(a.Detail, "0 dead letters") {
 			t.Errorf("dead-list after purge: %s, want none", a)
@@ -123,7 +123,7 @@ func TestCommands(t *testing.T) {
 		if st := op.spoolStats(t).Destinations["lis"]; st.Dead != 0 || st.Queued != 0 {
 			t.Errorf("lis after purge: %+v, want dead 0 queued 0", st)
 		}
-		for _, name := range []string{appliance.CmdDeadRetry, appliance.CmdDeadPurge} {
+		for _, name := range []string{command.DeadRetry, command.DeadPurge} {
 			if a := op.send(t, name, map[string]any{"name": "nosuch"}); a.Status != command.Failed || !strings.Contains(a.Detail, "nosuch") {
 				t.Errorf("%s of an unknown destination: %s, want failed naming it", name, a)
 			}
@@ -132,7 +132,7 @@ func TestCommands(t *testing.T) {
 
 	t.Run("pause and resume a destination", func(t *testing.T) {
 		before := files(t, r.archive)
-		a := op.must(t, appliance.CmdPause, map[string]any{"name": "archive"})
+		a := op.must(t, command.Pause, map[string]any{"name": "archive"})
 		if !strings.Contains(a.Detail, "paused archive") {
 			t.Errorf("%s: want detail 'paused archive'", a)
 		}
@@ -145,23 +145,23 @@ func TestCommands(t *testing.T) {
 		if n := files(t, r.archive); n != before {
 			t.Errorf("a paused destination wrote %d files", n-before)
 		}
-		op.must(t, appliance.CmdResume, map[string]any{"name": "archive"})
+		op.must(t, command.Resume, map[string]any{"name": "archive"})
 		op.waitState(t, health.Destination, "archive", health.Up)
 		waitUntil(t, waitLimit, "the held message archived", func() bool { return files(t, r.archive) == before+1 })
 	})
 
 	t.Run("reping", func(t *testing.T) {
-		a := op.send(t, appliance.CmdReping, map[string]any{"name": "lis"})
+		a := op.send(t, command.Reping, map[string]any{"name": "lis"})
 		if a.Status != command.Failed || !a.accepted || !strings.Contains(a.Detail, "not a web-service destination") || !strings.Contains(a.Detail, "lis") {
 			t.Errorf("reping of an MLLP destination: %s; want failed, naming lis and saying it is not a web-service destination", a)
 		}
-		if a := op.send(t, appliance.CmdReping, nil); a.Status != command.Failed || !strings.Contains(a.Detail, `"name"`) {
+		if a := op.send(t, command.Reping, nil); a.Status != command.Failed || !strings.Contains(a.Detail, `"name"`) {
 			t.Errorf("reping without a name: %s; want failed asking for \"name\"", a)
 		}
 	})
 
 	t.Run("identify", func(t *testing.T) {
-		a := op.must(t, appliance.CmdIdentify, map[string]any{"seconds": 2})
+		a := op.must(t, command.Identify, map[string]any{"seconds": 2})
 		if !strings.Contains(a.Detail, "2s") {
 			t.Errorf("%s: want the detail to say for how long", a)
 		}
@@ -169,7 +169,7 @@ func TestCommands(t *testing.T) {
 
 	t.Run("config-get", func(t *testing.T) {
 		var got struct{ YAML, Path string }
-		op.must(t, appliance.CmdConfigGet, nil).decode(t, &got)
+		op.must(t, command.ConfigGet, nil).decode(t, &got)
 		if got.YAML != r.configFile() || got.Path != r.cfgPath {
 			t.Errorf("config-get: path %q and %d bytes, want %q and the file's %d bytes", got.Path, len(got.YAML), r.cfgPath, len(r.configFile()))
 		}
@@ -177,7 +177,7 @@ func TestCommands(t *testing.T) {
 
 	t.Run("tail-log", func(t *testing.T) {
 		var lines []string
-		op.must(t, appliance.CmdTailLog, map[string]any{"lines": 1000}).decode(t, &lines)
+		op.must(t, command.TailLog, map[string]any{"lines": 1000}).decode(t, &lines)
 		if len(lines) < 10 {
 			t.Fatalf("tail-log returned %d lines, want the recent log", len(lines))
 		}
@@ -192,7 +192,7 @@ func TestCommands(t *testing.T) {
 			}
 		}
 		var few []string
-		op.must(t, appliance.CmdTailLog, map[string]any{"lines": 3}).decode(t, &few)
+		op.must(t, command.TailLog, map[string]any{"lines": 3}).decode(t, &few)
 		if len(few) != 3 {
 			t.Errorf("tail-log lines=3 returned %d lines", len(few))
 		}
@@ -206,7 +206,7 @@ func TestCommands(t *testing.T) {
 	})
 
 	t.Run("expired command is not run", func(t *testing.T) {
-		a := op.send(t, appliance.CmdPause, map[string]any{"name": "archive"}, expires(time.Now().Add(-time.Second)))
+		a := op.send(t, command.Pause, map[string]any{"name": "archive"}, expires(time.Now().Add(-time.Second)))
 		if a.Status != command.Rejected || a.accepted || !strings.Contains(a.Detail, "expired") {
 			t.Errorf("%s: want rejected (never accepted) as expired", a)
 		}
@@ -238,19 +238,19 @@ func TestCommands(t *testing.T) {
 	})
 
 	t.Run("admin socket shares the handlers", func(t *testing.T) {
-		resp := r.adminCall(t, appliance.CmdHealth, nil)
+		resp := r.adminCall(t, command.Health, nil)
 		if resp.Status != command.Successful {
 			t.Fatalf("admin health: %+v", resp)
 		}
 		// Paused over the socket, seen paused over MQTT, resumed over MQTT,
 		// seen up over the socket.
-		if resp := r.adminCall(t, appliance.CmdPause, map[string]any{"name": "archive"}); resp.Status != command.Successful || resp.Detail != "paused archive" {
+		if resp := r.adminCall(t, command.Pause, map[string]any{"name": "archive"}); resp.Status != command.Successful || resp.Detail != "paused archive" {
 			t.Fatalf("admin pause: %+v", resp)
 		}
 		op.waitState(t, health.Destination, "archive", health.Paused)
-		op.must(t, appliance.CmdResume, map[string]any{"name": "archive"})
+		op.must(t, command.Resume, map[string]any{"name": "archive"})
 		var s health.Snapshot
-		resp = r.adminCall(t, appliance.CmdHealth, nil)
+		resp = r.adminCall(t, command.Health, nil)
 		b, _ := json.Marshal(resp.Data)
 		if err := json.Unmarshal(b, &s); err != nil {
 			t.Fatal(err)
@@ -258,8 +258,8 @@ func TestCommands(t *testing.T) {
 		if c, _ := s.Component(health.Destination, "archive"); c.State != health.Up {
 			t.Errorf("admin health after MQTT resume: archive %q, want up", c.State)
 		}
-		resp = r.adminCall(t, appliance.CmdReping, map[string]any{"name": "lis"})
-		mq := op.send(t, appliance.CmdReping, map[string]any{"name": "lis"})
+		resp = r.adminCall(t, command.Reping, map[string]any{"name": "lis"})
+		mq := op.send(t, command.Reping, map[string]any{"name": "lis"})
 		if resp.Status != command.Failed || resp.Detail != mq.Detail {
 			t.Errorf("reping lis: admin %+v, MQTT %s; want the same failure", resp, mq)
 		}
@@ -267,7 +267,7 @@ func TestCommands(t *testing.T) {
 			t.Errorf("admin unknown command: %+v, want rejected", resp)
 		}
 		var got struct{ YAML string }
-		b, _ = json.Marshal(r.adminCall(t, appliance.CmdConfigGet, nil).Data)
+		b, _ = json.Marshal(r.adminCall(t, command.ConfigGet, nil).Data)
 		if err := json.Unmarshal(b, &got); err != nil || got.YAML != r.configFile() {
 			t.Errorf("admin config-get does not return the file (%v)", err)
 		}

@@ -26,10 +26,10 @@ func TestRegressions(t *testing.T) {
 	// An operator who mistypes a destination must be told, as dead-retry
 	// and dead-purge do, not shown an empty list.
 	t.Run("dead-list of an unknown destination", func(t *testing.T) {
-		a := op.send(t, appliance.CmdDeadList, map[string]any{"name": "nosuch"})
+		a := op.send(t, command.DeadList, map[string]any{"name": "nosuch"})
 		if a.Status == command.Successful {
 			t.Fatalf("%s: dead-list of a destination that does not exist answers successful with an empty list "+
-				"(device/appliance/commands.go, CmdDeadList handler, calls gw.Spool().DeadLetters(n) without checking the name; "+
+				"(device/appliance/commands.go, command.DeadList handler, calls gw.Spool().DeadLetters(n) without checking the name; "+
 				"dead-retry/dead-purge check it through gateway.RetryDead/PurgeDead)", a)
 		}
 		if a.Status != command.Failed || !strings.Contains(a.Detail, "nosuch") {
@@ -45,7 +45,7 @@ func TestRegressions(t *testing.T) {
 		old := r.configFile()
 		broken := r.yaml(r.mllpPort, "  - name: broken\n    type: file\n    dir: "+filepath.Join(r.cfgPath, "sub")+"\n")
 		from := op.Log.Mark()
-		op.must(t, appliance.CmdConfigApply, map[string]any{"yaml": broken, "grace": "1s"})
+		op.must(t, command.ConfigApply, map[string]any{"yaml": broken, "grace": "1s"})
 		rn.waitStarts(t, 2)
 		if got := r.configFile(); got != old {
 			t.Fatalf("after the failed start the file is not the old configuration:\n%s", got)
@@ -66,13 +66,13 @@ func TestRegressions(t *testing.T) {
 
 	// Run last: while the defect is present the source never comes back.
 	t.Run("pause and resume an MLLP source", func(t *testing.T) {
-		op.must(t, appliance.CmdPause, map[string]any{"name": "in"})
+		op.must(t, command.Pause, map[string]any{"name": "in"})
 		op.waitState(t, health.Source, "in", health.Paused)
 		waitUntil(t, waitLimit, "the paused source to stop listening", func() bool {
 			_, err := sendHL7(t, r.mllpPort, hl7Message("CTRL-REFUSED"))
 			return err != nil
 		})
-		op.must(t, appliance.CmdResume, map[string]any{"name": "in"})
+		op.must(t, command.Resume, map[string]any{"name": "in"})
 		var c health.ComponentSnapshot
 		deadline := time.Now().Add(waitLimit)
 		for {

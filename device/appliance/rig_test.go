@@ -238,7 +238,7 @@ func (op *operator) must(t *testing.T, name string, args any) answer {
 func (op *operator) health(t *testing.T) health.Snapshot {
 	t.Helper()
 	var s health.Snapshot
-	op.must(t, appliance.CmdHealth, nil).decode(t, &s)
+	op.must(t, command.Health, nil).decode(t, &s)
 	return s
 }
 

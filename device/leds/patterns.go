@@ -16,11 +16,10 @@
 // Patterns is a pure function of a health.Snapshot and a few Inputs, so every
 // state can be table-tested; Engine drives real pins from it on a ticker.
 //
-// Fault codes read these component counter conventions (the names a
-// component uses with health.Component.Add):
+// Fault codes read these component counters (pipeline/health, counters.go):
 //
-//	"exceptions", "refused"  a destination's peer answered but refused (code 2 when the destination is Down)
-//	"tls_errors"             a TLS handshake or certificate failure (code 4 when the component is Down)
+//	exceptions, refused  a destination's peer answered but refused (code 2 when the destination is Down)
+//	tls_errors           a TLS handshake or certificate failure (code 4 when the component is Down)
 package leds
 
 import (
@@ -219,11 +218,11 @@ func faultHolds(f Fault, s health.Snapshot) bool {
 		return anyComponent(func(c health.ComponentSnapshot) bool { return c.State == health.Missing }, s.Sources, s.Destinations)
 	case FaultUpstreamRefusing:
 		return anyComponent(func(c health.ComponentSnapshot) bool {
-			return c.State == health.Down && (c.Counters["exceptions"] > 0 || c.Counters["refused"] > 0)
+			return c.State == health.Down && (c.Counters[health.CounterExceptions] > 0 || c.Counters[health.CounterRefused] > 0)
 		}, s.Destinations)
 	case FaultClockTLS:
 		return !s.ClockSynced || anyComponent(func(c health.ComponentSnapshot) bool {
-			return c.State == health.Down && c.Counters["tls_errors"] > 0
+			return c.State == health.Down && c.Counters[health.CounterTLSErrors] > 0
 		}, s.Sources, s.Destinations, s.Services)
 	}
 	return false

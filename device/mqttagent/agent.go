@@ -163,10 +163,10 @@ func New(cfg Config, opts Options) (*Agent, error) {
 // registerHealth adds the "health" command unless the integrator has one.
 func (a *Agent) registerHealth() {
 	d, reg := a.opts.Dispatcher, a.opts.Registry
-	if d == nil || reg == nil || registered(d, "health") {
+	if d == nil || reg == nil || registered(d, command.Health) {
 		return
 	}
-	d.Register("health", func(context.Context, json.RawMessage) (any, string, error) {
+	d.Register(command.Health, func(context.Context, json.RawMessage) (any, string, error) {
 		return reg.Snapshot(), "", nil
 	})
 }

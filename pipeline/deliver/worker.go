@@ -171,7 +171,7 @@ func (w *Worker) deliverOne(ctx context.Context, m *flow.Message, b *backoff.Bac
 			}
 			w.attempt = 0
 			b.Reset()
-			w.o.Health.Add("delivered", 1)
+			w.o.Health.Add(health.CounterDelivered, 1)
 			if w.o.Health.State() != health.Up {
 				w.o.Health.SetState(health.Up)
 				w.o.Log.Info("destination delivering again", "destination", w.name, "guid", m.GUID)
@@ -186,7 +186,7 @@ func (w *Worker) deliverOne(ctx context.Context, m *flow.Message, b *backoff.Bac
 			return false, nil
 		}
 		w.attempt++
-		w.o.Health.Add("failures", 1)
+		w.o.Health.Add(health.CounterFailures, 1)
 		w.o.Health.Fail(health.Down, err.Error())
 		level := slog.LevelWarn
 		if errors.Is(err, flow.ErrPermanent) {
@@ -198,10 +198,10 @@ func (w *Worker) deliverOne(ctx context.Context, m *flow.Message, b *backoff.Bac
 			if kerr := w.q.Kill(w.name, m.Seq, reason, w.attempt); kerr != nil {
 				return false, fmt.Errorf("destination %s: move %s to dead letters: %w", w.name, m.GUID, kerr)
 			}
-			w.o.Health.Add("dead", 1)
+			w.o.Health.Add(health.CounterDead, 1)
 			w.o.Log.Error("message moved to dead letters", "destination", w.name, "guid", m.GUID, "attempts", w.attempt)
 			if w.o.Alarm != nil {
-				w.o.Alarm("dead_letter", fmt.Sprintf("destination %s: message %s moved to dead letters after %d attempts", w.name, m.GUID, w.attempt))
+				w.o.Alarm(health.AlarmDeadLetter, fmt.Sprintf("destination %s: message %s moved to dead letters after %d attempts", w.name, m.GUID, w.attempt))
 			}
 			w.attempt = 0
 			return true, nil

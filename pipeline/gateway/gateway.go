@@ -232,7 +232,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 			if err := w.Run(dstCtx); err != nil {
 				g.o.Log.Error("delivery worker stopped", "destination", name, "err", err)
 				if g.o.Alarm != nil {
-					g.o.Alarm("storage_error", err.Error())
+					g.o.Alarm(health.AlarmStorageError, err.Error())
 				}
 			}
 		})

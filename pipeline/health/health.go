@@ -84,7 +84,7 @@ func (c *Component) Fail(s State, errText string) {
 	}
 }
 
-// Add increases a named counter (for example "in", "out", "refused", "errors").
+// Add increases a named counter: one of the Counter names (counters.go).
 func (c *Component) Add(counter string, n uint64) {
 	c.mu.Lock()
 	c.counters[counter] += n

@@ -65,7 +65,7 @@ func New(spool Spool, router *route.Router, o Options) *Intake {
 // Accept implements flow.Intake.
 func (in *Intake) Accept(ctx context.Context, msg flow.Inbound) flow.Outcome {
 	comp := in.o.Health.Component(health.Source, msg.Source, "")
-	comp.Add("received", 1)
+	comp.Add(health.CounterReceived, 1)
 	if in.o.Activity != nil {
 		in.o.Activity()
 	}
@@ -76,7 +76,7 @@ func (in *Intake) Accept(ctx context.Context, msg flow.Inbound) flow.Outcome {
 	m, err := hl7.Parse(raw)
 	if err != nil {
 		reason := err.Error()
-		comp.Add("rejected", 1)
+		comp.Add(health.CounterRejected, 1)
 		in.o.Log.Warn("message rejected (AR)", "source", msg.Source, "control_id", recoverControlID(raw), "reason", reason)
 		return flow.Outcome{
 			Code: flow.Rejected, Reason: reason, ControlID: recoverControlID(raw),
@@ -88,8 +88,8 @@ func (in *Intake) Accept(ctx context.Context, msg flow.Inbound) flow.Outcome {
 
 	d := in.router.Route(m)
 	if d.Rubbish != "" {
-		comp.Add("rubbish", 1)
-		in.o.Health.Component(health.Destination, d.Rubbish, "rubbish").Add("eaten", 1)
+		comp.Add(health.CounterRubbish, 1)
+		in.o.Health.Component(health.Destination, d.Rubbish, "rubbish").Add(health.CounterEaten, 1)
 		in.o.Log.Debug("message eaten by rubbish bin", "source", msg.Source, "control_id", h.ControlID, "bin", d.Rubbish)
 		out.Code = flow.Accepted
 		out.ACK = hl7.ACK(m, flow.Accepted, 0, "", ackID, now)
@@ -98,16 +98,16 @@ func (in *Intake) Accept(ctx context.Context, msg flow.Inbound) flow.Outcome {
 
 	res, err := in.spool.Append(ctx, storage.Entry{Source: msg.Source, Raw: raw, Dests: d.Destinations, RemoteID: msg.RemoteID})
 	if err != nil {
-		comp.Add("errors", 1)
+		comp.Add(health.CounterErrors, 1)
 		reason := fmt.Sprintf("gateway cannot store the message now: %v", err)
 		if errors.Is(err, storage.ErrFull) {
-			comp.Add("refused_full", 1)
+			comp.Add(health.CounterRefusedFull, 1)
 			// One alarm when the spool becomes full, not one per refusal.
 			if in.full.CompareAndSwap(false, true) && in.o.Alarm != nil {
-				in.o.Alarm("spool_full", err.Error())
+				in.o.Alarm(health.AlarmSpoolFull, err.Error())
 			}
 		} else if in.o.Alarm != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, storage.ErrClosed) {
-			in.o.Alarm("storage_error", err.Error())
+			in.o.Alarm(health.AlarmStorageError, err.Error())
 		}
 		in.o.Log.Warn("message refused (AE)", "source", msg.Source, "control_id", h.ControlID, "reason", reason)
 		out.Code, out.Reason = flow.Error, reason
@@ -118,7 +118,7 @@ func (in *Intake) Accept(ctx context.Context, msg flow.Inbound) flow.Outcome {
 	// first message that fits: senders retrying at the limit would otherwise
 	// raise a spool_full/spool_ok pair for every few messages.
 	if res.Headroom && in.full.CompareAndSwap(true, false) && in.o.Alarm != nil {
-		in.o.Alarm("spool_ok", "spool is below 90% of max_bytes again and accepts messages")
+		in.o.Alarm(health.AlarmSpoolOK, "spool is below 90% of max_bytes again and accepts messages")
 	}
 	out.Code, out.GUID, out.Duplicate = flow.Accepted, res.GUID, res.Duplicate
 	switch {
@@ -126,10 +126,10 @@ func (in *Intake) Accept(ctx context.Context, msg flow.Inbound) flow.Outcome {
 		// The pull source counts its own duplicates; counting here too would double them.
 		in.o.Log.Info("message already stored; acknowledged again", "source", msg.Source, "control_id", h.ControlID, "guid", res.GUID)
 	case res.Undeliverable:
-		comp.Add("undeliverable", 1)
+		comp.Add(health.CounterUndeliverable, 1)
 		in.o.Log.Warn("message matched no destination; kept in the undeliverable store", "source", msg.Source, "control_id", h.ControlID, "guid", res.GUID)
 	default:
-		comp.Add("accepted", 1)
+		comp.Add(health.CounterAccepted, 1)
 		in.o.Log.Debug("message spooled", "source", msg.Source, "control_id", h.ControlID, "guid", res.GUID, "destinations", strings.Join(d.Destinations, ","))
 	}
 	out.ACK = hl7.ACK(m, flow.Accepted, 0, "", ackID, now)

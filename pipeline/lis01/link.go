@@ -70,9 +70,9 @@ type Options struct {
 	MaxMessageBytes int
 	// Busy, when set, is asked on every ENQ; true answers NAK.
 	Busy func() bool
-	// Count, when set, is told about events by counter name: "noise_bytes",
-	// "nak_sent", "frames", "duplicates", "timeouts", "aborted", "busy",
-	// "oversize", "retransmits".
+	// Count, when set, is told about events by counter name (the health
+	// package's Counter* names: noise_bytes, nak_sent, frames, duplicates,
+	// timeouts, aborted, busy, contention, oversize, retransmits).
 	Count func(counter string, n uint64)
 	// Log, when set, gets protocol events at debug level (never text).
 	Log *slog.Logger

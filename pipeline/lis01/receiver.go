@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/hl7edge/hl7edge/pipeline/health"
 )
 
 // Receiver takes messages from a device. It is not safe for concurrent use:
@@ -58,7 +60,7 @@ func (r *Receiver) Receive(ctx context.Context) (msg []byte, commit func(ok bool
 		deadline := r.lastAt.Add(r.opt.FrameTimeout)
 		b, err := r.in.next(ctx, deadline)
 		if errors.Is(err, ErrTimeout) {
-			r.opt.Count("timeouts", 1)
+			r.opt.Count(health.CounterTimeouts, 1)
 			r.abort("no frame within the frame timeout")
 			continue
 		}
@@ -79,7 +81,7 @@ func (r *Receiver) Receive(ctx context.Context) (msg []byte, commit func(ok bool
 			continue
 		case STX:
 		default:
-			r.opt.Count("noise_bytes", 1)
+			r.opt.Count(health.CounterNoiseBytes, 1)
 			continue
 		}
 		f, err := r.readFrame(ctx, deadline)
@@ -88,7 +90,7 @@ func (r *Receiver) Receive(ctx context.Context) (msg []byte, commit func(ok bool
 			r.endTx()
 			continue
 		case errors.Is(err, ErrTimeout):
-			r.opt.Count("timeouts", 1)
+			r.opt.Count(health.CounterTimeouts, 1)
 			r.abort("frame not finished within the frame timeout")
 			continue
 		case errors.Is(err, errBadFrame):
@@ -103,7 +105,7 @@ func (r *Receiver) Receive(ctx context.Context) (msg []byte, commit func(ok bool
 		if f.fn != r.fn {
 			if r.accepted > 0 && f.fn == (r.fn+7)%8 {
 				// Our ACK was lost and the device sent the frame again.
-				r.opt.Count("duplicates", 1)
+				r.opt.Count(health.CounterDuplicates, 1)
 				if err := r.reply(ACK); err != nil {
 					return nil, nil, err
 				}
@@ -115,7 +117,7 @@ func (r *Receiver) Receive(ctx context.Context) (msg []byte, commit func(ok bool
 			}
 			continue
 		}
-		r.opt.Count("frames", 1)
+		r.opt.Count(health.CounterFrames, 1)
 		r.size += len(f.text)
 		if r.size > r.opt.MaxMessageBytes {
 			if !r.oversize {
@@ -133,7 +135,7 @@ func (r *Receiver) Receive(ctx context.Context) (msg []byte, commit func(ok bool
 		if r.oversize {
 			size := r.size
 			r.size -= len(f.text) // a retransmission of this frame counts again
-			r.opt.Count("oversize", 1)
+			r.opt.Count(health.CounterOversize, 1)
 			if err := r.reply(NAK); err != nil {
 				return nil, nil, err
 			}
@@ -176,7 +178,7 @@ func (r *Receiver) advance() error {
 
 func (r *Receiver) reply(b byte) error {
 	if b == NAK {
-		r.opt.Count("nak_sent", 1)
+		r.opt.Count(health.CounterNAKSent, 1)
 	}
 	r.lastAt = time.Now()
 	return writeAll(r.link, []byte{b})
@@ -191,11 +193,11 @@ func (r *Receiver) awaitENQ(ctx context.Context) error {
 			return err
 		}
 		if b != ENQ {
-			r.opt.Count("noise_bytes", 1)
+			r.opt.Count(health.CounterNoiseBytes, 1)
 			continue
 		}
 		if r.opt.Busy != nil && r.opt.Busy() {
-			r.opt.Count("busy", 1)
+			r.opt.Count(health.CounterBusy, 1)
 			if err := r.reply(NAK); err != nil {
 				return err
 			}
@@ -213,7 +215,7 @@ func (r *Receiver) establish() error {
 
 func (r *Receiver) endTx() {
 	if r.size > 0 || r.oversize {
-		r.opt.Count("aborted", 1)
+		r.opt.Count(health.CounterAborted, 1)
 		r.opt.Log.Debug("lis01: transmission ended inside a message; partial message dropped (the device sends it again)")
 	}
 	r.inTx = false
@@ -223,7 +225,7 @@ func (r *Receiver) endTx() {
 func (r *Receiver) abort(why string) {
 	r.opt.Log.Debug("lis01: transmission abandoned", "reason", why)
 	if r.size > 0 || r.oversize {
-		r.opt.Count("aborted", 1)
+		r.opt.Count(health.CounterAborted, 1)
 	}
 	r.inTx = false
 	r.text, r.size, r.oversize = r.text[:0], 0, false
@@ -257,7 +259,7 @@ func (r *Receiver) readFrame(ctx context.Context, deadline time.Time) (frame, er
 			}
 			return f, nil
 		case STX:
-			r.opt.Count("noise_bytes", uint64(len(r.frame))+1)
+			r.opt.Count(health.CounterNoiseBytes, uint64(len(r.frame))+1)
 			r.frame, over = r.frame[:0], false
 			continue
 		case EOT:

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/hl7edge/hl7edge/pipeline/health"
 )
 
 // Sender sends messages to a device. It is not safe for concurrent use.
@@ -73,11 +75,11 @@ func (s *Sender) establish(ctx context.Context) error {
 		case ACK:
 			return nil
 		case ENQ:
-			s.opt.Count("contention", 1)
+			s.opt.Count(health.CounterContention, 1)
 			return fmt.Errorf("%w: the device sent ENQ at the same time; it has priority, retry later", ErrContention)
 		}
 		// NAK: busy.
-		s.opt.Count("busy", 1)
+		s.opt.Count(health.CounterBusy, 1)
 		if try >= s.opt.MaxTries {
 			return fmt.Errorf("%w: ENQ answered NAK %d times; the device is not ready to receive, retry later", ErrBusy, try)
 		}
@@ -112,7 +114,7 @@ func (s *Sender) sendFrame(ctx context.Context, f []byte, fn int) error {
 		if try >= s.opt.MaxTries {
 			return fmt.Errorf("%w: frame %d NAKed %d times; the transmission was abandoned (check the line for noise and the device's settings)", ErrRefused, fn, try)
 		}
-		s.opt.Count("retransmits", 1)
+		s.opt.Count(health.CounterRetransmits, 1)
 	}
 }
 
@@ -129,6 +131,6 @@ func (s *Sender) awaitReply(ctx context.Context, enq bool) (byte, error) {
 		case b == ACK, b == NAK, b == EOT && !enq, b == ENQ && enq:
 			return b, nil
 		}
-		s.opt.Count("noise_bytes", 1)
+		s.opt.Count(health.CounterNoiseBytes, 1)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/testpki"
 )
 
@@ -168,7 +169,7 @@ func TestClientPeerClosesWithoutAck(t *testing.T) {
 	}()
 	// The server handles the frame, answers nothing, then shuts down
 	// and closes the connection: Send must return, with an error.
-	waitFor(t, "frame handled", func() bool { return ts.comp.Counter(CounterFrames) == 1 })
+	waitFor(t, "frame handled", func() bool { return ts.comp.Counter(health.CounterFrames) == 1 })
 	ts.stop(t)
 	select {
 	case err := <-done:

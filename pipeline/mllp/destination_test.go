@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/testpki"
 	"github.com/hl7edge/hl7edge/pipeline/units"
@@ -118,7 +119,7 @@ func TestOutputVerdicts(t *testing.T) {
 	}
 	// Seven deliveries, one connection: it is kept between messages and
 	// negative answers do not break it.
-	if n := rx.comp.Counter(CounterConnectionsTotal); n != 1 {
+	if n := rx.comp.Counter(health.CounterConnectionsTotal); n != 1 {
 		t.Errorf("receiver saw %d connections, want 1", n)
 	}
 }
@@ -135,7 +136,7 @@ func TestOutputMismatchedACKReconnects(t *testing.T) {
 	if err := o.Deliver(context.Background(), hl7Message("m1", false)); err != nil {
 		t.Fatalf("retry: %v", err)
 	}
-	if n := rx.comp.Counter(CounterConnectionsTotal); n != 2 {
+	if n := rx.comp.Counter(health.CounterConnectionsTotal); n != 2 {
 		t.Errorf("receiver saw %d connections, want 2 (reconnect after the mismatch)", n)
 	}
 }
@@ -152,7 +153,7 @@ func TestOutputTimeoutThenRecovers(t *testing.T) {
 	if err := o.Deliver(context.Background(), hl7Message("t1", false)); err != nil {
 		t.Fatalf("after the timeout: %v", err)
 	}
-	if n := rx.comp.Counter(CounterConnectionsTotal); n != 2 {
+	if n := rx.comp.Counter(health.CounterConnectionsTotal); n != 2 {
 		t.Errorf("receiver saw %d connections, want 2 (the timed-out one is never reused)", n)
 	}
 }
@@ -163,12 +164,12 @@ func TestOutputReconnectsAfterReceiverClosedIdleConnection(t *testing.T) {
 	if err := o.Deliver(context.Background(), hl7Message("i1", false)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "receiver closing the idle connection", func() bool { return rx.comp.Counter(CounterIdleClosed) == 1 })
+	waitFor(t, "receiver closing the idle connection", func() bool { return rx.comp.Counter(health.CounterIdleClosed) == 1 })
 	// The stale connection is noticed and replaced within this one call.
 	if err := o.Deliver(context.Background(), hl7Message("i2", false)); err != nil {
 		t.Fatalf("delivery after the receiver closed the connection: %v", err)
 	}
-	if n := rx.comp.Counter(CounterConnectionsTotal); n != 2 {
+	if n := rx.comp.Counter(health.CounterConnectionsTotal); n != 2 {
 		t.Errorf("receiver saw %d connections, want 2", n)
 	}
 }

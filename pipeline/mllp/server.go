@@ -35,19 +35,6 @@ func (f HandlerFunc) HandleFrame(ctx context.Context, peer string, fr Frame) []b
 	return f(ctx, peer, fr)
 }
 
-// Health counters a Server adds to its component.
-const (
-	CounterConnectionsTotal  = "connections_total"  // connections admitted
-	CounterConnectionsClosed = "connections_closed" // admitted connections that ended; open = total - closed
-	CounterRefused           = "refused_connections"
-	CounterFrames            = "frames"
-	CounterOversize          = "oversize"
-	CounterGarbageBytes      = "garbage_bytes"
-	CounterIdleClosed        = "idle_closed"
-	CounterWriteTimeouts     = "write_timeouts"
-	CounterTLSFailures       = "tls_failures"
-)
-
 // Server is one MLLP listener.
 type Server struct {
 	name string
@@ -161,17 +148,17 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		backoff = 0
 		if s.open.Load() >= int64(s.cfg.MaxConnections) {
 			c.Close()
-			s.comp.Add(CounterRefused, 1)
+			s.comp.Add(health.CounterRefusedConnections, 1)
 			s.refused.warn("MLLP connection refused: max_connections reached; raise max_connections or find the sender that leaks connections",
 				"peer", c.RemoteAddr().String(), "max_connections", s.cfg.MaxConnections)
 			continue
 		}
 		s.open.Add(1)
-		s.comp.Add(CounterConnectionsTotal, 1)
+		s.comp.Add(health.CounterConnectionsTotal, 1)
 		wg.Go(func() {
 			defer func() {
 				s.open.Add(-1)
-				s.comp.Add(CounterConnectionsClosed, 1)
+				s.comp.Add(health.CounterConnectionsClosed, 1)
 			}()
 			s.serveConn(ctx, c)
 		})
@@ -198,7 +185,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		cancel()
 		if err != nil {
 			if ctx.Err() == nil {
-				s.comp.Add(CounterTLSFailures, 1)
+				s.comp.Add(health.CounterTLSFailures, 1)
 				log.Warn("MLLP TLS handshake failed; connection closed", "err", err)
 			}
 			return
@@ -211,7 +198,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	var skipped int64
 	countSkipped := func() {
 		if n := r.Skipped() - skipped; n > 0 {
-			s.comp.Add(CounterGarbageBytes, uint64(n))
+			s.comp.Add(health.CounterGarbageBytes, uint64(n))
 			skipped += n
 		}
 	}
@@ -231,9 +218,9 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 			s.connEnded(ctx, log, err)
 			return
 		}
-		s.comp.Add(CounterFrames, 1)
+		s.comp.Add(health.CounterFrames, 1)
 		if f.Oversize {
-			s.comp.Add(CounterOversize, 1)
+			s.comp.Add(health.CounterOversize, 1)
 			log.Warn("MLLP frame over max_message_bytes; handler sees its beginning only",
 				"size", f.Size, "max_message_bytes", int64(s.cfg.MaxMessageBytes))
 		}
@@ -244,7 +231,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		c.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout.D()))
 		if err := WriteFrame(c, ack); err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				s.comp.Add(CounterWriteTimeouts, 1)
+				s.comp.Add(health.CounterWriteTimeouts, 1)
 				log.Warn("MLLP peer did not take its ACK within write_timeout; connection closed",
 					"write_timeout", s.cfg.WriteTimeout.D())
 			} else {
@@ -265,7 +252,7 @@ func (s *Server) connEnded(ctx context.Context, log *slog.Logger, err error) {
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		log.Warn("MLLP peer closed the connection in the middle of a frame", "err", err)
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		s.comp.Add(CounterIdleClosed, 1)
+		s.comp.Add(health.CounterIdleClosed, 1)
 		log.Info("MLLP connection closed: no complete frame within idle_timeout", "idle_timeout", s.cfg.IdleTimeout.D())
 	default:
 		log.Warn("MLLP connection failed", "err", err)

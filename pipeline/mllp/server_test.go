@@ -78,10 +78,10 @@ func TestServerAcksInOrderPerConnection(t *testing.T) {
 	if overlap.Load() {
 		t.Error("two frames of one connection were handled at the same time")
 	}
-	if calls.Load() != conns*msgs || ts.comp.Counter(CounterFrames) != conns*msgs {
-		t.Errorf("handler calls %d, frames counter %d, want %d", calls.Load(), ts.comp.Counter(CounterFrames), conns*msgs)
+	if calls.Load() != conns*msgs || ts.comp.Counter(health.CounterFrames) != conns*msgs {
+		t.Errorf("handler calls %d, frames counter %d, want %d", calls.Load(), ts.comp.Counter(health.CounterFrames), conns*msgs)
 	}
-	if got := ts.comp.Counter(CounterConnectionsTotal); got != conns {
+	if got := ts.comp.Counter(health.CounterConnectionsTotal); got != conns {
 		t.Errorf("connections_total = %d, want %d", got, conns)
 	}
 }
@@ -184,7 +184,7 @@ func TestServerOversizeFrameStreamedWhileOthersServed(t *testing.T) {
 	// The connection is still in sync for the next frame.
 	big.send(t, "after")
 	big.expect(t, "ACK:after")
-	if got := ts.comp.Counter(CounterOversize); got != 1 {
+	if got := ts.comp.Counter(health.CounterOversize); got != 1 {
 		t.Errorf("oversize counter = %d, want 1", got)
 	}
 }
@@ -198,7 +198,7 @@ func TestServerSkipsGarbage(t *testing.T) {
 	c.send(t, "three")
 	c.expect(t, "ACK:three")
 	// "hello\r\n" (7) + "xx" (2) + the "\r\n" after the second frame's own CR (2)
-	if got := ts.comp.Counter(CounterGarbageBytes); got != 11 {
+	if got := ts.comp.Counter(health.CounterGarbageBytes); got != 11 {
 		t.Errorf("garbage_bytes = %d, want 11", got)
 	}
 }
@@ -229,7 +229,7 @@ func TestServerClosesHalfOpenConnectionAfterIdleTimeout(t *testing.T) {
 	}
 	busy.send(t, "still here")
 	busy.expect(t, "ACK:still here")
-	if got := ts.comp.Counter(CounterIdleClosed); got != 1 {
+	if got := ts.comp.Counter(health.CounterIdleClosed); got != 1 {
 		t.Errorf("idle_closed = %d, want 1", got)
 	}
 	if ts.Connections() != 1 {
@@ -239,7 +239,7 @@ func TestServerClosesHalfOpenConnectionAfterIdleTimeout(t *testing.T) {
 	busy.Close() // a clean close, not counted as idle
 	quiet := dialRaw(t, ts.addr())
 	quiet.expectClosed(t)
-	waitFor(t, "second idle close counted", func() bool { return ts.comp.Counter(CounterIdleClosed) == 2 })
+	waitFor(t, "second idle close counted", func() bool { return ts.comp.Counter(health.CounterIdleClosed) == 2 })
 }
 
 func TestServerWriteTimeoutFreesConnection(t *testing.T) {
@@ -249,7 +249,7 @@ func TestServerWriteTimeoutFreesConnection(t *testing.T) {
 		HandlerFunc(func(context.Context, string, Frame) []byte { return big }))
 	c := dialRaw(t, ts.addr())
 	c.send(t, "MSH|give me a huge ack") // and never read it
-	waitFor(t, "write timeout", func() bool { return ts.comp.Counter(CounterWriteTimeouts) == 1 })
+	waitFor(t, "write timeout", func() bool { return ts.comp.Counter(health.CounterWriteTimeouts) == 1 })
 	waitFor(t, "connection released", func() bool { return ts.Connections() == 0 })
 }
 
@@ -298,9 +298,9 @@ func TestServerMaxConnections(t *testing.T) {
 	}
 	wantRefused := uint64(total - maxConns)
 	waitFor(t, "refusals counted", func() bool {
-		return ts.comp.Counter(CounterRefused)+ts.comp.Counter(CounterConnectionsTotal) == uint64(total)
+		return ts.comp.Counter(health.CounterRefusedConnections)+ts.comp.Counter(health.CounterConnectionsTotal) == uint64(total)
 	})
-	if got := ts.comp.Counter(CounterRefused); got != wantRefused {
+	if got := ts.comp.Counter(health.CounterRefusedConnections); got != wantRefused {
 		t.Fatalf("refused_connections = %d, want %d", got, wantRefused)
 	}
 	if ts.Connections() != maxConns {
@@ -409,7 +409,7 @@ func TestServerTLSRequiresClientCert(t *testing.T) {
 	}
 	// Handshakes the server refused: no cert, foreign cert, plain TCP
 	// (the client-side refusals may or may not reach the server).
-	waitFor(t, "tls failures counted", func() bool { return ts.comp.Counter(CounterTLSFailures) >= 3 })
+	waitFor(t, "tls failures counted", func() bool { return ts.comp.Counter(health.CounterTLSFailures) >= 3 })
 }
 
 func TestServerShutdown(t *testing.T) {

@@ -74,7 +74,7 @@ func (d *Destination) Deliver(ctx context.Context, m *flow.Message) error {
 		err = d.deliverMLLP(ctx, m)
 	}
 	if err == nil {
-		d.comp.Add(CounterMessages, 1)
+		d.comp.Add(health.CounterMessages, 1)
 		d.comp.SetState(health.Up)
 		d.log.Debug("message delivered", "guid", m.GUID)
 		return nil
@@ -98,7 +98,7 @@ func (d *Destination) open(ctx context.Context) error {
 		return err
 	}
 	if d.opened {
-		d.comp.Add(CounterReopens, 1)
+		d.comp.Add(health.CounterReopens, 1)
 	}
 	d.opened = true
 	d.l = l
@@ -145,12 +145,12 @@ func (d *Destination) deliverMLLP(ctx context.Context, m *flow.Message) error {
 		if err != nil {
 			// Not an acknowledgement (the device may talk unprompted):
 			// keep waiting for ours.
-			d.comp.Add(CounterNoiseBytes, uint64(len(f.Data)))
+			d.comp.Add(health.CounterNoiseBytes, uint64(len(f.Data)))
 			d.log.Debug("frame from device is not an ACK; skipped", "err", err)
 			continue
 		}
 		if want != "" && acked != "" && acked != want {
-			d.comp.Add(CounterStaleACKs, 1)
+			d.comp.Add(health.CounterStaleACKs, 1)
 			d.log.Debug("ACK for another message skipped", "acked", acked, "control_id", want)
 			continue
 		}
@@ -158,10 +158,10 @@ func (d *Destination) deliverMLLP(ctx context.Context, m *flow.Message) error {
 		case "AA", "CA":
 			return nil
 		case "AR", "CR":
-			d.comp.Add(CounterRefused, 1)
+			d.comp.Add(health.CounterRefused, 1)
 			return fmt.Errorf("%w: device answered %s (rejected) to control ID %s; sending it again unchanged will not help", flow.ErrPermanent, code, want)
 		default:
-			d.comp.Add(CounterRefused, 1)
+			d.comp.Add(health.CounterRefused, 1)
 			return fmt.Errorf("device answered %s (error) to control ID %s; it will be sent again", code, want)
 		}
 	}

@@ -111,10 +111,10 @@ func TestDestinationMLLP(t *testing.T) {
 			}
 		}
 	}
-	if n := comp.Counter(CounterStaleACKs); n != 1 {
+	if n := comp.Counter(health.CounterStaleACKs); n != 1 {
 		t.Fatalf("stale_acks = %d, want 1", n)
 	}
-	if n := comp.Counter(CounterMessages); n != 3 {
+	if n := comp.Counter(health.CounterMessages); n != 3 {
 		t.Fatalf("messages = %d, want 3", n)
 	}
 }
@@ -183,8 +183,8 @@ func TestDestinationLIS01(t *testing.T) {
 	if err := d.Deliver(t.Context(), &flow.Message{GUID: "x", Raw: message(100)}); err != nil {
 		t.Fatalf("after replug: %v", err)
 	}
-	if comp.State() != health.Up || comp.Counter(CounterReopens) != 1 {
-		t.Fatalf("state %s reopens %d", comp.State(), comp.Counter(CounterReopens))
+	if comp.State() != health.Up || comp.Counter(health.CounterReopens) != 1 {
+		t.Fatalf("state %s reopens %d", comp.State(), comp.Counter(health.CounterReopens))
 	}
 	mu.Lock()
 	defer mu.Unlock()

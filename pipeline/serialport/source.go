@@ -14,17 +14,6 @@ import (
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
 )
 
-// Health counters a Source or Destination adds to its component.
-const (
-	CounterMessages   = "messages"    // accepted (source) or delivered (destination)
-	CounterRefused    = "refused"     // source: answered AE/AR or NAKed; destination: device said no
-	CounterOversize   = "oversize"    // longer than max_message_bytes, refused
-	CounterReopens    = "reopens"     // the port was opened again after failing
-	CounterNoiseBytes = "noise_bytes" // bytes outside any frame, skipped
-	CounterNAKSent    = "nak_sent"    // LIS01 NAKs we sent (bad frames, refused messages)
-	CounterStaleACKs  = "stale_acks"  // destination, MLLP: ACKs for another message, skipped
-)
-
 // Options are a port's collaborators.
 type Options struct {
 	Log *slog.Logger // required
@@ -95,7 +84,7 @@ func (s *Source) Run(ctx context.Context) error {
 			return nil // ctx ended
 		}
 		if opened {
-			s.comp.Add(CounterReopens, 1)
+			s.comp.Add(health.CounterReopens, 1)
 		}
 		s.comp.SetState(health.Up)
 		s.log.Info("serial source open", "baud", s.cfg.Baud, "framing", s.cfg.Framing)
@@ -164,11 +153,11 @@ func (s *Source) serve(ctx context.Context, l *line) error {
 func (s *Source) accept(ctx context.Context, raw []byte) flow.Outcome {
 	out := s.intake.Accept(ctx, flow.Inbound{Source: s.name, Raw: raw})
 	if out.Code == flow.Accepted {
-		s.comp.Add(CounterMessages, 1)
+		s.comp.Add(health.CounterMessages, 1)
 		s.log.Debug("message accepted", "control_id", out.ControlID, "guid", out.GUID)
 		return out
 	}
-	s.comp.Add(CounterRefused, 1)
+	s.comp.Add(health.CounterRefused, 1)
 	s.log.Warn("message refused", "code", string(out.Code), "control_id", out.ControlID, "reason", out.Reason)
 	return out
 }
@@ -179,7 +168,7 @@ func (s *Source) serveMLLP(ctx context.Context, l *line) error {
 	for {
 		f, err := r.ReadFrame()
 		if n := r.Skipped(); n > skipped {
-			s.comp.Add(CounterNoiseBytes, uint64(n-skipped))
+			s.comp.Add(health.CounterNoiseBytes, uint64(n-skipped))
 			skipped = n
 		}
 		if err != nil {
@@ -189,8 +178,8 @@ func (s *Source) serveMLLP(ctx context.Context, l *line) error {
 		if f.Oversize {
 			// Intake must not store a truncated message; the beginning is
 			// enough to answer AR naming the sender's control ID.
-			s.comp.Add(CounterOversize, 1)
-			s.comp.Add(CounterRefused, 1)
+			s.comp.Add(health.CounterOversize, 1)
+			s.comp.Add(health.CounterRefused, 1)
 			reason := fmt.Sprintf("message of %d bytes is longer than max_message_bytes (%d): raise the limit for this port or send smaller messages", f.Size, int64(s.cfg.MaxMessageBytes))
 			s.log.Warn("message refused", "code", string(flow.Rejected), "reason", reason)
 			ack = hl7.ACKUnparsed(f.Data, flow.Rejected, hl7.CodeInternalError, reason, "", time.Now())
@@ -228,7 +217,7 @@ func (s *Source) serveLIS01(ctx context.Context, l *line) error {
 	for {
 		text, commit, err := rx.Receive(ctx)
 		if errors.Is(err, lis01.ErrTooLarge) {
-			s.comp.Add(CounterRefused, 1)
+			s.comp.Add(health.CounterRefused, 1)
 			s.log.Warn("message refused", "err", err)
 			continue
 		}

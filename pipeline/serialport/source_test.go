@@ -96,10 +96,10 @@ func Test500Messages(t *testing.T) {
 				}
 			}
 			c := f.comp
-			if c.Counter(CounterMessages) != 500 || c.Counter(CounterNoiseBytes) != uint64(noiseTotal) ||
-				c.Counter(CounterNAKSent) != 0 || c.Counter(CounterReopens) != 0 {
+			if c.Counter(health.CounterMessages) != 500 || c.Counter(health.CounterNoiseBytes) != uint64(noiseTotal) ||
+				c.Counter(health.CounterNAKSent) != 0 || c.Counter(health.CounterReopens) != 0 {
 				t.Fatalf("counters messages=%d noise_bytes=%d (want %d) nak_sent=%d reopens=%d",
-					c.Counter(CounterMessages), c.Counter(CounterNoiseBytes), noiseTotal, c.Counter(CounterNAKSent), c.Counter(CounterReopens))
+					c.Counter(health.CounterMessages), c.Counter(health.CounterNoiseBytes), noiseTotal, c.Counter(health.CounterNAKSent), c.Counter(health.CounterReopens))
 			}
 			if c.State() != health.Up {
 				t.Fatalf("state %s", c.State())
@@ -150,7 +150,7 @@ func TestLIS01ChecksumAndHeldACK(t *testing.T) {
 	if !bytes.Equal(f.intake.stored()[0], msg) {
 		t.Fatal("stored message differs")
 	}
-	if n := f.comp.Counter(CounterNAKSent); n != 1 {
+	if n := f.comp.Counter(health.CounterNAKSent); n != 1 {
 		t.Fatalf("nak_sent = %d, want 1", n)
 	}
 }
@@ -187,7 +187,7 @@ func TestRefusals(t *testing.T) {
 		if n := f.intake.count(); n != 2 {
 			t.Fatalf("stored %d, want 2 (MSG-0002 resent, MSG-0003)", n)
 		}
-		if n := f.comp.Counter(CounterRefused); n != 2 {
+		if n := f.comp.Counter(health.CounterRefused); n != 2 {
 			t.Fatalf("refused = %d, want 2", n)
 		}
 	})
@@ -207,10 +207,10 @@ func TestRefusals(t *testing.T) {
 		if len(got) != 2 || !bytes.Equal(got[0], message(2)) || !bytes.Equal(got[1], message(3)) {
 			t.Fatalf("stored %d messages, want MSG-0002 and MSG-0003", len(got))
 		}
-		if n, want := f.comp.Counter(CounterNAKSent), uint64(lis01.DefaultMaxTries+1); n != want {
+		if n, want := f.comp.Counter(health.CounterNAKSent), uint64(lis01.DefaultMaxTries+1); n != want {
 			t.Fatalf("nak_sent = %d, want %d", n, want)
 		}
-		if n := f.comp.Counter(CounterRefused); n != uint64(lis01.DefaultMaxTries+1) {
+		if n := f.comp.Counter(health.CounterRefused); n != uint64(lis01.DefaultMaxTries+1) {
 			t.Fatalf("refused = %d", n)
 		}
 	})
@@ -231,8 +231,8 @@ func TestOversize(t *testing.T) {
 		if code, _, err := mllpExchange(f.dev, r, sized(2, 500)); err != nil || code != "AA" {
 			t.Fatalf("next message: %s, %v", code, err)
 		}
-		if f.intake.count() != 1 || f.comp.Counter(CounterOversize) != 1 {
-			t.Fatalf("stored %d, oversize %d", f.intake.count(), f.comp.Counter(CounterOversize))
+		if f.intake.count() != 1 || f.comp.Counter(health.CounterOversize) != 1 {
+			t.Fatalf("stored %d, oversize %d", f.intake.count(), f.comp.Counter(health.CounterOversize))
 		}
 	})
 	t.Run(FramingLIS01, func(t *testing.T) {
@@ -244,8 +244,8 @@ func TestOversize(t *testing.T) {
 		if err := s.Send(t.Context(), sized(2, 500)); err != nil {
 			t.Fatal(err)
 		}
-		if f.intake.count() != 1 || f.comp.Counter(CounterOversize) == 0 {
-			t.Fatalf("stored %d, oversize %d", f.intake.count(), f.comp.Counter(CounterOversize))
+		if f.intake.count() != 1 || f.comp.Counter(health.CounterOversize) == 0 {
+			t.Fatalf("stored %d, oversize %d", f.intake.count(), f.comp.Counter(health.CounterOversize))
 		}
 	})
 }
@@ -316,7 +316,7 @@ func TestYankMidStream(t *testing.T) {
 					t.Fatalf("stored message %d is not the one expected", i)
 				}
 			}
-			if r := f.comp.Counter(CounterReopens); r != 1 {
+			if r := f.comp.Counter(health.CounterReopens); r != 1 {
 				t.Fatalf("reopens = %d, want 1", r)
 			}
 			waitState(t, f.comp, health.Up)
@@ -349,7 +349,7 @@ func TestYankWhileIdle(t *testing.T) {
 			if len(got) != 20 || !bytes.Equal(got[19], message(19)) {
 				t.Fatalf("stored %d", len(got))
 			}
-			if r := f.comp.Counter(CounterReopens); r != 1 {
+			if r := f.comp.Counter(health.CounterReopens); r != 1 {
 				t.Fatalf("reopens = %d, want 1", r)
 			}
 		})
@@ -380,8 +380,8 @@ func TestWaitsForDevice(t *testing.T) {
 	if err := mllpSender(f.dev)(message(1)); err != nil {
 		t.Fatal(err)
 	}
-	if f.intake.count() != 1 || f.comp.Counter(CounterReopens) != 0 {
-		t.Fatalf("stored %d, reopens %d", f.intake.count(), f.comp.Counter(CounterReopens))
+	if f.intake.count() != 1 || f.comp.Counter(health.CounterReopens) != 0 {
+		t.Fatalf("stored %d, reopens %d", f.intake.count(), f.comp.Counter(health.CounterReopens))
 	}
 }
 
@@ -403,7 +403,7 @@ func TestFollowsRepointedPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.dev = newPTY(t, f.link)
-	waitFor(t, "a reopen", func() bool { return f.comp.Counter(CounterReopens) == 1 })
+	waitFor(t, "a reopen", func() bool { return f.comp.Counter(health.CounterReopens) == 1 })
 	if err := lisSender(f.dev)(message(2)); err != nil {
 		t.Fatal(err)
 	}

@@ -177,6 +177,9 @@ func (x *exchanger) do(ctx context.Context, op string, target *url.URL, req, rep
 	}
 	resp, err := x.client.Do(hreq)
 	if err != nil {
+		if isTLSFailure(err) {
+			return fmt.Errorf("%s to %s: %w: %w", op, target.Host, ErrTransport, tlsFailure(x.netError(ctx, err)))
+		}
 		return fmt.Errorf("%s to %s: %w: %s", op, target.Host, ErrTransport, x.netError(ctx, err))
 	}
 	defer resp.Body.Close()
@@ -205,6 +208,30 @@ func (x *exchanger) do(ctx context.Context, op string, target *url.URL, req, rep
 	default:
 		return fmt.Errorf("%s to %s: %w: %w", op, target.Host, ErrTransport, err)
 	}
+}
+
+// tlsFailure is the text of a transport failure in the TLS handshake or
+// certificate check. It is counted apart (health.CounterTLSErrors) because
+// the FAULT LED shows it as code 4: someone must fix a certificate, a
+// CA file or the clock, not wait for the peer to come back.
+type tlsFailure string
+
+func (e tlsFailure) Error() string { return string(e) }
+
+// isTLSFailure says whether a request failed in the TLS handshake or in
+// verifying the peer's certificate (including a clock outside the
+// certificate's validity).
+func isTLSFailure(err error) bool {
+	var (
+		verify   *tls.CertificateVerificationError
+		alert    tls.AlertError
+		record   tls.RecordHeaderError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+	)
+	return errors.As(err, &verify) || errors.As(err, &alert) || errors.As(err, &record) ||
+		errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid)
 }
 
 // netError describes a failed request without the URL (which net/http puts

@@ -32,16 +32,6 @@ type Options struct {
 	Alarm func(kind, detail string)
 }
 
-// Health counters of a destination.
-const (
-	CounterPings           = "pings"            // pings sent
-	CounterPosts           = "posts"            // posts sent
-	CounterAcked           = "acked"            // posts answered with the matching ACK (the delivery worker counts "delivered")
-	CounterExceptions      = "exceptions"       // EXCEPTION replies
-	CounterTransportErrors = "transport_errors" // transport failures
-	CounterRefusedURLs     = "refused_urls"     // URLs from a ping reply refused by the profile's rules
-)
-
 // identity is how the gateway presents itself in every request.
 type identity struct {
 	logonID, password, pmVersion, computerName string
@@ -186,7 +176,7 @@ func (d *Destination) Deliver(ctx context.Context, m *flow.Message) error {
 		Message:      wire.Message{ID: m.GUID, Data: wire.EncodeMessage(m.Raw)},
 	}
 	var ack wire.Ack
-	d.health.Add(CounterPosts, 1)
+	d.health.Add(health.CounterPosts, 1)
 	err = d.x.do(ctx, "post", target, req, &ack)
 	if err == nil && ack.GUID() != m.GUID {
 		err = fmt.Errorf("post to %s: %w: the ACK names GUID %q, want %q", target.Host, ErrTransport, wire.Clean(ack.GUID(), 64), m.GUID)
@@ -198,7 +188,7 @@ func (d *Destination) Deliver(ctx context.Context, m *flow.Message) error {
 	if d.repingEvery {
 		d.postURL = nil
 	}
-	d.health.Add(CounterAcked, 1)
+	d.health.Add(health.CounterAcked, 1)
 	d.health.SetState(health.Up)
 	log.Debug("delivered", "attempts", m.Attempts)
 	return nil
@@ -239,7 +229,7 @@ func (d *Destination) session(ctx context.Context) (*url.URL, error) {
 		ComputerName: d.id.computerName,
 	}
 	var reply wire.PingReply
-	d.health.Add(CounterPings, 1)
+	d.health.Add(health.CounterPings, 1)
 	if err := d.x.do(ctx, "ping", d.start, req, &reply); err != nil {
 		return nil, err
 	}
@@ -268,7 +258,7 @@ func (d *Destination) fail(ctx context.Context, log *slog.Logger, step string, e
 // raiseRefused raises the url_refused alarm for an error that wraps ErrRefusedURL.
 func raiseRefused(alarm func(kind, detail string), name string, err error) {
 	if alarm != nil && errors.Is(err, ErrRefusedURL) {
-		alarm("url_refused", fmt.Sprintf("%s: %v", name, err))
+		alarm(health.AlarmURLRefused, fmt.Sprintf("%s: %v", name, err))
 	}
 }
 
@@ -277,15 +267,18 @@ func raiseRefused(alarm func(kind, detail string), name string, err error) {
 func recordFailure(h *health.Component, log *slog.Logger, step string, err error) {
 	switch exc, ok := isException(err); {
 	case exc != nil:
-		h.Add(CounterExceptions, 1)
+		h.Add(health.CounterExceptions, 1)
 		log.Warn("web service answered with an EXCEPTION", "step", step,
 			"method", wire.Clean(exc.Method, 64), "errorcode", wire.Clean(exc.ErrorCode, 32),
 			"errormessage", wire.Clean(exc.ErrorMessage, 200), "additional", wire.Clean(exc.Additional, 64))
 	case ok:
-		h.Add(CounterRefusedURLs, 1)
+		h.Add(health.CounterRefusedURLs, 1)
 		log.Error("refused a URL handed out by the ping reply; nothing was sent to it", "step", step, "err", err)
 	default:
-		h.Add(CounterTransportErrors, 1)
+		h.Add(health.CounterTransportErrors, 1)
+		if errors.As(err, new(tlsFailure)) {
+			h.Add(health.CounterTLSErrors, 1)
+		}
 		log.Warn("transport failure", "step", step, "err", err)
 	}
 	h.Fail(health.Down, err.Error())

@@ -86,7 +86,7 @@ func TestDeliverHundredInOrderOnOneConnection(t *testing.T) {
 	if st.Pings != 1 || st.Posts != 100 || st.Stored != 100 || st.Duplicates != 0 {
 		t.Errorf("server stats %+v, want 1 ping, 100 posts stored", st)
 	}
-	for c, want := range map[string]uint64{CounterPings: 1, CounterPosts: 100, CounterAcked: 100, CounterExceptions: 0, CounterTransportErrors: 0} {
+	for c, want := range map[string]uint64{health.CounterPings: 1, health.CounterPosts: 100, health.CounterAcked: 100, health.CounterExceptions: 0, health.CounterTransportErrors: 0} {
 		if got := r.health.Counter(c); got != want {
 			t.Errorf("health counter %s = %d, want %d", c, got, want)
 		}
@@ -117,7 +117,7 @@ func TestDeliverUnderFaultsStaysExactlyOnceInOrder(t *testing.T) {
 	if dups == 0 {
 		t.Error("no duplicates: wrong ACKs were not retried with the same GUID")
 	}
-	if got := r.health.Counter(CounterExceptions) + r.health.Counter(CounterTransportErrors); got != uint64(failures) {
+	if got := r.health.Counter(health.CounterExceptions) + r.health.Counter(health.CounterTransportErrors); got != uint64(failures) {
 		t.Errorf("health counted %d failures, the worker saw %d", got, failures)
 	}
 }
@@ -145,8 +145,8 @@ func TestExceptionOnPing(t *testing.T) {
 	if st := r.ref.Stats(); st.Posts != 0 {
 		t.Errorf("%d posts after a ping EXCEPTION, want 0", st.Posts)
 	}
-	if r.health.State() != health.Down || r.health.Counter(CounterExceptions) != 1 {
-		t.Errorf("health %s with %d exceptions, want down with 1", r.health.State(), r.health.Counter(CounterExceptions))
+	if r.health.State() != health.Down || r.health.Counter(health.CounterExceptions) != 1 {
+		t.Errorf("health %s with %d exceptions, want down with 1", r.health.State(), r.health.Counter(health.CounterExceptions))
 	}
 	logs := r.logs.String()
 	for _, want := range []string{"method=PingAcknowledgement", "errorcode=3267", `errormessage="Invalid logon id"`, "additional=StreamRequest", "guid=", "control_id=CTRL00001"} {
@@ -179,8 +179,8 @@ func TestHTTP500IsTransportFailure(t *testing.T) {
 	if !errors.Is(err, ErrTransport) || !strings.Contains(err.Error(), "500") {
 		t.Fatalf("Deliver = %v, want a transport failure naming HTTP 500", err)
 	}
-	if r.health.Counter(CounterTransportErrors) != 1 || r.health.State() != health.Down {
-		t.Errorf("health: %d transport errors, state %s", r.health.Counter(CounterTransportErrors), r.health.State())
+	if r.health.Counter(health.CounterTransportErrors) != 1 || r.health.State() != health.Down {
+		t.Errorf("health: %d transport errors, state %s", r.health.Counter(health.CounterTransportErrors), r.health.State())
 	}
 	r.ref.SetFaults(refserver.Faults{})
 	if err := r.dest.Deliver(context.Background(), testMessage(1)); err != nil {
@@ -265,8 +265,8 @@ func TestRefusedPostURLs(t *testing.T) {
 			if n := other.Hits(); n != 0 {
 				t.Errorf("%d requests reached the refused host", n)
 			}
-			if r.health.Counter(CounterRefusedURLs) != 1 || r.health.State() != health.Down {
-				t.Errorf("refused_urls = %d, state %s", r.health.Counter(CounterRefusedURLs), r.health.State())
+			if r.health.Counter(health.CounterRefusedURLs) != 1 || r.health.State() != health.Down {
+				t.Errorf("refused_urls = %d, state %s", r.health.Counter(health.CounterRefusedURLs), r.health.State())
 			}
 			if !strings.Contains(r.logs.String(), "refused a URL") {
 				t.Errorf("the refusal is not logged")
@@ -384,8 +384,11 @@ func TestBadRepliesAreTransportFailures(t *testing.T) {
 			if !errors.Is(err, ErrTransport) || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Deliver = %v, want a transport failure mentioning %q", err, tt.want)
 			}
-			if r.health.Counter(CounterTransportErrors) != 1 {
-				t.Errorf("transport_errors = %d", r.health.Counter(CounterTransportErrors))
+			if r.health.Counter(health.CounterTransportErrors) != 1 {
+				t.Errorf("transport_errors = %d", r.health.Counter(health.CounterTransportErrors))
+			}
+			if n := r.health.Counter(health.CounterTLSErrors); n != 0 {
+				t.Errorf("tls_errors = %d for a failure after the handshake, want 0", n)
 			}
 		})
 	}
@@ -443,6 +446,14 @@ func TestUnknownCAIsRefused(t *testing.T) {
 	if r.srv.Hits() != 0 {
 		t.Error("a request went through an unverified connection")
 	}
+	// The FAULT LED's code 4 (clock or TLS) reads this counter; nothing
+	// counted it before, so a certificate failure showed no fault code.
+	if n := r.health.Counter(health.CounterTLSErrors); n != 1 {
+		t.Errorf("tls_errors = %d after a certificate failure, want 1", n)
+	}
+	if r.health.State() != health.Down {
+		t.Errorf("state %s, want down", r.health.State())
+	}
 }
 
 // Connections that the server closes are re-established with TLS session
@@ -482,7 +493,7 @@ func TestCanceledDeliveryIsNotAPeerFailure(t *testing.T) {
 	if err == nil {
 		t.Fatal("Deliver succeeded")
 	}
-	if r.health.State() == health.Down || r.health.Counter(CounterTransportErrors) != 0 {
+	if r.health.State() == health.Down || r.health.Counter(health.CounterTransportErrors) != 0 {
 		t.Errorf("a canceled delivery marked the destination down")
 	}
 }

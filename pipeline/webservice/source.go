@@ -14,15 +14,6 @@ import (
 	"github.com/hl7edge/hl7edge/pipeline/webservice/wire"
 )
 
-// Health counters of a source, besides the destination's pings,
-// exceptions, transport_errors and refused_urls.
-const (
-	CounterPolls      = "polls"      // mailbox requests answered
-	CounterMessages   = "messages"   // messages intake stored (each once)
-	CounterDuplicates = "duplicates" // messages offered again after a lost ack, not stored again
-	CounterRejected   = "rejected"   // messages intake refused as malformed (AR); left unacknowledged on the server
-)
-
 // Source pulls messages from a web service's mailbox (PROTOCOL.md, "Data
 // source") and hands each to intake; only what intake has durably stored is
 // acknowledged.
@@ -141,7 +132,7 @@ func (s *Source) round(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.health.Add(CounterPolls, 1)
+	s.health.Add(health.CounterPolls, 1)
 	s.health.SetState(health.Up)
 	for _, item := range box.Items {
 		if item.ID == "" {
@@ -193,7 +184,7 @@ func (s *Source) take(ctx context.Context, id string) (stop bool, err error) {
 	case out.Code == flow.Rejected:
 		// Retrying it unchanged cannot help, acknowledging it would drop it:
 		// leave it on the server, where it stays visible, and go on.
-		s.health.Add(CounterRejected, 1)
+		s.health.Add(health.CounterRejected, 1)
 		s.health.Fail("", "intake rejected remote message "+wire.Clean(id, 64)+": "+out.Reason)
 		log.Error("intake rejected the message; it stays unacknowledged on the server", "reason", out.Reason)
 		return false, nil
@@ -203,10 +194,10 @@ func (s *Source) take(ctx context.Context, id string) (stop bool, err error) {
 		return true, nil
 	}
 	if out.Duplicate {
-		s.health.Add(CounterDuplicates, 1)
+		s.health.Add(health.CounterDuplicates, 1)
 		log.Info("offered again a message stored before (its earlier ack was lost); acknowledging it")
 	} else {
-		s.health.Add(CounterMessages, 1)
+		s.health.Add(health.CounterMessages, 1)
 	}
 	if err := s.ack(ctx, id); err != nil {
 		return false, err
@@ -259,7 +250,7 @@ func (s *Source) session(ctx context.Context) error {
 	}
 	s.urls = nil
 	var reply wire.PingReply
-	s.health.Add(CounterPings, 1)
+	s.health.Add(health.CounterPings, 1)
 	err := s.x.do(ctx, "ping", s.start, &wire.Ping{
 		LogonID: s.id.logonID, PMVersion: s.id.pmVersion,
 		Frequency: FormatFrequency(s.frequency), Reping: wire.FormatBool(s.cfg.Reping),

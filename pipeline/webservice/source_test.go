@@ -183,19 +183,19 @@ func TestSourceFiftyExactlyOnceUnderFaults(t *testing.T) {
 	waitFor(t, "an empty mailbox", func() bool { return mailboxEmpty(r.mailbox) })
 	stop()
 	r.checkArrived(t, r.ids)
-	if got := r.health.Counter(CounterMessages); got != 50 {
+	if got := r.health.Counter(health.CounterMessages); got != 50 {
 		t.Errorf("messages counter %d, want 50", got)
 	}
 	// LoseAckEvery leaves stored messages on the server: they come back and
 	// must be acknowledged without being stored again.
-	if r.health.Counter(CounterDuplicates) == 0 {
+	if r.health.Counter(health.CounterDuplicates) == 0 {
 		t.Error("no duplicates counted: the lost-ack path was not exercised")
 	}
-	if r.health.Counter(CounterExceptions) == 0 || r.health.Counter(CounterTransportErrors) == 0 {
+	if r.health.Counter(health.CounterExceptions) == 0 || r.health.Counter(health.CounterTransportErrors) == 0 {
 		t.Errorf("exceptions %d, transport errors %d: the faults did not fire",
-			r.health.Counter(CounterExceptions), r.health.Counter(CounterTransportErrors))
+			r.health.Counter(health.CounterExceptions), r.health.Counter(health.CounterTransportErrors))
 	}
-	if r.health.Counter(CounterPolls) == 0 {
+	if r.health.Counter(health.CounterPolls) == 0 {
 		t.Error("no polls counted")
 	}
 	if st := r.reg.Stalled(time.Minute); len(st) != 0 {
@@ -257,7 +257,7 @@ func TestSourceIntakeErrorStopsRound(t *testing.T) {
 	}
 	// The round stopped at ORD00002: ORD00003 was not fetched before
 	// ORD00002 was retried, which checkArrived's order already proves.
-	if r.health.Counter(CounterExceptions)+r.health.Counter(CounterTransportErrors) != 0 {
+	if r.health.Counter(health.CounterExceptions)+r.health.Counter(health.CounterTransportErrors) != 0 {
 		t.Error("an intake error was counted as a peer failure")
 	}
 }
@@ -277,7 +277,7 @@ func TestSourceRejectedMessageStaysOnServer(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(r.mailbox, "ORD00002")); err != nil {
 		t.Errorf("the rejected message was acknowledged: %v", err)
 	}
-	if r.health.Counter(CounterRejected) == 0 {
+	if r.health.Counter(health.CounterRejected) == 0 {
 		t.Error("rejected counter is 0")
 	}
 }
@@ -296,7 +296,7 @@ func TestSourceRefusesHandedOutURLs(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			r := newSourceRig(t, 3, func(c *refserver.Config) { c.PublicURL = tc.public }, func(c *SourceConfig) { c.AllowedHosts = tc.allowed })
 			stop := r.run(t)
-			waitFor(t, "refusals", func() bool { return r.health.Counter(CounterRefusedURLs) >= 2 })
+			waitFor(t, "refusals", func() bool { return r.health.Counter(health.CounterRefusedURLs) >= 2 })
 			stop()
 			if elsewhere.Hits()+other.Hits() != 0 {
 				t.Errorf("%d requests reached the refused host", elsewhere.Hits()+other.Hits())
@@ -311,7 +311,7 @@ func TestSourceRefusesHandedOutURLs(t *testing.T) {
 func TestSourceBadPasswordBacksOff(t *testing.T) {
 	r := newSourceRig(t, 2, func(c *refserver.Config) { c.Password = "other" }, nil)
 	stop := r.run(t)
-	waitFor(t, "exceptions", func() bool { return r.health.Counter(CounterExceptions) >= 3 })
+	waitFor(t, "exceptions", func() bool { return r.health.Counter(health.CounterExceptions) >= 3 })
 	stop()
 	if len(r.intake.Stored()) != 0 {
 		t.Error("messages were taken with a bad password")
