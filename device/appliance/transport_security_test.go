@@ -49,7 +49,7 @@ func TestRemoteApplyCannotLowerTransportSecurity(t *testing.T) {
 			"  - name: lis\n    type: mllp\n    address: 10.9.9.9:2575\n"), "10.9.9.9"},
 	}
 	for _, c := range cases {
-		a := op.send(t, appliance.CmdConfigApply, map[string]any{"yaml": c.yaml, "grace": "1s"})
+		a := op.send(t, command.ConfigApply, map[string]any{"yaml": c.yaml, "grace": "1s"})
 		if a.Status != command.Failed || !strings.Contains(a.Detail, c.want) || !strings.Contains(a.Detail, "admin socket") {
 			t.Errorf("%s over MQTT: %s; want failed naming %q and pointing to the admin socket", c.name, a, c.want)
 		}
@@ -65,7 +65,7 @@ func TestRemoteApplyCannotLowerTransportSecurity(t *testing.T) {
 	// A change that keeps the transport as safe as it was still goes through MQTT.
 	same := r.yaml(r.mllpPort, ehr(https, "    allowed_hosts: [\"127.0.0.1\"]\n    timeout: 5s\n"))
 	from := op.Log.Mark()
-	if a := op.send(t, appliance.CmdConfigApply, map[string]any{"yaml": same, "grace": "1s"}); a.Status != command.Successful {
+	if a := op.send(t, command.ConfigApply, map[string]any{"yaml": same, "grace": "1s"}); a.Status != command.Successful {
 		t.Fatalf("a remote apply that lowers nothing: %s, want successful", a)
 	}
 	rn.waitStarts(t, 2)
@@ -73,7 +73,7 @@ func TestRemoteApplyCannotLowerTransportSecurity(t *testing.T) {
 
 	// The local operator may lower it.
 	local := cases[0].yaml
-	if resp := r.adminCall(t, appliance.CmdConfigApply, map[string]any{"yaml": local, "grace": "1s"}); resp.Status != command.Successful {
+	if resp := r.adminCall(t, command.ConfigApply, map[string]any{"yaml": local, "grace": "1s"}); resp.Status != command.Successful {
 		t.Fatalf("the same change through the admin socket: %+v, want successful", resp)
 	}
 	rn.waitStarts(t, 3)
