@@ -63,8 +63,19 @@ fuzz:
 	@FUZZTIME=$(FUZZTIME) build/fuzz.sh
 
 # Whole-system figures (one run each) and the micro-benchmarks of the codecs.
+# simple-hl7 (a Node.js MLLP server that keeps nothing) is the peer that
+# BenchmarkVersusPeer compares durable ingest against; npm installs it into a
+# scratch directory outside the repository the first time.
+SIMPLEHL7_DIR ?= $(HOME)/.cache/hl7edge-bench/simple-hl7
+
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./cmd/hl7edge/ ./pipeline/gateway/ | tee bench.out
+	@test -d $(SIMPLEHL7_DIR)/node_modules/simple-hl7 || \
+	  { command -v npm >/dev/null && mkdir -p $(SIMPLEHL7_DIR) && \
+	    npm install --prefix $(SIMPLEHL7_DIR) --no-audit --no-fund --silent simple-hl7@3.3.0; } || \
+	  echo "bench: npm is not installed; the simple-hl7 comparison is skipped"
+	HL7EDGE_SIMPLEHL7=$(SIMPLEHL7_DIR) $(GO) test -run '^$$' -bench . -benchtime 1x ./cmd/hl7edge/ | tee bench.out
+	$(GO) test -run '^$$' -bench 'EndToEnd|DrainWithLatency' -benchtime 1x ./pipeline/gateway/ | tee -a bench.out
+	$(GO) test -run '^$$' -bench IngestInProcess -benchtime 20000x ./pipeline/gateway/ | tee -a bench.out
 	$(GO) test -run '^$$' -bench . -benchmem ./pipeline/hl7/ ./pipeline/mllp/ ./pipeline/serialport/ ./pipeline/webservice/ | tee -a bench.out
 
 # Two minutes of the soak: kills, outages, quota fills and broker restarts.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -61,47 +62,14 @@ func benchIngest(b *testing.B, conns, total int) {
 	before := d.stats()
 	wb0 := procIO(b, pid, "write_bytes")
 
-	body := strings.Repeat("OBX|1|TX|NOTE^Note||Lorem ipsum dolor sit amet consectetur adipiscing elit|\r", 12)
-	lat := make([][]time.Duration, conns)
-	var wg sync.WaitGroup
-	var msgBytes int64
-	start := time.Now()
-	for c := range conns {
-		wg.Go(func() {
-			cl, err := mllp.Dial(context.Background(), addr, nil)
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			defer cl.Close()
-			for n := c; n < total; n += conns {
-				msg := fmt.Sprintf("MSH|^~\\&|BENCH|LAB|GW|HOSP|20261122||ORU^R01|B%07d|P|2.5.1\rPID|1||MRN%07d\r%s", n, n, body)
-				if c == 0 && n == 0 {
-					msgBytes = int64(len(msg))
-				}
-				t0 := time.Now()
-				if _, err := cl.Send(context.Background(), []byte(msg)); err != nil {
-					b.Error(err)
-					return
-				}
-				lat[c] = append(lat[c], time.Since(t0))
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
+	all, elapsed, msgBytes := drive(b, addr, conns, total)
 	after := d.stats()
 	wb1 := procIO(b, pid, "write_bytes")
 	hwm := procStatusKB(b, pid, "VmHWM")
 	anon := procStatusKB(b, pid, "RssAnon")
 	file := procStatusKB(b, pid, "RssFile")
 
-	all := slices.Concat(lat...)
-	slices.Sort(all)
 	n := float64(len(all))
-	if len(all) != total {
-		b.Fatalf("%d of %d messages ACKed", len(all), total)
-	}
 	b.ReportMetric(n/elapsed.Seconds(), "msgs/s")
 	b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
@@ -114,6 +82,52 @@ func benchIngest(b *testing.B, conns, total int) {
 	b.ReportMetric(float64(wb1-wb0)/n/float64(msgBytes), "disk-writes/msg-size")
 	b.ReportMetric(float64(after.Destinations["lis"].Queued), "queued")
 	b.ReportMetric(float64(msgBytes), "msg-bytes")
+}
+
+// ingestBody pads bench messages to the 1 KiB class of a lab result.
+var ingestBody = strings.Repeat("OBX|1|TX|NOTE^Note||Lorem ipsum dolor sit amet consectetur adipiscing elit|\r", 12)
+
+// drive sends total messages over conns lockstep MLLP connections (each
+// waits for its ACK before the next) and returns every ACK latency, sorted,
+// the wall time and one message's size. Any refusal fails the benchmark.
+func drive(b *testing.B, addr string, conns, total int) (lat []time.Duration, elapsed time.Duration, msgBytes int64) {
+	b.Helper()
+	lats := make([][]time.Duration, conns)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for c := range conns {
+		wg.Go(func() {
+			cl, err := mllp.Dial(context.Background(), addr, nil)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			defer cl.Close()
+			for n := c; n < total; n += conns {
+				msg := fmt.Sprintf("MSH|^~\\&|BENCH|LAB|GW|HOSP|20261122||ORU^R01|B%07d|P|2.5.1\rPID|1||MRN%07d\r%s", n, n, ingestBody)
+				t0 := time.Now()
+				ack, err := cl.Send(context.Background(), []byte(msg))
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if !bytes.Contains(ack, []byte("MSA|AA|")) {
+					b.Errorf("message %d not accepted: %q", n, ack)
+					return
+				}
+				lats[c] = append(lats[c], time.Since(t0))
+			}
+		})
+	}
+	wg.Wait()
+	elapsed = time.Since(start)
+	lat = slices.Concat(lats...)
+	slices.Sort(lat)
+	if len(lat) != total {
+		b.Fatalf("%d of %d messages ACKed", len(lat), total)
+	}
+	msgBytes = int64(len(fmt.Sprintf("MSH|^~\\&|BENCH|LAB|GW|HOSP|20261122||ORU^R01|B%07d|P|2.5.1\rPID|1||MRN%07d\r%s", 0, 0, ingestBody)))
+	return lat, elapsed, msgBytes
 }
 
 func procIO(b testing.TB, pid int, key string) int64 {

@@ -1,0 +1,71 @@
+package gateway_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hl7edge/hl7edge/pipeline/mllp"
+)
+
+const ingestYAML = `
+spool:
+  dir: {{DIR}}/spool
+  max_bytes: 4GiB
+sources:
+  - name: in
+    type: mllp
+    listen: {{MLLP}}
+    max_connections: 64
+destinations:
+{{DEST}}
+`
+
+// ingestDests: a file destination draining as messages arrive, or an MLLP
+// destination that is down, so everything stays queued and the profile
+// shows intake alone.
+var ingestDests = []struct{ name, yaml string }{
+	{"drain=file", "  - {name: archive, type: file, dir: {{DIR}}/archive}"},
+	{"drain=none", "  - {name: lis, type: mllp, address: \"127.0.0.1:1\", max_backoff: 1h}"},
+}
+
+// BenchmarkIngestInProcess runs the daemon's ingest path in this process:
+// MLLP in, parse, route, group commit with its fsync, ACK out, while a file
+// destination drains the queue at the same time, as in the daemon under
+// load. It is the profile's subject for the per-stage breakdown:
+//
+//	go test -run '^$' -bench 'IngestInProcess/drain=none/conns=16' -benchtime 20000x \
+//	    -cpuprofile cpu.out -memprofile mem.out ./pipeline/gateway/
+//
+// The load generator runs in the same process; its frames show up under
+// mllp.(*Client) and sendSpread and are left out of the breakdown.
+func BenchmarkIngestInProcess(b *testing.B) {
+	body := strings.Repeat("OBX|1|TX|NOTE^Note||Lorem ipsum dolor sit amet consectetur adipiscing elit|\r", 12)
+	for _, dest := range ingestDests {
+		for _, conns := range []int{1, 16} {
+			b.Run(fmt.Sprintf("%s/conns=%d", dest.name, conns), func(b *testing.B) { benchIngestInProcess(b, dest.yaml, conns, body) })
+		}
+	}
+}
+
+func benchIngestInProcess(b *testing.B, destYAML string, conns int, body string) {
+	r := newRig(b)
+	g := r.startGateway(strings.Replace(ingestYAML, "{{DEST}}", destYAML, 1), nil)
+	clients := make([]*mllp.Client, conns)
+	for i := range clients {
+		clients[i] = g.Dial(b)
+	}
+	msgs := make([][]byte, b.N)
+	for i := range msgs {
+		msgs[i] = fmt.Appendf(nil, "MSH|^~\\&|BENCH|LAB|GW|HOSP|20261122||ORU^R01|B%07d|P|2.5.1\rPID|1||MRN%07d\r%s", i, i%40, body)
+	}
+	b.SetBytes(int64(len(msgs[0])))
+	b.ResetTimer()
+	start := time.Now()
+	if err := sendSpread(clients, msgs); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+}
