@@ -47,6 +47,8 @@ usage:
   hl7edge check-upstream --url URL --logon ID --password-file F [--ca FILE]
                                        test a web service against the protocol
   hl7edge config check FILE
+  hl7edge command sign --key FILE --device ID [--expires 15m] [--id ID] NAME [ARGS_JSON]
+                                       sign a command for MQTT with a minisign secret key (operators)
   hl7edge selftest                     spool and MLLP round trip on this machine
   hl7edge version
 `
@@ -73,6 +75,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return cmdCheckUpstream(ctx, rest, stdout, stderr)
 	case "config":
 		err = cmdConfig(rest, stdout)
+	case "command":
+		err = cmdCommand(rest, stdout, stderr)
 	case "selftest":
 		err = cmdSelftest(ctx, stdout)
 	case "version", "--version", "-v":

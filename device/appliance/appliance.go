@@ -24,6 +24,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/device/leds"
 	"github.com/hl7edge/hl7edge/device/mqttagent"
+	"github.com/hl7edge/hl7edge/device/trust"
 	"github.com/hl7edge/hl7edge/device/watchdog"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
 	"github.com/hl7edge/hl7edge/pipeline/health"
@@ -161,10 +162,16 @@ func (a *Appliance) runOnce(parent context.Context, cfg *config.Config) (bool, e
 	if err != nil {
 		return false, fmt.Errorf("leds: %w", err)
 	}
-	agent, err := mqttagent.New(cfg.MQTT, mqttagent.Options{
+	agentOpts := mqttagent.Options{
 		DeviceID: cfg.Device.ID, Version: a.o.Version, Logger: log, Registry: reg, Dispatcher: disp,
-		SessionFile: filepath.Join(filepath.Dir(filepath.Clean(cfg.Spool.Dir)), "mqtt.session"),
-	})
+		SessionFile: filepath.Join(cfg.StateDir(), "mqtt.session"),
+	}
+	if keys, err := trust.ParseKeys(cfg.Trust.Keys); err != nil {
+		return false, err
+	} else if keys.Len() > 0 {
+		agentOpts.Signed = trust.NewGate(keys, cfg.Device.ID, filepath.Join(cfg.StateDir(), "signed-commands.json"), nil).Open
+	}
+	agent, err := mqttagent.New(cfg.MQTT, agentOpts)
 	if err != nil {
 		return false, err
 	}

@@ -19,7 +19,7 @@ func TestBirthAndRestart(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, "gw-birth")
 	r.writeConfig(r.yaml(r.mllpPort, ""))
-	op := newOperator(t, r.broker.URL, r.device)
+	op := r.operator(t)
 	rn := r.start(appliance.Options{})
 
 	_, s1 := op.waitOnline(t, 0)
@@ -53,7 +53,7 @@ func TestBirthAndRestart(t *testing.T) {
 	waitUntil(t, waitLimit, "both messages archived", func() bool { return files(t, r.archive) == 2 })
 
 	// A late joiner sees the new session's birth, retained.
-	late := newOperator(t, r.broker.URL, r.device)
+	late := r.operator(t)
 	_, m := late.Log.WaitFor(t, 0, "the retained status", func(m mqtttest.Message) bool { return m.Topic == late.base+"status" })
 	if !m.Retained || !mqtttest.JSONHas(late.base+"status", map[string]any{"state": "online", "session": s2})(m) {
 		t.Errorf("late subscriber got %s (retained %v), want retained online session %d", m.Payload, m.Retained, s2)

@@ -61,7 +61,7 @@ type DeadLetterInfo struct {
 
 func (a *Appliance) register(b *Box, engine *leds.Engine, alarm func(kind, detail string)) {
 	d, gw := b.Commands, b.Gateway
-	d.Register(command.ConfigApply, func(ctx context.Context, raw json.RawMessage) (any, string, error) {
+	d.RegisterPrivileged(command.ConfigApply, func(ctx context.Context, raw json.RawMessage) (any, string, error) {
 		args, err := parseArgs(raw)
 		if err != nil {
 			return nil, "", err
@@ -127,7 +127,7 @@ func (a *Appliance) register(b *Box, engine *leds.Engine, alarm func(kind, detai
 		k, err := gw.RetryDead(n, args.GUIDs...)
 		return map[string]int{"retried": k}, fmt.Sprintf("%d dead letters queued again", k), err
 	}))
-	d.Register(command.DeadPurge, with(func(args nameArgs) (any, string, error) {
+	d.RegisterPrivileged(command.DeadPurge, with(func(args nameArgs) (any, string, error) {
 		n, err := args.target()
 		if err != nil {
 			return nil, "", err

@@ -21,7 +21,7 @@ func TestConfigApplyInvalid(t *testing.T) {
 	r := newRig(t, "gw-invalid")
 	good := r.yaml(r.mllpPort, "")
 	r.writeConfig(good)
-	op := newOperator(t, r.broker.URL, r.device)
+	op := r.operator(t)
 	rn := r.start(appliance.Options{})
 	op.waitOnline(t, 0)
 
@@ -77,7 +77,7 @@ func TestConfigApplyRollback(t *testing.T) {
 	r := newRig(t, "gw-rollback")
 	old := r.yaml(r.mllpPort, "")
 	r.writeConfig(old)
-	op := newOperator(t, r.broker.URL, r.device)
+	op := r.operator(t)
 	rn := r.start(appliance.Options{})
 	op.waitOnline(t, 0)
 	op.waitState(t, health.Source, "in", health.Up)
@@ -137,7 +137,7 @@ func TestConfigApplyGood(t *testing.T) {
 	r := newRig(t, "gw-apply")
 	old := r.yaml(r.mllpPort, "")
 	r.writeConfig(old)
-	op := newOperator(t, r.broker.URL, r.device)
+	op := r.operator(t)
 	rn := r.start(appliance.Options{ApplyGrace: 1500 * time.Millisecond})
 	op.waitOnline(t, 0)
 

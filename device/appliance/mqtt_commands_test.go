@@ -46,7 +46,7 @@ func TestCommands(t *testing.T) {
     max_attempts: 1
     max_backoff: 1s
 `, deadPort)))
-	op := newOperator(t, r.broker.URL, r.device)
+	op := r.operator(t)
 	// A command left retained on the broker must never run.
 	b, _ := json.Marshal(map[string]any{"id": "retained-1", "name": command.Pause, "args": map[string]any{"name": "archive"}})
 	op.Publish(t, op.base+"cmd/req", true, string(b))

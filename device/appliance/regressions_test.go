@@ -18,7 +18,7 @@ func TestRegressions(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, "gw-bugs")
 	r.writeConfig(r.yaml(r.mllpPort, ""))
-	op := newOperator(t, r.broker.URL, r.device)
+	op := r.operator(t)
 	rn := r.start(appliance.Options{})
 	op.waitOnline(t, 0)
 	op.waitState(t, health.Source, "in", health.Up)

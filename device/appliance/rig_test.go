@@ -9,6 +9,7 @@ package appliance_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -27,6 +28,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
+	"github.com/hl7edge/hl7edge/device/trust"
 	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/logtest"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
@@ -139,15 +141,30 @@ func (b *broker) assertNoPHI(t *testing.T) {
 // operator is a real paho client subscribed to everything under the device.
 type operator struct {
 	*mqtttest.Client
-	base string // hl7edge/<device>/
-	seq  atomic.Int64
+	base   string // hl7edge/<device>/
+	device string
+	seq    atomic.Int64
+	// signer signs the privileged commands (config-apply, dead-purge) as
+	// the fleet operator does; nil sends them unsigned.
+	signer *trust.Signer
 }
 
 func newOperator(t *testing.T, url, device string) *operator {
 	t.Helper()
 	base := "hl7edge/" + device + "/"
-	return &operator{Client: mqtttest.Subscribe(t, url, base+"#", mqtttest.ClientOptions{}), base: base}
+	return &operator{Client: mqtttest.Subscribe(t, url, base+"#", mqtttest.ClientOptions{}), base: base, device: device}
 }
+
+// operator is the rig's operator, holding the key the rig's configuration trusts.
+func (r *rig) operator(t *testing.T) *operator {
+	t.Helper()
+	op := newOperator(t, r.broker.URL, r.device)
+	op.signer = r.signer
+	return op
+}
+
+// privileged are the commands the operator signs.
+var privileged = map[string]bool{command.ConfigApply: true, command.DeadPurge: true}
 
 // response is a cmd/res answer with its data kept raw.
 type response struct {
@@ -182,6 +199,9 @@ func (a answer) decode(t *testing.T, v any) {
 
 type cmdOpt func(map[string]any)
 
+// unsigned sends a privileged command without its signature.
+func unsigned() cmdOpt { return func(m map[string]any) { m["-unsigned"] = true } }
+
 func expires(at time.Time) cmdOpt {
 	return func(m map[string]any) { m["expires"] = at.UTC().Format(time.RFC3339Nano) }
 }
@@ -197,10 +217,30 @@ func (op *operator) send(t *testing.T, name string, args any, opts ...cmdOpt) an
 	for _, o := range opts {
 		o(req)
 	}
+	sign := privileged[name] && op.signer != nil && req["-unsigned"] == nil
+	delete(req, "-unsigned")
 	b, err := json.Marshal(req)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if sign {
+		req["device"] = op.device
+		inner, err := json.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err = json.Marshal(trust.Envelope{Signed: base64.StdEncoding.EncodeToString(inner), Minisig: string(op.signer.Sign(inner, "appliance test"))})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return op.sendRaw(t, id, name, b)
+}
+
+// sendRaw publishes payload on cmd/req and waits for the final answer
+// carrying id ("" for an answer without one).
+func (op *operator) sendRaw(t *testing.T, id, name string, b []byte) answer {
+	t.Helper()
 	from := op.Log.Mark()
 	op.Publish(t, op.base+"cmd/req", false, string(b))
 	var a answer
@@ -296,6 +336,8 @@ type rig struct {
 	archive  string // the file destination's directory
 	mllpPort int    // the MLLP source
 	broker   *broker
+	signer   *trust.Signer // the operator's key; its public half is in trust.keys
+	pub      string
 }
 
 func newRig(t *testing.T, device string) *rig {
@@ -310,6 +352,10 @@ func newRig(t *testing.T, device string) *rig {
 	}
 	r.broker = startBroker(t)
 	r.mllpPort = mqtttest.FreePort(t)
+	var err error
+	if r.signer, r.pub, err = trust.GenerateSigner(); err != nil {
+		t.Fatal(err)
+	}
 	return r
 }
 
@@ -337,7 +383,9 @@ destinations:
     dir: %s
 %smqtt:
   broker: %s
-`, r.device, r.spool, r.socket, port, r.archive, extraDestinations, r.broker.URL)
+trust:
+  keys: [%s]
+`, r.device, r.spool, r.socket, port, r.archive, extraDestinations, r.broker.URL, r.pub)
 }
 
 func (r *rig) writeConfig(text string) {

@@ -32,7 +32,7 @@ func TestRemoteApplyCannotLowerTransportSecurity(t *testing.T) {
 	https := fmt.Sprintf("https://127.0.0.1:%d/hl7/ping", port)
 	old := r.yaml(r.mllpPort, ehr(https, "    allowed_hosts: [\"127.0.0.1\"]\n"))
 	r.writeConfig(old)
-	op := newOperator(t, r.broker.URL, r.device)
+	op := r.operator(t) // signs: a signature does not let a remote apply lower transport security
 	rn := r.start(appliance.Options{})
 	op.waitOnline(t, 0)
 

@@ -49,6 +49,9 @@ type Dispatcher struct {
 	now      func() time.Time
 	mu       sync.RWMutex
 	handlers map[string]Handler
+	// privileged commands change where data goes, delete data or run
+	// code; remote transports obey them only signed (device/trust).
+	privileged map[string]bool
 }
 
 // NewDispatcher makes an empty dispatcher; now may be nil (time.Now).
@@ -56,7 +59,7 @@ func NewDispatcher(now func() time.Time) *Dispatcher {
 	if now == nil {
 		now = time.Now
 	}
-	return &Dispatcher{now: now, handlers: map[string]Handler{}}
+	return &Dispatcher{now: now, handlers: map[string]Handler{}, privileged: map[string]bool{}}
 }
 
 // Register adds or replaces the handler of a command.
@@ -64,6 +67,23 @@ func (d *Dispatcher) Register(name string, h Handler) {
 	d.mu.Lock()
 	d.handlers[name] = h
 	d.mu.Unlock()
+}
+
+// RegisterPrivileged adds or replaces the handler of a command that changes
+// where data goes, deletes data or runs code. The local admin socket runs it
+// like any other; a remote transport asks Privileged first.
+func (d *Dispatcher) RegisterPrivileged(name string, h Handler) {
+	d.mu.Lock()
+	d.handlers[name] = h
+	d.privileged[name] = true
+	d.mu.Unlock()
+}
+
+// Privileged says whether name was registered with RegisterPrivileged.
+func (d *Dispatcher) Privileged(name string) bool {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.privileged[name]
 }
 
 // Names lists the registered commands, sorted.

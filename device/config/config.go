@@ -17,6 +17,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/board"
 	"github.com/hl7edge/hl7edge/device/mqttagent"
+	"github.com/hl7edge/hl7edge/device/trust"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
 	"github.com/hl7edge/hl7edge/storage"
 )
@@ -51,6 +52,7 @@ type Config struct {
 	Destinations []gateway.Destination `yaml:"destinations"`
 	MQTT         mqttagent.Config      `yaml:"mqtt"`
 	LEDs         board.LEDConfig       `yaml:"leds"`
+	Trust        trust.Config          `yaml:"trust"`
 	// Path is the file it was read from.
 	Path string `yaml:"-"`
 }
@@ -162,8 +164,15 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("mqtt: %w", err))
 		}
 	}
+	if err := c.Trust.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
+
+// StateDir is where the daemon keeps its small state files next to the
+// spool (the MQTT session counter, the replay record of signed commands).
+func (c *Config) StateDir() string { return filepath.Dir(filepath.Clean(c.Spool.Dir)) }
 
 // Gateway is the pipeline part of the configuration.
 func (c *Config) Gateway(version string) gateway.Config {

@@ -37,6 +37,10 @@ type Options struct {
 	// Required when enabled (e.g. /var/lib/hl7edge/mqtt.session).
 	SessionFile string
 	Now         func() time.Time // nil: time.Now
+	// Signed opens a signed command envelope (device/trust's Gate.Open).
+	// nil when the gateway has no trust keys: privileged commands are then
+	// refused over MQTT and obeyed only on the local admin socket.
+	Signed func(payload []byte) (req command.Request, signer string, err error)
 }
 
 // Agent is the MQTT link of one box. Make it with New, run it with Run.

@@ -14,6 +14,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/hl7edge/hl7edge/device/command"
+	"github.com/hl7edge/hl7edge/device/trust"
 )
 
 // Limits on a command and its answer.
@@ -85,6 +86,56 @@ func validID(id string) bool {
 	return len(id) <= maxIDBytes && utf8.ValidString(id) && !strings.ContainsFunc(id, isControl)
 }
 
+// parseCommand decodes a plain command or opens a signed envelope; signed
+// says the command came in a valid envelope.
+func (a *Agent) parseCommand(payload []byte) (command.Request, bool, string) {
+	if len(payload) > MaxCommandBytes || !trust.IsEnvelope(payload) {
+		req, why := parseRequest(payload)
+		return req, false, why
+	}
+	var (
+		req    command.Request
+		signer string
+		err    error
+	)
+	if a.opts.Signed == nil {
+		req.ID, req.Name = trust.Peek(payload)
+		err = errors.New("signed command refused: this gateway has no trust.keys to check it against; add the operators' minisign public keys under trust.keys")
+	} else {
+		req, signer, err = a.opts.Signed(payload)
+	}
+	if err != nil {
+		// The id and name are unverified: answer with them only when they
+		// pass the checks a plain command's do.
+		if !validID(req.ID) {
+			req.ID = ""
+		}
+		if !nameRE.MatchString(req.Name) {
+			req.Name = ""
+		}
+		return command.Request{ID: req.ID, Name: req.Name}, false, err.Error()
+	}
+	inner, err := json.Marshal(req)
+	if err != nil {
+		return command.Request{ID: req.ID}, false, "signed command does not encode again as JSON"
+	}
+	r, why := parseRequest(inner)
+	if why == "" {
+		a.log.Info("mqtt signed command verified", "id", r.ID, "name", r.Name, "key", signer)
+	}
+	return r, why == "", why
+}
+
+// unsignedWhy is the answer to a privileged command that came unsigned.
+func (a *Agent) unsignedWhy(name string) string {
+	if a.opts.Signed == nil {
+		return fmt.Sprintf("%s changes where data goes, deletes data or runs code, and this gateway has no trust.keys: "+
+			"over MQTT it is refused; use the local admin socket, or add the operators' minisign public keys under trust.keys and send it signed", name)
+	}
+	return fmt.Sprintf("%s changes where data goes, deletes data or runs code: over MQTT it is obeyed only signed, "+
+		`as {"signed": base64 of the command JSON with "device", "minisig": minisign signature of exactly those bytes}; make one with hl7edge command sign`, name)
+}
+
 // onCommand runs in a paho goroutine; it must not block, so it checks the
 // command, answers "accepted" and hands it to the worker, or rejects it.
 func (a *Agent) onCommand(_ mqtt.Client, m mqtt.Message) {
@@ -92,9 +143,12 @@ func (a *Agent) onCommand(_ mqtt.Client, m mqtt.Message) {
 	if len(payload) == 0 {
 		return // how a retained command is cleared; nothing to answer
 	}
-	req, why := parseRequest(payload)
+	req, signed, why := a.parseCommand(payload)
 	if m.Retained() {
 		why = "retained command ignored: commands must be published without the retain flag; clear it by publishing an empty retained message to " + a.topics.cmdReq
+	}
+	if why == "" && !signed && a.opts.Dispatcher.Privileged(req.Name) {
+		why = a.unsignedWhy(req.Name)
 	}
 	if why == "" {
 		why = a.opts.Dispatcher.Check(req)

@@ -1,0 +1,201 @@
+package trust
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/hl7edge/hl7edge/device/atomicfile"
+	"github.com/hl7edge/hl7edge/device/command"
+)
+
+// Envelope is how a signed command travels on cmd/req: the inner command's
+// exact bytes in base64 and the minisign signature of those bytes.
+type Envelope struct {
+	Signed  string `json:"signed"`
+	Minisig string `json:"minisig"`
+}
+
+// Inner is the signed command: the usual request plus the device it is for,
+// so a command signed for one gateway cannot be replayed on another.
+type Inner struct {
+	command.Request
+	Device string `json:"device"`
+}
+
+// Limits on signed commands.
+const (
+	// MaxValidity bounds how far ahead a signed command may expire: the
+	// replay record must hold every id until its expiry.
+	MaxValidity = 7 * 24 * time.Hour
+	// MaxUsed bounds the replay record.
+	MaxUsed = 4096
+)
+
+// IsEnvelope says whether a cmd/req payload is a signed envelope (a JSON
+// object with a "signed" member) rather than a plain command.
+func IsEnvelope(payload []byte) bool {
+	var probe struct {
+		Signed *json.RawMessage `json:"signed"`
+	}
+	return json.Unmarshal(payload, &probe) == nil && probe.Signed != nil
+}
+
+// Peek reads the id and name of an envelope's command without checking its
+// signature, to correlate a refusal; never act on them.
+func Peek(payload []byte) (id, name string) {
+	var env Envelope
+	if json.Unmarshal(payload, &env) != nil {
+		return "", ""
+	}
+	inner, err := base64.StdEncoding.DecodeString(env.Signed)
+	if err != nil {
+		return "", ""
+	}
+	var in Inner
+	_ = json.Unmarshal(inner, &in)
+	return in.ID, in.Name
+}
+
+// Gate opens signed envelopes for one gateway.
+type Gate struct {
+	keys   *Keys
+	device string
+	used   *Used
+	now    func() time.Time
+}
+
+// NewGate makes a gate for device that trusts keys and remembers used
+// command ids in usedFile. now may be nil (time.Now).
+func NewGate(keys *Keys, device, usedFile string, now func() time.Time) *Gate {
+	if now == nil {
+		now = time.Now
+	}
+	return &Gate{keys: keys, device: device, used: openUsed(usedFile), now: now}
+}
+
+// Open checks an envelope and returns the command inside, with the signer's
+// key ID. On failure the returned request still carries the id and name when
+// they could be read, so the rejection can be correlated; the error says why
+// in words an operator can act on.
+func (g *Gate) Open(payload []byte) (command.Request, string, error) {
+	var env Envelope
+	if err := json.Unmarshal(payload, &env); err != nil {
+		return command.Request{}, "", errors.New(`signed command is not {"signed":"<base64 of the command>","minisig":"<minisign signature>"}`)
+	}
+	inner, err := base64.StdEncoding.DecodeString(env.Signed)
+	if err != nil {
+		return command.Request{}, "", errors.New(`signed command: "signed" is not standard base64`)
+	}
+	var in Inner
+	parseErr := json.Unmarshal(inner, &in)
+	req := command.Request{ID: in.ID, Name: in.Name}
+	keyID, _, err := g.keys.Verify(inner, env.Minisig)
+	if err != nil {
+		return req, keyID, fmt.Errorf("signed command refused: %w", err)
+	}
+	if parseErr != nil {
+		return req, keyID, errors.New(`signed command: the signed bytes are not {"id","name","args","expires","device"}`)
+	}
+	if in.Device != g.device {
+		return req, keyID, fmt.Errorf("signed command is for device %q, this is %q; sign one for this gateway", in.Device, g.device)
+	}
+	if in.ID == "" {
+		return req, keyID, errors.New("signed command has no id")
+	}
+	now := g.now()
+	if in.Expires == nil {
+		return req, keyID, errors.New(`signed command has no "expires"; a signed command must expire (at most 7 days ahead) so its id can be remembered until then`)
+	}
+	if !now.Before(*in.Expires) {
+		return req, keyID, fmt.Errorf("signed command expired at %s; sign it again with a later expiry", in.Expires.UTC().Format(time.RFC3339))
+	}
+	if in.Expires.Sub(now) > MaxValidity {
+		return req, keyID, fmt.Errorf("signed command expires %s, more than %s ahead; sign it with a nearer expiry", in.Expires.UTC().Format(time.RFC3339), MaxValidity)
+	}
+	if err := g.used.claim(in.ID, *in.Expires, now); err != nil {
+		return req, keyID, err
+	}
+	return in.Request, keyID, nil
+}
+
+// ErrReplay is a signed command id seen before.
+var ErrReplay = errors.New("signed command id already used")
+
+// Used remembers the ids of signed commands until they expire, on disk, so
+// a restart does not open a window for replaying one.
+type Used struct {
+	path string
+	mu   sync.Mutex
+	ids  map[string]time.Time
+	err  error // the record could not be read: refuse rather than forget
+}
+
+func openUsed(path string) *Used {
+	u := &Used{path: path, ids: map[string]time.Time{}}
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		u.err = fmt.Errorf("replay record %s unreadable: %w; signed commands are refused until it is fixed or removed", path, err)
+	default:
+		if err := json.Unmarshal(b, &u.ids); err != nil {
+			u.err = fmt.Errorf("replay record %s is not JSON: %w; signed commands are refused until it is removed", path, err)
+		}
+	}
+	return u
+}
+
+func (u *Used) claim(id string, until, now time.Time) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.err != nil {
+		return u.err
+	}
+	for k, exp := range u.ids {
+		if !now.Before(exp) {
+			delete(u.ids, k)
+		}
+	}
+	if _, seen := u.ids[id]; seen {
+		return fmt.Errorf("%w: %q was obeyed before; sign a new command with a new id", ErrReplay, id)
+	}
+	if len(u.ids) >= MaxUsed {
+		return fmt.Errorf("%d signed commands are still unexpired; send later or with nearer expiries", MaxUsed)
+	}
+	u.ids[id] = until
+	b, err := json.Marshal(u.ids)
+	if err == nil {
+		err = atomicfile.Write(u.path, append(b, '\n'), 0o640)
+	}
+	if err != nil {
+		delete(u.ids, id)
+		return fmt.Errorf("signed command refused: cannot record its id against replay: %w", err)
+	}
+	return nil
+}
+
+// Seal makes the envelope of a command signed with sign (which returns the
+// text of a minisign signature of its argument).
+func Seal(in Inner, sign func([]byte) ([]byte, error)) ([]byte, error) {
+	inner, err := json.Marshal(in)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := sign(inner)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(Envelope{Signed: base64.StdEncoding.EncodeToString(inner), Minisig: string(sig)}); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+}
