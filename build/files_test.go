@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/device/config"
+	"github.com/hl7edge/hl7edge/pipeline/fileout"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
+	"github.com/hl7edge/hl7edge/pipeline/mllp"
 )
 
 // unit is a parsed systemd unit: section -> key -> values in file order
@@ -69,10 +71,22 @@ func loadDefaultConfig(t *testing.T) *config.Config {
 	return c
 }
 
+// fileOf is d's `type: file` block, or nil for another type.
+func fileOf(d gateway.Destination) *fileout.Config {
+	c, _ := d.Config.(*fileout.Config)
+	return c
+}
+
+// mllpOf is s's `type: mllp` block, or nil for another type.
+func mllpOf(s gateway.Source) *mllp.ListenerConfig {
+	c, _ := s.Config.(*mllp.ListenerConfig)
+	return c
+}
+
 func fileDestinations(c *config.Config) []gateway.Destination {
 	var out []gateway.Destination
 	for _, d := range c.Destinations {
-		if d.File != nil {
+		if fileOf(d) != nil {
 			out = append(out, d)
 		}
 	}
@@ -90,11 +104,11 @@ func TestDefaultConfig(t *testing.T) {
 	if c.Admin.Socket != "/run/hl7edge/admin.sock" {
 		t.Errorf("admin.socket = %q; want /run/hl7edge/admin.sock", c.Admin.Socket)
 	}
-	if len(c.Sources) != 1 || c.Sources[0].MLLP == nil || c.Sources[0].MLLP.Listen != "0.0.0.0:2575" {
+	if len(c.Sources) != 1 || mllpOf(c.Sources[0]) == nil || mllpOf(c.Sources[0]).Listen != "0.0.0.0:2575" {
 		t.Errorf("sources: want exactly one MLLP source listening on 0.0.0.0:2575, got %+v", c.Sources)
 	}
 	files := fileDestinations(c)
-	if len(files) != 1 || files[0].File.Dir != "/var/lib/hl7edge/out" {
+	if len(files) != 1 || fileOf(files[0]).Dir != "/var/lib/hl7edge/out" {
 		t.Errorf("destinations: want one file destination writing to /var/lib/hl7edge/out, got %+v", c.Destinations)
 	}
 	if c.MQTT.Enabled() {
@@ -182,8 +196,8 @@ func TestUnit(t *testing.T) {
 		t.Errorf("spool.dir %s is outside StateDirectory %s, which is the only writable place for it", c.Spool.Dir, state)
 	}
 	for _, d := range fileDestinations(c) {
-		if !strings.HasPrefix(d.File.Dir, state) {
-			t.Errorf("file destination %s writes to %s, outside StateDirectory %s", d.Name, d.File.Dir, state)
+		if !strings.HasPrefix(fileOf(d).Dir, state) {
+			t.Errorf("file destination %s writes to %s, outside StateDirectory %s", d.Name, fileOf(d).Dir, state)
 		}
 	}
 	if run := "/run/" + u.one(t, "Service", "RuntimeDirectory"); filepath.Dir(c.Admin.Socket) != run {
@@ -196,8 +210,8 @@ func TestUnit(t *testing.T) {
 	// One descriptor per Badger table (1 MiB each) plus every connection.
 	need := int(int64(c.Spool.MaxBytes)>>20) + 256
 	for _, s := range c.Sources {
-		if s.MLLP != nil {
-			need += s.MLLP.MaxConnections
+		if m := mllpOf(s); m != nil {
+			need += m.MaxConnections
 		}
 	}
 	if n, err := strconv.Atoi(u.one(t, "Service", "LimitNOFILE")); err != nil || n < need {
@@ -258,7 +272,7 @@ func TestTmpfilesCleansArchiveOnly(t *testing.T) {
 		}
 	}
 	files := fileDestinations(c)
-	if len(files) == 0 || !slices.Equal(cleaned, []string{files[0].File.Dir}) {
+	if len(files) == 0 || !slices.Equal(cleaned, []string{fileOf(files[0]).Dir}) {
 		t.Fatalf("hl7edge.tmpfiles cleans %v; want exactly the default file destination's directory", cleaned)
 	}
 	if _, err := exec.LookPath("systemd-tmpfiles"); err != nil {
@@ -279,8 +293,8 @@ func TestTmpfilesCleansArchiveOnly(t *testing.T) {
 		}
 		return full
 	}
-	oldArchive := mk(filepath.Join(files[0].File.Dir, "old.hl7"), old)
-	newArchive := mk(filepath.Join(files[0].File.Dir, "new.hl7"), time.Now())
+	oldArchive := mk(filepath.Join(fileOf(files[0]).Dir, "old.hl7"), old)
+	newArchive := mk(filepath.Join(fileOf(files[0]).Dir, "new.hl7"), time.Now())
 	oldSpool := mk(filepath.Join(c.Spool.Dir, "000001.sst"), old)
 	conf, err := filepath.Abs("hl7edge.tmpfiles")
 	if err != nil {

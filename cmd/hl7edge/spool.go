@@ -116,12 +116,7 @@ func ask(ctx context.Context, cfg *config.Config, name, dest string, argsJSON []
 // offline opens the spool itself because no daemon is running. It does not
 // wait for the spool's lock: whoever holds it is a daemon to ask instead.
 func offline(cfg *config.Config, name, dest string) (any, error) {
-	var dests []string
-	for _, d := range cfg.Destinations {
-		if d.Type != gateway.TypeRubbish {
-			dests = append(dests, d.Name)
-		}
-	}
+	dests := gateway.Delivering(cfg.Types, cfg.Destinations)
 	if dest != "" && !slices.Contains(dests, dest) {
 		return nil, fmt.Errorf("destination %q is not in %s", dest, cfg.Path)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/appliance"
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/mllp"
 )
 
 // TestConfigApplyInvalid: a configuration with an unknown key is refused
@@ -100,8 +101,8 @@ func TestConfigApplyRollback(t *testing.T) {
 		t.Errorf("during the trial the file is not the applied configuration")
 	}
 	trial := rn.waitStarts(t, 2)
-	if trial.Config.Sources[0].MLLP.Listen != fmt.Sprintf("127.0.0.1:%d", heldPort) {
-		t.Fatalf("the trial box listens on %s, want the held port %d", trial.Config.Sources[0].MLLP.Listen, heldPort)
+	if trial.Config.Sources[0].Config.(*mllp.ListenerConfig).Listen != fmt.Sprintf("127.0.0.1:%d", heldPort) {
+		t.Fatalf("the trial box listens on %s, want the held port %d", trial.Config.Sources[0].Config.(*mllp.ListenerConfig).Listen, heldPort)
 	}
 	alarm := op.waitAlarm(t, from, "config_rolled_back")
 	detail, _ := alarm["detail"].(string)
@@ -112,8 +113,8 @@ func TestConfigApplyRollback(t *testing.T) {
 		t.Errorf("after the rollback the file is not the old configuration byte for byte:\n%s", got)
 	}
 	restored := rn.waitStarts(t, 3)
-	if restored.Config.Sources[0].MLLP.Listen != fmt.Sprintf("127.0.0.1:%d", r.mllpPort) {
-		t.Errorf("the restarted box listens on %s, want the old port %d", restored.Config.Sources[0].MLLP.Listen, r.mllpPort)
+	if restored.Config.Sources[0].Config.(*mllp.ListenerConfig).Listen != fmt.Sprintf("127.0.0.1:%d", r.mllpPort) {
+		t.Errorf("the restarted box listens on %s, want the old port %d", restored.Config.Sources[0].Config.(*mllp.ListenerConfig).Listen, r.mllpPort)
 	}
 	mustSendHL7(t, r.mllpPort, hl7Message("CTRL-RB-2"))
 	waitUntil(t, waitLimit, "both messages archived", func() bool { return files(t, r.archive) == 2 })

@@ -18,6 +18,7 @@ import (
 	"github.com/hl7edge/hl7edge/board"
 	"github.com/hl7edge/hl7edge/device/mqttagent"
 	"github.com/hl7edge/hl7edge/device/trust"
+	"github.com/hl7edge/hl7edge/pipeline/component"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
 	"github.com/hl7edge/hl7edge/storage"
 )
@@ -55,6 +56,9 @@ type Config struct {
 	Trust        trust.Config          `yaml:"trust"`
 	// Path is the file it was read from.
 	Path string `yaml:"-"`
+	// Types are the source and destination types the file may name
+	// (gateway.DefaultTypes when nil).
+	Types *component.Registry `yaml:"-"`
 }
 
 // Load reads and validates a file.
@@ -71,9 +75,13 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
-// Parse reads and validates YAML text.
-func Parse(b []byte) (*Config, error) {
-	c := &Config{}
+// Parse reads and validates YAML text with the product's types.
+func Parse(b []byte) (*Config, error) { return ParseTypes(b, gateway.DefaultTypes()) }
+
+// ParseTypes reads and validates YAML text whose sources and destinations
+// may name the types in types.
+func ParseTypes(b []byte, types *component.Registry) (*Config, error) {
+	c := &Config{Types: types}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil {
@@ -156,7 +164,7 @@ func (c *Config) Validate() error {
 	if err := c.Spool.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if err := gateway.Validate(c.Sources, c.Destinations); err != nil {
+	if err := gateway.Validate(c.Types, c.Sources, c.Destinations); err != nil {
 		errs = append(errs, err)
 	}
 	if c.MQTT.Enabled() {
@@ -176,7 +184,7 @@ func (c *Config) StateDir() string { return filepath.Dir(filepath.Clean(c.Spool.
 
 // Gateway is the pipeline part of the configuration.
 func (c *Config) Gateway(version string) gateway.Config {
-	return gateway.Config{Spool: c.Spool, Sources: c.Sources, Destinations: c.Destinations, DeviceID: c.Device.ID, Version: version}
+	return gateway.Config{Spool: c.Spool, Sources: c.Sources, Destinations: c.Destinations, DeviceID: c.Device.ID, Version: version, Types: c.Types}
 }
 
 // WriteAtomic replaces path with data so that a power cut leaves either the

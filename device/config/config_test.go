@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/hl7edge/hl7edge/pipeline/webservice"
 )
 
 // TestREADMEExampleIsValid keeps the README's walk-through honest: the
@@ -35,7 +37,7 @@ func TestREADMEExampleIsValid(t *testing.T) {
 	if len(c.Sources) != 3 || len(c.Destinations) != 4 || c.Device.ID != "ward3-gw" {
 		t.Fatalf("parsed %d sources, %d destinations, device %q", len(c.Sources), len(c.Destinations), c.Device.ID)
 	}
-	if c.Destinations[1].WebService == nil || c.Destinations[1].Match.All[0] != "MSH-9.1 in ADT,ORU" {
+	if _, ok := c.Destinations[1].Config.(*webservice.DestinationConfig); !ok || c.Destinations[1].Match.All[0] != "MSH-9.1 in ADT,ORU" {
 		t.Fatalf("ehr destination decoded as %+v", c.Destinations[1])
 	}
 }

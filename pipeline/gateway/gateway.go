@@ -13,16 +13,12 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/pipeline/backoff"
+	"github.com/hl7edge/hl7edge/pipeline/component"
 	"github.com/hl7edge/hl7edge/pipeline/deliver"
-	"github.com/hl7edge/hl7edge/pipeline/fileout"
 	"github.com/hl7edge/hl7edge/pipeline/flow"
 	"github.com/hl7edge/hl7edge/pipeline/health"
-	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/intake"
-	"github.com/hl7edge/hl7edge/pipeline/mllp"
 	"github.com/hl7edge/hl7edge/pipeline/route"
-	"github.com/hl7edge/hl7edge/pipeline/serialport"
-	"github.com/hl7edge/hl7edge/pipeline/webservice"
 	"github.com/hl7edge/hl7edge/storage"
 )
 
@@ -33,6 +29,9 @@ type Config struct {
 	Destinations []Destination
 	DeviceID     string
 	Version      string
+	// Types are the source and destination types the entries may name;
+	// nil: DefaultTypes.
+	Types *component.Registry
 }
 
 // Options are the gateway's collaborators.
@@ -91,21 +90,22 @@ func New(cfg Config, o Options) (*Gateway, error) {
 	if o.Health == nil {
 		o.Health = health.NewRegistry(cfg.DeviceID, cfg.Version, nil)
 	}
-	if err := Validate(cfg.Sources, cfg.Destinations); err != nil {
+	if cfg.Types == nil {
+		cfg.Types = DefaultTypes()
+	}
+	if err := Validate(cfg.Types, cfg.Sources, cfg.Destinations); err != nil {
 		return nil, err
 	}
 	var routes []route.Destination
-	var delivering []string
 	for _, d := range cfg.Destinations {
 		m, err := route.Compile(d.Match)
 		if err != nil {
 			return nil, fmt.Errorf("destination %q: %w", d.Name, err)
 		}
-		routes = append(routes, route.Destination{Name: d.Name, Rubbish: d.Type == TypeRubbish, Match: m})
-		if d.Type != TypeRubbish {
-			delivering = append(delivering, d.Name)
-		}
+		t, _ := cfg.Types.Destination(d.Type)
+		routes = append(routes, route.Destination{Name: d.Name, Rubbish: t.Discards, Match: m})
 	}
+	delivering := Delivering(cfg.Types, cfg.Destinations)
 	sp, err := storage.Open(cfg.Spool, storage.Options{Log: o.Log.With("component", "spool"), Destinations: delivering, LockWait: SpoolLockWait})
 	if err != nil {
 		return nil, err
@@ -124,91 +124,82 @@ func New(cfg Config, o Options) (*Gateway, error) {
 }
 
 func (g *Gateway) build() error {
-	o := g.o
 	for _, d := range g.cfg.Destinations {
-		// Every component tags its records with its own name.
-		log := o.Log
-		comp := o.Health.Component(health.Destination, d.Name, d.Type)
-		var out flow.Output
-		var err error
-		maxBackoff := d.MaxBackoff.D()
-		switch d.Type {
-		case TypeRubbish:
-			comp.SetState(health.Up)
-			continue
-		case TypeWebService:
-			var ws *webservice.Destination
-			ws, err = webservice.NewDestination(d.Name, *d.WebService, webservice.Options{
-				Logger: log, Health: comp, DeviceName: g.cfg.DeviceID, PMVersion: g.cfg.Version, Alarm: o.Alarm,
-			})
-			if err == nil {
-				out = ws
-				g.reping[d.Name] = ws.Reping
-				if maxBackoff == 0 {
-					maxBackoff = d.WebService.MaxBackoff.D()
-				}
-			}
-		case TypeMLLP:
-			out, err = mllp.NewOutput(d.Name, *d.MLLP, log)
-		case TypeSerial:
-			out, err = serialport.NewDestination(d.Name, *d.Serial, serialport.Options{Log: log, Health: comp})
-		case TypeFile:
-			out, err = fileout.New(*d.File)
-		}
-		if err != nil {
+		if err := g.buildDestination(d); err != nil {
 			return fmt.Errorf("destination %q: %w", d.Name, err)
 		}
-		g.outputs[d.Name] = out
-		g.order = append(g.order, d.Name)
-		g.workers[d.Name] = deliver.New(d.Name, g.spool, out, deliver.Options{
-			MaxAttempts: d.MaxAttempts, MaxBackoff: maxBackoff, MinBackoff: o.MinBackoff,
-			Log: log, Health: comp, Loop: o.Health.Loop("deliver/" + d.Name),
-			Activity: o.Activity, Alarm: o.Alarm,
-		})
 	}
 	for _, s := range g.cfg.Sources {
-		log := o.Log
-		comp := o.Health.Component(health.Source, s.Name, s.Type)
-		var loop *health.Loop
-		if s.Serial != nil || s.WebService != nil {
-			loop = o.Health.Loop("source/" + s.Name)
-		}
-		// A source is built anew for every run (after a pause or a failure):
-		// a listener that has served once does not serve again.
-		mk := func() (runner, error) {
-			switch {
-			case s.MLLP != nil:
-				return mllp.NewServer(s.Name, *s.MLLP, &frameHandler{source: s.Name, intake: g.intake, max: int64(s.MLLP.MaxMessageBytes)}, log, comp)
-			case s.Serial != nil:
-				return serialport.NewSource(s.Name, *s.Serial, g.intake, serialport.Options{Log: log, Health: comp, Loop: loop})
-			default:
-				return webservice.NewSource(s.Name, *s.WebService, g.intake, webservice.Options{
-					Logger: log, Health: comp, DeviceName: g.cfg.DeviceID, PMVersion: g.cfg.Version, Loop: loop, Alarm: o.Alarm,
-				})
-			}
-		}
-		r, err := mk()
-		if err != nil {
+		if err := g.buildSource(s); err != nil {
 			return fmt.Errorf("source %q: %w", s.Name, err)
 		}
-		g.sources = append(g.sources, &sourceSlot{name: s.Name, typ: s.Type, r: r, mk: mk, comp: comp, loop: loop, wake: make(chan struct{}, 1)})
 	}
 	return nil
 }
 
-// frameHandler answers MLLP frames through intake.
-type frameHandler struct {
-	source string
-	intake flow.Intake
-	max    int64
+// deps are what every component of kind is given.
+func (g *Gateway) deps(name string, comp *health.Component) component.Deps {
+	// Each component tags its own records with its name.
+	return component.Deps{
+		Name: name, Log: g.o.Log, Health: comp, Alarm: g.o.Alarm, Activity: g.o.Activity,
+		DeviceID: g.cfg.DeviceID, Version: g.cfg.Version,
+	}
 }
 
-func (h *frameHandler) HandleFrame(ctx context.Context, _ string, f mllp.Frame) []byte {
-	if f.Oversize {
-		reason := fmt.Sprintf("message of %d bytes exceeds max_message_bytes %d of source %q: split it, or raise the limit in the gateway's configuration", f.Size, h.max, h.source)
-		return hl7.ACKUnparsed(f.Data, flow.Rejected, hl7.CodeInternalError, reason, "", time.Now())
+// buildDestination makes a destination's output and the worker that
+// drains its queue; a rubbish bin has neither.
+func (g *Gateway) buildDestination(d Destination) error {
+	t, ok := g.cfg.Types.Destination(d.Type)
+	if !ok {
+		return fmt.Errorf("type %q is not registered", d.Type)
 	}
-	return h.intake.Accept(ctx, flow.Inbound{Source: h.source, Raw: f.Data}).ACK
+	comp := g.o.Health.Component(health.Destination, d.Name, d.Type)
+	if t.Discards {
+		comp.SetState(health.Up)
+		return nil
+	}
+	out, err := t.Build(d.Config, g.deps(d.Name, comp))
+	if err != nil {
+		return err
+	}
+	if r, ok := out.(component.Repinger); ok {
+		g.reping[d.Name] = r.Reping
+	}
+	maxBackoff := d.MaxBackoff.D()
+	if l, ok := d.Config.(component.BackoffLimiter); ok && maxBackoff == 0 {
+		maxBackoff = l.MaxBackoffDefault()
+	}
+	g.outputs[d.Name] = out
+	g.order = append(g.order, d.Name)
+	g.workers[d.Name] = deliver.New(d.Name, g.spool, out, deliver.Options{
+		MaxAttempts: d.MaxAttempts, MaxBackoff: maxBackoff, MinBackoff: g.o.MinBackoff,
+		Log: g.o.Log, Health: comp, Loop: g.o.Health.Loop("deliver/" + d.Name),
+		Activity: g.o.Activity, Alarm: g.o.Alarm,
+	})
+	return nil
+}
+
+// buildSource makes a source's first instance and the means to make the
+// next: a source is built anew for every run (after a pause or a failure),
+// as a listener that has served once does not serve again.
+func (g *Gateway) buildSource(s Source) error {
+	t, ok := g.cfg.Types.Source(s.Type)
+	if !ok {
+		return fmt.Errorf("type %q is not registered", s.Type)
+	}
+	comp := g.o.Health.Component(health.Source, s.Name, s.Type)
+	deps := g.deps(s.Name, comp)
+	deps.Intake = g.intake
+	if t.Liveness {
+		deps.Loop = g.o.Health.Loop("source/" + s.Name)
+	}
+	mk := func() (runner, error) { return t.Build(s.Config, deps) }
+	r, err := mk()
+	if err != nil {
+		return err
+	}
+	g.sources = append(g.sources, &sourceSlot{name: s.Name, typ: s.Type, r: r, mk: mk, comp: comp, loop: deps.Loop, wake: make(chan struct{}, 1)})
+	return nil
 }
 
 // Intake is the gateway's intake, for sources built outside it (tests).

@@ -497,7 +497,7 @@ func (r *rig) startGateway(yamlText string, extra map[string]string) *gwRig {
 	if err := f.Spool.Validate(); err != nil {
 		r.tb.Fatal(err)
 	}
-	if err := gateway.Validate(f.Sources, f.Destinations); err != nil {
+	if err := gateway.Validate(nil, f.Sources, f.Destinations); err != nil {
 		r.tb.Fatalf("config: %v", err)
 	}
 	g := &gwRig{Logs: &logtest.Buffer{}, Alarms: &alarmLog{}, MLLPAddr: mllpAddr, done: make(chan error, 1)}

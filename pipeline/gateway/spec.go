@@ -10,23 +10,21 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/hl7edge/hl7edge/pipeline/fileout"
-	"github.com/hl7edge/hl7edge/pipeline/mllp"
+	"github.com/hl7edge/hl7edge/pipeline/component"
 	"github.com/hl7edge/hl7edge/pipeline/route"
-	"github.com/hl7edge/hl7edge/pipeline/serialport"
 	"github.com/hl7edge/hl7edge/pipeline/units"
-	"github.com/hl7edge/hl7edge/pipeline/webservice"
 )
 
-// Source is one entry of `sources:`. Exactly one of the typed blocks is set,
-// according to Type.
+// Source is one entry of `sources:`.
 type Source struct {
-	Name       string
-	Type       string
-	Line       int // where it starts in the file, for error messages
-	MLLP       *mllp.ListenerConfig
-	Serial     *serialport.Config
-	WebService *webservice.SourceConfig
+	Name string
+	Type string
+	Line int // where it starts in the file, for error messages
+	// Config is the block of keys of the type (a pointer to the config
+	// struct the type registered). Validate decodes it from the file; a
+	// caller building a Source in code sets it.
+	Config component.Config
+	node   *yaml.Node // the entry as read, until Validate decodes Config from it
 }
 
 // Destination is one entry of `destinations:`.
@@ -37,37 +35,21 @@ type Destination struct {
 	Match       route.Match
 	MaxAttempts int
 	MaxBackoff  units.Duration
-	WebService  *webservice.DestinationConfig
-	MLLP        *mllp.DestinationConfig
-	Serial      *serialport.Config
-	File        *fileout.Config
+	// Config is the type's block, as for Source; nil for a type with no
+	// keys of its own (a rubbish bin).
+	Config component.Config
+	node   *yaml.Node
 }
 
-// Source and destination types.
-const (
-	TypeMLLP       = "mllp"
-	TypeSerial     = "serial"
-	TypeWebService = "webservice"
-	TypeFile       = "file"
-	TypeRubbish    = "rubbish"
+// Keys every source and every destination has, whatever its type.
+var (
+	sourceKeys = []string{"name", "type"}
+	destKeys   = []string{"name", "type", "match", "max_attempts", "max_backoff"}
 )
 
-var sourceTypes = map[string]func(*Source) any{
-	TypeMLLP:       func(s *Source) any { s.MLLP = &mllp.ListenerConfig{}; return s.MLLP },
-	TypeSerial:     func(s *Source) any { s.Serial = &serialport.Config{}; return s.Serial },
-	TypeWebService: func(s *Source) any { s.WebService = &webservice.SourceConfig{}; return s.WebService },
-}
-
-var destTypes = map[string]func(*Destination) any{
-	TypeWebService: func(d *Destination) any { d.WebService = &webservice.DestinationConfig{}; return d.WebService },
-	TypeMLLP:       func(d *Destination) any { d.MLLP = &mllp.DestinationConfig{}; return d.MLLP },
-	TypeSerial:     func(d *Destination) any { d.Serial = &serialport.Config{}; return d.Serial },
-	TypeFile:       func(d *Destination) any { d.File = &fileout.Config{}; return d.File },
-	TypeRubbish:    func(*Destination) any { return nil },
-}
-
-// UnmarshalYAML decodes the common keys and then the block for the type,
-// refusing keys that the type does not know, with their line.
+// UnmarshalYAML reads the keys every source has and keeps the entry: which
+// other keys are allowed depends on the type, and the registry of types is
+// only at hand in Validate.
 func (s *Source) UnmarshalYAML(n *yaml.Node) error {
 	var common struct {
 		Name string `yaml:"name"`
@@ -76,15 +58,11 @@ func (s *Source) UnmarshalYAML(n *yaml.Node) error {
 	if err := n.Decode(&common); err != nil {
 		return err
 	}
-	s.Name, s.Type, s.Line = common.Name, common.Type, n.Line
-	mk, ok := sourceTypes[s.Type]
-	if !ok {
-		return &yaml.TypeError{Errors: []string{lineErr(n, "source %q: type %q is not one of %s", s.Name, s.Type, keysOf(sourceTypes)).Error()}}
-	}
-	return decodeTyped(n, mk(s), []string{"name", "type"})
+	s.Name, s.Type, s.Line, s.node = common.Name, common.Type, n.Line, n
+	return nil
 }
 
-// UnmarshalYAML decodes a destination like Source.UnmarshalYAML.
+// UnmarshalYAML reads a destination like Source.UnmarshalYAML.
 func (d *Destination) UnmarshalYAML(n *yaml.Node) error {
 	var common struct {
 		Name        string         `yaml:"name"`
@@ -96,13 +74,39 @@ func (d *Destination) UnmarshalYAML(n *yaml.Node) error {
 	if err := n.Decode(&common); err != nil {
 		return err
 	}
-	d.Name, d.Type, d.Line = common.Name, common.Type, n.Line
+	d.Name, d.Type, d.Line, d.node = common.Name, common.Type, n.Line, n
 	d.Match, d.MaxAttempts, d.MaxBackoff = common.Match, common.MaxAttempts, common.MaxBackoff
-	mk, ok := destTypes[d.Type]
-	if !ok {
-		return &yaml.TypeError{Errors: []string{lineErr(n, "destination %q: type %q is not one of %s", d.Name, d.Type, keysOf(destTypes)).Error()}}
+	return nil
+}
+
+// decodeBlock fills *cfg from the entry n when it is not set yet, refusing
+// keys that neither the type nor the common keys know, each with its line.
+func decodeBlock(n *yaml.Node, cfg *component.Config, fresh component.Config, common []string) []error {
+	if *cfg != nil {
+		return nil
 	}
-	return decodeTyped(n, mk(d), []string{"name", "type", "match", "max_attempts", "max_backoff"})
+	*cfg = fresh
+	if n == nil {
+		return nil
+	}
+	return splitYAMLErrors(decodeTyped(n, fresh, common))
+}
+
+// splitYAMLErrors turns yaml.v3's one error for many mistakes back into
+// one error each, so they read like the rest of the file's mistakes.
+func splitYAMLErrors(err error) []error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		if err != nil {
+			return []error{err}
+		}
+		return nil
+	}
+	out := make([]error, 0, len(te.Errors))
+	for _, e := range te.Errors {
+		out = append(out, errors.New(e))
+	}
+	return out
 }
 
 // decodeTyped decodes n into target (a pointer to a config struct, or nil
@@ -168,15 +172,6 @@ func yamlKeys(t reflect.Type) []string {
 	return out
 }
 
-func keysOf[V any](m map[string]V) string {
-	var ks []string
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return strings.Join(ks, ", ")
-}
-
 // LineError is a configuration mistake at a line of the file.
 type LineError struct {
 	Line int
@@ -197,71 +192,99 @@ func lineErr(n *yaml.Node, f string, a ...any) error {
 // namePattern keeps names safe in spool keys, MQTT topics and file names.
 var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
-// Validate checks sources and destinations together: unique, well-formed
-// names, each block valid, matching rules that compile.
-func Validate(sources []Source, dests []Destination) error {
-	var errs []error
-	seen := map[string]int{}
-	add := func(line int, f string, a ...any) {
-		errs = append(errs, &LineError{Line: line, Msg: fmt.Sprintf(f, a...)})
+// Validate decodes each entry's block for its type in types (nil:
+// DefaultTypes), applies defaults and checks sources and destinations
+// together: known types and keys, unique well-formed names, each block
+// valid, matching rules that compile. Every mistake is reported, each with
+// its line.
+func Validate(types *component.Registry, sources []Source, dests []Destination) error {
+	if types == nil {
+		types = DefaultTypes()
 	}
-	checkName := func(kind, name string, line int) {
-		if !namePattern.MatchString(name) {
-			add(line, "%s name %q: use 1-63 lower-case letters, digits, '-' or '_' (it appears in MQTT topics and file names)", kind, name)
-		}
-		if prev, dup := seen[name]; dup {
-			add(line, "%s name %q is already used at line %d: names must be unique across sources and destinations", kind, name, prev)
-		}
-		seen[name] = line
-	}
+	v := &validator{types: types, seen: map[string]int{}}
 	for i := range sources {
-		s := &sources[i]
-		checkName("source", s.Name, s.Line)
-		var err error
-		switch {
-		case s.MLLP != nil:
-			s.MLLP.SetDefaults()
-			err = s.MLLP.Validate()
-		case s.Serial != nil:
-			s.Serial.SetDefaults()
-			err = s.Serial.Validate()
-		case s.WebService != nil:
-			s.WebService.SetDefaults()
-			err = s.WebService.Validate()
-		}
-		if err != nil {
-			add(s.Line, "source %q: %v", s.Name, err)
-		}
+		v.source(&sources[i])
 	}
 	for i := range dests {
-		d := &dests[i]
-		checkName("destination", d.Name, d.Line)
-		var err error
-		switch {
-		case d.WebService != nil:
-			d.WebService.SetDefaults()
-			err = d.WebService.Validate()
-		case d.MLLP != nil:
-			d.MLLP.SetDefaults()
-			err = d.MLLP.Validate()
-		case d.Serial != nil:
-			d.Serial.SetDefaults()
-			err = d.Serial.Validate()
-		case d.File != nil:
-			err = d.File.Validate()
+		v.destination(&dests[i])
+	}
+	return errors.Join(v.errs...)
+}
+
+type validator struct {
+	types *component.Registry
+	seen  map[string]int // name -> line
+	errs  []error
+}
+
+func (v *validator) add(line int, f string, a ...any) {
+	v.errs = append(v.errs, &LineError{Line: line, Msg: fmt.Sprintf(f, a...)})
+}
+
+// addAll adds errors that name their own line (yaml.v3's), or else gets
+// the entry's line and name.
+func (v *validator) addAll(line int, prefix string, errs []error) {
+	for _, err := range errs {
+		var le *LineError
+		if errors.As(err, &le) || strings.HasPrefix(err.Error(), "line ") {
+			v.errs = append(v.errs, err)
+			continue
 		}
-		if err != nil {
-			add(d.Line, "destination %q: %v", d.Name, err)
-		}
-		if _, err := route.Compile(d.Match); err != nil {
-			add(d.Line, "destination %q: match: %v", d.Name, err)
-		}
-		if d.Type == TypeRubbish && len(d.Match.All) == 0 && len(d.Match.Any) == 0 {
-			add(d.Line, "rubbish bin %q has no match rules: it would discard every message; add match.any or match.all", d.Name)
-		}
-		if d.MaxAttempts < 0 {
-			add(d.Line, "destination %q: max_attempts %d: use 0 (retry forever) or a positive count", d.Name, d.MaxAttempts)
+		v.add(line, "%s: %v", prefix, err)
+	}
+}
+
+func (v *validator) checkName(kind, name string, line int) {
+	if !namePattern.MatchString(name) {
+		v.add(line, "%s name %q: use 1-63 lower-case letters, digits, '-' or '_' (it appears in MQTT topics and file names)", kind, name)
+	}
+	if prev, dup := v.seen[name]; dup {
+		v.add(line, "%s name %q is already used at line %d: names must be unique across sources and destinations", kind, name, prev)
+	}
+	v.seen[name] = line
+}
+
+func (v *validator) source(s *Source) {
+	v.checkName("source", s.Name, s.Line)
+	t, ok := v.types.Source(s.Type)
+	if !ok {
+		v.add(s.Line, "source %q: type %q is not one of %s", s.Name, s.Type, strings.Join(v.types.SourceTypes(), ", "))
+		return
+	}
+	prefix := fmt.Sprintf("source %q", s.Name)
+	if errs := decodeBlock(s.node, &s.Config, t.NewConfig(), sourceKeys); len(errs) > 0 {
+		v.addAll(s.Line, prefix, errs)
+		return
+	}
+	component.SetDefaults(s.Config)
+	if err := s.Config.Validate(); err != nil {
+		v.add(s.Line, "%s: %v", prefix, err)
+	}
+}
+
+func (v *validator) destination(d *Destination) {
+	v.checkName("destination", d.Name, d.Line)
+	t, ok := v.types.Destination(d.Type)
+	if !ok {
+		v.add(d.Line, "destination %q: type %q is not one of %s", d.Name, d.Type, strings.Join(v.types.DestinationTypes(), ", "))
+		return
+	}
+	prefix := fmt.Sprintf("destination %q", d.Name)
+	if errs := decodeBlock(d.node, &d.Config, t.NewConfig(), destKeys); len(errs) > 0 {
+		v.addAll(d.Line, prefix, errs)
+	} else if d.Config != nil {
+		component.SetDefaults(d.Config)
+		if err := d.Config.Validate(); err != nil {
+			v.add(d.Line, "%s: %v", prefix, err)
 		}
 	}
-	return errors.Join(errs...)
+	if _, err := route.Compile(d.Match); err != nil {
+		v.add(d.Line, "destination %q: match: %v", d.Name, err)
+	}
+	if t.Discards && len(d.Match.All) == 0 && len(d.Match.Any) == 0 {
+		v.add(d.Line, "rubbish bin %q has no match rules: it would discard every message; add match.any or match.all", d.Name)
+	}
+	if d.MaxAttempts < 0 {
+		v.add(d.Line, "destination %q: max_attempts %d: use 0 (retry forever) or a positive count", d.Name, d.MaxAttempts)
+	}
 }

@@ -1,0 +1,241 @@
+// Package component is the registry of source and destination types: what a
+// `type:` in the configuration file may name, the block of keys each type
+// reads, its sample configuration and how to build one.
+//
+// Each type registers itself from its own package (a Register function
+// called once from the list that builds the gateway's registry), in the way
+// Telegraf plugins keep a sample.conf beside the code and call inputs.Add.
+// There is no package-level registry: a Registry is a value, built where
+// the program is wired, so a test can build one with only the types it
+// needs.
+package component
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/health"
+)
+
+// Config is a type's block of keys, decoded from YAML into a pointer to the
+// type's config struct. A Config that also has SetDefaults() gets it called
+// before Validate.
+type Config interface {
+	Validate() error
+}
+
+// defaulter is a Config that fills what the file leaves out.
+type defaulter interface{ SetDefaults() }
+
+// SetDefaults applies c's defaults when it has any.
+func SetDefaults(c Config) {
+	if d, ok := c.(defaulter); ok {
+		d.SetDefaults()
+	}
+}
+
+// Deps is everything a constructor is given besides its own block: the
+// same struct for every type, so adding a collaborator is one field here
+// and not a new constructor shape.
+type Deps struct {
+	Name     string                    // the configured name of this source or destination
+	Log      *slog.Logger              // never nil
+	Health   *health.Component         // this component's state and counters; never nil
+	Loop     *health.Loop              // liveness beacon, for sources whose type asks for one (SourceType.Liveness); else nil
+	Alarm    func(kind, detail string) // operator alarms; may be nil
+	Activity func()                    // ACT LED flash; may be nil
+	DeviceID string                    // device.id (COMPUTERNAME and the like)
+	Version  string                    // firmware version
+	Intake   flow.Intake               // sources only: where received messages go (routed into the spool)
+}
+
+// Runner is a built source: it runs until its context ends. A source is
+// built anew for each run, so Run is called at most once per value.
+type Runner interface {
+	Run(ctx context.Context) error
+}
+
+// Repinger is implemented by destinations that keep a session and can be
+// told to open a new one before their next delivery (the `reping` command).
+type Repinger interface {
+	Reping()
+}
+
+// BackoffLimiter is implemented by a Config whose type sets its own default
+// for the destination's max_backoff.
+type BackoffLimiter interface {
+	MaxBackoffDefault() time.Duration
+}
+
+// SourceType is one registered `type:` of sources.
+type SourceType struct {
+	Type     string // the value of `type:`
+	Sample   []byte // a commented sample: a fragment of hl7edge.yaml that loads as it is
+	Liveness bool   // the source beats Deps.Loop while it runs; a stalled beat means it hangs
+	config   func() Config
+	build    func(Config, Deps) (Runner, error)
+}
+
+// NewConfig returns an empty block for the type, ready to decode into.
+func (t SourceType) NewConfig() Config { return t.config() }
+
+// Build makes a source from a block made by NewConfig (decoded, with
+// defaults, validated) and its dependencies.
+func (t SourceType) Build(c Config, d Deps) (Runner, error) { return t.build(c, d) }
+
+// DestinationType is one registered `type:` of destinations.
+type DestinationType struct {
+	Type   string // the value of `type:`
+	Sample []byte // a commented sample: a fragment of hl7edge.yaml that loads as it is
+	// Discards marks a rubbish bin: intake drops what it matches, nothing is
+	// queued, and there is nothing to build.
+	Discards bool
+	config   func() Config // nil: the type reads no keys of its own
+	build    func(Config, Deps) (flow.Output, error)
+}
+
+// NewConfig returns an empty block for the type, or nil when it has none.
+func (t DestinationType) NewConfig() Config {
+	if t.config == nil {
+		return nil
+	}
+	return t.config()
+}
+
+// Build makes a destination from a block made by NewConfig and its
+// dependencies. A destination that keeps a session may implement Repinger.
+func (t DestinationType) Build(c Config, d Deps) (flow.Output, error) {
+	if t.build == nil {
+		return nil, fmt.Errorf("destination %q: type %q delivers nothing and has nothing to build", d.Name, t.Type)
+	}
+	return t.build(c, d)
+}
+
+// NewSource describes a source type whose block is a C. The generic form
+// lets build take its own config type rather than assert one.
+func NewSource[C any, P interface {
+	*C
+	Config
+}](typ string, sample []byte, liveness bool, build func(P, Deps) (Runner, error)) SourceType {
+	return SourceType{
+		Type: typ, Sample: sample, Liveness: liveness,
+		config: func() Config { return P(new(C)) },
+		build: func(c Config, d Deps) (Runner, error) {
+			p, ok := c.(P)
+			if !ok {
+				return nil, fmt.Errorf("source %q: type %q was given a %T block", d.Name, typ, c)
+			}
+			return build(p, d)
+		},
+	}
+}
+
+// NewDestination describes a destination type whose block is a C.
+func NewDestination[C any, P interface {
+	*C
+	Config
+}](typ string, sample []byte, build func(P, Deps) (flow.Output, error)) DestinationType {
+	return DestinationType{
+		Type: typ, Sample: sample,
+		config: func() Config { return P(new(C)) },
+		build: func(c Config, d Deps) (flow.Output, error) {
+			p, ok := c.(P)
+			if !ok {
+				return nil, fmt.Errorf("destination %q: type %q was given a %T block", d.Name, typ, c)
+			}
+			return build(p, d)
+		},
+	}
+}
+
+// NewBin describes a rubbish-bin destination type: no keys of its own,
+// nothing built, whatever it matches is accepted and dropped.
+func NewBin(typ string, sample []byte) DestinationType {
+	return DestinationType{Type: typ, Sample: sample, Discards: true}
+}
+
+// Registry holds the types a configuration may name.
+type Registry struct {
+	sources map[string]SourceType
+	dests   map[string]DestinationType
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry {
+	return &Registry{sources: map[string]SourceType{}, dests: map[string]DestinationType{}}
+}
+
+// AddSource registers a source type. A type registered twice, or with no
+// name, is a wiring mistake in the program, so it panics: the first test
+// that builds the registry finds it.
+func (r *Registry) AddSource(t SourceType) {
+	if t.Type == "" || t.build == nil || t.config == nil {
+		panic("component: source type without a name, config or constructor")
+	}
+	if _, dup := r.sources[t.Type]; dup {
+		panic(fmt.Sprintf("component: source type %q registered twice", t.Type))
+	}
+	r.sources[t.Type] = t
+}
+
+// AddDestination registers a destination type; see AddSource.
+func (r *Registry) AddDestination(t DestinationType) {
+	if t.Type == "" || (t.build == nil && !t.Discards) {
+		panic("component: destination type without a name or constructor")
+	}
+	if _, dup := r.dests[t.Type]; dup {
+		panic(fmt.Sprintf("component: destination type %q registered twice", t.Type))
+	}
+	r.dests[t.Type] = t
+}
+
+// Source looks up a source type.
+func (r *Registry) Source(typ string) (SourceType, bool) {
+	t, ok := r.sources[typ]
+	return t, ok
+}
+
+// Destination looks up a destination type.
+func (r *Registry) Destination(typ string) (DestinationType, bool) {
+	t, ok := r.dests[typ]
+	return t, ok
+}
+
+// SourceTypes lists the source type names, sorted, for error messages.
+func (r *Registry) SourceTypes() []string { return sortedKeys(r.sources) }
+
+// DestinationTypes lists the destination type names, sorted.
+func (r *Registry) DestinationTypes() []string { return sortedKeys(r.dests) }
+
+// Sample is one registered sample configuration.
+type Sample struct {
+	Kind string // "source" or "destination"
+	Type string
+	YAML []byte
+}
+
+// Samples lists the sample of every registered type, sources first, each
+// kind in type order.
+func (r *Registry) Samples() []Sample {
+	var out []Sample
+	for _, typ := range r.SourceTypes() {
+		out = append(out, Sample{Kind: "source", Type: typ, YAML: r.sources[typ].Sample})
+	}
+	for _, typ := range r.DestinationTypes() {
+		out = append(out, Sample{Kind: "destination", Type: typ, YAML: r.dests[typ].Sample})
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}

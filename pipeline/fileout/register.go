@@ -1,0 +1,18 @@
+package fileout
+
+import (
+	_ "embed"
+
+	"github.com/hl7edge/hl7edge/pipeline/component"
+	"github.com/hl7edge/hl7edge/pipeline/flow"
+)
+
+//go:embed sample.yaml
+var sample []byte
+
+// Register adds `type: file` destinations to r.
+func Register(r *component.Registry) {
+	r.AddDestination(component.NewDestination("file", sample, func(c *Config, _ component.Deps) (flow.Output, error) {
+		return New(*c)
+	}))
+}

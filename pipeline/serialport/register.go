@@ -1,0 +1,21 @@
+package serialport
+
+import (
+	_ "embed"
+
+	"github.com/hl7edge/hl7edge/pipeline/component"
+	"github.com/hl7edge/hl7edge/pipeline/flow"
+)
+
+//go:embed sample.yaml
+var sample []byte
+
+// Register adds `type: serial` sources and destinations to r.
+func Register(r *component.Registry) {
+	r.AddSource(component.NewSource("serial", sample, true, func(c *Config, d component.Deps) (component.Runner, error) {
+		return NewSource(d.Name, *c, d.Intake, Options{Log: d.Log, Health: d.Health, Loop: d.Loop})
+	}))
+	r.AddDestination(component.NewDestination("serial", sample, func(c *Config, d component.Deps) (flow.Output, error) {
+		return NewDestination(d.Name, *c, Options{Log: d.Log, Health: d.Health})
+	}))
+}
