@@ -7,7 +7,9 @@ import (
 	"path"
 	"strings"
 
+	"github.com/hl7edge/hl7edge/pipeline/component"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
+	"github.com/hl7edge/hl7edge/pipeline/mllp"
 	"github.com/hl7edge/hl7edge/pipeline/webservice"
 )
 
@@ -35,6 +37,18 @@ type downgrades struct {
 
 func (d *downgrades) add(f string, a ...any) { d.out = append(d.out, fmt.Sprintf(f, a...)) }
 
+// webPeer is the web-service peer of a source's or destination's block,
+// or nil for another type.
+func webPeer(c component.Config) *webservice.Peer {
+	switch b := c.(type) {
+	case *webservice.SourceConfig:
+		return &b.Peer
+	case *webservice.DestinationConfig:
+		return &b.Peer
+	}
+	return nil
+}
+
 type peerOf struct {
 	kind, name string
 	p          *webservice.Peer
@@ -44,13 +58,13 @@ type peerOf struct {
 func webPeers(c *Config) map[string]peerOf {
 	m := map[string]peerOf{}
 	for _, s := range c.Sources {
-		if s.WebService != nil {
-			m["source "+s.Name] = peerOf{"source", s.Name, &s.WebService.Peer}
+		if p := webPeer(s.Config); p != nil {
+			m["source "+s.Name] = peerOf{"source", s.Name, p}
 		}
 	}
 	for _, d := range c.Destinations {
-		if d.WebService != nil {
-			m["destination "+d.Name] = peerOf{"destination", d.Name, &d.WebService.Peer}
+		if p := webPeer(d.Config); p != nil {
+			m["destination "+d.Name] = peerOf{"destination", d.Name, p}
 		}
 	}
 	return m
@@ -110,18 +124,19 @@ func (d *downgrades) mllp(cur, next *Config) {
 		oldDests[dst.Name] = dst
 	}
 	for _, dst := range next.Destinations {
-		if dst.MLLP == nil {
+		nm, _ := dst.Config.(*mllp.DestinationConfig)
+		if nm == nil {
 			continue
 		}
 		who := fmt.Sprintf("destination %q", dst.Name)
-		if h := hostOf(dst.MLLP.Address); !d.known.has(h) {
+		if h := hostOf(nm.Address); !d.known.has(h) {
 			d.add("%s: address host %s is new", who, h)
 		}
-		o, ok := oldDests[dst.Name]
-		if ok && o.MLLP != nil && o.MLLP.TLS.On() && !dst.MLLP.TLS.On() {
+		om, _ := oldDests[dst.Name].Config.(*mllp.DestinationConfig)
+		if om != nil && om.TLS.On() && !nm.TLS.On() {
 			d.add("%s: tls turned off", who)
 		}
-		if ca := dst.MLLP.TLS.CAFile; ca != "" && (!ok || o.MLLP == nil || o.MLLP.TLS.CAFile != ca) {
+		if ca := nm.TLS.CAFile; ca != "" && (om == nil || om.TLS.CAFile != ca) {
 			d.add("%s: tls.ca_file %s trusts other roots", who, ca)
 		}
 	}
@@ -130,16 +145,17 @@ func (d *downgrades) mllp(cur, next *Config) {
 		oldSources[s.Name] = s
 	}
 	for _, s := range next.Sources {
-		o, ok := oldSources[s.Name]
-		if s.MLLP == nil || !ok || o.MLLP == nil {
+		nm, _ := s.Config.(*mllp.ListenerConfig)
+		om, _ := oldSources[s.Name].Config.(*mllp.ListenerConfig)
+		if nm == nil || om == nil {
 			continue
 		}
 		who := fmt.Sprintf("source %q", s.Name)
-		if o.MLLP.TLS.Enabled() && !s.MLLP.TLS.Enabled() {
+		if om.TLS.Enabled() && !nm.TLS.Enabled() {
 			d.add("%s: tls turned off", who)
 		}
-		if o.MLLP.TLS.ClientCAFile != "" && o.MLLP.TLS.ClientCAFile != s.MLLP.TLS.ClientCAFile {
-			d.add("%s: tls.client_ca_file changed from %s", who, o.MLLP.TLS.ClientCAFile)
+		if om.TLS.ClientCAFile != "" && om.TLS.ClientCAFile != nm.TLS.ClientCAFile {
+			d.add("%s: tls.client_ca_file changed from %s", who, om.TLS.ClientCAFile)
 		}
 	}
 }
@@ -177,16 +193,16 @@ func knownHosts(c *Config) hostSet {
 		s.patterns = append(s.patterns, p.AllowedHosts...)
 	}
 	for _, src := range c.Sources {
-		if src.WebService != nil {
-			peer(&src.WebService.Peer)
+		if p := webPeer(src.Config); p != nil {
+			peer(p)
 		}
 	}
 	for _, d := range c.Destinations {
-		switch {
-		case d.WebService != nil:
-			peer(&d.WebService.Peer)
-		case d.MLLP != nil:
-			s.hosts[hostOf(d.MLLP.Address)] = true
+		if p := webPeer(d.Config); p != nil {
+			peer(p)
+		}
+		if m, ok := d.Config.(*mllp.DestinationConfig); ok {
+			s.hosts[hostOf(m.Address)] = true
 		}
 	}
 	if c.MQTT.Enabled() {
