@@ -61,6 +61,7 @@ func benchIngestInProcess(b *testing.B, destYAML string, conns int, body string)
 		msgs[i] = fmt.Appendf(nil, "MSH|^~\\&|BENCH|LAB|GW|HOSP|20261122||ORU^R01|B%07d|P|2.5.1\rPID|1||MRN%07d\r%s", i, i%40, body)
 	}
 	b.SetBytes(int64(len(msgs[0])))
+	commits0 := g.GW.Spool().Stats().Commits
 	b.ResetTimer()
 	start := time.Now()
 	if err := sendSpread(clients, msgs); err != nil {
@@ -68,4 +69,5 @@ func benchIngestInProcess(b *testing.B, destYAML string, conns int, body string)
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+	b.ReportMetric(float64(g.GW.Spool().Stats().Commits-commits0)/float64(b.N), "fsyncs/msg")
 }
