@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hl7edge/hl7edge/board"
+	"github.com/hl7edge/hl7edge/board/led"
 	"github.com/hl7edge/hl7edge/device/admin"
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/config"
@@ -158,7 +159,11 @@ func (a *Appliance) runOnce(parent context.Context, cfg *config.Config) (bool, e
 		return false, fmt.Errorf("board %q: %w", cfg.Device.Board, err)
 	}
 	defer brd.Close()
-	engine, err := leds.New(leds.Options{Pins: brd.Pins(), Snapshot: reg.Snapshot, Beacon: reg.Loop("leds"), Log: log})
+	lopts := leds.Options{Pins: brd.Pins(), Snapshot: reg.Snapshot, Beacon: reg.Loop("leds"), Log: log}
+	if d, ok := brd.(led.Describer); ok {
+		lopts.Describe = d.Describe // the sim board prints what the LEDs mean, not each blink
+	}
+	engine, err := leds.New(lopts)
 	if err != nil {
 		return false, fmt.Errorf("leds: %w", err)
 	}
@@ -177,6 +182,11 @@ func (a *Appliance) runOnce(parent context.Context, cfg *config.Config) (bool, e
 	}
 	alarm := func(kind, detail string) {
 		log.Warn("alarm", "kind", kind, "detail", detail)
+		if ended := allClearOf(kind); ended != "" {
+			reg.ClearAlarm(ended)
+		} else {
+			reg.RaiseAlarm(kind, detail)
+		}
 		if agent.Enabled() {
 			agent.Alarm(kind, detail)
 		}
@@ -260,6 +270,19 @@ func (a *Appliance) runOnce(parent context.Context, cfg *config.Config) (bool, e
 	}
 	log.Info("stopped")
 	return again, runErr
+}
+
+// allClearOf names the alarm that an all-clear event of kind ends ("" when
+// kind is an alarm itself). The all-clear goes out on MQTT like any alarm
+// event but is not kept as active: nothing is wrong any more.
+func allClearOf(kind string) string {
+	switch kind {
+	case health.AlarmSpoolOK:
+		return health.AlarmSpoolFull
+	case health.AlarmConfigApplied:
+		return health.AlarmConfigRolledBack
+	}
+	return ""
 }
 
 // followMQTT keeps the LINK LED's view of the broker connection current.

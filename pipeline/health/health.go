@@ -159,7 +159,27 @@ type Snapshot struct {
 	Services      []ComponentSnapshot `json:"services,omitempty"`
 	Spool         SpoolSnapshot       `json:"spool"`
 	Stalled       []string            `json:"stalled,omitempty"`
+	// Alarms are the ones active now, oldest first (see Registry.RaiseAlarm).
+	Alarms []Alarm `json:"alarms,omitempty"`
 }
+
+// Alarm is one active alarm: the latest detail of its kind, when it was
+// first raised and how often since. Its detail follows the alarm contract:
+// control IDs and GUIDs, never patient data.
+type Alarm struct {
+	Kind   string    `json:"kind"`
+	Detail string    `json:"detail,omitempty"`
+	Since  time.Time `json:"since"`
+	Last   time.Time `json:"last"`
+	Count  int       `json:"count"`
+}
+
+// AlarmHold is how long an alarm stays active after it was last raised when
+// nothing clears it. Most alarms are events (a dead letter, a refused URL)
+// with no "fixed" event to follow; an hour keeps them in view of a
+// technician or a fleet table long enough to be seen, without a box showing
+// last week's trouble forever.
+const AlarmHold = time.Hour
 
 // Component returns the named component of a kind, if present.
 func (s *Snapshot) Component(kind Kind, name string) (ComponentSnapshot, bool) {
@@ -192,6 +212,7 @@ type Registry struct {
 	clock      func() bool
 	loops      map[string]*Loop
 	subs       []chan struct{}
+	alarms     []Alarm // one per kind, oldest first
 }
 
 // NewRegistry makes an empty registry. now may be nil (time.Now).
@@ -261,6 +282,39 @@ func (r *Registry) notify() {
 // changed outside a component state (for example the spool became full).
 func (r *Registry) Notify() { r.notify() }
 
+// RaiseAlarm records an alarm of kind as active (again), with detail as its
+// latest detail. The list holds one entry per kind, so it is bounded by the
+// number of kinds the code raises.
+func (r *Registry) RaiseAlarm(kind, detail string) {
+	now := r.now()
+	r.mu.Lock()
+	i := slices.IndexFunc(r.alarms, func(a Alarm) bool { return a.Kind == kind })
+	if i >= 0 && now.Sub(r.alarms[i].Last) <= AlarmHold {
+		r.alarms[i].Detail, r.alarms[i].Last = detail, now
+		r.alarms[i].Count++
+	} else {
+		if i >= 0 {
+			r.alarms = slices.Delete(r.alarms, i, i+1)
+		}
+		r.alarms = append(r.alarms, Alarm{Kind: kind, Detail: detail, Since: now, Last: now, Count: 1})
+	}
+	r.mu.Unlock()
+	r.notify()
+}
+
+// ClearAlarm ends the alarm of kind (its condition is over, e.g. the spool
+// accepts messages again).
+func (r *Registry) ClearAlarm(kind string) {
+	r.mu.Lock()
+	n := len(r.alarms)
+	r.alarms = slices.DeleteFunc(r.alarms, func(a Alarm) bool { return a.Kind == kind })
+	changed := len(r.alarms) != n
+	r.mu.Unlock()
+	if changed {
+		r.notify()
+	}
+}
+
 // Loop is the liveness beacon of one long-running loop. The watchdog and
 // the SYS LED trust the process only while every loop beats.
 type Loop struct {
@@ -328,12 +382,15 @@ func (r *Registry) Snapshot() Snapshot {
 	r.mu.Lock()
 	comps := slices.Clone(r.components)
 	spool, clock := r.spool, r.clock
-	r.mu.Unlock()
 	now := r.now()
+	r.alarms = slices.DeleteFunc(r.alarms, func(a Alarm) bool { return now.Sub(a.Last) > AlarmHold })
+	alarms := slices.Clone(r.alarms)
+	r.mu.Unlock()
 	s := Snapshot{
 		Device: r.device, Version: r.version, Time: now,
 		UptimeSeconds: int64(now.Sub(r.start) / time.Second),
 		Sources:       []ComponentSnapshot{}, Destinations: []ComponentSnapshot{},
+		Alarms: alarms,
 	}
 	if spool != nil {
 		s.Spool = spool()
