@@ -42,3 +42,13 @@ func (l LED) String() string {
 // Pins are the outputs a board profile supplies, indexed by LED. A nil pin
 // is an LED the board does not have; whoever drives the pins skips it.
 type Pins [NumLEDs]gpio.PinOut
+
+// Describer is a board that can tell a person what an LED means (the sim
+// board prints it). The LED logic calls Describe once per change of
+// meaning, with text such as "4 flashes, pause — FAULT: code 4, clock not
+// synchronised: check NTP", so the board needs no knowledge of health or
+// fault codes. After the first Describe of an LED the board stops showing
+// that LED's raw on/off changes: they are the blinks of a described pattern.
+type Describer interface {
+	Describe(which LED, text string)
+}

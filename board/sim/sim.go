@@ -38,6 +38,7 @@ type Board struct {
 	levels     [led.NumLEDs]gpio.Level
 	shown      [led.NumLEDs]time.Time // when a change of this LED was last shown
 	suppressed [led.NumLEDs]int
+	described  [led.NumLEDs]bool // raw changes of this LED are no longer shown
 	closed     bool
 }
 
@@ -84,6 +85,9 @@ func (b *Board) set(led led.LED, l gpio.Level) error {
 		return nil
 	}
 	b.levels[led] = l
+	if b.described[led] {
+		return nil
+	}
 	now := b.o.Now()
 	if b.o.Every > 0 && !b.shown[led].IsZero() && now.Sub(b.shown[led]) < b.o.Every {
 		b.suppressed[led]++
@@ -107,6 +111,23 @@ func (b *Board) set(led led.LED, l gpio.Level) error {
 	// A failing terminal must not stop the engine; the level is recorded.
 	_, _ = io.WriteString(b.o.Writer, line+"\n")
 	return nil
+}
+
+// Describe shows what an LED means now (led.Describer): one line per change
+// of meaning, "15:04:05.000 LED fault 4 flashes, pause — FAULT: code 4, ...".
+// From then on that LED's blinks are not shown, only its meanings.
+func (b *Board) Describe(which led.LED, text string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || which < 0 || which >= led.NumLEDs {
+		return
+	}
+	b.described[which] = true
+	if b.o.Writer == nil {
+		b.o.Log.Debug("LED", "led", which.String(), "meaning", text)
+		return
+	}
+	_, _ = fmt.Fprintf(b.o.Writer, "%s LED %-5s %s\n", b.o.Now().Format("15:04:05.000"), which, text)
 }
 
 // pin is one simulated LED as a gpio.PinOut.

@@ -145,3 +145,27 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestDescribedLEDPrintsMeaningsNotBlinks: once the LED logic has said what
+// FAULT means, its blinks are no longer printed; the other LEDs still are.
+func TestDescribedLEDPrintsMeaningsNotBlinks(t *testing.T) {
+	var out bytes.Buffer
+	clk := &fakeNow{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	b := New(Options{Writer: &out, Now: clk.now})
+	var d led.Describer = b
+	d.Describe(led.FAULT, "4 flashes, pause — FAULT: code 4, clock not synchronised: check NTP")
+	p := b.Pins()
+	for range 10 {
+		must(t, p[led.FAULT].Out(gpio.High))
+		must(t, p[led.FAULT].Out(gpio.Low))
+	}
+	must(t, p[led.SYS].Out(gpio.High))
+	want := "03:04:05.000 LED fault 4 flashes, pause — FAULT: code 4, clock not synchronised: check NTP\n" +
+		"03:04:05.000 LED sys   on\n"
+	if out.String() != want {
+		t.Fatalf("printed:\n%s\nwant:\n%s", out.String(), want)
+	}
+	if b.Levels()[led.FAULT] != gpio.Low {
+		t.Fatal("a described LED's level is still recorded")
+	}
+}

@@ -168,7 +168,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	say("  gateway                MLLP on %s, serial on %s, config %s", mllpAddr, tty, cfgPath)
-	say("  LEDs (sim board)       changes printed below as they happen\n")
+	say("  LEDs (sim board)       what each LED means, printed below whenever that changes\n")
 	started := make(chan *appliance.Box, 1)
 	gctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -177,7 +177,8 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		done <- appliance.Run(gctx, appliance.Options{
 			ConfigPath: cfgPath, Version: version, LogOut: stderr,
 			Board: func(_ *config.Config, log *slog.Logger) (board.Board, error) {
-				// One line per LED every 10 s keeps the panel readable in a terminal.
+				// The LED engine describes each change of meaning; Every
+				// only limits an LED that was never described.
 				return sim.New(sim.Options{Writer: stdout, Log: log, Every: 10 * time.Second}), nil
 			},
 			Started: func(b *appliance.Box) {
@@ -253,11 +254,12 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	say(`
 try next:
+  bin/hl7edge status --config %s
   bin/hl7edge send --to %s your-messages.hl7
   bin/hl7edge spool stats --config %s
   bin/hl7edge spool stats --config %s --json
   ls %s
-Ctrl-C stops the demo.`, mllpAddr, cfgPath, cfgPath, store)
+Ctrl-C stops the demo.`, cfgPath, mllpAddr, cfgPath, cfgPath, store)
 	if *once {
 		stop()
 		return <-done

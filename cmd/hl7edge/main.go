@@ -39,6 +39,9 @@ usage:
   hl7edge demo                         the whole flow on loopback with built-in defaults
   hl7edge send --to HOST:PORT [--tls --ca FILE] FILE...
                                        send HL7 files over MLLP; exit 1 unless every ACK is AA/CA
+  hl7edge status [--config FILE] [--json]
+                                       the running gateway in words: what is wrong, what to do,
+                                       what each LED means; exit 0 healthy, 1 not, 2 unknown
   hl7edge spool stats --config FILE [--json]
   hl7edge spool dead list|retry|purge --config FILE --destination NAME
   hl7edge webservice --listen ADDR --store DIR [--mailbox DIR] [--tls-cert F --tls-key F]
@@ -67,6 +70,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		err = cmdDemo(ctx, rest, stdout, stderr)
 	case "send":
 		return cmdSend(ctx, rest, stdout, stderr)
+	case "status":
+		return cmdStatus(ctx, rest, stdout, stderr)
 	case "spool":
 		err = cmdSpool(ctx, rest, stdout)
 	case "webservice":

@@ -12,6 +12,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/device/leds"
+	"github.com/hl7edge/hl7edge/device/status"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/storage"
 )
@@ -78,6 +79,13 @@ func (a *Appliance) register(b *Box, engine *leds.Engine, alarm func(kind, detai
 		}
 	}
 	d.Register(command.Health, with(func(nameArgs) (any, string, error) { return b.Registry.Snapshot(), "", nil }))
+	d.Register(command.StatusReport, with(func(nameArgs) (any, string, error) {
+		r := status.Build(b.Registry.Snapshot(), engine.Inputs())
+		if r.Healthy {
+			return r, "healthy", nil
+		}
+		return r, "not healthy", nil
+	}))
 	d.Register(command.SpoolStats, with(func(nameArgs) (any, string, error) { return SpoolStats(b), "", nil }))
 	d.Register(command.Reping, with(func(args nameArgs) (any, string, error) {
 		n, err := args.target()

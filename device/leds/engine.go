@@ -47,17 +47,27 @@ type Options struct {
 	// watchdog like any other stuck loop.
 	Beacon *health.Loop
 	Log    *slog.Logger
+	// Describe, when set, hears what an LED means each time that changes
+	// (Explain's Meaning), not each blink: a board that prints (board/sim)
+	// can then say "FAULT: code 4, clock not synchronised" once instead of
+	// every on and off. It is called from Run and must not block.
+	Describe func(which led.LED, meaning string)
 }
+
+// ActQuiet is how long ACT must stay dark before Describe reports it idle,
+// so a steady flow reads as one "messages moving", not one line per message.
+const ActQuiet = 3 * time.Second
 
 // Engine drives the pins from Patterns. Its setters are safe for concurrent
 // use and never block; Run owns the pins.
 type Engine struct {
 	o Options
 
-	activity atomic.Bool
-	ready    atomic.Bool
-	mqttUp   atomic.Bool
-	running  atomic.Bool
+	activity    atomic.Bool
+	ready       atomic.Bool
+	mqttUp      atomic.Bool
+	running     atomic.Bool
+	identifyNow atomic.Bool // Run's identifying, for Inputs
 
 	mu       sync.Mutex
 	identReq time.Duration
@@ -67,6 +77,8 @@ type Engine struct {
 	identUntil  time.Time
 	identifying bool
 	leds        [led.NumLEDs]ledState
+	meanings    [led.NumLEDs]string // last told to Describe
+	lastFlash   time.Time
 }
 
 type ledState struct {
@@ -109,6 +121,12 @@ func (e *Engine) SetReady(ready bool) { e.ready.Store(ready) }
 // SetMQTTUp reports the MQTT session state (true when MQTT is not
 // configured).
 func (e *Engine) SetMQTTUp(up bool) { e.mqttUp.Store(up) }
+
+// Inputs are the engine's inputs now (Activity is always false): with a
+// health snapshot, Explain(snapshot, e.Inputs()) says what the panel shows.
+func (e *Engine) Inputs() Inputs {
+	return Inputs{Ready: e.ready.Load(), MQTTUp: e.mqttUp.Load(), Identify: e.identifyNow.Load()}
+}
 
 // Identify blinks all four LEDs together for d, counted from the next tick;
 // d <= 0 stops identifying.
@@ -161,6 +179,13 @@ func (e *Engine) step(t time.Time) {
 	// blink in step, and normal patterns resume from their start.
 	restart := in.Identify != e.identifying
 	e.identifying = in.Identify
+	e.identifyNow.Store(in.Identify)
+	if set[led.ACT].Kind == Flash {
+		e.lastFlash = t
+	}
+	if e.o.Describe != nil {
+		e.describe(s, in, t)
+	}
 	for i, p := range set {
 		st := &e.leds[i]
 		switch {
@@ -172,6 +197,24 @@ func (e *Engine) step(t time.Time) {
 			st.pat, st.start = p, t
 		}
 		e.drive(led.LED(i), st.pat.Level(t.Sub(st.start)))
+	}
+}
+
+// describe tells Describe about every LED whose meaning changed.
+func (e *Engine) describe(s health.Snapshot, in Inputs, t time.Time) {
+	r := Explain(s, in)
+	if !in.Identify {
+		if !e.lastFlash.IsZero() && t.Sub(e.lastFlash) < ActQuiet {
+			r[led.ACT].Shows, r[led.ACT].Meaning = "flashing", "ACT: messages moving"
+		} else {
+			r[led.ACT].Shows, r[led.ACT].Meaning = "off", "ACT: idle, no message in or out"
+		}
+	}
+	for i := range r {
+		if m := r[i].Shows + " — " + r[i].Meaning; m != e.meanings[i] {
+			e.meanings[i] = m
+			e.o.Describe(led.LED(i), m)
+		}
 	}
 }
 
