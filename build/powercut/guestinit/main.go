@@ -1,0 +1,213 @@
+// Command guestinit is /init of the power-cut rig's virtual machine (see
+// build/powercut): it loads the kernel modules the rig packed, mounts the
+// ext4 disk that holds the spool and the file destination with default
+// options, brings up the network, starts the static hl7edge and serves the
+// rig a two-command control port. Everything it reports goes to the serial
+// console as lines starting with "init:".
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hl7edge/hl7edge/device/admin"
+	"github.com/hl7edge/hl7edge/device/command"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	disk       = "/dev/vda"
+	dataDir    = "/data"
+	outDir     = "/data/out"
+	configPath = "/etc/hl7edge.yaml"
+	socketPath = "/run/admin.sock"
+	controlTCP = ":2576"
+)
+
+func say(f string, a ...any) { fmt.Printf("init: "+f+"\n", a...) }
+
+func main() {
+	say("started")
+	if err := boot(); err != nil {
+		say("FAILED %v", err)
+		halt()
+	}
+	hl7edge := exec.Command("/hl7edge", "run", "--config", configPath)
+	hl7edge.Stdout, hl7edge.Stderr = os.Stdout, os.Stdout
+	if err := hl7edge.Start(); err != nil {
+		say("FAILED start hl7edge: %v", err)
+		halt()
+	}
+	exited := make(chan struct{})
+	go func() {
+		err := hl7edge.Wait()
+		say("hl7edge exited: %v", err)
+		close(exited)
+	}()
+	go serveControl(hl7edge, exited)
+	// Stay up so the rig can read the console; it decides what happens next.
+	select {}
+}
+
+func boot() error {
+	for _, m := range []struct{ src, dst, fs string }{
+		{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"}, {"tmpfs", "/run", "tmpfs"},
+	} {
+		_ = os.MkdirAll(m.dst, 0o755)
+		if err := unix.Mount(m.src, m.dst, m.fs, 0, ""); err != nil {
+			return fmt.Errorf("mount %s: %w", m.dst, err)
+		}
+	}
+	order, err := os.ReadFile("/modules/order")
+	if err != nil {
+		return err
+	}
+	for _, name := range strings.Fields(string(order)) {
+		f, err := os.Open(filepath.Join("/modules", name))
+		if err != nil {
+			return err
+		}
+		err = unix.FinitModule(int(f.Fd()), "", 0)
+		f.Close()
+		if err != nil && err != unix.EEXIST {
+			return fmt.Errorf("load module %s: %w", name, err)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(disk); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not appear within 30s", disk)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_ = os.MkdirAll(dataDir, 0o755)
+	// Default options (data=ordered): what a Raspberry Pi's root file system
+	// uses. Mounting replays the journal, so what follows is the disk as the
+	// cut left it.
+	if err := unix.Mount(disk, dataDir, "ext4", 0, ""); err != nil {
+		return fmt.Errorf("mount %s: %w", disk, err)
+	}
+	left, _ := filepath.Glob(filepath.Join(outDir, ".tmp-*"))
+	say("mounted tmp_left=%d", len(left))
+	if err := network(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// network brings up lo and eth0 with qemu user networking's fixed address.
+func network() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	up := func(name string) error {
+		ifr, err := unix.NewIfreq(name)
+		if err != nil {
+			return err
+		}
+		if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+			return fmt.Errorf("%s flags: %w", name, err)
+		}
+		ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+		return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+	}
+	set := func(name string, req uint, ip net.IP) error {
+		ifr, err := unix.NewIfreq(name)
+		if err != nil {
+			return err
+		}
+		if err := ifr.SetInet4Addr(ip.To4()); err != nil {
+			return err
+		}
+		return unix.IoctlIfreq(fd, req, ifr)
+	}
+	if err := up("lo"); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat("/sys/class/net/eth0"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("eth0 did not appear within 30s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := set("eth0", unix.SIOCSIFADDR, net.IPv4(10, 0, 2, 15)); err != nil {
+		return fmt.Errorf("eth0 address: %w", err)
+	}
+	if err := set("eth0", unix.SIOCSIFNETMASK, net.IPv4(255, 255, 255, 0)); err != nil {
+		return fmt.Errorf("eth0 netmask: %w", err)
+	}
+	return up("eth0")
+}
+
+// serveControl answers the rig: "stats" prints the spool's figures from the
+// daemon's admin socket as one JSON line; "halt" stops hl7edge with SIGTERM,
+// unmounts the disk and powers off (a clean shutdown, for the final check).
+func serveControl(hl7edge *exec.Cmd, exited <-chan struct{}) {
+	ln, err := net.Listen("tcp", controlTCP)
+	if err != nil {
+		say("FAILED control port: %v", err)
+		return
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		switch strings.TrimSpace(line) {
+		case "stats":
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			r, err := admin.Call(ctx, socketPath, command.Request{ID: "rig", Name: "spool-stats"})
+			cancel()
+			if err != nil {
+				fmt.Fprintf(c, "{\"error\":%q}\n", err.Error())
+			} else {
+				b, _ := json.Marshal(r.Data)
+				fmt.Fprintf(c, "%s\n", b)
+			}
+			c.Close()
+		case "halt":
+			_ = hl7edge.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(60 * time.Second):
+				say("hl7edge did not stop within 60s of SIGTERM")
+			}
+			unix.Sync()
+			if err := unix.Unmount(dataDir, 0); err != nil {
+				say("FAILED unmount: %v", err)
+			} else {
+				say("unmounted")
+			}
+			fmt.Fprintln(c, "halted")
+			c.Close()
+			halt()
+		default:
+			c.Close()
+		}
+	}
+}
+
+func halt() {
+	unix.Sync()
+	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	select {}
+}

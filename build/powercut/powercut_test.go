@@ -1,0 +1,662 @@
+package powercut
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hl7edge/hl7edge/build/powercut/nbd"
+	"github.com/hl7edge/hl7edge/pipeline/hl7"
+	"github.com/hl7edge/hl7edge/pipeline/mllp"
+	"github.com/hl7edge/hl7edge/pipeline/webservice/refserver"
+	"github.com/hl7edge/hl7edge/pipeline/webservice/wire"
+	"github.com/hl7edge/hl7edge/storage"
+)
+
+// guestConfig is hl7edge's configuration inside the VM: MLLP in, the host's
+// reference web service as pull source and as destination, and a file
+// destination on the ext4 disk. Segments of 16 messages make the spool drop
+// delivered data (and so rewrite its LSM tree) all the time.
+const guestConfig = `device: {id: powercut-vm, board: sim}
+spool: {dir: /data/spool, max_bytes: 256MiB, segment_messages: 16}
+admin: {socket: /run/admin.sock}
+log: {level: debug}
+sources:
+  - {name: mllp-in, type: mllp, listen: "0.0.0.0:2575"}
+  - name: orders
+    type: webservice
+    url: http://10.0.2.2:%[1]d/hl7/ping
+    logon_id: powercut
+    password_file: /etc/hl7edge.yaml
+    allow_insecure_http: true
+    allowed_hosts: ["10.0.2.2"]
+    frequency: 1s
+    max_backoff: 1s
+destinations:
+  - {name: archive, type: file, dir: /data/out, max_backoff: 1s}
+  - name: ehr
+    type: webservice
+    url: http://10.0.2.2:%[1]d/hl7/ping
+    logon_id: powercut
+    password_file: /etc/hl7edge.yaml
+    allow_insecure_http: true
+    allowed_hosts: ["10.0.2.2"]
+    max_backoff: 1s
+`
+
+// Cut moments, taken in turn.
+const (
+	atACK     = "after-ack"       // right after the gateway's Nth AA of this boot
+	atRandom  = "random"          // a random moment under load
+	atGC      = "segment-clean"   // as the spool drops delivered segments
+	atPost    = "ws-post"         // while a web-service post is in flight
+	atPullAck = "pull-ack"        // while a mailbox ack is in flight
+	perMailbx = 20                // mailbox messages offered per boot
+	bootLimit = 180 * time.Second // TCG on a loaded 2-core machine is slow
+)
+
+var moments = []string{atACK, atRandom, atGC, atPost, atPullAck}
+
+// TestPowerCut is the power-cut campaign: POWERCUT_CUTS cuts (make powercut
+// CUTS=100; make test runs 5). Without POWERCUT_CUTS it skips.
+func TestPowerCut(t *testing.T) {
+	cuts, _ := strconv.Atoi(os.Getenv("POWERCUT_CUTS"))
+	if cuts <= 0 {
+		t.Skip("set POWERCUT_CUTS to run the power-cut rig (make powercut CUTS=100; make test runs 5 cuts)")
+	}
+	if miss := missingTools(); miss != "" {
+		t.Skipf("SKIPPED power-cut rig: not installed: %s (.ci/run installs them)", miss)
+	}
+	r := newRig(t)
+	r.run(cuts)
+}
+
+type rig struct {
+	t        *testing.T
+	dir      string
+	image    string
+	initrd   string
+	vmlinuz  string
+	accel    string
+	mllpPort int
+	ctlPort  int
+	wsPort   int
+	mailbox  string
+	store    string
+	disk     *nbd.Disk
+	nbdAddr  string
+	ledger   *ledger
+	mailN    int
+
+	mu  sync.Mutex
+	cur *vm
+	// fire, when set, cuts the power now; the web service calls it on a
+	// request of kind fireOn.
+	fire   func(how string)
+	fireOn string
+
+	fig figures
+}
+
+// figures are what the campaign reports (README.md, "Power cuts").
+type figures struct {
+	Cuts            int            `json:"cuts"`
+	ForgettingDisk  int            `json:"cuts_with_forgetting_disk"`
+	WritebackDisk   int            `json:"cuts_with_writeback_disk"`
+	ByMoment        map[string]int `json:"cuts_by_moment"`
+	Accel           string         `json:"accel"`
+	Acked           int            `json:"mllp_acked"`
+	NoVerdict       int            `json:"mllp_sent_without_verdict"`
+	Refused         int            `json:"mllp_refused"`
+	Pulled          int            `json:"mailbox_messages_acked_upstream"`
+	LostFile        int            `json:"lost_file_destination"`
+	LostWS          int            `json:"lost_webservice_destination"`
+	LostPull        int            `json:"lost_pull"`
+	TwoGUIDs        int            `json:"delivered_under_two_guids"`
+	Redelivered     int            `json:"ws_redeliveries_same_guid"`
+	TmpLeftByCuts   int            `json:"tmp_files_left_by_cuts"`
+	TmpLeftAtEnd    int            `json:"tmp_files_left_after_restart"`
+	SpoolOpenFailed int            `json:"spool_open_failures"`
+	BootToACK       []float64      `json:"boot_to_first_ack_seconds"`
+	Forgotten       int            `json:"forgotten_4k_blocks"`
+	KeptAnyway      int            `json:"unflushed_4k_blocks_written_anyway"`
+	NBDFlushes      int            `json:"nbd_flushes"`
+	Seconds         float64        `json:"seconds"`
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func newRig(t *testing.T) *rig {
+	cache, err := cacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vmlinuz, mods, err := kernel(cache)
+	if err != nil {
+		t.Skipf("SKIPPED power-cut rig: no Debian kernel: %v", err)
+	}
+	order, err := moduleOrder(mods)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if d := os.Getenv("POWERCUT_KEEP"); d != "" { // keep the image and console for a post-mortem
+		dir = d
+		_ = os.MkdirAll(dir, 0o755)
+	}
+	r := &rig{t: t, dir: dir, vmlinuz: vmlinuz, fig: figures{ByMoment: map[string]int{}}}
+	r.mllpPort, r.ctlPort, r.wsPort = freePort(t), freePort(t), freePort(t)
+	initBin, hl7Bin := filepath.Join(dir, "init"), filepath.Join(dir, "hl7edge")
+	if err := goBuild(initBin, "./build/powercut/guestinit"); err != nil {
+		t.Fatal(err)
+	}
+	if err := goBuild(hl7Bin, "./cmd/hl7edge"); err != nil {
+		t.Fatal(err)
+	}
+	r.initrd = filepath.Join(dir, "initrd.cpio")
+	if err := initramfs(r.initrd, initBin, hl7Bin, fmt.Appendf(nil, guestConfig, r.wsPort), order); err != nil {
+		t.Fatal(err)
+	}
+	r.image = filepath.Join(dir, "disk.img")
+	if err := os.WriteFile(r.image, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(r.image, 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-L", "spool", r.image).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	}
+	r.mailbox, r.store = filepath.Join(dir, "mailbox"), filepath.Join(dir, "store")
+	if err := os.MkdirAll(r.mailbox, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r.ledger, err = openLedger(filepath.Join(dir, "ledger.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.ledger.f.Close() })
+	r.startWebService()
+	r.disk, err = nbd.Open(r.image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.nbdAddr = ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { _ = r.disk.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-r.disk.Idle(); r.disk.Close() })
+	r.accel = r.pickAccel()
+	r.fig.Accel = r.accel
+	t.Logf("rig in %s: kernel %s, %d modules, accel %s", dir, filepath.Base(vmlinuz), len(order), r.accel)
+	return r
+}
+
+// pickAccel boots once with KVM and falls back to TCG when the kernel does
+// not reach /init in time: on some nested KVM hosts a stock kernel hangs.
+func (r *rig) pickAccel() string {
+	if a := os.Getenv("POWERCUT_ACCEL"); a != "" {
+		return a
+	}
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		r.t.Logf("no usable /dev/kvm (%v): TCG", err)
+		return "tcg"
+	}
+	f.Close()
+	v, err := bootVM(r.vmConfig("kvm", false))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	_, err = v.waitLine("init: started", 60*time.Second)
+	v.cut()
+	if err != nil {
+		r.t.Logf("KVM boot did not reach /init within 60s (%v): falling back to TCG\n%s", err, v.tail(10))
+		return "tcg"
+	}
+	return "kvm"
+}
+
+func (r *rig) vmConfig(accel string, forgetting bool) vmConfig {
+	drive := "file=" + r.image + ",format=raw,if=virtio,cache=writeback"
+	if forgetting {
+		drive = "file=nbd://" + r.nbdAddr + ",format=raw,if=virtio,cache=none"
+	}
+	return vmConfig{
+		kernel: r.vmlinuz, initrd: r.initrd, accel: accel, drive: drive,
+		fwd: []string{
+			fmt.Sprintf("hostfwd=tcp:127.0.0.1:%d-:2575", r.mllpPort),
+			fmt.Sprintf("hostfwd=tcp:127.0.0.1:%d-:2576", r.ctlPort),
+		},
+		console: filepath.Join(r.dir, "console.log"),
+	}
+}
+
+// startWebService runs the reference web service on the host, seen from
+// the guest as 10.0.2.2 (qemu user networking's address for the host's
+// loopback). Its handler is where the post and pull-ack cuts happen.
+func (r *rig) startWebService() {
+	ref, err := refserver.New(refserver.Config{StoreDir: r.store, MailboxDir: r.mailbox})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var n atomic.Int64
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		kind := ""
+		if el, err := wire.Parse(body); err == nil {
+			switch {
+			case el.Name == "HL7" && el.Child("MESSAGE") != nil:
+				kind = atPost
+			case el.Name == "HL7ACK":
+				kind = atPullAck
+			}
+		}
+		r.mu.Lock()
+		fire, on := r.fire, r.fireOn
+		r.mu.Unlock()
+		if kind == "" || kind != on || fire == nil {
+			ref.ServeHTTP(w, req)
+			return
+		}
+		// Alternately cut before the service has the request and after it
+		// has acted on it but before the gateway hears the answer.
+		if n.Add(1)%2 == 0 {
+			fire(kind)
+			panic(http.ErrAbortHandler)
+		}
+		rec := &discard{h: http.Header{}}
+		ref.ServeHTTP(rec, req)
+		fire(kind)
+		panic(http.ErrAbortHandler)
+	})
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", r.wsPort))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: nil}
+	go func() { _ = srv.Serve(ln) }()
+	r.t.Cleanup(func() { srv.Close(); ref.Close() })
+}
+
+// discard is a ResponseWriter whose answer never reaches the gateway.
+type discard struct{ h http.Header }
+
+func (d *discard) Header() http.Header         { return d.h }
+func (d *discard) Write(b []byte) (int, error) { return len(b), nil }
+func (d *discard) WriteHeader(int)             {}
+
+// addMail offers n more messages through the mailbox.
+func (r *rig) addMail(n int) {
+	for range n {
+		r.mailN++
+		id := fmt.Sprintf("P%06d", r.mailN)
+		msg := fmt.Sprintf("MSH|^~\\&|HIS|HOSP|GW|WARD3|20261130||ORM^O01|%s|P|2.5.1\rPID|1||MRN%s\rORC|NW|%s\r", id, id, id)
+		if err := os.WriteFile(filepath.Join(r.mailbox, id), []byte(msg), 0o644); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+}
+
+// boot starts the VM and waits until the gateway has opened its spool and
+// started; a spool that does not open fails the campaign with the console.
+func (r *rig) boot(forgetting bool) *vm {
+	<-r.disk.Idle() // the last session's cache is gone before the next boot
+	v, err := bootVM(r.vmConfig(r.accel, forgetting))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.mu.Lock()
+	r.cur = v
+	r.mu.Unlock()
+	line, err := v.waitLine("init: mounted", bootLimit, "init: FAILED")
+	if err != nil {
+		v.cut()
+		r.t.Fatalf("boot: %v\n%s", err, v.tail(40))
+	}
+	if i := strings.Index(line, "tmp_left="); i >= 0 {
+		n, _ := strconv.Atoi(strings.TrimSpace(line[i+len("tmp_left="):]))
+		r.fig.TmpLeftByCuts += n
+	}
+	if _, err := v.waitLine("hl7edge started", bootLimit, "init: hl7edge exited", "init: FAILED"); err != nil {
+		r.fig.SpoolOpenFailed++
+		v.cut()
+		r.t.Fatalf("the gateway did not start after a cut: %v\n%s", err, v.tail(60))
+	}
+	return v
+}
+
+func (r *rig) run(cuts int) {
+	t := r.t
+	began := time.Now()
+	ctx, stopLoad := context.WithCancel(context.Background())
+	acks := make(chan struct{}, 1<<16)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() { r.load(ctx, w, acks) })
+	}
+	for i := range cuts {
+		forgetting := i%2 == 1
+		// Every other forgetting cut writes half of the unflushed blocks
+		// anyway, in no order: a cache that was part way through.
+		r.disk.SetKeep(map[bool]float64{true: 0.5, false: 0}[i%4 == 3])
+		moment := moments[i%len(moments)]
+		r.addMail(perMailbx)
+		// Drain what earlier boots left in the channel.
+		for len(acks) > 0 {
+			<-acks
+		}
+		v := r.boot(forgetting)
+		// Boot to first ACK: the gateway is taking messages again.
+		select {
+		case <-acks:
+			r.fig.BootToACK = append(r.fig.BootToACK, time.Since(v.start).Seconds())
+		case <-time.After(bootLimit):
+			v.cut()
+			t.Fatalf("cut %d: no ACK within %s of boot\n%s", i, bootLimit, v.tail(40))
+		}
+		how := r.cutAt(v, moment, acks)
+		r.fig.Cuts++
+		r.fig.ByMoment[how]++
+		if forgetting {
+			r.fig.ForgettingDisk++
+		} else {
+			r.fig.WritebackDisk++
+		}
+		t.Logf("cut %d/%d: %s, %s disk, %d ACKed so far", i+1, cuts, how, map[bool]string{true: "forgetting", false: "writeback"}[forgetting], r.ledger.count('A'))
+	}
+	stopLoad()
+	wg.Wait()
+	r.drainAndCheck()
+	st := r.disk.Stats()
+	r.fig.Forgotten, r.fig.KeptAnyway, r.fig.NBDFlushes = st.Forgotten, st.Kept, st.Flushes
+	r.fig.Seconds = time.Since(began).Seconds()
+	b, _ := json.MarshalIndent(r.fig, "", "  ")
+	t.Logf("figures:\n%s", b)
+	if p := os.Getenv("POWERCUT_REPORT"); p != "" {
+		_ = os.WriteFile(p, b, 0o644)
+	}
+	if r.fig.LostFile+r.fig.LostWS+r.fig.LostPull+r.fig.TwoGUIDs+r.fig.TmpLeftAtEnd+r.fig.SpoolOpenFailed > 0 {
+		t.Errorf("the power-loss promise is broken: %s", b)
+	}
+}
+
+// cutAt cuts the power at the chosen moment, or at a random one when the
+// moment does not come within a while (nothing left to post, say).
+func (r *rig) cutAt(v *vm, moment string, acks chan struct{}) string {
+	done := make(chan string, 1)
+	var once sync.Once
+	fire := func(how string) {
+		once.Do(func() {
+			v.cut()
+			done <- how
+		})
+	}
+	// The moment may not come (nothing left to post, say): then a random one.
+	fallback := time.Duration(20+rand.IntN(10)) * time.Second
+	switch moment {
+	case atRandom:
+		time.AfterFunc(time.Duration(rand.Int64N(int64(5*time.Second))), func() { fire(atRandom) })
+	case atACK:
+		k := 1 + rand.IntN(60)
+		go func() {
+			for range k {
+				select {
+				case <-acks:
+				case <-v.exited:
+					return
+				}
+			}
+			fire(atACK)
+		}()
+	case atGC:
+		v.watch(func(line string) {
+			if strings.Contains(line, "spool dropping delivered segments") || strings.Contains(line, "spool dropped delivered segments") {
+				go fire(atGC)
+			}
+		})
+	case atPost, atPullAck:
+		r.mu.Lock()
+		r.fire, r.fireOn = fire, moment
+		r.mu.Unlock()
+	}
+	var how string
+	select {
+	case how = <-done:
+	case <-time.After(fallback):
+		fire("fallback-random")
+		how = <-done
+	}
+	r.mu.Lock()
+	r.fire, r.fireOn = nil, ""
+	r.mu.Unlock()
+	<-r.disk.Idle()
+	return how
+}
+
+// load sends over one MLLP connection until ctx ends. A message is sent
+// once: one without a verdict (the power went) is never sent again, so a
+// control ID delivered under two GUIDs can only be the gateway's doing.
+func (r *rig) load(ctx context.Context, w int, acks chan struct{}) {
+	addr := fmt.Sprintf("127.0.0.1:%d", r.mllpPort)
+	n := 0
+	for ctx.Err() == nil {
+		c, err := mllp.Dial(ctx, addr, nil)
+		if err != nil {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		for ctx.Err() == nil {
+			n++
+			id := fmt.Sprintf("L%d-%07d", w, n)
+			msg := fmt.Sprintf("MSH|^~\\&|LAB|HOSP|GW|WARD3|20261130||ORU^R01|%s|P|2.5.1\rPID|1||MRN%s\rOBX|1|NM|GLU||%d|mg/dL\r", id, id, n%300)
+			sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+			ack, err := c.Send(sctx, []byte(msg))
+			cancel()
+			switch {
+			case err != nil:
+				r.ledger.add('U', id)
+			case bytes.Contains(ack, []byte("MSA|AA|")) || bytes.Contains(ack, []byte("MSA|CA|")):
+				r.ledger.add('A', id)
+				select {
+				case acks <- struct{}{}:
+				default:
+				}
+			default:
+				r.ledger.add('N', id)
+			}
+			if err != nil {
+				break
+			}
+		}
+		c.Close()
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// ledger is the host's record of every control ID sent: A (AA: the
+// gateway promised it), N (refused), U (no verdict). It is on the host's
+// disk, which loses no power in this rig.
+type ledger struct {
+	mu  sync.Mutex
+	f   *os.File
+	ids map[byte][]string
+}
+
+func openLedger(p string) (*ledger, error) {
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return &ledger{f: f, ids: map[byte][]string{}}, nil
+}
+
+func (l *ledger) add(kind byte, id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.ids[kind] = append(l.ids[kind], id)
+	fmt.Fprintf(l.f, "%c %s\n", kind, id)
+}
+
+func (l *ledger) count(kind byte) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.ids[kind])
+}
+
+// control asks guestinit's control port.
+func (r *rig) control(cmd string) (string, error) {
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", r.ctlPort), 5*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(90 * time.Second))
+	if _, err := fmt.Fprintf(c, "%s\n", cmd); err != nil {
+		return "", err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimSpace(line), err
+}
+
+// drainAndCheck boots once more without load, waits until every queue is
+// empty and the mailbox is drained, shuts the VM down cleanly, and compares
+// both destinations with the ledger.
+func (r *rig) drainAndCheck() {
+	t := r.t
+	v := r.boot(false)
+	deadline := time.Now().Add(15 * time.Minute)
+	quiet := 0
+	for quiet < 3 {
+		if time.Now().After(deadline) {
+			v.cut()
+			t.Fatalf("the gateway did not drain within 15 minutes\n%s", v.tail(40))
+		}
+		time.Sleep(2 * time.Second)
+		out, err := r.control("stats")
+		var st storage.Stats
+		if err != nil || json.Unmarshal([]byte(out), &st) != nil || len(st.Destinations) == 0 {
+			quiet = 0
+			continue
+		}
+		left, _ := os.ReadDir(r.mailbox)
+		busy := len(left) > 0
+		for name, d := range st.Destinations {
+			if d.Queued > 0 {
+				busy = true
+			}
+			if d.Dead > 0 {
+				t.Errorf("destination %s has %d dead letters", name, d.Dead)
+			}
+		}
+		if busy {
+			quiet = 0
+		} else {
+			quiet++
+		}
+	}
+	if out, err := r.control("halt"); err != nil || out != "halted" {
+		t.Errorf("clean halt: %q %v", out, err)
+	}
+	select {
+	case <-v.exited:
+	case <-time.After(2 * time.Minute):
+		v.cut()
+	}
+	out := filepath.Join(r.dir, "out")
+	_ = os.RemoveAll(out)
+	if b, err := exec.Command("debugfs", "-R", "rdump /out "+r.dir, r.image).CombinedOutput(); err != nil {
+		t.Fatalf("debugfs rdump: %v\n%s", err, b)
+	}
+	tmp, _ := filepath.Glob(filepath.Join(out, ".tmp-*"))
+	r.fig.TmpLeftAtEnd = len(tmp)
+	files := byControlID(t, out)
+	posted := byControlID(t, r.store)
+	acked := r.ledger.ids['A']
+	r.fig.Acked, r.fig.NoVerdict, r.fig.Refused = len(acked), len(r.ledger.ids['U']), len(r.ledger.ids['N'])
+	var pulled []string
+	for i := 1; i <= r.mailN; i++ {
+		pulled = append(pulled, fmt.Sprintf("P%06d", i))
+	}
+	r.fig.Pulled = len(pulled)
+	var lostF, lostW, lostP []string
+	for _, id := range acked {
+		if len(files[id]) == 0 {
+			lostF = append(lostF, id)
+		}
+		if len(posted[id]) == 0 {
+			lostW = append(lostW, id)
+		}
+	}
+	for _, id := range pulled {
+		if len(files[id]) == 0 || len(posted[id]) == 0 {
+			lostP = append(lostP, id)
+		}
+	}
+	r.fig.LostFile, r.fig.LostWS, r.fig.LostPull = len(lostF), len(lostW), len(lostP)
+	var two []string
+	for id, g := range files {
+		all := slices.Clone(g)
+		all = append(all, posted[id]...)
+		slices.Sort(all)
+		if len(slices.Compact(all)) > 1 {
+			two = append(two, id)
+		}
+	}
+	r.fig.TwoGUIDs = len(two)
+	if b, err := os.ReadFile(filepath.Join(r.store, "received.log")); err == nil {
+		r.fig.Redelivered = bytes.Count(b, []byte("\n")) - len(posted)
+	}
+	for name, l := range map[string][]string{"lost in the file destination": lostF, "lost in the web service": lostW, "pulled but lost": lostP, "under two GUIDs": two} {
+		if len(l) > 0 {
+			t.Errorf("%d control IDs %s, first: %v", len(l), name, l[:min(10, len(l))])
+		}
+	}
+}
+
+// byControlID reads every <GUID>.hl7 in dir: control ID → GUIDs.
+func byControlID(t *testing.T, dir string) map[string][]string {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.hl7"))
+	out := map[string][]string{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := hl7.Parse(b)
+		if err != nil {
+			t.Errorf("%s does not parse: %v (a torn file?)", f, err)
+			continue
+		}
+		id := m.Header().ControlID
+		out[id] = append(out[id], strings.TrimSuffix(filepath.Base(f), ".hl7"))
+	}
+	return out
+}
