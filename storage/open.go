@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -72,11 +73,31 @@ func Open(cfg Config, o Options) (*Spool, error) {
 		_ = lock.Close()
 		return nil, fmt.Errorf("read spool %s: %w", cfg.Dir, err)
 	}
+	s.atStart = maps.Clone(s.queued)
+	s.logBacklog()
 	s.refreshFreeDisk()
 	s.wg.Add(2)
 	go s.commitLoop()
 	go s.gcLoop()
 	return s, nil
+}
+
+// logBacklog says, in one line, what the spool held when it opened: after a
+// power cut or a long outage an operator sees how many acknowledged messages
+// are waiting for each destination before delivery drains them.
+func (s *Spool) logBacklog() {
+	var total int64
+	per := make([]any, 0, len(s.dests))
+	for _, d := range s.dests {
+		total += s.queued[d]
+		per = append(per, slog.Int64(d, s.queued[d]))
+	}
+	var dead int64
+	for _, n := range s.dead {
+		dead += n
+	}
+	s.log.Info("spool opened", "dir", s.cfg.Dir, "waiting", total, slog.Group("queued", per...),
+		"dead_letters", dead, "undeliverable", s.undeliv)
 }
 
 // removeEmptyMemtables deletes zero-length memtable logs. Badger creates a

@@ -102,6 +102,7 @@ type Spool struct {
 	curSegCount   int
 	segs          map[uint64]*segInfo
 	queued        map[string]int64
+	atStart       map[string]int64 // queued when the spool was opened
 	delivered     map[string]uint64
 	deliveredSave map[string]uint64
 	dead          map[string]int64

@@ -5,12 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hl7edge/hl7edge/pipeline/logtest"
 )
 
 func openTest(t *testing.T, dir string, dests ...string) *Spool {
@@ -473,5 +477,60 @@ func TestOpensAfterKillBetweenMemtableCreateAndSize(t *testing.T) {
 	defer s.Close()
 	if ms, _ := s.Next("a", 0, 10); len(ms) != 1 {
 		t.Fatalf("%d messages after reopen, want 1", len(ms))
+	}
+}
+
+// A spool recovered after a cut or an outage says, in one line at open, how
+// many messages wait for each destination; health carries the same figure.
+func TestOpenLogsBacklogPerDestination(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, "archive", "ehr")
+	ctx := context.Background()
+	for i := range 7 {
+		dests := []string{"archive", "ehr"}
+		if i >= 3 {
+			dests = dests[1:]
+		}
+		if _, err := s.Append(ctx, Entry{Source: "src", Raw: msg(i), Dests: dests}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	var logs logtest.Buffer
+	s, err := Open(Config{Dir: dir, MaxBytes: 64 << 20, SegmentMessages: 64},
+		Options{Destinations: []string{"archive", "ehr"}, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var line string
+	for l := range strings.Lines(logs.String()) {
+		if strings.Contains(l, `msg="spool opened"`) {
+			line = l
+		}
+	}
+	for _, want := range []string{"waiting=10", "queued.archive=3", "queued.ehr=7", "dead_letters=0"} {
+		if !strings.Contains(line, want) {
+			t.Fatalf("open logged %q, want %s in a \"spool opened\" line", logs.String(), want)
+		}
+	}
+	if strings.Contains(logs.String(), "GLU") || strings.Contains(logs.String(), "C000001") {
+		t.Fatalf("the backlog line carries message content: %q", line)
+	}
+	h := s.Health().Queues
+	if h["archive"].QueuedAtStart != 3 || h["ehr"].QueuedAtStart != 7 {
+		t.Fatalf("health queued_at_start: %+v", h)
+	}
+	ms, _ := s.Next("ehr", 0, 100)
+	for _, m := range ms {
+		if err := s.Delivered("ehr", m.Seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := s.Stats().Destinations["ehr"]; st.Queued != 0 || st.QueuedAtStart != 7 {
+		t.Fatalf("after draining ehr: %+v, want queued 0 and queued_at_start 7", st)
 	}
 }

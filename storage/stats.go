@@ -17,6 +17,7 @@ import (
 // DestStats is one destination's queue.
 type DestStats struct {
 	Queued           int64   `json:"queued"`
+	QueuedAtStart    int64   `json:"queued_at_start"`
 	Delivered        uint64  `json:"delivered"`
 	Dead             int64   `json:"dead"`
 	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
@@ -66,7 +67,7 @@ func (s *Spool) Stats() Stats {
 		names[d] = true
 	}
 	for d := range names {
-		st.Destinations[d] = DestStats{Queued: s.queued[d], Delivered: s.delivered[d], Dead: s.dead[d]}
+		st.Destinations[d] = DestStats{Queued: s.queued[d], QueuedAtStart: s.atStart[d], Delivered: s.delivered[d], Dead: s.dead[d]}
 	}
 	s.mu.Unlock()
 	lsm, vlog := s.db.Size()
@@ -93,7 +94,7 @@ func (s *Spool) Health() health.SpoolSnapshot {
 		Queues: map[string]health.QueueStat{},
 	}
 	for d, ds := range st.Destinations {
-		hs.Queues[d] = health.QueueStat{Queued: ds.Queued, Dead: ds.Dead, OldestAgeSeconds: ds.OldestAgeSeconds}
+		hs.Queues[d] = health.QueueStat{Queued: ds.Queued, QueuedAtStart: ds.QueuedAtStart, Dead: ds.Dead, OldestAgeSeconds: ds.OldestAgeSeconds}
 	}
 	return hs
 }

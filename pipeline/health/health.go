@@ -120,6 +120,7 @@ type ComponentSnapshot struct {
 	Since            time.Time         `json:"since"`
 	Counters         map[string]uint64 `json:"counters,omitempty"`
 	Queued           int64             `json:"queued,omitempty"`
+	QueuedAtStart    int64             `json:"queued_at_start,omitempty"`
 	Dead             int64             `json:"dead,omitempty"`
 	OldestAgeSeconds float64           `json:"oldest_age_seconds,omitempty"`
 	LastError        string            `json:"last_error,omitempty"`
@@ -129,6 +130,7 @@ type ComponentSnapshot struct {
 // QueueStat is what the spool reports per destination.
 type QueueStat struct {
 	Queued           int64
+	QueuedAtStart    int64 // the backlog found when the spool was opened
 	Dead             int64
 	OldestAgeSeconds float64
 }
@@ -405,7 +407,7 @@ func (r *Registry) Snapshot() Snapshot {
 			s.Sources = append(s.Sources, cs)
 		case Destination:
 			if q, ok := s.Spool.Queues[c.name]; ok {
-				cs.Queued, cs.Dead, cs.OldestAgeSeconds = q.Queued, q.Dead, q.OldestAgeSeconds
+				cs.Queued, cs.QueuedAtStart, cs.Dead, cs.OldestAgeSeconds = q.Queued, q.QueuedAtStart, q.Dead, q.OldestAgeSeconds
 			}
 			s.Destinations = append(s.Destinations, cs)
 		default:
