@@ -19,10 +19,16 @@ package rpi
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	stdlog "log"
 	"log/slog"
+	"os"
+	"os/user"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/hl7edge/hl7edge/board/led"
 	"periph.io/x/conn/v3/driver/driverreg"
@@ -61,7 +67,10 @@ type Board struct {
 // Open claims the GPIO lines named in names (indexed by led.LED; an empty
 // name leaves that logical LED unwired) as outputs, driven low.
 func Open(names [led.NumLEDs]string, log *slog.Logger) (*Board, error) {
-	f, err := chardev()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	f, err := chardev(log)
 	if err != nil {
 		return nil, err
 	}
@@ -69,8 +78,8 @@ func Open(names [led.NumLEDs]string, log *slog.Logger) (*Board, error) {
 }
 
 // chardev initialises periph with the character-device driver only.
-func chardev() (Finder, error) {
-	state, err := driverreg.Init()
+func chardev(log *slog.Logger) (Finder, error) {
+	state, err := initPeriph(log)
 	if err != nil {
 		return nil, fmt.Errorf("board rpi: initialise periph GPIO drivers: %w", err)
 	}
@@ -79,6 +88,12 @@ func chardev() (Finder, error) {
 			"hl7edge must link only periph.io/x/host/v3/gpioioctl (do not import periph.io/x/host/v3)", strings.Join(other, ", "))
 	}
 	if len(gpioioctl.Chips) == 0 {
+		// periph skips a chip it cannot open without saying why; a
+		// permission problem is the usual one on a fresh install and has its
+		// own remedy.
+		if err := chipAccess(chipGlob); err != nil {
+			return nil, err
+		}
 		why := "no /dev/gpiochip* device"
 		for _, f := range slices.Concat(state.Skipped, state.Failed) {
 			if f.D.String() == DriverName && f.Err != nil {
@@ -88,6 +103,103 @@ func chardev() (Finder, error) {
 		return nil, fmt.Errorf("board rpi: no usable GPIO character device (%s): this is not a Raspberry Pi, or /dev/gpiochip* is not readable by hl7edge (add its user to the gpio group); set device.board: sim off hardware", why)
 	}
 	return chips(gpioioctl.Chips), nil
+}
+
+const chipGlob = "/dev/gpiochip*"
+
+// initPeriph runs driverreg.Init with the standard log package's output
+// turned into records of log. periph's gpioioctl reports each chip it cannot
+// open with log.Println, which would land unstructured beside the daemon's
+// records. driverreg.Init does its work once per process, and of the calls
+// this package makes afterwards (Out, Close) none logs, so Init is the one
+// window to cover; the previous output, flags and prefix are restored before
+// it returns. hl7edge itself never writes through the log package, so
+// nothing else is caught in the window.
+func initPeriph(log *slog.Logger) (*driverreg.State, error) {
+	out, flags, prefix := stdlog.Writer(), stdlog.Flags(), stdlog.Prefix()
+	stdlog.SetOutput(periphLog{log})
+	stdlog.SetFlags(0)
+	stdlog.SetPrefix("")
+	defer func() {
+		stdlog.SetOutput(out)
+		stdlog.SetFlags(flags)
+		stdlog.SetPrefix(prefix)
+	}()
+	return driverreg.Init()
+}
+
+// periphLog makes each line periph writes through the log package a warning
+// record of the daemon's logger.
+type periphLog struct{ log *slog.Logger }
+
+func (p periphLog) Write(b []byte) (int, error) {
+	for line := range strings.Lines(string(b)) {
+		if line = strings.TrimSpace(line); line != "" {
+			p.log.Warn("periph GPIO driver", "component", "periph", "detail", line)
+		}
+	}
+	return len(b), nil
+}
+
+// chipAccess reports why the GPIO character devices matching pattern cannot
+// be used: none exist, or the first one this process may not open, with its
+// owner, group and mode and the remedy. It returns nil when every device
+// opens (the cause lies elsewhere).
+func chipAccess(pattern string) error {
+	paths, err := filepath.Glob(pattern)
+	if err != nil || len(paths) == 0 {
+		return nil
+	}
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err == nil {
+			_ = f.Close()
+			continue
+		}
+		if !errors.Is(err, fs.ErrPermission) {
+			return fmt.Errorf("board rpi: GPIO character device %s: %w", p, err)
+		}
+		owner := "unknown owner"
+		var gid uint32
+		if fi, serr := os.Stat(p); serr == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				gid = st.Gid
+				owner = fmt.Sprintf("owner %s:%s, mode %s", userName(st.Uid), groupName(st.Gid), fi.Mode().Perm())
+			}
+		}
+		runAs := fmt.Sprintf("this process runs as %s", userName(uint32(os.Geteuid())))
+		if gs, gerr := os.Getgroups(); gerr == nil {
+			var names []string
+			for _, g := range gs {
+				names = append(names, groupName(uint32(g)))
+			}
+			runAs += " with groups " + strings.Join(names, ",")
+		}
+		if gid == 0 {
+			return fmt.Errorf("board rpi: %w (%s; %s): the device still has group root, so udev has not applied /usr/lib/udev/rules.d/60-hl7edge.rules, which gives GPIO chips to group gpio; "+
+				"run sudo udevadm trigger --subsystem-match=gpio --action=add (or reboot), then sudo systemctl restart hl7edge", err, owner, runAs)
+		}
+		g := groupName(gid)
+		return fmt.Errorf("board rpi: %w (%s; %s): add the service user to the group that owns the device "+
+			"(sudo usermod -aG %s hl7edge; the unit's SupplementaryGroups= must name it too), then sudo systemctl restart hl7edge", err, owner, runAs, g)
+	}
+	return nil
+}
+
+func userName(uid uint32) string {
+	id := strconv.FormatUint(uint64(uid), 10)
+	if u, err := user.LookupId(id); err == nil {
+		return u.Username
+	}
+	return id
+}
+
+func groupName(gid uint32) string {
+	id := strconv.FormatUint(uint64(gid), 10)
+	if g, err := user.LookupGroupId(id); err == nil {
+		return g.Name
+	}
+	return id
 }
 
 // otherDrivers lists loaded periph drivers other than the character device.

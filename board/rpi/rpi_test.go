@@ -1,11 +1,18 @@
 package rpi
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/hl7edge/hl7edge/board/led"
@@ -176,4 +183,100 @@ func FuzzLineName(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A GPIO chip the service user may not open is reported as a permission
+// problem naming the device, its owner and the remedy, not as a missing
+// chip. The check runs in a child process as nobody, so the kernel's own
+// permission check refuses the open.
+func TestChipAccessPermissionDenied(t *testing.T) {
+	if pattern := os.Getenv("HL7EDGE_CHIPACCESS_PATTERN"); pattern != "" {
+		fmt.Println(chipAccess(pattern))
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create a device node owned by another user and run a child as nobody")
+	}
+	dir, err := os.MkdirTemp("", "chipaccess")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The test binary sits in a directory only root may enter.
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := filepath.Join(dir, "rpi.test")
+	if err := os.WriteFile(child, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	chip := filepath.Join(dir, "gpiochip0")
+	for _, c := range []struct {
+		name string
+		gid  int
+		want []string
+	}{
+		{"root group", 0, []string{"permission denied", chip, "owner root:root, mode -rw-rw----", "runs as nobody", "udevadm trigger --subsystem-match=gpio --action=add"}},
+		{"other group", 4242, []string{"permission denied", chip, "owner root:4242", "add the service user to the group that owns the device", "usermod -aG 4242 hl7edge"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if err := os.WriteFile(chip, nil, 0o660); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(chip, 0, c.gid); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(chip, 0o660); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(child, "-test.run=^TestChipAccessPermissionDenied$")
+			cmd.Env = append(os.Environ(), "HL7EDGE_CHIPACCESS_PATTERN="+filepath.Join(dir, "gpiochip*"))
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{65534}}}
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("child: %v\n%s", err, out)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("chipAccess said %q, want it to say %q", out, w)
+				}
+			}
+			if strings.Contains(string(out), "no /dev/gpiochip") {
+				t.Errorf("a permission problem reported as a missing chip: %q", out)
+			}
+		})
+	}
+	if err := os.Chmod(chip, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := chipAccess(filepath.Join(dir, "gpiochip*")); err != nil {
+		t.Fatalf("an openable chip: %v", err)
+	}
+}
+
+// periph's own log.Println lines become records of the daemon's logger, and
+// the log package's output is the caller's again afterwards.
+func TestPeriphLogLinesBecomeRecords(t *testing.T) {
+	var std, structured bytes.Buffer
+	prevOut, prevFlags := log.Writer(), log.Flags()
+	t.Cleanup(func() { log.SetOutput(prevOut); log.SetFlags(prevFlags) })
+	log.SetOutput(&std)
+	log.SetFlags(log.Lshortfile)
+	if _, err := initPeriph(slog.New(slog.NewTextHandler(&structured, nil))); err != nil {
+		t.Logf("driverreg.Init: %v", err)
+	}
+	if log.Writer() != &std || log.Flags() != log.Lshortfile {
+		t.Fatal("initPeriph left the log package's output or flags changed")
+	}
+	periphLog{slog.New(slog.NewTextHandler(&structured, nil))}.Write([]byte("opening gpio chip /dev/gpiochip0 failed. error: permission denied\n"))
+	if !strings.Contains(structured.String(), `level=WARN msg="periph GPIO driver" component=periph detail="opening gpio chip /dev/gpiochip0 failed. error: permission denied"`) {
+		t.Fatalf("periph line as a record: %q", structured.String())
+	}
+	if std.Len() != 0 {
+		t.Fatalf("periph wrote unstructured lines: %q", std.String())
+	}
 }
