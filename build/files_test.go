@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -354,7 +355,7 @@ func TestDebVersion(t *testing.T) {
 
 func TestScriptsParse(t *testing.T) {
 	for _, s := range []struct{ shell, file string }{
-		{"sh", "postinst"}, {"sh", "prerm"}, {"sh", "postrm"},
+		{"sh", "preinst"}, {"sh", "postinst"}, {"sh", "prerm"}, {"sh", "postrm"},
 		{"bash", "package.sh"}, {"bash", "qemu-selftest.sh"},
 	} {
 		if out, err := exec.Command(s.shell, "-n", s.file).CombinedOutput(); err != nil {
@@ -363,5 +364,38 @@ func TestScriptsParse(t *testing.T) {
 		if fi, err := os.Stat(s.file); err != nil || fi.Mode()&0o111 == 0 {
 			t.Errorf("%s must be executable (%v)", s.file, err)
 		}
+	}
+}
+
+// Every group 60-hl7edge.rules names is created by preinst, before dpkg
+// unpacks the rule: udevd resolves a group when it reads the rule, and keeps
+// an unknown one ignored until the file changes or the box reboots.
+func TestUdevGroupsExistBeforeRuleUnpacks(t *testing.T) {
+	rules, err := os.ReadFile("60-hl7edge.rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pre, err := os.ReadFile("preinst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var created []string
+	for line := range strings.Lines(string(pre)) {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "for g in "); ok {
+			created = strings.Fields(strings.TrimSuffix(rest, "; do"))
+		}
+	}
+	named := regexp.MustCompile(`GROUP="([^"]+)"|chgrp ([a-z_][a-z0-9_-]*)`).FindAllStringSubmatch(string(rules), -1)
+	if len(named) == 0 {
+		t.Fatal("60-hl7edge.rules names no group; update this test")
+	}
+	for _, m := range named {
+		g := m[1] + m[2]
+		if !slices.Contains(created, g) {
+			t.Errorf("60-hl7edge.rules names group %q, which preinst does not create (preinst creates %v)", g, created)
+		}
+	}
+	if !strings.Contains(string(pre), "install | upgrade)") {
+		t.Error("preinst must create the groups on install and upgrade")
 	}
 }

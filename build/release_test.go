@@ -324,7 +324,7 @@ func checkDeb(t *testing.T, tree, deb, arch, version string) {
 		t.Errorf("%s does not contain %s", filepath.Base(deb), p)
 	}
 
-	fields := map[string]string{"Package": "hl7edge", "Architecture": arch, "Version": version}
+	fields := map[string]string{"Package": "hl7edge", "Architecture": arch, "Version": version, "Pre-Depends": "passwd"}
 	for k, want := range fields {
 		if got := strings.TrimSpace(run(t, tree, nil, "dpkg-deb", "-f", deb, k)); got != want {
 			t.Errorf("%s: %s is %q; want %q", filepath.Base(deb), k, got, want)
@@ -351,7 +351,7 @@ func checkDeb(t *testing.T, tree, deb, arch, version string) {
 			t.Errorf("%s: /%s is not %s", filepath.Base(deb), in, src)
 		}
 	}
-	for _, s := range []string{"postinst", "prerm", "postrm"} {
+	for _, s := range []string{"preinst", "postinst", "prerm", "postrm"} {
 		fi, err := os.Stat(filepath.Join(ctl, s))
 		if err != nil {
 			t.Errorf("%s has no %s: %v", filepath.Base(deb), s, err)
@@ -375,7 +375,12 @@ for d in etc usr var; do
 done
 mount -t tmpfs tmpfs /run
 echo "## install"
-dpkg -i "$DEB"
+# A plain Debian has no gpio group; the udev rule names it and udevd reads
+# the rule as soon as it is unpacked, so the group must exist by then.
+if getent group gpio >/dev/null; then groupdel gpio; fi
+dpkg --unpack "$DEB"
+getent group gpio >/dev/null && echo "gpio group exists when the udev rule is unpacked"
+dpkg --configure hl7edge
 id hl7edge
 stat -c '%A %U:%G %n' /etc/hl7edge /etc/hl7edge/hl7edge.yaml
 test -L /etc/systemd/system/multi-user.target.wants/hl7edge.service && echo "enabled"
@@ -426,6 +431,7 @@ func installInSandbox(t *testing.T, tree, debVersion string) {
 		t.Fatalf("install steps failed: %v", err)
 	}
 	for _, want := range []string{
+		"gpio group exists when the udev rule is unpacked",
 		"groups=",
 		"drwxrwx--- root:hl7edge /etc/hl7edge",
 		"-rw-r----- root:hl7edge /etc/hl7edge/hl7edge.yaml",
