@@ -88,7 +88,7 @@ func ExplainFault(s health.Snapshot) FaultInfo {
 		info.Advice = "check the cable and USB adapter; the device path in the configuration must exist"
 	case FaultUpstreamRefusing:
 		names, errs := comps(func(c health.ComponentSnapshot) bool {
-			return c.State == health.Down && (c.Counters["exceptions"] > 0 || c.Counters["refused"] > 0)
+			return c.State == health.Down && (c.Counters[health.CounterExceptions] > 0 || c.Counters[health.CounterRefused] > 0)
 		}, health.Destination)
 		info.What = "upstream refusing: " + strings.Join(names, ", ")
 		info.Detail = strings.Join(errs, "; ")
@@ -100,7 +100,7 @@ func ExplainFault(s health.Snapshot) FaultInfo {
 			break
 		}
 		names, errs := comps(func(c health.ComponentSnapshot) bool {
-			return c.State == health.Down && c.Counters["tls_errors"] > 0
+			return c.State == health.Down && c.Counters[health.CounterTLSErrors] > 0
 		}, health.Source, health.Destination, health.Service)
 		info.What = "TLS failure: " + strings.Join(names, ", ")
 		info.Detail = strings.Join(errs, "; ")

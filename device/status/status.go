@@ -112,7 +112,7 @@ func (r Report) Render(w io.Writer) {
 				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", c.Name, c.Type, c.State, since, c.Queued, c.Dead,
 					age(c.OldestAgeSeconds), lastError(s.Time, c))
 			} else {
-				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%s\n", c.Name, c.Type, c.State, since, c.Counters["received"], lastError(s.Time, c))
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%s\n", c.Name, c.Type, c.State, since, c.Counters[health.CounterReceived], lastError(s.Time, c))
 			}
 		}
 		_ = tw.Flush()
