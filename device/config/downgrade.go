@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"path"
+	"reflect"
 	"strings"
 
 	"github.com/hl7edge/hl7edge/pipeline/component"
@@ -26,6 +27,7 @@ func TransportDowngrades(cur, next *Config) []string {
 	d.webServices(cur, next)
 	d.mllp(cur, next)
 	d.mqtt(cur, next)
+	d.unvetted(cur, next)
 	return d.out
 }
 
@@ -157,6 +159,46 @@ func (d *downgrades) mllp(cur, next *Config) {
 		if om.TLS.ClientCAFile != "" && om.TLS.ClientCAFile != nm.TLS.ClientCAFile {
 			d.add("%s: tls.client_ca_file changed from %s", who, om.TLS.ClientCAFile)
 		}
+	}
+}
+
+// vetted says whether the checks here understand a block: the web-service
+// and MLLP ones they compare, those of types that reach no other host, and
+// none at all (a rubbish bin).
+func vetted(c component.Config) bool {
+	switch c.(type) {
+	case nil, component.Local,
+		*webservice.SourceConfig, *webservice.DestinationConfig,
+		*mllp.ListenerConfig, *mllp.DestinationConfig:
+		return true
+	}
+	return false
+}
+
+// unvetted fails closed for any other type: a new or changed entry whose
+// block the checks here cannot read might send messages anywhere.
+func (d *downgrades) unvetted(cur, next *Config) {
+	old := map[string]component.Config{}
+	for _, s := range cur.Sources {
+		old["source "+s.Name] = s.Config
+	}
+	for _, dst := range cur.Destinations {
+		old["destination "+dst.Name] = dst.Config
+	}
+	check := func(kind, name, typ string, c component.Config) {
+		if vetted(c) {
+			return
+		}
+		if o, ok := old[kind+" "+name]; ok && reflect.DeepEqual(o, c) {
+			return
+		}
+		d.add("%s %q: type %s: this check cannot tell where its messages go, so only a local operator may add or change it", kind, name, typ)
+	}
+	for _, s := range next.Sources {
+		check("source", s.Name, s.Type, s.Config)
+	}
+	for _, dst := range next.Destinations {
+		check("destination", dst.Name, dst.Type, dst.Config)
 	}
 }
 

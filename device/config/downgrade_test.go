@@ -1,11 +1,16 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hl7edge/hl7edge/pipeline/component"
+	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/gateway"
 )
 
 // TestTransportDowngrades: each way of lowering transport security is
@@ -77,5 +82,55 @@ mqtt: {broker: "%s"}
 	// From plain to TLS is not a downgrade.
 	if d := TransportDowngrades(base(url, hosts, lis, in, "tcp://mqtt.example.org:1883"), cur); len(d) != 0 {
 		t.Errorf("turning TLS on listed %v", d)
+	}
+}
+
+// relayConfig is a destination type the transport check knows nothing of.
+type relayConfig struct {
+	Host string `yaml:"host"`
+}
+
+func (c *relayConfig) Validate() error { return nil }
+
+// TestTransportDowngradesFailClosed: an entry of a type the check cannot
+// read is a downgrade when it is new or changed, so a type added to the
+// registry is never a way around the check; one that reaches no other host
+// (a file) is not.
+func TestTransportDowngradesFailClosed(t *testing.T) {
+	types := gateway.DefaultTypes()
+	types.AddDestination(component.NewDestination("relay", nil, func(*relayConfig, component.Deps) (flow.Output, error) {
+		return nil, errors.New("not built in this test")
+	}))
+	parse := func(dests string) *Config {
+		t.Helper()
+		c, err := ParseTypes([]byte("device: {id: gw, board: sim}\ndestinations:\n"+dests), types)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	const (
+		archive = "  - {name: archive, type: file, dir: /tmp/out}\n"
+		relayA  = "  - {name: up, type: relay, host: a.example.org}\n"
+		relayB  = "  - {name: up, type: relay, host: b.example.org}\n"
+	)
+	for _, c := range []struct {
+		name      string
+		cur, next string
+		want      string // "" = no downgrade
+	}{
+		{"a file destination added", "", archive, ""},
+		{"a file destination moved", archive, strings.Replace(archive, "/tmp/out", "/tmp/elsewhere", 1), ""},
+		{"an unknown type added", archive, archive + relayA, `destination "up": type relay`},
+		{"an unknown type unchanged", relayA, relayA, ""},
+		{"an unknown type changed", relayA, relayB, `destination "up": type relay`},
+	} {
+		got := strings.Join(TransportDowngrades(parse(c.cur), parse(c.next)), "; ")
+		switch {
+		case c.want == "" && got != "":
+			t.Errorf("%s: downgrades %q, want none", c.name, got)
+		case c.want != "" && !strings.Contains(got, c.want):
+			t.Errorf("%s: downgrades %q, want one naming %q", c.name, got, c.want)
+		}
 	}
 }

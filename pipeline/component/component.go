@@ -71,6 +71,15 @@ type BackoffLimiter interface {
 	MaxBackoffDefault() time.Duration
 }
 
+// Local is implemented by a Config whose type reaches no other host (a
+// file, a serial port): changing its block cannot send messages or
+// passwords anywhere new. Blocks that neither implement it nor are known to
+// device/config's transport check are changed only by a local operator,
+// never by a remote config-apply.
+type Local interface {
+	ReachesNoHost()
+}
+
 // SourceType is one registered `type:` of sources.
 type SourceType struct {
 	Type     string // the value of `type:`

@@ -16,3 +16,6 @@ func Register(r *component.Registry) {
 		return New(*c)
 	}))
 }
+
+// ReachesNoHost: a file destination writes only to this box's disk.
+func (*Config) ReachesNoHost() {}
