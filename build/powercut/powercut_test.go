@@ -368,7 +368,6 @@ func (r *rig) run(cuts int) {
 		// anyway, in no order: a cache that was part way through.
 		r.disk.SetKeep(map[bool]float64{true: 0.5, false: 0}[i%4 == 3])
 		moment := moments[i%len(moments)]
-		r.addMail(perMailbx)
 		// Drain what earlier boots left in the channel.
 		for len(acks) > 0 {
 			<-acks
@@ -447,6 +446,9 @@ func (r *rig) cutAt(v *vm, moment string, acks chan struct{}) string {
 		r.fire, r.fireOn = fire, moment
 		r.mu.Unlock()
 	}
+	// New mail arrives under load, once the hooks are armed, so pull-source
+	// acks happen while the cut may come.
+	r.addMail(perMailbx)
 	var how string
 	select {
 	case how = <-done:
