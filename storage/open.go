@@ -53,7 +53,7 @@ func Open(cfg Config, o Options) (*Spool, error) {
 	db, err := badger.Open(badgerOptions(cfg, key, o.Log))
 	if err != nil {
 		_ = lock.Close()
-		return nil, fmt.Errorf("open spool %s: %w (is another hl7edge using it? only one process may open a spool; use the admin socket to reach a running daemon)", cfg.Dir, err)
+		return nil, fmt.Errorf("%w: open %s: %w (nothing was changed or deleted; `hl7edge spool salvage` copies what is readable into a fresh spool, see docs/power-loss.md)", ErrUnreadable, cfg.Dir, err)
 	}
 	s := &Spool{
 		cfg: cfg, db: db, wal: walSyncer{dir: cfg.Dir}, lock: lock, log: o.Log, now: o.Now,
@@ -71,7 +71,7 @@ func Open(cfg Config, o Options) (*Spool, error) {
 	if err := s.load(); err != nil {
 		_ = db.Close()
 		_ = lock.Close()
-		return nil, fmt.Errorf("read spool %s: %w", cfg.Dir, err)
+		return nil, fmt.Errorf("%w: read %s: %w (nothing was changed or deleted; `hl7edge spool salvage` copies what is readable into a fresh spool, see docs/power-loss.md)", ErrUnreadable, cfg.Dir, err)
 	}
 	s.atStart = maps.Clone(s.queued)
 	s.logBacklog()

@@ -20,6 +20,10 @@ import (
 var (
 	ErrFull   = errors.New("spool is full")
 	ErrClosed = errors.New("spool is closed")
+	// ErrUnreadable: Badger could not open the spool, or its keys could not
+	// be read (after a power cut, a failing SD card). The files are left as
+	// they are; Salvage copies what is readable into a fresh spool.
+	ErrUnreadable = errors.New("spool is unreadable")
 )
 
 // Entry is one message to append.

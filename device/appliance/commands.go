@@ -211,7 +211,12 @@ func (a *Appliance) apply(b *Box, id string, local bool, args nameArgs) (any, st
 
 // SpoolStats is the `spool stats` object with the pull sources' counters.
 func SpoolStats(b *Box) any {
-	st := b.Gateway.Spool().Stats()
+	var st storage.Stats
+	if sp := b.Gateway.Spool(); sp != nil {
+		st = sp.Stats()
+	} else if err := b.Gateway.SpoolError(); err != nil {
+		st.Error = err.Error()
+	}
 	snap := b.Registry.Snapshot()
 	st.Sources = map[string]storage.SourceStats{}
 	for _, s := range snap.Sources {

@@ -73,6 +73,8 @@ type Gateway struct {
 	outputs map[string]flow.Output
 	reping  map[string]func()
 	order   []string
+	// unreadable is why the spool could not be opened; spool is nil then.
+	unreadable error
 }
 
 // SpoolLockWait is how long a starting gateway waits for another process
@@ -107,6 +109,9 @@ func New(cfg Config, o Options) (*Gateway, error) {
 	}
 	delivering := Delivering(cfg.Types, cfg.Destinations)
 	sp, err := storage.Open(cfg.Spool, storage.Options{Log: o.Log.With("component", "spool"), Destinations: delivering, LockWait: SpoolLockWait})
+	if errors.Is(err, storage.ErrUnreadable) {
+		return newUnreadable(cfg, o, routes, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -122,6 +127,44 @@ func New(cfg Config, o Options) (*Gateway, error) {
 	}
 	return g, nil
 }
+
+// newUnreadable is the gateway of a box whose spool cannot be opened (after
+// a power cut, a failing card). It must neither start empty in silence,
+// which would hide every message the spool holds, nor delete anything, nor
+// accept messages it has nowhere durable to keep. So its sources run and
+// every message is answered AE (senders keep their copies and retry; a pull
+// source acknowledges nothing upstream), nothing is delivered, the spool's
+// health carries the cause (FAULT 5, storage error), and Run raises a
+// storage_error alarm naming it. `hl7edge spool salvage` is the way out
+// (docs/power-loss.md).
+func newUnreadable(cfg Config, o Options, routes []route.Destination, cause error) (*Gateway, error) {
+	g := &Gateway{cfg: cfg, o: o, unreadable: cause, workers: map[string]*deliver.Worker{}, outputs: map[string]flow.Output{}, reping: map[string]func(){}}
+	detail := cause.Error()
+	o.Health.SetSpoolProbe(func() health.SpoolSnapshot { return health.SpoolSnapshot{Error: detail} })
+	g.intake = intake.New(refusingSpool{cause}, route.New(routes), intake.Options{
+		Log: o.Log.With("component", "intake"), Health: o.Health, Activity: o.Activity, Alarm: o.Alarm,
+	})
+	for _, s := range cfg.Sources {
+		if err := g.buildSource(s); err != nil {
+			return nil, fmt.Errorf("source %q: %w", s.Name, err)
+		}
+	}
+	for _, d := range cfg.Destinations {
+		o.Health.Component(health.Destination, d.Name, d.Type).SetState(health.Down)
+	}
+	return g, nil
+}
+
+// refusingSpool stands in for a spool that could not be opened: every
+// Append fails with the reason, so intake answers AE.
+type refusingSpool struct{ cause error }
+
+func (r refusingSpool) Append(context.Context, storage.Entry) (storage.Result, error) {
+	return storage.Result{}, r.cause
+}
+
+// SpoolError is why the spool could not be opened, nil when it is open.
+func (g *Gateway) SpoolError() error { return g.unreadable }
 
 func (g *Gateway) build() error {
 	for _, d := range g.cfg.Destinations {
@@ -205,7 +248,8 @@ func (g *Gateway) buildSource(s Source) error {
 // Intake is the gateway's intake, for sources built outside it (tests).
 func (g *Gateway) Intake() flow.Intake { return g.intake }
 
-// Spool is the gateway's spool (stats and dead letters).
+// Spool is the gateway's spool (stats and dead letters); nil when it could
+// not be opened (SpoolError says why).
 func (g *Gateway) Spool() *storage.Spool { return g.spool }
 
 // Run runs every source and worker until ctx ends, then stops them in order
@@ -231,6 +275,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 	for _, s := range g.sources {
 		srcWG.Go(func() { g.superviseSource(srcCtx, s) })
 	}
+	if g.unreadable != nil {
+		g.o.Log.Error("spool unreadable: every message is answered AE and nothing is delivered until it is salvaged", "err", g.unreadable)
+		if g.o.Alarm != nil {
+			g.o.Alarm(health.AlarmStorageError, g.unreadable.Error())
+		}
+	}
 	<-ctx.Done()
 	g.o.Log.Info("stopping: sources first, then deliveries")
 	stopSources()
@@ -238,6 +288,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	stopWorkers()
 	dstWG.Wait()
 	g.closeOutputs()
+	if g.spool == nil {
+		return nil
+	}
 	return g.spool.Close()
 }
 
@@ -394,6 +447,9 @@ func (g *Gateway) Reping(name string) error {
 
 // RetryDead re-queues a destination's dead letters and wakes its worker.
 func (g *Gateway) RetryDead(dest string, guids ...string) (int, error) {
+	if g.unreadable != nil {
+		return 0, g.unreadable
+	}
 	w, ok := g.workers[dest]
 	if !ok {
 		return 0, fmt.Errorf("%w: %q", ErrUnknown, dest)
@@ -405,6 +461,9 @@ func (g *Gateway) RetryDead(dest string, guids ...string) (int, error) {
 
 // DeadLetters lists a destination's dead letters.
 func (g *Gateway) DeadLetters(dest string) ([]storage.DeadLetter, error) {
+	if g.unreadable != nil {
+		return nil, g.unreadable
+	}
 	if _, ok := g.workers[dest]; !ok {
 		return nil, fmt.Errorf("%w: %q", ErrUnknown, dest)
 	}
@@ -413,6 +472,9 @@ func (g *Gateway) DeadLetters(dest string) ([]storage.DeadLetter, error) {
 
 // PurgeDead deletes a destination's dead letters.
 func (g *Gateway) PurgeDead(dest string, guids ...string) (int, error) {
+	if g.unreadable != nil {
+		return 0, g.unreadable
+	}
 	if _, ok := g.workers[dest]; !ok {
 		return 0, fmt.Errorf("%w: %q", ErrUnknown, dest)
 	}
