@@ -1,21 +1,66 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/hl7edge/hl7edge/device/config"
+	"github.com/hl7edge/hl7edge/pipeline/gateway"
 )
 
+const configUsage = "usage: hl7edge config check FILE | hl7edge config sample [TYPE]"
+
 func cmdConfig(args []string, stdout io.Writer) error {
-	if len(args) != 2 || args[0] != "check" {
-		return errors.New("usage: hl7edge config check FILE")
+	switch {
+	case len(args) == 2 && args[0] == "check":
+		c, err := config.Load(args[1])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: OK (device %s, %d sources, %d destinations)\n", args[1], c.Device.ID, len(c.Sources), len(c.Destinations))
+		return nil
+	case len(args) >= 1 && len(args) <= 2 && args[0] == "sample":
+		return configSample(args[1:], stdout)
 	}
-	c, err := config.Load(args[1])
-	if err != nil {
-		return err
+	return errors.New(configUsage)
+}
+
+// configSample prints the commented sample of a source or destination type
+// (both, when the type is both and they differ), or lists the types. The
+// samples are compiled in, so a gateway without the source tree has them.
+func configSample(args []string, stdout io.Writer) error {
+	types := gateway.DefaultTypes()
+	if len(args) == 0 {
+		fmt.Fprintf(stdout, "source types:      %s\ndestination types: %s\n(hl7edge config sample TYPE prints one's keys and defaults)\n",
+			strings.Join(types.SourceTypes(), ", "), strings.Join(types.DestinationTypes(), ", "))
+		return nil
 	}
-	fmt.Fprintf(stdout, "%s: OK (device %s, %d sources, %d destinations)\n", args[1], c.Device.ID, len(c.Sources), len(c.Destinations))
+	var printed [][]byte
+	for _, s := range types.Samples() {
+		if s.Type != args[0] || containsBytes(printed, s.YAML) {
+			continue
+		}
+		if len(printed) > 0 {
+			fmt.Fprintln(stdout)
+		}
+		_, _ = stdout.Write(s.YAML)
+		printed = append(printed, s.YAML)
+	}
+	if len(printed) == 0 {
+		return fmt.Errorf("no source or destination type %q: the types are %s (sources) and %s (destinations)", args[0],
+			strings.Join(types.SourceTypes(), ", "), strings.Join(types.DestinationTypes(), ", "))
+	}
 	return nil
+}
+
+func containsBytes(list [][]byte, b []byte) bool {
+	for _, x := range list {
+		if bytes.Equal(x, b) {
+			return true
+		}
+	}
+	return false
 }
