@@ -43,6 +43,9 @@ usage:
                                        the running gateway in words: what is wrong, what to do,
                                        what each LED means; exit 0 healthy, 1 not, 2 unknown
   hl7edge spool stats --config FILE [--json]
+  hl7edge spool salvage --config FILE [--json]
+                                       copy what is readable of a spool that cannot be
+                                       opened into a fresh one (daemon stopped)
   hl7edge spool dead list|retry|purge --config FILE --destination NAME
   hl7edge webservice --listen ADDR --store DIR [--mailbox DIR] [--tls-cert F --tls-key F]
                      [--logon ID --password-file F]

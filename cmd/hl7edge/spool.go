@@ -28,7 +28,7 @@ import (
 // (Badger lets one process open it), otherwise directly.
 func cmdSpool(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: hl7edge spool stats|dead [list|retry|purge] --config FILE")
+		return errors.New("usage: hl7edge spool stats|salvage|dead [list|retry|purge] --config FILE")
 	}
 	sub := args[0]
 	action := ""
@@ -49,6 +49,9 @@ func cmdSpool(ctx context.Context, args []string, stdout io.Writer) error {
 	cfg, err := config.Load(*path)
 	if err != nil {
 		return err
+	}
+	if sub == "salvage" {
+		return salvage(ctx, cfg, *asJSON, stdout)
 	}
 	var name string
 	switch {
@@ -113,6 +116,51 @@ func ask(ctx context.Context, cfg *config.Config, name, dest string, argsJSON []
 	}
 }
 
+// salvage recovers what is readable of a spool that cannot be opened into a
+// fresh one (docs/power-loss.md). The daemon must be stopped: it holds the
+// spool even when the spool is unreadable, and a salvage under it would
+// pull the files from under its feet.
+func salvage(ctx context.Context, cfg *config.Config, asJSON bool, stdout io.Writer) error {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err := admin.Call(cctx, cfg.Admin.Socket, command.Request{ID: "salvage-check", Name: command.SpoolStats})
+	cancel()
+	if !errors.Is(err, admin.ErrNoDaemon) {
+		return fmt.Errorf("the hl7edge daemon answers on %s: stop it first (sudo systemctl stop hl7edge), then salvage, then start it", cfg.Admin.Socket)
+	}
+	if err := sameOwner(cfg.Spool.Dir); err != nil {
+		return err
+	}
+	dests := gateway.Delivering(cfg.Types, cfg.Destinations)
+	rep, err := storage.Salvage(cfg.Spool, storage.Options{Destinations: dests})
+	if err != nil {
+		return fmt.Errorf("%w (the unreadable spool, if it was moved, is in %s untouched)", err, rep.MovedTo)
+	}
+	if asJSON {
+		b, _ := json.Marshal(rep)
+		fmt.Fprintln(stdout, string(b))
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "salvaged %s (read by %s)\nunreadable spool kept, untouched, in %s\n\n", cfg.Spool.Dir, rep.Method, rep.MovedTo)
+	fmt.Fprintf(tw, "queued again (same GUIDs)\t%d\nowed to no destination\t%d\ndead letters\t%d\nundeliverable\t%d\nremembered remote IDs\t%d\nqueued but unreadable (lost)\t%d\n",
+		rep.Queued, rep.Delivered, rep.Dead, rep.Undeliverable, rep.RemoteIDs, rep.QueuedNoRecord)
+	for _, p := range rep.Problems {
+		fmt.Fprintf(tw, "problem: %s\n", p)
+	}
+	return tw.Flush()
+}
+
+// sameOwner refuses to work on a spool that belongs to another user:
+// files created as root would keep the daemon from opening it.
+func sameOwner(dir string) error {
+	if st, err := os.Stat(dir); err == nil {
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
+			return fmt.Errorf("spool %s belongs to user id %d, not to you (%d): run this as the daemon's user (sudo -u hl7edge hl7edge spool)", dir, sys.Uid, os.Geteuid())
+		}
+	}
+	return nil
+}
+
 // offline opens the spool itself because no daemon is running. It does not
 // wait for the spool's lock: whoever holds it is a daemon to ask instead.
 func offline(cfg *config.Config, name, dest string) (any, error) {
@@ -122,10 +170,8 @@ func offline(cfg *config.Config, name, dest string) (any, error) {
 	}
 	// Opening the spool as another user (root, typically) would leave files
 	// in it that the daemon can no longer open.
-	if st, err := os.Stat(cfg.Spool.Dir); err == nil {
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
-			return nil, fmt.Errorf("spool %s belongs to user id %d, not to you (%d): run this as the daemon's user (sudo -u hl7edge hl7edge spool)", cfg.Spool.Dir, sys.Uid, os.Geteuid())
-		}
+	if err := sameOwner(cfg.Spool.Dir); err != nil {
+		return nil, err
 	}
 	sp, err := storage.Open(cfg.Spool, storage.Options{Destinations: dests})
 	if err != nil {

@@ -1,0 +1,398 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/dgraph-io/badger/v4/table"
+	"github.com/dgraph-io/badger/v4/y"
+	"github.com/dgraph-io/ristretto/v2/z"
+)
+
+// SalvageReport says what Salvage saved, and from where.
+type SalvageReport struct {
+	// MovedTo is where the unreadable spool now is, exactly as it was:
+	// nothing in it is changed or deleted.
+	MovedTo string `json:"moved_to"`
+	// Method is how it was read: "badger" when Badger opened a copy with
+	// checksums off, "tables+logs" when the tables and the memtable logs
+	// were read one by one.
+	Method         string   `json:"method"`
+	Queued         int      `json:"queued"`            // messages re-queued, with their GUIDs, for the destinations that still owed them
+	Delivered      int      `json:"delivered"`         // messages every destination had taken: not re-queued
+	Dead           int      `json:"dead"`              // dead letters kept as dead letters
+	Undeliverable  int      `json:"undeliverable"`     // kept in the undeliverable store
+	RemoteIDs      int      `json:"remote_ids"`        // pull sources' remembered IDs (so nothing is stored twice)
+	QueuedNoRecord int      `json:"queued_unreadable"` // queue entries whose message could not be read: lost, listed in Problems
+	Problems       []string `json:"problems,omitempty"`
+}
+
+// salvaged is one key's newest readable version.
+type salvaged struct {
+	version   uint64
+	deleted   bool
+	value     []byte
+	expiresAt uint64
+}
+
+// Salvage recovers what is readable of the spool in cfg.Dir into a fresh
+// spool in the same place. The unreadable spool is first moved aside, whole,
+// to <dir>.unreadable-<time>, and only a copy of it is read, so nothing of
+// it is ever changed or deleted; a failed salvage leaves it there and the
+// fresh spool empty. Messages keep their GUIDs, so a destination that had
+// taken one before the cut and gets it again sees the same GUID. No daemon
+// may be running (Salvage takes the spool's lock).
+func Salvage(cfg Config, o Options) (SalvageReport, error) {
+	var rep SalvageReport
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return rep, err
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	key, err := readKey(cfg.EncryptionKeyFile)
+	if err != nil {
+		return rep, err
+	}
+	dir := filepath.Clean(cfg.Dir)
+	lock, err := lockSpool(dir, 0, o.Log)
+	if err != nil {
+		return rep, fmt.Errorf("salvage: %w (stop the daemon first: systemctl stop hl7edge)", err)
+	}
+	defer lock.Close()
+	stamp := time.Now().UTC().Format("20060102T150405Z")
+	rep.MovedTo = dir + ".unreadable-" + stamp
+	if err := os.Rename(dir, rep.MovedTo); err != nil {
+		return rep, fmt.Errorf("salvage: move %s aside: %w", dir, err)
+	}
+	if err := syncDir(filepath.Dir(dir)); err != nil {
+		return rep, err
+	}
+	work, err := os.MkdirTemp(filepath.Dir(dir), filepath.Base(dir)+".salvage-work-")
+	if err != nil {
+		return rep, fmt.Errorf("salvage: %w (it needs as much free space as the spool takes)", err)
+	}
+	// The work directory holds our copies only.
+	defer os.RemoveAll(work)
+	kv, method, problems, err := readAll(rep.MovedTo, work, cfg, key, o)
+	rep.Method, rep.Problems = method, problems
+	if err != nil {
+		return rep, err
+	}
+	if err := rebuild(cfg, o, kv, &rep); err != nil {
+		return rep, err
+	}
+	return rep, nil
+}
+
+// readAll reads every key of the spool in from, working on copies in work.
+func readAll(from, work string, cfg Config, key []byte, o Options) (map[string]salvaged, string, []string, error) {
+	var problems []string
+	// First: Badger itself, on a copy, with checksums off.
+	c1 := filepath.Join(work, "badger")
+	if err := copyDir(from, c1); err != nil {
+		return nil, "", nil, fmt.Errorf("salvage: copy %s: %w", from, err)
+	}
+	_ = os.Remove(filepath.Join(c1, lockFile))
+	if kv, err := readWithBadger(c1, cfg, key, o, false); err == nil {
+		return kv, "badger", nil, nil
+	} else {
+		problems = append(problems, fmt.Sprintf("badger could not open a copy: %v", err))
+	}
+	// Then the pieces: every table file, and the memtable logs replayed by
+	// Badger in a directory of their own (no MANIFEST, no tables).
+	kv := map[string]salvaged{}
+	tables, _ := filepath.Glob(filepath.Join(c1, "*.sst"))
+	slices.Sort(tables)
+	for _, t := range tables {
+		if key != nil {
+			problems = append(problems, "the spool is encrypted: tables are read through Badger only")
+			break
+		}
+		if err := readTable(t, kv); err != nil {
+			problems = append(problems, fmt.Sprintf("table %s: %v", filepath.Base(t), err))
+		}
+	}
+	c2 := filepath.Join(work, "logs")
+	if err := os.MkdirAll(c2, 0o750); err != nil {
+		return nil, "", problems, err
+	}
+	logs, _ := filepath.Glob(filepath.Join(c1, "*"+walExt))
+	for _, l := range append(logs, filepath.Join(c1, "KEYREGISTRY")) {
+		if err := copyFile(l, filepath.Join(c2, filepath.Base(l))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			problems = append(problems, fmt.Sprintf("copy %s: %v", filepath.Base(l), err))
+		}
+	}
+	if len(logs) > 0 {
+		lkv, err := readWithBadger(c2, cfg, key, o, true)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("memtable logs: %v", err))
+		}
+		for k, v := range lkv {
+			merge(kv, k, v)
+		}
+	}
+	if len(kv) == 0 {
+		return nil, "tables+logs", problems, fmt.Errorf("salvage: nothing readable in %s: %s", from, strings.Join(problems, "; "))
+	}
+	return kv, "tables+logs", problems, nil
+}
+
+func merge(kv map[string]salvaged, k string, v salvaged) {
+	if old, ok := kv[k]; !ok || v.version >= old.version {
+		kv[k] = v
+	}
+}
+
+// readWithBadger opens dir with Badger (checksums off) and reads every key's
+// newest version; with versions set, tombstones are kept so they can be
+// merged with what the tables hold.
+func readWithBadger(dir string, cfg Config, key []byte, o Options, versions bool) (map[string]salvaged, error) {
+	c := cfg
+	c.Dir = dir
+	bo := badgerOptions(c, key, o.Log).WithChecksumVerificationMode(options.NoVerification).WithNumCompactors(0)
+	db, err := badger.Open(bo)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	kv := map[string]salvaged{}
+	err = db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{AllVersions: versions})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			k := string(item.KeyCopy(nil))
+			if _, seen := kv[k]; seen {
+				continue // AllVersions: newest first
+			}
+			if item.IsDeletedOrExpired() {
+				kv[k] = salvaged{version: item.Version(), deleted: true}
+				continue
+			}
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				continue
+			}
+			kv[k] = salvaged{version: item.Version(), value: v, expiresAt: item.ExpiresAt()}
+		}
+		return nil
+	})
+	return kv, err
+}
+
+// Badger's entry meta bits (value.go); the table package hands them out raw.
+const (
+	metaDelete       = 1 << 0
+	metaValuePointer = 1 << 1
+)
+
+// readTable reads one table file on its own.
+func readTable(path string, kv map[string]salvaged) (err error) {
+	defer func() {
+		if r := recover(); r != nil { // a torn table can make the reader index out of range
+			err = fmt.Errorf("unreadable: %v", r)
+		}
+	}()
+	mf, err := z.OpenMmapFile(path, os.O_RDONLY, 0)
+	if err != nil && !errors.Is(err, z.NewFile) {
+		return err
+	}
+	t, err := table.OpenTable(mf, table.Options{ChkMode: options.NoVerification, BlockSize: 4 << 10, Compression: options.Snappy})
+	if err != nil {
+		return err
+	}
+	// Close the mapping, never DecrRef: that deletes the file.
+	defer t.MmapFile.Close(-1)
+	it := t.NewIterator(0)
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		full := it.Key()
+		k, ver := string(y.ParseKey(full)), y.ParseTs(full)
+		vs := it.ValueCopy()
+		switch {
+		case vs.Meta&metaDelete != 0:
+			merge(kv, k, salvaged{version: ver, deleted: true})
+		case vs.Meta&metaValuePointer != 0:
+			// The value is in the value log (messages over 256 KiB); only
+			// Badger can resolve the pointer.
+			merge(kv, k, salvaged{version: ver, deleted: true})
+		default:
+			merge(kv, k, salvaged{version: ver, value: vs.Value, expiresAt: vs.ExpiresAt})
+		}
+	}
+	return nil
+}
+
+// rebuild writes what was read into a fresh spool in cfg.Dir.
+func rebuild(cfg Config, o Options, kv map[string]salvaged, rep *SalvageReport) error {
+	now := uint64(time.Now().Unix())
+	msgs := map[uint64]*record{}
+	owed := map[uint64][]string{}
+	type dead struct {
+		dest string
+		rec  *record
+		key  []byte
+	}
+	var deads []dead
+	var undeliv []*record
+	var remotes []*badger.Entry
+	for k, v := range kv {
+		if v.deleted || len(k) == 0 || v.expiresAt != 0 && v.expiresAt <= now {
+			continue
+		}
+		kb := []byte(k)
+		switch kb[0] {
+		case famMessage:
+			if len(kb) != 17 {
+				continue
+			}
+			r, err := decodeRecord(v.value)
+			if err != nil {
+				rep.Problems = append(rep.Problems, fmt.Sprintf("message seq %d: %v", seqOf(kb), err))
+				continue
+			}
+			msgs[seqOf(kb)] = r
+		case famQueue:
+			if dest, ok := nameOf(kb); ok {
+				owed[seqOf(kb)] = append(owed[seqOf(kb)], dest)
+			}
+		case famDead:
+			dest, ok := nameOf(kb)
+			r, err := decodeRecord(v.value)
+			if !ok || err != nil {
+				rep.Problems = append(rep.Problems, fmt.Sprintf("dead letter %x: unreadable", kb))
+				continue
+			}
+			deads = append(deads, dead{dest, r, kb})
+		case famUndeliv:
+			if r, err := decodeRecord(v.value); err == nil {
+				undeliv = append(undeliv, r)
+			}
+		case famRemote:
+			e := badger.NewEntry(kb, v.value)
+			if v.expiresAt != 0 {
+				e = e.WithTTL(time.Duration(v.expiresAt-now) * time.Second)
+			}
+			remotes = append(remotes, e)
+		}
+	}
+	sp, err := Open(cfg, Options{Log: o.Log, Destinations: o.Destinations})
+	if err != nil {
+		return fmt.Errorf("salvage: open a fresh spool in %s: %w", cfg.Dir, err)
+	}
+	ctx := context.Background()
+	seqs := make([]uint64, 0, len(msgs))
+	for s := range msgs {
+		seqs = append(seqs, s)
+	}
+	slices.Sort(seqs)
+	for _, s := range seqs {
+		r := msgs[s]
+		dests := owed[s]
+		delete(owed, s)
+		if len(dests) == 0 {
+			rep.Delivered++
+			continue
+		}
+		slices.Sort(dests)
+		if _, err := sp.Append(ctx, Entry{Source: r.Source, Raw: r.Raw, Dests: slices.Compact(dests), GUID: r.GUID}); err != nil {
+			_ = sp.Close()
+			return fmt.Errorf("salvage: re-queue message seq %d: %w", s, err)
+		}
+		rep.Queued++
+	}
+	for s, dests := range owed {
+		rep.QueuedNoRecord++
+		rep.Problems = append(rep.Problems, fmt.Sprintf("message seq %d owed to %v: its content is unreadable", s, dests))
+	}
+	for _, r := range undeliv {
+		if _, err := sp.Append(ctx, Entry{Source: r.Source, Raw: r.Raw, GUID: r.GUID}); err == nil {
+			rep.Undeliverable++
+		}
+	}
+	err = sp.db.Update(func(txn *badger.Txn) error {
+		for _, d := range deads {
+			if err := txn.Set(d.key, d.rec.encode()); err != nil {
+				return err
+			}
+		}
+		for _, e := range remotes {
+			if err := txn.SetEntry(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		rep.Dead, rep.RemoteIDs = len(deads), len(remotes)
+		err = sp.db.Sync()
+	}
+	if cerr := sp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("salvage: write dead letters and remote IDs: %w", err)
+	}
+	return nil
+}
+
+func copyDir(from, to string) error {
+	if err := os.MkdirAll(to, 0o750); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(from)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if e.IsDir() {
+			continue
+		}
+		if err := copyFile(filepath.Join(from, e.Name()), filepath.Join(to, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func copyFile(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
