@@ -60,11 +60,14 @@ const (
 
 	// MLLP listeners.
 
-	CounterConnectionsTotal   = "connections_total"   // connections admitted
-	CounterConnectionsClosed  = "connections_closed"  // admitted connections that ended; open = total - closed
-	CounterRefusedConnections = "refused_connections" // connections refused at max_connections
-	CounterGarbageBytes       = "garbage_bytes"       // bytes outside MLLP frames, skipped
-	CounterIdleClosed         = "idle_closed"         // connections closed after idle_timeout
-	CounterWriteTimeouts      = "write_timeouts"      // ACKs the sender did not read in time
-	CounterTLSFailures        = "tls_failures"        // TLS handshakes that failed
+	CounterConnectionsTotal   = "connections_total"    // connections admitted
+	CounterConnectionsClosed  = "connections_closed"   // admitted connections that ended; open = total - closed
+	CounterRefusedConnections = "refused_connections"  // connections refused at max_connections
+	CounterGarbageBytes       = "garbage_bytes"        // bytes outside MLLP frames, skipped
+	CounterIdleClosed         = "idle_closed"          // connections closed after idle_timeout
+	CounterWriteTimeouts      = "write_timeouts"       // ACKs the sender did not read in time
+	CounterTLSFailures        = "tls_failures"         // TLS handshakes that failed
+	CounterRefusedPerPeer     = "refused_per_peer"     // connections refused at max_connections_per_peer for their address
+	CounterEvicted            = "evicted_connections"  // connections closed to make room: the listener was full and they had sent nothing
+	CounterFirstFrameTimeouts = "first_frame_timeouts" // connections closed with no complete frame within first_frame_timeout
 )

@@ -15,8 +15,15 @@ import (
 // Listener defaults (DESIGN.md, sources of type mllp).
 const (
 	DefaultMaxConnections = 64
-	DefaultIdleTimeout    = 5 * time.Minute
-	DefaultWriteTimeout   = 30 * time.Second
+	// DefaultMaxConnectionsPerPeer leaves room for an interface engine
+	// that opens several connections, not for one address to fill the port.
+	DefaultMaxConnectionsPerPeer = 16
+	DefaultIdleTimeout           = 5 * time.Minute
+	// DefaultFirstFrameTimeout is how long a new connection has to deliver
+	// its first complete frame; real senders connect because they have a
+	// message to send.
+	DefaultFirstFrameTimeout = 30 * time.Second
+	DefaultWriteTimeout      = 30 * time.Second
 )
 
 // Limits that Validate enforces so that a typo cannot starve the box.
@@ -29,10 +36,16 @@ const (
 // ListenerConfig is one MLLP listening port (a source of type mllp). Its keys
 // sit beside the source's name and type in the sources list.
 type ListenerConfig struct {
-	Listen          string         `yaml:"listen"`
-	MaxConnections  int            `yaml:"max_connections"`
-	MaxMessageBytes units.Size     `yaml:"max_message_bytes"`
-	IdleTimeout     units.Duration `yaml:"idle_timeout"`
+	Listen         string `yaml:"listen"`
+	MaxConnections int    `yaml:"max_connections"`
+	// MaxConnectionsPerPeer bounds the connections from one IP address,
+	// so one misbehaving or hostile host cannot take every slot.
+	MaxConnectionsPerPeer int            `yaml:"max_connections_per_peer"`
+	MaxMessageBytes       units.Size     `yaml:"max_message_bytes"`
+	IdleTimeout           units.Duration `yaml:"idle_timeout"`
+	// FirstFrameTimeout bounds the wait for a new connection's first
+	// complete frame (the TLS handshake included).
+	FirstFrameTimeout units.Duration `yaml:"first_frame_timeout"`
 	// WriteTimeout bounds writing one ACK, so a peer that stops reading
 	// cannot hold a connection (and its goroutine) forever.
 	WriteTimeout units.Duration `yaml:"write_timeout"`
@@ -56,11 +69,17 @@ func (c *ListenerConfig) SetDefaults() {
 	if c.MaxConnections == 0 {
 		c.MaxConnections = DefaultMaxConnections
 	}
+	if c.MaxConnectionsPerPeer == 0 {
+		c.MaxConnectionsPerPeer = min(DefaultMaxConnectionsPerPeer, c.MaxConnections)
+	}
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = DefaultMaxMessageBytes
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = units.Duration(DefaultIdleTimeout)
+	}
+	if c.FirstFrameTimeout == 0 {
+		c.FirstFrameTimeout = units.Duration(min(DefaultFirstFrameTimeout, c.IdleTimeout.D()))
 	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = units.Duration(DefaultWriteTimeout)
@@ -80,12 +99,18 @@ func (c *ListenerConfig) Validate() error {
 	if c.MaxConnections < 1 || c.MaxConnections > maxConnections {
 		errs = append(errs, fmt.Errorf("max_connections %d is out of range: use 1 to %d (default %d)", c.MaxConnections, maxConnections, DefaultMaxConnections))
 	}
+	if c.MaxConnectionsPerPeer < 1 || c.MaxConnectionsPerPeer > c.MaxConnections {
+		errs = append(errs, fmt.Errorf("max_connections_per_peer %d is out of range: use 1 to max_connections (%d); default %d", c.MaxConnectionsPerPeer, c.MaxConnections, DefaultMaxConnectionsPerPeer))
+	}
 	if c.MaxMessageBytes < minMessageBytes || c.MaxMessageBytes > maxMessageBytes {
 		errs = append(errs, fmt.Errorf("max_message_bytes %s is out of range: use %s to %s (default %s)",
 			c.MaxMessageBytes, units.Size(minMessageBytes), units.Size(maxMessageBytes), units.Size(DefaultMaxMessageBytes)))
 	}
 	if c.IdleTimeout < units.Duration(time.Millisecond) {
 		errs = append(errs, fmt.Errorf("idle_timeout %s is too short: use at least 1ms (default %s)", c.IdleTimeout, DefaultIdleTimeout))
+	}
+	if c.FirstFrameTimeout < units.Duration(time.Millisecond) || c.FirstFrameTimeout > c.IdleTimeout {
+		errs = append(errs, fmt.Errorf("first_frame_timeout %s is out of range: use 1ms to idle_timeout (%s); default %s", c.FirstFrameTimeout, c.IdleTimeout, DefaultFirstFrameTimeout))
 	}
 	if c.WriteTimeout < units.Duration(time.Millisecond) {
 		errs = append(errs, fmt.Errorf("write_timeout %s is too short: use at least 1ms (default %s)", c.WriteTimeout, DefaultWriteTimeout))

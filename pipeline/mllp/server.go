@@ -9,11 +9,16 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/ratelog"
 )
 
 // Handler answers one frame. It returns the HL7 acknowledgement to write
@@ -47,7 +52,28 @@ type Server struct {
 	started atomic.Bool
 	addr    atomic.Pointer[net.Addr]
 	open    atomic.Int64
-	refused rateLimitedLog
+
+	// The admission table: every admitted connection, and how many each
+	// peer address holds.
+	mu      sync.Mutex
+	conns   map[*conn]struct{}
+	perPeer map[string]int
+	// senders are the addresses that have delivered a complete frame:
+	// their idle connections give way only after strangers' do.
+	senders map[string]struct{}
+}
+
+// maxKnownSenders bounds the senders table; when full it starts over.
+const maxKnownSenders = 4096
+
+// conn is one admitted connection as the admission table sees it.
+type conn struct {
+	raw    net.Conn // the TCP connection under any TLS, closed to evict
+	ip     string
+	opened time.Time
+	framed atomic.Bool // a complete frame has arrived: it is a sender, never evicted
+	// evicted is set, under Server.mu, when it was closed to make room.
+	evicted atomic.Bool
 }
 
 // NewServer checks cfg (after applying defaults to a copy) and loads its
@@ -64,9 +90,11 @@ func NewServer(name string, cfg ListenerConfig, h Handler, log *slog.Logger, com
 	if err != nil {
 		return nil, fmt.Errorf("mllp source %q: %w", name, err)
 	}
-	log = log.With("source", name)
+	// Everything a peer can make it log per connection goes through one
+	// rate limit, so a flood costs a few lines a second.
+	log = ratelog.Logger(log.With("source", name), time.Second, 5)
 	return &Server{name: name, cfg: cfg, h: h, log: log, comp: comp, tls: tlsConf,
-		refused: rateLimitedLog{log: log, every: time.Second}}, nil
+		conns: map[*conn]struct{}{}, perPeer: map[string]int{}, senders: map[string]struct{}{}}, nil
 }
 
 // Addr is the listening address once Serve or Run has started, else nil.
@@ -146,33 +174,173 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		if s.open.Load() >= int64(s.cfg.MaxConnections) {
+		cs, ok := s.admit(c)
+		if !ok {
 			c.Close()
-			s.comp.Add(health.CounterRefusedConnections, 1)
-			s.refused.warn("MLLP connection refused: max_connections reached; raise max_connections or find the sender that leaks connections",
-				"peer", c.RemoteAddr().String(), "max_connections", s.cfg.MaxConnections)
 			continue
 		}
 		s.open.Add(1)
 		s.comp.Add(health.CounterConnectionsTotal, 1)
 		wg.Go(func() {
 			defer func() {
+				s.release(cs)
 				s.open.Add(-1)
 				s.comp.Add(health.CounterConnectionsClosed, 1)
 			}()
-			s.serveConn(ctx, c)
+			s.serveConn(ctx, c, cs)
 		})
 	}
+}
+
+// admit enters a new connection in the admission table, or says no. A
+// peer address at max_connections_per_peer is refused unless one of its own
+// connections can give way (as below). When the listener
+// is full, the connection that has waited longest without sending a
+// complete frame is closed to make room: an idle flood then costs real
+// senders, who connect to send, nothing. Only when every slot holds a
+// connection that has sent a frame is the newcomer refused.
+func (s *Server) admit(c net.Conn) (*conn, bool) {
+	raw := c
+	if tc, ok := c.(*tls.Conn); ok {
+		raw = tc.NetConn()
+	}
+	ip := peerIP(c.RemoteAddr())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perPeer[ip] >= s.cfg.MaxConnectionsPerPeer {
+		// The address may replace its own idle connections, no one else's.
+		victim := s.longestWaitingUnframed(ip)
+		if victim == nil {
+			s.comp.Add(health.CounterRefusedPerPeer, 1)
+			s.log.Warn("MLLP connection refused: max_connections_per_peer reached for this address",
+				"peer", ip, "max_connections_per_peer", s.cfg.MaxConnectionsPerPeer)
+			return nil, false
+		}
+		s.evictLocked(victim)
+	}
+	if len(s.conns) >= s.cfg.MaxConnections {
+		victim := s.longestWaitingUnframed("")
+		if victim == nil {
+			s.comp.Add(health.CounterRefusedConnections, 1)
+			s.log.Warn("MLLP connection refused: max_connections reached and every connection has sent a frame; raise max_connections or find the sender that leaks connections",
+				"peer", ip, "max_connections", s.cfg.MaxConnections)
+			return nil, false
+		}
+		s.evictLocked(victim)
+	}
+	cs := &conn{raw: raw, ip: ip, opened: time.Now()}
+	s.conns[cs] = struct{}{}
+	s.perPeer[ip]++
+	return cs, true
+}
+
+// longestWaitingUnframed is the oldest connection that has sent nothing
+// yet: no complete frame, and no bytes waiting in its socket (a sender
+// whose frame has arrived but not been read yet is not idle). Connections
+// from addresses that have sent frames before go last: a sender's new
+// connection may not have written yet when a burst arrives. nil when
+// there is none. ip, when set, limits the choice to that address. The
+// table holds at most max_connections.
+func (s *Server) longestWaitingUnframed(ip string) *conn {
+	var cands []*conn
+	for c := range s.conns {
+		if !c.framed.Load() && (ip == "" || c.ip == ip) {
+			cands = append(cands, c)
+		}
+	}
+	// Strangers first, then addresses that have sent before; oldest first.
+	slices.SortFunc(cands, func(a, b *conn) int {
+		_, ka := s.senders[a.ip]
+		_, kb := s.senders[b.ip]
+		switch {
+		case ka && !kb:
+			return 1
+		case kb && !ka:
+			return -1
+		}
+		return a.opened.Compare(b.opened)
+	})
+	for _, c := range cands {
+		if !pending(c.raw) {
+			return c
+		}
+	}
+	return nil
+}
+
+// pending reports whether bytes wait unread in c's socket.
+func pending(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	n := 0
+	_ = rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+	return n > 0
+}
+
+// evictLocked closes victim and frees its slot at once, so the newcomer
+// takes it; its goroutine sees the closed socket and ends.
+func (s *Server) evictLocked(victim *conn) {
+	victim.evicted.Store(true)
+	s.forgetLocked(victim)
+	_ = victim.raw.Close()
+	s.comp.Add(health.CounterEvicted, 1)
+	s.log.Warn("MLLP connection closed to make room: max_connections reached and it had sent no complete frame",
+		"peer", victim.ip, "waited", time.Since(victim.opened).Round(time.Millisecond), "max_connections", s.cfg.MaxConnections)
+}
+
+func (s *Server) forgetLocked(c *conn) {
+	if _, ok := s.conns[c]; !ok {
+		return
+	}
+	delete(s.conns, c)
+	if s.perPeer[c.ip]--; s.perPeer[c.ip] <= 0 {
+		delete(s.perPeer, c.ip)
+	}
+}
+
+// knownSender records that ip has delivered a frame.
+func (s *Server) knownSender(ip string) {
+	s.mu.Lock()
+	if len(s.senders) >= maxKnownSenders {
+		clear(s.senders)
+	}
+	s.senders[ip] = struct{}{}
+	s.mu.Unlock()
+}
+
+// release takes an ended connection out of the table (a no-op if it was evicted).
+func (s *Server) release(c *conn) {
+	s.mu.Lock()
+	s.forgetLocked(c)
+	s.mu.Unlock()
+}
+
+// peerIP is the address a per-peer limit counts: the IP without the port.
+func peerIP(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	if h, _, err := net.SplitHostPort(a.String()); err == nil {
+		return h
+	}
+	return a.String()
 }
 
 // aLongTimeAgo is a deadline in the past, used to wake a blocked Read.
 var aLongTimeAgo = time.Unix(1, 0)
 
-func (s *Server) serveConn(ctx context.Context, c net.Conn) {
+func (s *Server) serveConn(ctx context.Context, c net.Conn, cs *conn) {
 	defer c.Close()
 	peer := c.RemoteAddr().String()
 	log := s.log.With("peer", peer)
 	idle := s.cfg.IdleTimeout.D()
+	first := s.cfg.FirstFrameTimeout.D()
 
 	// Shutdown wakes a connection blocked waiting for a frame; a frame
 	// being handled is finished first because the handler does not read.
@@ -180,11 +348,11 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	defer stop()
 
 	if tc, ok := c.(*tls.Conn); ok {
-		hctx, cancel := context.WithTimeout(ctx, idle)
+		hctx, cancel := context.WithTimeout(ctx, first)
 		err := tc.HandshakeContext(hctx)
 		cancel()
 		if err != nil {
-			if ctx.Err() == nil {
+			if ctx.Err() == nil && !cs.evicted.Load() {
 				s.comp.Add(health.CounterTLSFailures, 1)
 				log.Warn("MLLP TLS handshake failed; connection closed", "err", err)
 			}
@@ -206,8 +374,12 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	for {
 		// "Idle" is measured from the last complete frame: a peer that
 		// trickles a frame for longer than idle_timeout is as stuck as
-		// one that sends nothing.
-		c.SetReadDeadline(time.Now().Add(idle))
+		// one that sends nothing. The first frame has a shorter limit.
+		wait := idle
+		if !cs.framed.Load() {
+			wait = first
+		}
+		c.SetReadDeadline(time.Now().Add(wait))
 		if ctx.Err() != nil { // checked after setting: see AfterFunc above
 			log.Debug("MLLP connection closed for shutdown")
 			return
@@ -215,8 +387,11 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		f, err := r.ReadFrame()
 		countSkipped()
 		if err != nil {
-			s.connEnded(ctx, log, err)
+			s.connEnded(ctx, log, err, cs)
 			return
+		}
+		if !cs.framed.Swap(true) {
+			s.knownSender(cs.ip)
 		}
 		s.comp.Add(health.CounterFrames, 1)
 		if f.Oversize {
@@ -243,10 +418,15 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 }
 
 // connEnded logs why a connection's read loop ended.
-func (s *Server) connEnded(ctx context.Context, log *slog.Logger, err error) {
+func (s *Server) connEnded(ctx context.Context, log *slog.Logger, err error, cs *conn) {
 	switch {
 	case ctx.Err() != nil:
 		log.Debug("MLLP connection closed for shutdown")
+	case cs.evicted.Load():
+		// Counted and logged when it was closed.
+	case errors.Is(err, os.ErrDeadlineExceeded) && !cs.framed.Load():
+		s.comp.Add(health.CounterFirstFrameTimeouts, 1)
+		log.Info("MLLP connection closed: no complete frame within first_frame_timeout", "first_frame_timeout", s.cfg.FirstFrameTimeout.D())
 	case errors.Is(err, io.EOF):
 		log.Debug("MLLP connection closed by peer")
 	case errors.Is(err, io.ErrUnexpectedEOF):
@@ -257,32 +437,4 @@ func (s *Server) connEnded(ctx context.Context, log *slog.Logger, err error) {
 	default:
 		log.Warn("MLLP connection failed", "err", err)
 	}
-}
-
-// rateLimitedLog keeps a flood (a thousand refused connections) from
-// flooding the log: one line per interval with a count of what was held back.
-type rateLimitedLog struct {
-	log   *slog.Logger
-	every time.Duration
-
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-func (l *rateLimitedLog) warn(msg string, args ...any) {
-	l.mu.Lock()
-	now := time.Now()
-	if now.Sub(l.last) < l.every {
-		l.suppressed++
-		l.mu.Unlock()
-		return
-	}
-	n := l.suppressed
-	l.last, l.suppressed = now, 0
-	l.mu.Unlock()
-	if n > 0 {
-		args = append(args, "suppressed_since_last", n)
-	}
-	l.log.Warn(msg, args...)
 }

@@ -216,6 +216,8 @@ func TestServerClosesHalfOpenConnectionAfterIdleTimeout(t *testing.T) {
 	// outlives it.
 	busy := dialRaw(t, ts.addr())
 	half := dialRaw(t, ts.addr())
+	half.send(t, "first")
+	half.expect(t, "ACK:first")
 	start := time.Now()
 	half.write(t, "\x0bMSH|^~\\&|half a fra")
 	for i := 0; time.Since(start) < 2*idle; i++ {
@@ -235,11 +237,12 @@ func TestServerClosesHalfOpenConnectionAfterIdleTimeout(t *testing.T) {
 	if ts.Connections() != 1 {
 		t.Errorf("Connections() = %d, want 1", ts.Connections())
 	}
-	// An idle connection (nothing at all sent) goes too.
+	// A connection that sends nothing at all goes too, after
+	// first_frame_timeout (here idle_timeout, which bounds it).
 	busy.Close() // a clean close, not counted as idle
 	quiet := dialRaw(t, ts.addr())
 	quiet.expectClosed(t)
-	waitFor(t, "second idle close counted", func() bool { return ts.comp.Counter(health.CounterIdleClosed) == 2 })
+	waitFor(t, "first-frame timeout counted", func() bool { return ts.comp.Counter(health.CounterFirstFrameTimeouts) == 1 })
 }
 
 func TestServerWriteTimeoutFreesConnection(t *testing.T) {
@@ -275,9 +278,13 @@ func raiseFileLimit(t *testing.T, n uint64) uint64 {
 	return n
 }
 
+// TestServerMaxConnections: with the listener full, each new connection
+// takes the slot of the oldest one that has sent nothing, so connections
+// that have sent a frame keep theirs; once every slot holds a sender, a
+// new connection is refused. Both are counted and logged rate-limited.
 func TestServerMaxConnections(t *testing.T) {
 	t.Parallel()
-	const maxConns = 64
+	const maxConns, senders = 64, 10
 	total := 1000
 	// Each test connection costs two descriptors in this process.
 	if allowed := raiseFileLimit(t, uint64(2*total)); allowed < uint64(2*total) {
@@ -287,30 +294,28 @@ func TestServerMaxConnections(t *testing.T) {
 			t.Skip("too few file descriptors for this test")
 		}
 	}
-	ts := startServer(t, ListenerConfig{MaxConnections: maxConns}, HandlerFunc(echo))
-	first := dialRaw(t, ts.addr())
-	first.send(t, "before")
-	first.expect(t, "ACK:before")
-
-	conns := make([]*rawConn, 0, total-1)
-	for range total - 1 {
-		conns = append(conns, dialRaw(t, ts.addr()))
+	ts := startServer(t, ListenerConfig{MaxConnections: maxConns, MaxConnectionsPerPeer: maxConns}, HandlerFunc(echo))
+	var active []*rawConn
+	for i := range senders {
+		c := dialRaw(t, ts.addr())
+		c.send(t, fmt.Sprint("before", i))
+		c.expect(t, fmt.Sprint("ACK:before", i))
+		active = append(active, c)
 	}
-	wantRefused := uint64(total - maxConns)
-	waitFor(t, "refusals counted", func() bool {
-		return ts.comp.Counter(health.CounterRefusedConnections)+ts.comp.Counter(health.CounterConnectionsTotal) == uint64(total)
-	})
-	if got := ts.comp.Counter(health.CounterRefusedConnections); got != wantRefused {
-		t.Fatalf("refused_connections = %d, want %d", got, wantRefused)
+	idle := make([]*rawConn, 0, total-senders)
+	for range total - senders {
+		idle = append(idle, dialRaw(t, ts.addr()))
 	}
-	if ts.Connections() != maxConns {
-		t.Errorf("Connections() = %d, want %d", ts.Connections(), maxConns)
+	wantEvicted := uint64(total - maxConns)
+	waitFor(t, "evictions counted", func() bool { return ts.comp.Counter(health.CounterEvicted) == wantEvicted })
+	if got := ts.comp.Counter(health.CounterRefusedConnections); got != 0 {
+		t.Errorf("refused_connections = %d, want 0 while idle connections can give way", got)
 	}
-	// Refused connections are closed at once: they read EOF; admitted
-	// ones stay open (they time out reading).
+	waitFor(t, "evicted connections released", func() bool { return ts.Connections() == maxConns })
+	// The oldest idle connections were closed; the newest are open.
 	var closed, open atomic.Int64
 	var wg sync.WaitGroup
-	for _, c := range conns {
+	for _, c := range idle {
 		wg.Go(func() {
 			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 			_, err := c.Read(make([]byte, 1))
@@ -326,13 +331,30 @@ func TestServerMaxConnections(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if closed.Load() != int64(wantRefused) || open.Load() != maxConns-1 {
-		t.Errorf("%d connections closed and %d open; want %d and %d", closed.Load(), open.Load(), wantRefused, maxConns-1)
+	if closed.Load() != int64(wantEvicted) || open.Load() != maxConns-senders {
+		t.Errorf("%d idle connections closed and %d open; want %d and %d", closed.Load(), open.Load(), wantEvicted, maxConns-senders)
 	}
-	first.send(t, "after")
-	first.expect(t, "ACK:after")
-	if n := strings.Count(ts.logs.String(), "max_connections reached"); n < 1 || n > 20 {
-		t.Errorf("%d log lines about refusals; want a rate-limited few", n)
+	for i, c := range active {
+		c.send(t, fmt.Sprint("after", i))
+		c.expect(t, fmt.Sprint("ACK:after", i))
+	}
+	// Fill every slot with a sender: now a newcomer is refused.
+	for _, c := range idle[len(idle)-(maxConns-senders):] {
+		c.send(t, "now a sender")
+		c.expect(t, "ACK:now a sender")
+	}
+	// (From another address: this one is also at max_connections_per_peer.)
+	lc, err := dialFrom(context.Background(), "127.0.3.1", ts.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lc.Close()
+	(&rawConn{Conn: lc, r: NewReader(lc, 0)}).expectClosed(t)
+	if got := ts.comp.Counter(health.CounterRefusedConnections); got != 1 {
+		t.Errorf("refused_connections = %d, want 1", got)
+	}
+	if n := strings.Count(ts.logs.String(), "to make room"); n < 1 || n > 20 {
+		t.Errorf("%d log lines about evictions; want a rate-limited few", n)
 	}
 }
 
