@@ -38,8 +38,17 @@ const tmpPattern = ".tmp-*"
 // (patient data) that no reader will ever pick up, and their messages are
 // still queued in the spool, so they are delivered again in full.
 func New(c Config) (*Output, error) {
+	_, statErr := os.Stat(c.Dir)
 	if err := os.MkdirAll(c.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("file destination directory %s: %w", c.Dir, err)
+	}
+	// A directory made now is durable only once its parent is synced;
+	// without that a cut could take it, and every file delivered into it,
+	// while the spool already counts them delivered.
+	if os.IsNotExist(statErr) {
+		if err := syncDir(filepath.Dir(filepath.Clean(c.Dir))); err != nil {
+			return nil, err
+		}
 	}
 	if err := removeLeftovers(c.Dir); err != nil {
 		return nil, err
