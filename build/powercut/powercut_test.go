@@ -345,7 +345,9 @@ func (r *rig) boot(forgetting bool) *vm {
 		n, _ := strconv.Atoi(strings.TrimSpace(line[i+len("tmp_left="):]))
 		r.fig.TmpLeftByCuts += n
 	}
-	if _, err := v.waitLine("hl7edge started", bootLimit, "init: hl7edge exited", "init: FAILED"); err != nil {
+	// An unreadable spool does not stop the daemon (it answers AE, see
+	// docs/power-loss.md), so its log line is what tells.
+	if _, err := v.waitLine("hl7edge started", bootLimit, "init: hl7edge exited", "init: FAILED", "spool unreadable", "spool is unreadable"); err != nil {
 		r.fig.SpoolOpenFailed++
 		v.cut()
 		r.t.Fatalf("the gateway did not start after a cut: %v\n%s", err, v.tail(60))
