@@ -140,6 +140,7 @@ func New(cfg Config, o Options) (*Gateway, error) {
 func newUnreadable(cfg Config, o Options, routes []route.Destination, cause error) (*Gateway, error) {
 	g := &Gateway{cfg: cfg, o: o, unreadable: cause, workers: map[string]*deliver.Worker{}, outputs: map[string]flow.Output{}, reping: map[string]func(){}}
 	detail := cause.Error()
+	o.Log.Error("spool unreadable: every message is answered AE and nothing is delivered until it is salvaged (docs/power-loss.md)", "err", cause)
 	o.Health.SetSpoolProbe(func() health.SpoolSnapshot { return health.SpoolSnapshot{Error: detail} })
 	g.intake = intake.New(refusingSpool{cause}, route.New(routes), intake.Options{
 		Log: o.Log.With("component", "intake"), Health: o.Health, Activity: o.Activity, Alarm: o.Alarm,
@@ -276,7 +277,6 @@ func (g *Gateway) Run(ctx context.Context) error {
 		srcWG.Go(func() { g.superviseSource(srcCtx, s) })
 	}
 	if g.unreadable != nil {
-		g.o.Log.Error("spool unreadable: every message is answered AE and nothing is delivered until it is salvaged", "err", g.unreadable)
 		if g.o.Alarm != nil {
 			g.o.Alarm(health.AlarmStorageError, g.unreadable.Error())
 		}
