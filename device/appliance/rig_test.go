@@ -46,7 +46,7 @@ const (
 	phiAddr = "12 PHISTREET"
 )
 
-var phiMarkers = []string{"PHIMARKER", phiMRN, "PHISTREET"}
+var phiMarkers = []string{"PHIMARKER", phiMRN, "PHISTREET", logtest.Marker}
 
 const testVersion = "9.9.9-test"
 

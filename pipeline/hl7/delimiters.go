@@ -1,6 +1,9 @@
 package hl7
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // Delimiters are the separators a message declares in MSH-1 and MSH-2.
 type Delimiters struct {
@@ -143,13 +146,15 @@ func isUpperOrDigit(c byte) bool { return (c >= 'A' && c <= 'Z') || (c >= '0' &&
 // delimitersFrom checks MSH-1 and MSH-2 and returns the set they declare.
 func delimitersFrom(fs byte, enc string) (Delimiters, error) {
 	if !validDelimiter(fs) {
-		return Delimiters{}, parseErrorf(CodeDataTypeError,
-			"MSH-1 field separator %q is a letter, digit, space or control character: it must be punctuation, normally \"|\"", fs)
+		const fix = "is a letter, digit, space or control character: it must be punctuation, normally \"|\""
+		return Delimiters{}, quotingError(CodeDataTypeError, "MSH-1 field separator "+fix,
+			fmt.Sprintf("MSH-1 field separator %q %s", fs, fix))
 	}
 	switch {
 	case len(enc) < 4:
-		return Delimiters{}, parseErrorf(CodeRequiredFieldMissing,
-			"MSH-2 encoding characters %q are incomplete: need 4 (component, repetition, escape, subcomponent), normally \"^~\\&\"", enc)
+		const fix = "are incomplete: need 4 (component, repetition, escape, subcomponent), normally \"^~\\&\""
+		return Delimiters{}, quotingError(CodeRequiredFieldMissing, fmt.Sprintf("MSH-2 encoding characters (%d) %s", len(enc), fix),
+			fmt.Sprintf("MSH-2 encoding characters %q %s", enc, fix))
 	case len(enc) > 5:
 		return Delimiters{}, parseErrorf(CodeDataTypeError,
 			"MSH-2 encoding characters are %d characters long: need 4 (component, repetition, escape, subcomponent), or 5 with the v2.7 truncation character; check that MSH-2 is followed by the field separator", len(enc))
@@ -157,12 +162,14 @@ func delimitersFrom(fs byte, enc string) (Delimiters, error) {
 	for i := 0; i < len(enc); i++ {
 		c := enc[i]
 		if !validDelimiter(c) {
-			return Delimiters{}, parseErrorf(CodeDataTypeError,
-				"MSH-2 encoding character %d (%q) is a letter, digit, space or control character: each must be punctuation, normally \"^~\\&\"", i+1, c)
+			const fix = "is a letter, digit, space or control character: each must be punctuation, normally \"^~\\&\""
+			return Delimiters{}, quotingError(CodeDataTypeError, fmt.Sprintf("MSH-2 encoding character %d %s", i+1, fix),
+				fmt.Sprintf("MSH-2 encoding character %d (%q) %s", i+1, c, fix))
 		}
 		if c == fs || strings.IndexByte(enc[:i], c) >= 0 {
-			return Delimiters{}, parseErrorf(CodeDataTypeError,
-				"MSH-2 encoding characters %q repeat %q (or reuse the field separator): every delimiter must be a different character", enc, c)
+			const fix = "(or reuse the field separator): every delimiter must be a different character"
+			return Delimiters{}, quotingError(CodeDataTypeError, fmt.Sprintf("MSH-2 encoding character %d repeats an earlier one %s", i+1, fix),
+				fmt.Sprintf("MSH-2 encoding characters %q repeat %q %s", enc, c, fix))
 		}
 	}
 	d := Delimiters{Field: fs, Component: enc[0], Repetition: enc[1], Escape: enc[2], Subcomponent: enc[3]}

@@ -57,17 +57,38 @@ func ErrorText(code int) string {
 }
 
 // ParseError is why Parse refused a message. Code is the table 0357 code to
-// answer with (ACKUnparsed(raw, flow.Rejected, e.Code, e.Error(), ...)).
-// The text names the field and the fix; it never quotes patient data.
+// answer with (ACKUnparsed(raw, flow.Rejected, e.Code, SenderText(e), ...)).
+// Msg, the error text, names the field and the fix and never quotes the
+// message: it goes to logs, health and MQTT. ForSender may also quote what
+// was found, which helps the sender's engineer; it goes back to the sender
+// only (MSA-3/ERR), who owns that message anyway.
 type ParseError struct {
-	Code int
-	Msg  string
+	Code      int
+	Msg       string
+	ForSender string // "" = Msg
 }
 
 func (e *ParseError) Error() string { return e.Msg }
 
 func parseErrorf(code int, format string, args ...any) *ParseError {
 	return &ParseError{Code: code, Msg: fmt.Sprintf(format, args...)}
+}
+
+// quotingError is a ParseError whose sender text quotes content: msg is
+// for logs, forSender for the ACK.
+func quotingError(code int, msg, forSender string) *ParseError {
+	return &ParseError{Code: code, Msg: msg, ForSender: forSender}
+}
+
+// SenderText is the reason to send back to the sender of a refused
+// message in MSA-3/ERR: a ParseError's ForSender text when it has one,
+// else err's text. Never log it.
+func SenderText(err error) string {
+	var pe *ParseError
+	if errors.As(err, &pe) && pe.ForSender != "" {
+		return pe.ForSender
+	}
+	return err.Error()
 }
 
 // ErrorCode returns the table 0357 code carried by err (a *ParseError,

@@ -74,7 +74,7 @@ func TestParseErrors(t *testing.T) {
 		{"empty", "", CodeSegmentSequenceError, "message is empty"},
 		{"blank", "\r\n \n", CodeSegmentSequenceError, "message is empty"},
 		{"PID first", "PID|1||" + phi + "\r" + good, CodeSegmentSequenceError, `first segment is "PID", not MSH: an HL7 v2 message must start with MSH`},
-		{"batch", "FHS|^~\\&\rBHS|^~\\&\r" + good, CodeSegmentSequenceError, `first segment is "FHS", not MSH: batch files`},
+		{"batch", "FHS|^~\\&\rBHS|^~\\&\r" + good, CodeSegmentSequenceError, `first segment is FHS, not MSH: batch files`},
 		{"garbage first", phi + " has a fever\r" + good, CodeSegmentSequenceError, "first segment does not start with MSH"},
 		{"lower msh", "msh|^~\\&|", CodeSegmentSequenceError, "first segment does not start with MSH"},
 		{"MSH only", "MSH", CodeRequiredFieldMissing, `MSH segment ends after "MSH"`},
@@ -99,6 +99,8 @@ func TestParseErrors(t *testing.T) {
 		{"empty MSH-12.1", "MSH|^~\\&|S|SF|R|RF|20240101||ADT^A01|CTL1|P|^USA", CodeRequiredFieldMissing, "MSH-12 version is empty"},
 		{"v3", "MSH|^~\\&|S|SF|R|RF|20240101||ADT^A01|CTL1|P|3.0", CodeUnsupportedVersion, `MSH-12 version "3.0" is not an HL7 v2 version`},
 		{"long version", "MSH|^~\\&|S|SF|R|RF|20240101||ADT^A01|CTL1|P|" + phi + phi, CodeUnsupportedVersion, "MSH-12 version is not an HL7 v2 version"},
+		{"name in version", "MSH|^~\\&|S|SF|R|RF|20240101||ADT^A01|CTL1|P|SECRETDOE", CodeUnsupportedVersion, `MSH-12 version "SECRETDOE" is not`},
+		{"name as first segment", "DOE|JOHN\r" + good, CodeSegmentSequenceError, `first segment is "DOE", not MSH`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -113,10 +115,11 @@ func TestParseErrors(t *testing.T) {
 			if pe.Code != c.code || ErrorCode(err) != c.code {
 				t.Errorf("code %d, want %d", pe.Code, c.code)
 			}
-			if !strings.Contains(err.Error(), c.want) {
-				t.Errorf("error %q\nwant it to contain %q", err, c.want)
+			// The sender hears what was found; the error (logged) does not.
+			if got := SenderText(err); !strings.Contains(got, c.want) {
+				t.Errorf("sender text %q\nwant it to contain %q", got, c.want)
 			}
-			if strings.Contains(err.Error(), phi) {
+			if strings.Contains(err.Error(), phi) || strings.Contains(err.Error(), "SECRETDOE") || strings.ContainsAny(err.Error(), "'") {
 				t.Errorf("error leaks message content: %q", err)
 			}
 		})

@@ -1,6 +1,7 @@
 package hl7
 
 import (
+	"fmt"
 	"strings"
 )
 
@@ -82,10 +83,13 @@ func readMSH(seg string) (Delimiters, error) {
 		switch id := segmentID(seg); {
 		case id == "FHS" || id == "BHS":
 			return Delimiters{}, parseErrorf(CodeSegmentSequenceError,
-				"first segment is %q, not MSH: batch files (FHS/BHS) are not accepted; send each message on its own", id)
+				"first segment is %s, not MSH: batch files (FHS/BHS) are not accepted; send each message on its own", id)
 		case id != "" && (len(seg) == 3 || !isAlnum(seg[3])):
-			return Delimiters{}, parseErrorf(CodeSegmentSequenceError,
-				"first segment is %q, not MSH: an HL7 v2 message must start with MSH", id)
+			// id is three capitals or digits and may be the start of data:
+			// only the sender hears it.
+			const fix = "not MSH: an HL7 v2 message must start with MSH"
+			return Delimiters{}, quotingError(CodeSegmentSequenceError, "first segment is "+fix,
+				fmt.Sprintf("first segment is %q, %s", id, fix))
 		default:
 			return Delimiters{}, parseErrorf(CodeSegmentSequenceError,
 				"first segment does not start with MSH: an HL7 v2 message must start with MSH; check that nothing (framing, a file header) precedes it")
@@ -134,8 +138,8 @@ func (m *Message) checkRequired() error {
 			return parseErrorf(CodeUnsupportedVersion,
 				"MSH-12 version is not an HL7 v2 version: this gateway takes v2.x messages (MSH-12 such as 2.3 or 2.5.1)")
 		}
-		return parseErrorf(CodeUnsupportedVersion,
-			"MSH-12 version %q is not an HL7 v2 version: this gateway takes v2.x messages (MSH-12 such as 2.3 or 2.5.1)", v)
+		const fix = "is not an HL7 v2 version: this gateway takes v2.x messages (MSH-12 such as 2.3 or 2.5.1)"
+		return quotingError(CodeUnsupportedVersion, "MSH-12 version "+fix, fmt.Sprintf("MSH-12 version %q %s", v, fix))
 	}
 	return nil
 }

@@ -75,12 +75,14 @@ func (in *Intake) Accept(ctx context.Context, msg flow.Inbound) flow.Outcome {
 
 	m, err := hl7.Parse(raw)
 	if err != nil {
+		// The reason that goes to the log, health and Outcome.Reason names
+		// the field; only the sender's ACK may quote what was in it.
 		reason := err.Error()
 		comp.Add(health.CounterRejected, 1)
 		in.o.Log.Warn("message rejected (AR)", "source", msg.Source, "control_id", recoverControlID(raw), "reason", reason)
 		return flow.Outcome{
 			Code: flow.Rejected, Reason: reason, ControlID: recoverControlID(raw),
-			ACK: hl7.ACKUnparsed(raw, flow.Rejected, hl7.ErrorCode(err), reason, ackID, now),
+			ACK: hl7.ACKUnparsed(raw, flow.Rejected, hl7.ErrorCode(err), hl7.SenderText(err), ackID, now),
 		}
 	}
 	h := m.Header()

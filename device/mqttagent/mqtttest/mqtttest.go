@@ -27,6 +27,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/hl7edge/hl7edge/pipeline/logtest"
 )
 
 // WaitLimit bounds every wait in this package; generous because the
@@ -220,6 +222,15 @@ func StartMochi(t testing.TB, o BrokerOptions) *Broker {
 		t.Fatal(err)
 	}
 	b := &Broker{Addr: l.Address(), Log: rec, tb: t, srv: srv}
+	// Whatever the test, nothing a device publishes may carry a message's
+	// content (logtest.Marker); the test's own clients (mqtttest-…) may.
+	t.Cleanup(func() {
+		for _, m := range rec.All() {
+			if logtest.Leaks(m.Payload) && !strings.HasPrefix(m.Client, "mqtttest-") {
+				t.Errorf("MQTT payload from %s on %s carries logtest.Marker (message content): %q", m.Client, m.Topic, m.Payload)
+			}
+		}
+	})
 	scheme := "tcp"
 	if o.TLS != nil {
 		scheme = "tls"
