@@ -125,13 +125,14 @@ func (t DestinationType) Build(c Config, d Deps) (flow.Output, error) {
 }
 
 // NewSource describes a source type whose block is a C. The generic form
-// lets build take its own config type rather than assert one.
+// lets build take its own config type rather than assert one. Set Liveness
+// on the result when the source beats Deps.Loop.
 func NewSource[C any, P interface {
 	*C
 	Config
-}](typ string, sample []byte, liveness bool, build func(P, Deps) (Runner, error)) SourceType {
+}](typ string, sample []byte, build func(P, Deps) (Runner, error)) SourceType {
 	return SourceType{
-		Type: typ, Sample: sample, Liveness: liveness,
+		Type: typ, Sample: sample,
 		config: func() Config { return P(new(C)) },
 		build: func(c Config, d Deps) (Runner, error) {
 			p, ok := c.(P)

@@ -45,12 +45,14 @@ func (nopOutput) Close() error                                 { return nil }
 
 func testRegistry() *component.Registry {
 	r := component.NewRegistry()
-	r.AddSource(component.NewSource("echo", []byte("sources: []\n"), true, func(c *echoConfig, d component.Deps) (component.Runner, error) {
+	echo := component.NewSource("echo", []byte("sources: []\n"), func(c *echoConfig, d component.Deps) (component.Runner, error) {
 		if c.Port == 0 {
 			return nil, errors.New("built before defaults")
 		}
 		return runFunc(func(context.Context) error { return nil }), nil
-	}))
+	})
+	echo.Liveness = true
+	r.AddSource(echo)
 	r.AddDestination(component.NewDestination("dir", []byte("destinations: []\n"), func(c *plainConfig, d component.Deps) (flow.Output, error) {
 		return nopOutput{dir: c.Dir}, nil
 	}))
@@ -135,11 +137,11 @@ func TestRegistrationMistakesPanic(t *testing.T) {
 	}
 	r := testRegistry()
 	mustPanic("a source type registered twice", func() {
-		r.AddSource(component.NewSource("echo", nil, false, func(*echoConfig, component.Deps) (component.Runner, error) { return nil, nil }))
+		r.AddSource(component.NewSource("echo", nil, func(*echoConfig, component.Deps) (component.Runner, error) { return nil, nil }))
 	})
 	mustPanic("a destination type registered twice", func() { r.AddDestination(component.NewBin("dir", nil)) })
 	mustPanic("a source type with no name", func() {
-		r.AddSource(component.NewSource("", nil, false, func(*echoConfig, component.Deps) (component.Runner, error) { return nil, nil }))
+		r.AddSource(component.NewSource("", nil, func(*echoConfig, component.Deps) (component.Runner, error) { return nil, nil }))
 	})
 	mustPanic("a zero destination type", func() { r.AddDestination(component.DestinationType{Type: "x"}) })
 	// Registries are values: another one is unaffected.

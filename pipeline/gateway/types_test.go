@@ -75,7 +75,7 @@ func TestGatewayBuildsRegisteredTypes(t *testing.T) {
 	mem := &memory{kept: make(chan struct{}, 1)}
 	var given component.Deps
 	types := component.NewRegistry()
-	types.AddSource(component.NewSource("oneshot", nil, false, func(c *oneShotConfig, d component.Deps) (component.Runner, error) {
+	types.AddSource(component.NewSource("oneshot", nil, func(c *oneShotConfig, d component.Deps) (component.Runner, error) {
 		return &oneShot{d: d, control: c.Control, outcome: outcome}, nil
 	}))
 	types.AddDestination(component.NewDestination("memory", nil, func(c *memoryConfig, d component.Deps) (flow.Output, error) {
@@ -178,5 +178,18 @@ destinations:
 	}
 	if err := gateway.Validate(nil, f.Sources[:0], f.Destinations[:0]); err != nil {
 		t.Errorf("nothing configured: %v", err)
+	}
+}
+
+// TestDefaultTypesLiveness: the sources that beat a liveness loop (the
+// serial port's read poll, the web-service source's poll round) get one
+// from the gateway; an MLLP listener, idle between connections, does not.
+func TestDefaultTypesLiveness(t *testing.T) {
+	types := gateway.DefaultTypes()
+	for typ, want := range map[string]bool{"mllp": false, "serial": true, "webservice": true} {
+		st, ok := types.Source(typ)
+		if !ok || st.Liveness != want {
+			t.Errorf("source type %s: registered %v, liveness %v; want liveness %v", typ, ok, st.Liveness, want)
+		}
 	}
 }

@@ -12,9 +12,11 @@ var sample []byte
 
 // Register adds `type: serial` sources and destinations to r.
 func Register(r *component.Registry) {
-	r.AddSource(component.NewSource("serial", sample, true, func(c *Config, d component.Deps) (component.Runner, error) {
+	src := component.NewSource("serial", sample, func(c *Config, d component.Deps) (component.Runner, error) {
 		return NewSource(d.Name, *c, d.Intake, Options{Log: d.Log, Health: d.Health, Loop: d.Loop})
-	}))
+	})
+	src.Liveness = true // beaten at every read poll and every reopen attempt
+	r.AddSource(src)
 	r.AddDestination(component.NewDestination("serial", sample, func(c *Config, d component.Deps) (flow.Output, error) {
 		return NewDestination(d.Name, *c, Options{Log: d.Log, Health: d.Health})
 	}))

@@ -14,9 +14,11 @@ var sample []byte
 // Register adds `type: webservice` sources (the data source: ping, then
 // mailbox, get, ack) and destinations (ping, then post) to r.
 func Register(r *component.Registry) {
-	r.AddSource(component.NewSource("webservice", sample, true, func(c *SourceConfig, d component.Deps) (component.Runner, error) {
+	src := component.NewSource("webservice", sample, func(c *SourceConfig, d component.Deps) (component.Runner, error) {
 		return NewSource(d.Name, *c, d.Intake, options(d))
-	}))
+	})
+	src.Liveness = true // beaten in every poll round and while it waits
+	r.AddSource(src)
 	r.AddDestination(component.NewDestination("webservice", sample, func(c *DestinationConfig, d component.Deps) (flow.Output, error) {
 		return NewDestination(d.Name, *c, options(d))
 	}))
