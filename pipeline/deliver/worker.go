@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/backoff"
 	"github.com/hl7edge/hl7edge/pipeline/flow"
 	"github.com/hl7edge/hl7edge/pipeline/health"
 )
@@ -36,6 +35,13 @@ type Options struct {
 	Loop        *health.Loop // liveness beacon; may be nil
 	Activity    func()       // ACT LED; may be nil
 	Alarm       func(kind, detail string)
+	// Lanes is how many messages may be in flight at once (0 or 1: one, in
+	// strict spool order). With more, messages with the same LaneKey keep
+	// their spool order and different keys are delivered in parallel.
+	Lanes int
+	// LaneKey reads a message's key (for example the patient identifier);
+	// nil or "" puts every message in one fixed lane. Only used with Lanes > 1.
+	LaneKey func(raw []byte) string
 }
 
 // Worker delivers one destination's queue.
@@ -45,11 +51,13 @@ type Worker struct {
 	out  flow.Output
 	o    Options
 
-	mu      sync.Mutex
-	paused  bool
-	resume  chan struct{}
-	kick    chan struct{}
-	attempt int
+	mu     sync.Mutex
+	paused bool
+	resume chan struct{}
+	lanes  []*lane // one unless Options.Lanes says more
+	// failing counts the lanes whose first message has failed and not yet
+	// been delivered or given up; the destination is down while any is.
+	failing int
 }
 
 // New makes a worker for destination name.
@@ -60,7 +68,12 @@ func New(name string, q Queue, out flow.Output, o Options) *Worker {
 	if o.Health == nil {
 		o.Health = health.NewRegistry("", "", nil).Component(health.Destination, name, "")
 	}
-	return &Worker{name: name, q: q, out: out, o: o, resume: make(chan struct{}), kick: make(chan struct{}, 1)}
+	n := max(o.Lanes, 1)
+	w := &Worker{name: name, q: q, out: out, o: o, resume: make(chan struct{})}
+	for i := range n {
+		w.lanes = append(w.lanes, newLane(i, o))
+	}
+	return w
 }
 
 // Pause stops deliveries after the current attempt; Resume restarts them.
@@ -85,11 +98,14 @@ func (w *Worker) Resume() {
 	}
 }
 
-// Kick cuts short the current back-off, for an operator's "retry now".
+// Kick cuts short the current back-off of every lane, for an operator's
+// "retry now".
 func (w *Worker) Kick() {
-	select {
-	case w.kick <- struct{}{}:
-	default:
+	for _, l := range w.lanes {
+		select {
+		case l.kick <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -104,10 +120,10 @@ const beatEvery = 5 * time.Second
 
 // Run delivers until ctx ends. It returns nil on a clean stop.
 func (w *Worker) Run(ctx context.Context) error {
-	b := backoff.New(w.o.MaxBackoff)
-	if w.o.MinBackoff > 0 {
-		b.Min = w.o.MinBackoff
+	if len(w.lanes) > 1 {
+		return w.runLanes(ctx)
 	}
+	l := w.lanes[0]
 	var after uint64
 	if p, _ := w.pausedCh(); !p {
 		w.o.Health.SetState(health.Up)
@@ -118,23 +134,23 @@ func (w *Worker) Run(ctx context.Context) error {
 			return nil
 		}
 		if p, resume := w.pausedCh(); p {
-			w.waitFor(ctx, resume, beatEvery)
+			w.waitFor(ctx, l.kick, resume, beatEvery)
 			continue
 		}
 		batch, err := w.q.Next(w.name, after, 64)
 		if err != nil {
 			w.o.Health.Fail("", err.Error())
 			w.o.Log.Error("destination cannot read its queue", "destination", w.name, "err", err)
-			w.waitFor(ctx, nil, b.Next())
+			w.waitFor(ctx, l.kick, nil, l.b.Next())
 			continue
 		}
 		if len(batch) == 0 {
-			w.waitFor(ctx, w.q.Wait(w.name), beatEvery)
+			w.waitFor(ctx, l.kick, w.q.Wait(w.name), beatEvery)
 			continue
 		}
 		for i := range batch {
 			m := &batch[i]
-			done, err := w.deliverOne(ctx, m, b)
+			done, err := w.deliverOne(ctx, m, l)
 			if err != nil {
 				return err
 			}
@@ -146,10 +162,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 }
 
-// deliverOne keeps trying one message until it is delivered or dead (true),
-// or the worker is paused or stopped (false). The error is only for a spool
-// that cannot record the outcome.
-func (w *Worker) deliverOne(ctx context.Context, m *flow.Message, b *backoff.Backoff) (bool, error) {
+// deliverOne keeps trying one message on lane l until it is delivered or
+// dead (true), or the worker is paused or stopped (false). The error is only
+// for a spool that cannot record the outcome.
+func (w *Worker) deliverOne(ctx context.Context, m *flow.Message, l *lane) (bool, error) {
 	for {
 		w.beat()
 		if ctx.Err() != nil {
@@ -158,56 +174,108 @@ func (w *Worker) deliverOne(ctx context.Context, m *flow.Message, b *backoff.Bac
 		if p, _ := w.pausedCh(); p {
 			return false, nil
 		}
-		m.Attempts = w.attempt
+		m.Attempts = l.attempt
 		start := time.Now()
+		l.setState(laneBusy)
 		// Bounded, so the liveness beacon never goes quiet for longer than
 		// health.StallAge because of one slow peer.
 		dctx, cancel := context.WithTimeout(ctx, health.DeliverTimeout)
 		err := w.out.Deliver(dctx, m)
 		cancel()
 		if err == nil {
-			if err := w.q.Delivered(w.name, m.Seq); err != nil {
-				return false, fmt.Errorf("destination %s: record delivery of %s: %w", w.name, m.GUID, err)
-			}
-			w.attempt = 0
-			b.Reset()
-			w.o.Health.Add(health.CounterDelivered, 1)
-			if w.o.Health.State() != health.Up {
-				w.o.Health.SetState(health.Up)
-				w.o.Log.Info("destination delivering again", "destination", w.name, "guid", m.GUID)
-			}
-			if w.o.Activity != nil {
-				w.o.Activity()
-			}
-			w.o.Log.Debug("delivered", "destination", w.name, "guid", m.GUID, "seq", m.Seq, "took", time.Since(start))
-			return true, nil
+			return true, w.delivered(m, l, start)
 		}
 		if ctx.Err() != nil {
 			return false, nil
 		}
-		w.attempt++
-		w.o.Health.Add(health.CounterFailures, 1)
-		w.o.Health.Fail(health.Down, err.Error())
-		level := slog.LevelWarn
-		if errors.Is(err, flow.ErrPermanent) {
-			level = slog.LevelError
+		dead, kerr := w.failed(ctx, m, l, err)
+		if kerr != nil || dead {
+			return dead, kerr
 		}
-		w.o.Log.Log(ctx, level, "delivery failed; message stays first in line", "destination", w.name, "guid", m.GUID, "attempt", w.attempt, "err", err)
-		if w.o.MaxAttempts > 0 && w.attempt >= w.o.MaxAttempts {
-			reason := fmt.Sprintf("gave up after %d attempts (max_attempts): %v", w.attempt, err)
-			if kerr := w.q.Kill(w.name, m.Seq, reason, w.attempt); kerr != nil {
-				return false, fmt.Errorf("destination %s: move %s to dead letters: %w", w.name, m.GUID, kerr)
-			}
-			w.o.Health.Add(health.CounterDead, 1)
-			w.o.Log.Error("message moved to dead letters", "destination", w.name, "guid", m.GUID, "attempts", w.attempt)
-			if w.o.Alarm != nil {
-				w.o.Alarm(health.AlarmDeadLetter, fmt.Sprintf("destination %s: message %s moved to dead letters after %d attempts", w.name, m.GUID, w.attempt))
-			}
-			w.attempt = 0
-			return true, nil
-		}
-		w.waitFor(ctx, nil, b.Next())
+		l.setState(laneBackoff)
+		w.waitFor(ctx, l.kick, nil, l.b.Next())
 	}
+}
+
+// delivered records a delivery and brings the lane and the destination's
+// state back to normal.
+func (w *Worker) delivered(m *flow.Message, l *lane, start time.Time) error {
+	if err := w.q.Delivered(w.name, m.Seq); err != nil {
+		return fmt.Errorf("destination %s: record delivery of %s: %w", w.name, m.GUID, err)
+	}
+	w.laneRecovered(l)
+	l.b.Reset()
+	w.o.Health.Add(health.CounterDelivered, 1)
+	// With lanes, the destination is up again only when no lane still
+	// holds a failed message.
+	if w.downNow() == 0 && w.o.Health.State() != health.Up {
+		w.o.Health.SetState(health.Up)
+		w.o.Log.Info("destination delivering again", "destination", w.name, "guid", m.GUID)
+	}
+	if w.o.Activity != nil {
+		w.o.Activity()
+	}
+	w.o.Log.Debug("delivered", "destination", w.name, "guid", m.GUID, "seq", m.Seq, "lane", l.idx, "took", time.Since(start))
+	return nil
+}
+
+// failed counts and logs a failed attempt and, once max_attempts is reached,
+// moves the message to dead letters (true).
+func (w *Worker) failed(ctx context.Context, m *flow.Message, l *lane, err error) (bool, error) {
+	l.attempt++
+	w.laneFailing(l)
+	w.o.Health.Add(health.CounterFailures, 1)
+	w.o.Health.Fail(health.Down, err.Error())
+	level := slog.LevelWarn
+	if errors.Is(err, flow.ErrPermanent) {
+		level = slog.LevelError
+	}
+	w.o.Log.Log(ctx, level, "delivery failed; message stays first in line", "destination", w.name, "guid", m.GUID, "attempt", l.attempt, "lane", l.idx, "err", err)
+	if w.o.MaxAttempts == 0 || l.attempt < w.o.MaxAttempts {
+		return false, nil
+	}
+	reason := fmt.Sprintf("gave up after %d attempts (max_attempts): %v", l.attempt, err)
+	if kerr := w.q.Kill(w.name, m.Seq, reason, l.attempt); kerr != nil {
+		return false, fmt.Errorf("destination %s: move %s to dead letters: %w", w.name, m.GUID, kerr)
+	}
+	w.o.Health.Add(health.CounterDead, 1)
+	w.o.Log.Error("message moved to dead letters", "destination", w.name, "guid", m.GUID, "attempts", l.attempt)
+	if w.o.Alarm != nil {
+		w.o.Alarm(health.AlarmDeadLetter, fmt.Sprintf("destination %s: message %s moved to dead letters after %d attempts", w.name, m.GUID, l.attempt))
+	}
+	w.laneRecovered(l)
+	return true, nil
+}
+
+// laneFailing marks l as holding a failed message.
+func (w *Worker) laneFailing(l *lane) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !l.failing {
+		l.failing = true
+		w.failing++
+	}
+}
+
+// laneRecovered clears l's failure and its attempt count; it says whether
+// the lane had been failing.
+func (w *Worker) laneRecovered(l *lane) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	l.attempt = 0
+	was := l.failing
+	if l.failing {
+		l.failing = false
+		w.failing--
+	}
+	return was
+}
+
+// downNow is how many lanes hold a failed message.
+func (w *Worker) downNow() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.failing
 }
 
 func (w *Worker) beat() {
@@ -218,7 +286,7 @@ func (w *Worker) beat() {
 
 // waitFor waits for d, a signal on ch, an operator kick or the end of ctx,
 // beating the liveness beacon meanwhile.
-func (w *Worker) waitFor(ctx context.Context, ch <-chan struct{}, d time.Duration) {
+func (w *Worker) waitFor(ctx context.Context, kick, ch <-chan struct{}, d time.Duration) {
 	deadline := time.NewTimer(d)
 	defer deadline.Stop()
 	beat := time.NewTicker(beatEvery / 2)
@@ -229,7 +297,7 @@ func (w *Worker) waitFor(ctx context.Context, ch <-chan struct{}, d time.Duratio
 			return
 		case <-ch:
 			return
-		case <-w.kick:
+		case <-kick:
 			return
 		case <-deadline.C:
 			return

@@ -46,6 +46,23 @@ type Component struct {
 	lastErr  string
 	errAt    time.Time
 	counters map[string]uint64
+	lanes    func() LaneStat
+}
+
+// LaneStat is how a destination delivering over several lanes is doing.
+type LaneStat struct {
+	Lanes   int `json:"lanes"`   // configured
+	Busy    int `json:"busy"`    // with a request in flight
+	Backoff int `json:"backoff"` // waiting before retrying their first message
+	Blocked int `json:"blocked"` // holding messages while the destination is paused
+}
+
+// SetLanes sets the function that counts the component's lanes for
+// snapshots. It is called outside the component's lock.
+func (c *Component) SetLanes(f func() LaneStat) {
+	c.mu.Lock()
+	c.lanes = f
+	c.mu.Unlock()
 }
 
 // Name of the component.
@@ -100,7 +117,6 @@ func (c *Component) Counter(counter string) uint64 {
 
 func (c *Component) snapshot() ComponentSnapshot {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	s := ComponentSnapshot{
 		Name: c.name, Type: c.typ, State: c.state, Since: c.since,
 		Counters: maps.Clone(c.counters), LastError: c.lastErr,
@@ -108,6 +124,12 @@ func (c *Component) snapshot() ComponentSnapshot {
 	if !c.errAt.IsZero() {
 		t := c.errAt
 		s.LastErrorAt = &t
+	}
+	lanes := c.lanes
+	c.mu.Unlock()
+	if lanes != nil {
+		ls := lanes()
+		s.Lanes = &ls
 	}
 	return s
 }
@@ -123,6 +145,7 @@ type ComponentSnapshot struct {
 	QueuedAtStart    int64             `json:"queued_at_start,omitempty"`
 	Dead             int64             `json:"dead,omitempty"`
 	OldestAgeSeconds float64           `json:"oldest_age_seconds,omitempty"`
+	Lanes            *LaneStat         `json:"lanes,omitempty"` // only for a destination with lanes > 1
 	LastError        string            `json:"last_error,omitempty"`
 	LastErrorAt      *time.Time        `json:"last_error_at,omitempty"`
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"os"
 	"sync"
@@ -30,6 +31,9 @@ type Options struct {
 	// profile refuses: a spoofed or misconfigured ping server is an
 	// operator's problem, not only a retry.
 	Alarm func(kind, detail string)
+	// Lanes is how many Deliver calls a destination's worker may make at
+	// once (0 or 1: one at a time); as many connections are kept alive.
+	Lanes int
 }
 
 // identity is how the gateway presents itself in every request.
@@ -95,8 +99,10 @@ func fillOptions(opts *Options, kind health.Kind, name string) {
 }
 
 // Destination posts spooled messages to a web service (PROTOCOL.md,
-// "Destination"). It implements flow.Output. Deliver calls are serialised:
-// the protocol is one message per request, in spool order.
+// "Destination"). It implements flow.Output. The protocol is one message per
+// request; Deliver may be called from several goroutines (a worker with
+// lanes), which then share one session: one ping, and a post each over
+// kept-alive connections. The caller keeps whatever order it needs.
 type Destination struct {
 	peer
 	name   string
@@ -105,10 +111,18 @@ type Destination struct {
 	health *health.Component
 	now    func() time.Time
 	alarm  func(kind, detail string)
+	// upOnSuccess: a success sets the state up. With lanes the worker does
+	// that, and only when no other lane is still failing.
+	upOnSuccess bool
 
 	repingNext atomic.Bool // set by Reping from any goroutine
 
-	mu          sync.Mutex // serialises Deliver; guards the session below
+	pingMu sync.Mutex // one ping at a time: concurrent posts share its session
+	// serial is held around a whole ping and post while the server asks
+	// for a ping before every post: each post then has its own session.
+	serial sync.Mutex
+
+	mu          sync.Mutex // guards the session below
 	postURL     *url.URL   // nil: no session, ping first
 	sessionAt   time.Time
 	repingEvery bool // the server asked for a ping before every post
@@ -129,6 +143,12 @@ func NewDestination(name string, cfg DestinationConfig, opts Options) (*Destinat
 	if err != nil {
 		return nil, fmt.Errorf("webservice destination %q: %w", name, err)
 	}
+	if tr, ok := p.x.client.Transport.(*http.Transport); ok && opts.Lanes > tr.MaxIdleConnsPerHost {
+		// Keep a connection per lane alive between posts; fewer would
+		// close and re-handshake one after nearly every post.
+		tr.MaxIdleConnsPerHost = opts.Lanes
+		tr.MaxIdleConns = opts.Lanes + 2
+	}
 	return &Destination{
 		peer:   p,
 		name:   name,
@@ -137,6 +157,8 @@ func NewDestination(name string, cfg DestinationConfig, opts Options) (*Destinat
 		health: opts.Health,
 		now:    opts.Now,
 		alarm:  opts.Alarm,
+
+		upOnSuccess: opts.Lanes <= 1,
 	}, nil
 }
 
@@ -157,8 +179,10 @@ func (d *Destination) Deliver(ctx context.Context, m *flow.Message) error {
 		// The server could neither deduplicate nor acknowledge it.
 		return fmt.Errorf("message %d has no GUID; the spool assigns one to every message: %w", m.Seq, flow.ErrPermanent)
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	if d.pingEveryPost() {
+		d.serial.Lock()
+		defer d.serial.Unlock()
+	}
 	msh := postAttributes(m.Raw)
 	log := d.log.With("guid", m.GUID, "control_id", msh.ControlID)
 
@@ -182,14 +206,15 @@ func (d *Destination) Deliver(ctx context.Context, m *flow.Message) error {
 		err = fmt.Errorf("post to %s: %w: the ACK names GUID %q, want %q", target.Host, ErrTransport, wire.Clean(ack.GUID(), 64), m.GUID)
 	}
 	if err != nil {
-		d.postURL = nil
 		return d.fail(ctx, log, "post", err)
 	}
-	if d.repingEvery {
-		d.postURL = nil
+	if d.pingEveryPost() {
+		d.endSession()
 	}
 	d.health.Add(health.CounterAcked, 1)
-	d.health.SetState(health.Up)
+	if d.upOnSuccess {
+		d.health.SetState(health.Up)
+	}
 	log.Debug("delivered", "attempts", m.Attempts)
 	return nil
 }
@@ -217,11 +242,16 @@ func postAttributes(raw []byte) wire.MSH {
 // the server asked for a ping before every post, an operator asked for a
 // reping, or the session lifetime has run out.
 func (d *Destination) session(ctx context.Context) (*url.URL, error) {
+	d.pingMu.Lock()
+	defer d.pingMu.Unlock()
 	forced := d.repingNext.Swap(false)
-	if d.postURL != nil && !forced && d.now().Sub(d.sessionAt) < d.cfg.SessionLifetime.D() {
-		return d.postURL, nil
+	d.mu.Lock()
+	u, at := d.postURL, d.sessionAt
+	d.mu.Unlock()
+	if u != nil && !forced && d.now().Sub(at) < d.cfg.SessionLifetime.D() {
+		return u, nil
 	}
-	d.postURL = nil
+	d.endSession()
 	req := &wire.Ping{
 		LogonID:      d.id.logonID,
 		Password:     d.id.password,
@@ -237,15 +267,33 @@ func (d *Destination) session(ctx context.Context) (*url.URL, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ping reply from %s: %w", d.start.Host, err)
 	}
+	d.mu.Lock()
 	d.postURL, d.sessionAt, d.repingEvery = u, d.now(), reply.RepingRequested()
-	d.health.SetState(health.Up)
-	d.log.Info("session started", "post_host", u.Host, "reping", d.repingEvery, "forced", forced)
+	d.mu.Unlock()
+	if d.upOnSuccess {
+		d.health.SetState(health.Up)
+	}
+	d.log.Info("session started", "post_host", u.Host, "reping", reply.RepingRequested(), "forced", forced)
 	return u, nil
+}
+
+// endSession makes the next post ping first.
+func (d *Destination) endSession() {
+	d.mu.Lock()
+	d.postURL = nil
+	d.mu.Unlock()
+}
+
+// pingEveryPost says whether the server asked for a ping before every post.
+func (d *Destination) pingEveryPost() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.repingEvery
 }
 
 // fail counts, logs and reports one failed step and returns err.
 func (d *Destination) fail(ctx context.Context, log *slog.Logger, step string, err error) error {
-	d.postURL = nil
+	d.endSession()
 	if ctx.Err() != nil {
 		// Shutting down, or the worker gave up: not the peer's fault.
 		return err
