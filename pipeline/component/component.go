@@ -50,7 +50,11 @@ type Deps struct {
 	Activity func()                    // ACT LED flash; may be nil
 	DeviceID string                    // device.id (COMPUTERNAME and the like)
 	Version  string                    // firmware version
-	Intake   flow.Intake               // sources only: where received messages go (routed into the spool)
+	// Lanes is how many Deliver calls the destination's worker may make at
+	// once (the destination's `lanes`; 1 when it has none); a destination
+	// can keep as many connections open. Destinations only.
+	Lanes  int
+	Intake flow.Intake // sources only: where received messages go (routed into the spool)
 }
 
 // Runner is a built source: it runs until its context ends. A source is
@@ -78,6 +82,13 @@ type BackoffLimiter interface {
 // never by a remote config-apply.
 type Local interface {
 	ReachesNoHost()
+}
+
+// LaneLimiter is implemented by a Config whose type's Output may be called
+// from several goroutines at once: MaxLanes is how many, as configured.
+// A destination type without it takes `lanes` of 1 only.
+type LaneLimiter interface {
+	MaxLanes() int
 }
 
 // SourceType is one registered `type:` of sources.

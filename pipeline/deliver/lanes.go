@@ -56,6 +56,9 @@ type lane struct {
 
 	attempt int  // failed attempts of the first message; the lane's goroutine only
 	failing bool // guarded by Worker.mu
+	// troubled mirrors failing for the dispatcher, which steers new keys
+	// away from a lane whose first message keeps failing.
+	troubled atomic.Bool
 
 	queue []item // guarded by dispatcher.mu; queue[0] is in flight or next
 }
@@ -76,7 +79,8 @@ type item struct {
 }
 
 // KeyAt reads the lane key at path p (for example PID-3.1). A message that
-// does not parse or lacks the field has the empty key: it goes to lane 0.
+// does not parse or lacks the field has the empty key, which is one key like
+// any other: all such messages share one lane and keep their order.
 func KeyAt(p hl7.Path) func(raw []byte) string {
 	return func(raw []byte) string {
 		m, err := hl7.Parse(raw)
@@ -236,13 +240,10 @@ func (d *dispatcher) roomLocked() bool {
 }
 
 // chooseLocked picks the lane for a message with key k, or nil when the
-// lane it must go to is full. Messages without a key always take lane 0.
+// lane it must go to is full.
 func (d *dispatcher) chooseLocked(k string) *lane {
 	lanes := d.w.lanes
-	if l, ok := d.owner[k]; ok || k == "" {
-		if !ok {
-			l = lanes[0]
-		}
+	if l, ok := d.owner[k]; ok {
 		if len(l.queue) < laneDepth {
 			return l
 		}
@@ -255,7 +256,7 @@ func (d *dispatcher) chooseLocked(k string) *lane {
 		if score >= laneDepth {
 			continue
 		}
-		if laneState(l.state.Load()) == laneBackoff {
+		if l.troubled.Load() {
 			score += laneDepth // only when every other lane is full
 		}
 		if best == nil || score < bestScore {

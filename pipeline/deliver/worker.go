@@ -253,6 +253,7 @@ func (w *Worker) laneFailing(l *lane) {
 	defer w.mu.Unlock()
 	if !l.failing {
 		l.failing = true
+		l.troubled.Store(true)
 		w.failing++
 	}
 }
@@ -266,6 +267,7 @@ func (w *Worker) laneRecovered(l *lane) bool {
 	was := l.failing
 	if l.failing {
 		l.failing = false
+		l.troubled.Store(false)
 		w.failing--
 	}
 	return was

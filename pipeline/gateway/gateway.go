@@ -202,7 +202,9 @@ func (g *Gateway) buildDestination(d Destination) error {
 		comp.SetState(health.Up)
 		return nil
 	}
-	out, err := t.Build(d.Config, g.deps(d.Name, comp))
+	deps := g.deps(d.Name, comp)
+	deps.Lanes = max(d.Lanes, 1)
+	out, err := t.Build(d.Config, deps)
 	if err != nil {
 		return err
 	}
@@ -219,6 +221,7 @@ func (g *Gateway) buildDestination(d Destination) error {
 		MaxAttempts: d.MaxAttempts, MaxBackoff: maxBackoff, MinBackoff: g.o.MinBackoff,
 		Log: g.o.Log, Health: comp, Loop: g.o.Health.Loop("deliver/" + d.Name),
 		Activity: g.o.Activity, Alarm: g.o.Alarm,
+		Lanes: d.Lanes, LaneKey: deliver.KeyAt(d.LaneKeyPath()),
 	})
 	return nil
 }

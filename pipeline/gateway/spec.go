@@ -11,6 +11,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/hl7edge/hl7edge/pipeline/component"
+	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/route"
 	"github.com/hl7edge/hl7edge/pipeline/units"
 )
@@ -35,6 +36,11 @@ type Destination struct {
 	Match       route.Match
 	MaxAttempts int
 	MaxBackoff  units.Duration
+	// Lanes and LaneKey: up to Lanes messages in flight at once, messages
+	// with the same value at LaneKey (a field path; default PID-3.1) in
+	// spool order. 0 or 1 is one message at a time in strict spool order.
+	Lanes   int
+	LaneKey string
 	// Config is the type's block, as for Source; nil for a type with no
 	// keys of its own (a rubbish bin).
 	Config component.Config
@@ -44,7 +50,7 @@ type Destination struct {
 // Keys every source and every destination has, whatever its type.
 var (
 	sourceKeys = []string{"name", "type"}
-	destKeys   = []string{"name", "type", "match", "max_attempts", "max_backoff"}
+	destKeys   = []string{"name", "type", "match", "max_attempts", "max_backoff", "lanes", "lane_key"}
 )
 
 // UnmarshalYAML reads the keys every source has and keeps the entry: which
@@ -70,12 +76,15 @@ func (d *Destination) UnmarshalYAML(n *yaml.Node) error {
 		Match       route.Match    `yaml:"match"`
 		MaxAttempts int            `yaml:"max_attempts"`
 		MaxBackoff  units.Duration `yaml:"max_backoff"`
+		Lanes       int            `yaml:"lanes"`
+		LaneKey     string         `yaml:"lane_key"`
 	}
 	if err := n.Decode(&common); err != nil {
 		return err
 	}
 	d.Name, d.Type, d.Line, d.node = common.Name, common.Type, n.Line, n
 	d.Match, d.MaxAttempts, d.MaxBackoff = common.Match, common.MaxAttempts, common.MaxBackoff
+	d.Lanes, d.LaneKey = common.Lanes, common.LaneKey
 	return nil
 }
 
@@ -287,4 +296,48 @@ func (v *validator) destination(d *Destination) {
 	if d.MaxAttempts < 0 {
 		v.add(d.Line, "destination %q: max_attempts %d: use 0 (retry forever) or a positive count", d.Name, d.MaxAttempts)
 	}
+	if err := d.validateLanes(); err != nil {
+		v.add(d.Line, "%s: %v", prefix, err)
+	}
+}
+
+// MaxLanes bounds lanes: past a few dozen requests in flight a receiver is
+// more likely to refuse them than to go faster.
+const MaxLanes = 64
+
+// DefaultLaneKey is the patient identifier: one patient's messages keep
+// their order.
+const DefaultLaneKey = "PID-3.1"
+
+// validateLanes checks lanes against what the type (as configured) can
+// take at once, and the lane key's field path.
+func (d *Destination) validateLanes() error {
+	limit := 1
+	if l, ok := d.Config.(component.LaneLimiter); ok {
+		limit = min(l.MaxLanes(), MaxLanes)
+	}
+	switch {
+	case d.Lanes < 0 || d.Lanes > MaxLanes:
+		return fmt.Errorf("lanes %d: use 1 (one message at a time, strict spool order) up to %d", d.Lanes, MaxLanes)
+	case d.Lanes > limit && limit <= 1:
+		return fmt.Errorf("lanes %d: a %s destination delivers one message at a time as configured; leave lanes out or use a type that takes several (webservice)", d.Lanes, d.Type)
+	case d.Lanes > limit:
+		return fmt.Errorf("lanes %d: a %s destination takes at most %d as configured", d.Lanes, d.Type, limit)
+	}
+	if d.LaneKey != "" {
+		if _, err := hl7.ParsePath(d.LaneKey); err != nil {
+			return fmt.Errorf("lane_key: %w", err)
+		}
+	}
+	return nil
+}
+
+// LaneKeyPath is the field the destination's lanes are keyed on.
+func (d *Destination) LaneKeyPath() hl7.Path {
+	k := d.LaneKey
+	if k == "" {
+		k = DefaultLaneKey
+	}
+	p, _ := hl7.ParsePath(k) // validateLanes checked it
+	return p
 }

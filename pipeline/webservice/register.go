@@ -20,7 +20,9 @@ func Register(r *component.Registry) {
 	src.Liveness = true // beaten in every poll round and while it waits
 	r.AddSource(src)
 	r.AddDestination(component.NewDestination("webservice", sample, func(c *DestinationConfig, d component.Deps) (flow.Output, error) {
-		return NewDestination(d.Name, *c, options(d))
+		o := options(d)
+		o.Lanes = d.Lanes
+		return NewDestination(d.Name, *c, o)
 	}))
 }
 
@@ -32,3 +34,7 @@ func options(d component.Deps) Options {
 // destination-wide key is not set: the same key, read by this block with
 // its own default.
 func (c *DestinationConfig) MaxBackoffDefault() time.Duration { return c.MaxBackoff.D() }
+
+// MaxLanes: posts of one session may be in flight side by side, each on its
+// own kept-alive connection.
+func (c *DestinationConfig) MaxLanes() int { return 64 }
