@@ -31,7 +31,7 @@ func cmdCommand(args []string, stdout, stderr io.Writer) error {
 	pwFile := fs.String("password-file", "", "file holding the secret key's password (default: ask on the terminal)")
 	device := fs.String("device", "", "the gateway's device.id; the command is valid for it alone")
 	id := fs.String("id", "", "command id (default: random); a gateway obeys each id once")
-	expires := fs.Duration("expires", 15*time.Minute, "how long the command stays valid (at most 168h)")
+	expires := fs.Duration("expires", 15*time.Minute, "how long the command stays valid (at most 24h)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return errors.New("bad arguments")
 	}

@@ -17,6 +17,9 @@ import (
 	"github.com/hl7edge/hl7edge/storage"
 )
 
+// maxIdentifySeconds caps identify: the LEDs are how a nurse reads the box.
+const maxIdentifySeconds = 3600
+
 type nameArgs struct {
 	Name        string   `json:"name"`
 	Destination string   `json:"destination"`
@@ -147,6 +150,9 @@ func (a *Appliance) register(b *Box, engine *leds.Engine, alarm func(kind, detai
 		s := args.Seconds
 		if s <= 0 {
 			s = 30
+		}
+		if s > maxIdentifySeconds {
+			return nil, "", fmt.Errorf("identify for %d s: at most %d s (an hour); send it again for longer", s, maxIdentifySeconds)
 		}
 		engine.Identify(time.Duration(s) * time.Second)
 		return nil, fmt.Sprintf("blinking all LEDs for %ds", s), nil

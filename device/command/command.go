@@ -106,6 +106,10 @@ func (d *Dispatcher) Check(req Request) string {
 	if req.Expires != nil && !d.now().Before(*req.Expires) {
 		return fmt.Sprintf("command expired at %s; send it again with a later expiry", req.Expires.UTC().Format(time.RFC3339))
 	}
+	if req.Expires != nil && req.Expires.Sub(d.now()) > MaxExpiry {
+		return fmt.Sprintf("command expires at %s, more than 24h ahead; commands are for now: send it with an expiry within 24h",
+			req.Expires.UTC().Format(time.RFC3339))
+	}
 	d.mu.RLock()
 	_, ok := d.handlers[req.Name]
 	d.mu.RUnlock()
@@ -114,6 +118,10 @@ func (d *Dispatcher) Check(req Request) string {
 	}
 	return ""
 }
+
+// MaxExpiry is the longest a command may stay valid: one captured on the
+// broker must not be replayable for years.
+const MaxExpiry = 24 * time.Hour
 
 type idKey struct{}
 

@@ -24,6 +24,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/ratelog"
 )
 
 // Options are the agent's collaborators.
@@ -56,6 +57,7 @@ type Agent struct {
 	topics   topics
 	comp     *health.Component
 	out      *outbox
+	cmdLog   *slog.Logger // a.log rate-limited: what a command flood can make it write
 	started  atomic.Bool
 
 	// Tuning; tests shorten the waits.
@@ -118,6 +120,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 		a.log = slog.New(slog.DiscardHandler)
 	}
 	a.log = a.log.With("component", "mqtt")
+	a.cmdLog = ratelog.Logger(a.log, time.Second, cmdLogBurst)
 	if a.now == nil {
 		a.now = time.Now
 	}
@@ -160,6 +163,14 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	}
 	a.session = s
 	a.comp = opts.Registry.Component(health.Service, "mqtt", "mqtt")
+	// Drops are counted as they happen, so a flood shows while it lasts.
+	a.out.onDrop = func(k kind) {
+		if k == kindAlarm {
+			a.comp.Add(health.CounterAlarmsDropped, 1)
+		} else {
+			a.comp.Add(health.CounterResponsesDropped, 1)
+		}
+	}
 	a.registerHealth()
 	return a, nil
 }

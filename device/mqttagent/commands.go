@@ -15,7 +15,13 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/trust"
+	"github.com/hl7edge/hl7edge/pipeline/health"
 )
+
+// cmdLogBurst is how many lines of each kind the command path logs per
+// second; a flood's other lines are counted (health) and summed
+// ("suppressed") on the next line written.
+const cmdLogBurst = 5
 
 // Limits on a command and its answer.
 const (
@@ -121,7 +127,7 @@ func (a *Agent) parseCommand(payload []byte) (command.Request, bool, string) {
 	}
 	r, why := parseRequest(inner)
 	if why == "" {
-		a.log.Info("mqtt signed command verified", "id", r.ID, "name", r.Name, "key", signer)
+		a.cmdLog.Info("mqtt signed command verified", "id", r.ID, "name", r.Name, "key", signer)
 	}
 	return r, why == "", why
 }
@@ -154,22 +160,26 @@ func (a *Agent) onCommand(_ mqtt.Client, m mqtt.Message) {
 		why = a.opts.Dispatcher.Check(req)
 	}
 	if why != "" {
-		a.log.Info("mqtt command rejected", "id", req.ID, "name", req.Name, "why", why)
+		a.comp.Add(health.CounterCommandsRejected, 1)
+		a.cmdLog.Info("mqtt command rejected", "id", req.ID, "name", req.Name, "why", why)
 		a.respond(command.Response{ID: req.ID, Name: req.Name, Status: command.Rejected, Detail: why})
 		return
 	}
 	a.cmdMu.Lock()
 	defer a.cmdMu.Unlock()
 	if a.cmdClosed {
+		a.comp.Add(health.CounterCommandsRejected, 1)
 		a.respond(command.Response{ID: req.ID, Name: req.Name, Status: command.Rejected, Detail: "agent is stopping; send the command again after it restarts"})
 		return
 	}
 	select {
 	case a.cmdQ <- req:
-		a.log.Info("mqtt command accepted", "id", req.ID, "name", req.Name)
+		a.comp.Add(health.CounterCommandsAccepted, 1)
+		a.cmdLog.Info("mqtt command accepted", "id", req.ID, "name", req.Name)
 		a.respond(command.Response{ID: req.ID, Name: req.Name, Status: command.Accepted})
 	default:
-		a.log.Warn("mqtt command rejected: queue full", "id", req.ID, "name", req.Name)
+		a.comp.Add(health.CounterCommandsRejected, 1)
+		a.cmdLog.Warn("mqtt command rejected: queue full", "id", req.ID, "name", req.Name)
 		a.respond(command.Response{ID: req.ID, Name: req.Name, Status: command.Rejected,
 			Detail: fmt.Sprintf("busy: %d commands are waiting; send it again later", cap(a.cmdQ))})
 	}
@@ -222,7 +232,7 @@ func (a *Agent) run(ctx context.Context, req command.Request) (resp command.Resp
 func (a *Agent) finish(resp command.Response) {
 	a.cmdMu.Lock()
 	defer a.cmdMu.Unlock()
-	a.log.Info("mqtt command done", "id", resp.ID, "name", resp.Name, "status", resp.Status)
+	a.cmdLog.Info("mqtt command done", "id", resp.ID, "name", resp.Name, "status", resp.Status)
 	a.respond(resp)
 }
 

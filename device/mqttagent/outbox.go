@@ -37,6 +37,21 @@ type outbox struct {
 	droppedResps  uint64
 
 	wake chan struct{} // capacity 1: a pending signal is never lost
+
+	// onDrop, when set, is told of each message dropped to the bounds
+	// (called with mu held: it must not call back into the outbox).
+	onDrop func(kind)
+}
+
+func (o *outbox) drop(k kind) {
+	if k == kindAlarm {
+		o.droppedAlarms++
+	} else {
+		o.droppedResps++
+	}
+	if o.onDrop != nil {
+		o.onDrop(k)
+	}
 }
 
 func newOutbox(alarmCap, respCap int) *outbox {
@@ -59,13 +74,13 @@ func (o *outbox) put(m outMsg) {
 	case kindAlarm:
 		if len(o.alarms) >= o.alarmCap {
 			o.alarms = o.alarms[1:]
-			o.droppedAlarms++
+			o.drop(kindAlarm)
 		}
 		o.alarms = append(o.alarms, m)
 	default:
 		if len(o.resps) >= o.respCap {
 			o.resps = o.resps[1:]
-			o.droppedResps++
+			o.drop(kindResponse)
 		}
 		o.resps = append(o.resps, m)
 	}
@@ -83,13 +98,13 @@ func (o *outbox) requeue(m outMsg) {
 		o.healthDue, o.healthTopic = true, m.topic
 	case kindAlarm:
 		if len(o.alarms) >= o.alarmCap {
-			o.droppedAlarms++ // it is the oldest
+			o.drop(kindAlarm) // it is the oldest
 			return
 		}
 		o.alarms = append([]outMsg{m}, o.alarms...)
 	default:
 		if len(o.resps) >= o.respCap {
-			o.droppedResps++
+			o.drop(kindResponse)
 			return
 		}
 		o.resps = append([]outMsg{m}, o.resps...)

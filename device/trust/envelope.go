@@ -31,8 +31,9 @@ type Inner struct {
 // Limits on signed commands.
 const (
 	// MaxValidity bounds how far ahead a signed command may expire: the
-	// replay record must hold every id until its expiry.
-	MaxValidity = 7 * 24 * time.Hour
+	// replay record must hold every id until its expiry. It is the limit
+	// of every command (command.MaxExpiry), signed or not.
+	MaxValidity = command.MaxExpiry
 	// MaxUsed bounds the replay record.
 	MaxUsed = 4096
 )
@@ -110,7 +111,7 @@ func (g *Gate) Open(payload []byte) (command.Request, string, error) {
 	}
 	now := g.now()
 	if in.Expires == nil {
-		return req, keyID, errors.New(`signed command has no "expires"; a signed command must expire (at most 7 days ahead) so its id can be remembered until then`)
+		return req, keyID, errors.New(`signed command has no "expires"; a signed command must expire (at most 24h ahead) so its id can be remembered until then`)
 	}
 	if !now.Before(*in.Expires) {
 		return req, keyID, fmt.Errorf("signed command expired at %s; sign it again with a later expiry", in.Expires.UTC().Format(time.RFC3339))

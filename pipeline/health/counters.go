@@ -70,4 +70,11 @@ const (
 	CounterRefusedPerPeer     = "refused_per_peer"     // connections refused at max_connections_per_peer for their address
 	CounterEvicted            = "evicted_connections"  // connections closed to make room: the listener was full and they had sent nothing
 	CounterFirstFrameTimeouts = "first_frame_timeouts" // connections closed with no complete frame within first_frame_timeout
+
+	// MQTT agent (service "mqtt").
+
+	CounterCommandsAccepted = "commands_accepted" // cmd/req commands queued to run
+	CounterCommandsRejected = "commands_rejected" // cmd/req commands rejected unrun: malformed, expired, unknown or busy
+	CounterResponsesDropped = "responses_dropped" // cmd/res answers dropped because more waited than the outbox holds
+	CounterAlarmsDropped    = "alarms_dropped"    // alarms dropped because more waited than the outbox holds
 )
