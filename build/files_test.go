@@ -201,6 +201,19 @@ func TestUnit(t *testing.T) {
 			t.Errorf("file destination %s writes to %s, outside StateDirectory %s", d.Name, fileOf(d).Dir, state)
 		}
 	}
+	// Firmware images are written and then executed from firmware.dir
+	// (device/firmware): it must be writable, and no path list may forbid
+	// executing there.
+	if !strings.HasPrefix(c.Firmware.Dir+"/", state) {
+		t.Errorf("firmware.dir %s is outside StateDirectory %s, the only writable place for images", c.Firmware.Dir, state)
+	}
+	for _, k := range []string{"NoExecPaths", "ExecPaths", "ReadOnlyPaths", "InaccessiblePaths"} {
+		for _, v := range u["Service"][k] {
+			if strings.HasPrefix(c.Firmware.Dir+"/", strings.TrimPrefix(strings.TrimPrefix(v, "-"), "+")) || strings.HasPrefix(v, "/var") || v == "/" {
+				t.Errorf("%s=%s covers firmware.dir %s: the launcher could not run a downloaded image", k, v, c.Firmware.Dir)
+			}
+		}
+	}
 	if run := "/run/" + u.one(t, "Service", "RuntimeDirectory"); filepath.Dir(c.Admin.Socket) != run {
 		t.Errorf("admin.socket %s is not in RuntimeDirectory %s", c.Admin.Socket, run)
 	}
@@ -297,6 +310,7 @@ func TestTmpfilesCleansArchiveOnly(t *testing.T) {
 	oldArchive := mk(filepath.Join(fileOf(files[0]).Dir, "old.hl7"), old)
 	newArchive := mk(filepath.Join(fileOf(files[0]).Dir, "new.hl7"), time.Now())
 	oldSpool := mk(filepath.Join(c.Spool.Dir, "000001.sst"), old)
+	oldImage := mk(filepath.Join(c.Firmware.Dir, "hl7edge-1.0"), old)
 	conf, err := filepath.Abs("hl7edge.tmpfiles")
 	if err != nil {
 		t.Fatal(err)
@@ -307,7 +321,7 @@ func TestTmpfilesCleansArchiveOnly(t *testing.T) {
 	if _, err := os.Stat(oldArchive); !os.IsNotExist(err) {
 		t.Errorf("a 30-day-old archive file survived the clean-up (%v)", err)
 	}
-	for _, p := range []string{newArchive, oldSpool} {
+	for _, p := range []string{newArchive, oldSpool, oldImage} {
 		if _, err := os.Stat(p); err != nil {
 			t.Errorf("the clean-up removed %s: %v", p, err)
 		}

@@ -56,6 +56,10 @@ usage:
   hl7edge config sample [TYPE]         a source or destination type's keys and defaults, or the types
   hl7edge command sign --key FILE --device ID [--expires 15m] [--id ID] NAME [ARGS_JSON]
                                        sign a command for MQTT with a minisign secret key (operators)
+  hl7edge firmware args --url URL --version V IMAGE
+                                       firmware-update args for IMAGE and IMAGE.minisig (operators)
+  hl7edge firmware state [--config FILE]
+                                       the gateway's firmware state file
   hl7edge selftest                     spool and MLLP round trip on this machine
   hl7edge version
 `
@@ -86,6 +90,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		err = cmdConfig(rest, stdout)
 	case "command":
 		err = cmdCommand(rest, stdout, stderr)
+	case "firmware":
+		err = cmdFirmware(rest, stdout, stderr)
 	case "selftest":
 		err = cmdSelftest(ctx, stdout)
 	case "version", "--version", "-v":

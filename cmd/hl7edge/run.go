@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
+	"log/slog"
 
 	"github.com/hl7edge/hl7edge/device/appliance"
 	"github.com/hl7edge/hl7edge/device/config"
+	"github.com/hl7edge/hl7edge/device/firmware"
 )
 
 func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
@@ -17,5 +20,16 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return errors.New("bad arguments")
 	}
-	return appliance.Run(ctx, appliance.Options{ConfigPath: *path, Version: version, LogOut: stderr})
+	// The installed binary is the launcher: a committed or trial image in
+	// firmware.dir replaces this process here (and does not come back).
+	if cfg, err := config.Load(*path); err == nil {
+		firmware.Launch(cfg.Firmware.Dir, slog.New(slog.NewTextHandler(stderr, nil)).With("component", "launcher"))
+	}
+	err := appliance.Run(ctx, appliance.Options{ConfigPath: *path, Version: version, LogOut: stderr})
+	if errors.Is(err, appliance.ErrRelaunch) {
+		// Restart= (the unit has Restart=always) starts the launcher again.
+		fmt.Fprintf(stderr, "hl7edge: %v\n", err)
+		return nil
+	}
+	return err
 }

@@ -61,6 +61,8 @@ type Appliance struct {
 	o       Options
 	ring    *logRing
 	restart chan string
+	// relaunch asks Run to end with ErrRelaunch (a firmware switch).
+	relaunch chan string
 
 	mu      sync.Mutex
 	pending *pendingApply
@@ -84,7 +86,7 @@ func Run(ctx context.Context, o Options) error {
 	if o.ApplyGrace <= 0 {
 		o.ApplyGrace = time.Minute
 	}
-	a := &Appliance{o: o, ring: newLogRing(1000), restart: make(chan string, 1)}
+	a := &Appliance{o: o, ring: newLogRing(1000), restart: make(chan string, 1), relaunch: make(chan string, 1)}
 	for {
 		cfg, err := config.Load(o.ConfigPath)
 		if err == nil {
@@ -95,6 +97,9 @@ func Run(ctx context.Context, o Options) error {
 			}
 			if err == nil && again {
 				continue
+			}
+			if errors.Is(err, ErrRelaunch) {
+				return err
 			}
 		}
 		if err != nil && a.rollback(err) {
@@ -171,9 +176,11 @@ func (a *Appliance) runOnce(parent context.Context, cfg *config.Config) (bool, e
 		DeviceID: cfg.Device.ID, Version: a.o.Version, Logger: log, Registry: reg, Dispatcher: disp,
 		SessionFile: filepath.Join(cfg.StateDir(), "mqtt.session"),
 	}
-	if keys, err := trust.ParseKeys(cfg.Trust.Keys); err != nil {
+	keys, err := trust.ParseKeys(cfg.Trust.Keys)
+	if err != nil {
 		return false, err
-	} else if keys.Len() > 0 {
+	}
+	if keys.Len() > 0 {
 		agentOpts.Signed = trust.NewGate(keys, cfg.Device.ID, filepath.Join(cfg.StateDir(), "signed-commands.json"), nil).Open
 	}
 	agent, err := mqttagent.New(cfg.MQTT, agentOpts)
@@ -199,6 +206,7 @@ func (a *Appliance) runOnce(parent context.Context, cfg *config.Config) (bool, e
 	}
 	box := &Box{Config: cfg, Gateway: gw, Registry: reg, Agent: agent, Commands: disp, Log: log}
 	a.register(box, engine, alarm)
+	fw := a.firmwareManager(cfg, keys, reg, agent, disp, alarm)
 
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
@@ -224,6 +232,7 @@ func (a *Appliance) runOnce(parent context.Context, cfg *config.Config) (bool, e
 	}
 	spawn("admin", admin.NewServer(cfg.Admin.Socket, disp, log).Run)
 	spawn("watchdog", func(ctx context.Context) error { return wd.Run(ctx, reg) })
+	spawn("firmware", fw.Run)
 	spawn("link", func(ctx context.Context) error { return followMQTT(ctx, reg, engine, agent.Enabled()) })
 	engine.SetReady(true)
 	if err := wd.Ready(); err != nil {
@@ -254,6 +263,9 @@ func (a *Appliance) runOnce(parent context.Context, cfg *config.Config) (bool, e
 	case why := <-a.restart:
 		log.Info("restarting", "why", why)
 		again = true
+	case why := <-a.relaunch:
+		log.Info("stopping for a firmware switch; the service manager starts the launcher again", "why", why)
+		runErr = ErrRelaunch
 	case runErr = <-errs:
 	case runErr = <-gwDone:
 		if runErr == nil {

@@ -20,4 +20,7 @@ const (
 	ConfigApply  = "config-apply" // validate, write and restart with a new configuration; roll back if unhealthy
 	TailLog      = "tail-log"     // the last lines of the daemon's log
 	Restart      = "restart"      // restart the pipeline in-process (the configuration is read again)
+	// FirmwareUpdate downloads a signed image, switches to it on trial and
+	// rolls back unless it stays healthy (device/firmware).
+	FirmwareUpdate = "firmware-update"
 )

@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/hl7edge/hl7edge/board"
+	"github.com/hl7edge/hl7edge/device/firmware"
 	"github.com/hl7edge/hl7edge/device/mqttagent"
 	"github.com/hl7edge/hl7edge/device/trust"
 	"github.com/hl7edge/hl7edge/pipeline/component"
@@ -54,6 +55,7 @@ type Config struct {
 	MQTT         mqttagent.Config      `yaml:"mqtt"`
 	LEDs         board.LEDConfig       `yaml:"leds"`
 	Trust        trust.Config          `yaml:"trust"`
+	Firmware     firmware.Config       `yaml:"firmware"`
 	// Path is the file it was read from.
 	Path string `yaml:"-"`
 	// Types are the source and destination types the file may name
@@ -136,6 +138,7 @@ func (c *Config) SetDefaults() {
 	}
 	c.Spool.SetDefaults()
 	c.MQTT.SetDefaults()
+	c.Firmware.SetDefaults(c.StateDir())
 }
 
 var deviceID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
@@ -173,6 +176,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.Trust.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Firmware.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -432,6 +432,16 @@ func (a *Agent) Alarm(kind, detail string) {
 	a.out.put(outMsg{topic: a.topics.alarm, payload: b, kind: kindAlarm})
 }
 
+// Retain publishes payload retained on <topic root>/<device>/<sub>; while
+// the broker is unreachable only the latest payload per topic is kept. It
+// never blocks.
+func (a *Agent) Retain(sub string, payload []byte) {
+	if !a.Enabled() {
+		return
+	}
+	a.out.put(outMsg{topic: a.cfg.TopicRoot + "/" + a.opts.DeviceID + "/" + sub, payload: payload, retained: true, kind: kindState})
+}
+
 func clip(s string, n int) string {
 	if len(s) <= n {
 		return s

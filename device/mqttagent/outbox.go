@@ -16,6 +16,7 @@ const (
 	kindResponse kind = iota
 	kindAlarm
 	kindHealth
+	kindState // retained, latest per topic (the firmware state)
 )
 
 // outbox holds what waits for the broker, bounded so that a long outage
@@ -31,6 +32,7 @@ type outbox struct {
 	mu            sync.Mutex
 	healthDue     bool
 	healthTopic   string
+	states        map[string]outMsg // latest retained state per topic
 	alarms        []outMsg
 	resps         []outMsg
 	droppedAlarms uint64
@@ -71,6 +73,8 @@ func (o *outbox) put(m outMsg) {
 	switch m.kind {
 	case kindHealth:
 		o.healthDue, o.healthTopic = true, m.topic
+	case kindState:
+		o.putState(m)
 	case kindAlarm:
 		if len(o.alarms) >= o.alarmCap {
 			o.alarms = o.alarms[1:]
@@ -96,6 +100,10 @@ func (o *outbox) requeue(m outMsg) {
 	switch m.kind {
 	case kindHealth:
 		o.healthDue, o.healthTopic = true, m.topic
+	case kindState:
+		if _, newer := o.states[m.topic]; !newer {
+			o.putState(m)
+		}
 	case kindAlarm:
 		if len(o.alarms) >= o.alarmCap {
 			o.drop(kindAlarm) // it is the oldest
@@ -112,7 +120,7 @@ func (o *outbox) requeue(m outMsg) {
 }
 
 // pop takes the next message: command responses first (an operator is
-// waiting), then alarms in order, then health (with no payload: the caller
+// waiting), then retained states, then alarms in order, then health (with no payload: the caller
 // takes the snapshot).
 func (o *outbox) pop() (outMsg, bool) {
 	o.mu.Lock()
@@ -123,6 +131,11 @@ func (o *outbox) pop() (outMsg, bool) {
 		o.resps[0] = outMsg{}
 		o.resps = o.resps[1:]
 		return m, true
+	case len(o.states) > 0:
+		for t, m := range o.states {
+			delete(o.states, t)
+			return m, true
+		}
 	case len(o.alarms) > 0:
 		m := o.alarms[0]
 		o.alarms[0] = outMsg{}
@@ -133,6 +146,14 @@ func (o *outbox) pop() (outMsg, bool) {
 		return outMsg{topic: o.healthTopic, kind: kindHealth}, true
 	}
 	return outMsg{}, false
+}
+
+// putState keeps m as the latest of its topic; the caller holds mu.
+func (o *outbox) putState(m outMsg) {
+	if o.states == nil {
+		o.states = map[string]outMsg{}
+	}
+	o.states[m.topic] = m
 }
 
 // dropped reports how many alarms and responses were lost to the bounds.

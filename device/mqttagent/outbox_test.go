@@ -41,3 +41,28 @@ func TestOutboxBoundsAndOrder(t *testing.T) {
 		t.Fatal("no wake signal after put")
 	}
 }
+
+// TestOutboxStateLatest: a retained state keeps only its latest payload
+// while offline, goes before alarms, and a requeued older one does not
+// overwrite a newer one.
+func TestOutboxStateLatest(t *testing.T) {
+	t.Parallel()
+	o := newOutbox(3, 2)
+	o.put(outMsg{topic: "alarm", payload: []byte("a"), kind: kindAlarm})
+	for _, p := range []string{"downloading", "verifying", "trial"} {
+		o.put(outMsg{topic: "fw", payload: []byte(p), retained: true, kind: kindState})
+	}
+	m, _ := o.pop()
+	if string(m.payload) != "trial" || !m.retained {
+		t.Fatalf("first pop %q retained=%v, want the latest state, retained", m.payload, m.retained)
+	}
+	o.put(outMsg{topic: "fw", payload: []byte("committed"), retained: true, kind: kindState})
+	o.requeue(m)
+	m, _ = o.pop()
+	if string(m.payload) != "committed" {
+		t.Fatalf("after requeue of an older state: %q, want committed", m.payload)
+	}
+	if m, _ = o.pop(); string(m.payload) != "a" {
+		t.Fatalf("then %q, want the alarm", m.payload)
+	}
+}

@@ -12,6 +12,8 @@ package trust
 import (
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"strings"
 
 	"aead.dev/minisign"
@@ -111,4 +113,55 @@ func (k *Keys) Verify(msg []byte, sig string) (keyID, trustedComment string, err
 		return keyID, s.TrustedComment, nil
 	}
 	return keyID, "", fmt.Errorf("%w: key %s; trusted: %s", ErrForeignKey, keyID, strings.Join(k.IDs(), ", "))
+}
+
+// VerifyFile is Verify for a file too large to hold in memory: a prehashed
+// ("ED", the minisign tool's default) signature is checked while the file
+// streams through BLAKE2b-512; a legacy "Ed" one needs the whole file, so it
+// is refused above maxLegacy bytes.
+func (k *Keys) VerifyFile(path, sig string, maxLegacy int64) (keyID, trustedComment string, err error) {
+	if strings.TrimSpace(sig) == "" {
+		return "", "", ErrNoSignature
+	}
+	var s minisign.Signature
+	if err := s.UnmarshalText([]byte(sig)); err != nil {
+		return "", "", fmt.Errorf("%w: the text is not a minisign signature (%v); send the whole .minisig file, all four lines", ErrNoSignature, err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return KeyID(s.KeyID), "", err
+	}
+	defer f.Close()
+	if s.Algorithm == minisign.EdDSA {
+		b, err := io.ReadAll(io.LimitReader(f, maxLegacy+1))
+		if err != nil {
+			return KeyID(s.KeyID), "", err
+		}
+		if int64(len(b)) > maxLegacy {
+			return KeyID(s.KeyID), "", fmt.Errorf("%w: a legacy (minisign -l) signature of a file over %d bytes; sign it without -l", ErrBadSig, maxLegacy)
+		}
+		return k.Verify(b, sig)
+	}
+	r := minisign.NewReader(f)
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return KeyID(s.KeyID), "", err
+	}
+	keyID = KeyID(s.KeyID)
+	for _, pk := range k.keysOrNil() {
+		if pk.ID() != s.KeyID {
+			continue
+		}
+		if !r.Verify(pk, []byte(sig)) {
+			return keyID, "", fmt.Errorf("%w: key %s is trusted but the signature is not of this file (altered, or a signature of something else)", ErrBadSig, keyID)
+		}
+		return keyID, s.TrustedComment, nil
+	}
+	return keyID, "", fmt.Errorf("%w: key %s; trusted: %s", ErrForeignKey, keyID, strings.Join(k.IDs(), ", "))
+}
+
+func (k *Keys) keysOrNil() []minisign.PublicKey {
+	if k == nil {
+		return nil
+	}
+	return k.keys
 }

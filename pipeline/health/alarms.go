@@ -34,4 +34,11 @@ const (
 	// AlarmConfigRollbackFailed: rolling back a bad configuration failed;
 	// the box needs an operator.
 	AlarmConfigRollbackFailed = "config_rollback_failed"
+	// AlarmFirmwareRolledBack: a firmware version from firmware-update did
+	// not start, stopped, or was unhealthy during its trial, and the previous
+	// version runs again; the detail names the version and the reason.
+	AlarmFirmwareRolledBack = "firmware_rolled_back"
+	// AlarmFirmwareCommitted: a firmware version stayed healthy for its
+	// trial and is kept.
+	AlarmFirmwareCommitted = "firmware_committed"
 )

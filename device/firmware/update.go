@@ -1,0 +1,381 @@
+package firmware
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hl7edge/hl7edge/device/atomicfile"
+	"github.com/hl7edge/hl7edge/device/trust"
+	"github.com/hl7edge/hl7edge/pipeline/health"
+)
+
+// DownloadTimeout bounds one image download.
+const DownloadTimeout = 10 * time.Minute
+
+// Options are a Manager's collaborators; one Manager serves one running box.
+type Options struct {
+	Config   Config
+	Keys     *trust.Keys
+	Version  string // of this process
+	Log      *slog.Logger
+	Snapshot func() health.Snapshot
+	// Publish puts the state on the retained firmware topic; nil: nowhere.
+	Publish func(Public)
+	Alarm   func(kind, detail string)
+	// Relaunch stops the gateway and ends the process, so that the service
+	// manager (Restart=) starts the launcher, which runs the right image.
+	Relaunch func(why string)
+}
+
+// Manager carries out firmware-update and watches a trial.
+type Manager struct {
+	o  Options
+	mu sync.Mutex // one update at a time
+}
+
+// New makes a Manager.
+func New(o Options) *Manager {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	o.Log = o.Log.With("component", "firmware")
+	if o.Alarm == nil {
+		o.Alarm = func(string, string) {}
+	}
+	if o.Relaunch == nil {
+		o.Relaunch = func(string) {}
+	}
+	return &Manager{o: o}
+}
+
+// Args are firmware-update's arguments.
+type Args struct {
+	URL     string `json:"url"`
+	Version string `json:"version"`
+	SHA256  string `json:"sha256"`
+	Minisig string `json:"minisig"`
+}
+
+var versionRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$`)
+
+func (a Args) check() error {
+	var errs []error
+	u, err := url.Parse(a.URL)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		errs = append(errs, errors.New(`"url" must be an https:// URL of the image`))
+	}
+	if !versionRE.MatchString(a.Version) {
+		errs = append(errs, errors.New(`"version" must be 1-64 letters, digits, '.', '_', '+', '~' or '-'`))
+	}
+	if b, err := hex.DecodeString(a.SHA256); err != nil || len(b) != sha256.Size {
+		errs = append(errs, errors.New(`"sha256" must be the image's SHA-256 in 64 hex digits (sha256sum)`))
+	}
+	if strings.TrimSpace(a.Minisig) == "" {
+		errs = append(errs, errors.New(`"minisig" must be the text of the image's .minisig file (minisign -S -m IMAGE)`))
+	}
+	return errors.Join(errs...)
+}
+
+// Update is the firmware-update command: download, verify, stage, then
+// switch to trial and relaunch. Any failure before the switch leaves the
+// running version as it is, with the state rejected and the reason.
+func (m *Manager) Update(ctx context.Context, id string, raw json.RawMessage) (any, string, error) {
+	var a Args
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return nil, "", fmt.Errorf(`firmware-update args are not {"url","version","sha256","minisig"}: %w`, err)
+	}
+	if err := a.check(); err != nil {
+		return nil, "", fmt.Errorf("firmware-update refused: %w", err)
+	}
+	if m.o.Keys.Len() == 0 {
+		return nil, "", errors.New("firmware-update refused: this gateway has no trust.keys, so no image can be verified; add the operators' minisign public keys under trust.keys")
+	}
+	if a.Version == m.o.Version {
+		return nil, "", fmt.Errorf("firmware-update refused: version %s is already running", a.Version)
+	}
+	if !m.mu.TryLock() {
+		return nil, "", errors.New("firmware-update refused: another update is under way; wait for it to end")
+	}
+	defer m.mu.Unlock()
+	dir := m.o.Config.Dir
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, "", fmt.Errorf("firmware.dir: %w", err)
+	}
+	old, _, err := Load(dir)
+	if err != nil {
+		return nil, "", err
+	}
+	if old.State.InProgress() {
+		return nil, "", fmt.Errorf("firmware-update refused: version %s is %s; wait for it to be committed or rolled back", old.Version, old.State)
+	}
+	st := State{
+		State: Downloading, Version: a.Version, Previous: m.o.Version, Command: id,
+		Image:       imagePrefix + a.Version,
+		Good:        filepath.Base(RunningImage()), // what runs now is good: no update starts during a trial
+		GoodVersion: m.o.Version,
+		Trial:       m.o.Config.Trial.D(),
+		Before:      upComponents(m.o.Snapshot()),
+	}
+	if RunningImage() == "" {
+		st.Good = ""
+	}
+	if err := m.save(st); err != nil {
+		return nil, "", err
+	}
+	m.o.Log.Info("firmware download", "id", id, "version", a.Version, "url", redact(a.URL))
+	tmp := filepath.Join(dir, downloadPrefix+a.Version)
+	sum, err := m.download(ctx, a.URL, tmp)
+	if err != nil {
+		return m.reject(st, tmp, fmt.Sprintf("download failed: %v", err))
+	}
+	st.State = Verifying
+	if err := m.save(st); err != nil {
+		return m.reject(st, tmp, err.Error())
+	}
+	if !strings.EqualFold(sum, a.SHA256) {
+		return m.reject(st, tmp, fmt.Sprintf("the image's sha256 is %s, the command says %s; nothing changed", sum, strings.ToLower(a.SHA256)))
+	}
+	keyID, _, err := m.o.Keys.VerifyFile(tmp, a.Minisig, int64(m.o.Config.MaxBytes))
+	if err != nil {
+		return m.reject(st, tmp, fmt.Sprintf("image signature refused: %v; nothing changed", err))
+	}
+	image := filepath.Join(dir, st.Image)
+	if err := os.Chmod(tmp, 0o750); err != nil {
+		return m.reject(st, tmp, err.Error())
+	}
+	if err := os.Rename(tmp, image); err != nil {
+		return m.reject(st, tmp, err.Error())
+	}
+	if err := atomicfile.SyncDir(dir); err != nil {
+		return m.reject(st, image, err.Error())
+	}
+	st.State, st.Reason = Trial, fmt.Sprintf("verified (sha256 and key %s); restarting into it; kept if healthy for %s", keyID, st.Trial)
+	if err := m.save(st); err != nil {
+		return m.reject(st, image, err.Error())
+	}
+	m.o.Log.Info("firmware verified; relaunching into the trial", "id", id, "version", a.Version, "key", keyID)
+	m.o.Relaunch(fmt.Sprintf("firmware %s on trial", a.Version))
+	return m.public(st), fmt.Sprintf("version %s verified; restarting into it; rolled back unless healthy after %s", a.Version, st.Trial), nil
+}
+
+func (m *Manager) reject(st State, file, reason string) (any, string, error) {
+	_ = os.Remove(file)
+	st.State, st.Reason = Rejected, reason
+	if err := m.save(st); err != nil {
+		m.o.Log.Error("firmware state not saved", "err", err)
+	}
+	m.o.Log.Warn("firmware update rejected", "id", st.Command, "version", st.Version, "reason", reason)
+	return nil, "", fmt.Errorf("firmware-update of version %s rejected: %s", st.Version, reason)
+}
+
+func (m *Manager) save(st State) error {
+	if err := Save(m.o.Config.Dir, st); err != nil {
+		return err
+	}
+	if m.o.Publish != nil {
+		m.o.Publish(m.public(st))
+	}
+	return nil
+}
+
+func (m *Manager) public(st State) Public {
+	return Public{State: st.State, Version: st.Version, Previous: st.Previous, Reason: st.Reason, Command: st.Command,
+		Updated: time.Now().UTC(), Running: m.o.Version}
+}
+
+// download fetches url into file over verified TLS, at most MaxBytes, and
+// syncs it; it returns the SHA-256 in hex.
+func (m *Manager) download(ctx context.Context, rawURL, file string) (string, error) {
+	roots, err := x509.SystemCertPool()
+	if err != nil || roots == nil {
+		roots = x509.NewCertPool()
+	}
+	if m.o.Config.CAFile != "" {
+		pem, err := os.ReadFile(m.o.Config.CAFile)
+		if err != nil {
+			return "", fmt.Errorf("firmware.ca_file: %w", err)
+		}
+		if !roots.AppendCertsFromPEM(pem) {
+			return "", fmt.Errorf("firmware.ca_file %s holds no PEM certificate", m.o.Config.CAFile)
+		}
+	}
+	client := &http.Client{
+		Timeout: DownloadTimeout,
+		Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+			Proxy:           http.ProxyFromEnvironment,
+		},
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if req.URL.Scheme != "https" {
+				return errors.New("redirect to a non-https URL refused")
+			}
+			if len(via) >= 5 {
+				return errors.New("more than 5 redirects")
+			}
+			return nil
+		},
+	}
+	defer client.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("%s", redactErr(err, rawURL))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("the server answered %s", resp.Status)
+	}
+	limit := int64(m.o.Config.MaxBytes)
+	if resp.ContentLength > limit {
+		return "", fmt.Errorf("the image is %d bytes, over firmware.max_bytes %d", resp.ContentLength, limit)
+	}
+	f, err := os.OpenFile(file, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(resp.Body, limit+1))
+	if err == nil && n > limit {
+		err = fmt.Errorf("the image is over firmware.max_bytes %d", limit)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// redact drops a URL's query and user info, which may carry tokens.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	u.User, u.RawQuery = nil, ""
+	return u.String()
+}
+
+func redactErr(err error, raw string) string {
+	return strings.ReplaceAll(err.Error(), raw, redact(raw))
+}
+
+// upComponents names every component that is up, as "kind name".
+func upComponents(s health.Snapshot) []string {
+	var out []string
+	add := func(kind health.Kind, list []health.ComponentSnapshot) {
+		for _, c := range list {
+			if c.State == health.Up {
+				out = append(out, string(kind)+" "+c.Name)
+			}
+		}
+	}
+	add(health.Source, s.Sources)
+	add(health.Destination, s.Destinations)
+	add(health.Service, s.Services)
+	return out
+}
+
+// Run publishes the state, raises the alarm of a roll-back the launcher
+// (or a failed trial) made, and, in the image on trial, waits out the
+// trial and commits it or rolls it back. It returns when ctx ends.
+func (m *Manager) Run(ctx context.Context) error {
+	dir := m.o.Config.Dir
+	st, ok, err := Load(dir)
+	if err != nil {
+		m.o.Log.Error("firmware state unreadable", "err", err)
+		return nil
+	}
+	if !ok {
+		return nil
+	}
+	if m.o.Publish != nil {
+		m.o.Publish(m.public(st))
+	}
+	if st.State == RolledBack && !st.Announced {
+		m.o.Alarm(health.AlarmFirmwareRolledBack, fmt.Sprintf("firmware version %s rolled back; running %s: %s", st.Version, m.o.Version, st.Reason))
+		st.Announced = true
+		if err := Save(dir, st); err != nil {
+			m.o.Log.Error("firmware state not saved", "err", err)
+		}
+	}
+	if st.State != Trial || st.Starts < 1 || RunningImage() != filepath.Join(dir, st.Image) {
+		return nil
+	}
+	t := time.NewTimer(time.Until(st.TrialEnds))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-t.C:
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cur, _, err := Load(dir); err != nil || cur.State != Trial || cur.Image != st.Image {
+		return nil // settled meanwhile
+	}
+	if problems := trialProblems(st.Before, m.o.Snapshot()); len(problems) > 0 {
+		st.State = RolledBack
+		st.Reason = fmt.Sprintf("version %s was unhealthy at the end of its trial of %s: %s", st.Version, st.Trial, strings.Join(problems, "; "))
+		m.o.Log.Error("firmware trial failed; rolling back", "version", st.Version, "reason", st.Reason)
+		if err := m.save(st); err != nil {
+			m.o.Log.Error("firmware state not saved", "err", err)
+		}
+		m.o.Relaunch("firmware trial failed")
+		return nil
+	}
+	st.State, st.Good, st.GoodVersion = Committed, st.Image, st.Version
+	st.Reason = fmt.Sprintf("healthy for its trial of %s; kept", st.Trial)
+	if err := m.save(st); err != nil {
+		m.o.Log.Error("firmware state not saved", "err", err)
+		return nil
+	}
+	prune(dir, st.Good, m.o.Log)
+	m.o.Log.Info("firmware committed", "version", st.Version, "previous", st.Previous)
+	m.o.Alarm(health.AlarmFirmwareCommitted, fmt.Sprintf("firmware version %s committed after a healthy trial of %s (previous %s)", st.Version, st.Trial, st.Previous))
+	return nil
+}
+
+// trialProblems lists what was up before the update and is not up now.
+func trialProblems(before []string, now health.Snapshot) []string {
+	var out []string
+	up := map[string]bool{}
+	for _, c := range upComponents(now) {
+		up[c] = true
+	}
+	for _, c := range before {
+		if !up[c] {
+			out = append(out, c+" is not up")
+		}
+	}
+	for _, s := range now.Stalled {
+		out = append(out, "loop "+s+" stalled")
+	}
+	if now.Spool.Error != "" {
+		out = append(out, "spool: "+now.Spool.Error)
+	}
+	return out
+}
