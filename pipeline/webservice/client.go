@@ -30,9 +30,29 @@ var ErrTransport = errors.New("transport failure")
 // EXCEPTION: nothing is sent to that URL.
 var ErrRefusedURL = errors.New("URL refused")
 
-// MaxReplyBytes bounds a reply body. The largest legitimate reply is a data
-// source get: one message in Base64.
+// MaxReplyBytes bounds any reply body (the conformance checker reads up to
+// it). The gateway reads less: each reply up to what it can hold.
 const MaxReplyBytes = 32 << 20
+
+// Reply limits by what each reply can hold. A body is read only up to its
+// limit and the rest is never read, so a hostile 100 MB reply costs the
+// limit, not 100 MB.
+const (
+	// MaxSmallReplyBytes bounds the replies that are one element with a few
+	// attributes: ping, post (its ACK) and ack.
+	MaxSmallReplyBytes = 64 << 10
+	// MaxMailboxReplyBytes bounds a mailbox reply: one short element per
+	// waiting message, room for tens of thousands.
+	MaxMailboxReplyBytes = 4 << 20
+)
+
+// MaxGetReplyBytes bounds a get reply: one message of at most maxMessage
+// bytes in Base64 (4 bytes per 3, with room for line breaks) plus its
+// envelope.
+func MaxGetReplyBytes(maxMessage int64) int64 {
+	b64 := (maxMessage + 2) / 3 * 4
+	return b64 + b64/32 + MaxSmallReplyBytes
+}
 
 // TLSFiles names the PEM files of one web-service profile.
 type TLSFiles struct {
@@ -154,12 +174,13 @@ type exchanger struct {
 	password  string // only to scrub it from anything a server echoes back
 }
 
-// do posts req to target and decodes the reply into reply. A reply that is
+// do posts req to target and decodes the reply, read up to limit bytes,
+// into reply. A reply that is
 // an EXCEPTION comes back as an error wrapping *wire.Exception (an empty
 // EXCEPTION included: the caller decides whether that means OK); every
 // transport failure wraps ErrTransport. Errors name the operation and host,
 // never the body.
-func (x *exchanger) do(ctx context.Context, op string, target *url.URL, req, reply any) error {
+func (x *exchanger) do(ctx context.Context, op string, target *url.URL, req, reply any, limit int64) error {
 	body, err := wire.Encode(req)
 	if err != nil {
 		return err
@@ -183,7 +204,7 @@ func (x *exchanger) do(ctx context.Context, op string, target *url.URL, req, rep
 		return fmt.Errorf("%s to %s: %w: %s", op, target.Host, ErrTransport, x.netError(ctx, err))
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxReplyBytes+1))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return fmt.Errorf("%s to %s: %w: reading the reply: %s", op, target.Host, ErrTransport, x.netError(ctx, err))
 	}
@@ -194,8 +215,9 @@ func (x *exchanger) do(ctx context.Context, op string, target *url.URL, req, rep
 		}
 		return fmt.Errorf("%s to %s: %w: HTTP status %d, want 200%s", op, target.Host, ErrTransport, resp.StatusCode, detail)
 	}
-	if len(data) > MaxReplyBytes {
-		return fmt.Errorf("%s to %s: %w: the reply is over %d bytes", op, target.Host, ErrTransport, MaxReplyBytes)
+	if int64(len(data)) > limit {
+		// The rest stays unread: closing the body drops the connection.
+		return fmt.Errorf("%s to %s: %w: the reply is over %d bytes, the most a %s reply can hold; reading stopped there", op, target.Host, ErrTransport, limit, op)
 	}
 	err = wire.DecodeReply(data, reply)
 	var exc *wire.Exception

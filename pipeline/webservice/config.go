@@ -87,11 +87,24 @@ type SourceConfig struct {
 	Peer      `yaml:",inline"`
 	Frequency units.Duration `yaml:"frequency"` // mailbox polling interval, whole seconds
 	Reping    bool           `yaml:"reping"`    // ping before every mailbox poll
+	// MaxMessageBytes is the largest message a get may bring; it sets how
+	// much of a get reply is read (MaxGetReplyBytes).
+	MaxMessageBytes units.Size `yaml:"max_message_bytes"`
 }
+
+// Limits of max_message_bytes.
+const (
+	DefaultMaxMessageBytes = 1 << 20
+	minMessageBytes        = 256
+	maxMessageBytes        = 64 << 20
+)
 
 // SetDefaults fills the durations left at zero.
 func (c *SourceConfig) SetDefaults() {
 	setDuration(&c.Frequency, DefaultFrequency)
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
 	c.setDefaults()
 }
 
@@ -100,6 +113,10 @@ func (c *SourceConfig) Validate() error {
 	errs := c.validate(false)
 	if f := c.Frequency.D(); f < time.Second || f%time.Second != 0 {
 		errs = append(errs, fmt.Errorf("frequency %s: want whole seconds, at least 1s (the protocol counts in seconds)", f))
+	}
+	if m := c.MaxMessageBytes; m < minMessageBytes || m > maxMessageBytes {
+		errs = append(errs, fmt.Errorf("max_message_bytes %s: use %s to %s (default %s)", m,
+			units.Size(minMessageBytes), units.Size(maxMessageBytes), units.Size(DefaultMaxMessageBytes)))
 	}
 	return errors.Join(errs...)
 }

@@ -201,7 +201,7 @@ func (d *Destination) Deliver(ctx context.Context, m *flow.Message) error {
 	}
 	var ack wire.Ack
 	d.health.Add(health.CounterPosts, 1)
-	err = d.x.do(ctx, "post", target, req, &ack)
+	err = d.x.do(ctx, "post", target, req, &ack, MaxSmallReplyBytes)
 	if err == nil && ack.GUID() != m.GUID {
 		err = fmt.Errorf("post to %s: %w: the ACK names GUID %q, want %q", target.Host, ErrTransport, wire.Clean(ack.GUID(), 64), m.GUID)
 	}
@@ -260,7 +260,7 @@ func (d *Destination) session(ctx context.Context) (*url.URL, error) {
 	}
 	var reply wire.PingReply
 	d.health.Add(health.CounterPings, 1)
-	if err := d.x.do(ctx, "ping", d.start, req, &reply); err != nil {
+	if err := d.x.do(ctx, "ping", d.start, req, &reply, MaxSmallReplyBytes); err != nil {
 		return nil, err
 	}
 	u, err := d.policy.Check("HL7POSTURL", reply.HL7PostURL)

@@ -128,7 +128,7 @@ func (s *Source) round(ctx context.Context) error {
 	var box wire.MailboxReply
 	err := s.x.do(ctx, "mailbox", s.urls.mailbox, &wire.Mailbox{
 		LogonID: s.id.logonID, Password: s.id.password, PMVersion: s.id.pmVersion, ComputerName: s.id.computerName,
-	}, &box)
+	}, &box, MaxMailboxReplyBytes)
 	if err != nil {
 		return err
 	}
@@ -165,7 +165,7 @@ func (s *Source) take(ctx context.Context, id string) (stop bool, err error) {
 	var msg wire.HL7
 	err = s.x.do(ctx, "get", s.urls.get, &wire.Get{
 		ID: id, LogonID: s.id.logonID, Password: s.id.password, PMVersion: s.id.pmVersion, ComputerName: s.id.computerName,
-	}, &msg)
+	}, &msg, MaxGetReplyBytes(int64(s.cfg.MaxMessageBytes)))
 	if err != nil {
 		return false, err
 	}
@@ -230,7 +230,7 @@ func (s *Source) ack(ctx context.Context, id string) error {
 	var reply wire.Ack
 	err := s.x.do(ctx, "ack", s.urls.ack, &wire.HL7Ack{
 		ID: id, LogonID: s.id.logonID, Password: s.id.password, PMVersion: s.id.pmVersion, ComputerName: s.id.computerName,
-	}, &reply)
+	}, &reply, MaxSmallReplyBytes)
 	var exc *wire.Exception
 	switch {
 	case errors.As(err, &exc) && exc.Empty():
@@ -254,7 +254,7 @@ func (s *Source) session(ctx context.Context) error {
 	err := s.x.do(ctx, "ping", s.start, &wire.Ping{
 		LogonID: s.id.logonID, PMVersion: s.id.pmVersion,
 		Frequency: FormatFrequency(s.frequency), Reping: wire.FormatBool(s.cfg.Reping),
-	}, &reply)
+	}, &reply, MaxSmallReplyBytes)
 	if err != nil {
 		return err
 	}
