@@ -353,7 +353,7 @@ trust:
 firmware:
   dir: %s
   ca_file: %s
-  trial: 6s
+  trial: 8s
 `, r.device, filepath.Join(r.dir, "state", "spool"), filepath.Join(r.dir, "admin.sock"), mllpPort,
 		filepath.Join(r.dir, "archive"), r.broker,
 		r.key.Pub, r.fwDir, filepath.Join(r.dir, "ca.pem"))
@@ -547,8 +547,15 @@ func TestFirmwareUpdate(t *testing.T) {
 		return s.State == firmware.Committed || s.State == firmware.RolledBack
 	})
 	final := r.state()
-	want := map[firmware.Phase]string{firmware.Committed: "dev", firmware.RolledBack: "2.0.0-test"}[final.State]
-	waitFor(t, "the settled version running", func() bool { return r.healthVersion() == want })
+	// The alarm comes from the version that runs once the update settled.
+	kind, want := health.AlarmFirmwareCommitted, "dev"
+	if final.State == firmware.RolledBack {
+		kind, want = health.AlarmFirmwareRolledBack, "2.0.0-test"
+	}
+	r.alarm(from, kind)
+	if v := r.healthVersion(); v != want {
+		t.Errorf("after the switch settled as %s the gateway runs %q, want %q", final.State, v, want)
+	}
 	t.Logf("SIGKILL during the switch: state %s (%s), running %s", final.State, final.Reason, want)
 }
 

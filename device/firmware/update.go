@@ -28,6 +28,10 @@ import (
 // DownloadTimeout bounds one image download.
 const DownloadTimeout = 10 * time.Minute
 
+// maxLegacyImage bounds an image signed in minisign's legacy format, which
+// must be held in memory to verify (the default prehashed format streams).
+const maxLegacyImage = 32 << 20
+
 // Options are a Manager's collaborators; one Manager serves one running box.
 type Options struct {
 	Config   Config
@@ -151,7 +155,7 @@ func (m *Manager) Update(ctx context.Context, id string, raw json.RawMessage) (a
 	if !strings.EqualFold(sum, a.SHA256) {
 		return m.reject(st, tmp, fmt.Sprintf("the image's sha256 is %s, the command says %s; nothing changed", sum, strings.ToLower(a.SHA256)))
 	}
-	keyID, _, err := m.o.Keys.VerifyFile(tmp, a.Minisig, int64(m.o.Config.MaxBytes))
+	keyID, _, err := m.o.Keys.VerifyFile(tmp, a.Minisig, min(int64(m.o.Config.MaxBytes), maxLegacyImage))
 	if err != nil {
 		return m.reject(st, tmp, fmt.Sprintf("image signature refused: %v; nothing changed", err))
 	}
