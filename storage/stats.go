@@ -21,6 +21,9 @@ type DestStats struct {
 	Delivered        uint64  `json:"delivered"`
 	Dead             int64   `json:"dead"`
 	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+	// Lanes is filled in by the running daemon for a destination with
+	// lanes above 1 (the spool itself knows nothing of lanes).
+	Lanes *health.LaneStat `json:"lanes,omitempty"`
 }
 
 // Stats is the `spool stats --json` object (DESIGN.md, Command line).

@@ -217,7 +217,7 @@ func printHuman(w io.Writer, name string, data any) error {
 		}
 		fmt.Fprintf(tw, "messages\t%d\nbytes\t%s of %s (max_bytes)\nundeliverable\t%d\nfree disk\t%s\n\n",
 			st.Messages, units.Size(st.Bytes).Human(), units.Size(st.MaxBytes), st.Undeliverable, units.Size(st.FreeDiskBytes).Human())
-		fmt.Fprintln(tw, "DESTINATION\tQUEUED\tDELIVERED\tDEAD\tOLDEST")
+		fmt.Fprintln(tw, "DESTINATION\tQUEUED\tDELIVERED\tDEAD\tOLDEST\tLANES")
 		names := make([]string, 0, len(st.Destinations))
 		for n := range st.Destinations {
 			names = append(names, n)
@@ -225,7 +225,11 @@ func printHuman(w io.Writer, name string, data any) error {
 		slices.Sort(names)
 		for _, n := range names {
 			d := st.Destinations[n]
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", n, d.Queued, d.Delivered, d.Dead, (time.Duration(d.OldestAgeSeconds) * time.Second).String())
+			lanes := "-"
+			if l := d.Lanes; l != nil {
+				lanes = fmt.Sprintf("%d (busy %d, backoff %d, blocked %d)", l.Lanes, l.Busy, l.Backoff, l.Blocked)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\n", n, d.Queued, d.Delivered, d.Dead, (time.Duration(d.OldestAgeSeconds) * time.Second).String(), lanes)
 		}
 	case command.DeadList:
 		var dls []appliance.DeadLetterInfo

@@ -228,6 +228,12 @@ func SpoolStats(b *Box) any {
 	for _, s := range snap.Sources {
 		st.Sources[s.Name] = storage.SourceStats{State: string(s.State), Counters: s.Counters, LastError: s.LastError}
 	}
+	for _, d := range snap.Destinations {
+		if ds, ok := st.Destinations[d.Name]; ok && d.Lanes != nil {
+			ds.Lanes = d.Lanes
+			st.Destinations[d.Name] = ds
+		}
+	}
 	return st
 }
 
