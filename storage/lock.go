@@ -29,7 +29,7 @@ const lockPoll = 50 * time.Millisecond
 // wait is 0). The caller releases it by closing the file.
 func lockSpool(dir string, wait time.Duration, log *slog.Logger) (*os.File, error) {
 	p := filepath.Join(dir, lockFile)
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o640)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("spool lock %s: %w (spool.dir must be writable by the hl7edge user)", p, err)
 	}

@@ -37,9 +37,10 @@ func Open(cfg Config, o Options) (*Spool, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool directory %s: %w (create it or set spool.dir to a writable directory)", cfg.Dir, err)
 	}
+	privateDir(cfg.Dir, o.Log)
 	lock, err := lockSpool(cfg.Dir, o.LockWait, o.Log)
 	if err != nil {
 		return nil, err
@@ -249,3 +250,18 @@ func (s *Spool) Close() error {
 
 // Dir is where the spool lives.
 func (s *Spool) Dir() string { return s.cfg.Dir }
+
+// privateDir makes the spool directory 0700: it holds patient data, and
+// only this user may enter it, whatever the umask made of the files Badger
+// creates inside. A directory this user cannot change (another owner) is
+// left as it is, with a warning.
+func privateDir(dir string, log *slog.Logger) {
+	fi, err := os.Stat(dir)
+	if err != nil || fi.Mode().Perm()&0o077 == 0 {
+		return
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		log.Warn("spool directory is open to other users and could not be made private; chown it to the user hl7edge runs as",
+			"dir", dir, "mode", fi.Mode().Perm().String(), "err", err)
+	}
+}

@@ -126,7 +126,7 @@ func readAll(from, work string, cfg Config, key []byte, o Options) (map[string]s
 		}
 	}
 	c2 := filepath.Join(work, "logs")
-	if err := os.MkdirAll(c2, 0o750); err != nil {
+	if err := os.MkdirAll(c2, 0o700); err != nil {
 		return nil, "", problems, err
 	}
 	logs, _ := filepath.Glob(filepath.Join(c1, "*"+walExt))
@@ -350,7 +350,7 @@ func rebuild(cfg Config, o Options, kv map[string]salvaged, rep *SalvageReport) 
 }
 
 func copyDir(from, to string) error {
-	if err := os.MkdirAll(to, 0o750); err != nil {
+	if err := os.MkdirAll(to, 0o700); err != nil {
 		return err
 	}
 	ents, err := os.ReadDir(from)
@@ -374,7 +374,7 @@ func copyFile(from, to string) error {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+	out, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}

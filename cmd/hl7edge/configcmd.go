@@ -21,6 +21,9 @@ func cmdConfig(args []string, stdout io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(stdout, "%s: OK (device %s, %d sources, %d destinations)\n", args[1], c.Device.ID, len(c.Sources), len(c.Destinations))
+		for _, w := range c.SecretWarnings() {
+			fmt.Fprintf(stdout, "warning: %s\n", w)
+		}
 		return nil
 	case len(args) >= 1 && len(args) <= 2 && args[0] == "sample":
 		return configSample(args[1:], stdout)

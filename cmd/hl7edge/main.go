@@ -23,6 +23,10 @@ var version = "dev"
 const defaultMemoryLimit = 48 << 20
 
 func main() {
+	// Everything hl7edge writes (spool, messages, firmware, session) is
+	// for its own user: patient data and code. The systemd unit sets the
+	// same umask; this holds when it is started any other way.
+	syscall.Umask(0o077)
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(defaultMemoryLimit)
 	}

@@ -18,16 +18,34 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/device/command"
+	"github.com/hl7edge/hl7edge/pipeline/ratelog"
 )
 
 // maxRequest bounds one request line; commands are small.
 const maxRequest = 1 << 20
+
+// Limits on connections: a local process that opens many and sends
+// nothing must not hold the socket (nor a goroutine each for minutes).
+const (
+	// maxConnections open at once. When full, the connection that has
+	// waited longest without sending its request gives way; one running a
+	// command never does.
+	maxConnections = 16
+	// requestTimeout bounds the wait for the request line, and
+	// answerTimeout the write of the answer.
+	requestTimeout = 10 * time.Second
+	answerTimeout  = 10 * time.Second
+)
 
 // Server serves a Dispatcher on a unix socket.
 type Server struct {
 	path string
 	d    *command.Dispatcher
 	log  *slog.Logger
+
+	mu      sync.Mutex
+	open    int
+	waiting map[net.Conn]time.Time // connections still reading their request, since
 }
 
 // NewServer makes a server for the socket path.
@@ -35,7 +53,7 @@ func NewServer(path string, d *command.Dispatcher, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{path: path, d: d, log: log}
+	return &Server{path: path, d: d, log: ratelog.Logger(log, time.Second, 5), waiting: map[net.Conn]time.Time{}}
 }
 
 // Run listens until ctx ends, then removes the socket.
@@ -67,15 +85,62 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("admin socket: %w", err)
 		}
+		if !s.admit(c) {
+			_ = c.Close()
+			continue
+		}
 		wg.Go(func() { s.serve(ctx, c) })
 	}
 }
 
+// admit counts a new connection in, making room when full by closing the
+// connection that has waited longest for its request; with every slot
+// running a command the new one is refused.
+func (s *Server) admit(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.open >= maxConnections {
+		var oldest net.Conn
+		var since time.Time
+		for w, t := range s.waiting {
+			if oldest == nil || t.Before(since) {
+				oldest, since = w, t
+			}
+		}
+		if oldest == nil {
+			s.log.Warn("admin connection refused: every connection is running a command", "max_connections", maxConnections)
+			return false
+		}
+		delete(s.waiting, oldest)
+		_ = oldest.Close() // its serve sees the error and releases its slot
+		s.log.Warn("admin connection closed to make room: it had sent no request", "waited", time.Since(since).Round(time.Millisecond))
+	}
+	s.open++
+	s.waiting[c] = time.Now()
+	return true
+}
+
+// started marks c as past its request; it may no longer be evicted.
+func (s *Server) started(c net.Conn) {
+	s.mu.Lock()
+	delete(s.waiting, c)
+	s.mu.Unlock()
+}
+
+func (s *Server) release(c net.Conn) {
+	s.mu.Lock()
+	delete(s.waiting, c)
+	s.open--
+	s.mu.Unlock()
+}
+
 func (s *Server) serve(ctx context.Context, c net.Conn) {
+	defer s.release(c)
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Minute))
+	_ = c.SetReadDeadline(time.Now().Add(requestTimeout))
 	r := bufio.NewReaderSize(c, 64<<10)
 	line, err := readLine(r)
+	s.started(c)
 	if err != nil {
 		return
 	}
@@ -89,6 +154,7 @@ func (s *Server) serve(ctx context.Context, c net.Conn) {
 		resp = s.d.Dispatch(command.WithLocal(ctx), req)
 	}
 	b, _ := json.Marshal(resp)
+	_ = c.SetWriteDeadline(time.Now().Add(answerTimeout))
 	_, _ = c.Write(append(b, '\n'))
 }
 

@@ -149,6 +149,9 @@ func clockSynced() bool {
 // runOnce builds and runs one Box. It reports whether a restart was asked for.
 func (a *Appliance) runOnce(parent context.Context, cfg *config.Config) (bool, error) {
 	log := a.logger(cfg)
+	for _, w := range cfg.SecretWarnings() {
+		log.Warn("secret file readable by other users", "detail", w)
+	}
 	reg := health.NewRegistry(cfg.Device.ID, a.o.Version, nil)
 	reg.SetClockProbe(clockSynced)
 	disp := command.NewDispatcher(nil)

@@ -118,7 +118,7 @@ func (m *Manager) Update(ctx context.Context, id string, raw json.RawMessage) (a
 	}
 	defer m.mu.Unlock()
 	dir := m.o.Config.Dir
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, "", fmt.Errorf("firmware.dir: %w", err)
 	}
 	old, _, err := Load(dir)
@@ -160,7 +160,7 @@ func (m *Manager) Update(ctx context.Context, id string, raw json.RawMessage) (a
 		return m.reject(st, tmp, fmt.Sprintf("image signature refused: %v; nothing changed", err))
 	}
 	image := filepath.Join(dir, st.Image)
-	if err := os.Chmod(tmp, 0o750); err != nil {
+	if err := os.Chmod(tmp, 0o700); err != nil { // run by this user only
 		return m.reject(st, tmp, err.Error())
 	}
 	if err := os.Rename(tmp, image); err != nil {
@@ -252,7 +252,7 @@ func (m *Manager) download(ctx context.Context, rawURL, file string) (string, er
 	if resp.ContentLength > limit {
 		return "", fmt.Errorf("the image is %d bytes, over firmware.max_bytes %d", resp.ContentLength, limit)
 	}
-	f, err := os.OpenFile(file, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
+	f, err := os.OpenFile(file, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return "", err
 	}

@@ -74,7 +74,7 @@ func writeFileAtomic(path string, data []byte) (err error) {
 		_ = f.Close()
 		return err
 	}
-	if err = f.Chmod(0o644); err != nil {
+	if err = f.Chmod(0o600); err != nil {
 		_ = f.Close()
 		return err
 	}

@@ -39,7 +39,7 @@ const tmpPattern = ".tmp-*"
 // still queued in the spool, so they are delivered again in full.
 func New(c Config) (*Output, error) {
 	_, statErr := os.Stat(c.Dir)
-	if err := os.MkdirAll(c.Dir, 0o750); err != nil {
+	if err := os.MkdirAll(c.Dir, 0o700); err != nil { // messages: this user only (files are 0600)
 		return nil, fmt.Errorf("file destination directory %s: %w", c.Dir, err)
 	}
 	// A directory made now is durable only once its parent is synced;
