@@ -129,6 +129,10 @@ func TestUnit(t *testing.T) {
 		{"Service", "WatchdogSec", "30s"},
 		{"Service", "Restart", "always"},
 		{"Service", "RestartSec", "2s"},
+		// A firmware switch exits 75 (device/firmware): restarted even under
+		// a drop-in with Restart=on-failure or no, and not counted a failure.
+		{"Service", "RestartForceExitStatus", "75"},
+		{"Service", "SuccessExitStatus", "75"},
 		{"Service", "User", "hl7edge"},
 		{"Service", "Group", "hl7edge"},
 		{"Service", "StateDirectory", "hl7edge"},

@@ -40,6 +40,7 @@ type supervisor struct {
 	mu     sync.Mutex
 	cur    *exec.Cmd
 	starts int
+	exits  []int // exit status of each ended start (-1: killed by a signal)
 	stop   bool
 	logs   []string
 	done   chan struct{}
@@ -114,6 +115,7 @@ func (s *supervisor) loop() {
 		err = c.Wait()
 		pr.Close()
 		s.mu.Lock()
+		s.exits = append(s.exits, c.ProcessState.ExitCode())
 		s.logs = append(s.logs, fmt.Sprintf("=== supervisor: start %d ended: %v", n, err))
 		s.mu.Unlock()
 		time.Sleep(100 * time.Millisecond) // RestartSec, shortened
@@ -125,6 +127,12 @@ func (s *supervisor) kill() {
 	c := s.cur
 	s.mu.Unlock()
 	_ = c.Process.Signal(syscall.SIGKILL)
+}
+
+func (s *supervisor) exitCodes() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]int(nil), s.exits...)
 }
 
 func (s *supervisor) startCount() int {
@@ -441,6 +449,9 @@ func TestFirmwareUpdate(t *testing.T) {
 	}
 	if v := r.online(from); v != "2.0.0-test" {
 		t.Fatalf("after the update the gateway came up as %q, want 2.0.0-test", v)
+	}
+	if codes := r.sup.exitCodes(); len(codes) != 1 || codes[0] != exitRelaunch {
+		t.Errorf("the switch ended the old version with exit statuses %v, want [%d] (the unit's RestartForceExitStatus)", codes, exitRelaunch)
 	}
 	if st := r.firmwareState(from, firmware.Trial); st["version"] != "2.0.0-test" || st["previous"] != "dev" || st["command"] != id {
 		t.Errorf("trial state %v", st)

@@ -5,12 +5,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+
+	"github.com/hl7edge/hl7edge/device/appliance"
 )
 
 // version is stamped at build time (-ldflags "-X main.version=...").
@@ -105,6 +108,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	default:
 		fmt.Fprintf(stderr, "hl7edge: unknown command %q\n\n%s", cmd, usage)
 		return 2
+	}
+	if errors.Is(err, appliance.ErrRelaunch) {
+		fmt.Fprintf(stderr, "hl7edge: %v\n", err)
+		return exitRelaunch
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "hl7edge %s: %v\n", cmd, err)

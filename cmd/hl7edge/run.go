@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"io"
 	"log/slog"
 
@@ -25,11 +24,10 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if cfg, err := config.Load(*path); err == nil {
 		firmware.Launch(cfg.Firmware.Dir, slog.New(slog.NewTextHandler(stderr, nil)).With("component", "launcher"))
 	}
-	err := appliance.Run(ctx, appliance.Options{ConfigPath: *path, Version: version, LogOut: stderr})
-	if errors.Is(err, appliance.ErrRelaunch) {
-		// Restart= (the unit has Restart=always) starts the launcher again.
-		fmt.Fprintf(stderr, "hl7edge: %v\n", err)
-		return nil
-	}
-	return err
+	return appliance.Run(ctx, appliance.Options{ConfigPath: *path, Version: version, LogOut: stderr})
 }
+
+// exitRelaunch is the exit status of a firmware switch (EX_TEMPFAIL): the
+// unit restarts on it (RestartForceExitStatus=75) and the restarted
+// installed binary launches the image the firmware state names.
+const exitRelaunch = 75
