@@ -13,7 +13,7 @@ SOAK_SECONDS ?= 180
 CUTS      ?= 100
 KILLS     ?= 1000
 
-.PHONY: powercut powercut-short crash-campaign all build cross demo test vet staticcheck unit volume release fuzz bench soak soak-short package qemu-selftest clean
+.PHONY: powercut powercut-short crash-campaign all build cross demo test vet staticcheck unit volume release fuzz bench soak soak-short package qemu-selftest system-arm64 clean
 
 all: build
 
@@ -38,6 +38,22 @@ package: cross
 .PHONY: qemu-selftest
 qemu-selftest: cross
 	VERSION="$(VERSION)" build/qemu-selftest.sh bin/hl7edge-linux-arm64
+
+# The .deb on a real arm64 Debian bookworm with systemd, booted under
+# qemu-system-aarch64 -M virt (TCG): install, the unit and its hardening,
+# MLLP, LIS01-A2 on a UART, LEDs on gpio-sim lines, the watchdog, a power
+# cut, upgrade, remove and purge (build/system-arm64/run.sh). Needs root and
+# mmdebstrap, qemu-user-static, binfmt-support, qemu-system-arm, e2fsprogs;
+# the guest image is built once into /var/cache/hl7edge-system-arm64. Not
+# part of make test: it takes about half an hour on two busy cores.
+RIG_VERSION := $(VERSION)-rig
+system-arm64:
+	$(MAKE) package
+	mkdir -p dist/rig
+	cp dist/hl7edge_$$(build/package.sh --deb-version "$(VERSION)")_arm64.deb dist/rig/old.deb
+	$(MAKE) package VERSION="$(RIG_VERSION)"
+	cp dist/hl7edge_$$(build/package.sh --deb-version "$(RIG_VERSION)")_arm64.deb dist/rig/new.deb
+	build/system-arm64/run.sh dist/rig/old.deb dist/rig/new.deb
 
 # The whole flow on loopback with built-in defaults.
 demo: build
