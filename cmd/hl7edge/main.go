@@ -114,7 +114,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitRelaunch
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "hl7edge %s: %v\n", cmd, err)
+		// run logs its own last error as a record of its log.
+		if le := (*appliance.LoggedError)(nil); !errors.As(err, &le) {
+			fmt.Fprintf(stderr, "hl7edge %s: %v\n", cmd, err)
+		}
 		return 1
 	}
 	return 0

@@ -105,8 +105,31 @@ func Run(ctx context.Context, o Options) error {
 		if err != nil && a.rollback(err) {
 			continue
 		}
-		return err
+		if err != nil {
+			return a.fatal(cfg, err)
+		}
+		return nil
 	}
+}
+
+// LoggedError is an error Run has already written to the log as a record,
+// so that the reason the daemon stopped is as structured as everything it
+// logged before (journal queries by level or key find it); the caller
+// should not print it again.
+type LoggedError struct{ Err error }
+
+func (e *LoggedError) Error() string { return e.Err.Error() }
+func (e *LoggedError) Unwrap() error { return e.Err }
+
+// fatal logs why Run stops, in the configured format when the configuration
+// loaded and as text otherwise.
+func (a *Appliance) fatal(cfg *config.Config, err error) error {
+	log := slog.New(slog.NewTextHandler(a.o.LogOut, nil))
+	if cfg != nil {
+		log = a.logger(cfg)
+	}
+	log.Error("hl7edge cannot run", "err", err)
+	return &LoggedError{Err: err}
 }
 
 // rollback restores the previous configuration after a failed apply.
