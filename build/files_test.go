@@ -375,6 +375,7 @@ func TestScriptsParse(t *testing.T) {
 	for _, s := range []struct{ shell, file string }{
 		{"sh", "preinst"}, {"sh", "postinst"}, {"sh", "prerm"}, {"sh", "postrm"},
 		{"bash", "package.sh"}, {"bash", "qemu-selftest.sh"},
+		{"sh", "system-arm64/image.sh"}, {"sh", "system-arm64/guest.sh"}, {"bash", "system-arm64/run.sh"},
 	} {
 		if out, err := exec.Command(s.shell, "-n", s.file).CombinedOutput(); err != nil {
 			t.Errorf("%s -n %s: %v\n%s", s.shell, s.file, err, out)
