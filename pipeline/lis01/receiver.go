@@ -57,75 +57,19 @@ func (r *Receiver) Receive(ctx context.Context) (msg []byte, commit func(ok bool
 			}
 			continue
 		}
-		deadline := r.lastAt.Add(r.opt.FrameTimeout)
-		b, err := r.in.next(ctx, deadline)
-		if errors.Is(err, ErrTimeout) {
-			r.opt.Count(health.CounterTimeouts, 1)
-			r.abort("no frame within the frame timeout")
-			continue
-		}
+		f, got, err := r.nextFrame(ctx)
 		if err != nil {
 			return nil, nil, err
 		}
-		switch b {
-		case EOT:
-			r.endTx()
-			continue
-		case ENQ:
-			// The device gave up on this transmission without EOT (or our
-			// EOT was lost) and starts again: follow it.
-			r.abort("ENQ inside a transmission")
-			if err := r.establish(); err != nil {
-				return nil, nil, err
-			}
-			continue
-		case STX:
-		default:
-			r.opt.Count(health.CounterNoiseBytes, 1)
+		if !got {
 			continue
 		}
-		f, err := r.readFrame(ctx, deadline)
-		switch {
-		case errors.Is(err, errEOTInFrame):
-			r.endTx()
-			continue
-		case errors.Is(err, ErrTimeout):
-			r.opt.Count(health.CounterTimeouts, 1)
-			r.abort("frame not finished within the frame timeout")
-			continue
-		case errors.Is(err, errBadFrame):
-			r.opt.Log.Debug("lis01: NAK bad frame", "reason", err.Error())
-			if err := r.reply(NAK); err != nil {
-				return nil, nil, err
-			}
-			continue
-		case err != nil:
+		if next, err := r.inSequence(f); err != nil {
 			return nil, nil, err
-		}
-		if f.fn != r.fn {
-			if r.accepted > 0 && f.fn == (r.fn+7)%8 {
-				// Our ACK was lost and the device sent the frame again.
-				r.opt.Count(health.CounterDuplicates, 1)
-				if err := r.reply(ACK); err != nil {
-					return nil, nil, err
-				}
-				continue
-			}
-			r.opt.Log.Debug("lis01: NAK frame number", "got", f.fn, "want", r.fn)
-			if err := r.reply(NAK); err != nil {
-				return nil, nil, err
-			}
+		} else if !next {
 			continue
 		}
-		r.opt.Count(health.CounterFrames, 1)
-		r.size += len(f.text)
-		if r.size > r.opt.MaxMessageBytes {
-			if !r.oversize {
-				r.oversize, r.text = true, nil
-			}
-		} else {
-			r.text = append(r.text, f.text...)
-		}
+		r.collect(f)
 		if !f.final {
 			if err := r.advance(); err != nil {
 				return nil, nil, err
@@ -133,29 +77,119 @@ func (r *Receiver) Receive(ctx context.Context) (msg []byte, commit func(ok bool
 			continue
 		}
 		if r.oversize {
-			size := r.size
-			r.size -= len(f.text) // a retransmission of this frame counts again
-			r.opt.Count(health.CounterOversize, 1)
-			if err := r.reply(NAK); err != nil {
-				return nil, nil, err
-			}
-			return nil, nil, fmt.Errorf("%w: a message of at least %d bytes arrived but the limit (max_message_bytes) is %d; its last frame was NAKed, so the device keeps it: raise the limit or have the device send smaller messages",
-				ErrTooLarge, size, r.opt.MaxMessageBytes)
+			return nil, nil, r.refuseOversize(f)
 		}
-		// The final frame's text stays out of r.text until commit so that a
-		// NAK and retransmission does not append it twice.
-		msg = append([]byte(nil), r.text...)
-		r.text = r.text[:len(r.text)-len(f.text)]
-		r.size -= len(f.text)
-		r.pending = true
-		r.gen++
-		gen := r.gen
-		return msg, func(ok bool) error {
-			if !r.pending || r.gen != gen {
-				return errors.New("lis01: commit called twice or after the next Receive; each message is committed once, before the next Receive")
-			}
-			return r.settle(ok)
-		}, nil
+		msg, commit = r.hold(f)
+		return msg, commit, nil
+	}
+}
+
+// nextFrame reads, inside a transmission, up to the next well-formed frame.
+// What the link throws up on the way (EOT, an ENQ that restarts, noise,
+// timeouts, bad frames) it answers and counts here, and then reports
+// got=false: there is no frame to act on and the caller reads on.
+func (r *Receiver) nextFrame(ctx context.Context) (f frame, got bool, err error) {
+	deadline := r.lastAt.Add(r.opt.FrameTimeout)
+	b, err := r.in.next(ctx, deadline)
+	if errors.Is(err, ErrTimeout) {
+		r.opt.Count(health.CounterTimeouts, 1)
+		r.abort("no frame within the frame timeout")
+		return frame{}, false, nil
+	}
+	if err != nil {
+		return frame{}, false, err
+	}
+	switch b {
+	case EOT:
+		r.endTx()
+		return frame{}, false, nil
+	case ENQ:
+		// The device gave up on this transmission without EOT (or our
+		// EOT was lost) and starts again: follow it.
+		r.abort("ENQ inside a transmission")
+		return frame{}, false, r.establish()
+	case STX:
+	default:
+		r.opt.Count(health.CounterNoiseBytes, 1)
+		return frame{}, false, nil
+	}
+	f, err = r.readFrame(ctx, deadline)
+	switch {
+	case errors.Is(err, errEOTInFrame):
+		r.endTx()
+		return frame{}, false, nil
+	case errors.Is(err, ErrTimeout):
+		r.opt.Count(health.CounterTimeouts, 1)
+		r.abort("frame not finished within the frame timeout")
+		return frame{}, false, nil
+	case errors.Is(err, errBadFrame):
+		r.opt.Log.Debug("lis01: NAK bad frame", "reason", err.Error())
+		return frame{}, false, r.reply(NAK)
+	case err != nil:
+		return frame{}, false, err
+	}
+	return f, true, nil
+}
+
+// inSequence reports whether f carries the frame number expected next. A
+// repeat of the frame accepted last (our ACK was lost) is ACKed again, any
+// other number NAKed; both report false.
+func (r *Receiver) inSequence(f frame) (bool, error) {
+	if f.fn == r.fn {
+		return true, nil
+	}
+	if r.accepted > 0 && f.fn == (r.fn+7)%8 {
+		r.opt.Count(health.CounterDuplicates, 1)
+		return false, r.reply(ACK)
+	}
+	r.opt.Log.Debug("lis01: NAK frame number", "got", f.fn, "want", r.fn)
+	return false, r.reply(NAK)
+}
+
+// collect adds an accepted frame to the message. Past MaxMessageBytes the
+// text is dropped but the size still counted, so the error can say how
+// large the message was.
+func (r *Receiver) collect(f frame) {
+	r.opt.Count(health.CounterFrames, 1)
+	r.size += len(f.text)
+	if r.size > r.opt.MaxMessageBytes {
+		if !r.oversize {
+			r.oversize, r.text = true, nil
+		}
+	} else {
+		r.text = append(r.text, f.text...)
+	}
+}
+
+// refuseOversize NAKs the final frame of a message past MaxMessageBytes, so
+// the device keeps it, and returns ErrTooLarge (or the link's error).
+func (r *Receiver) refuseOversize(f frame) error {
+	size := r.size
+	r.size -= len(f.text) // a retransmission of this frame counts again
+	r.opt.Count(health.CounterOversize, 1)
+	if err := r.reply(NAK); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: a message of at least %d bytes arrived but the limit (max_message_bytes) is %d; its last frame was NAKed, so the device keeps it: raise the limit or have the device send smaller messages",
+		ErrTooLarge, size, r.opt.MaxMessageBytes)
+}
+
+// hold returns the complete message, whose final frame f stays unanswered
+// until the commit it returns is called.
+func (r *Receiver) hold(f frame) (msg []byte, commit func(ok bool) error) {
+	// The final frame's text stays out of r.text until commit so that a
+	// NAK and retransmission does not append it twice.
+	msg = append([]byte(nil), r.text...)
+	r.text = r.text[:len(r.text)-len(f.text)]
+	r.size -= len(f.text)
+	r.pending = true
+	r.gen++
+	gen := r.gen
+	return msg, func(ok bool) error {
+		if !r.pending || r.gen != gen {
+			return errors.New("lis01: commit called twice or after the next Receive; each message is committed once, before the next Receive")
+		}
+		return r.settle(ok)
 	}
 }
 
