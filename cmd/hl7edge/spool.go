@@ -19,7 +19,6 @@ import (
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
-	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/units"
 	"github.com/hl7edge/hl7edge/storage"
 )
@@ -72,7 +71,7 @@ func cmdSpool(ctx context.Context, args []string, stdout io.Writer) error {
 	argsJSON, _ := json.Marshal(map[string]string{"destination": *dest})
 	cctx, cancel := context.WithTimeout(ctx, cliWait)
 	defer cancel()
-	data, err := ask(cctx, cfg, name, *dest, argsJSON)
+	data, err := ask(cctx, cfg, name, argsJSON)
 	if err != nil {
 		return err
 	}
@@ -89,24 +88,27 @@ func cmdSpool(ctx context.Context, args []string, stdout io.Writer) error {
 const cliWait = 30 * time.Second
 
 // ask answers a spool command through the daemon's admin socket, or from the
-// spool itself when no daemon runs. A daemon that is starting or stopping
-// holds the spool without answering on its socket yet (or any more); then
-// the command waits and asks again instead of taking the spool from it: an
-// operator's look must never stop the gateway.
-func ask(ctx context.Context, cfg *config.Config, name, dest string, argsJSON []byte) (any, error) {
+// spool itself when no daemon runs; both run the same handlers
+// (appliance.RegisterSpoolCommands), so the answer has one shape. A daemon
+// that is starting or stopping holds the spool without answering on its
+// socket yet (or any more); then the command waits and asks again instead
+// of taking the spool from it: an operator's look must never stop the
+// gateway.
+func ask(ctx context.Context, cfg *config.Config, name string, argsJSON []byte) (any, error) {
+	req := command.Request{ID: fmt.Sprintf("cli-%d", time.Now().UnixNano()), Name: name, Args: argsJSON}
 	for {
-		resp, err := admin.Call(ctx, cfg.Admin.Socket, command.Request{ID: fmt.Sprintf("cli-%d", time.Now().UnixNano()), Name: name, Args: argsJSON})
-		switch {
-		case err == nil && resp.Status != command.Successful:
-			return nil, fmt.Errorf("%s: %s", resp.Status, resp.Detail)
-		case err == nil:
-			return resp.Data, nil
-		case !errors.Is(err, admin.ErrNoDaemon):
-			return nil, err
+		resp, err := admin.Call(ctx, cfg.Admin.Socket, req)
+		if errors.Is(err, admin.ErrNoDaemon) {
+			resp, err = offline(ctx, cfg, req)
 		}
-		data, err := offline(cfg, name, dest)
-		if !errors.Is(err, storage.ErrInUse) {
-			return data, err
+		switch {
+		case errors.Is(err, storage.ErrInUse):
+		case err != nil:
+			return nil, err
+		case resp.Status != command.Successful:
+			return nil, fmt.Errorf("%s: %s", resp.Status, resp.Detail)
+		default:
+			return resp.Data, nil
 		}
 		select {
 		case <-ctx.Done():
@@ -161,48 +163,40 @@ func sameOwner(dir string) error {
 	return nil
 }
 
-// offline opens the spool itself because no daemon is running. It does not
-// wait for the spool's lock: whoever holds it is a daemon to ask instead.
-func offline(cfg *config.Config, name, dest string) (any, error) {
-	dests := gateway.Delivering(cfg.Types, cfg.Destinations)
-	if dest != "" && !slices.Contains(dests, dest) {
-		return nil, fmt.Errorf("destination %q is not in %s", dest, cfg.Path)
-	}
+// offline opens the spool itself because no daemon is running, and answers
+// req with the daemon's own handlers. It does not wait for the spool's
+// lock: whoever holds it is a daemon to ask instead.
+func offline(ctx context.Context, cfg *config.Config, req command.Request) (command.Response, error) {
 	// Opening the spool as another user (root, typically) would leave files
 	// in it that the daemon can no longer open.
 	if err := sameOwner(cfg.Spool.Dir); err != nil {
-		return nil, err
+		return command.Response{}, err
 	}
+	dests := gateway.Delivering(cfg.Types, cfg.Destinations)
 	sp, err := storage.Open(cfg.Spool, storage.Options{Destinations: dests})
 	if err != nil {
-		return nil, err
+		return command.Response{}, err
 	}
 	defer sp.Close()
-	switch name {
-	case command.SpoolStats:
-		return sp.Stats(), nil
-	case command.DeadList:
-		dls, err := sp.DeadLetters(dest)
-		if err != nil {
-			return nil, err
-		}
-		out := []appliance.DeadLetterInfo{}
-		for _, dl := range dls {
-			info := appliance.DeadLetterInfo{GUID: dl.GUID, Source: dl.Source, Received: dl.Received, Attempts: dl.Attempts, Reason: dl.Reason}
-			if m, err := hl7.Parse(dl.Raw); err == nil {
-				info.ControlID = m.Header().ControlID
-			}
-			out = append(out, info)
-		}
-		return out, nil
-	case command.DeadRetry:
-		n, err := sp.RetryDead(dest)
-		return map[string]int{"retried": n}, err
-	case command.DeadPurge:
-		n, err := sp.PurgeDead(dest)
-		return map[string]int{"purged": n}, err
+	ops := appliance.OfflineSpool{Spool: sp, Destinations: dests, ConfigPath: cfg.Path}
+	for _, s := range cfg.Sources {
+		ops.Sources = append(ops.Sources, s.Name)
 	}
-	return nil, fmt.Errorf("unknown command %s", name)
+	d := command.NewDispatcher(nil)
+	appliance.RegisterSpoolCommands(d, ops)
+	// The operator is on the box, as on the admin socket.
+	resp := d.Dispatch(command.WithLocal(ctx), req)
+	// Through JSON, as the admin socket carries it, so both paths print
+	// byte for byte the same form (keys in the same order).
+	b, err := json.Marshal(resp)
+	if err != nil {
+		return command.Response{}, fmt.Errorf("spool command %s: answer does not encode as JSON: %w", req.Name, err)
+	}
+	var out command.Response
+	if err := json.Unmarshal(b, &out); err != nil {
+		return command.Response{}, fmt.Errorf("spool command %s: answer does not decode: %w", req.Name, err)
+	}
+	return out, nil
 }
 
 func printHuman(w io.Writer, name string, data any) error {

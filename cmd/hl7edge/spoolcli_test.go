@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -60,20 +61,41 @@ func TestSpoolCLI(t *testing.T) {
 	queued := func(m map[string]any, dest, key string) float64 {
 		return m["destinations"].(map[string]any)[dest].(map[string]any)[key].(float64)
 	}
+	deadJSON := func() string {
+		out, err := exec.Command(binPath, "spool", "dead", "list", "--config", cfgPath, "--destination", "lis", "--json").Output()
+		if err != nil {
+			t.Fatalf("dead list --json: %v", err)
+		}
+		return string(out)
+	}
 	// lis gives up after one attempt per message: all three become dead letters.
+	var live map[string]any
 	for {
 		m := stats()
 		if queued(m, "lis", "dead") == 3 {
 			if queued(m, "hold", "queued") != 3 || m["sources"] == nil {
 				t.Fatalf("running daemon's stats: %v", m)
 			}
+			live = m
 			break
 		}
 	}
+	liveDead := deadJSON()
 	d.stop()
 	m := stats()
 	if queued(m, "lis", "dead") != 3 || queued(m, "hold", "queued") != 3 || m["messages"].(float64) != 3 {
 		t.Fatalf("stopped daemon's stats: %v", m)
+	}
+	// The same handlers answer with the daemon stopped: the same shape,
+	// sources included (stopped, as nothing runs), and the same dead letters.
+	if got, want := jsonShape(m), jsonShape(live); got != want {
+		t.Errorf("stats from the stopped spool have shape\n  %s\nthe running daemon's\n  %s", got, want)
+	}
+	if src, ok := m["sources"].(map[string]any)["mllp-in"].(map[string]any); !ok || src["state"] != "stopped" {
+		t.Errorf("stopped daemon's stats: sources %v, want mllp-in stopped", m["sources"])
+	}
+	if got := deadJSON(); got != liveDead {
+		t.Errorf("dead list --json from the stopped spool\n  %s\nfrom the running daemon\n  %s", got, liveDead)
 	}
 	out, err := exec.Command(binPath, "spool", "dead", "list", "--config", cfgPath, "--destination", "lis").CombinedOutput()
 	if err != nil || !containsAll(string(out), "CLI0", "CLI1", "CLI2", "max_attempts") {
@@ -95,4 +117,33 @@ func containsAll(s string, subs ...string) bool {
 		}
 	}
 	return true
+}
+
+// jsonShape is the sorted list of the object's key paths, with map keys
+// that name things (destinations, sources) folded to "*" and counters left
+// out (the running daemon's sources have them, stopped ones do not).
+func jsonShape(m map[string]any) string {
+	var paths []string
+	var walk func(prefix string, v any)
+	walk = func(prefix string, v any) {
+		o, ok := v.(map[string]any)
+		if !ok {
+			return
+		}
+		for k, child := range o {
+			p := prefix + "." + k
+			switch prefix {
+			case ".destinations", ".sources":
+				p = prefix + ".*"
+			}
+			if k == "counters" {
+				continue // a stopped source has none
+			}
+			paths = append(paths, p)
+			walk(p, child)
+		}
+	}
+	walk("", m)
+	slices.Sort(paths)
+	return strings.Join(slices.Compact(paths), " ")
 }

@@ -13,8 +13,6 @@ import (
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/device/leds"
 	"github.com/hl7edge/hl7edge/device/status"
-	"github.com/hl7edge/hl7edge/pipeline/hl7"
-	"github.com/hl7edge/hl7edge/storage"
 )
 
 // maxIdentifySeconds caps identify: the LEDs are how a nurse reads the box.
@@ -89,7 +87,7 @@ func (a *Appliance) register(b *Box, engine *leds.Engine, alarm func(kind, detai
 		}
 		return r, "not healthy", nil
 	}))
-	d.Register(command.SpoolStats, with(func(nameArgs) (any, string, error) { return SpoolStats(b), "", nil }))
+	RegisterSpoolCommands(d, liveSpool{b})
 	d.Register(command.Reping, with(func(args nameArgs) (any, string, error) {
 		n, err := args.target()
 		if err == nil {
@@ -110,41 +108,6 @@ func (a *Appliance) register(b *Box, engine *leds.Engine, alarm func(kind, detai
 			err = gw.Resume(n)
 		}
 		return nil, "resumed " + n, err
-	}))
-	d.Register(command.DeadList, with(func(args nameArgs) (any, string, error) {
-		n, err := args.target()
-		if err != nil {
-			return nil, "", err
-		}
-		dls, err := gw.DeadLetters(n)
-		if err != nil {
-			return nil, "", err
-		}
-		out := []DeadLetterInfo{}
-		for _, dl := range dls {
-			info := DeadLetterInfo{GUID: dl.GUID, Source: dl.Source, Received: dl.Received, Attempts: dl.Attempts, Reason: dl.Reason}
-			if m, err := hl7.Parse(dl.Raw); err == nil {
-				info.ControlID = m.Header().ControlID
-			}
-			out = append(out, info)
-		}
-		return out, fmt.Sprintf("%d dead letters", len(out)), nil
-	}))
-	d.Register(command.DeadRetry, with(func(args nameArgs) (any, string, error) {
-		n, err := args.target()
-		if err != nil {
-			return nil, "", err
-		}
-		k, err := gw.RetryDead(n, args.GUIDs...)
-		return map[string]int{"retried": k}, fmt.Sprintf("%d dead letters queued again", k), err
-	}))
-	d.RegisterPrivileged(command.DeadPurge, with(func(args nameArgs) (any, string, error) {
-		n, err := args.target()
-		if err != nil {
-			return nil, "", err
-		}
-		k, err := gw.PurgeDead(n, args.GUIDs...)
-		return map[string]int{"purged": k}, fmt.Sprintf("%d dead letters deleted", k), err
 	}))
 	d.Register(command.Identify, with(func(args nameArgs) (any, string, error) {
 		s := args.Seconds
@@ -213,28 +176,6 @@ func (a *Appliance) apply(b *Box, id string, local bool, args nameArgs) (any, st
 	a.mu.Unlock()
 	a.requestRestart("new configuration")
 	return map[string]string{"grace": grace.String()}, fmt.Sprintf("applied; restarting; rolled back unless healthy after %s", grace), nil
-}
-
-// SpoolStats is the `spool stats` object with the pull sources' counters.
-func SpoolStats(b *Box) any {
-	var st storage.Stats
-	if sp := b.Gateway.Spool(); sp != nil {
-		st = sp.Stats()
-	} else if err := b.Gateway.SpoolError(); err != nil {
-		st.Error = err.Error()
-	}
-	snap := b.Registry.Snapshot()
-	st.Sources = map[string]storage.SourceStats{}
-	for _, s := range snap.Sources {
-		st.Sources[s.Name] = storage.SourceStats{State: string(s.State), Counters: s.Counters, LastError: s.LastError}
-	}
-	for _, d := range snap.Destinations {
-		if ds, ok := st.Destinations[d.Name]; ok && d.Lanes != nil {
-			ds.Lanes = d.Lanes
-			st.Destinations[d.Name] = ds
-		}
-	}
-	return st
 }
 
 // remoteApplyAllowed refuses a remote configuration that would lower
