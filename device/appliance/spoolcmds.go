@@ -85,7 +85,12 @@ func deadLetterInfos(dls []storage.DeadLetter) []DeadLetterInfo {
 type liveSpool struct{ b *Box }
 
 func (l liveSpool) Stats() storage.Stats {
-	st := l.b.Gateway.Spool().Stats()
+	var st storage.Stats
+	if sp := l.b.Gateway.Spool(); sp != nil {
+		st = sp.Stats()
+	} else if err := l.b.Gateway.SpoolError(); err != nil {
+		st.Error = err.Error() // unreadable: say so, with the sources below
+	}
 	st.Sources = map[string]storage.SourceStats{}
 	for _, s := range l.b.Registry.Snapshot().Sources {
 		st.Sources[s.Name] = storage.SourceStats{State: string(s.State), Counters: s.Counters, LastError: s.LastError}
