@@ -92,8 +92,15 @@ func (l liveSpool) Stats() storage.Stats {
 		st.Error = err.Error() // unreadable: say so, with the sources below
 	}
 	st.Sources = map[string]storage.SourceStats{}
-	for _, s := range l.b.Registry.Snapshot().Sources {
+	snap := l.b.Registry.Snapshot()
+	for _, s := range snap.Sources {
 		st.Sources[s.Name] = storage.SourceStats{State: string(s.State), Counters: s.Counters, LastError: s.LastError}
+	}
+	for _, d := range snap.Destinations {
+		if ds, ok := st.Destinations[d.Name]; ok && d.Lanes != nil {
+			ds.Lanes = d.Lanes
+			st.Destinations[d.Name] = ds
+		}
 	}
 	return st
 }
