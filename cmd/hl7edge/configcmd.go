@@ -2,16 +2,24 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
+	"time"
+
+	"github.com/hl7edge/hl7edge/device/admin"
+	"github.com/hl7edge/hl7edge/device/command"
 
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
 )
 
-const configUsage = "usage: hl7edge config check FILE | hl7edge config sample [TYPE]"
+const configUsage = "usage: hl7edge config check FILE | hl7edge config sample [TYPE] | hl7edge config apply [--config FILE] [--grace 60s] NEWFILE"
 
 func cmdConfig(args []string, stdout io.Writer) error {
 	switch {
@@ -27,6 +35,8 @@ func cmdConfig(args []string, stdout io.Writer) error {
 		return nil
 	case len(args) >= 1 && len(args) <= 2 && args[0] == "sample":
 		return configSample(args[1:], stdout)
+	case len(args) >= 2 && args[0] == "apply":
+		return configApply(args[1:], stdout)
 	}
 	return errors.New(configUsage)
 }
@@ -66,4 +76,46 @@ func containsBytes(list [][]byte, b []byte) bool {
 		}
 	}
 	return false
+}
+
+// configApply sends config-apply to the running daemon through the admin
+// socket: the local operator's way, the only one that may lower transport
+// security (plain HTTP, wider allowed_hosts, new upstream hosts). The
+// daemon validates, restarts and rolls back an unhealthy configuration as
+// for MQTT.
+func configApply(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("config apply", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	path := fs.String("config", config.DefaultPath, "the running daemon's configuration file (names the admin socket)")
+	grace := fs.String("grace", "", "how long the new configuration has to prove healthy (default 60s)")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
+		return errors.New(configUsage)
+	}
+	cur, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	next, err := os.ReadFile(fs.Arg(0))
+	if err != nil {
+		return fmt.Errorf("read the new configuration: %w", err)
+	}
+	a := map[string]string{"yaml": string(next)}
+	if *grace != "" {
+		a["grace"] = *grace
+	}
+	b, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	resp, err := admin.Call(ctx, cur.Admin.Socket, command.Request{ID: fmt.Sprintf("cli-%d", time.Now().UnixNano()), Name: command.ConfigApply, Args: b})
+	if err != nil {
+		return err
+	}
+	if resp.Status != command.Successful {
+		return fmt.Errorf("config-apply %s: %s", resp.Status, resp.Detail)
+	}
+	fmt.Fprintf(stdout, "%s\n", resp.Detail)
+	return nil
 }
