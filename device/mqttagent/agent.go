@@ -1,6 +1,8 @@
 // Package mqttagent connects the box to its fleet over MQTT: a retained
 // online/offline status with a session counter (and the same topic as Last
-// Will), periodic and on-change health snapshots, alarms, and operator
+// Will), periodic and on-change health snapshots (retained, so a fleet view
+// reads the latest of every box, offline ones included, in one subscription
+// without asking each box), alarms, and operator
 // commands answered through the shared command.Dispatcher. While the broker
 // is unreachable it keeps only bounded state (the latest health, the last
 // alarms and command answers) and publishes it when the link returns.

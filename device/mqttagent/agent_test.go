@@ -75,6 +75,14 @@ func TestAgentOnBroker(t *testing.T) {
 			if !birth.Retained {
 				t.Error("birth reached a late subscriber without the retained flag")
 			}
+			// So does the latest health, once published: a fleet view reads
+			// every box's from the broker at once, offline boxes included.
+			pre.Log.WaitFor(t, 0, "health", mqtttest.JSONHas("hl7edge/gw1/health", map[string]any{"device": "gw1"}))
+			later := mqtttest.Subscribe(t, url, "hl7edge/gw1/health", mqtttest.ClientOptions{})
+			_, lateHealth := later.Log.WaitFor(t, 0, "retained health", mqtttest.JSONHas("hl7edge/gw1/health", map[string]any{"device": "gw1"}))
+			if !lateHealth.Retained {
+				t.Error("health reached a late subscriber without the retained flag")
+			}
 			b := birth.JSON(t)
 			if b["version"] != "1.2.3" {
 				t.Errorf("birth version = %v, want 1.2.3", b["version"])

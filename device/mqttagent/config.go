@@ -196,3 +196,21 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 	}
 	return cfg, nil
 }
+
+// Connection is what another MQTT client of the fleet (hl7edge fleet)
+// needs to reach the broker exactly as the agent does: the TLS settings
+// (nil for tcp:// and ws://) and the password from password_file ("" when
+// none). Call it after SetDefaults and Validate.
+func (c *Config) Connection() (tlsCfg *tls.Config, password string, err error) {
+	if c.PasswordFile != "" {
+		if password, err = readPassword(c.PasswordFile); err != nil {
+			return nil, "", err
+		}
+	}
+	if c.isTLS() {
+		if tlsCfg, err = c.tlsConfig(); err != nil {
+			return nil, "", err
+		}
+	}
+	return tlsCfg, password, nil
+}

@@ -143,7 +143,7 @@ func (o *outbox) pop() (outMsg, bool) {
 		return m, true
 	case o.healthDue:
 		o.healthDue = false
-		return outMsg{topic: o.healthTopic, kind: kindHealth}, true
+		return outMsg{topic: o.healthTopic, kind: kindHealth, retained: true}, true
 	}
 	return outMsg{}, false
 }
