@@ -105,6 +105,12 @@ soak-short:
 soak: build
 	SOAK_SECONDS=$(SOAK_SECONDS) $(GO) test -count=1 -timeout 0 -run TestSoak -v ./cmd/hl7edge/
 
+# hl7edge fleet against Mosquitto with 1,000 simulated gateways (200 offline,
+# some faulted); make test runs the same with 60.
+.PHONY: fleet-1000
+fleet-1000:
+	HL7EDGE_FLEET_N=1000 $(GO) test -count=1 -timeout 10m -run TestFleetAgainstMosquitto -v ./cmd/hl7edge/
+
 clean:
 	rm -rf bin dist bench.out powercut.json
 

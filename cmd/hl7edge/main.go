@@ -49,6 +49,8 @@ usage:
   hl7edge status [--config FILE] [--json]
                                        the running gateway in words: what is wrong, what to do,
                                        what each LED means; exit 0 healthy, 1 not, 2 unknown
+  hl7edge fleet --broker URL [--username U --password-file F --ca-file F] [--watch] [--json]
+                                       every gateway on the broker in one table, worst first
   hl7edge spool stats --config FILE [--json]
   hl7edge spool salvage --config FILE [--json]
                                        copy what is readable of a spool that cannot be
@@ -89,6 +91,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return cmdSend(ctx, rest, stdout, stderr)
 	case "status":
 		return cmdStatus(ctx, rest, stdout, stderr)
+	case "fleet":
+		return cmdFleet(ctx, rest, stdout, stderr)
 	case "spool":
 		err = cmdSpool(ctx, rest, stdout)
 	case "webservice":

@@ -1,0 +1,348 @@
+// Package fleetview reads every gateway's retained status and latest health
+// from the MQTT broker and judges them with the same rules as `hl7edge
+// status`, for one table of the whole fleet, worst first.
+//
+// Both topics are retained (device/mqttagent), so one subscription brings
+// every box the broker knows, offline ones included, without asking any of
+// them. The end of the retained flood is recognised by a probe: after the
+// subscriptions are acknowledged the reader publishes to a topic of its own,
+// and since a broker answers one connection's packets in order, the probe
+// comes back after the last retained message.
+package fleetview
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/hl7edge/hl7edge/device/leds"
+	"github.com/hl7edge/hl7edge/device/mqttagent"
+	"github.com/hl7edge/hl7edge/device/status"
+	"github.com/hl7edge/hl7edge/pipeline/health"
+)
+
+// Row is one gateway in the table.
+type Row struct {
+	ID      string `json:"id"`
+	Online  bool   `json:"online"`
+	Known   bool   `json:"status_known"` // a status message was seen
+	Session uint64 `json:"session,omitempty"`
+	// Since is when it came online (its birth), or for an offline box
+	// when it was last heard of (its latest health).
+	Since      time.Time `json:"since,omitzero"`
+	Version    string    `json:"version,omitempty"`
+	HealthTime time.Time `json:"health_time,omitzero"`
+	Queued     int64     `json:"queued"`
+	Dead       int64     `json:"dead"`
+	OldestAge  float64   `json:"oldest_age_seconds"`
+	Fault      int       `json:"fault"`
+	FaultWhat  string    `json:"fault_what,omitempty"`
+	Alarms     []string  `json:"alarms,omitempty"`
+	Problems   []string  `json:"problems,omitempty"`
+}
+
+// rank orders rows worst first: offline boxes (nothing is known of them
+// now), then fault codes in the LEDs' priority, then other problems, then
+// healthy ones.
+func (r Row) rank() int {
+	switch {
+	case !r.Online:
+		return 0
+	case r.Fault != 0:
+		return 1 + slices.Index(leds.FaultPriority(), leds.Fault(r.Fault))
+	case len(r.Problems) > 0:
+		return 10
+	}
+	return 11
+}
+
+// Sort orders rows worst first; within a rank the oldest queued message
+// first, then by ID.
+func Sort(rows []Row) {
+	slices.SortFunc(rows, func(a, b Row) int {
+		if c := cmp.Compare(a.rank(), b.rank()); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(b.OldestAge, a.OldestAge); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+}
+
+type statusMsg struct {
+	State   string `json:"state"`
+	Session uint64 `json:"session"`
+	Version string `json:"version"`
+	Time    string `json:"time"`
+}
+
+// View collects what the broker says about each gateway. It is safe for
+// concurrent use: the MQTT client feeds it, the caller reads Rows.
+type View struct {
+	root string
+
+	mu      sync.Mutex
+	status  map[string]statusMsg
+	health  map[string]health.Snapshot
+	changed chan struct{}
+}
+
+// NewView makes an empty view of the gateways under topicRoot.
+func NewView(topicRoot string) *View {
+	return &View{root: topicRoot, status: map[string]statusMsg{}, health: map[string]health.Snapshot{}, changed: make(chan struct{}, 1)}
+}
+
+// Changed signals (coalesced) that a message changed the view.
+func (v *View) Changed() <-chan struct{} { return v.changed }
+
+// id is the device ID of topic root/<id>/<leaf>, "" for anything else.
+func (v *View) id(topic, leaf string) string {
+	rest, ok := strings.CutPrefix(topic, v.root+"/")
+	if !ok {
+		return ""
+	}
+	id, l, ok := strings.Cut(rest, "/")
+	if !ok || l != leaf || id == "" {
+		return ""
+	}
+	return id
+}
+
+// Put records one message; an empty payload (a cleared retained message)
+// forgets that part of the box.
+func (v *View) Put(topic string, payload []byte) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if id := v.id(topic, "status"); id != "" {
+		var s statusMsg
+		if len(payload) == 0 {
+			delete(v.status, id)
+		} else if json.Unmarshal(payload, &s) == nil {
+			v.status[id] = s
+		}
+	} else if id := v.id(topic, "health"); id != "" {
+		var h health.Snapshot
+		if len(payload) == 0 {
+			delete(v.health, id)
+		} else if json.Unmarshal(payload, &h) == nil {
+			v.health[id] = h
+		}
+	} else {
+		return
+	}
+	select {
+	case v.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Rows is the table now, worst first.
+func (v *View) Rows() []Row {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	ids := map[string]bool{}
+	for id := range v.status {
+		ids[id] = true
+	}
+	for id := range v.health {
+		ids[id] = true
+	}
+	rows := make([]Row, 0, len(ids))
+	for id := range ids {
+		st, known := v.status[id]
+		h, hasHealth := v.health[id]
+		r := Row{ID: id, Known: known, Online: known && st.State == "online", Session: st.Session, Version: st.Version}
+		if r.Online {
+			r.Since, _ = time.Parse(time.RFC3339, st.Time)
+		}
+		if hasHealth {
+			r.HealthTime = h.Time
+			if r.Version == "" {
+				r.Version = h.Version
+			}
+			if !r.Online {
+				r.Since = h.Time
+			}
+			for _, d := range h.Destinations {
+				r.Queued += d.Queued
+				r.Dead += d.Dead
+				r.OldestAge = max(r.OldestAge, d.OldestAgeSeconds)
+			}
+			f := leds.ExplainFault(h)
+			r.Fault, r.FaultWhat = f.Code, f.What
+			for _, a := range h.Alarms {
+				r.Alarms = append(r.Alarms, a.Kind)
+			}
+			r.Problems = status.Problems(h)
+		} else {
+			r.Problems = []string{"no health published yet"}
+		}
+		rows = append(rows, r)
+	}
+	Sort(rows)
+	return rows
+}
+
+// Options say how to reach the broker: the daemon's mqtt section.
+type Options struct {
+	MQTT     mqttagent.Config
+	ClientID string // default hl7edge-fleet-<random>
+	// Settle bounds the wait for the retained flood when the broker does not
+	// echo the probe (an ACL that forbids publishing): Read returns after
+	// this long without a new message.
+	Settle time.Duration
+}
+
+// Reader is a connected subscription feeding a View.
+type Reader struct {
+	View   *View
+	client mqtt.Client
+	probe  string
+	done   chan struct{}
+	once   sync.Once
+}
+
+// Open connects, subscribes to every gateway's status and health, and
+// returns once the broker has sent everything it retains (or Settle passed
+// without news, or ctx ended).
+func Open(ctx context.Context, o Options) (*Reader, error) {
+	c := o.MQTT
+	c.SetDefaults()
+	if !c.Enabled() {
+		return nil, errors.New("no broker: give --broker URL (tls://host:8883)")
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	tlsCfg, password, err := c.Connection()
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, 6)
+	_, _ = rand.Read(nonce)
+	if o.ClientID == "" {
+		o.ClientID = "hl7edge-fleet-" + hex.EncodeToString(nonce)
+	}
+	if o.Settle <= 0 {
+		o.Settle = 2 * time.Second
+	}
+	r := &Reader{View: NewView(c.TopicRoot), probe: c.TopicRoot + "/_fleet/" + o.ClientID + "/probe", done: make(chan struct{})}
+	opts := mqtt.NewClientOptions().AddBroker(c.Broker).SetClientID(o.ClientID).
+		SetProtocolVersion(4).SetCleanSession(true).SetOrderMatters(true).
+		SetAutoReconnect(true).SetConnectTimeout(10 * time.Second).SetKeepAlive(c.KeepAlive.D())
+	if c.Username != "" {
+		opts.SetUsername(c.Username).SetPassword(password)
+	}
+	if tlsCfg != nil {
+		opts.SetTLSConfig(tlsCfg)
+	}
+	opts.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
+		if m.Topic() == r.probe {
+			r.once.Do(func() { close(r.done) })
+			return
+		}
+		r.View.Put(m.Topic(), m.Payload())
+	})
+	r.client = mqtt.NewClient(opts)
+	if err := wait(ctx, r.client.Connect()); err != nil {
+		return nil, fmt.Errorf("broker %s: %w", c.Broker, err)
+	}
+	// QoS 0: a read-only view needs no acknowledgements, and a broker
+	// limits the QoS 1 messages it queues per client (Mosquitto's
+	// max_queued_messages, 1000 by default) and drops the rest, which a
+	// fleet's retained flood of two messages per gateway exceeds.
+	filters := map[string]byte{c.TopicRoot + "/+/status": 0, c.TopicRoot + "/+/health": 0, r.probe: 0}
+	if err := wait(ctx, r.client.SubscribeMultiple(filters, nil)); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("subscribe on %s: %w", c.Broker, err)
+	}
+	// A broker whose ACL refuses the probe may drop it silently, so the
+	// quiet period ends the wait too.
+	_ = wait(ctx, r.client.Publish(r.probe, 1, false, []byte("end of retained")))
+	settle := time.NewTimer(o.Settle)
+	defer settle.Stop()
+	for {
+		select {
+		case <-r.done:
+			return r, nil
+		case <-ctx.Done():
+			return r, nil
+		case <-r.View.Changed():
+			settle.Reset(o.Settle)
+		case <-settle.C:
+			return r, nil
+		}
+	}
+}
+
+func wait(ctx context.Context, t mqtt.Token) error {
+	select {
+	case <-t.Done():
+		return t.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close disconnects.
+func (r *Reader) Close() { r.client.Disconnect(250) }
+
+// Render writes the table.
+func Render(w io.Writer, rows []Row, now time.Time) {
+	online, faulted := 0, 0
+	for _, r := range rows {
+		if r.Online {
+			online++
+		}
+		if r.Fault != 0 {
+			faulted++
+		}
+	}
+	fmt.Fprintf(w, "%d gateways: %d online, %d offline, %d with a fault code   %s\n", len(rows), online, len(rows)-online, faulted, now.UTC().Format("2006-01-02 15:04:05 UTC"))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tSINCE\tVERSION\tQUEUED\tOLDEST\tFAULT\tALARMS")
+	for _, r := range rows {
+		state := "online"
+		if !r.Online {
+			state = "OFFLINE"
+		}
+		since := "-"
+		if !r.Since.IsZero() {
+			since = status.Age(now.Sub(r.Since))
+			if !r.Online {
+				since += " (last seen)"
+			}
+		}
+		fault := "-"
+		if r.Fault != 0 {
+			fault = fmt.Sprintf("%d %s", r.Fault, r.FaultWhat)
+		}
+		oldest := "-"
+		if r.OldestAge > 0 {
+			oldest = status.Age(time.Duration(r.OldestAge * float64(time.Second)))
+		}
+		alarms := "-"
+		if len(r.Alarms) > 0 {
+			alarms = strings.Join(r.Alarms, ",")
+		}
+		ver := r.Version
+		if ver == "" {
+			ver = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.ID, state, since, ver, r.Queued, oldest, fault, alarms)
+	}
+	_ = tw.Flush()
+}
