@@ -319,10 +319,8 @@ func (d *Destination) validateLanes() error {
 	switch {
 	case d.Lanes < 0 || d.Lanes > MaxLanes:
 		return fmt.Errorf("lanes %d: use 1 (one message at a time, strict spool order) up to %d", d.Lanes, MaxLanes)
-	case d.Lanes > limit && limit <= 1:
-		return fmt.Errorf("lanes %d: a %s destination delivers one message at a time as configured; leave lanes out or use a type that takes several (webservice)", d.Lanes, d.Type)
 	case d.Lanes > limit:
-		return fmt.Errorf("lanes %d: a %s destination takes at most %d as configured", d.Lanes, d.Type, limit)
+		return fmt.Errorf("lanes %d: this %s destination takes %d message(s) at a time as configured; lower lanes, or let it take more (webservice takes up to %d; mllp as many as its connections)", d.Lanes, d.Type, limit, MaxLanes)
 	}
 	if d.LaneKey != "" {
 		if _, err := hl7.ParsePath(d.LaneKey); err != nil {

@@ -19,7 +19,9 @@ func TestLanesValidate(t *testing.T) {
 		{"eight lanes on MRN", "type: webservice\nlanes: 8\nlane_key: pid-2", "", 8, "PID-2"},
 		{"too many", "type: webservice\nlanes: 65", "lanes 65: use 1", 0, ""},
 		{"negative", "type: webservice\nlanes: -1", "lanes -1", 0, ""},
-		{"not for mllp", "type: mllp\nlanes: 2", "delivers one message at a time as configured", 0, ""},
+		{"mllp with one connection", "type: mllp\nlanes: 2", "takes 1 message(s) at a time as configured", 0, ""},
+		{"mllp with more lanes than connections", "type: mllp\nconnections: 2\nlanes: 3", "takes 2 message(s) at a time", 0, ""},
+		{"mllp with as many connections", "type: mllp\nconnections: 4\nlanes: 4", "", 4, "PID-3.1"},
 		{"bad key", "type: webservice\nlanes: 2\nlane_key: PID3", "lane_key: field path", 0, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -30,7 +30,14 @@ type DestinationConfig struct {
 	// Timeout bounds one delivery: connecting, writing and waiting for
 	// the ACK.
 	Timeout units.Duration `yaml:"timeout"`
+	// Connections is how many connections the receiver accepts from this
+	// gateway at once. Above 1 the destination can take `lanes` up to it:
+	// each lane's messages go one at a time over one connection.
+	Connections int `yaml:"connections"`
 }
+
+// MaxConnections bounds connections.
+const MaxConnections = 64
 
 // ClientTLS turns on TLS to the receiver when Enabled or any other field is
 // set. The receiver's certificate is always verified, against the system
@@ -54,7 +61,13 @@ func (c *DestinationConfig) SetDefaults() {
 	if c.Timeout == 0 {
 		c.Timeout = units.Duration(DefaultTimeout)
 	}
+	if c.Connections == 0 {
+		c.Connections = 1
+	}
 }
+
+// MaxLanes is how many deliveries may run at once: one per connection.
+func (c *DestinationConfig) MaxLanes() int { return max(c.Connections, 1) }
 
 // Validate checks the configuration after SetDefaults; it does not read
 // the TLS files (NewOutput does).
@@ -67,6 +80,9 @@ func (c *DestinationConfig) Validate() error {
 	}
 	if c.Timeout < units.Duration(time.Millisecond) {
 		errs = append(errs, fmt.Errorf("timeout %s is too short: use at least 1ms (default %s)", c.Timeout, DefaultTimeout))
+	}
+	if c.Connections < 1 || c.Connections > MaxConnections {
+		errs = append(errs, fmt.Errorf("connections %d: use 1 (the default) up to %d, no more than the receiver accepts at once", c.Connections, MaxConnections))
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		errs = append(errs, errors.New("tls cert_file and key_file go together: set both for a client certificate, or neither"))
@@ -103,20 +119,25 @@ func (t ClientTLS) clientTLSConfig() (*tls.Config, error) {
 	return conf, nil
 }
 
-// Output delivers messages to one MLLP receiver over one kept-open
-// connection. It implements flow.Output.
+// Output delivers messages to one MLLP receiver over kept-open
+// connections, one by default. It implements flow.Output. Each delivery
+// holds one connection from sending to its ACK, since MLLP answers in order
+// on a connection; with connections above 1 as many deliveries run at once.
 type Output struct {
 	name string
 	cfg  DestinationConfig
 	tls  *tls.Config
 	log  *slog.Logger
 
-	deliverMu sync.Mutex // one delivery at a time: MLLP answers in order
+	slots chan *slot // idle connection slots; a delivery holds one
 
 	mu     sync.Mutex
-	client *Client
+	open   map[*Client]bool // every connected client, for Close
 	closed bool
 }
+
+// slot is one connection a delivery may use; c is nil until it connects.
+type slot struct{ c *Client }
 
 var _ flow.Output = (*Output)(nil)
 
@@ -134,7 +155,12 @@ func NewOutput(name string, cfg DestinationConfig, log *slog.Logger) (*Output, e
 	if log == nil {
 		return nil, fmt.Errorf("mllp destination %q: a logger is required", name)
 	}
-	return &Output{name: name, cfg: cfg, tls: tlsConf, log: log.With("destination", name, "address", cfg.Address)}, nil
+	o := &Output{name: name, cfg: cfg, tls: tlsConf, log: log.With("destination", name, "address", cfg.Address),
+		slots: make(chan *slot, cfg.Connections), open: map[*Client]bool{}}
+	for range cfg.Connections {
+		o.slots <- &slot{}
+	}
+	return o, nil
 }
 
 // errReceiver marks errors where the receiver answered but not positively,
@@ -147,8 +173,13 @@ var errReceiver = errors.New("receiver did not accept the message")
 // wrapping flow.ErrPermanent for AR or CR. The receiver's own text (MSA-3,
 // ERR) is left out of errors because it may quote the message.
 func (o *Output) Deliver(ctx context.Context, m *flow.Message) error {
-	o.deliverMu.Lock()
-	defer o.deliverMu.Unlock()
+	var sl *slot
+	select {
+	case sl = <-o.slots:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { o.slots <- sl }()
 
 	parsed, err := hl7.Parse(m.Raw)
 	if err != nil {
@@ -165,7 +196,7 @@ func (o *Output) Deliver(ctx context.Context, m *flow.Message) error {
 	)
 	for retried := false; ; retried = true {
 		var reused bool
-		c, reused, err = o.connect(ctx)
+		c, reused, err = o.connect(ctx, sl)
 		if err != nil {
 			return fmt.Errorf("%s: %w", what, err)
 		}
@@ -173,7 +204,7 @@ func (o *Output) Deliver(ctx context.Context, m *flow.Message) error {
 		if err == nil {
 			break
 		}
-		o.drop(c, "send failed")
+		o.drop(sl, "send failed")
 		// Receivers close idle connections; finding that out only on
 		// the next send is normal, not a failure worth a back-off.
 		// Resending is safe: delivery is at least once.
@@ -184,13 +215,13 @@ func (o *Output) Deliver(ctx context.Context, m *flow.Message) error {
 	}
 	code, acked, _, err := hl7.ParseACK(raw)
 	if err != nil {
-		o.drop(c, "unreadable ACK")
+		o.drop(sl, "unreadable ACK")
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	if strings.TrimSpace(acked) != strings.TrimSpace(ctlID) {
 		// The stream is out of step (a late ACK of something else):
 		// start over on a fresh connection.
-		o.drop(c, "ACK for another message")
+		o.drop(sl, "ACK for another message")
 		return fmt.Errorf("%s: the ACK answers control ID %q, not this message: will reconnect and retry", what, truncateID(acked))
 	}
 	switch code {
@@ -210,16 +241,16 @@ func peerWentAway(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
-// connect returns the open connection (reused) or dials a new one.
-func (o *Output) connect(ctx context.Context) (c *Client, reused bool, err error) {
+// connect returns the slot's open connection (reused) or dials a new one.
+func (o *Output) connect(ctx context.Context, sl *slot) (c *Client, reused bool, err error) {
 	o.mu.Lock()
-	c, closed := o.client, o.closed
+	closed := o.closed
 	o.mu.Unlock()
 	if closed {
 		return nil, false, fmt.Errorf("destination closed: %w", net.ErrClosed)
 	}
-	if c != nil {
-		return c, true, nil
+	if sl.c != nil {
+		return sl.c, true, nil
 	}
 	c, err = Dial(ctx, o.cfg.Address, o.tls)
 	if err != nil {
@@ -231,33 +262,38 @@ func (o *Output) connect(ctx context.Context) (c *Client, reused bool, err error
 		c.Close()
 		return nil, false, fmt.Errorf("destination closed: %w", net.ErrClosed)
 	}
-	o.client = c
-	o.log.Info("MLLP destination connected", "tls", o.tls != nil)
+	sl.c = c
+	o.open[c] = true
+	o.log.Info("MLLP destination connected", "tls", o.tls != nil, "connections", len(o.open))
 	return c, false, nil
 }
 
-// drop closes c so the next delivery reconnects.
-func (o *Output) drop(c *Client, why string) {
-	o.mu.Lock()
-	if o.client == c {
-		o.client = nil
+// drop closes the slot's connection so its next delivery reconnects.
+func (o *Output) drop(sl *slot, why string) {
+	c := sl.c
+	if c == nil {
+		return
 	}
+	sl.c = nil
+	o.mu.Lock()
+	delete(o.open, c)
 	o.mu.Unlock()
 	c.Close()
 	o.log.Warn("MLLP destination connection dropped; reconnecting on the next delivery", "why", why)
 }
 
-// Close closes the connection; a delivery in progress fails and later ones
-// are refused.
+// Close closes the connections; a delivery in progress fails and later
+// ones are refused.
 func (o *Output) Close() error {
 	o.mu.Lock()
-	c := o.client
-	o.client, o.closed = nil, true
+	open := o.open
+	o.open, o.closed = map[*Client]bool{}, true
 	o.mu.Unlock()
-	if c != nil {
-		return c.Close()
+	var errs []error
+	for c := range open {
+		errs = append(errs, c.Close())
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // truncateID keeps a peer's control ID short enough for a log line.

@@ -241,3 +241,63 @@ func TestOutputTLSWithClientCert(t *testing.T) {
 		t.Errorf("receiver got %v, want only tls1", rx.got)
 	}
 }
+
+// TestOutputConnectionsDeliverSideBySide: with connections: 3, three
+// deliveries are in flight at once, each on its own connection. The
+// receiver answers none until it holds three messages, so with one
+// connection this would time out.
+func TestOutputConnectionsDeliverSideBySide(t *testing.T) {
+	var mu sync.Mutex
+	held := 0
+	all := make(chan struct{})
+	srv := startServer(t, ListenerConfig{Listen: "127.0.0.1:0"}, HandlerFunc(func(ctx context.Context, _ string, f Frame) []byte {
+		mu.Lock()
+		held++
+		if held == 3 {
+			close(all)
+		}
+		mu.Unlock()
+		select {
+		case <-all:
+		case <-ctx.Done():
+			return nil
+		}
+		m, _ := hl7.Parse(f.Data)
+		return hl7.ACK(m, flow.Accepted, 0, "", "rx", time.Now())
+	}))
+	out, err := NewOutput("lis", DestinationConfig{Address: srv.addr(), Connections: 3, Timeout: units.Duration(10 * time.Second)}, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range 3 {
+		wg.Go(func() { errs[i] = out.Deliver(context.Background(), hl7Message(fmt.Sprintf("C%d", i), false)) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("delivery %d: %v", i, err)
+		}
+	}
+	out.mu.Lock()
+	n := len(out.open)
+	out.mu.Unlock()
+	if n != 3 {
+		t.Errorf("%d connections open, want 3", n)
+	}
+}
+
+func TestConnectionsValidate(t *testing.T) {
+	for n, ok := range map[int]bool{0: true, 1: true, 64: true, 65: false, -1: false} {
+		c := DestinationConfig{Address: "10.0.0.1:2575", Connections: n}
+		c.SetDefaults()
+		if err := c.Validate(); (err == nil) != ok {
+			t.Errorf("connections %d: %v", n, err)
+		}
+		if ok && c.MaxLanes() != max(n, 1) {
+			t.Errorf("connections %d: MaxLanes %d", n, c.MaxLanes())
+		}
+	}
+}
