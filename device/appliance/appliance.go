@@ -23,6 +23,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/admin"
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/config"
+	"github.com/hl7edge/hl7edge/device/firmware"
 	"github.com/hl7edge/hl7edge/device/leds"
 	"github.com/hl7edge/hl7edge/device/mqttagent"
 	"github.com/hl7edge/hl7edge/device/trust"
@@ -171,14 +172,79 @@ func clockSynced() bool {
 
 // runOnce builds and runs one Box. It reports whether a restart was asked for.
 func (a *Appliance) runOnce(parent context.Context, cfg *config.Config) (bool, error) {
-	log := a.logger(cfg)
-	for _, w := range cfg.SecretWarnings() {
-		log.Warn("secret file readable by other users", "detail", w)
+	p, err := a.build(cfg)
+	if err != nil {
+		return false, err
 	}
-	reg := health.NewRegistry(cfg.Device.ID, a.o.Version, nil)
-	reg.SetClockProbe(clockSynced)
-	disp := command.NewDispatcher(nil)
+	defer p.brd.Close()
+	return a.serve(parent, cfg, p)
+}
 
+// parts are one box's components, built and wired but not yet running.
+type parts struct {
+	log    *slog.Logger
+	reg    *health.Registry
+	disp   *command.Dispatcher
+	brd    board.Board
+	engine *leds.Engine
+	agent  *mqttagent.Agent
+	gw     *gateway.Gateway
+	box    *Box
+	fw     *firmware.Manager
+	alarm  func(kind, detail string)
+}
+
+// build makes one box's components from cfg and wires them together. On
+// error it leaves nothing open.
+func (a *Appliance) build(cfg *config.Config) (_ *parts, err error) {
+	p := &parts{log: a.logger(cfg)}
+	for _, w := range cfg.SecretWarnings() {
+		p.log.Warn("secret file readable by other users", "detail", w)
+	}
+	p.reg = health.NewRegistry(cfg.Device.ID, a.o.Version, nil)
+	p.reg.SetClockProbe(clockSynced)
+	p.disp = command.NewDispatcher(nil)
+	if p.brd, p.engine, err = a.openLEDs(cfg, p.log, p.reg); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			p.brd.Close()
+		}
+	}()
+	keys, err := trust.ParseKeys(cfg.Trust.Keys)
+	if err != nil {
+		return nil, err
+	}
+	if p.agent, err = a.newAgent(cfg, p.log, p.reg, p.disp, keys); err != nil {
+		return nil, err
+	}
+	p.alarm = func(kind, detail string) {
+		p.log.Warn("alarm", "kind", kind, "detail", detail)
+		if ended := allClearOf(kind); ended != "" {
+			p.reg.ClearAlarm(ended)
+		} else {
+			p.reg.RaiseAlarm(kind, detail)
+		}
+		if p.agent.Enabled() {
+			p.agent.Alarm(kind, detail)
+		}
+	}
+	p.gw, err = gateway.New(cfg.Gateway(a.o.Version), gateway.Options{
+		Log: p.log, Health: p.reg, Activity: p.engine.Activity, Alarm: p.alarm, MinBackoff: a.o.MinBackoff,
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.box = &Box{Config: cfg, Gateway: p.gw, Registry: p.reg, Agent: p.agent, Commands: p.disp, Log: p.log}
+	a.register(p.box, p.engine, p.alarm)
+	p.fw = a.firmwareManager(cfg, keys, p.reg, p.agent, p.disp, p.alarm)
+	return p, nil
+}
+
+// openLEDs opens the board (or the one Options.Board makes) and the LED
+// engine that drives its pins from the health registry.
+func (a *Appliance) openLEDs(cfg *config.Config, log *slog.Logger, reg *health.Registry) (board.Board, *leds.Engine, error) {
 	openBoard := a.o.Board
 	if openBoard == nil {
 		openBoard = func(cfg *config.Config, log *slog.Logger) (board.Board, error) {
@@ -187,53 +253,38 @@ func (a *Appliance) runOnce(parent context.Context, cfg *config.Config) (bool, e
 	}
 	brd, err := openBoard(cfg, log)
 	if err != nil {
-		return false, fmt.Errorf("board %q: %w", cfg.Device.Board, err)
+		return nil, nil, fmt.Errorf("board %q: %w", cfg.Device.Board, err)
 	}
-	defer brd.Close()
 	lopts := leds.Options{Pins: brd.Pins(), Snapshot: reg.Snapshot, Beacon: reg.Loop("leds"), Log: log}
 	if d, ok := brd.(led.Describer); ok {
 		lopts.Describe = d.Describe // the sim board prints what the LEDs mean, not each blink
 	}
 	engine, err := leds.New(lopts)
 	if err != nil {
-		return false, fmt.Errorf("leds: %w", err)
+		brd.Close()
+		return nil, nil, fmt.Errorf("leds: %w", err)
 	}
+	return brd, engine, nil
+}
+
+// newAgent makes the MQTT agent; with trust keys configured it accepts
+// signed commands.
+func (a *Appliance) newAgent(cfg *config.Config, log *slog.Logger, reg *health.Registry, disp *command.Dispatcher, keys *trust.Keys) (*mqttagent.Agent, error) {
 	agentOpts := mqttagent.Options{
 		DeviceID: cfg.Device.ID, Version: a.o.Version, Logger: log, Registry: reg, Dispatcher: disp,
 		SessionFile: filepath.Join(cfg.StateDir(), "mqtt.session"),
 	}
-	keys, err := trust.ParseKeys(cfg.Trust.Keys)
-	if err != nil {
-		return false, err
-	}
 	if keys.Len() > 0 {
 		agentOpts.Signed = trust.NewGate(keys, cfg.Device.ID, filepath.Join(cfg.StateDir(), "signed-commands.json"), nil).Open
 	}
-	agent, err := mqttagent.New(cfg.MQTT, agentOpts)
-	if err != nil {
-		return false, err
-	}
-	alarm := func(kind, detail string) {
-		log.Warn("alarm", "kind", kind, "detail", detail)
-		if ended := allClearOf(kind); ended != "" {
-			reg.ClearAlarm(ended)
-		} else {
-			reg.RaiseAlarm(kind, detail)
-		}
-		if agent.Enabled() {
-			agent.Alarm(kind, detail)
-		}
-	}
-	gw, err := gateway.New(cfg.Gateway(a.o.Version), gateway.Options{
-		Log: log, Health: reg, Activity: engine.Activity, Alarm: alarm, MinBackoff: a.o.MinBackoff,
-	})
-	if err != nil {
-		return false, err
-	}
-	box := &Box{Config: cfg, Gateway: gw, Registry: reg, Agent: agent, Commands: disp, Log: log}
-	a.register(box, engine, alarm)
-	fw := a.firmwareManager(cfg, keys, reg, agent, disp, alarm)
+	return mqttagent.New(cfg.MQTT, agentOpts)
+}
 
+// serve runs a built box until parent ends, a restart or relaunch is asked
+// for, or a component fails, then stops it: everything else first, the
+// gateway last.
+func (a *Appliance) serve(parent context.Context, cfg *config.Config, p *parts) (bool, error) {
+	log := p.log
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -251,38 +302,58 @@ func (a *Appliance) runOnce(parent context.Context, cfg *config.Config) (bool, e
 	// that call into it, so it has its own context.
 	gwCtx, stopGW := context.WithCancel(context.Background())
 	gwDone := make(chan error, 1)
-	go func() { gwDone <- gw.Run(gwCtx) }()
-	spawn("leds", engine.Run)
-	if agent.Enabled() {
-		spawn("mqtt", agent.Run)
+	go func() { gwDone <- p.gw.Run(gwCtx) }()
+	spawn("leds", p.engine.Run)
+	if p.agent.Enabled() {
+		spawn("mqtt", p.agent.Run)
 	}
-	spawn("admin", admin.NewServer(cfg.Admin.Socket, disp, log).Run)
-	spawn("watchdog", func(ctx context.Context) error { return wd.Run(ctx, reg) })
-	spawn("firmware", fw.Run)
-	spawn("link", func(ctx context.Context) error { return followMQTT(ctx, reg, engine, agent.Enabled()) })
-	engine.SetReady(true)
+	spawn("admin", admin.NewServer(cfg.Admin.Socket, p.disp, log).Run)
+	spawn("watchdog", func(ctx context.Context) error { return wd.Run(ctx, p.reg) })
+	spawn("firmware", p.fw.Run)
+	spawn("link", func(ctx context.Context) error { return followMQTT(ctx, p.reg, p.engine, p.agent.Enabled()) })
+	p.engine.SetReady(true)
 	if err := wd.Ready(); err != nil {
 		log.Warn("systemd notify failed", "err", err)
 	}
 	log.Info("hl7edge started", "version", a.o.Version, "device", cfg.Device.ID, "config", cfg.Path,
 		"sources", len(cfg.Sources), "destinations", len(cfg.Destinations))
+	a.announce(p, spawn)
+
+	again, runErr := a.awaitStop(parent, log, errs, gwDone)
+	_ = wd.Stopping()
+	cancel()
+	wg.Wait()
+	stopGW()
+	if err := <-gwDone; err != nil && runErr == nil {
+		runErr = err
+	}
+	log.Info("stopped")
+	return again, runErr
+}
+
+// announce hands the running box to Options.Started and raises the alarms
+// that waited for a box; a configuration on trial gets its health check.
+func (a *Appliance) announce(p *parts, spawn func(name string, f func(context.Context) error)) {
 	if a.o.Started != nil {
-		a.o.Started(box)
+		a.o.Started(p.box)
 	}
 	a.mu.Lock()
-	p := a.pending
+	pending := a.pending
 	notices := a.notices
 	a.notices = nil
 	a.mu.Unlock()
 	for _, n := range notices {
-		alarm(n[0], n[1])
+		p.alarm(n[0], n[1])
 	}
-	if p != nil {
-		spawn("apply-check", func(ctx context.Context) error { a.checkApply(ctx, p, reg, alarm); return nil })
+	if pending != nil {
+		spawn("apply-check", func(ctx context.Context) error { a.checkApply(ctx, pending, p.reg, p.alarm); return nil })
 	}
+}
 
-	again := false
-	var runErr error
+// awaitStop waits for the reason the box stops and reports whether it is a
+// restart, and the error it stops with. A gateway that ended leaves its
+// result in gwDone for the shutdown to read again.
+func (a *Appliance) awaitStop(parent context.Context, log *slog.Logger, errs <-chan error, gwDone chan error) (again bool, runErr error) {
 	select {
 	case <-parent.Done():
 		log.Info("stopping")
@@ -299,14 +370,6 @@ func (a *Appliance) runOnce(parent context.Context, cfg *config.Config) (bool, e
 		}
 		gwDone <- runErr
 	}
-	_ = wd.Stopping()
-	cancel()
-	wg.Wait()
-	stopGW()
-	if err := <-gwDone; err != nil && runErr == nil {
-		runErr = err
-	}
-	log.Info("stopped")
 	return again, runErr
 }
 
