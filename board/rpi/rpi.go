@@ -74,7 +74,30 @@ func Open(names [led.NumLEDs]string, log *slog.Logger) (*Board, error) {
 	if err != nil {
 		return nil, err
 	}
-	return OpenWith(f, names, log)
+	return openExplained(f, chipGlob, names, log)
+}
+
+// openExplained is OpenWith, except that a line not found while some chip
+// matching pattern could not be opened is reported as that chip's
+// permission problem: the line is most likely on it. (A virt machine's or a
+// HAT's chip opening while the header's chip does not is enough for periph
+// to find "some" chips, and the missing line hid the real cause.)
+func openExplained(f Finder, pattern string, names [led.NumLEDs]string, log *slog.Logger) (*Board, error) {
+	b, err := OpenWith(f, names, log)
+	var nf *lineNotFoundError
+	if errors.As(err, &nf) {
+		if perr := chipAccess(pattern); perr != nil {
+			return nil, fmt.Errorf("%w (GPIO line %q for %s is not on the chips that opened: %s)", perr, nf.line, nf.key, nf.where)
+		}
+	}
+	return b, err
+}
+
+// lineNotFoundError is a configured line that no chip offers.
+type lineNotFoundError struct{ line, key, where string }
+
+func (e *lineNotFoundError) Error() string {
+	return fmt.Sprintf("GPIO line %q (%s) not found on %s: set %s to a line name that gpioinfo lists, such as GPIO17", e.line, e.key, e.where, e.key)
 }
 
 // chardev initialises periph with the character-device driver only.
@@ -253,7 +276,7 @@ func OpenWith(f Finder, names [led.NumLEDs]string, log *slog.Logger) (*Board, er
 		l, ok := f.Find(name)
 		if !ok {
 			_ = b.Close()
-			return nil, fmt.Errorf("GPIO line %q (%s) not found on %s: set %s to a line name that gpioinfo lists, such as GPIO17", name, key, f.Where(), key)
+			return nil, &lineNotFoundError{line: name, key: key, where: f.Where()}
 		}
 		// The first Out requests the line from the kernel as an output.
 		if err := l.Out(gpio.Low); err != nil {

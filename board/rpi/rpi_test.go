@@ -192,6 +192,10 @@ func FuzzLineName(f *testing.F) {
 func TestChipAccessPermissionDenied(t *testing.T) {
 	if pattern := os.Getenv("HL7EDGE_CHIPACCESS_PATTERN"); pattern != "" {
 		fmt.Println(chipAccess(pattern))
+		// Another chip opened but lacks the line: the permission problem
+		// is still what is reported.
+		_, err := openExplained(fakeChip{}, pattern, DefaultPins(), nil)
+		fmt.Println("openExplained:", err)
 		return
 	}
 	if os.Geteuid() != 0 {
@@ -245,8 +249,12 @@ func TestChipAccessPermissionDenied(t *testing.T) {
 					t.Errorf("chipAccess said %q, want it to say %q", out, w)
 				}
 			}
-			if strings.Contains(string(out), "no /dev/gpiochip") {
-				t.Errorf("a permission problem reported as a missing chip: %q", out)
+			if strings.Contains(string(out), "no /dev/gpiochip") || strings.Contains(string(out), "not found on gpiochip0 (pinctrl-bcm2711): set") {
+				t.Errorf("a permission problem reported as a missing chip or line: %q", out)
+			}
+			if !strings.Contains(string(out), "openExplained: board rpi: open "+chip+": permission denied") ||
+				!strings.Contains(string(out), `GPIO line "GPIO17" for leds.sys is not on the chips that opened: gpiochip0 (pinctrl-bcm2711)`) {
+				t.Errorf("a line missing from the chips that opened, beside one that did not: %q", out)
 			}
 		})
 	}
