@@ -183,6 +183,12 @@ paths=$(vm "stat -c '%U:%G %a %n' /usr/bin/hl7edge /etc/hl7edge /etc/hl7edge/hl7
 echo "$paths" >"$work/paths.txt"
 echo "$paths" | grep -q "hl7edge:hl7edge 750 /var/lib/hl7edge/spool" && vm "test -S /run/hl7edge/admin.sock && test -x /usr/bin/hl7edge && { hl7edge status >/dev/null; [ \$? -le 1 ]; }"
 verdict "paths: spool, admin socket, config" $? "$(echo "$paths" | tr '\n' ';')"
+# README: firmware.dir defaults to /var/lib/hl7edge/firmware, "writable under
+# the unit's StateDirectory", and the launcher execs images from it. Probe
+# both as the service user in the unit's own mount namespace
+# (ProtectSystem=strict, PrivateTmp): write an image there and run it.
+fw=$(vm "nsenter -t $pid -m setpriv --reuid=hl7edge --regid=hl7edge --init-groups sh -c 'd=/var/lib/hl7edge/firmware; mkdir -p -m 0700 \$d && cp /usr/bin/hl7edge \$d/.rig-probe && \$d/.rig-probe version; rc=\$?; rm -f \$d/.rig-probe; exit \$rc'" 2>&1)
+verdict "paths: firmware dir" $? "as hl7edge in the unit's mount namespace, an image written to /var/lib/hl7edge/firmware runs: $fw"
 # _SYSTEMD_UNIT: what the daemon wrote, without systemd's own lines about the unit.
 vm "journalctl _SYSTEMD_UNIT=hl7edge.service -o cat" >"$work/journal-first.txt"
 unstructured=$(grep -v '^time=' "$work/journal-first.txt" | grep -v -c '^$')
