@@ -236,19 +236,47 @@ func readTable(path string, kv map[string]salvaged) (err error) {
 	return nil
 }
 
+// salvagedSpool is what was read, sorted by family.
+type salvagedSpool struct {
+	msgs    map[uint64]*record  // by seq
+	owed    map[uint64][]string // seq -> destinations still owed it
+	deads   []salvagedDead
+	undeliv []*record
+	remotes []*badger.Entry
+}
+
+type salvagedDead struct {
+	dest string
+	rec  *record
+	key  []byte
+}
+
 // rebuild writes what was read into a fresh spool in cfg.Dir.
 func rebuild(cfg Config, o Options, kv map[string]salvaged, rep *SalvageReport) error {
-	now := uint64(time.Now().Unix())
-	msgs := map[uint64]*record{}
-	owed := map[uint64][]string{}
-	type dead struct {
-		dest string
-		rec  *record
-		key  []byte
+	got := sortSalvaged(kv, rep)
+	sp, err := Open(cfg, Options{Log: o.Log, Destinations: o.Destinations})
+	if err != nil {
+		return fmt.Errorf("salvage: open a fresh spool in %s: %w", cfg.Dir, err)
 	}
-	var deads []dead
-	var undeliv []*record
-	var remotes []*badger.Entry
+	if err := requeueSalvaged(sp, got, rep); err != nil {
+		_ = sp.Close()
+		return err
+	}
+	err = restoreDeadAndRemote(sp, got, rep)
+	if cerr := sp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("salvage: write dead letters and remote IDs: %w", err)
+	}
+	return nil
+}
+
+// sortSalvaged keeps the live, unexpired keys of kv by family, noting the
+// records that cannot be read.
+func sortSalvaged(kv map[string]salvaged, rep *SalvageReport) *salvagedSpool {
+	now := uint64(time.Now().Unix())
+	got := &salvagedSpool{msgs: map[uint64]*record{}, owed: map[uint64][]string{}}
 	for k, v := range kv {
 		if v.deleted || len(k) == 0 || v.expiresAt != 0 && v.expiresAt <= now {
 			continue
@@ -264,10 +292,10 @@ func rebuild(cfg Config, o Options, kv map[string]salvaged, rep *SalvageReport) 
 				rep.Problems = append(rep.Problems, fmt.Sprintf("message seq %d: %v", seqOf(kb), err))
 				continue
 			}
-			msgs[seqOf(kb)] = r
+			got.msgs[seqOf(kb)] = r
 		case famQueue:
 			if dest, ok := nameOf(kb); ok {
-				owed[seqOf(kb)] = append(owed[seqOf(kb)], dest)
+				got.owed[seqOf(kb)] = append(got.owed[seqOf(kb)], dest)
 			}
 		case famDead:
 			dest, ok := nameOf(kb)
@@ -276,77 +304,78 @@ func rebuild(cfg Config, o Options, kv map[string]salvaged, rep *SalvageReport) 
 				rep.Problems = append(rep.Problems, fmt.Sprintf("dead letter %x: unreadable", kb))
 				continue
 			}
-			deads = append(deads, dead{dest, r, kb})
+			got.deads = append(got.deads, salvagedDead{dest, r, kb})
 		case famUndeliv:
 			if r, err := decodeRecord(v.value); err == nil {
-				undeliv = append(undeliv, r)
+				got.undeliv = append(got.undeliv, r)
 			}
 		case famRemote:
 			e := badger.NewEntry(kb, v.value)
 			if v.expiresAt != 0 {
 				e = e.WithTTL(time.Duration(v.expiresAt-now) * time.Second)
 			}
-			remotes = append(remotes, e)
+			got.remotes = append(got.remotes, e)
 		}
 	}
-	sp, err := Open(cfg, Options{Log: o.Log, Destinations: o.Destinations})
-	if err != nil {
-		return fmt.Errorf("salvage: open a fresh spool in %s: %w", cfg.Dir, err)
-	}
+	return got
+}
+
+// requeueSalvaged appends, in their old order and under their GUIDs, the
+// messages still owed to someone, and the undeliverable ones.
+func requeueSalvaged(sp *Spool, got *salvagedSpool, rep *SalvageReport) error {
 	ctx := context.Background()
-	seqs := make([]uint64, 0, len(msgs))
-	for s := range msgs {
+	seqs := make([]uint64, 0, len(got.msgs))
+	for s := range got.msgs {
 		seqs = append(seqs, s)
 	}
 	slices.Sort(seqs)
 	for _, s := range seqs {
-		r := msgs[s]
-		dests := owed[s]
-		delete(owed, s)
+		r := got.msgs[s]
+		dests := got.owed[s]
+		delete(got.owed, s)
 		if len(dests) == 0 {
 			rep.Delivered++
 			continue
 		}
 		slices.Sort(dests)
 		if _, err := sp.Append(ctx, Entry{Source: r.Source, Raw: r.Raw, Dests: slices.Compact(dests), GUID: r.GUID}); err != nil {
-			_ = sp.Close()
 			return fmt.Errorf("salvage: re-queue message seq %d: %w", s, err)
 		}
 		rep.Queued++
 	}
-	for s, dests := range owed {
+	for s, dests := range got.owed {
 		rep.QueuedNoRecord++
 		rep.Problems = append(rep.Problems, fmt.Sprintf("message seq %d owed to %v: its content is unreadable", s, dests))
 	}
-	for _, r := range undeliv {
+	for _, r := range got.undeliv {
 		if _, err := sp.Append(ctx, Entry{Source: r.Source, Raw: r.Raw, GUID: r.GUID}); err == nil {
 			rep.Undeliverable++
 		}
 	}
-	err = sp.db.Update(func(txn *badger.Txn) error {
-		for _, d := range deads {
+	return nil
+}
+
+// restoreDeadAndRemote writes the dead letters and remembered remote IDs
+// back as they were, and fsyncs.
+func restoreDeadAndRemote(sp *Spool, got *salvagedSpool, rep *SalvageReport) error {
+	err := sp.db.Update(func(txn *badger.Txn) error {
+		for _, d := range got.deads {
 			if err := txn.Set(d.key, d.rec.encode()); err != nil {
 				return err
 			}
 		}
-		for _, e := range remotes {
+		for _, e := range got.remotes {
 			if err := txn.SetEntry(e); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	if err == nil {
-		rep.Dead, rep.RemoteIDs = len(deads), len(remotes)
-		err = sp.db.Sync()
-	}
-	if cerr := sp.Close(); err == nil {
-		err = cerr
-	}
 	if err != nil {
-		return fmt.Errorf("salvage: write dead letters and remote IDs: %w", err)
+		return err
 	}
-	return nil
+	rep.Dead, rep.RemoteIDs = len(got.deads), len(got.remotes)
+	return sp.db.Sync()
 }
 
 func copyDir(from, to string) error {
