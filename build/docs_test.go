@@ -252,3 +252,50 @@ func TestNoNameLiterals(t *testing.T) {
 		t.Fatalf("read %d .go files; the check needs the whole module", checked)
 	}
 }
+
+// TestCitedDocumentsExist fails when a .go file (tests included) names a
+// Markdown document the repository does not hold: a reader who clones the
+// repository must be able to open every document the code points to. A
+// path counts when it exists from the repository root or from the citing
+// file's directory.
+func TestCitedDocumentsExist(t *testing.T) {
+	cite := regexp.MustCompile(`[A-Za-z0-9_./-]*[A-Za-z0-9_-]\.md\b`)
+	root := ".."
+	cited := 0
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && path != root && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for i, line := range strings.Split(string(b), "\n") {
+			for _, doc := range cite.FindAllString(line, -1) {
+				cited++
+				if fileExists(filepath.Join(root, doc)) || fileExists(filepath.Join(filepath.Dir(path), doc)) {
+					continue
+				}
+				t.Errorf("%s:%d cites %s, which the repository does not hold: cite a document under docs/ (or README.md), or add the document", path, i+1, doc)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cited == 0 {
+		t.Fatal("no .go file cites a document; the scan does not read the repository")
+	}
+}
+
+func fileExists(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && !st.IsDir()
+}

@@ -92,7 +92,7 @@ func readKey(path string) ([]byte, error) {
 // larger ones go to the value log (see badgerOptions).
 const valueThreshold = 256 << 10
 
-// badgerOptions tunes Badger for a 1 GB Raspberry Pi (DESIGN.md, Badger facts):
+// badgerOptions tunes Badger for a 1 GB Raspberry Pi (docs/design.md, The spool on a small board):
 // small memtables and caches, values inline in the LSM tree so DropPrefix
 // returns space, and no fsync per write because the committer syncs once per
 // group.

@@ -20,7 +20,7 @@ import (
 //
 // Messages live in segments so that a fully delivered segment goes with one
 // DropPrefix, which gives the disk space back at once; per-message deletes of
-// large values do not (DESIGN.md, Badger facts).
+// large values do not (docs/design.md, The spool on a small board).
 const (
 	famMessage = 'm'
 	famQueue   = 'q'

@@ -26,7 +26,7 @@ type DestStats struct {
 	Lanes *health.LaneStat `json:"lanes,omitempty"`
 }
 
-// Stats is the `spool stats --json` object (DESIGN.md, Command line).
+// Stats is the `spool stats --json` object (docs/mqtt-api.md, spool-stats).
 type Stats struct {
 	Messages      int64                `json:"messages"`
 	Bytes         int64                `json:"bytes"`

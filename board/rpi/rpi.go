@@ -39,8 +39,8 @@ import (
 // DriverName is the periph driver Open relies on, the only one it allows.
 const DriverName = "ioctl-gpio"
 
-// DefaultPins are the header lines DESIGN.md suggests for SYS, LINK, ACT and
-// FAULT.
+// DefaultPins are the header lines for SYS, LINK, ACT and FAULT when the
+// configuration names none (docs/design.md, LEDs and fault codes).
 func DefaultPins() [led.NumLEDs]string {
 	return [led.NumLEDs]string{"GPIO17", "GPIO27", "GPIO22", "GPIO23"}
 }

@@ -17,7 +17,7 @@ import (
 
 // The soak's ledger: every message any sender offered, what the gateway
 // answered, and, at the end, where each one arrived. The checks here are
-// the promises of DESIGN.md restated over that record.
+// the promises of docs/design.md restated over that record.
 
 // soakKind says where a message must end up.
 type soakKind int

@@ -64,7 +64,7 @@ const (
 	soakMaxBytes = 24 << 20
 )
 
-// soakCeilings are the ceilings of DESIGN.md promise 5 as the soak checks
+// soakCeilings are the ceilings of promise 5 (docs/design.md) as the soak checks
 // them: hard limits at every sample, and no growth from the first half of
 // the soak to the second beyond a quarter plus some slack.
 var soakCeilings = soakLimits{

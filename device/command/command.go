@@ -14,7 +14,7 @@ import (
 // Status of a command, as answered on cmd/res and on the admin socket.
 type Status string
 
-// Command statuses (DESIGN.md, Appliance).
+// Command statuses (docs/mqtt-api.md, cmd/req and cmd/res).
 const (
 	Accepted   Status = "accepted"   // taken; the outcome follows in a second response
 	Successful Status = "successful" // done

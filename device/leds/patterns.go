@@ -147,7 +147,7 @@ type Inputs struct {
 // Fault is a fault code shown on the FAULT LED as that many flashes.
 type Fault int
 
-// Fault codes, numbered as DESIGN.md promises users. FaultOf evaluates them
+// Fault codes, numbered as docs/design.md promises users. FaultOf evaluates them
 // in FaultPriority order, not numeric order.
 const (
 	NoFault               Fault = 0

@@ -1,5 +1,5 @@
 // Package backoff is the wait after a failure shared by every retrying loop
-// (PROTOCOL.md, "Back-off and ordering"): the ceiling starts at Min and
+// (docs/protocol.md, "Back-off and ordering"): the ceiling starts at Min and
 // doubles per consecutive failure up to Max, and each wait is drawn uniformly
 // from [0, ceiling) ("full jitter"), so a fleet that failed together does not
 // retry together. A success resets it.

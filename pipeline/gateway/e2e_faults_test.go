@@ -99,7 +99,7 @@ func TestE2EExceptionsAndErrors(t *testing.T) {
 		t.Errorf("%d duplicate posts; a failed post is never stored", dups)
 	}
 	// After every failure the destination starts again with a ping
-	// (PROTOCOL.md): one ping to start, one after each failure.
+	// (docs/protocol.md): one ping to start, one after each failure.
 	failures := pingExc + postExc + ping500 + post500
 	if pings != 1+failures {
 		t.Errorf("%d pings for %d failures: want a ping at the start and after each failure (%d)", pings, failures, 1+failures)
@@ -176,7 +176,7 @@ func TestE2ESlowReplies(t *testing.T) {
 }
 
 // TestE2EWrongAck: every 4th post is stored but acknowledged with another
-// GUID. That is a transport failure (PROTOCOL.md): the message is posted
+// GUID. That is a transport failure (docs/protocol.md): the message is posted
 // again with the same GUID, the service sees a duplicate, and the store
 // holds it once.
 func TestE2EWrongAck(t *testing.T) {

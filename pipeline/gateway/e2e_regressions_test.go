@@ -36,7 +36,7 @@ func TestE2EHealthDeliveredCountedOnce(t *testing.T) {
 }
 
 // TestE2EAlarmOnRefusedURL: a ping reply that hands out a URL the
-// profile forbids is a security event (PROTOCOL.md, Security: a spoofed or
+// profile forbids is a security event (docs/protocol.md, Security: a spoofed or
 // misconfigured ping server) that should reach the operator as an alarm, not
 // only as a health counter and a log line.
 //

@@ -395,7 +395,7 @@ func (rc *recorder) checkConsistent(tb testing.TB, dataSource bool) {
 	}
 	for kind, n := range rc.noPassword {
 		if kind == kindPing && dataSource {
-			continue // the data-source ping carries no password (PROTOCOL.md)
+			continue // the data-source ping carries no password (docs/protocol.md)
 		}
 		tb.Errorf("%d %s requests came without the configured password", n, kind)
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/hl7edge/hl7edge/pipeline/units"
 )
 
-// Listener defaults (DESIGN.md, sources of type mllp).
+// Listener defaults, as sample.yaml beside this file documents them.
 const (
 	DefaultMaxConnections = 64
 	// DefaultMaxConnectionsPerPeer leaves room for an interface engine

@@ -17,7 +17,7 @@ const (
 	FramingLIS01 = "lis01-a2" // CLSI LIS01-A2 / ASTM E1381 ENQ/STX/ETX/checksum/EOT
 )
 
-// Defaults (DESIGN.md, sources and destinations of type serial).
+// Defaults, as sample.yaml beside this file documents them.
 const (
 	DefaultBaud            = 9600
 	DefaultDataBits        = 8

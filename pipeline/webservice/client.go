@@ -19,7 +19,7 @@ import (
 	"github.com/hl7edge/hl7edge/pipeline/webservice/wire"
 )
 
-// ErrTransport marks a transport failure (PROTOCOL.md, Common rules): a
+// ErrTransport marks a transport failure (docs/protocol.md, Common rules): a
 // status other than 200, a body that is not the expected XML, a timeout, a
 // reset, a redirect, or an ACK for another GUID. The message was not
 // delivered; retry after the back-off.
@@ -112,7 +112,7 @@ func NewHTTPClient(files TLSFiles) (*http.Client, error) {
 }
 
 // URLPolicy is the profile's rule for URLs a ping reply hands out
-// (PROTOCOL.md, Security).
+// (docs/protocol.md, Security).
 type URLPolicy struct {
 	AllowInsecureHTTP bool
 	AllowedHosts      []string // glob patterns matched against the host name, or host:port when the pattern has a port
@@ -124,7 +124,7 @@ type URLPolicy struct {
 func (p URLPolicy) Check(attr, raw string) (*url.URL, error) {
 	u, err := url.Parse(strings.TrimSpace(raw))
 	if err != nil || !u.IsAbs() || u.Host == "" {
-		// Not a security decision but a malformed reply (PROTOCOL.md:
+		// Not a security decision but a malformed reply (docs/protocol.md:
 		// "anything else is a transport failure").
 		return nil, fmt.Errorf("%w: %s %q is not an absolute URL", ErrTransport, attr, wire.Clean(raw, 200))
 	}

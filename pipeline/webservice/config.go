@@ -12,7 +12,7 @@ import (
 	"github.com/hl7edge/hl7edge/pipeline/units"
 )
 
-// Defaults (PROTOCOL.md, "Back-off and ordering"; DESIGN.md, Configuration).
+// Defaults (docs/protocol.md, "Back-off and ordering"; sample.yaml beside this file).
 const (
 	DefaultSessionLifetime = 15 * time.Minute
 	DefaultMaxBackoff      = 5 * time.Minute

@@ -98,7 +98,7 @@ func fillOptions(opts *Options, kind health.Kind, name string) {
 	}
 }
 
-// Destination posts spooled messages to a web service (PROTOCOL.md,
+// Destination posts spooled messages to a web service (docs/protocol.md,
 // "Destination"). It implements flow.Output. The protocol is one message per
 // request; Deliver may be called from several goroutines (a worker with
 // lanes), which then share one session: one ping, and a post each over

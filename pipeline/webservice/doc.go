@@ -1,5 +1,5 @@
 // Package webservice is the gateway's side of the Postmaster web-service
-// protocol (PROTOCOL.md): a Destination that pings and posts spooled
+// protocol (docs/protocol.md): a Destination that pings and posts spooled
 // messages upstream (a flow.Output), and a Source that pings, reads a
 // mailbox, gets each message, hands it to intake and acknowledges it once
 // it is stored.

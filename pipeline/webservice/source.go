@@ -14,7 +14,7 @@ import (
 	"github.com/hl7edge/hl7edge/pipeline/webservice/wire"
 )
 
-// Source pulls messages from a web service's mailbox (PROTOCOL.md, "Data
+// Source pulls messages from a web service's mailbox (docs/protocol.md, "Data
 // source") and hands each to intake; only what intake has durably stored is
 // acknowledged.
 type Source struct {

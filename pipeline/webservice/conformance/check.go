@@ -1,4 +1,4 @@
-// Package conformance tests a customer's web service against PROTOCOL.md
+// Package conformance tests a customer's web service against docs/protocol.md
 // before a gateway is pointed at it (`hl7edge check-upstream`). It sends
 // only an obviously fake test message (MSH-11 = T) and reports each check
 // as pass, fail, warn or skip.

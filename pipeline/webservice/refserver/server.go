@@ -1,5 +1,5 @@
 // Package refserver is a reference web service for the Postmaster
-// ping/post and ping/mailbox protocol (PROTOCOL.md). It is the peer of the
+// ping/post and ping/mailbox protocol (docs/protocol.md). It is the peer of the
 // gateway's tests and of `hl7edge webservice`, and it is written to be read:
 // a customer building their own receiver can follow ServeHTTP from top to
 // bottom.

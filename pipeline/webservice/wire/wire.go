@@ -1,5 +1,5 @@
 // Package wire is the XML of the Postmaster web-service protocol
-// (PROTOCOL.md), shared by the gateway's client, the reference server and
+// (docs/protocol.md), shared by the gateway's client, the reference server and
 // the conformance checker.
 //
 // It is strict in what it writes (Encode: no XML declaration, attributes in
@@ -18,7 +18,7 @@ import (
 // ContentType is what every request and reply is sent as.
 const ContentType = "text/xml; charset=utf-8"
 
-// The shapes below are declared in PROTOCOL.md order: encoding/xml writes
+// The shapes below are declared in docs/protocol.md order: encoding/xml writes
 // attributes in field order, so the struct layout is the wire layout.
 // omitempty lets one shape serve the variants (for example the destination
 // ping carries PASSWORD and COMPUTERNAME, the data-source ping FREQUENCY and
