@@ -73,6 +73,7 @@ unit: build
 # Volume tests that the race detector would only slow down.
 volume:
 	$(GO) test -count=1 -timeout 10m -run 'TestDiskStaysFlat|TestCrash|TestPullSourceKill' ./storage/ ./cmd/hl7edge/
+	$(GO) test -count=1 -timeout 5m -run 'TestServerIdleFloodKeepsIntakeOpen' ./pipeline/mllp/
 
 # Reproducible cross builds, the .deb, systemd-analyze and the qemu ARM checks.
 release:

@@ -28,8 +28,9 @@ func dialFrom(ctx context.Context, ip, addr string) (net.Conn, error) {
 // sender that opens a connection per message keeps sending (a message
 // every 15 ms, so the attacker's redials, about 1,000 a second, compete
 // with it throughout). Every message
-// must be answered, each within 2 s; the attacker's connections are
-// evicted and counted.
+// must be answered, each within 2 s (10 s under the race detector, which
+// slows every goroutine; `make volume` runs it without); the attacker's
+// connections are evicted and counted.
 func TestServerIdleFloodKeepsIntakeOpen(t *testing.T) {
 	t.Parallel()
 	attackers, messages := 1000, 200
@@ -75,6 +76,10 @@ func TestServerIdleFloodKeepsIntakeOpen(t *testing.T) {
 	defer func() { stopAttack(); attack.Wait() }()
 	waitFor(t, "the attacker to fill the listener", func() bool { return ts.Connections() >= 64 && dials.Load() >= int64(attackers) })
 
+	bound := 2 * time.Second
+	if raceEnabled {
+		bound = 10 * time.Second
+	}
 	var lat []time.Duration
 	for i := range messages {
 		start := time.Now()
@@ -98,8 +103,8 @@ func TestServerIdleFloodKeepsIntakeOpen(t *testing.T) {
 			t.Fatalf("message %d of %d under the flood: ack %q, err %v after %s (evicted %d, refused %d)",
 				i+1, messages, ack, err, d, ts.comp.Counter(health.CounterEvicted), ts.comp.Counter(health.CounterRefusedConnections))
 		}
-		if d > 2*time.Second {
-			t.Errorf("message %d took %s to be acknowledged under the flood, want under 2s", i+1, d)
+		if d > bound {
+			t.Errorf("message %d took %s to be acknowledged under the flood, want under %s (race detector: %v)", i+1, d, bound, raceEnabled)
 		}
 		time.Sleep(15 * time.Millisecond) // a ward's pace, and time for the attacker to redial
 	}

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -242,30 +241,31 @@ func (s *Server) admit(c net.Conn) (*conn, bool) {
 // there is none. ip, when set, limits the choice to that address. The
 // table holds at most max_connections.
 func (s *Server) longestWaitingUnframed(ip string) *conn {
-	var cands []*conn
-	for c := range s.conns {
-		if !c.framed.Load() && (ip == "" || c.ip == ip) {
-			cands = append(cands, c)
+	// Usually the first pick has nothing waiting in its socket: one scan
+	// and one system call per admission, not a sort, because the accept
+	// loop runs this for every connection of a flood.
+	var skip map[*conn]bool
+	for {
+		var victim *conn
+		var victimKnown bool
+		for c := range s.conns {
+			if c.framed.Load() || (ip != "" && c.ip != ip) || skip[c] {
+				continue
+			}
+			_, known := s.senders[c.ip]
+			// Strangers first, then addresses that have sent before; oldest first.
+			if victim == nil || (!known && victimKnown) || (known == victimKnown && c.opened.Before(victim.opened)) {
+				victim, victimKnown = c, known
+			}
 		}
+		if victim == nil || !pending(victim.raw) {
+			return victim
+		}
+		if skip == nil {
+			skip = map[*conn]bool{}
+		}
+		skip[victim] = true
 	}
-	// Strangers first, then addresses that have sent before; oldest first.
-	slices.SortFunc(cands, func(a, b *conn) int {
-		_, ka := s.senders[a.ip]
-		_, kb := s.senders[b.ip]
-		switch {
-		case ka && !kb:
-			return 1
-		case kb && !ka:
-			return -1
-		}
-		return a.opened.Compare(b.opened)
-	})
-	for _, c := range cands {
-		if !pending(c.raw) {
-			return c
-		}
-	}
-	return nil
 }
 
 // pending reports whether bytes wait unread in c's socket.

@@ -1,0 +1,5 @@
+//go:build !race
+
+package mllp
+
+const raceEnabled = false
