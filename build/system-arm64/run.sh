@@ -119,8 +119,10 @@ wait_for() {
 	return 1
 }
 
+# The receiver runs as a direct child (not through the tool function, whose
+# subshell would be what recv_pid names), so that stop_receiver stops it.
 start_receiver() {
-	tool receive "$recv_port" "$work/received.txt" >>"$work/receiver.log" 2>&1 &
+	python3 "$here/hosttool.py" receive "$recv_port" "$work/received.txt" >>"$work/receiver.log" 2>&1 &
 	recv_pid=$!
 	sleep 0.5
 }
