@@ -92,9 +92,15 @@ type Server struct {
 	counts map[string]int // per kind of request, for the "every Nth" faults
 	stats  Stats
 
-	storeMu  sync.Mutex // serialises posts so that dedupe and received.log agree
-	received *os.File
-	dropped  int // replies lost by DropAckEvery, to alternate 500 and close
+	// storeMu makes dedupe and received.log agree. It is not held while a
+	// message is written and fsynced, so posts of different GUIDs store in
+	// parallel, as a real service would; a post of a GUID being stored
+	// waits for that store (storeDone) and is then a duplicate.
+	storeMu   sync.Mutex
+	storeDone *sync.Cond
+	storing   map[string]bool
+	received  *os.File
+	dropped   int // replies lost by DropAckEvery, to alternate 500 and close
 }
 
 // New checks the directories and opens received.log.
@@ -125,7 +131,9 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("refserver: %w", err)
 	}
-	return &Server{cfg: cfg, log: cfg.Logger, faults: cfg.Faults, counts: map[string]int{}, received: f}, nil
+	s := &Server{cfg: cfg, log: cfg.Logger, faults: cfg.Faults, counts: map[string]int{}, received: f, storing: map[string]bool{}}
+	s.storeDone = sync.NewCond(&s.storeMu)
+	return s, nil
 }
 
 // Close closes received.log. In-flight requests should be drained first
@@ -302,16 +310,29 @@ func (s *Server) post(w http.ResponseWriter, req *wire.Element) {
 	s.log.Debug("post", "guid", h.ID, "control_id", controlID, "duplicate", dup)
 }
 
-// store writes <GUID>.hl7 unless it exists, and appends to received.log.
+// store writes <GUID>.hl7 unless it exists, and appends to received.log
+// once the file is safe, so the log's order is the order posts were stored.
 func (s *Server) store(guid, controlID string, raw []byte) (duplicate bool, err error) {
-	s.storeMu.Lock()
-	defer s.storeMu.Unlock()
 	path := filepath.Join(s.cfg.StoreDir, guid+".hl7")
+	s.storeMu.Lock()
+	for s.storing[guid] {
+		s.storeDone.Wait()
+	}
 	if _, err := os.Stat(path); err == nil {
 		duplicate = true
-	} else if err := writeAtomic(path, raw); err != nil {
-		return false, err
+	} else {
+		s.storing[guid] = true
+		s.storeMu.Unlock()
+		err := writeAtomic(path, raw)
+		s.storeMu.Lock()
+		delete(s.storing, guid)
+		s.storeDone.Broadcast()
+		if err != nil {
+			s.storeMu.Unlock()
+			return false, err
+		}
 	}
+	defer s.storeMu.Unlock()
 	line := formatReceived(Received{Time: time.Now(), GUID: guid, ControlID: controlID, Duplicate: duplicate})
 	if _, err := s.received.WriteString(line); err != nil {
 		return duplicate, fmt.Errorf("%s: %w", ReceivedLog, err)
