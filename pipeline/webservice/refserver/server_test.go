@@ -3,6 +3,7 @@ package refserver
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -357,5 +358,36 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 	if _, err := New(Config{StoreDir: t.TempDir(), PublicURL: "/relative"}); err == nil || !strings.Contains(err.Error(), "PublicURL") {
 		t.Errorf("relative PublicURL: %v", err)
+	}
+}
+
+// TestConcurrentPostsStoreEachGUIDOnce: posts of different GUIDs store in
+// parallel, and concurrent posts of one GUID store it once; the others are
+// duplicates, logged after the first arrival.
+func TestConcurrentPostsStoreEachGUIDOnce(t *testing.T) {
+	s, cfg := newServer(t, nil)
+	var wg sync.WaitGroup
+	for i := range 40 {
+		guid := fmt.Sprintf("G-%d", i%4)
+		wg.Go(func() {
+			if code, body := do(t, s, post(guid, msg)); code != http.StatusOK || !strings.Contains(body, guid) {
+				t.Errorf("post %s: %d %s", guid, code, body)
+			}
+		})
+	}
+	wg.Wait()
+	if st := s.Stats(); st.Stored != 4 || st.Duplicates != 36 {
+		t.Fatalf("stored %d, duplicates %d; want 4 and 36", st.Stored, st.Duplicates)
+	}
+	recs, err := ReadReceived(cfg.StoreDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := map[string]bool{}
+	for _, r := range recs {
+		if r.Duplicate != first[r.GUID] {
+			t.Fatalf("received.log: %s duplicate=%v, but first arrival seen=%v", r.GUID, r.Duplicate, first[r.GUID])
+		}
+		first[r.GUID] = true
 	}
 }
