@@ -43,10 +43,12 @@ type Inbound struct {
 // mode (the ACK bytes carry AA/AE/AR or CA/CE/CR as the message asked).
 type Code string
 
+// The names say what the sender should do; the values are the HL7 codes of
+// original acknowledgement mode (enhanced mode sends CA, CE, CR).
 const (
-	Accepted Code = "AA" // durably spooled (or eaten by a rubbish bin); the sender may forget it
-	Error    Code = "AE" // not stored through no fault of the message; the sender should retry later
-	Rejected Code = "AR" // the message itself is unacceptable; retrying it unchanged will not help
+	Accepted   Code = "AA" // durably spooled (or eaten by a rubbish bin); the sender may forget it
+	RetryLater Code = "AE" // not stored through no fault of the message (spool full or failing); send it again later
+	Rejected   Code = "AR" // the message itself is unacceptable; retrying it unchanged will not help
 )
 
 // Outcome is intake's answer to one Inbound.
@@ -60,7 +62,7 @@ type Outcome struct {
 }
 
 // Intake takes messages from sources. Accept returns only after the message
-// is durably committed (Accepted) or definitely not stored (Error, Rejected).
+// is durably committed (Accepted) or definitely not stored (RetryLater, Rejected).
 type Intake interface {
 	Accept(ctx context.Context, in Inbound) Outcome
 }

@@ -74,7 +74,7 @@ func FuzzParse(f *testing.F) {
 		if m.Header().ControlID != ctl || ctl == "" {
 			t.Fatalf("header control ID %q, MSH-10 %q", m.Header().ControlID, ctl)
 		}
-		for _, code := range []flow.Code{flow.Accepted, flow.Error, flow.Rejected} {
+		for _, code := range []flow.Code{flow.Accepted, flow.RetryLater, flow.Rejected} {
 			ack := ACK(m, code, CodeInternalError, "reason|with^delims\r", "ACK-1", now)
 			a, err := Parse(ack)
 			if err != nil {

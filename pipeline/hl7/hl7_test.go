@@ -418,7 +418,7 @@ func TestACK(t *testing.T) {
 			"MSH|^~\\&|EHR|HOSP|LAB|CENTRAL^1.2^ISO|20240315083005||ACK^R01^ACK|ACK-1|P^T|2.5.1||||||8859/1",
 			"MSA|AA|LAB-42",
 		}},
-		{"AE spool full", flow.Error, CodeInternalError, "spool is full (2GiB): retry later", []string{
+		{"AE spool full", flow.RetryLater, CodeInternalError, "spool is full (2GiB): retry later", []string{
 			"MSH|^~\\&|EHR|HOSP|LAB|CENTRAL^1.2^ISO|20240315083005||ACK^R01^ACK|ACK-1|P^T|2.5.1||||||8859/1",
 			"MSA|AE|LAB-42|spool is full (2GiB): retry later",
 			"ERR|||207^Application internal error^HL70357|E||||spool is full (2GiB): retry later",
@@ -454,13 +454,13 @@ func TestACKModesAndVersions(t *testing.T) {
 	}{
 		{"enhanced accept", "MSH|^~\\&|A|B|C|D|1||ADT^A01|X1|P|2.5|||AL|NE", flow.Accepted, []string{
 			"MSH|^~\\&|C|D|A|B|20240315083005||ACK^A01^ACK|K|P|2.5", "MSA|CA|X1"}},
-		{"enhanced by MSH-16 only, error", "MSH|^~\\&|A|B|C|D|1||ADT^A01|X1|P|2.5||||AL", flow.Error, []string{
+		{"enhanced by MSH-16 only, error", "MSH|^~\\&|A|B|C|D|1||ADT^A01|X1|P|2.5||||AL", flow.RetryLater, []string{
 			"MSH|^~\\&|C|D|A|B|20240315083005||ACK^A01^ACK|K|P|2.5", "MSA|CE|X1|why", "ERR|||101^Required field missing^HL70357|E||||why"}},
 		{"enhanced reject", "MSH|^~\\&|A|B|C|D|1||ADT^A01|X1|P|2.5|||ER|ER", flow.Rejected, []string{
 			"MSH|^~\\&|C|D|A|B|20240315083005||ACK^A01^ACK|K|P|2.5", "MSA|CR|X1|why", "ERR|||101^Required field missing^HL70357|E||||why"}},
 		{"v2.3 old ERR and no structure", "MSH|^~\\&|A|B|C|D|1||ADT^A04|X1|T|2.3", flow.Rejected, []string{
 			"MSH|^~\\&|C|D|A|B|20240315083005||ACK^A04|K|T|2.3", "MSA|AR|X1|why", "ERR|^^^101&Required field missing&HL70357"}},
-		{"v2.4 old ERR with structure", "MSH|^~\\&|A|B|C|D|1||ADT^A04|X1|T|2.4", flow.Error, []string{
+		{"v2.4 old ERR with structure", "MSH|^~\\&|A|B|C|D|1||ADT^A04|X1|T|2.4", flow.RetryLater, []string{
 			"MSH|^~\\&|C|D|A|B|20240315083005||ACK^A04^ACK|K|T|2.4", "MSA|AE|X1|why", "ERR|^^^101&Required field missing&HL70357"}},
 		{"v2.3.1 has structure", "MSH|^~\\&|A|B|C|D|1||ADT^A04|X1|T|2.3.1", flow.Accepted, []string{
 			"MSH|^~\\&|C|D|A|B|20240315083005||ACK^A04^ACK|K|T|2.3.1", "MSA|AA|X1"}},
@@ -470,7 +470,7 @@ func TestACKModesAndVersions(t *testing.T) {
 			"MSH|^~\\&|C|D|A|B|20240315083005||ACK^^ACK|K||2.5", "MSA|AA|X1"}},
 		{"custom delimiters", "MSH#$%@!#A$1#B#C#D#1##ORU$R01#X1#P#2.4", flow.Rejected, []string{
 			"MSH#$%@!#C#D#A$1#B#20240315083005##ACK$R01$ACK#K#P#2.4", "MSA#AR#X1#why", "ERR#$$$101!Required field missing!HL70357"}},
-		{"v2.7 truncation kept", "MSH|^~\\&#|A|B|C|D|1||OML^O21^OML_O21|X1|P|2.7|||AL|AL", flow.Error, []string{
+		{"v2.7 truncation kept", "MSH|^~\\&#|A|B|C|D|1||OML^O21^OML_O21|X1|P|2.7|||AL|AL", flow.RetryLater, []string{
 			"MSH|^~\\&#|C|D|A|B|20240315083005||ACK^O21^ACK|K|P|2.7", "MSA|CE|X1|why", "ERR|||101^Required field missing^HL70357|E||||why"}},
 	}
 	for _, c := range cases {

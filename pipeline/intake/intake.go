@@ -112,8 +112,8 @@ func (in *Intake) Accept(ctx context.Context, msg flow.Inbound) flow.Outcome {
 			in.o.Alarm(health.AlarmStorageError, err.Error())
 		}
 		in.o.Log.Warn("message refused (AE)", "source", msg.Source, "control_id", h.ControlID, "reason", reason)
-		out.Code, out.Reason = flow.Error, reason
-		out.ACK = hl7.ACK(m, flow.Error, hl7.CodeInternalError, reason, ackID, now)
+		out.Code, out.Reason = flow.RetryLater, reason
+		out.ACK = hl7.ACK(m, flow.RetryLater, hl7.CodeInternalError, reason, ackID, now)
 		return out
 	}
 	// The full state ends when the spool has real room again, not at the

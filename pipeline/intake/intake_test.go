@@ -91,7 +91,7 @@ func TestFullSpoolAnswersAEAndRaisesAlarm(t *testing.T) {
 		}
 	}
 	code, acked, text := ack(t, o)
-	if o.Code != flow.Error || code != "AE" || acked != "BIG" || !strings.Contains(text, "max_bytes") {
+	if o.Code != flow.RetryLater || code != "AE" || acked != "BIG" || !strings.Contains(text, "max_bytes") {
 		t.Fatalf("full spool answered %s %s %q", code, acked, text)
 	}
 	for range 3 { // refusals after the first raise no further alarm

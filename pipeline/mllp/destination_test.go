@@ -98,7 +98,7 @@ func TestOutputVerdicts(t *testing.T) {
 			t.Fatalf("accepted message %d: %v", i, err)
 		}
 	}
-	rx.setAnswer(func(string) flow.Code { return flow.Error })
+	rx.setAnswer(func(string) flow.Code { return flow.RetryLater })
 	for _, enhanced := range []bool{false, true} {
 		err := o.Deliver(ctx, hl7Message("ae", enhanced))
 		if err == nil || errors.Is(err, flow.ErrPermanent) {

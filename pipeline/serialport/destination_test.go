@@ -73,7 +73,7 @@ func TestDestinationMLLP(t *testing.T) {
 			case bytes.Contains(f.Data, []byte("|MSG-0002|")):
 				out = [][]byte{ackFor(f.Data, flow.Accepted, "OLD-1"), []byte("not an ACK"), ackFor(f.Data, flow.Accepted, "")}
 			case bytes.Contains(f.Data, []byte("|MSG-0003|")):
-				out = [][]byte{ackFor(f.Data, flow.Error, "")}
+				out = [][]byte{ackFor(f.Data, flow.RetryLater, "")}
 			case bytes.Contains(f.Data, []byte("|MSG-0004|")):
 				out = [][]byte{ackFor(f.Data, flow.Rejected, "")}
 			case bytes.Contains(f.Data, []byte("|MSG-0005|")):

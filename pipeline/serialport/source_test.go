@@ -170,7 +170,7 @@ func TestRefusals(t *testing.T) {
 				return flow.Rejected
 			case bytes.Contains(raw, []byte("|MSG-0002|")) && !failedOnce:
 				failedOnce = true
-				return flow.Error
+				return flow.RetryLater
 			}
 			return flow.Accepted
 		}

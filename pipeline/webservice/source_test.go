@@ -244,7 +244,7 @@ func TestSourceIntakeErrorStopsRound(t *testing.T) {
 	r.intake.verdict = func(in flow.Inbound, _ int) flow.Code {
 		if in.RemoteID == "ORD00002" && !refusedOnce {
 			refusedOnce = true
-			return flow.Error
+			return flow.RetryLater
 		}
 		return flow.Accepted
 	}
