@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/base64"
 	"encoding/json"
 	"os"
@@ -61,4 +63,38 @@ func TestCommandSign(t *testing.T) {
 			t.Errorf("%v: exit 0, want a refusal", bad)
 		}
 	}
+}
+
+// TestFirmwareArgs: `hl7edge firmware args` turns an image signed with the
+// stock minisign tool into firmware-update arguments whose sha256 and
+// signature the gateway's checks accept.
+func TestFirmwareArgs(t *testing.T) {
+	k := minisigntest.NewKey(t)
+	img := filepath.Join(t.TempDir(), "hl7edge-arm64")
+	data := []byte("an image")
+	if err := os.WriteFile(img, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := dispatch(context.Background(), []string{"firmware", "args", "--url", "https://u.example/x", "--version", "1.4.0", img}, &out, &errOut); code == 0 {
+		t.Fatalf("firmware args without a .minisig succeeded: %s", out.String())
+	}
+	k.SignFile(t, img, false)
+	out.Reset()
+	if code := dispatch(context.Background(), []string{"firmware", "args", "--url", "https://u.example/x", "--version", "1.4.0", img}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	var a struct{ URL, Version, SHA256, Minisig string }
+	if err := json.Unmarshal(out.Bytes(), &a); err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := trust.ParseKeys([]string{k.Pub})
+	if _, _, err := keys.Verify(data, a.Minisig); err != nil || a.SHA256 != sha256Hex(data) || a.Version != "1.4.0" || a.URL != "https://u.example/x" {
+		t.Errorf("args %+v: %v", a, err)
+	}
+}
+
+func sha256Hex(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
 }

@@ -22,7 +22,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	// The installed binary is the launcher: a committed or trial image in
 	// firmware.dir replaces this process here (and does not come back).
 	if cfg, err := config.Load(*path); err == nil {
-		firmware.Launch(cfg.Firmware.Dir, slog.New(slog.NewTextHandler(stderr, nil)).With("component", "launcher"))
+		firmware.Launch(cfg.Firmware.Dir, version, slog.New(slog.NewTextHandler(stderr, nil)).With("component", "launcher"))
 	}
 	return appliance.Run(ctx, appliance.Options{ConfigPath: *path, Version: version, LogOut: stderr})
 }

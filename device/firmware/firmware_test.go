@@ -38,7 +38,7 @@ func TestLaunchSettles(t *testing.T) {
 		if err := os.WriteFile(partial, []byte("half"), 0o640); err != nil {
 			t.Fatal(err)
 		}
-		Launch(dir, quiet())
+		Launch(dir, "1.0", quiet())
 		st, _, err := Load(dir)
 		if err != nil || st.State != Rejected || !strings.Contains(st.Reason, "stopped while "+string(phase)) {
 			t.Errorf("after a stop while %s: %+v %v, want rejected saying so", phase, st, err)
@@ -56,7 +56,7 @@ func TestLaunchSettles(t *testing.T) {
 	if err := Save(dir, State{State: Trial, Version: "2.0", Image: imagePrefix + "2.0", Starts: 1, Trial: time.Minute, GoodVersion: "1.0"}); err != nil {
 		t.Fatal(err)
 	}
-	Launch(dir, quiet())
+	Launch(dir, "1.0", quiet())
 	st, _, _ := Load(dir)
 	if st.State != RolledBack || !strings.Contains(st.Reason, "stopped during its trial") || st.Announced {
 		t.Errorf("trial image starting again: %+v, want rolled back, not yet announced", st)
@@ -65,12 +65,30 @@ func TestLaunchSettles(t *testing.T) {
 		t.Errorf("the rolled-back image is still in firmware.dir (%v)", err)
 	}
 
+	// A package upgrade since the update: the installed binary runs, the
+	// committed image is dropped rather than shadowing the newer package.
+	img2 := filepath.Join(dir, imagePrefix+"2.0")
+	if err := os.WriteFile(img2, []byte("#!/bin/sh\n"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := Save(dir, State{State: Committed, Version: "2.0", Image: imagePrefix + "2.0", Good: imagePrefix + "2.0", GoodVersion: "2.0", Installed: "1.0"}); err != nil {
+		t.Fatal(err)
+	}
+	Launch(dir, "1.1", quiet()) // returns: nothing to exec
+	st, _, _ = Load(dir)
+	if st.Good != "" || st.GoodVersion != "1.1" || !strings.Contains(st.Reason, "installed package changed from 1.0 to 1.1") {
+		t.Errorf("after a package upgrade: %+v", st)
+	}
+	if _, err := os.Stat(img2); !os.IsNotExist(err) {
+		t.Errorf("the image shadowing the upgraded package is still there (%v)", err)
+	}
+
 	// An image launched by the launcher never launches again.
 	t.Setenv(EnvImage, "/somewhere/hl7edge-2.0")
 	if err := Save(dir, State{State: Downloading, Version: "3.0"}); err != nil {
 		t.Fatal(err)
 	}
-	Launch(dir, quiet())
+	Launch(dir, "1.0", quiet())
 	if st, _, _ := Load(dir); st.State != Downloading {
 		t.Errorf("an image's own start settled the state (%s): only the launcher may", st.State)
 	}

@@ -32,7 +32,11 @@ func RunningImage() string { return os.Getenv(EnvImage) }
 // started once and is starting again (it exited, crashed, was killed by the
 // watchdog, or the machine restarted) is rolled back. It never leaves the
 // gateway with nothing to run: whatever fails, the installed binary runs.
-func Launch(dir string, log *slog.Logger) {
+//
+// installed is the installed binary's own version. When it differs from
+// the one recorded at the update, the package was upgraded since: the
+// installed binary runs and the images are dropped.
+func Launch(dir, installed string, log *slog.Logger) {
 	if RunningImage() != "" {
 		return
 	}
@@ -43,6 +47,20 @@ func Launch(dir string, log *slog.Logger) {
 	}
 	if !ok {
 		return
+	}
+	if st.Installed != "" && st.Installed != installed && (st.Good != "" || st.State.InProgress()) {
+		st.Reason = fmt.Sprintf("the installed package changed from %s to %s; it runs instead of firmware version %s", st.Installed, installed, st.Version)
+		switch st.State {
+		case Trial:
+			st.State = RolledBack // announced by the next run, like any roll-back
+		case Downloading, Verifying:
+			st.State = Rejected
+		}
+		st.Good, st.GoodVersion, st.Installed = "", installed, installed
+		log.Warn("firmware images dropped: the installed package was upgraded", "installed", installed, "reason", st.Reason)
+		if err := Save(dir, st); err != nil {
+			log.Error("firmware state not saved", "err", err)
+		}
 	}
 	switch st.State {
 	case Downloading, Verifying:

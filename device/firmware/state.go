@@ -110,6 +110,10 @@ type State struct {
 	TrialEnds   time.Time     `json:"trial_ends,omitempty"`
 	Before      []string      `json:"before,omitempty"`    // components up when the update began
 	Announced   bool          `json:"announced,omitempty"` // the rollback alarm went out
+	// Installed is the installed binary's version when the update began: a
+	// package upgrade since then replaces the images (the operator's newer
+	// package must not be shadowed by an older image).
+	Installed string `json:"installed,omitempty"`
 }
 
 // Public is what goes on the retained firmware topic.

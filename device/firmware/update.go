@@ -136,8 +136,9 @@ func (m *Manager) Update(ctx context.Context, id string, raw json.RawMessage) (a
 		Trial:       m.o.Config.Trial.D(),
 		Before:      upComponents(m.o.Snapshot()),
 	}
+	st.Installed = old.Installed
 	if RunningImage() == "" {
-		st.Good = ""
+		st.Good, st.Installed = "", m.o.Version
 	}
 	if err := m.save(st); err != nil {
 		return nil, "", err
