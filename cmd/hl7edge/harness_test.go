@@ -17,6 +17,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/admin"
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
+	"github.com/hl7edge/hl7edge/pipeline/logtest"
 	"github.com/hl7edge/hl7edge/storage"
 )
 
@@ -49,6 +50,7 @@ type daemon struct {
 	socket string
 	mu     sync.Mutex
 	lines  []string
+	leaks  []string    // stderr lines holding logtest.Marker: message content in the log
 	watch  chan string // every stderr line, when someone listens
 	exited chan struct{}
 }
@@ -108,11 +110,23 @@ func startDaemon(t testing.TB, cfgPath, socket, waitAddr string) *daemon {
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		for _, l := range d.leaks {
+			t.Errorf("the daemon logged message content (logtest.Marker): %s", l)
+		}
+	})
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
 			line := sc.Text()
+			if logtest.Leaks([]byte(line)) {
+				d.mu.Lock()
+				d.leaks = append(d.leaks, line)
+				d.mu.Unlock()
+			}
 			d.mu.Lock()
 			d.lines = append(d.lines, line)
 			if len(d.lines) > 20000 {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/lis01"
+	"github.com/hl7edge/hl7edge/pipeline/logtest"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
 )
 
@@ -24,7 +25,7 @@ import (
 
 // soakPHI is put in PID-5 of every message: it must never appear in the
 // daemon's logs or on MQTT.
-const soakPHI = "SOAKPHI"
+const soakPHI = "SOAKPHI" + logtest.Marker
 
 // soakFillBytes is the size of the quota fault's messages: large, so that
 // a few hundred fill the spool, and below the 256 KiB that Badger keeps in

@@ -44,7 +44,9 @@ import (
 const (
 	testLogon    = "gw-e2e"
 	testPassword = "pw-Zq7-NEVER-LOG-ME"
-	patientName  = "PATIENTSECRET" // in PID-5 of every test message
+	// patientName is in PID-5 of every test message; with logtest.Marker
+	// in it, logtest's suite-wide guard watches every log line too.
+	patientName = "PATIENTSECRET" + logtest.Marker
 )
 
 // rig is one test's working directory and PKI.
