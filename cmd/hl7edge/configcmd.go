@@ -24,9 +24,12 @@ const configUsage = "usage: hl7edge config check FILE | hl7edge config sample [T
 func cmdConfig(args []string, stdout io.Writer) error {
 	switch {
 	case len(args) == 2 && args[0] == "check":
-		c, err := config.Load(args[1])
-		if err != nil {
-			return err
+		c, mistakes := config.Check(args[1])
+		if len(mistakes) > 0 {
+			for _, m := range mistakes {
+				fmt.Fprintf(stdout, "%s: %s\n", args[1], m)
+			}
+			return fmt.Errorf("%s: %d mistakes", args[1], len(mistakes))
 		}
 		fmt.Fprintf(stdout, "%s: OK (device %s, %d sources, %d destinations)\n", args[1], c.Device.ID, len(c.Sources), len(c.Destinations))
 		for _, w := range c.SecretWarnings() {

@@ -83,22 +83,27 @@ func Parse(b []byte) (*Config, error) { return ParseTypes(b, gateway.DefaultType
 // ParseTypes reads and validates YAML text whose sources and destinations
 // may name the types in types.
 func ParseTypes(b []byte, types *component.Registry) (*Config, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, tidyYAMLError(err) // a syntax error: yaml names its line
+	}
+	ix := indexKeys(&doc)
 	c := &Config{Types: types}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil {
 		var te *yaml.TypeError
 		if !errors.As(err, &te) {
-			return nil, tidyYAMLError(err)
+			return nil, ix.placeAll(tidyYAMLError(err))
 		}
 		// Keep going: what did decode is validated too, so one run of
 		// `config check` lists every mistake.
 		c.SetDefaults()
-		return nil, errors.Join(tidyYAMLError(err), c.Validate())
+		return nil, ix.placeAll(tidyYAMLError(err), c.Validate())
 	}
 	c.SetDefaults()
 	if err := c.Validate(); err != nil {
-		return nil, err
+		return nil, ix.placeAll(err)
 	}
 	return c, nil
 }

@@ -57,10 +57,13 @@ destinations:
 		t.Fatal("accepted")
 	}
 	msg := err.Error()
+	if strings.Contains(msg, "listen is empty") {
+		t.Errorf("a misspelt key made its neighbour listen look missing:\n%s", msg)
+	}
 	for _, want := range []string{
 		`device.id "bad/id"`, `device.board "toaster"`, "16MiB minimum",
-		`line 4: unknown key "max_conections"`, `line 5: source "mon": type "carrier-pigeon"`,
-		`line 7: rubbish bin "bin" has no match rules`, `line 8: destination "out": match`,
+		`line 4: sources[0].max_conections: unknown key "max_conections"`, `line 5: sources[1].type: source "mon": type "carrier-pigeon"`,
+		`line 7: destinations[0]: rubbish bin "bin" has no match rules`, `line 8: destinations[1].match.all: destination "out": match`,
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error lacks %q:\n%s", want, msg)

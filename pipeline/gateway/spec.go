@@ -26,6 +26,7 @@ type Source struct {
 	// caller building a Source in code sets it.
 	Config component.Config
 	node   *yaml.Node // the entry as read, until Validate decodes Config from it
+	bad    error      // a bad value among the common keys, reported by Validate
 }
 
 // Destination is one entry of `destinations:`.
@@ -45,6 +46,7 @@ type Destination struct {
 	// keys of its own (a rubbish bin).
 	Config component.Config
 	node   *yaml.Node
+	bad    error
 }
 
 // Keys every source and every destination has, whatever its type.
@@ -61,10 +63,14 @@ func (s *Source) UnmarshalYAML(n *yaml.Node) error {
 		Name string `yaml:"name"`
 		Type string `yaml:"type"`
 	}
-	if err := n.Decode(&common); err != nil {
+	// A bad value (a *yaml.TypeError) leaves the rest decoded. Returning
+	// it would make yaml.v3 drop the whole entry, so Validate reports it
+	// and checks the entry's other keys in the same run.
+	err := n.Decode(&common)
+	if err != nil && !errors.As(err, new(*yaml.TypeError)) {
 		return err
 	}
-	s.Name, s.Type, s.Line, s.node = common.Name, common.Type, n.Line, n
+	s.Name, s.Type, s.Line, s.node, s.bad = common.Name, common.Type, n.Line, n, err
 	return nil
 }
 
@@ -79,10 +85,11 @@ func (d *Destination) UnmarshalYAML(n *yaml.Node) error {
 		Lanes       int            `yaml:"lanes"`
 		LaneKey     string         `yaml:"lane_key"`
 	}
-	if err := n.Decode(&common); err != nil {
+	err := n.Decode(&common)
+	if err != nil && !errors.As(err, new(*yaml.TypeError)) {
 		return err
 	}
-	d.Name, d.Type, d.Line, d.node = common.Name, common.Type, n.Line, n
+	d.Name, d.Type, d.Line, d.node, d.bad = common.Name, common.Type, n.Line, n, err
 	d.Match, d.MaxAttempts, d.MaxBackoff = common.Match, common.MaxAttempts, common.MaxBackoff
 	d.Lanes, d.LaneKey = common.Lanes, common.LaneKey
 	return nil
@@ -141,6 +148,16 @@ func decodeTyped(n *yaml.Node, target any, common []string) error {
 		}
 		sub.Content = append(sub.Content, k, n.Content[i+1])
 	}
+	// The known keys are decoded even beside an unknown one, so a
+	// misspelt key does not also make its neighbours look missing.
+	if target != nil {
+		if err := sub.Decode(target); err != nil {
+			if len(errs) == 0 {
+				return err
+			}
+			errs = append(errs, splitYAMLErrors(err)...)
+		}
+	}
 	if len(errs) > 0 {
 		// A *yaml.TypeError lets the decoder carry on with the rest of the
 		// file, so one run reports every mistake.
@@ -150,10 +167,7 @@ func decodeTyped(n *yaml.Node, target any, common []string) error {
 		}
 		return te
 	}
-	if target == nil {
-		return nil
-	}
-	return sub.Decode(target)
+	return nil
 }
 
 // yamlKeys lists the YAML keys of a struct type, following inline fields.
@@ -261,8 +275,11 @@ func (v *validator) source(s *Source) {
 		return
 	}
 	prefix := fmt.Sprintf("source %q", s.Name)
-	if errs := decodeBlock(s.node, &s.Config, t.NewConfig(), sourceKeys); len(errs) > 0 {
-		v.addAll(s.Line, prefix, errs)
+	v.addAll(s.Line, prefix, splitYAMLErrors(s.bad))
+	// Bad values leave their keys at zero; the block's other keys are
+	// still checked, so one run names every mistake.
+	v.addAll(s.Line, prefix, decodeBlock(s.node, &s.Config, t.NewConfig(), sourceKeys))
+	if s.Config == nil {
 		return
 	}
 	component.SetDefaults(s.Config)
@@ -279,9 +296,9 @@ func (v *validator) destination(d *Destination) {
 		return
 	}
 	prefix := fmt.Sprintf("destination %q", d.Name)
-	if errs := decodeBlock(d.node, &d.Config, t.NewConfig(), destKeys); len(errs) > 0 {
-		v.addAll(d.Line, prefix, errs)
-	} else if d.Config != nil {
+	v.addAll(d.Line, prefix, splitYAMLErrors(d.bad))
+	v.addAll(d.Line, prefix, decodeBlock(d.node, &d.Config, t.NewConfig(), destKeys))
+	if d.Config != nil {
 		component.SetDefaults(d.Config)
 		if err := d.Config.Validate(); err != nil {
 			v.add(d.Line, "%s: %v", prefix, err)

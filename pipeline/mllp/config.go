@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/hl7edge/hl7edge/pipeline/units"
@@ -95,6 +96,8 @@ func (c *ListenerConfig) Validate() error {
 		errs = append(errs, errors.New("listen is empty: set host:port, for example 0.0.0.0:2575"))
 	} else if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
 		errs = append(errs, fmt.Errorf("listen %q is not host:port: write it like 0.0.0.0:2575 or [::]:2575", c.Listen))
+	} else if err := checkPort("listen", c.Listen, port, 0); err != nil { // 0: the kernel picks one (tests)
+		errs = append(errs, err)
 	}
 	if c.MaxConnections < 1 || c.MaxConnections > maxConnections {
 		errs = append(errs, fmt.Errorf("max_connections %d is out of range: use 1 to %d (default %d)", c.MaxConnections, maxConnections, DefaultMaxConnections))
@@ -162,6 +165,17 @@ func appendPEM(pool *x509.CertPool, path, key string) error {
 	}
 	if !pool.AppendCertsFromPEM(pem) {
 		return fmt.Errorf("tls %s %s holds no PEM certificate: give a file with one or more BEGIN CERTIFICATE blocks", key, path)
+	}
+	return nil
+}
+
+// checkPort refuses a port that is not a number from least to 65535: the
+// address would otherwise pass the check and fail only when the daemon
+// starts (or, for a destination, at the first delivery).
+func checkPort(key, addr, port string, least int) error {
+	n, err := strconv.Atoi(port)
+	if err != nil || n < least || n > 65535 {
+		return fmt.Errorf("%s %q: port %s is not a number from %d to 65535", key, addr, port, least)
 	}
 	return nil
 }

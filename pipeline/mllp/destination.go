@@ -77,6 +77,8 @@ func (c *DestinationConfig) Validate() error {
 		errs = append(errs, errors.New("address is empty: set the receiver's host:port, for example 10.20.0.5:2575"))
 	} else if host, port, err := net.SplitHostPort(c.Address); err != nil || host == "" || port == "" {
 		errs = append(errs, fmt.Errorf("address %q is not host:port: write it like 10.20.0.5:2575 or lis.example.org:2575", c.Address))
+	} else if err := checkPort("address", c.Address, port, 1); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Timeout < units.Duration(time.Millisecond) {
 		errs = append(errs, fmt.Errorf("timeout %s is too short: use at least 1ms (default %s)", c.Timeout, DefaultTimeout))

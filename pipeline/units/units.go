@@ -49,7 +49,7 @@ func ParseSize(s string) (Size, error) {
 func (s *Size) UnmarshalYAML(n *yaml.Node) error {
 	v, err := ParseSize(n.Value)
 	if err != nil {
-		return err
+		return lineError(n, err.Error())
 	}
 	*s = v
 	return nil
@@ -95,7 +95,7 @@ type Duration time.Duration
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(strings.TrimSpace(n.Value))
 	if err != nil || v < 0 {
-		return fmt.Errorf("duration %q: want Go syntax such as 300ms, 30s, 5m or 1h", n.Value)
+		return lineError(n, fmt.Sprintf("duration %q: want Go syntax such as 300ms, 30s, 5m or 1h", n.Value))
 	}
 	*d = Duration(v)
 	return nil
@@ -108,3 +108,10 @@ func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(),
 func (d Duration) D() time.Duration { return time.Duration(d) }
 
 func (d Duration) String() string { return time.Duration(d).String() }
+
+// lineError is a value's mistake with its line, as a *yaml.TypeError: the
+// decoder then carries on with the rest of the file, so one check names
+// every mistake rather than stopping at the first bad unit.
+func lineError(n *yaml.Node, msg string) error {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %s", n.Line, msg)}}
+}

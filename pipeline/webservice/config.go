@@ -3,6 +3,7 @@ package webservice
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path"
@@ -173,8 +174,10 @@ func validateTLSFiles(caFile, certFile, keyFile, passwordFile string) []error {
 		if f.path == "" {
 			continue
 		}
-		if _, err := os.Stat(f.path); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", f.key, err))
+		if _, err := os.Stat(f.path); errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("%s %s does not exist: create it or correct the path", f.key, f.path))
+		} else if err != nil {
+			errs = append(errs, fmt.Errorf("%s %s: %w", f.key, f.path, errors.Unwrap(err)))
 		}
 	}
 	return errs
