@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
@@ -26,6 +27,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/trust"
 	"github.com/hl7edge/hl7edge/device/trust/minisigntest"
 	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/mllp"
 	"github.com/hl7edge/hl7edge/pipeline/testpki"
 )
 
@@ -171,6 +173,9 @@ type fwRig struct {
 	sup     *supervisor
 	cfgPath string
 	broker  string
+	// closedPort is where the lis destination points: nothing listens, so
+	// messages for it stay in the spool across every version change.
+	closedPort int
 }
 
 func (r *fwRig) publishImage(name string, data []byte, signWith minisigntest.Key) (sum, sig string) {
@@ -243,6 +248,38 @@ func (r *fwRig) alarm(from int, kind string) string {
 	r.t.Helper()
 	_, m := r.op.Log.WaitFor(r.t, from, "alarm "+kind, mqtttest.JSONHas(r.base+"alarm", map[string]any{"kind": kind}))
 	return m.JSON(r.t)["detail"].(string)
+}
+
+// sendHL7 sends n messages to the gateway's MLLP source, each ACKed AA.
+func (r *fwRig) sendHL7(first, n int) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), fwWait)
+	defer cancel()
+	cl, err := mllp.Dial(ctx, fmt.Sprintf("127.0.0.1:%d", r.mllp), nil)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer cl.Close()
+	for i := first; i < first+n; i++ {
+		ack, err := cl.Send(ctx, fmt.Appendf(nil, "MSH|^~\\&|LAB|WARD3|EHR|HOSP|20261130||ORU^R01|FW%04d|P|2.5.1\rPID|1||PAT%03d^^^HOSP^MR\r", i, i))
+		if err != nil || !strings.Contains(string(ack), "MSA|AA|") {
+			r.t.Fatalf("message %d: ACK %q, %v", i, ack, err)
+		}
+	}
+}
+
+// lisQueued is how many messages wait in the spool for the lis destination.
+func (r *fwRig) lisQueued() float64 {
+	r.t.Helper()
+	_, a := r.command(command.SpoolStats, nil, time.Minute)
+	d, _ := a["data"].(map[string]any)
+	dests, _ := d["destinations"].(map[string]any)
+	lis, _ := dests["lis"].(map[string]any)
+	q, ok := lis["queued"].(float64)
+	if !ok {
+		r.t.Fatalf("spool-stats answer has no destinations.lis.queued: %v", a)
+	}
+	return q
 }
 
 func (r *fwRig) state() firmware.State {
@@ -340,6 +377,7 @@ func newFWRig(t *testing.T) *fwRig {
 		t.Fatal(err)
 	}
 	r.mllp = freePort(t)
+	r.closedPort = freePort(t)
 	r.cfgPath = filepath.Join(r.dir, "hl7edge.yaml")
 	if err := os.WriteFile(r.cfgPath, []byte(r.config(r.mllp)), 0o640); err != nil {
 		t.Fatal(err)
@@ -355,6 +393,7 @@ sources:
   - {name: in, type: mllp, listen: "127.0.0.1:%d"}
 destinations:
   - {name: archive, type: file, dir: %s}
+  - {name: lis, type: mllp, address: "127.0.0.1:%d"}
 mqtt: {broker: "%s", health_interval: 1s}
 trust:
   keys: [%s]
@@ -363,7 +402,7 @@ firmware:
   ca_file: %s
   trial: 8s
 `, r.device, filepath.Join(r.dir, "state", "spool"), filepath.Join(r.dir, "admin.sock"), mllpPort,
-		filepath.Join(r.dir, "archive"), r.broker,
+		filepath.Join(r.dir, "archive"), r.closedPort, r.broker,
 		r.key.Pub, r.fwDir, filepath.Join(r.dir, "ca.pem"))
 }
 
@@ -441,6 +480,13 @@ func TestFirmwareUpdate(t *testing.T) {
 	}
 	r.noPartialFiles("")
 
+	// Messages spooled for a destination that is down stay spooled, once,
+	// across every switch and roll-back below.
+	r.sendHL7(1, 3)
+	if q := r.lisQueued(); q != 3 {
+		t.Fatalf("lis queued %v before the update, want 3", q)
+	}
+
 	// A good update: switched, on trial, committed, and kept across a restart.
 	from = r.op.Log.Mark()
 	id, a := r.command(command.FirmwareUpdate, args("v2", goodSum, goodSig), time.Minute)
@@ -510,6 +556,14 @@ func TestFirmwareUpdate(t *testing.T) {
 	if v := r.healthVersion(); v != "2.0.0-test" {
 		t.Errorf("after the unhealthy image the version is %q, want 2.0.0-test", v)
 	}
+	if q := r.lisQueued(); q != 3 {
+		t.Errorf("lis queued %v after three version changes and two roll-backs, want the same 3", q)
+	}
+	r.sendHL7(4, 1)
+	waitFor(t, "the four messages in the archive", func() bool {
+		m, _ := filepath.Glob(filepath.Join(r.dir, "archive", "*.hl7"))
+		return len(m) == 4
+	})
 
 	// SIGKILL during the download: rejected at the next start, nothing changed.
 	dev, err := os.ReadFile(binPath)
