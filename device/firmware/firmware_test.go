@@ -202,3 +202,59 @@ func TestUpdateRefusals(t *testing.T) {
 		t.Errorf("a second update during the trial: %v, want refused", err)
 	}
 }
+
+// TestTrialOutcome: the image on trial commits itself when what was up
+// before is up at the end, and rolls back and asks for a relaunch when not;
+// the next run announces the roll-back once.
+func TestTrialOutcome(t *testing.T) {
+	for _, healthy := range []bool{true, false} {
+		dir := t.TempDir()
+		img := imagePrefix + "2.0"
+		if err := os.WriteFile(filepath.Join(dir, img), []byte("x"), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv(EnvImage, filepath.Join(dir, img))
+		if err := Save(dir, State{State: Trial, Version: "2.0", Previous: "1.0", Image: img, Starts: 1, Trial: 50 * time.Millisecond,
+			TrialEnds: time.Now().Add(50 * time.Millisecond), Before: []string{"source in"}, GoodVersion: "1.0"}); err != nil {
+			t.Fatal(err)
+		}
+		reg := health.NewRegistry("gw", "2.0", nil)
+		state := health.Up
+		if !healthy {
+			state = health.Down
+		}
+		reg.Component(health.Source, "in", "mllp").SetState(state)
+		var alarms []string
+		var published []Phase
+		relaunched := false
+		m := New(Options{Config: Config{Dir: dir, Trial: units.Duration(time.Second), MaxBytes: DefaultMaxBytes}, Version: "2.0", Snapshot: reg.Snapshot,
+			Alarm:    func(kind, _ string) { alarms = append(alarms, kind) },
+			Publish:  func(p Public) { published = append(published, p.State) },
+			Relaunch: func(string) { relaunched = true }})
+		if err := m.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		st, _, _ := Load(dir)
+		if healthy {
+			if st.State != Committed || st.Good != img || relaunched || len(alarms) != 1 || alarms[0] != health.AlarmFirmwareCommitted {
+				t.Errorf("healthy trial: state %+v, relaunch %v, alarms %v", st, relaunched, alarms)
+			}
+			continue
+		}
+		if st.State != RolledBack || !strings.Contains(st.Reason, "source in is not up") || !relaunched || len(alarms) != 0 {
+			t.Errorf("unhealthy trial: state %+v, relaunch %v, alarms %v", st, relaunched, alarms)
+		}
+		if published[len(published)-1] != RolledBack {
+			t.Errorf("published %v, want rolled_back last", published)
+		}
+		// The next version's run announces it, once.
+		t.Setenv(EnvImage, "")
+		for range 2 {
+			_ = New(Options{Config: Config{Dir: dir}, Version: "1.0", Snapshot: reg.Snapshot,
+				Alarm: func(kind, _ string) { alarms = append(alarms, kind) }}).Run(context.Background())
+		}
+		if len(alarms) != 1 || alarms[0] != health.AlarmFirmwareRolledBack {
+			t.Errorf("alarms after two runs of the previous version: %v, want one firmware_rolled_back", alarms)
+		}
+	}
+}

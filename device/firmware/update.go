@@ -309,25 +309,8 @@ func upComponents(s health.Snapshot) []string {
 // trial and commits it or rolls it back. It returns when ctx ends.
 func (m *Manager) Run(ctx context.Context) error {
 	dir := m.o.Config.Dir
-	st, ok, err := Load(dir)
-	if err != nil {
-		m.o.Log.Error("firmware state unreadable", "err", err)
-		return nil
-	}
-	if !ok {
-		return nil
-	}
-	if m.o.Publish != nil {
-		m.o.Publish(m.public(st))
-	}
-	if st.State == RolledBack && !st.Announced {
-		m.o.Alarm(health.AlarmFirmwareRolledBack, fmt.Sprintf("firmware version %s rolled back; running %s: %s", st.Version, m.o.Version, st.Reason))
-		st.Announced = true
-		if err := Save(dir, st); err != nil {
-			m.o.Log.Error("firmware state not saved", "err", err)
-		}
-	}
-	if st.State != Trial || st.Starts < 1 || RunningImage() != filepath.Join(dir, st.Image) {
+	st, ok := m.announce()
+	if !ok || st.State != Trial || st.Starts < 1 || RunningImage() != filepath.Join(dir, st.Image) {
 		return nil
 	}
 	t := time.NewTimer(time.Until(st.TrialEnds))
@@ -362,6 +345,34 @@ func (m *Manager) Run(ctx context.Context) error {
 	m.o.Log.Info("firmware committed", "version", st.Version, "previous", st.Previous)
 	m.o.Alarm(health.AlarmFirmwareCommitted, fmt.Sprintf("firmware version %s committed after a healthy trial of %s (previous %s)", st.Version, st.Trial, st.Previous))
 	return nil
+}
+
+// announce publishes the state at start and raises the alarm of a
+// roll-back not yet announced. It holds the update lock, so an update
+// arriving at once cannot have its state overwritten.
+func (m *Manager) announce() (State, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	dir := m.o.Config.Dir
+	st, ok, err := Load(dir)
+	if err != nil {
+		m.o.Log.Error("firmware state unreadable", "err", err)
+		return st, false
+	}
+	if !ok {
+		return st, false
+	}
+	if m.o.Publish != nil {
+		m.o.Publish(m.public(st))
+	}
+	if st.State == RolledBack && !st.Announced {
+		m.o.Alarm(health.AlarmFirmwareRolledBack, fmt.Sprintf("firmware version %s rolled back; running %s: %s", st.Version, m.o.Version, st.Reason))
+		st.Announced = true
+		if err := Save(dir, st); err != nil {
+			m.o.Log.Error("firmware state not saved", "err", err)
+		}
+	}
+	return st, true
 }
 
 // trialProblems lists what was up before the update and is not up now.
