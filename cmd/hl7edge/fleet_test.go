@@ -16,6 +16,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/leds"
 	"github.com/hl7edge/hl7edge/device/mqttagent"
 	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
+	"github.com/hl7edge/hl7edge/pipeline/logtest"
 )
 
 // fleetSpecs is a fleet where every tenth gateway is cut off (Last Will),
@@ -188,6 +189,27 @@ func TestFleetAgainstMosquitto(t *testing.T) {
 	head := fmt.Sprintf("%d gateways: %d online, %d offline", n, n-offline, offline)
 	if !bytes.Contains(text, []byte(head)) || !bytes.Contains(text, []byte("OFFLINE")) || !bytes.Contains(text, []byte("(last seen)")) {
 		t.Errorf("table:\n%s", text)
+	}
+	// --watch redraws in place until interrupted.
+	w := exec.Command(binPath, "fleet", "--broker", url, "--watch", "--every", "200ms")
+	var screen logtest.Buffer
+	w.Stdout = &screen
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	clear := []byte("\x1b[H\x1b[2J")
+	for deadline := time.Now().Add(30 * time.Second); bytes.Count(screen.Bytes(), clear) < 2; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			_ = w.Process.Kill()
+			t.Fatalf("--watch drew %d screens in 30s", bytes.Count(screen.Bytes(), clear))
+		}
+	}
+	_ = w.Process.Signal(os.Interrupt)
+	if err := w.Wait(); err != nil {
+		t.Errorf("--watch after Ctrl-C: %v", err)
+	}
+	if frames := bytes.Split(screen.Bytes(), clear); !bytes.Contains(frames[len(frames)-1], []byte(head)) {
+		t.Errorf("last --watch screen:\n%s", frames[len(frames)-1])
 	}
 	if testing.Verbose() && n <= 100 {
 		t.Logf("hl7edge fleet:\n%s", text)

@@ -245,15 +245,24 @@ func TestStatusInEachFaultState(t *testing.T) {
 				if code != 0 || err != nil || !r.Healthy || !strings.Contains(text, "HEALTHY") {
 					t.Fatalf("healthy box: exit %d (%v), report %+v\n%s", code, err, r, text)
 				}
-				return
+			} else {
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) || ee.ExitCode() != 1 || code != 1 || r.Healthy {
+					t.Fatalf("fault %d: exit %v / %d, healthy %v, want exit 1\n%s", want, err, code, r.Healthy, text)
+				}
+				for _, w := range append(tc.words, "NOT HEALTHY", "firmware dev", fmt.Sprintf("code %d", want)) {
+					if !strings.Contains(text, w) {
+						t.Errorf("status lacks %q:\n%s", w, text)
+					}
+				}
 			}
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.ExitCode() != 1 || code != 1 || r.Healthy {
-				t.Fatalf("fault %d: exit %v / %d, healthy %v, want exit 1\n%s", want, err, code, r.Healthy, text)
-			}
-			for _, w := range append(tc.words, "NOT HEALTHY", "firmware dev", fmt.Sprintf("code %d", want)) {
-				if !strings.Contains(text, w) {
-					t.Errorf("status lacks %q:\n%s", w, text)
+			if tc.code == leds.NoFault {
+				// No daemon: status cannot tell, and says so with exit 2.
+				d.stop()
+				out, err := exec.Command(binPath, "status", "--config", cfg).CombinedOutput()
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "not running") {
+					t.Errorf("status with the daemon stopped: %v\n%s", err, out)
 				}
 			}
 			if t.Failed() || testing.Verbose() {

@@ -131,6 +131,12 @@ func (v *View) Put(topic string, payload []byte) {
 		if len(payload) == 0 {
 			delete(v.status, id)
 		} else if json.Unmarshal(payload, &s) == nil {
+			// A Last Will of an earlier session that the broker publishes
+			// after the box is back (it noticed the old connection late)
+			// is stale: the session counter says so.
+			if old, ok := v.status[id]; ok && s.State == "offline" && old.State == "online" && s.Session < old.Session {
+				return
+			}
 			v.status[id] = s
 		}
 	} else if id := v.id(topic, "health"); id != "" {
