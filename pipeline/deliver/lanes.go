@@ -119,6 +119,13 @@ func newDispatcher(w *Worker) *dispatcher {
 // the spool cannot record an outcome.
 func (w *Worker) runLanes(ctx context.Context) error {
 	d := newDispatcher(w)
+	// A new run reads the queue from its start, so nothing a previous run
+	// had handed out may stay on a lane.
+	for _, l := range w.lanes {
+		clear(l.queue)
+		l.queue = l.queue[:0]
+		l.setState(laneIdle)
+	}
 	w.o.Health.SetLanes(d.stat)
 	if p, _ := w.pausedCh(); !p {
 		w.o.Health.SetState(health.Up)

@@ -187,3 +187,37 @@ func TestKeyAt(t *testing.T) {
 		}
 	}
 }
+
+// TestLanesRunAgainStartsClean: a worker stopped with messages on its lanes
+// and run again delivers each message once, in order per patient.
+func TestLanesRunAgainStartsClean(t *testing.T) {
+	sp, _ := setup(t, 0)
+	var patients []string
+	for i := range 24 {
+		patients = append(patients, fmt.Sprintf("P%d", i%6))
+	}
+	guids := appendPatients(t, sp, patients...)
+	gate := make(chan struct{})
+	out := &blocking{gate: gate, entered: make(chan struct{}, 64)}
+	w := New("d", sp, out, Options{Lanes: 3, LaneKey: pidKey(t)})
+	stop := run(t, w)
+	for range 3 {
+		<-out.entered
+	}
+	stop() // the three in flight fail with the context; the lanes hold more
+	close(gate)
+	stop = run(t, w)
+	defer stop()
+	waitFor(t, "all delivered", func() bool { return len(out.delivered()) >= len(guids) })
+	time.Sleep(50 * time.Millisecond)
+	got := out.delivered()
+	if len(got) != len(guids) {
+		t.Fatalf("delivered %d, want each of %d once", len(got), len(guids))
+	}
+	byP := byPatient(got, guids, patients)
+	for p, list := range byPatient(guids, guids, patients) {
+		if !slices.Equal(byP[p], list) {
+			t.Errorf("patient %q: delivered %v, want %v", p, byP[p], list)
+		}
+	}
+}
