@@ -103,6 +103,10 @@ func ask(ctx context.Context, cfg *config.Config, name string, argsJSON []byte) 
 		}
 		switch {
 		case errors.Is(err, storage.ErrInUse):
+		case goingAway(err):
+			// A stopping daemon closes its listener with our connection
+			// still in the backlog, unread and unanswered: ask again, the
+			// next daemon or the spool itself will answer.
 		case err != nil:
 			return nil, err
 		case resp.Status != command.Successful:
@@ -116,6 +120,13 @@ func ask(ctx context.Context, cfg *config.Config, name string, argsJSON []byte) 
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// goingAway says the daemon closed an admin connection without reading
+// the request: the admin server answers every connection it accepts before
+// it stops, so an EOF or reset means it never took this one.
+func goingAway(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // salvage recovers what is readable of a spool that cannot be opened into a
