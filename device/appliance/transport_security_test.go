@@ -10,6 +10,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/appliance"
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
+	"github.com/hl7edge/hl7edge/device/trust"
 )
 
 // TestRemoteApplyCannotLowerTransportSecurity: a config-apply arriving on
@@ -33,6 +34,10 @@ func TestRemoteApplyCannotLowerTransportSecurity(t *testing.T) {
 	old := r.yaml(r.mllpPort, ehr(https, "    allowed_hosts: [\"127.0.0.1\"]\n"))
 	r.writeConfig(old)
 	op := r.operator(t) // signs: a signature does not let a remote apply lower transport security
+	_, otherPub, err := trust.GenerateSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
 	rn := r.start(appliance.Options{})
 	op.waitOnline(t, 0)
 
@@ -47,6 +52,9 @@ func TestRemoteApplyCannotLowerTransportSecurity(t *testing.T) {
 			"    allowed_hosts: [\"127.0.0.2\"]\n")), "127.0.0.2"},
 		{"new mllp destination host", r.yaml(r.mllpPort, ehr(https, "    allowed_hosts: [\"127.0.0.1\"]\n")+
 			"  - name: lis\n    type: mllp\n    address: 10.9.9.9:2575\n"), "10.9.9.9"},
+		// What the gateway trusts is not the remote signer's to widen either.
+		{"signing key added", strings.Replace(r.yaml(r.mllpPort, ehr(https, "    allowed_hosts: [\"127.0.0.1\"]\n")),
+			"keys: ["+r.pub+"]", "keys: ["+r.pub+", "+otherPub+"]", 1), "trust.keys"},
 	}
 	for _, c := range cases {
 		a := op.send(t, command.ConfigApply, map[string]any{"yaml": c.yaml, "grace": "1s"})
