@@ -319,7 +319,7 @@ func Render(w io.Writer, rows []Row, now time.Time) {
 	}
 	fmt.Fprintf(w, "%d gateways: %d online, %d offline, %d with a fault code   %s\n", len(rows), online, len(rows)-online, faulted, now.UTC().Format("2006-01-02 15:04:05 UTC"))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tSINCE\tVERSION\tQUEUED\tOLDEST\tFAULT\tALARMS")
+	fmt.Fprintln(tw, "ID\tSTATE\tSINCE\tHEALTH\tVERSION\tQUEUED\tOLDEST\tFAULT\tALARMS")
 	for _, r := range rows {
 		state := "online"
 		if !r.Online {
@@ -348,7 +348,14 @@ func Render(w io.Writer, rows []Row, now time.Time) {
 		if ver == "" {
 			ver = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.ID, state, since, ver, r.Queued, oldest, fault, alarms)
+		// HEALTH is the age of the latest health: an online box whose
+		// health stops coming (every health_interval, 30 s by default) is
+		// connected but not reporting.
+		seen := "-"
+		if !r.HealthTime.IsZero() {
+			seen = status.Age(now.Sub(r.HealthTime)) + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.ID, state, since, seen, ver, r.Queued, oldest, fault, alarms)
 	}
 	_ = tw.Flush()
 }

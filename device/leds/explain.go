@@ -131,7 +131,7 @@ func Explain(s health.Snapshot, in Inputs) [led.NumLEDs]Reading {
 		out[led.SYS].Meaning = "SYS: running, every internal loop beats"
 	}
 	if set[led.LINK].Kind == On {
-		out[led.LINK].Meaning = "LINK: upstream and MQTT up"
+		out[led.LINK].Meaning = "LINK: " + linkUp(s)
 	} else {
 		var down []string
 		for _, c := range s.Destinations {
@@ -151,6 +151,21 @@ func Explain(s health.Snapshot, in Inputs) [led.NumLEDs]Reading {
 		out[led.FAULT].Meaning = "FAULT: " + f.String()
 	}
 	return out
+}
+
+// linkUp says what a solid LINK stands for on this box: only what it has.
+func linkUp(s health.Snapshot) string {
+	var up []string
+	if anyComponent(func(c health.ComponentSnapshot) bool { return c.Type == "webservice" }, s.Destinations) {
+		up = append(up, "web-service destinations")
+	}
+	if _, ok := s.Component(health.Service, "mqtt"); ok {
+		up = append(up, "MQTT")
+	}
+	if len(up) == 0 {
+		return "nothing to watch (no web-service destination, no MQTT broker configured)"
+	}
+	return strings.Join(up, " and ") + " up"
 }
 
 // Words is the pattern as a person describes it.
