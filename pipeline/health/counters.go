@@ -42,7 +42,7 @@ const (
 
 	// Serial ports (MLLP or LIS01-A2 framing), source and destination.
 
-	CounterRefused    = "refused"     // source: answered AE/AR or NAKed; destination: the device said no (AE/AR/NAK)
+	CounterRefused    = "refused"     // serial source: answered AE/AR or NAKed; serial or MLLP destination: the peer said no (AE/AR/NAK)
 	CounterOversize   = "oversize"    // longer than max_message_bytes, refused
 	CounterReopens    = "reopens"     // the port was opened again after failing
 	CounterNoiseBytes = "noise_bytes" // bytes outside any frame, skipped

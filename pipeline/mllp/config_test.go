@@ -142,7 +142,7 @@ func TestNewServerAndOutputReportBadTLSFiles(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), missing) {
 		t.Errorf("NewServer with a missing cert = %v, want the path named", err)
 	}
-	_, err = NewOutput("d", DestinationConfig{Address: "a:1", TLS: ClientTLS{CAFile: notPEM}}, discardLogger())
+	_, err = NewOutput("d", DestinationConfig{Address: "a:1", TLS: ClientTLS{CAFile: notPEM}}, discardLogger(), nil)
 	if err == nil || !strings.Contains(err.Error(), "ca_file") || !strings.Contains(err.Error(), notPEM) {
 		t.Errorf("NewOutput with a non-PEM CA = %v, want ca_file and the path named", err)
 	}

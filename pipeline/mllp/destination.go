@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/units"
 )
@@ -130,6 +131,7 @@ type Output struct {
 	cfg  DestinationConfig
 	tls  *tls.Config
 	log  *slog.Logger
+	comp *health.Component // counts refusals (the FAULT LED's code 2); may be nil
 
 	slots chan *slot // idle connection slots; a delivery holds one
 
@@ -144,8 +146,9 @@ type slot struct{ c *Client }
 var _ flow.Output = (*Output)(nil)
 
 // NewOutput checks cfg (defaults applied to a copy) and loads its TLS files.
-// It does not connect: the first Deliver does.
-func NewOutput(name string, cfg DestinationConfig, log *slog.Logger) (*Output, error) {
+// It does not connect: the first Deliver does. comp, when not nil, counts
+// the receiver's refusals (AE, AR) as health.CounterRefused.
+func NewOutput(name string, cfg DestinationConfig, log *slog.Logger, comp *health.Component) (*Output, error) {
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("destination %q: %w", name, err)
@@ -157,7 +160,7 @@ func NewOutput(name string, cfg DestinationConfig, log *slog.Logger) (*Output, e
 	if log == nil {
 		return nil, fmt.Errorf("mllp destination %q: a logger is required", name)
 	}
-	o := &Output{name: name, cfg: cfg, tls: tlsConf, log: log.With("destination", name, "address", cfg.Address),
+	o := &Output{name: name, cfg: cfg, tls: tlsConf, log: log.With("destination", name, "address", cfg.Address), comp: comp,
 		slots: make(chan *slot, cfg.Connections), open: map[*Client]bool{}}
 	for range cfg.Connections {
 		o.slots <- &slot{}
@@ -229,6 +232,13 @@ func (o *Output) Deliver(ctx context.Context, m *flow.Message) error {
 	switch code {
 	case "AA", "CA":
 		return nil
+	}
+	// The receiver is up but says no: with the destination down this is
+	// the FAULT LED's "upstream refusing", not a link problem.
+	if o.comp != nil {
+		o.comp.Add(health.CounterRefused, 1)
+	}
+	switch code {
 	case "AE", "CE":
 		return fmt.Errorf("%s: %w: it answered %s (error, retry later); its reason is in the receiver's log", what, errReceiver, code)
 	default: // AR, CR: ParseACK accepts no other code

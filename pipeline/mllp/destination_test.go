@@ -73,7 +73,7 @@ func (r *receiver) setAnswer(f func(string) flow.Code) {
 
 func newOutput(t *testing.T, cfg DestinationConfig) *Output {
 	t.Helper()
-	o, err := NewOutput("lis", cfg, discardLogger())
+	o, err := NewOutput("lis", cfg, discardLogger(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,12 @@ func checkNoContent(t *testing.T, err error) {
 
 func TestOutputVerdicts(t *testing.T) {
 	rx := startReceiver(t, ListenerConfig{})
-	o := newOutput(t, DestinationConfig{Address: rx.addr()})
+	comp := health.NewRegistry("", "", nil).Component(health.Destination, "lis", "mllp")
+	o, err := NewOutput("lis", DestinationConfig{Address: rx.addr()}, discardLogger(), comp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.Close() })
 	ctx := context.Background()
 
 	for i, enhanced := range []bool{false, true, false} {
@@ -116,6 +121,11 @@ func TestOutputVerdicts(t *testing.T) {
 			t.Errorf("error does not name the GUID and control ID: %v", err)
 		}
 		checkNoContent(t, err)
+	}
+	// The four negative answers are counted as refusals (the FAULT LED's
+	// code 2 reads them); nothing counted them before.
+	if n := comp.Counter(health.CounterRefused); n != 4 {
+		t.Errorf("refused = %d after two AE/CE and two AR/CR, want 4", n)
 	}
 	// Seven deliveries, one connection: it is kept between messages and
 	// negative answers do not break it.
@@ -265,7 +275,7 @@ func TestOutputConnectionsDeliverSideBySide(t *testing.T) {
 		m, _ := hl7.Parse(f.Data)
 		return hl7.ACK(m, flow.Accepted, 0, "", "rx", time.Now())
 	}))
-	out, err := NewOutput("lis", DestinationConfig{Address: srv.addr(), Connections: 3, Timeout: units.Duration(10 * time.Second)}, discardLogger())
+	out, err := NewOutput("lis", DestinationConfig{Address: srv.addr(), Connections: 3, Timeout: units.Duration(10 * time.Second)}, discardLogger(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

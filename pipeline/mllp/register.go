@@ -22,7 +22,7 @@ func Register(r *component.Registry) {
 		return NewServer(d.Name, *c, h, d.Log, d.Health)
 	}))
 	r.AddDestination(component.NewDestination("mllp", sample, func(c *DestinationConfig, d component.Deps) (flow.Output, error) {
-		return NewOutput(d.Name, *c, d.Log)
+		return NewOutput(d.Name, *c, d.Log, d.Health)
 	}))
 }
 
