@@ -414,6 +414,9 @@ func (a *Agent) onNotification(_ mqtt.Client, n mqtt.ConnectionNotification) {
 		level = slog.LevelDebug
 	}
 	a.log.Log(context.Background(), level, "mqtt connect failed; retrying", "broker", a.cfg.Broker, "err", reason)
+	if health.IsTLSFailure(f.Reason) {
+		a.comp.Add(health.CounterTLSErrors, 1) // FAULT code 4: a certificate or CA file to fix
+	}
 	a.comp.Fail(health.Down, clip("mqtt connect failed: "+reason, 256))
 }
 

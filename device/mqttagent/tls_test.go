@@ -85,10 +85,11 @@ func TestTLSAndPassword(t *testing.T) {
 		name string
 		mod  func(*Config)
 		why  string // in the component's last error
+		tls  bool   // counted as a TLS failure (FAULT code 4)
 	}{
-		{"wrong password", func(c *Config) { c.PasswordFile = wrongFile }, "not Authorized"},
-		{"broker CA not trusted", func(c *Config) { c.CAFile = "" }, "unknown authority"},
-		{"no client certificate", func(c *Config) { c.CertFile, c.KeyFile = "", "" }, "certificate required"},
+		{"wrong password", func(c *Config) { c.PasswordFile = wrongFile }, "not Authorized", false},
+		{"broker CA not trusted", func(c *Config) { c.CAFile = "" }, "unknown authority", true},
+		{"no client certificate", func(c *Config) { c.CertFile, c.KeyFile = "", "" }, "certificate required", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := good
@@ -96,8 +97,12 @@ func TestTLSAndPassword(t *testing.T) {
 			r := startAgent(t, cfg, agentSetup{device: "bad"})
 			r.waitState(t, health.Down)
 			snap := r.reg.Snapshot()
-			if c, _ := snap.Component(health.Service, "mqtt"); !strings.Contains(c.LastError, tc.why) {
+			c, _ := snap.Component(health.Service, "mqtt")
+			if !strings.Contains(c.LastError, tc.why) {
 				t.Errorf("mqtt last error = %q, want it to say %q", c.LastError, tc.why)
+			}
+			if got := c.Counters[health.CounterTLSErrors] > 0; got != tc.tls {
+				t.Errorf("counted as a TLS failure: %v, want %v (counters %v)", got, tc.tls, c.Counters)
 			}
 			r.stop(t)
 			for _, m := range b.Log.All() {

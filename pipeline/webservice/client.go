@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/wire"
 )
 
@@ -198,7 +199,7 @@ func (x *exchanger) do(ctx context.Context, op string, target *url.URL, req, rep
 	}
 	resp, err := x.client.Do(hreq)
 	if err != nil {
-		if isTLSFailure(err) {
+		if health.IsTLSFailure(err) {
 			return fmt.Errorf("%s to %s: %w: %w", op, target.Host, ErrTransport, tlsFailure(x.netError(ctx, err)))
 		}
 		return fmt.Errorf("%s to %s: %w: %s", op, target.Host, ErrTransport, x.netError(ctx, err))
@@ -239,22 +240,6 @@ func (x *exchanger) do(ctx context.Context, op string, target *url.URL, req, rep
 type tlsFailure string
 
 func (e tlsFailure) Error() string { return string(e) }
-
-// isTLSFailure says whether a request failed in the TLS handshake or in
-// verifying the peer's certificate (including a clock outside the
-// certificate's validity).
-func isTLSFailure(err error) bool {
-	var (
-		verify   *tls.CertificateVerificationError
-		alert    tls.AlertError
-		record   tls.RecordHeaderError
-		unknown  x509.UnknownAuthorityError
-		hostname x509.HostnameError
-		invalid  x509.CertificateInvalidError
-	)
-	return errors.As(err, &verify) || errors.As(err, &alert) || errors.As(err, &record) ||
-		errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid)
-}
 
 // netError describes a failed request without the URL (which net/http puts
 // in every error and which may carry a server's session token).
