@@ -25,7 +25,6 @@ const minTestedLines = 100
 // entry goes with the tests.
 var untested = map[string]bool{
 	"build/powercut/guestinit": true, // tests being written with the power-cut rig
-	"device/fleetsim":          true, // exercised only through cmd/hl7edge's fleet test so far
 }
 
 // goPackage is what TestPackagesHaveTests learns of one directory.
