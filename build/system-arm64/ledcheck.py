@@ -46,7 +46,7 @@ def main():
         seen = {v[i] for _, v in rows}
         ps = pulses(rows, i)
         if name == "act":
-            good, what = len(ps) >= 1, "%d flashes while 3 messages passed" % len(ps)
+            good, what = len(ps) >= 1, "%d flashes while messages passed" % len(ps)
         elif shows == "off":
             good, what = seen == {"0"}, "always %s" % "/".join(sorted(seen))
         elif shows == "on":

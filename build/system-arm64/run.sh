@@ -234,14 +234,16 @@ verdict "serial: LIS01-A2 session" $? "host $pty -> guest /dev/ttyS0 (PCI 16550A
 
 # --- LEDs on gpio-sim lines -------------------------------------------------
 vm "hl7edge status --json" >"$work/status.json" 2>/dev/null
-(sleep 2 && tool send "$mllp_port" RIGACT1 RIGACT2 RIGACT3 >/dev/null 2>&1) &
+# ACT: one message a second from 3 s into the window (ssh itself may take
+# a second or two to start the sampler on a loaded host).
+(sleep 3 && for i in 1 2 3 4 5; do tool send "$mllp_port" "RIGACT$i"; sleep 1; done >"$work/act-send.txt" 2>&1) &
 spid=$!
-guest sample 8 >"$work/leds.txt"
+guest sample 10 >"$work/leds.txt"
 wait "$spid"
 python3 "$here/ledcheck.py" "$work/status.json" "$work/leds.txt" >"$work/leds-verdict.txt"
 v=$(cat "$work/leds-verdict.txt")
 [ "${v%% *}" = PASS ]
-verdict "GPIO: LED patterns on gpio-sim" $? "${v#* } (8 s of gpio-sim line values against status --json)"
+verdict "GPIO: LED patterns on gpio-sim" $? "${v#* } (10 s of gpio-sim line values against status --json)"
 
 # --- EACCES on the chip: the message and the remedy (defect 2) ---------------
 vm "chgrp root $chip && chmod 0600 $chip && systemctl restart hl7edge" 2>/dev/null
