@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -20,6 +21,8 @@ func (s *Spool) Append(ctx context.Context, e Entry) (Result, error) {
 		s.closeMu.RUnlock()
 		return Result{}, ErrClosed
 	}
+	s.intake.begin()
+	defer s.intake.end()
 	select {
 	case s.reqs <- req:
 	case <-ctx.Done():
@@ -31,6 +34,53 @@ func (s *Spool) Append(ctx context.Context, e Entry) (Result, error) {
 	// regardless of ctx keeps "told AE" and "stored" from ever both happening.
 	r := <-req.done
 	return r.r, r.err
+}
+
+// IntakeIdle says how long no Append has been waiting for its group commit;
+// while one is, it returns a channel that is closed once none is. Delivery
+// workers use it to give way to intake (pipeline/deliver, Worker.yield): a
+// sender waits for its ACK, a destination's copy can wait a little.
+func (s *Spool) IntakeIdle() (time.Duration, <-chan struct{}) { return s.intake.idle() }
+
+// appendGauge counts Appends in flight and wakes those waiting for none.
+type appendGauge struct {
+	n         atomic.Int64
+	quietFrom atomic.Int64                  // UnixNano when n last dropped to 0
+	quiet     atomic.Pointer[chan struct{}] // closed and replaced when n drops to 0
+}
+
+func (a *appendGauge) begin() { a.n.Add(1) }
+
+func (a *appendGauge) end() {
+	if a.n.Add(-1) == 0 {
+		a.quietFrom.Store(time.Now().UnixNano())
+		ch := make(chan struct{})
+		if old := a.quiet.Swap(&ch); old != nil {
+			close(*old)
+		}
+	}
+}
+
+func (a *appendGauge) idle() (time.Duration, <-chan struct{}) {
+	ch := a.quiet.Load()
+	if ch == nil {
+		fresh := make(chan struct{})
+		if a.quiet.CompareAndSwap(nil, &fresh) {
+			ch = &fresh
+		} else {
+			ch = a.quiet.Load()
+		}
+	}
+	// ch is loaded before n is read: if n drops to 0 after the read, end
+	// closes ch or a later channel, and a stale closed ch only wakes early.
+	if a.n.Load() > 0 {
+		return 0, *ch
+	}
+	from := a.quietFrom.Load()
+	if from == 0 {
+		return time.Duration(1<<63 - 1), nil // no Append yet
+	}
+	return max(time.Duration(time.Now().UnixNano()-from), 0), nil
 }
 
 // maxGroup bounds one group commit.

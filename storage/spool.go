@@ -88,6 +88,8 @@ type Spool struct {
 	log  *slog.Logger
 	now  func() time.Time
 	reqs chan *appendReq
+	// intake counts Appends waiting for their commit (IntakeBusy).
+	intake appendGauge
 
 	// dropMu keeps writes out while DropPrefix runs: Badger refuses every
 	// write during a drop (ErrBlockedWrites) instead of waiting.

@@ -44,6 +44,64 @@ type Options struct {
 	LaneKey func(raw []byte) string
 }
 
+// IntakeGauge is what a queue may offer so that delivery gives way to
+// intake. IntakeIdle says how long no message has been waiting to be
+// stored; while one is, it returns a channel closed once none is.
+type IntakeGauge interface {
+	IntakeIdle() (time.Duration, <-chan struct{})
+}
+
+// The rule by which delivery gives way to intake. A sender is blocked until
+// its ACK, and the ACK waits for the spool's fsync; a delivery running
+// meanwhile takes CPU and, for a file destination, disk flushes of its own,
+// so it lengthens every ACK of the group. The message is already safe in
+// the spool and can wait:
+//
+//   - a delivery starts once intake has been quiet (no message waiting to
+//     be stored) for yieldQuiet; a lockstep sender's gap between an ACK and
+//     its next message is far shorter, so a steady sender counts as busy;
+//   - but never waits longer than yieldAtMost. That is the floor: under
+//     intake that never pauses each lane still delivers about 200 messages
+//     a second, and the queue drains at full speed when intake pauses.
+const (
+	yieldQuiet  = time.Millisecond
+	yieldAtMost = 5 * time.Millisecond
+)
+
+// yield waits for intake to go quiet, by the rule above.
+func (w *Worker) yield(ctx context.Context) {
+	g, ok := w.q.(IntakeGauge)
+	if !ok {
+		return
+	}
+	idle, busy := g.IntakeIdle()
+	if busy == nil && idle >= yieldQuiet {
+		return
+	}
+	limit := time.NewTimer(yieldAtMost)
+	defer limit.Stop()
+	settle := time.NewTimer(yieldQuiet)
+	defer settle.Stop()
+	for {
+		var settled <-chan time.Time
+		if busy == nil {
+			settle.Reset(yieldQuiet - idle)
+			settled = settle.C
+		}
+		select {
+		case <-busy:
+		case <-settled:
+		case <-limit.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+		if idle, busy = g.IntakeIdle(); busy == nil && idle >= yieldQuiet {
+			return
+		}
+	}
+}
+
 // Worker delivers one destination's queue.
 type Worker struct {
 	name string
@@ -175,6 +233,7 @@ func (w *Worker) deliverOne(ctx context.Context, m *flow.Message, l *lane) (bool
 			return false, nil
 		}
 		m.Attempts = l.attempt
+		w.yield(ctx)
 		start := time.Now()
 		l.setState(laneBusy)
 		// Bounded, so the liveness beacon never goes quiet for longer than
