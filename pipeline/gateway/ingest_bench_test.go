@@ -51,6 +51,7 @@ func BenchmarkIngestInProcess(b *testing.B) {
 
 func benchIngestInProcess(b *testing.B, destYAML string, conns int, body string) {
 	r := newRig(b)
+	r.quietLogs = true
 	g := r.startGateway(strings.Replace(ingestYAML, "{{DEST}}", destYAML, 1), nil)
 	clients := make([]*mllp.Client, conns)
 	for i := range clients {

@@ -57,6 +57,10 @@ type rig struct {
 	leaf     *testpki.Leaf // valid for 127.0.0.1 and localhost
 	caFile   string
 	passFile string
+	// quietLogs logs at info, as the daemon does by default, instead of
+	// debug: for benchmarks, where a debug line per message would be
+	// measured as part of the path.
+	quietLogs bool
 }
 
 func newRig(tb testing.TB) *rig {
@@ -504,7 +508,11 @@ func (r *rig) startGateway(yamlText string, extra map[string]string) *gwRig {
 	}
 	g := &gwRig{Logs: &logtest.Buffer{}, Alarms: &alarmLog{}, MLLPAddr: mllpAddr, done: make(chan error, 1)}
 	g.Health = health.NewRegistry("e2e-gw", "v1.2.3", nil)
-	log := slog.New(slog.NewJSONHandler(g.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	level := slog.LevelDebug
+	if r.quietLogs {
+		level = slog.LevelInfo
+	}
+	log := slog.New(slog.NewJSONHandler(g.Logs, &slog.HandlerOptions{Level: level}))
 	gw, err := gateway.New(gateway.Config{
 		Spool: f.Spool, Sources: f.Sources, Destinations: f.Destinations, DeviceID: "e2e-gw", Version: "v1.2.3",
 	}, gateway.Options{Log: log, Health: g.Health, Alarm: g.Alarms.add, MinBackoff: 20 * time.Millisecond})
