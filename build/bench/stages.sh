@@ -8,15 +8,15 @@ set -eu
 bin=$1 prof=$2 n=$3
 stage() { # name focus [ignore]
 	ign=${3:-'gateway_test\.send|mllp\.\(\*Client\)'}
-	s=$(go tool pprof -top -nodecount=1 -focus="$2" -ignore="$ign" "$bin" "$prof" 2>/dev/null |
+	s=$(go tool pprof -top -nodecount=100000 -nodefraction=0 -edgefraction=0 -focus="$2" -ignore="$ign" "$bin" "$prof" 2>/dev/null |
 		sed -n 's/^Showing nodes accounting for \([0-9.]*\)\(m\{0,1\}s\),.*/\1 \2/p')
 	echo "$s" | awk -v name="$1" -v n="$n" '{ v=$1; if ($2=="ms") v/=1000; printf "%-34s %7.1f\n", name, v*1e6/n }'
 }
 total=$(go tool pprof -top -nodecount=1 "$bin" "$prof" 2>/dev/null | sed -n 's/.*Total samples = \([0-9.]*\)\(m\{0,1\}s\).*/\1 \2/p')
 echo "$total" | awk -v n="$n" '{ v=$1; if ($2=="ms") v/=1000; printf "%-34s %7.1f\n", "whole process", v*1e6/n }'
-stage "load generator (left out)" 'gateway_test\.send|mllp\.\(\*Client\)' '^$'
+stage "load generator (left out)" 'gateway_test\.send|mllp\.\(\*Client\)' 'NOTHING_MATCHES_THIS'
 stage "read and frame" 'mllp\.\(\*Reader\)\.ReadFrame'
-stage "parse" 'hl7\.Parse$'
+stage "parse" 'hl7\.Parse$|hl7\.\(\*Message\)'
 stage "route" 'route\.'
 stage "admit, encode record, keys" 'storage\.\(\*group\)\.add'
 stage "Append hand-off and wait" 'storage\.\(\*Spool\)\.Append$'

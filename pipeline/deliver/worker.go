@@ -61,22 +61,25 @@ type IntakeGauge interface {
 //     be stored) for yieldQuiet; a lockstep sender's gap between an ACK and
 //     its next message is far shorter, so a steady sender counts as busy;
 //   - but never waits longer than yieldAtMost. That is the floor: under
-//     intake that never pauses each lane still delivers about 200 messages
-//     a second, and the queue drains at full speed when intake pauses.
+//     intake that never pauses each lane still delivers at least one
+//     message, or for an output that takes batches manyWhileBusy messages,
+//     every yieldAtMost (200 or 800 a second), and the queue drains at full
+//     speed when intake pauses.
 const (
 	yieldQuiet  = time.Millisecond
 	yieldAtMost = 5 * time.Millisecond
 )
 
-// yield waits for intake to go quiet, by the rule above.
-func (w *Worker) yield(ctx context.Context) {
+// yield waits for intake to go quiet, by the rule above. It says whether
+// intake is quiet (false: the wait ran out).
+func (w *Worker) yield(ctx context.Context) bool {
 	g, ok := w.q.(IntakeGauge)
 	if !ok {
-		return
+		return true
 	}
 	idle, busy := g.IntakeIdle()
 	if busy == nil && idle >= yieldQuiet {
-		return
+		return true
 	}
 	limit := time.NewTimer(yieldAtMost)
 	defer limit.Stop()
@@ -92,12 +95,12 @@ func (w *Worker) yield(ctx context.Context) {
 		case <-busy:
 		case <-settled:
 		case <-limit.C:
-			return
+			return false
 		case <-ctx.Done():
-			return
+			return false
 		}
 		if idle, busy = g.IntakeIdle(); busy == nil && idle >= yieldQuiet {
-			return
+			return true
 		}
 	}
 }
@@ -206,7 +209,14 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.waitFor(ctx, l.kick, w.q.Wait(w.name), beatEvery)
 			continue
 		}
-		for i := range batch {
+		for i := 0; i < len(batch); {
+			if n, err := w.deliverMany(ctx, batch[i:], l); err != nil {
+				return err
+			} else if n > 0 {
+				after = batch[i+n-1].Seq
+				i += n
+				continue
+			}
 			m := &batch[i]
 			done, err := w.deliverOne(ctx, m, l)
 			if err != nil {
@@ -216,8 +226,59 @@ func (w *Worker) Run(ctx context.Context) error {
 				break // paused or stopping: read the queue again from after
 			}
 			after = m.Seq
+			i++
 		}
 	}
+}
+
+// manyAtMost bounds one DeliverBatch (and the work redone if it fails);
+// manyWhileBusy bounds one taken at the floor of the yield rule, while
+// senders wait, so a batch holds the CPU and the disk only briefly.
+const (
+	manyAtMost    = 16
+	manyWhileBusy = 4
+)
+
+// deliverMany hands the first messages of ms to a BatchOutput in one call,
+// when the output is one, the lane has no failed attempt on its first
+// message and there is more than one message. It returns how many were
+// delivered and recorded: 0 when it did not try, or the batch failed (each
+// message is then tried on its own, where failures are counted and backed
+// off). The error is only for a spool that cannot record the outcome.
+func (w *Worker) deliverMany(ctx context.Context, ms []flow.Message, l *lane) (int, error) {
+	bo, ok := w.out.(flow.BatchOutput)
+	if !ok || l.attempt > 0 || len(ms) < 2 {
+		return 0, nil
+	}
+	w.beat()
+	if p, _ := w.pausedCh(); p || ctx.Err() != nil {
+		return 0, nil
+	}
+	limit := manyAtMost
+	if !w.yield(ctx) {
+		limit = manyWhileBusy
+	}
+	ms = ms[:min(len(ms), limit)]
+	ptrs := make([]*flow.Message, len(ms))
+	for i := range ms {
+		ms[i].Attempts = 0
+		ptrs[i] = &ms[i]
+	}
+	start := time.Now()
+	l.setState(laneBusy)
+	dctx, cancel := context.WithTimeout(ctx, health.DeliverTimeout)
+	err := bo.DeliverBatch(dctx, ptrs)
+	cancel()
+	if err != nil {
+		w.o.Log.Debug("batch delivery failed; trying its messages one at a time", "destination", w.name, "messages", len(ms), "err", err)
+		return 0, nil
+	}
+	for _, m := range ptrs {
+		if err := w.delivered(m, l, start); err != nil {
+			return 0, err
+		}
+	}
+	return len(ms), nil
 }
 
 // deliverOne keeps trying one message on lane l until it is delivered or

@@ -2,6 +2,7 @@ package fileout
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -65,5 +66,55 @@ func TestNewRemovesInterruptedWrites(t *testing.T) {
 	ents, _ := os.ReadDir(dir)
 	if len(ents) != 1 || ents[0].Name() != filepath.Base(keep) {
 		t.Fatalf("after start the directory holds %v, want only the delivered message", ents)
+	}
+}
+
+func TestDeliverBatchWritesEveryFileAndNoTemporaries(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "out")
+	o, err := New(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ms []*flow.Message
+	for i := range 5 {
+		ms = append(ms, &flow.Message{GUID: fmt.Sprintf("6f1c7a52-3b0e-4c1e-9d59-2f3c1d7e8a9%d", i), Raw: fmt.Appendf(nil, "MSH|^~\\&|A\rPID|%d\r", i)})
+	}
+	for range 2 { // a redelivered batch rewrites the same files
+		if err := o.DeliverBatch(context.Background(), ms); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != len(ms) {
+		t.Fatalf("directory holds %v, want the %d messages only", ents, len(ms))
+	}
+	for _, m := range ms {
+		b, err := os.ReadFile(filepath.Join(dir, m.GUID+".hl7"))
+		if err != nil || string(b) != string(m.Raw) {
+			t.Fatalf("%s.hl7 holds %q (%v), want %q", m.GUID, b, err, m.Raw)
+		}
+	}
+}
+
+// A batch that fails part way leaves no temporary file holding message
+// content behind, and reports the failure so nothing is marked delivered.
+func TestDeliverBatchFailureLeavesNoTemporaries(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "out")
+	o, err := New(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The second message's final name is taken by a non-empty directory,
+	// so its rename fails after both temporaries were written.
+	if err := os.MkdirAll(filepath.Join(dir, "b.hl7", "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ms := []*flow.Message{{GUID: "a", Raw: []byte("MSH|1\r")}, {GUID: "b", Raw: []byte("MSH|2\r")}, {GUID: "c", Raw: []byte("MSH|3\r")}}
+	if err := o.DeliverBatch(context.Background(), ms); err == nil {
+		t.Fatal("a batch whose rename failed reported success")
+	}
+	left, _ := filepath.Glob(filepath.Join(dir, tmpPattern))
+	if len(left) != 0 {
+		t.Fatalf("temporary files left: %v", left)
 	}
 }

@@ -29,6 +29,15 @@ type Output interface {
 	Close() error
 }
 
+// BatchOutput is an Output that can take several messages at once for fewer
+// disk flushes than taking them one by one. DeliverBatch returns nil only
+// once the destination has taken responsibility for every message; on an
+// error none counts as delivered, and each is offered again, one at a time.
+type BatchOutput interface {
+	Output
+	DeliverBatch(ctx context.Context, ms []*Message) error
+}
+
 // Inbound is one message offered to intake by a source.
 type Inbound struct {
 	Source string // source name, for routing, health and logs
