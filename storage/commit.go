@@ -42,14 +42,46 @@ func (s *Spool) Append(ctx context.Context, e Entry) (Result, error) {
 // sender waits for its ACK, a destination's copy can wait a little.
 func (s *Spool) IntakeIdle() (time.Duration, <-chan struct{}) { return s.intake.idle() }
 
-// appendGauge counts Appends in flight and wakes those waiting for none.
+// appendGauge counts Appends in flight, remembers the most there were at
+// once lately (for gather), and wakes those waiting for none.
 type appendGauge struct {
 	n         atomic.Int64
 	quietFrom atomic.Int64                  // UnixNano when n last dropped to 0
 	quiet     atomic.Pointer[chan struct{}] // closed and replaced when n drops to 0
+
+	peak     atomic.Int64 // most in flight at once since peakFrom
+	lastPeak atomic.Int64 // most in flight at once in the window before
+	peakFrom time.Time    // the commit loop's alone
 }
 
-func (a *appendGauge) begin() { a.n.Add(1) }
+// peakWindow is how long a peak of concurrent Appends is remembered: one
+// to two windows.
+const peakWindow = time.Second
+
+func (a *appendGauge) begin() {
+	v := a.n.Add(1)
+	for {
+		p := a.peak.Load()
+		if v <= p || a.peak.CompareAndSwap(p, v) {
+			return
+		}
+	}
+}
+
+// recentPeak is the most Appends in flight at once in the last one to two
+// peak windows.
+func (a *appendGauge) recentPeak() int {
+	return int(max(a.peak.Load(), a.lastPeak.Load()))
+}
+
+// roll starts a new peak window when the current one is over.
+func (a *appendGauge) roll(now time.Time) {
+	if now.Sub(a.peakFrom) < peakWindow {
+		return
+	}
+	a.peakFrom = now
+	a.lastPeak.Store(a.peak.Swap(a.n.Load()))
+}
 
 func (a *appendGauge) end() {
 	if a.n.Add(-1) == 0 {
@@ -89,6 +121,9 @@ const maxGroup = 512
 func (s *Spool) commitLoop() {
 	defer s.wg.Done()
 	batch := make([]*appendReq, 0, maxGroup)
+	gatherTimer := time.NewTimer(time.Hour)
+	gatherTimer.Stop()
+	var syncTook time.Duration // how long the last group's commit and fsync took
 	for {
 		select {
 		case r := <-s.reqs:
@@ -113,8 +148,46 @@ func (s *Spool) commitLoop() {
 				break fill
 			}
 		}
+		batch = s.gather(batch, gatherTimer, syncTook)
+		t0 := time.Now()
 		s.commit(batch)
+		syncTook = time.Since(t0)
+		s.intake.roll(t0)
 	}
+}
+
+// gatherAtMost caps how long a group waits for senders to come back.
+const gatherAtMost = 2 * time.Millisecond
+
+// gather lets a group wait for the senders that are about to send again.
+//
+// Senders that wait for their ACK before the next message (MLLP is
+// lockstep) otherwise split into cohorts: while one cohort's group is
+// fsynced the other's messages arrive and form the next group, and each
+// cohort then waits for the other's fsync as well as its own. When fewer
+// messages are queued than were in flight at once in the last second or
+// so, the group waits for more, at most as long as the last commit took
+// (and never more than gatherAtMost): at worst a group's ACKs come one
+// commit later, and at best the cohorts merge and one fsync serves them
+// all. A single sender, or senders that never overlapped, never wait.
+func (s *Spool) gather(batch []*appendReq, t *time.Timer, took time.Duration) []*appendReq {
+	want := min(s.intake.recentPeak(), maxGroup)
+	if len(batch) >= want || took <= 0 {
+		return batch
+	}
+	t.Reset(min(took, gatherAtMost))
+	defer t.Stop()
+	for len(batch) < want {
+		select {
+		case r := <-s.reqs:
+			batch = append(batch, r)
+		case <-t.C:
+			return batch
+		case <-s.stop:
+			return batch
+		}
+	}
+	return batch
 }
 
 // txnBudget keeps one transaction well under Badger's limit of 15% of the memtable.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"runtime"
 	"testing"
+	"time"
 )
 
 // IntakeIdle is what delivery gives way by: busy while an Append waits for
@@ -39,5 +40,49 @@ func TestIntakeIdleWhileAnAppendWaits(t *testing.T) {
 	}
 	if _, busy := s.IntakeIdle(); busy != nil {
 		t.Fatal("intake still busy after the Append returned")
+	}
+}
+
+// gather waits for the senders that were in flight together lately, and
+// only for them, and never past its timer.
+func TestGatherWaitsOnlyForSendersSeenTogether(t *testing.T) {
+	s := &Spool{reqs: make(chan *appendReq, 8), stop: make(chan struct{})}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	one := []*appendReq{{}}
+
+	// One sender at a time: no wait, whatever the last commit took.
+	s.intake.begin()
+	s.intake.end()
+	if got := s.gather(one, timer, time.Hour); len(got) != 1 {
+		t.Fatalf("a lone sender's group holds %d", len(got))
+	}
+
+	// Three were in flight at once: a group of one waits for two more.
+	for range 3 {
+		s.intake.begin()
+	}
+	for range 3 {
+		s.intake.end()
+	}
+	s.reqs <- &appendReq{}
+	s.reqs <- &appendReq{}
+	s.reqs <- &appendReq{} // a fourth stays queued for the next group
+	if got := s.gather(append([]*appendReq(nil), one...), timer, time.Hour); len(got) != 3 {
+		t.Fatalf("group of %d, want the 3 seen in flight together", len(got))
+	}
+	if len(s.reqs) != 1 {
+		t.Fatalf("%d left queued, want 1", len(s.reqs))
+	}
+	<-s.reqs
+
+	// Nobody comes back: the timer ends the wait.
+	if got := s.gather(append([]*appendReq(nil), one...), timer, time.Millisecond); len(got) != 1 {
+		t.Fatalf("group of %d after the wait ran out, want 1", len(got))
+	}
+	// Closing the spool ends it too.
+	close(s.stop)
+	if got := s.gather(append([]*appendReq(nil), one...), timer, time.Hour); len(got) != 1 {
+		t.Fatalf("group of %d at close, want 1", len(got))
 	}
 }
