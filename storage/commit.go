@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -40,7 +41,20 @@ func (s *Spool) Append(ctx context.Context, e Entry) (Result, error) {
 // while one is, it returns a channel that is closed once none is. Delivery
 // workers use it to give way to intake (pipeline/deliver, Worker.yield): a
 // sender waits for its ACK, a destination's copy can wait a little.
-func (s *Spool) IntakeIdle() (time.Duration, <-chan struct{}) { return s.intake.idle() }
+//
+// Once more than a quarter of spool.max_bytes is in use it reports intake
+// as long quiet, whatever it is doing: then draining the spool comes first,
+// so that a long burst (a system sending its backlog after an outage)
+// cannot fill the spool because delivery kept giving way.
+func (s *Spool) IntakeIdle() (time.Duration, <-chan struct{}) {
+	s.mu.Lock()
+	filling := s.usedBytesLocked() > int64(s.cfg.MaxBytes)/4
+	s.mu.Unlock()
+	if filling {
+		return time.Duration(math.MaxInt64), nil
+	}
+	return s.intake.idle()
+}
 
 // appendGauge counts Appends in flight, remembers the most there were at
 // once lately (for gather), and wakes those waiting for none.

@@ -86,3 +86,47 @@ func TestGatherWaitsOnlyForSendersSeenTogether(t *testing.T) {
 		t.Fatalf("group of %d at close, want 1", len(got))
 	}
 }
+
+// Past a quarter of max_bytes the spool stops asking delivery to give way,
+// so a long burst cannot fill it while delivery waits.
+func TestIntakeIdleAskedNoMoreOnceAQuarterFull(t *testing.T) {
+	s := openTest(t, t.TempDir(), "a") // max_bytes 64 MiB
+	defer s.Close()
+	big := make([]byte, 256<<10)
+	for i := range big {
+		big[i] = byte('A' + i%26)
+	}
+	hold := func() (busy <-chan struct{}, release func()) {
+		s.dropMu.Lock()
+		done := make(chan error, 1)
+		go func() {
+			_, err := s.Append(context.Background(), Entry{Source: "src", Raw: msg(0), Dests: []string{"a"}})
+			done <- err
+		}()
+		for s.intake.n.Load() == 0 {
+			runtime.Gosched()
+		}
+		_, busy = s.IntakeIdle()
+		return busy, func() {
+			s.dropMu.Unlock()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	busy, release := hold()
+	release()
+	if busy == nil {
+		t.Fatal("an almost empty spool did not ask delivery to give way to an Append in flight")
+	}
+	for i := 0; i < 70; i++ { // 70 x 256 KiB: past 16 MiB, a quarter of 64 MiB
+		if _, err := s.Append(context.Background(), Entry{Source: "src", Raw: append(msg(i), big...), Dests: []string{"a"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	busy, release = hold()
+	release()
+	if busy != nil {
+		t.Fatal("a spool more than a quarter full still asked delivery to give way")
+	}
+}

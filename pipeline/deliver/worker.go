@@ -64,7 +64,9 @@ type IntakeGauge interface {
 //     intake that never pauses each lane still delivers at least one
 //     message, or for an output that takes batches manyWhileBusy messages,
 //     every yieldAtMost (200 or 800 a second), and the queue drains at full
-//     speed when intake pauses.
+//     speed when intake pauses;
+//   - and the spool stops asking for it once it is more than a quarter full
+//     (storage.Spool.IntakeIdle): then draining it comes first.
 const (
 	yieldQuiet  = time.Millisecond
 	yieldAtMost = 5 * time.Millisecond
