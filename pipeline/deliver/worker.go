@@ -63,13 +63,13 @@ type IntakeGauge interface {
 //   - but never waits longer than yieldAtMost. That is the floor: under
 //     intake that never pauses each lane still delivers at least one
 //     message, or for an output that takes batches manyWhileBusy messages,
-//     every yieldAtMost (200 or 800 a second), and the queue drains at full
+//     every yieldAtMost (50 or 200 a second), and the queue drains at full
 //     speed when intake pauses;
 //   - and the spool stops asking for it once it is more than a quarter full
 //     (storage.Spool.IntakeIdle): then draining it comes first.
 const (
 	yieldQuiet  = time.Millisecond
-	yieldAtMost = 5 * time.Millisecond
+	yieldAtMost = 20 * time.Millisecond
 )
 
 // yield waits for intake to go quiet, by the rule above. It says whether
