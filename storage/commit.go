@@ -88,13 +88,20 @@ func (a *appendGauge) recentPeak() int {
 	return int(max(a.peak.Load(), a.lastPeak.Load()))
 }
 
-// roll starts a new peak window when the current one is over.
+// roll starts a new peak window when the current one is over. A window
+// that ended long ago (the spool was idle) is not remembered: its senders
+// are gone.
 func (a *appendGauge) roll(now time.Time) {
-	if now.Sub(a.peakFrom) < peakWindow {
+	since := now.Sub(a.peakFrom)
+	if since < peakWindow {
 		return
 	}
 	a.peakFrom = now
-	a.lastPeak.Store(a.peak.Swap(a.n.Load()))
+	last := a.peak.Swap(a.n.Load())
+	if since >= 2*peakWindow {
+		last = 0
+	}
+	a.lastPeak.Store(last)
 }
 
 func (a *appendGauge) end() {

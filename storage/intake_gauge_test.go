@@ -130,3 +130,37 @@ func TestIntakeIdleAskedNoMoreOnceAQuarterFull(t *testing.T) {
 		t.Fatal("a spool more than a quarter full still asked delivery to give way")
 	}
 }
+
+// A peak is forgotten after a window or two, at once after an idle spell.
+func TestPeakOfSendersIsForgotten(t *testing.T) {
+	var a appendGauge
+	t0 := time.Now()
+	a.roll(t0)
+	for range 5 {
+		a.begin()
+	}
+	for range 5 {
+		a.end()
+	}
+	if p := a.recentPeak(); p != 5 {
+		t.Fatalf("peak %d, want 5", p)
+	}
+	a.roll(t0.Add(peakWindow)) // the window with the peak becomes the last one
+	if p := a.recentPeak(); p != 5 {
+		t.Fatalf("peak %d one window later, want 5", p)
+	}
+	a.roll(t0.Add(2 * peakWindow))
+	if p := a.recentPeak(); p != 0 {
+		t.Fatalf("peak %d two windows later, want 0", p)
+	}
+	for range 7 {
+		a.begin()
+	}
+	for range 7 {
+		a.end()
+	}
+	a.roll(t0.Add(time.Hour)) // idle for an hour: nothing to remember
+	if p := a.recentPeak(); p != 0 {
+		t.Fatalf("peak %d after an idle hour, want 0", p)
+	}
+}
