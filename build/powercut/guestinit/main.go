@@ -174,15 +174,7 @@ func serveControl(hl7edge *exec.Cmd, exited <-chan struct{}) {
 		line, _ := bufio.NewReader(c).ReadString('\n')
 		switch strings.TrimSpace(line) {
 		case "stats":
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			r, err := admin.Call(ctx, socketPath, command.Request{ID: "rig", Name: "spool-stats"})
-			cancel()
-			if err != nil {
-				fmt.Fprintf(c, "{\"error\":%q}\n", err.Error())
-			} else {
-				b, _ := json.Marshal(r.Data)
-				fmt.Fprintf(c, "%s\n", b)
-			}
+			fmt.Fprintln(c, statsLine(socketPath))
 			c.Close()
 		case "halt":
 			_ = hl7edge.Process.Signal(syscall.SIGTERM)
@@ -204,6 +196,23 @@ func serveControl(hl7edge *exec.Cmd, exited <-chan struct{}) {
 			c.Close()
 		}
 	}
+}
+
+// statsLine is the daemon's spool figures as one JSON line, or an object
+// with an "error" key when the admin socket does not answer.
+func statsLine(socket string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := admin.Call(ctx, socket, command.Request{ID: "rig", Name: command.SpoolStats})
+	if err != nil {
+		b, _ := json.Marshal(map[string]string{"error": err.Error()})
+		return string(b)
+	}
+	b, err := json.Marshal(r.Data)
+	if err != nil {
+		return fmt.Sprintf("{\"error\":%q}", err.Error())
+	}
+	return string(b)
 }
 
 func halt() {

@@ -112,13 +112,13 @@ func TestDiskForgetsWhatWasNotFlushed(t *testing.T) {
 	k := dial(t, ln.Addr().String())
 	k.do(cmdWrite, 0, 100, uint32(len(a)), a) // unaligned, inside block 0
 	k.do(cmdFlush, 0, 0, 0, nil)
-	k.do(cmdWrite, 0, 8192, uint32(len(b)), b)          // never flushed
+	k.do(cmdWrite, 0, 8192, uint32(len(b)), b)           // never flushed
 	k.do(cmdWrite, cmdFlagFUA, 16384, uint32(len(c)), c) // durable at once
 	if got := k.do(cmdRead, 0, 8192, 512, nil); !bytes.Equal(got, b) {
 		t.Fatal("an unflushed write is not visible to its own client")
 	}
 	k.c.Close() // the power goes
-	<-d.Idle() // the session began at dial, so this waits for its end
+	<-d.Idle()  // the session began at dial, so this waits for its end
 
 	k = dial(t, ln.Addr().String())
 	defer k.c.Close()

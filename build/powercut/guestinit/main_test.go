@@ -1,0 +1,47 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hl7edge/hl7edge/device/admin"
+	"github.com/hl7edge/hl7edge/device/command"
+)
+
+// TestStatsLine: the rig's "stats" answer is the daemon's spool-stats data
+// as one JSON line through a real admin socket, and an error object, still
+// one line, when no daemon answers. The rig parses both.
+func TestStatsLine(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "admin.sock")
+	if got := statsLine(sock); !strings.HasPrefix(got, `{"error":`) || strings.Contains(got, "\n") {
+		t.Fatalf("with no daemon: %q, want one line with an error key", got)
+	}
+
+	d := command.NewDispatcher(nil)
+	d.Register(command.SpoolStats, func(context.Context, json.RawMessage) (any, string, error) {
+		return map[string]any{"messages": 3, "destinations": map[string]any{"archive": map[string]any{"queued": 2}}}, "", nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- admin.NewServer(sock, d, nil).Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	var got map[string]any
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		line := statsLine(sock)
+		got = nil // Unmarshal would merge into the last answer's keys
+		if err := json.Unmarshal([]byte(line), &got); err != nil {
+			t.Fatalf("not one JSON object: %q", line)
+		}
+		if _, failed := got["error"]; !failed || time.Now().After(deadline) {
+			break
+		}
+	}
+	if got["messages"] != float64(3) || got["destinations"].(map[string]any)["archive"].(map[string]any)["queued"] != float64(2) {
+		t.Fatalf("stats line = %v, want the handler's figures", got)
+	}
+}
