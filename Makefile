@@ -42,8 +42,11 @@ qemu-selftest: cross
 # The .deb on a real arm64 Debian bookworm with systemd, booted under
 # qemu-system-aarch64 -M virt (TCG): install, the unit and its hardening,
 # MLLP, LIS01-A2 on a UART, LEDs on gpio-sim lines, the watchdog, a power
-# cut, upgrade, remove and purge (build/system-arm64/run.sh). Needs root and
-# mmdebstrap, qemu-user-static, binfmt-support, qemu-system-arm, e2fsprogs;
+# cut, upgrade, signed firmware updates and their roll-back under the unit,
+# remove and purge (build/system-arm64/run.sh; HL7EDGE_RIG_PART=firmware
+# for the firmware part alone). Needs root and mmdebstrap, qemu-user-static,
+# binfmt-support, qemu-system-arm, e2fsprogs, and for the firmware part go,
+# minisign, mosquitto, mosquitto-clients and openssl;
 # the guest image is built once into /var/cache/hl7edge-system-arm64. Not
 # part of make test: it takes about half an hour on two busy cores.
 RIG_VERSION := $(VERSION)-rig

@@ -9,9 +9,13 @@ control ID so the rig can match what was acknowledged against what arrived.
   hosttool.py load PORT LEDGER SECONDS CONNS  each AA'd ID appended to LEDGER
   hosttool.py receive PORT OUT                AA to everything; IDs to OUT
   hosttool.py lis01 DEVICE ID                 one LIS01-A2 transmission
+  hosttool.py serve-https PORT DIR CERT KEY   firmware images over HTTPS on 127.0.0.1
 """
+import functools
+import http.server
 import os
 import socket
+import ssl
 import sys
 import termios
 import threading
@@ -173,6 +177,17 @@ def cmd_lis01(device, cid):
     return 0
 
 
+def cmd_serve_https(port, directory, cert, key):
+    # The firmware download server: the guest reaches the host's loopback
+    # as qemu's 10.0.2.2, the name the certificate is issued for.
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=directory)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    srv.serve_forever()
+
+
 def main(argv):
     cmd, args = argv[1], argv[2:]
     if cmd == "send":
@@ -183,6 +198,8 @@ def main(argv):
         return cmd_receive(*args)
     if cmd == "lis01":
         return cmd_lis01(*args)
+    if cmd == "serve-https":
+        return cmd_serve_https(*args)
     print(__doc__)
     return 2
 

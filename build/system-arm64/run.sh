@@ -11,7 +11,9 @@
 # overlay of it. Ports are forwarded to 127.0.0.1 only. Each check prints
 # one line "NAME PASS|FAIL detail"; the run ends with the totals and exits 1
 # if any check failed (HL7EDGE_RIG_PART=defects stops after the checks of
-# the three defects of issue 19). Work files (console logs, journals, ledgers) stay in
+# the three defects of issue 19; HL7EDGE_RIG_PART=firmware runs the install,
+# the unit checks and then only the firmware updates of issue 14, which the
+# full run does after the .deb upgrade). Work files (console logs, journals, ledgers) stay in
 # the directory printed at the start.
 set -uo pipefail
 
@@ -75,6 +77,7 @@ recv_pid=
 pty=
 cleanup() {
 	[ -n "$recv_pid" ] && kill "$recv_pid" 2>/dev/null
+	for p in $https_pid $mosq_pid $sub_pid; do kill "$p" 2>/dev/null; done
 	[ -n "$qpid" ] && kill -9 "$qpid" 2>/dev/null
 	true
 }
@@ -156,6 +159,154 @@ finish() {
 	exit
 }
 
+# --- firmware updates under the real unit (HL7EDGE_RIG_PART=firmware) -------
+# The host side of README "Firmware updates with automatic roll-back": a
+# throw-away minisign key, a newer arm64 build (another -X main.version), an
+# image that cannot start, an HTTPS server for them with a CA of its own
+# (reached from the guest as 10.0.2.2), and a mosquitto broker on 127.0.0.1
+# through which the signed commands go, as an operator's would.
+fw=$work/fw
+fwver=9.9.9-rigfw
+badver=9.9.10-cannot-start
+fwdev=rig-arm64
+https_pid=
+mosq_pid=
+sub_pid=
+fw_prepare() {
+	local repo
+	repo=$(cd "$here/../.." && pwd)
+	for tool in go minisign mosquitto mosquitto_pub mosquitto_sub openssl; do
+		command -v "$tool" >/dev/null || {
+			echo "run.sh: $tool is missing for the firmware part; apt-get install minisign mosquitto mosquitto-clients openssl" >&2
+			return 1
+		}
+	done
+	mkdir -p "$fw/srv"
+	(cd "$repo" && go build -o "$fw/hl7edge" ./cmd/hl7edge &&
+		GOOS=linux GOARCH=arm64 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$fwver" -o "$fw/srv/hl7edge-$fwver" ./cmd/hl7edge) >"$fw/build.log" 2>&1 || {
+		echo "run.sh: building the firmware images failed: $(tail -3 "$fw/build.log")" >&2
+		return 1
+	}
+	printf '#!/bin/sh\necho "rig: this image cannot start" >&2\nexit 3\n' >"$fw/srv/hl7edge-$badver"
+	minisign -G -W -p "$fw/fleet.pub" -s "$fw/fleet.key" >/dev/null
+	minisign -S -s "$fw/fleet.key" -m "$fw/srv/hl7edge-$fwver" >/dev/null &&
+		minisign -S -s "$fw/fleet.key" -m "$fw/srv/hl7edge-$badver" >/dev/null || return 1
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=hl7edge rig firmware CA" \
+		-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
+		-keyout "$fw/ca.key" -out "$fw/ca.pem" 2>/dev/null &&
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=10.0.2.2" \
+			-keyout "$fw/srv.key" -out "$fw/srv.csr" 2>/dev/null &&
+		openssl x509 -req -in "$fw/srv.csr" -CA "$fw/ca.pem" -CAkey "$fw/ca.key" -CAcreateserial -days 2 \
+			-extfile <(printf 'subjectAltName=IP:10.0.2.2\nextendedKeyUsage=serverAuth\n') -out "$fw/srv.pem" 2>/dev/null || return 1
+	https_port=$(free_port)
+	mqtt_port=$(free_port)
+	# hosttool runs as a direct child so that cleanup stops it.
+	python3 "$here/hosttool.py" serve-https "$https_port" "$fw/srv" "$fw/srv.pem" "$fw/srv.key" >"$fw/https.log" 2>&1 &
+	https_pid=$!
+	printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$mqtt_port" >"$fw/mosquitto.conf"
+	mosquitto -c "$fw/mosquitto.conf" >"$fw/mosquitto.log" 2>&1 &
+	mosq_pid=$!
+	sleep 1
+	mosquitto_sub -h 127.0.0.1 -p "$mqtt_port" -v -t "hl7edge/$fwdev/#" >"$fw/mqtt.log" 2>&1 &
+	sub_pid=$!
+}
+
+# fw_send FILE VERSION: signs a firmware-update for FILE and publishes it.
+fw_send() {
+	"$fw/hl7edge" firmware args --url "https://10.0.2.2:$https_port/$(basename "$1")" --version "$2" "$1" >"$fw/args-$2.json" &&
+		"$fw/hl7edge" command sign --key "$fw/fleet.key" --device "$fwdev" --expires 15m --id "rig-fw-$2" \
+			firmware-update "$(cat "$fw/args-$2.json")" >"$fw/cmd-$2.json" &&
+		mosquitto_pub -h 127.0.0.1 -p "$mqtt_port" -t "hl7edge/$fwdev/cmd/req" -f "$fw/cmd-$2.json"
+}
+fw_version() { vm "hl7edge status --json" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin).get("version",""))' 2>/dev/null; }
+# fw_state FIELD: a field of the gateway's firmware state file.
+fw_state() { vm "hl7edge firmware state" 2>/dev/null | python3 -c "import json,sys; print(json.load(sys.stdin).get('$1',''))" 2>/dev/null; }
+since() { python3 -c "import time; print('%.0f' % (time.time() - $1))"; }
+unit_show() { vm systemctl show hl7edge -p MainPID -p NRestarts -p ActiveState -p SubState -p ExecMainStatus | tr '\n' ' '; }
+
+firmware_checks() {
+	local t0 t_switch t_commit t_rb v st before after i pid now wd
+	if ! fw_prepare; then
+		report "firmware: host side" FAIL "see $fw"
+		return
+	fi
+	scp "${sshopts[@]}" -P "$ssh_port" "$fw/ca.pem" root@127.0.0.1:/etc/hl7edge/firmware-ca.pem
+	vm "chown root:hl7edge /etc/hl7edge/firmware-ca.pem && chmod 0640 /etc/hl7edge/firmware-ca.pem && cat >>/etc/hl7edge/hl7edge.yaml" <<CFG
+mqtt:
+  broker: tcp://10.0.2.2:$mqtt_port
+  health_interval: 5s
+trust:
+  keys: [$(tail -1 "$fw/fleet.pub")]
+firmware:
+  ca_file: /etc/hl7edge/firmware-ca.pem
+  trial: 20s
+CFG
+	vm "hl7edge config check /etc/hl7edge/hl7edge.yaml && systemctl restart hl7edge" >>"$fw/guest.log" 2>&1
+	wait_for 120 systemctl is-active -q hl7edge
+	for _ in $(seq 60); do grep -q "hl7edge/$fwdev/status .*online" "$fw/mqtt.log" && break; sleep 1; done
+	before=$(fw_version)
+	grep -q "hl7edge/$fwdev/status .*online" "$fw/mqtt.log"
+	verdict "firmware: gateway on the host broker" $? "version $before online on mosquitto 127.0.0.1:$mqtt_port as 10.0.2.2; trust.keys the rig's throw-away key; firmware.trial 20s"
+
+	# 1. A signed update to a newer arm64 build: switched and committed.
+	before=$(unit_show)
+	t0=$(date +%s.%N)
+	fw_send "$fw/srv/hl7edge-$fwver" "$fwver"
+	t_switch=
+	for _ in $(seq 300); do
+		[ "$(fw_version)" = "$fwver" ] && t_switch=$(since "$t0") && break
+		sleep 1
+	done
+	t_commit=
+	for _ in $(seq 300); do
+		[ "$(fw_state state)" = committed ] && t_commit=$(since "$t0") && break
+		sleep 1
+	done
+	after=$(unit_show)
+	vm "journalctl -u hl7edge -o cat --since '-10min'" >"$fw/journal-update.txt"
+	[ -n "$t_switch" ] && [ -n "$t_commit" ] && grep -q 'msg="firmware committed"' "$fw/journal-update.txt" &&
+		grep -q "hl7edge/$fwdev/cmd/res .*rig-fw-$fwver.*successful" "$fw/mqtt.log"
+	verdict "firmware: signed update under systemd" $? "running $fwver ${t_switch:-never} s after the command was published, committed ${t_commit:-never} s after (trial 20s); before: $before; after: $after; journal: $(grep -o 'msg="firmware committed".*' "$fw/journal-update.txt" | head -1)"
+
+	# 3. The watchdog still restarts the updated version, which stays.
+	pid=$(vm systemctl show -p MainPID --value hl7edge)
+	t0=$(date +%s.%N)
+	vm "kill -STOP $pid"
+	now=
+	for _ in $(seq 150); do
+		now=$(vm systemctl show -p MainPID --value hl7edge 2>/dev/null)
+		if [ -n "$now" ] && [ "$now" != 0 ] && [ "$now" != "$pid" ] && vm systemctl is-active -q hl7edge; then break; fi
+		now=
+		sleep 1
+	done
+	wd=$(vm "journalctl -u hl7edge -o cat --since '-4min' | grep -i 'watchdog timeout' | tail -1")
+	v=
+	for _ in $(seq 60); do v=$(fw_version); [ -n "$v" ] && break; sleep 1; done
+	[ -n "$now" ] && [ -n "$wd" ] && [ "$v" = "$fwver" ] && [ "$(fw_state state)" = committed ]
+	verdict "firmware: watchdog on the update" $? "SIGSTOP pid $pid of $fwver; new pid ${now:-none} after $(since "$t0") s; runs $v, state $(fw_state state); systemd: $wd"
+
+	# 2. A signed image that cannot start: systemd and the launcher bring
+	# the previous version back, the state and the alarm say why.
+	wait_for 60 systemctl is-active -q hl7edge
+	sleep 3
+	before=$(unit_show)
+	t0=$(date +%s.%N)
+	fw_send "$fw/srv/hl7edge-$badver" "$badver"
+	t_rb=
+	for _ in $(seq 300); do
+		if [ "$(fw_state state)" = rolled_back ] && [ "$(fw_version)" = "$fwver" ]; then t_rb=$(since "$t0"); break; fi
+		sleep 1
+	done
+	after=$(unit_show)
+	st=$(fw_state reason)
+	vm "journalctl -u hl7edge -o cat --since '-10min'" >"$fw/journal-rollback.txt"
+	sleep 2
+	[ -n "$t_rb" ] && echo "$st" | grep -q "$badver" && grep -q "hl7edge/$fwdev/alarm .*firmware_rolled_back.*$badver" "$fw/mqtt.log" &&
+		grep -q "rig: this image cannot start" "$fw/journal-rollback.txt"
+	verdict "firmware: cannot-start image rolled back" $? "back on $fwver ${t_rb:-never} s after the command; state rolled_back: $st; alarm: $(grep -o 'firmware_rolled_back.*' "$fw/mqtt.log" | tail -1 | cut -c1-200); before: $before; after: $after"
+	vm "journalctl -u hl7edge -o short-monotonic --since '-30min'" >"$fw/journal.txt" 2>/dev/null
+}
+
 boot first || exit 1
 
 # --- gpio-sim -------------------------------------------------------------
@@ -202,8 +353,12 @@ verdict "paths: spool, admin socket, config" $? "$(echo "$paths" | tr '\n' ';')"
 # the unit's StateDirectory", and the launcher execs images from it. Probe
 # both as the service user in the unit's own mount namespace
 # (ProtectSystem=strict, PrivateTmp): write an image there and run it.
-fw=$(vm "nsenter -t $pid -m setpriv --reuid=hl7edge --regid=hl7edge --init-groups sh -c 'd=/var/lib/hl7edge/firmware; mkdir -p -m 0700 \$d && cp /usr/bin/hl7edge \$d/.rig-probe && \$d/.rig-probe version; rc=\$?; rm -f \$d/.rig-probe; exit \$rc'" 2>&1)
-verdict "paths: firmware dir" $? "as hl7edge in the unit's mount namespace, an image written to /var/lib/hl7edge/firmware runs: $fw"
+fwprobe=$(vm "nsenter -t $pid -m setpriv --reuid=hl7edge --regid=hl7edge --init-groups sh -c 'd=/var/lib/hl7edge/firmware; mkdir -p -m 0700 \$d && cp /usr/bin/hl7edge \$d/.rig-probe && \$d/.rig-probe version; rc=\$?; rm -f \$d/.rig-probe; exit \$rc'" 2>&1)
+verdict "paths: firmware dir" $? "as hl7edge in the unit's mount namespace, an image written to /var/lib/hl7edge/firmware runs: $fwprobe"
+if [ "${HL7EDGE_RIG_PART:-all}" = firmware ]; then
+	firmware_checks
+	finish
+fi
 # _SYSTEMD_UNIT: what the daemon wrote, without systemd's own lines about the unit.
 vm "journalctl _SYSTEMD_UNIT=hl7edge.service -o cat" >"$work/journal-first.txt"
 unstructured=$(grep -v '^time=' "$work/journal-first.txt" | grep -v -c '^$')
@@ -346,6 +501,8 @@ vm "grep -q 'hl7edge system rig (edited conffile)' /etc/hl7edge/hl7edge.yaml"
 kept=$?
 [ "$v_before" != "$v_after" ] && [ "$kept" = 0 ] && [ "$q_before" -gt 0 ] && [ "$q_before" = "$q_after" ]
 verdict "apt install newer: conffile, spool" $? "$v_before -> $v_after; edited conffile kept: $([ $kept = 0 ] && echo yes || echo no); upstream queue $q_before before, $q_after after; unit $(vm systemctl is-active hl7edge)"
+
+firmware_checks
 
 # --- remove keeps the spool; purge does what README says --------------------
 vm "DEBIAN_FRONTEND=noninteractive apt-get remove -y hl7edge" >"$work/remove.log" 2>&1
