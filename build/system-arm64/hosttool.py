@@ -10,6 +10,7 @@ control ID so the rig can match what was acknowledged against what arrived.
   hosttool.py receive PORT OUT                AA to everything; IDs to OUT
   hosttool.py lis01 DEVICE ID                 one LIS01-A2 transmission
   hosttool.py serve-https PORT DIR CERT KEY   firmware images over HTTPS on 127.0.0.1
+  hosttool.py fwtimes MQTTLOG VERSION         an update's steps, by the gateway's clock
 """
 import functools
 import http.server
@@ -188,6 +189,38 @@ def cmd_serve_https(port, directory, cert, key):
     srv.serve_forever()
 
 
+def cmd_fwtimes(path, version):
+    # mosquitto_sub -v lines "TOPIC PAYLOAD": the firmware topic's first
+    # time in each state for VERSION, and the first birth after the trial
+    # began, against the first "downloading".
+    import datetime
+    import json
+
+    def ts(s):
+        whole, _, frac = s.rstrip("Z").partition(".")
+        return datetime.datetime.fromisoformat(whole).timestamp() + float("0." + (frac or "0"))
+    first, online = {}, None
+    for line in open(path, errors="replace"):
+        topic, _, payload = line.rstrip("\n").partition(" ")
+        try:
+            m = json.loads(payload)
+        except ValueError:
+            continue
+        if topic.endswith("/firmware") and m.get("version") == version:
+            first.setdefault(m["state"], ts(m["updated"]))
+        elif topic.endswith("/status") and m.get("state") == "online" and "trial" in first and online is None:
+            online = (ts(m["time"]), m.get("version"))
+    if "downloading" not in first:
+        print("no firmware state for", version)
+        return 1
+    t0 = first["downloading"]
+    if online:  # a birth's time has whole seconds only
+        first["online as %s" % online[1]] = online[0]
+    out = ["%s +%.1f s" % (k, v - t0) for k, v in sorted(first.items(), key=lambda kv: kv[1])]
+    print("from downloading: " + ", ".join(out))
+    return 0
+
+
 def main(argv):
     cmd, args = argv[1], argv[2:]
     if cmd == "send":
@@ -198,6 +231,8 @@ def main(argv):
         return cmd_receive(*args)
     if cmd == "lis01":
         return cmd_lis01(*args)
+    if cmd == "fwtimes":
+        return cmd_fwtimes(*args)
     if cmd == "serve-https":
         return cmd_serve_https(*args)
     print(__doc__)

@@ -218,7 +218,7 @@ fw_send() {
 			firmware-update "$(cat "$fw/args-$2.json")" >"$fw/cmd-$2.json" &&
 		mosquitto_pub -h 127.0.0.1 -p "$mqtt_port" -t "hl7edge/$fwdev/cmd/req" -f "$fw/cmd-$2.json"
 }
-fw_version() { vm "hl7edge status --json" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin).get("version",""))' 2>/dev/null; }
+fw_version() { vm "hl7edge status --json" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["health"]["version"])' 2>/dev/null; }
 # fw_state FIELD: a field of the gateway's firmware state file.
 fw_state() { vm "hl7edge firmware state" 2>/dev/null | python3 -c "import json,sys; print(json.load(sys.stdin).get('$1',''))" 2>/dev/null; }
 since() { python3 -c "import time; print('%.0f' % (time.time() - $1))"; }
@@ -266,7 +266,7 @@ CFG
 	vm "journalctl -u hl7edge -o cat --since '-10min'" >"$fw/journal-update.txt"
 	[ -n "$t_switch" ] && [ -n "$t_commit" ] && grep -q 'msg="firmware committed"' "$fw/journal-update.txt" &&
 		grep -q "hl7edge/$fwdev/cmd/res .*rig-fw-$fwver.*successful" "$fw/mqtt.log"
-	verdict "firmware: signed update under systemd" $? "running $fwver ${t_switch:-never} s after the command was published, committed ${t_commit:-never} s after (trial 20s); before: $before; after: $after; journal: $(grep -o 'msg="firmware committed".*' "$fw/journal-update.txt" | head -1)"
+	verdict "firmware: signed update under systemd" $? "running $fwver ${t_switch:-never} s after the command was published, committed ${t_commit:-never} s after it (trial 20s); guest clock: $(tool fwtimes "$fw/mqtt.log" "$fwver"); before: $before; after: $after; journal: $(grep -o 'msg="firmware committed".*' "$fw/journal-update.txt" | head -1)"
 
 	# 3. The watchdog still restarts the updated version, which stays.
 	pid=$(vm systemctl show -p MainPID --value hl7edge)
@@ -303,7 +303,7 @@ CFG
 	sleep 2
 	[ -n "$t_rb" ] && echo "$st" | grep -q "$badver" && grep -q "hl7edge/$fwdev/alarm .*firmware_rolled_back.*$badver" "$fw/mqtt.log" &&
 		grep -q "rig: this image cannot start" "$fw/journal-rollback.txt"
-	verdict "firmware: cannot-start image rolled back" $? "back on $fwver ${t_rb:-never} s after the command; state rolled_back: $st; alarm: $(grep -o 'firmware_rolled_back.*' "$fw/mqtt.log" | tail -1 | cut -c1-200); before: $before; after: $after"
+	verdict "firmware: cannot-start image rolled back" $? "back on $fwver ${t_rb:-never} s after the command; guest clock: $(tool fwtimes "$fw/mqtt.log" "$badver"); state rolled_back: $st; alarm: $(grep -o 'firmware_rolled_back.*' "$fw/mqtt.log" | tail -1 | cut -c1-200); before: $before; after: $after"
 	vm "journalctl -u hl7edge -o short-monotonic --since '-30min'" >"$fw/journal.txt" 2>/dev/null
 }
 
