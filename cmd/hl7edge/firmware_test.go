@@ -143,6 +143,20 @@ func (s *supervisor) startCount() int {
 	return s.starts
 }
 
+// unstructured is every line the gateway wrote that is not a slog record
+// (the journal of the real unit gets all of them).
+func (s *supervisor) unstructured() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, l := range s.logs {
+		if l != "" && !strings.HasPrefix(l, "time=") && !strings.HasPrefix(l, "=== supervisor:") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 func (s *supervisor) tail(n int) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -509,6 +523,17 @@ func TestFirmwareUpdate(t *testing.T) {
 	r.alarm(from, health.AlarmFirmwareCommitted)
 	if v := r.healthVersion(); v != "2.0.0-test" {
 		t.Errorf("health snapshot version %q after the update, want 2.0.0-test", v)
+	}
+	// What the update did is in the log as records, and nothing else is
+	// (the system rig found the manager's records dropped and the switch
+	// announced by a plain line).
+	for _, want := range []string{`msg="firmware download"`, `msg="firmware verified; relaunching into the trial"`, `msg="firmware committed"`} {
+		if !strings.Contains(r.sup.tail(100000), want) {
+			t.Errorf("no %s record in the gateway's log", want)
+		}
+	}
+	if u := r.sup.unstructured(); len(u) > 0 {
+		t.Errorf("the update wrote %d lines outside slog, first %q", len(u), u[0])
 	}
 	from = r.op.Log.Mark()
 	r.sup.kill()

@@ -116,7 +116,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 2
 	}
 	if errors.Is(err, appliance.ErrRelaunch) {
-		fmt.Fprintf(stderr, "hl7edge: %v\n", err)
+		// Run has logged the switch as a record; a plain line here would
+		// be the one line of the journal outside slog.
 		return exitRelaunch
 	}
 	if err != nil {

@@ -238,7 +238,7 @@ func (a *Appliance) build(cfg *config.Config) (_ *parts, err error) {
 	}
 	p.box = &Box{Config: cfg, Gateway: p.gw, Registry: p.reg, Agent: p.agent, Commands: p.disp, Log: p.log}
 	a.register(p.box, p.engine, p.alarm)
-	p.fw = a.firmwareManager(cfg, keys, p.reg, p.agent, p.disp, p.alarm)
+	p.fw = a.firmwareManager(cfg, p.log, keys, p.reg, p.agent, p.disp, p.alarm)
 	return p, nil
 }
 

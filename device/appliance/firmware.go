@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/config"
@@ -21,10 +22,10 @@ var ErrRelaunch = errors.New("exiting so that the service manager starts the fir
 // firmwareManager wires device/firmware into one box: the privileged
 // firmware-update command, the retained firmware topic, alarms, and the
 // relaunch.
-func (a *Appliance) firmwareManager(cfg *config.Config, keys *trust.Keys, reg *health.Registry, agent *mqttagent.Agent,
+func (a *Appliance) firmwareManager(cfg *config.Config, log *slog.Logger, keys *trust.Keys, reg *health.Registry, agent *mqttagent.Agent,
 	disp *command.Dispatcher, alarm func(kind, detail string)) *firmware.Manager {
 	fw := firmware.New(firmware.Options{
-		Config: cfg.Firmware, Keys: keys, Version: a.o.Version, Snapshot: reg.Snapshot, Alarm: alarm,
+		Config: cfg.Firmware, Log: log, Keys: keys, Version: a.o.Version, Snapshot: reg.Snapshot, Alarm: alarm,
 		Publish: func(p firmware.Public) {
 			if b, err := json.Marshal(p); err == nil {
 				agent.Retain("firmware", b)
