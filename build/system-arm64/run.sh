@@ -263,10 +263,13 @@ CFG
 		sleep 1
 	done
 	after=$(unit_show)
-	vm "journalctl -u hl7edge -o cat --since '-10min'" >"$fw/journal-update.txt"
-	[ -n "$t_switch" ] && [ -n "$t_commit" ] && grep -q 'msg="firmware committed"' "$fw/journal-update.txt" &&
+	# _SYSTEMD_UNIT: the daemon's own lines, each a slog record.
+	vm "journalctl _SYSTEMD_UNIT=hl7edge.service -o cat --since '-10min'" >"$fw/journal-update.txt"
+	i=$(grep -v '^time=' "$fw/journal-update.txt" | grep -v -c '^$')
+	[ -n "$t_switch" ] && [ -n "$t_commit" ] && grep -q 'msg="firmware download"' "$fw/journal-update.txt" &&
+		grep -q 'msg="firmware committed"' "$fw/journal-update.txt" && [ "$i" = 0 ] &&
 		grep -q "hl7edge/$fwdev/cmd/res .*rig-fw-$fwver.*successful" "$fw/mqtt.log"
-	verdict "firmware: signed update under systemd" $? "running $fwver ${t_switch:-never} s after the command was published, committed ${t_commit:-never} s after it (trial 20s); guest clock: $(tool fwtimes "$fw/mqtt.log" "$fwver"); before: $before; after: $after; journal: $(grep -o 'msg="firmware committed".*' "$fw/journal-update.txt" | head -1)"
+	verdict "firmware: signed update under systemd" $? "running $fwver ${t_switch:-never} s after the command was published, committed ${t_commit:-never} s after it (trial 20s); guest clock: $(tool fwtimes "$fw/mqtt.log" "$fwver"); before: $before; after: $after; journal: $(grep -o 'msg="firmware committed".*' "$fw/journal-update.txt" | head -1), $i lines not from slog"
 
 	# 3. The watchdog still restarts the updated version, which stays.
 	pid=$(vm systemctl show -p MainPID --value hl7edge)
