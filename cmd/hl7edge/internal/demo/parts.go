@@ -202,9 +202,13 @@ func showArrivals(say func(string, ...any), dir, store string) error {
 	const want = 3
 	deadline := time.Now().Add(30 * time.Second)
 	var got []refserver.Received
+	var archived []string
+	// The web service and the file destination are delivered to by their
+	// own workers, each at its own pace: wait for both.
 	for time.Now().Before(deadline) {
 		got, _ = refserver.ReadReceived(store)
-		if len(got) >= want {
+		archived, _ = filepath.Glob(filepath.Join(dir, "archive", "*.hl7"))
+		if len(got) >= want && len(archived) >= want {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -217,7 +221,6 @@ func showArrivals(say func(string, ...any), dir, store string) error {
 		return fmt.Errorf("only %d of %d messages reached the web service in 30s", len(got), want)
 	}
 	say("  DEMO0003 (processing ID T) was eaten by the tests-bin rubbish bin, as configured.")
-	archived, _ := filepath.Glob(filepath.Join(dir, "archive", "*.hl7"))
 	say("  %d copies in the file destination %s", len(archived), filepath.Join(dir, "archive"))
 	return nil
 }
