@@ -225,7 +225,7 @@ since() { python3 -c "import time; print('%.0f' % (time.time() - $1))"; }
 unit_show() { vm systemctl show hl7edge -p MainPID -p NRestarts -p ActiveState -p SubState -p ExecMainStatus | tr '\n' ' '; }
 
 firmware_checks() {
-	local t0 t_switch t_commit t_rb v st before after i pid now wd
+	local t0 t_switch t_commit t_rb v st before after i pid now wd jsince
 	if ! fw_prepare; then
 		report "firmware: host side" FAIL "see $fw"
 		return
@@ -250,6 +250,9 @@ CFG
 
 	# 1. A signed update to a newer arm64 build: switched and committed.
 	before=$(unit_show)
+	# The journal from here on: the full run's watchdog check, minutes
+	# before, left the Go runtime's SIGABRT dump in it.
+	jsince=$(vm "date '+%Y-%m-%d %H:%M:%S'")
 	t0=$(date +%s.%N)
 	fw_send "$fw/srv/hl7edge-$fwver" "$fwver"
 	t_switch=
@@ -264,7 +267,7 @@ CFG
 	done
 	after=$(unit_show)
 	# _SYSTEMD_UNIT: the daemon's own lines, each a slog record.
-	vm "journalctl _SYSTEMD_UNIT=hl7edge.service -o cat --since '-10min'" >"$fw/journal-update.txt"
+	vm "journalctl _SYSTEMD_UNIT=hl7edge.service -o cat --since '$jsince'" >"$fw/journal-update.txt"
 	i=$(grep -v '^time=' "$fw/journal-update.txt" | grep -v -c '^$')
 	[ -n "$t_switch" ] && [ -n "$t_commit" ] && grep -q 'msg="firmware download"' "$fw/journal-update.txt" &&
 		grep -q 'msg="firmware committed"' "$fw/journal-update.txt" && [ "$i" = 0 ] &&
