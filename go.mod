@@ -3,6 +3,7 @@ module github.com/hl7edge/hl7edge
 go 1.26.8
 
 require (
+	aead.dev/minisign v0.3.0
 	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/creack/pty v1.1.24
 	github.com/dgraph-io/badger/v4 v4.9.6
@@ -20,7 +21,6 @@ require (
 )
 
 require (
-	aead.dev/minisign v0.3.0 // indirect
 	dario.cat/mergo v1.0.2 // indirect
 	github.com/AlekSi/pointer v1.2.0 // indirect
 	github.com/BurntSushi/toml v1.4.1-0.20240526193622-a339e1f7089c // indirect
@@ -102,3 +102,5 @@ tool (
 	github.com/goreleaser/nfpm/v2/cmd/nfpm
 	honnef.co/go/tools/cmd/staticcheck
 )
+
+replace github.com/dgraph-io/ristretto/v2 => ./storage/third_party/ristretto

@@ -34,7 +34,7 @@ func TestFunctionLength(t *testing.T) {
 		}
 		name := d.Name()
 		if d.IsDir() {
-			if path != root && (strings.HasPrefix(name, ".") || name == "testdata" || name == "vendor" || name == "node_modules") {
+			if skipDir(root, path, d) {
 				return filepath.SkipDir
 			}
 			return nil

@@ -70,7 +70,7 @@ func scanPackages(root string) (map[string]*goPackage, error) {
 		}
 		name := d.Name()
 		if d.IsDir() {
-			if path != root && (strings.HasPrefix(name, ".") || strings.HasPrefix(name, "_") || name == "testdata" || name == "vendor" || name == "node_modules") {
+			if skipDir(root, path, d) {
 				return filepath.SkipDir
 			}
 			return nil
