@@ -62,7 +62,21 @@ func benchIngest(b *testing.B, conns, total int) {
 	before := d.stats()
 	wb0 := procIO(b, pid, "write_bytes")
 
+	peak := watchRSS(pid)
 	all, elapsed, msgBytes := drive(b, addr, conns, total)
+	peakAnon, peakFile := peak()
+	// HL7EDGE_BENCH_SMAPS names a file for the daemon's memory map at the
+	// end of the run: which mappings (binary, tables, logs, heap) the
+	// resident pages belong to.
+	if p := os.Getenv("HL7EDGE_BENCH_SMAPS"); p != "" {
+		sm, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+		if err == nil {
+			err = os.WriteFile(p, sm, 0o600)
+		}
+		if err != nil {
+			b.Error(err)
+		}
+	}
 	after := d.stats()
 	wb1 := procIO(b, pid, "write_bytes")
 	hwm := procStatusKB(b, pid, "VmHWM")
@@ -78,6 +92,8 @@ func benchIngest(b *testing.B, conns, total int) {
 	// Badger maps its tables and logs into memory: file-backed pages the
 	// kernel can drop at will. Anonymous memory is what the process owns.
 	b.ReportMetric(float64(anon)/1024, "end-RssAnon-MiB")
+	b.ReportMetric(float64(peakAnon)/1024, "peak-RssAnon-MiB")
+	b.ReportMetric(float64(peakFile)/1024, "peak-RssFile-MiB")
 	b.ReportMetric(float64(file)/1024, "end-RssFile-MiB")
 	b.ReportMetric(float64(wb1-wb0)/n/float64(msgBytes), "disk-writes/msg-size")
 	b.ReportMetric(float64(after.Destinations["lis"].Queued), "queued")
@@ -128,6 +144,60 @@ func drive(b *testing.B, addr string, conns, total int) (lat []time.Duration, el
 	}
 	msgBytes = int64(len(fmt.Sprintf("MSH|^~\\&|BENCH|LAB|GW|HOSP|20261122||ORU^R01|B%07d|P|2.5.1\rPID|1||MRN%07d\r%s", 0, 0, ingestBody)))
 	return lat, elapsed, msgBytes
+}
+
+// watchRSS samples the process's anonymous and file-backed resident memory
+// every 20 ms until the returned function is called, which gives the peaks.
+func watchRSS(pid int) func() (anonKB, fileKB int64) {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	var anon, file int64
+	go func() {
+		defer close(done)
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			a, f := statusKB(pid)
+			anon, file = max(anon, a), max(file, f)
+		}
+	}()
+	return func() (int64, int64) {
+		close(stop)
+		<-done
+		return anon, file
+	}
+}
+
+// statusKB reads RssAnon and RssFile without failing: the sampler must not
+// call testing.TB from its own goroutine.
+func statusKB(pid int) (anon, file int64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) == 0 {
+			continue
+		}
+		n, _ := strconv.ParseInt(f[0], 10, 64)
+		switch k {
+		case "RssAnon":
+			anon = n
+		case "RssFile":
+			file = n
+		}
+	}
+	return anon, file
 }
 
 func procIO(b testing.TB, pid int, key string) int64 {
