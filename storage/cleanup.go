@@ -37,16 +37,25 @@ func (s *Spool) gcLoop() {
 	defer t.Stop()
 	vlogGC := time.NewTicker(10 * time.Minute)
 	defer vlogGC.Stop()
+	trim := time.NewTicker(time.Second)
+	defer trim.Stop()
+	trimmer := newTableTrimmer(s.cfg.Dir)
 	for {
 		select {
 		case <-s.stop:
 			return
+		case <-trim.C:
+			if _, err := trimmer.trim(); err != nil {
+				s.log.Warn("spool table pages stay mapped; resident memory reads high but nothing is at risk", "err", err)
+				trim.Stop()
+			}
+			continue
 		case <-t.C:
 			s.refreshFreeDisk()
 			s.saveCounters()
 		case <-s.gcKick:
 		case <-vlogGC.C:
-			// Only messages over the value threshold (1 MB) live in the value log.
+			// Only messages over the value threshold (256 KiB) live in the value log.
 			for s.db.RunValueLogGC(0.5) == nil {
 			}
 			continue
