@@ -103,6 +103,12 @@ func startDaemon(t testing.TB, cfgPath, socket, waitAddr string) *daemon {
 	t.Helper()
 	d := &daemon{t: t, cfg: cfgPath, socket: socket, exited: make(chan struct{}), watch: make(chan string, 4096)}
 	d.cmd = exec.Command(binPath, "run", "--config", cfgPath)
+	// HL7EDGE_DAEMON_ENV ("GOMEMLIMIT=36MiB GOGC=50") sets the daemon's
+	// environment alone, so a benchmark can try runtime settings without
+	// also changing the load generator's.
+	if extra := os.Getenv("HL7EDGE_DAEMON_ENV"); extra != "" {
+		d.cmd.Env = append(os.Environ(), strings.Fields(extra)...)
+	}
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
