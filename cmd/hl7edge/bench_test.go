@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hl7edge/hl7edge/pipeline/hl7/hl7test"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
 )
 
@@ -100,14 +101,27 @@ func benchIngest(b *testing.B, conns, total int) {
 	b.ReportMetric(float64(msgBytes), "msg-bytes")
 }
 
-// ingestBody pads bench messages to the 1 KiB class of a lab result.
-var ingestBody = strings.Repeat("OBX|1|TX|NOTE^Note||Lorem ipsum dolor sit amet consectetur adipiscing elit|\r", 12)
+// benchMessage is message n of a run: by default a lab result of about
+// 1.1 KiB whose identifiers and values differ from message to message
+// (hl7test.LabResult), which compresses as real traffic does.
+// HL7EDGE_BENCH_BODY=lorem sends the 1 KiB message of the earlier figures
+// instead, twelve identical OBX lines that compress about tenfold.
+func benchMessage() func(n int) []byte {
+	if os.Getenv("HL7EDGE_BENCH_BODY") == "lorem" {
+		body := strings.Repeat("OBX|1|TX|NOTE^Note||Lorem ipsum dolor sit amet consectetur adipiscing elit|\r", 12)
+		return func(n int) []byte {
+			return fmt.Appendf(nil, "MSH|^~\\&|BENCH|LAB|GW|HOSP|20261122||ORU^R01|B%07d|P|2.5.1\rPID|1||MRN%07d\r%s", n, n, body)
+		}
+	}
+	return hl7test.LabResult
+}
 
 // drive sends total messages over conns lockstep MLLP connections (each
 // waits for its ACK before the next) and returns every ACK latency, sorted,
 // the wall time and one message's size. Any refusal fails the benchmark.
 func drive(b *testing.B, addr string, conns, total int) (lat []time.Duration, elapsed time.Duration, msgBytes int64) {
 	b.Helper()
+	message := benchMessage()
 	lats := make([][]time.Duration, conns)
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -120,9 +134,9 @@ func drive(b *testing.B, addr string, conns, total int) (lat []time.Duration, el
 			}
 			defer cl.Close()
 			for n := c; n < total; n += conns {
-				msg := fmt.Sprintf("MSH|^~\\&|BENCH|LAB|GW|HOSP|20261122||ORU^R01|B%07d|P|2.5.1\rPID|1||MRN%07d\r%s", n, n, ingestBody)
+				msg := message(n)
 				t0 := time.Now()
-				ack, err := cl.Send(context.Background(), []byte(msg))
+				ack, err := cl.Send(context.Background(), msg)
 				if err != nil {
 					b.Error(err)
 					return
@@ -142,7 +156,7 @@ func drive(b *testing.B, addr string, conns, total int) (lat []time.Duration, el
 	if len(lat) != total {
 		b.Fatalf("%d of %d messages ACKed", len(lat), total)
 	}
-	msgBytes = int64(len(fmt.Sprintf("MSH|^~\\&|BENCH|LAB|GW|HOSP|20261122||ORU^R01|B%07d|P|2.5.1\rPID|1||MRN%07d\r%s", 0, 0, ingestBody)))
+	msgBytes = int64(len(message(0)))
 	return lat, elapsed, msgBytes
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hl7edge/hl7edge/pipeline/hl7/hl7test"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
 )
 
@@ -44,15 +45,14 @@ var ingestDests = []struct{ name, yaml string }{
 // The load generator runs in the same process; its frames show up under
 // mllp.(*Client) and sendSpread and are left out of the breakdown.
 func BenchmarkIngestInProcess(b *testing.B) {
-	body := strings.Repeat("OBX|1|TX|NOTE^Note||Lorem ipsum dolor sit amet consectetur adipiscing elit|\r", 12)
 	for _, dest := range ingestDests {
 		for _, conns := range []int{1, 16} {
-			b.Run(fmt.Sprintf("%s/conns=%d", dest.name, conns), func(b *testing.B) { benchIngestInProcess(b, dest.yaml, conns, body) })
+			b.Run(fmt.Sprintf("%s/conns=%d", dest.name, conns), func(b *testing.B) { benchIngestInProcess(b, dest.yaml, conns) })
 		}
 	}
 }
 
-func benchIngestInProcess(b *testing.B, destYAML string, conns int, body string) {
+func benchIngestInProcess(b *testing.B, destYAML string, conns int) {
 	r := newRig(b)
 	r.quietLogs = true
 	g := r.startGateway(strings.Replace(ingestYAML, "{{DEST}}", destYAML, 1), nil)
@@ -62,7 +62,7 @@ func benchIngestInProcess(b *testing.B, destYAML string, conns int, body string)
 	}
 	msgs := make([][]byte, b.N)
 	for i := range msgs {
-		msgs[i] = fmt.Appendf(nil, "MSH|^~\\&|BENCH|LAB|GW|HOSP|20261122||ORU^R01|B%07d|P|2.5.1\rPID|1||MRN%07d\r%s", i, i%40, body)
+		msgs[i] = hl7test.LabResult(i)
 	}
 	b.SetBytes(int64(len(msgs[0])))
 	commits0 := g.GW.Spool().Stats().Commits
