@@ -34,6 +34,10 @@ destinations:
 //
 //   - disk: 1 KiB writes each followed by fdatasync, in the spool's file system
 //   - hl7edge with 1 and 16 connections (file destination draining)
+//   - the floor (build/bench/floor): hl7edge's own framing, parser and ACK
+//     answering at once (floor-ack), and writing each message to a file
+//     with fdatasync before its ACK (floor-sync): the least any server that
+//     keeps the ACK's promise can do with this load generator here
 //   - simple-hl7 with 1 and 16 connections, when HL7EDGE_SIMPLEHL7 names a
 //     directory holding node_modules/simple-hl7 (make bench installs it)
 //
@@ -62,6 +66,28 @@ func BenchmarkVersusPeer(b *testing.B) {
 			measurePeer(b, d.cmd.Process.Pid, addr, tc.conns, tc.total)
 		})
 	}
+	floorBin := filepath.Join(b.TempDir(), "floor")
+	if out, err := exec.Command("go", "build", "-o", floorBin, "../../build/bench/floor").CombinedOutput(); err != nil {
+		b.Fatalf("build the floor server: %v\n%s", err, out)
+	}
+	for _, durable := range []bool{false, true} {
+		name := "floor-ack"
+		if durable {
+			name = "floor-sync"
+		}
+		for _, tc := range []struct{ conns, total int }{{1, 5_000}, {16, total16}} {
+			b.Run(fmt.Sprintf("%s/conns=%d", name, tc.conns), func(b *testing.B) {
+				port := freePort(b)
+				addr := fmt.Sprintf("127.0.0.1:%d", port)
+				args := []string{"-listen", addr}
+				if durable {
+					args = append(args, "-sync", filepath.Join(b.TempDir(), "floor.log"))
+				}
+				pid := startListener(b, exec.Command(floorBin, args...))
+				measurePeer(b, pid, addr, tc.conns, tc.total)
+			})
+		}
+	}
 	peerDir := os.Getenv("HL7EDGE_SIMPLEHL7")
 	node, nodeErr := exec.LookPath("node")
 	for _, tc := range []struct{ conns, total int }{{1, 5_000}, {16, total16}} {
@@ -77,21 +103,28 @@ func BenchmarkVersusPeer(b *testing.B) {
 			}
 			cmd := exec.Command(node, script, strconv.Itoa(port))
 			cmd.Env = append(os.Environ(), "NODE_PATH="+filepath.Join(peerDir, "node_modules"))
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				b.Fatal(err)
-			}
-			cmd.Stderr = os.Stderr
-			if err := cmd.Start(); err != nil {
-				b.Fatal(err)
-			}
-			defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-			if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || !strings.HasPrefix(line, "listening") {
-				b.Fatalf("simple-hl7 peer did not start: %q %v", line, err)
-			}
-			measurePeer(b, cmd.Process.Pid, addr, tc.conns, tc.total)
+			measurePeer(b, startListener(b, cmd), addr, tc.conns, tc.total)
 		})
 	}
+}
+
+// startListener starts a peer server that prints a line starting with
+// "listening" once it takes connections, and stops it when b ends.
+func startListener(b *testing.B, cmd *exec.Cmd) (pid int) {
+	b.Helper()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || !strings.HasPrefix(line, "listening") {
+		b.Fatalf("%s did not start: %q %v", cmd.Path, line, err)
+	}
+	return cmd.Process.Pid
 }
 
 // measurePeer drives one server and reports what BenchmarkVersusPeer compares.
