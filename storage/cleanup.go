@@ -37,7 +37,7 @@ func (s *Spool) gcLoop() {
 	defer t.Stop()
 	vlogGC := time.NewTicker(10 * time.Minute)
 	defer vlogGC.Stop()
-	trim := time.NewTicker(time.Second)
+	trim := time.NewTicker(100 * time.Millisecond)
 	defer trim.Stop()
 	trimmer := newTableTrimmer(s.cfg.Dir)
 	for {
@@ -45,7 +45,7 @@ func (s *Spool) gcLoop() {
 		case <-s.stop:
 			return
 		case <-trim.C:
-			if _, err := trimmer.trim(); err != nil {
+			if err := trimmer.maybeTrim(); err != nil {
 				s.log.Warn("spool table pages stay mapped; resident memory reads high but nothing is at risk", "err", err)
 				trim.Stop()
 			}

@@ -12,39 +12,77 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// tableTrimmer drops this process's view of the spool's table pages.
+// tableTrimmer hands the spool's table pages back to the kernel.
 //
 // Badger writes each table through a shared memory map and keeps it mapped
-// while the table lives, so every page of every table stays counted in the
-// daemon's resident memory: 17 MiB with 100,000 messages queued, growing
-// with the queue. Those pages are the kernel's file cache, not memory the
-// daemon needs, but a fleet operator reading RSS cannot tell, and mapped
-// cache is harder for the kernel to reclaim than unmapped cache on a 1 GB
-// board.
+// while the table lives, so every page of every table it has written or
+// read stays counted in the daemon's resident memory: 17 to 35 MiB with
+// 100,000 messages queued, growing with the queue, on a board whose whole
+// budget is 64 MiB. Those pages are only a copy of the files, but mapped
+// pages are the last the kernel reclaims, and a fleet operator reading RSS
+// cannot tell them from memory the daemon needs.
 //
-// MADV_DONTNEED on a shared file mapping only unmaps: a dirty page's data
-// goes to the page cache, which writes it back as usual, and the next read
-// maps the same page again from the cache (a minor fault, no disk read
-// while the kernel keeps it). Badger is never told and sees no difference.
-// Only read-only-by-then table files (*.sst) are trimmed; the memtable logs
-// are being written and would fault on every write.
+// MADV_PAGEOUT asks the kernel to reclaim them now: clean pages leave the
+// page cache, dirty ones are written back first, and the next read maps
+// them again from the file. It can never lose data, whatever the range
+// holds; that matters because Badger unmaps tables at any moment, and the
+// address range read from /proc/self/maps may by then belong to another
+// mapping, even the Go heap, where MADV_DONTNEED (unmap, keep the cache)
+// would zero live memory. Only table files (*.sst) are named; the memtable
+// logs are being written and would only be faulted in again.
 type tableTrimmer struct {
-	dir string // absolute, symlinks resolved, as /proc/self/maps shows it
+	dir   string // absolute, symlinks resolved, as /proc/self/maps shows it
+	floor int64  // file-backed resident bytes just after the last trim
 }
 
-func newTableTrimmer(dir string) tableTrimmer {
+// trimSlack is how far the process's mapped file pages may grow before the
+// table pages among them are unmapped.
+const trimSlack = 4 << 20
+
+func newTableTrimmer(dir string) *tableTrimmer {
 	if abs, err := filepath.Abs(dir); err == nil {
 		dir = abs
 	}
 	if real, err := filepath.EvalSymlinks(dir); err == nil {
 		dir = real
 	}
-	return tableTrimmer{dir: dir}
+	return &tableTrimmer{dir: dir}
 }
 
-// trim unmaps the resident pages of every table mapping and returns how
-// many bytes of mappings it covered.
-func (t tableTrimmer) trim() (int64, error) {
+// maybeTrim trims once the mapped file pages have grown by trimSlack.
+func (t *tableTrimmer) maybeTrim() error {
+	shared, err := residentShared()
+	if err != nil || shared < t.floor+trimSlack {
+		return err
+	}
+	if _, err := t.trim(); err != nil {
+		return err
+	}
+	t.floor, err = residentShared()
+	return err
+}
+
+// residentShared is this process's resident file-backed (and shared)
+// memory in bytes: the third field of /proc/self/statm, in pages.
+func residentShared() (int64, error) {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0, fmt.Errorf("read /proc/self/statm: %w", err)
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return 0, fmt.Errorf("/proc/self/statm has %d fields, want 7", len(f))
+	}
+	pages, err := strconv.ParseInt(f[2], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("/proc/self/statm: %w", err)
+	}
+	return pages * int64(os.Getpagesize()), nil
+}
+
+// trim hands back the resident pages of every table mapping and returns
+// how many bytes of mappings it covered.
+func (t *tableTrimmer) trim() (int64, error) {
 	maps, err := os.ReadFile("/proc/self/maps")
 	if err != nil {
 		return 0, fmt.Errorf("read /proc/self/maps to trim spool table pages: %w", err)
@@ -56,8 +94,8 @@ func (t tableTrimmer) trim() (int64, error) {
 		if !ok {
 			continue
 		}
-		if _, _, errno := unix.Syscall(unix.SYS_MADVISE, start, end-start, unix.MADV_DONTNEED); errno != 0 {
-			return covered, fmt.Errorf("madvise a spool table mapping: %w", errno)
+		if err := pageOut(start, end); err != nil {
+			return covered, err
 		}
 		covered += int64(end - start)
 	}
@@ -66,7 +104,7 @@ func (t tableTrimmer) trim() (int64, error) {
 
 // tableMapping parses one /proc/self/maps line ("start-end perms offset dev
 // inode path") and says whether it maps a table file of this spool.
-func (t tableTrimmer) tableMapping(line string) (start, end uintptr, ok bool) {
+func (t *tableTrimmer) tableMapping(line string) (start, end uintptr, ok bool) {
 	f := strings.Fields(line)
 	if len(f) < 6 || !strings.Contains(line, "/") {
 		return 0, 0, false
@@ -87,4 +125,18 @@ func (t tableTrimmer) tableMapping(line string) (start, end uintptr, ok bool) {
 		return 0, 0, false
 	}
 	return uintptr(a), uintptr(b), true
+}
+
+// pageOut asks the kernel to reclaim the pages of [start, end). A range
+// that is no longer mapped (Badger dropped the table since the map was
+// read) is not an error.
+func pageOut(start, end uintptr) error {
+	_, _, errno := unix.Syscall(unix.SYS_MADVISE, start, end-start, unix.MADV_PAGEOUT)
+	switch errno {
+	case 0, unix.ENOMEM:
+		return nil
+	case unix.EINVAL:
+		return fmt.Errorf("madvise(MADV_PAGEOUT) on a spool table: %w (the kernel is older than Linux 5.4)", errno)
+	}
+	return fmt.Errorf("madvise(MADV_PAGEOUT) on a spool table: %w", errno)
 }

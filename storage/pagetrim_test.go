@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"unsafe"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -100,7 +102,7 @@ func TestTableTrimmerUnmapsOnlyTablePages(t *testing.T) {
 }
 
 func TestTableMappingParsesMaps(t *testing.T) {
-	tr := tableTrimmer{dir: "/var/lib/hl7edge/my spool"}
+	tr := &tableTrimmer{dir: "/var/lib/hl7edge/my spool"}
 	for _, tc := range []struct {
 		line string
 		want bool
@@ -119,5 +121,45 @@ func TestTableMappingParsesMaps(t *testing.T) {
 		if ok && (start != 0x7f0000000000 || end != 0x7f0000100000) {
 			t.Errorf("%q: range %x-%x", tc.line, start, end)
 		}
+	}
+}
+
+// maybeTrim leaves a few mapped pages alone and trims once they add up.
+func TestMaybeTrimWaitsForSlack(t *testing.T) {
+	dir := t.TempDir()
+	tr := newTableTrimmer(dir)
+	if err := tr.maybeTrim(); err != nil { // sets the floor
+		t.Fatal(err)
+	}
+	small := filepath.Join(dir, "000001.sst")
+	mappedFile(t, dir, "000001.sst", 64<<10)
+	if err := tr.maybeTrim(); err != nil {
+		t.Fatal(err)
+	}
+	if kb := residentKB(t, small); kb == 0 {
+		t.Fatal("64 KiB of table pages were trimmed: below the slack the map should not be walked")
+	}
+	mappedFile(t, dir, "000002.sst", 2*trimSlack)
+	if err := tr.maybeTrim(); err != nil {
+		t.Fatal(err)
+	}
+	if kb := residentKB(t, small) + residentKB(t, filepath.Join(dir, "000002.sst")); kb != 0 {
+		t.Fatalf("%d KiB of table pages still mapped after they grew past the slack", kb)
+	}
+}
+
+// Badger unmaps tables whenever a compaction ends; a range read from the
+// map just before must be passed over quietly.
+func TestPageOutSkipsUnmappedRange(t *testing.T) {
+	data, err := unix.Mmap(-1, 0, 1<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := uintptr(unsafe.Pointer(&data[0]))
+	if err := unix.Munmap(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := pageOut(start, start+1<<20); err != nil {
+		t.Fatalf("page out an unmapped range: %v", err)
 	}
 }
