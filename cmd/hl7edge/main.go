@@ -27,10 +27,11 @@ var version = "dev"
 // What stays live under full ingest is small (about 7 MiB plus the
 // memtables) since Badger's table builders stopped being pooled
 // (storage/third_party/ristretto/PATCHES.md), so the limit only paces the
-// collector through the bursts. In BenchmarkIngest 40 MiB held the peak RSS
-// at 57 MiB with no loss of throughput against 48 MiB (66 MiB peak); 36 MiB
-// began to cost throughput and p99.
-const defaultMemoryLimit = 40 << 20
+// collector through the bursts. BenchmarkIngest (16 connections, 100,000
+// lab results queued), three runs each, alternating: 38 MiB gave peak RSS
+// 56.7-58.9 MiB at 14.3-14.8k msgs/s, 40 MiB 57.5-60.6 MiB at 12.9-14.8k;
+// 36 MiB cost 8% of the throughput and a millisecond of p99.
+const defaultMemoryLimit = 38 << 20
 
 func main() {
 	// Everything hl7edge writes (spool, messages, firmware, session) is
