@@ -101,27 +101,13 @@ func benchIngest(b *testing.B, conns, total int) {
 	b.ReportMetric(float64(msgBytes), "msg-bytes")
 }
 
-// benchMessage is message n of a run: by default a lab result of about
-// 1.1 KiB whose identifiers and values differ from message to message
-// (hl7test.LabResult), which compresses as real traffic does.
-// HL7EDGE_BENCH_BODY=lorem sends the 1 KiB message of the earlier figures
-// instead, twelve identical OBX lines that compress about tenfold.
-func benchMessage() func(n int) []byte {
-	if os.Getenv("HL7EDGE_BENCH_BODY") == "lorem" {
-		body := strings.Repeat("OBX|1|TX|NOTE^Note||Lorem ipsum dolor sit amet consectetur adipiscing elit|\r", 12)
-		return func(n int) []byte {
-			return fmt.Appendf(nil, "MSH|^~\\&|BENCH|LAB|GW|HOSP|20261122||ORU^R01|B%07d|P|2.5.1\rPID|1||MRN%07d\r%s", n, n, body)
-		}
-	}
-	return hl7test.LabResult
-}
-
 // drive sends total messages over conns lockstep MLLP connections (each
 // waits for its ACK before the next) and returns every ACK latency, sorted,
 // the wall time and one message's size. Any refusal fails the benchmark.
 func drive(b *testing.B, addr string, conns, total int) (lat []time.Duration, elapsed time.Duration, msgBytes int64) {
 	b.Helper()
-	message := benchMessage()
+	// Lab results, or the old lorem body with HL7EDGE_BENCH_BODY=lorem.
+	message := hl7test.BenchMessages()
 	lats := make([][]time.Duration, conns)
 	var wg sync.WaitGroup
 	start := time.Now()

@@ -60,9 +60,10 @@ func benchIngestInProcess(b *testing.B, destYAML string, conns int) {
 	for i := range clients {
 		clients[i] = g.Dial(b)
 	}
+	message := hl7test.BenchMessages() // HL7EDGE_BENCH_BODY=lorem for the old body
 	msgs := make([][]byte, b.N)
 	for i := range msgs {
-		msgs[i] = hl7test.LabResult(i)
+		msgs[i] = message(i)
 	}
 	b.SetBytes(int64(len(msgs[0])))
 	commits0 := g.GW.Spool().Stats().Commits

@@ -4,6 +4,7 @@ package hl7test
 
 import (
 	"fmt"
+	"os"
 	"strings"
 )
 
@@ -50,4 +51,23 @@ func LabResult(n int) []byte {
 		fmt.Fprintf(&b, "OBX|%d|NM|%s^%s^LN||%.1f|%s|%s|%s|||F|||20261130%02d%02d\r", i+1, a.code, a.name, v, a.unit, a.ref, flag, h%24, h%60)
 	}
 	return []byte(b.String())
+}
+
+// loremBody is the padding of the benchmarks' first message body: twelve
+// identical OBX lines, which compress about tenfold.
+var loremBody = strings.Repeat("OBX|1|TX|NOTE^Note||Lorem ipsum dolor sit amet consectetur adipiscing elit|\r", 12)
+
+// Lorem is the 1 KiB message the benchmarks sent before LabResult, kept so
+// that figures stay comparable with earlier ones.
+func Lorem(n int) []byte {
+	return fmt.Appendf(nil, "MSH|^~\\&|BENCH|LAB|GW|HOSP|20261122||ORU^R01|B%07d|P|2.5.1\rPID|1||MRN%07d\r%s", n, n, loremBody)
+}
+
+// BenchMessages is what the benchmarks send: LabResult, or Lorem when
+// HL7EDGE_BENCH_BODY=lorem.
+func BenchMessages() func(n int) []byte {
+	if os.Getenv("HL7EDGE_BENCH_BODY") == "lorem" {
+		return Lorem
+	}
+	return LabResult
 }
