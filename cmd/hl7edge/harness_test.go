@@ -149,10 +149,19 @@ func startDaemon(t testing.TB, cfgPath, socket, waitAddr string) *daemon {
 	}()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
+		// The gateway and the admin socket start side by side: a test that
+		// asks for stats the moment MLLP listens could find the socket
+		// bound but not yet listening. Wait for both.
 		c, err := net.DialTimeout("tcp", waitAddr, time.Second)
 		if err == nil {
 			c.Close()
-			return d
+			if socket == "" {
+				return d
+			}
+			if a, err := net.DialTimeout("unix", socket, time.Second); err == nil {
+				a.Close()
+				return d
+			}
 		}
 		select {
 		case <-d.exited:
