@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -176,28 +175,11 @@ func watchRSS(pid int) func() (anonKB, fileKB int64) {
 // statusKB reads RssAnon and RssFile without failing: the sampler must not
 // call testing.TB from its own goroutine.
 func statusKB(pid int) (anon, file int64) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	v, err := procFields(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, 0
 	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) == 0 {
-			continue
-		}
-		n, _ := strconv.ParseInt(f[0], 10, 64)
-		switch k {
-		case "RssAnon":
-			anon = n
-		case "RssFile":
-			file = n
-		}
-	}
-	return anon, file
+	return v["RssAnon"], v["RssFile"]
 }
 
 func procIO(b testing.TB, pid int, key string) int64 {
@@ -209,22 +191,32 @@ func procStatusKB(b testing.TB, pid int, key string) int64 {
 }
 
 func procField(b testing.TB, path, key string) int64 {
-	f, err := os.Open(path)
+	v, err := procFields(path)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if ok && k == key {
-			fields := strings.Fields(v)
-			if len(fields) > 0 {
-				n, _ := strconv.ParseInt(fields[0], 10, 64)
-				return n
+	n, ok := v[key]
+	if !ok {
+		b.Fatalf("%s has no %s", path, key)
+	}
+	return n
+}
+
+// procFields reads the "key: number ..." lines of a /proc file such as
+// status or io.
+func procFields(path string) (map[string]int64, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	v := map[string]int64{}
+	for line := range strings.SplitSeq(string(raw), "\n") {
+		k, rest, ok := strings.Cut(line, ":")
+		if f := strings.Fields(rest); ok && len(f) > 0 {
+			if n, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+				v[k] = n
 			}
 		}
 	}
-	b.Fatalf("%s has no %s", path, key)
-	return 0
+	return v, nil
 }
