@@ -440,7 +440,7 @@ func (g *group) commitAndSync() error {
 		}
 	}
 	if syncErr == nil {
-		syncErr = g.s.wal.sync()
+		syncErr = g.s.wal.syncAll()
 	}
 	if syncErr == nil && g.bigValue {
 		syncErr = g.s.db.Sync() // the value log holds part of this group

@@ -57,7 +57,7 @@ func Open(cfg Config, o Options) (*Spool, error) {
 		return nil, fmt.Errorf("%w: open %s: %w (nothing was changed or deleted; `hl7edge spool salvage` copies what is readable into a fresh spool, see docs/power-loss.md)", ErrUnreadable, cfg.Dir, err)
 	}
 	s := &Spool{
-		cfg: cfg, db: db, wal: walSyncer{dir: cfg.Dir}, lock: lock, log: o.Log, now: o.Now,
+		cfg: cfg, db: db, wal: newLogSyncer(cfg.Dir, walExt, fdatasync), lock: lock, log: o.Log, now: o.Now,
 		reqs:   make(chan *appendReq, 1024),
 		stop:   make(chan struct{}),
 		gcKick: make(chan struct{}, 1), gcEvery: o.GCInterval,

@@ -83,7 +83,7 @@ type Options struct {
 type Spool struct {
 	cfg  Config
 	db   *badger.DB
-	wal  walSyncer // the commit loop's alone
+	wal  logSyncer // memtable logs; the commit loop's alone
 	lock *os.File  // held from before Badger opens until after it closes
 	log  *slog.Logger
 	now  func() time.Time

@@ -12,95 +12,107 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// walSyncer makes a committed group durable by syncing Badger's memtable
-// write-ahead logs (the NNNNN.mem files in the spool directory) itself,
-// instead of calling badger.DB.Sync.
+// logSyncer makes what Badger appended to one kind of its numbered log files
+// durable by syncing them itself: the memtable write-ahead logs (NNNNN.mem)
+// after every group commit, and the value logs (NNNNNN.vlog) where a value
+// of valueThreshold or more was written.
 //
-// Two reasons, both about the promise that an ACK survives a power cut:
+// Why not badger.DB.Sync, for the promise that an ACK survives a power cut:
 //
-//   - DB.Sync syncs only the memtable that is current when it runs. Another
-//     writer (a delivery mark, counters) can fill the memtable between our
-//     commit and the sync; Badger then starts a new one, and the group's
-//     records sit in the previous log, unsynced, until the background flush
-//     turns them into a table. The syncer walks every log from the one it
-//     synced last to the newest, so a rotation in between is covered.
-//   - DB.Sync also syncs the value log, and an fsync of a file with nothing
-//     dirty still costs a disk cache flush on ext4. Messages are stored
-//     inline (below the value threshold), so that second flush bought
-//     nothing and halved what one lockstep sender could get through.
-//     Groups that did put a value in the value log still call DB.Sync.
-//   - It uses fdatasync, not fsync. Badger writes the log through a memory
+//   - DB.Sync syncs only the memtable and the value-log file that are
+//     current when it runs. Another writer (a delivery mark, counters) can
+//     fill the memtable between our commit and the sync, and a large value
+//     can fill a value-log file; Badger then starts a new one, and the
+//     group's records sit in the previous file, unsynced. The syncer walks
+//     every file from the one it synced last to the newest, so a rotation in
+//     between is covered.
+//   - DB.Sync syncs both kinds each time, and an fsync of a file with
+//     nothing dirty still costs a disk cache flush on ext4. Most messages
+//     are stored inline, so that second flush bought nothing and halved
+//     what one lockstep sender could get through.
+//   - It uses fdatasync, not fsync. Badger writes both logs through a memory
 //     map, which moves the file's modification time with every write; fsync
 //     then commits a journal transaction for the time stamp alone, where
 //     fdatasync writes the data and only the metadata needed to read it back
-//     (block allocation, size). The time stamp of a memtable log is read by
-//     nothing.
+//     (block allocation, size). The time stamps are read by nothing.
 //
-// It relies on Badger naming its memtable logs with increasing numbers
-// (memtable.go: "%05d.mem"); TestWALSyncerFollowsBadger holds Badger to
-// that on every build.
-type walSyncer struct {
-	dir string
-	fid int      // number of the log f is open on; 0 before the first sync
-	f   *os.File // the newest log synced so far
+// It relies on Badger numbering each kind of log with increasing numbers
+// (memtable.go: "%05d.mem", value.go: "%06d.vlog");
+// TestWALSyncerFollowsBadger holds Badger to that on every build.
+type logSyncer struct {
+	dir  string
+	ext  string
+	fid  int      // number of the file f is open on; 0 before the first sync
+	f    *os.File // the newest file synced so far
+	sync func(*os.File) error
 }
 
-const walExt = ".mem"
+const (
+	walExt  = ".mem"
+	vlogExt = ".vlog"
+)
 
-func (w *walSyncer) path(fid int) string {
-	return filepath.Join(w.dir, fmt.Sprintf("%05d%s", fid, walExt))
+func newLogSyncer(dir, ext string, sync func(*os.File) error) logSyncer {
+	return logSyncer{dir: dir, ext: ext, sync: sync}
 }
 
-// wals lists the numbers of the memtable logs in dir, lowest first.
-func wals(dir string) ([]int, error) {
+// logFile is one numbered log file in the spool directory.
+type logFile struct {
+	fid  int
+	name string
+}
+
+// logFiles lists dir's logs of one kind.
+func logFiles(dir, ext string) ([]logFile, error) {
 	ents, err := os.ReadDir(dir) // sorted by name, and the names are zero-padded
 	if err != nil {
 		return nil, err
 	}
-	var fids []int
+	var out []logFile
 	for _, e := range ents {
-		if n, ok := strings.CutSuffix(e.Name(), walExt); ok {
+		if n, ok := strings.CutSuffix(e.Name(), ext); ok {
 			if fid, err := strconv.Atoi(n); err == nil {
-				fids = append(fids, fid)
+				out = append(out, logFile{fid: fid, name: e.Name()})
 			}
 		}
 	}
-	return fids, nil
+	return out, nil
 }
 
-// sync makes everything committed to any memtable log so far durable. Every
-// log from the last one it synced to the newest is synced: those are the
-// only ones that can hold writes made since. A log that has disappeared was
-// flushed into a table Badger had synced, and removed.
+// syncAll makes everything written to any log of its kind so far durable.
+// Every file from the last one it synced to the newest is synced: those are
+// the only ones that can hold writes made since. A file that has
+// disappeared was flushed into a table Badger had synced (or cleaned up),
+// and removed.
 //
 // Listing the directory each time costs a few microseconds against an
 // fsync's hundreds, and needs no guess about how Badger rotates.
-func (w *walSyncer) sync() error {
-	fids, err := wals(w.dir)
+func (w *logSyncer) syncAll() error {
+	files, err := logFiles(w.dir, w.ext)
 	if err != nil {
-		return fmt.Errorf("list memtable logs in %s: %w", w.dir, err)
+		return fmt.Errorf("list %s files in %s: %w", w.ext, w.dir, err)
 	}
-	if len(fids) == 0 {
+	if len(files) == 0 && w.ext == walExt {
 		return fmt.Errorf("no memtable log (*%s) in %s: the spool directory was changed behind the daemon's back; restart it", walExt, w.dir)
 	}
-	for _, fid := range fids {
-		if fid < w.fid {
+	for _, lf := range files {
+		if lf.fid < w.fid {
 			continue
 		}
-		if fid != w.fid || w.f == nil {
-			f, err := os.OpenFile(w.path(fid), os.O_RDWR, 0)
+		if lf.fid != w.fid || w.f == nil {
+			f, err := os.OpenFile(filepath.Join(w.dir, lf.name), os.O_RDWR, 0)
 			if errors.Is(err, fs.ErrNotExist) {
 				continue // flushed and removed since the listing
 			}
 			if err != nil {
-				return fmt.Errorf("open memtable log: %w", err)
+				return fmt.Errorf("open %s: %w", lf.name, err)
 			}
 			if w.f != nil {
 				_ = w.f.Close()
 			}
-			w.fid, w.f = fid, f
+			w.fid, w.f = lf.fid, f
 		}
-		if err := fdatasync(w.f); err != nil {
+		if err := w.sync(w.f); err != nil {
 			return fmt.Errorf("sync %s: %w", w.f.Name(), err)
 		}
 	}
@@ -128,11 +140,11 @@ func fdatasync(f *os.File) error {
 	return serr
 }
 
-func (w *walSyncer) close() error {
+func (w *logSyncer) close() error {
 	if w.f == nil {
 		return nil
 	}
 	err := w.f.Close()
-	w.f = nil
+	w.f, w.fid = nil, 0
 	return err
 }

@@ -28,11 +28,11 @@ func TestWALSyncerFollowsBadger(t *testing.T) {
 		}
 		// Append's answer comes after the commit loop's sync, which set s.wal.
 		fid := s.wal.fid
-		fids, err := wals(dir)
+		fids, err := logFiles(dir, walExt)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if newest := fids[len(fids)-1]; fid != newest {
+		if newest := fids[len(fids)-1].fid; fid != newest {
 			t.Fatalf("after message %d the syncer is on log %d, the newest is %d", i, fid, newest)
 		}
 		body, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("%05d.mem", fid)))
@@ -62,9 +62,9 @@ func TestWALSyncerWalksEveryNewLog(t *testing.T) {
 		}
 	}
 	touch(3)
-	w := walSyncer{dir: dir}
+	w := newLogSyncer(dir, walExt, fdatasync)
 	defer w.close()
-	if err := w.sync(); err != nil || w.fid != 3 {
+	if err := w.syncAll(); err != nil || w.fid != 3 {
 		t.Fatalf("first sync: fid %d, err %v", w.fid, err)
 	}
 	touch(4)
@@ -72,7 +72,7 @@ func TestWALSyncerWalksEveryNewLog(t *testing.T) {
 	if err := os.Remove(filepath.Join(dir, "00003.mem")); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.sync(); err != nil || w.fid != 5 {
+	if err := w.syncAll(); err != nil || w.fid != 5 {
 		t.Fatalf("after two rotations: fid %d, err %v; want 5", w.fid, err)
 	}
 	for _, f := range []string{"00004.mem", "00005.mem"} {
@@ -80,7 +80,7 @@ func TestWALSyncerWalksEveryNewLog(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := w.sync(); err == nil {
+	if err := w.syncAll(); err == nil {
 		t.Fatal("sync with no memtable log at all succeeded; it must say the directory was changed")
 	}
 }
