@@ -121,7 +121,7 @@ func readAll(from, work string, cfg Config, key []byte, o Options) (map[string]s
 			problems = append(problems, "the spool is encrypted: tables are read through Badger only")
 			break
 		}
-		if err := readTable(t, kv); err != nil {
+		if err := readTable(t, c1, kv); err != nil {
 			problems = append(problems, fmt.Sprintf("table %s: %v", filepath.Base(t), err))
 		}
 	}
@@ -130,7 +130,10 @@ func readAll(from, work string, cfg Config, key []byte, o Options) (map[string]s
 		return nil, "", problems, err
 	}
 	logs, _ := filepath.Glob(filepath.Join(c1, "*"+walExt))
-	for _, l := range append(logs, filepath.Join(c1, "KEYREGISTRY")) {
+	// The value logs go with them: Badger resolves the logs' pointers to
+	// messages over 256 KiB there.
+	vlogs, _ := filepath.Glob(filepath.Join(c1, "*"+vlogExt))
+	for _, l := range append(append(logs, vlogs...), filepath.Join(c1, "KEYREGISTRY")) {
 		if err := copyFile(l, filepath.Join(c2, filepath.Base(l))); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			problems = append(problems, fmt.Sprintf("copy %s: %v", filepath.Base(l), err))
 		}
@@ -199,8 +202,9 @@ const (
 	metaValuePointer = 1 << 1
 )
 
-// readTable reads one table file on its own.
-func readTable(path string, kv map[string]salvaged) (err error) {
+// readTable reads one table file on its own; values in the value log are
+// read from the value-log files in dir.
+func readTable(path, dir string, kv map[string]salvaged) (err error) {
 	defer func() {
 		if r := recover(); r != nil { // a torn table can make the reader index out of range
 			err = fmt.Errorf("unreadable: %v", r)
@@ -226,9 +230,13 @@ func readTable(path string, kv map[string]salvaged) (err error) {
 		case vs.Meta&metaDelete != 0:
 			merge(kv, k, salvaged{version: ver, deleted: true})
 		case vs.Meta&metaValuePointer != 0:
-			// The value is in the value log (messages over 256 KiB); only
-			// Badger can resolve the pointer.
-			merge(kv, k, salvaged{version: ver, deleted: true})
+			// The value is in the value log (messages over 256 KiB). One
+			// that cannot be read counts as absent, as a torn block does.
+			v, err := readValuePointer(dir, vs.Value)
+			if err != nil {
+				continue
+			}
+			merge(kv, k, salvaged{version: ver, value: v, expiresAt: vs.ExpiresAt})
 		default:
 			merge(kv, k, salvaged{version: ver, value: vs.Value, expiresAt: vs.ExpiresAt})
 		}
@@ -258,18 +266,17 @@ func rebuild(cfg Config, o Options, kv map[string]salvaged, rep *SalvageReport) 
 	if err != nil {
 		return fmt.Errorf("salvage: open a fresh spool in %s: %w", cfg.Dir, err)
 	}
-	if err := requeueSalvaged(sp, got, rep); err != nil {
+	// Dead letters keep their old numbers, so they go first and the
+	// re-queued messages are numbered above them.
+	if err := restoreDeadAndRemote(sp, got, rep); err != nil {
 		_ = sp.Close()
-		return err
+		return fmt.Errorf("salvage: write dead letters and remote IDs: %w", err)
 	}
-	err = restoreDeadAndRemote(sp, got, rep)
+	err = requeueSalvaged(sp, got, rep)
 	if cerr := sp.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		return fmt.Errorf("salvage: write dead letters and remote IDs: %w", err)
-	}
-	return nil
+	return err
 }
 
 // sortSalvaged keeps the live, unexpired keys of kv by family, noting the
@@ -356,26 +363,35 @@ func requeueSalvaged(sp *Spool, got *salvagedSpool, rep *SalvageReport) error {
 }
 
 // restoreDeadAndRemote writes the dead letters and remembered remote IDs
-// back as they were, and fsyncs.
+// back as they were, syncs, and numbers what comes next above the dead
+// letters.
 func restoreDeadAndRemote(sp *Spool, got *salvagedSpool, rep *SalvageReport) error {
-	err := sp.db.Update(func(txn *badger.Txn) error {
-		for _, d := range got.deads {
-			if err := txn.Set(d.key, d.rec.encode()); err != nil {
-				return err
-			}
+	wb := sp.db.NewWriteBatch()
+	defer wb.Cancel()
+	var top uint64
+	for _, d := range got.deads {
+		if err := wb.Set(d.key, d.rec.encode()); err != nil {
+			return err
 		}
-		for _, e := range got.remotes {
-			if err := txn.SetEntry(e); err != nil {
-				return err
-			}
+		top = max(top, seqOf(d.key))
+	}
+	for _, e := range got.remotes {
+		if err := wb.SetEntry(e); err != nil {
+			return err
 		}
-		return nil
-	})
-	if err != nil {
+	}
+	if err := wb.Flush(); err != nil {
+		return err
+	}
+	if err := sp.syncLogs(true); err != nil {
 		return err
 	}
 	rep.Dead, rep.RemoteIDs = len(got.deads), len(got.remotes)
-	return sp.db.Sync()
+	sp.mu.Lock()
+	sp.lastSeq = max(sp.lastSeq, top)
+	sp.durableSeq = sp.lastSeq
+	sp.mu.Unlock()
+	return nil
 }
 
 func copyDir(from, to string) error {
