@@ -35,7 +35,7 @@ func (s *Spool) gcLoop() {
 	defer s.wg.Done()
 	t := time.NewTicker(s.gcEvery)
 	defer t.Stop()
-	vlogGC := time.NewTicker(10 * time.Minute)
+	vlogGC := time.NewTicker(s.cfg.ValueLogCleanup.D())
 	defer vlogGC.Stop()
 	trim := time.NewTicker(100 * time.Millisecond)
 	defer trim.Stop()
@@ -55,9 +55,7 @@ func (s *Spool) gcLoop() {
 			s.saveCounters()
 		case <-s.gcKick:
 		case <-vlogGC.C:
-			// Only messages over the value threshold (256 KiB) live in the value log.
-			for s.db.RunValueLogGC(0.5) == nil {
-			}
+			s.cleanValueLog()
 			continue
 		}
 		if err := s.dropDelivered(); err != nil {
@@ -84,9 +82,9 @@ func (s *Spool) dropDelivered() error {
 		prefixes[i] = segPrefix(seg)
 	}
 	s.log.Debug("spool dropping delivered segments", "segments", len(drop))
-	s.dropMu.Lock()
+	s.dbMu.Lock()
 	err := s.db.DropPrefix(prefixes...)
-	s.dropMu.Unlock()
+	s.dbMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("drop %d delivered segments: %w", len(drop), err)
 	}
@@ -113,8 +111,8 @@ func (s *Spool) saveCounters() {
 	if len(changed) == 0 {
 		return
 	}
-	s.dropMu.RLock()
-	defer s.dropMu.RUnlock()
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
 	err := s.db.Update(func(txn *badger.Txn) error {
 		for d, n := range changed {
 			if err := txn.Set([]byte("xdelv"+d), binary.BigEndian.AppendUint64(nil, n)); err != nil {
@@ -138,4 +136,40 @@ func (s *Spool) refreshFreeDisk() {
 	s.mu.Lock()
 	s.freeDisk = int64(st.Bavail) * int64(st.Bsize)
 	s.mu.Unlock()
+}
+
+// cleanValueLog gives back the space of value-log files that are mostly
+// garbage. Only messages over the value threshold (256 KiB) live there.
+//
+// Badger's clean-up copies a file's live values into the current value-log
+// file, unsynced (SyncWrites is off), and then removes the old file: a cut
+// after the removal is durable but before the copies are loses every
+// message that was copied. An open iterator makes Badger defer removing
+// rewritten files until the last iterator closes; so one is held across
+// the clean-up, the copies and their new pointers are synced, and only then
+// is it closed.
+func (s *Spool) cleanValueLog() {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	if s.db == nil {
+		return
+	}
+	txn := s.db.NewTransaction(false)
+	hold := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
+	n := 0
+	for s.db.RunValueLogGC(0.5) == nil {
+		n++
+	}
+	if n > 0 {
+		if err := s.syncLogs(true); err != nil {
+			// Never close hold: the old files then stay until the DB is
+			// closed, which leaves them in place, and the re-open after
+			// the fault reads whichever copy the disk kept.
+			s.markFault(err)
+			s.log.Error("spool value-log clean-up could not sync the copied messages; the old value-log files are kept", "err", err)
+			return
+		}
+	}
+	hold.Close()
+	txn.Discard()
 }

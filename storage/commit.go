@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -145,10 +146,22 @@ func (s *Spool) commitLoop() {
 	gatherTimer := time.NewTimer(time.Hour)
 	gatherTimer.Stop()
 	var syncTook time.Duration // how long the last group's commit and fsync took
+	reopen := time.NewTimer(time.Hour)
+	reopen.Stop()
+	defer reopen.Stop()
+	armed := false
 	for {
+		if !armed && s.faultErr() != nil {
+			reopen.Reset(faultRetry)
+			armed = true
+		}
 		select {
 		case r := <-s.reqs:
 			batch = append(batch[:0], r)
+		case <-reopen.C:
+			armed = false
+			s.tryReopen()
+			continue
 		case <-s.stop:
 			// Requests queued before close are still honoured.
 			for {
@@ -234,8 +247,14 @@ type pendingWrite struct {
 // fsynced once, the in-memory counters follow what was committed, and only
 // then is each sender told.
 func (s *Spool) commit(batch []*appendReq) {
-	s.dropMu.RLock()
-	defer s.dropMu.RUnlock()
+	if err := s.faultErr(); err != nil {
+		for _, r := range batch {
+			r.done <- appendRes{err: err}
+		}
+		return
+	}
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
 	g := s.newGroup()
 	defer func() { g.txn.Discard() }()
 	writes := make([]*pendingWrite, 0, len(batch))
@@ -424,8 +443,9 @@ func (g *group) flush() {
 
 // commitAndSync saves the last sequence number with the group's last
 // transaction, commits it and fsyncs once for the whole group (walsync.go
-// says why that is not badger.DB.Sync). It returns the
-// error that makes the whole group unsafe to acknowledge.
+// says why that is not badger.DB.Sync). A transaction that failed fails
+// only its own writes (commit sets their errors); the returned error is the
+// sync's, which makes every write of the group unsafe to acknowledge.
 func (g *group) commitAndSync() error {
 	if g.txnSize > 0 || g.seq != g.s.lastSeq {
 		if err := g.txn.SetEntry(badger.NewEntry(keyLastSeq, binary.BigEndian.AppendUint64(nil, g.seq))); err != nil && g.txnErr == nil {
@@ -433,19 +453,9 @@ func (g *group) commitAndSync() error {
 		}
 	}
 	g.flush()
-	var syncErr error
-	for _, err := range g.txnErrs {
-		if err != nil {
-			syncErr = err
-		}
-	}
-	if syncErr == nil {
-		syncErr = g.s.wal.syncAll()
-	}
-	if syncErr == nil && g.bigValue {
-		syncErr = g.s.db.Sync() // the value log holds part of this group
-	}
-	return syncErr
+	// A group that put a value in the value log syncs that too, every
+	// value-log file it may have reached.
+	return g.s.syncLogs(g.bigValue)
 }
 
 // account brings the in-memory counters up to what the group committed.
@@ -480,11 +490,37 @@ func (s *Spool) account(g *group, writes []*pendingWrite, syncErr error) {
 			s.deadBytes -= w.deadSize
 		}
 	}
-	if syncErr != nil {
-		s.storageErr = fmt.Sprintf("spool write failed: %v", syncErr)
-	} else {
-		s.storageErr = ""
+	var txnErr error
+	for _, err := range g.txnErrs {
+		txnErr = cmp.Or(txnErr, err)
 	}
+	switch {
+	case syncErr != nil:
+		s.faultLocked(syncErr, doubtful(writes))
+	case s.fault != nil:
+	case txnErr != nil:
+		s.storageErr = fmt.Sprintf("spool write failed: %v", txnErr)
+		s.durableSeq = g.seq
+	default:
+		s.storageErr = ""
+		s.durableSeq = g.seq
+	}
+}
+
+// doubtful lists the committed writes of a group whose sync failed.
+func doubtful(writes []*pendingWrite) []inDoubt {
+	var out []inDoubt
+	for _, w := range writes {
+		if w.err != nil || w.res.Duplicate || w.deadDest != "" {
+			continue
+		}
+		d := inDoubt{seq: w.res.Seq, seg: w.seg, dests: w.dests, undeliv: w.undeliv}
+		if e := w.req.e; e.RemoteID != "" {
+			d.remote = remoteKey(e.Source, e.RemoteID)
+		}
+		out = append(out, d)
+	}
+	return out
 }
 
 // reply tells each sender its verdict and wakes the destinations that have
@@ -492,7 +528,7 @@ func (s *Spool) account(g *group, writes []*pendingWrite, syncErr error) {
 func (s *Spool) reply(writes []*pendingWrite, syncErr error) {
 	for _, w := range writes {
 		if w.err == nil && syncErr != nil {
-			w.err = fmt.Errorf("spool commit in %s failed: %w (check the disk; the sender should retry)", s.cfg.Dir, syncErr)
+			w.err = fmt.Errorf("%w in %s: %w (messages are refused until the spool is re-opened from disk; the sender should retry; check the card)", ErrStorageFault, s.cfg.Dir, syncErr)
 		}
 		if w.err == nil && !w.res.Duplicate {
 			for _, d := range w.dests {

@@ -15,9 +15,9 @@ func TestIntakeIdleWhileAnAppendWaits(t *testing.T) {
 	if _, busy := s.IntakeIdle(); busy != nil {
 		t.Fatal("intake busy before any Append")
 	}
-	// Holding dropMu keeps the commit loop from committing, so the Append
+	// Holding dbMu keeps the commit loop from committing, so the Append
 	// below stays in flight until it is let go.
-	s.dropMu.Lock()
+	s.dbMu.Lock()
 	done := make(chan error, 1)
 	go func() {
 		_, err := s.Append(context.Background(), Entry{Source: "src", Raw: msg(1), Dests: []string{"a"}})
@@ -33,7 +33,7 @@ func TestIntakeIdleWhileAnAppendWaits(t *testing.T) {
 		t.Fatal("busy channel closed while the Append still waits for its commit")
 	default:
 	}
-	s.dropMu.Unlock()
+	s.dbMu.Unlock()
 	<-busy // closed once the Append has its answer
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -97,7 +97,7 @@ func TestIntakeIdleAskedNoMoreOnceAQuarterFull(t *testing.T) {
 		big[i] = byte('A' + i%26)
 	}
 	hold := func() (busy <-chan struct{}, release func()) {
-		s.dropMu.Lock()
+		s.dbMu.Lock()
 		done := make(chan error, 1)
 		go func() {
 			_, err := s.Append(context.Background(), Entry{Source: "src", Raw: msg(0), Dests: []string{"a"}})
@@ -108,7 +108,7 @@ func TestIntakeIdleAskedNoMoreOnceAQuarterFull(t *testing.T) {
 		}
 		_, busy = s.IntakeIdle()
 		return busy, func() {
-			s.dropMu.Unlock()
+			s.dbMu.Unlock()
 			if err := <-done; err != nil {
 				t.Fatal(err)
 			}

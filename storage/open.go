@@ -51,13 +51,16 @@ func Open(cfg Config, o Options) (*Spool, error) {
 		_ = lock.Close()
 		return nil, err
 	}
-	db, err := badger.Open(badgerOptions(cfg, key, o.Log))
+	bopts := badgerOptions(cfg, key, o.Log)
+	db, err := badger.Open(bopts)
 	if err != nil {
 		_ = lock.Close()
 		return nil, fmt.Errorf("%w: open %s: %w (nothing was changed or deleted; `hl7edge spool salvage` copies what is readable into a fresh spool, see docs/power-loss.md)", ErrUnreadable, cfg.Dir, err)
 	}
 	s := &Spool{
-		cfg: cfg, db: db, wal: newLogSyncer(cfg.Dir, walExt, fdatasync), lock: lock, log: o.Log, now: o.Now,
+		cfg: cfg, db: db, bopts: bopts, lock: lock, log: o.Log, now: o.Now,
+		wal:    newLogSyncer(cfg.Dir, walExt, fdatasync),
+		vlog:   newLogSyncer(cfg.Dir, vlogExt, fdatasync),
 		reqs:   make(chan *appendReq, 1024),
 		stop:   make(chan struct{}),
 		gcKick: make(chan struct{}, 1), gcEvery: o.GCInterval,
@@ -69,11 +72,16 @@ func Open(cfg Config, o Options) (*Spool, error) {
 		s.queued[d] = 0
 		s.notify[d] = make(chan struct{}, 1)
 	}
-	if err := s.load(); err != nil {
+	err = s.dropHalfKills()
+	if err == nil {
+		err = s.load()
+	}
+	if err != nil {
 		_ = db.Close()
 		_ = lock.Close()
 		return nil, fmt.Errorf("%w: read %s: %w (nothing was changed or deleted; `hl7edge spool salvage` copies what is readable into a fresh spool, see docs/power-loss.md)", ErrUnreadable, cfg.Dir, err)
 	}
+	s.durableSeq = s.lastSeq
 	s.atStart = maps.Clone(s.queued)
 	s.logBacklog()
 	s.refreshFreeDisk()
@@ -168,6 +176,7 @@ func (s *Spool) load() error {
 					return err
 				}
 				s.seg(seg).pending++
+				s.lastSeq = max(s.lastSeq, seqOf(k))
 				if _, known := s.queued[dest]; known {
 					s.queued[dest]++
 				} else {
@@ -177,6 +186,9 @@ func (s *Spool) load() error {
 				if dest, ok := nameOf(k); ok {
 					s.dead[dest]++
 					s.deadBytes += int64(item.ValueSize())
+					// A salvage restores dead letters under their old
+					// numbers: the next message is numbered above them.
+					s.lastSeq = max(s.lastSeq, seqOf(k))
 				}
 			case famUndeliv:
 				s.undeliv++
@@ -201,6 +213,44 @@ func (s *Spool) load() error {
 		}
 		return nil
 	})
+}
+
+// dropHalfKills removes dead-letter copies whose message is still queued
+// for the same destination under the same number. Kill writes the copy,
+// syncs, and only then releases the queue entry; a cut in between leaves
+// both, and the message is still owed, so the copy goes. (A re-queued dead
+// letter gets a new number, so the two never stand together otherwise.)
+func (s *Spool) dropHalfKills() error {
+	var half [][]byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{famDead}, PrefetchValues: false})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().KeyCopy(nil)
+			dest, ok := nameOf(k)
+			if !ok {
+				continue
+			}
+			if _, err := txn.Get(namedSeqKey(famQueue, dest, seqOf(k))); err == nil {
+				half = append(half, k)
+			} else if !errors.Is(err, badger.ErrKeyNotFound) {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil || len(half) == 0 {
+		return err
+	}
+	s.log.Warn("spool removes dead-letter copies of messages that are still queued (a kill was cut short); the messages stay queued", "count", len(half))
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, k := range half {
+		if err := wb.Delete(k); err != nil {
+			return err
+		}
+	}
+	return wb.Flush()
 }
 
 func cutPrefix(k []byte, p string) (string, bool) {
@@ -238,9 +288,15 @@ func (s *Spool) Close() error {
 	s.closeMu.Unlock()
 	close(s.stop)
 	s.wg.Wait()
+	s.syncMu.Lock()
 	_ = s.wal.close()
+	_ = s.vlog.close()
+	s.syncMu.Unlock()
 	s.saveCounters()
-	err := s.db.Close()
+	var err error
+	if s.db != nil { // nil when a re-open after a fault failed
+		err = s.db.Close()
+	}
 	_ = s.lock.Close()
 	if err != nil {
 		return fmt.Errorf("close spool %s: %w", s.cfg.Dir, err)

@@ -25,6 +25,9 @@ type Config struct {
 	UndeliverableRetention units.Duration `yaml:"undeliverable_retention"`
 	// SegmentMessages is how many messages share one segment (dropped as one).
 	SegmentMessages int `yaml:"segment_messages"`
+	// ValueLogCleanup is how often the value log, where messages of 256 KiB
+	// and more live, is cleaned of delivered ones.
+	ValueLogCleanup units.Duration `yaml:"value_log_cleanup"`
 }
 
 // SetDefaults fills what a hospital would expect when a key is left out.
@@ -47,6 +50,9 @@ func (c *Config) SetDefaults() {
 	if c.SegmentMessages == 0 {
 		c.SegmentMessages = 2048
 	}
+	if c.ValueLogCleanup == 0 {
+		c.ValueLogCleanup = units.Duration(10 * time.Minute)
+	}
 }
 
 // Validate checks the block.
@@ -59,6 +65,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SegmentMessages < 16 || c.SegmentMessages > 1<<20 {
 		return fmt.Errorf("spool.segment_messages %d is outside 16..1048576", c.SegmentMessages)
+	}
+	if c.ValueLogCleanup.D() < time.Second {
+		return fmt.Errorf("spool.value_log_cleanup %s is below 1s: leave it out for the default of 10m", c.ValueLogCleanup.D())
 	}
 	return nil
 }

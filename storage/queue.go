@@ -59,10 +59,15 @@ func (s *Spool) Wait(dest string) <-chan struct{} {
 }
 
 // Next returns up to max messages queued for dest with a sequence number
-// above after, oldest first.
+// above after, oldest first. A message whose group commit is not yet synced
+// is not handed out: if the sync failed or the power went, the sender would
+// send it again and the destination would get it under a second GUID.
 func (s *Spool) Next(dest string, after uint64, max int) ([]flow.Message, error) {
+	s.mu.Lock()
+	durable := s.durableSeq
+	s.mu.Unlock()
 	var out []flow.Message
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		prefix := namedPrefix(famQueue, dest)
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
 		defer it.Close()
@@ -70,6 +75,9 @@ func (s *Spool) Next(dest string, after uint64, max int) ([]flow.Message, error)
 		for it.Seek(namedSeqKey(famQueue, dest, after+1)); it.Valid() && len(out) < max && budget > 0; it.Next() {
 			item := it.Item()
 			seq := seqOf(item.Key())
+			if seq > durable {
+				break
+			}
 			seg, err := segOf(item)
 			if err != nil {
 				return err
@@ -110,12 +118,21 @@ func (s *Spool) Kill(dest string, seq uint64, reason string, attempts int) error
 }
 
 func (s *Spool) release(dest string, seq uint64, deadReason string, attempts int) error {
+	var deadSize int64
+	if deadReason != "" {
+		var err error
+		if deadSize, err = s.copyToDead(dest, seq, deadReason, attempts); err != nil || deadSize == 0 {
+			return err
+		}
+	}
 	qk := namedSeqKey(famQueue, dest, seq)
 	var seg uint64
-	var deadSize int64
 	found := false
-	s.dropMu.RLock()
-	defer s.dropMu.RUnlock()
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	if s.db == nil {
+		return errReopening
+	}
 	err := s.db.Update(func(txn *badger.Txn) error {
 		item, err := txn.Get(qk)
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -128,26 +145,6 @@ func (s *Spool) release(dest string, seq uint64, deadReason string, attempts int
 			return err
 		}
 		found = true
-		if deadReason != "" {
-			mi, err := txn.Get(msgKey(seg, seq))
-			if err != nil {
-				return fmt.Errorf("message %d for dead letters: %w", seq, err)
-			}
-			v, err := mi.ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			rec, err := decodeRecord(v)
-			if err != nil {
-				return err
-			}
-			rec.Reason, rec.Attempts, rec.Dests = deadReason, attempts, []string{dest}
-			dv := rec.encode()
-			deadSize = int64(len(dv))
-			if err := txn.Set(namedSeqKey(famDead, dest, seq), dv); err != nil {
-				return err
-			}
-		}
 		return txn.Delete(qk)
 	})
 	if err != nil {
@@ -156,11 +153,69 @@ func (s *Spool) release(dest string, seq uint64, deadReason string, attempts int
 	if !found {
 		return nil
 	}
+	s.accountRelease(dest, seg, deadReason != "", deadSize)
+	return nil
+}
+
+// copyToDead is the first of Kill's two steps: it writes the dead-letter
+// copy beside the still queued original and makes it durable (a large
+// message's copy lives in the value log, which nothing else syncs). Only
+// then does release drop the queue entry, after which the segment holding
+// the original may be dropped at any moment. A cut between the steps
+// leaves both, and Open removes the copy (dropHalfKills). It returns the
+// copy's size, or 0 when seq is no longer queued for dest.
+func (s *Spool) copyToDead(dest string, seq uint64, reason string, attempts int) (int64, error) {
+	var size int64
+	big := false
+	err := s.update(func(txn *badger.Txn) error {
+		item, err := txn.Get(namedSeqKey(famQueue, dest, seq))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		seg, err := segOf(item)
+		if err != nil {
+			return err
+		}
+		mi, err := txn.Get(msgKey(seg, seq))
+		if err != nil {
+			return fmt.Errorf("message %d for dead letters: %w", seq, err)
+		}
+		v, err := mi.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		rec, err := decodeRecord(v)
+		if err != nil {
+			return err
+		}
+		rec.Reason, rec.Attempts, rec.Dests = reason, attempts, []string{dest}
+		dv := rec.encode()
+		size, big = int64(len(dv)), len(dv) >= valueThreshold
+		return txn.Set(namedSeqKey(famDead, dest, seq), dv)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("spool: copy message %d of %s to the dead letters: %w", seq, dest, err)
+	}
+	if size == 0 {
+		return 0, nil
+	}
+	if err := s.syncLogs(big); err != nil {
+		s.markFault(err)
+		return 0, fmt.Errorf("spool: sync the dead-letter copy of message %d of %s: %w", seq, dest, err)
+	}
+	return size, nil
+}
+
+// accountRelease follows a released queue entry in the counters.
+func (s *Spool) accountRelease(dest string, seg uint64, dead bool, deadSize int64) {
 	s.mu.Lock()
 	si := s.seg(seg)
 	si.pending--
 	s.queued[dest]--
-	if deadReason != "" {
+	if dead {
 		s.dead[dest]++
 		s.deadBytes += deadSize
 	} else {
@@ -174,5 +229,24 @@ func (s *Spool) release(dest string, seq uint64, deadReason string, attempts int
 		default:
 		}
 	}
-	return nil
+}
+
+// view runs fn in a read transaction of the open DB.
+func (s *Spool) view(fn func(txn *badger.Txn) error) error {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	if s.db == nil {
+		return errReopening
+	}
+	return s.db.View(fn)
+}
+
+// update runs fn in a write transaction of the open DB (not synced).
+func (s *Spool) update(fn func(txn *badger.Txn) error) error {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	if s.db == nil {
+		return errReopening
+	}
+	return s.db.Update(fn)
 }

@@ -84,6 +84,7 @@ type Spool struct {
 	cfg  Config
 	db   *badger.DB
 	wal  logSyncer // memtable logs; the commit loop's alone
+	vlog logSyncer // value logs
 	lock *os.File  // held from before Badger opens until after it closes
 	log  *slog.Logger
 	now  func() time.Time
@@ -91,9 +92,15 @@ type Spool struct {
 	// intake counts Appends waiting for their commit (IntakeBusy).
 	intake appendGauge
 
-	// dropMu keeps writes out while DropPrefix runs: Badger refuses every
-	// write during a drop (ErrBlockedWrites) instead of waiting.
-	dropMu sync.RWMutex
+	// dbMu is held shared by every use of db, and exclusively while
+	// DropPrefix runs (Badger refuses every write during a drop,
+	// ErrBlockedWrites, instead of waiting) and while a faulted spool is
+	// closed and re-opened (db is nil in between).
+	dbMu sync.RWMutex
+	// syncMu orders the syncers' use: the commit loop, Kill, value-log
+	// clean-up and purges all make writes durable.
+	syncMu sync.Mutex
+	bopts  badger.Options // to re-open with
 
 	closeMu sync.RWMutex
 	closed  bool
@@ -121,4 +128,12 @@ type Spool struct {
 	dests         []string
 	syncs         uint64
 	appended      uint64
+	// durableSeq is the highest sequence number whose group commit was
+	// synced: Next hands out nothing above it.
+	durableSeq uint64
+	// fault is the first failed sync since the spool was last (re-)opened;
+	// while it is set, no Append is answered as stored (durable.go).
+	fault   error
+	inDoubt []inDoubt
+	reopens uint64
 }

@@ -38,6 +38,7 @@ type Stats struct {
 	Commits       uint64               `json:"commits"`  // group commits (fsyncs) since start
 	Appended      uint64               `json:"appended"` // messages stored since start
 	Error         string               `json:"error,omitempty"`
+	Reopens       uint64               `json:"reopens"` // re-opened from disk after a failed sync, since start
 	// Sources is filled in by the running daemon from its health registry
 	// (the spool itself knows nothing of sources).
 	Sources map[string]SourceStats `json:"sources,omitempty"`
@@ -57,7 +58,7 @@ func (s *Spool) Stats() Stats {
 	st := Stats{
 		Bytes: s.usedBytesLocked(), MaxBytes: int64(s.cfg.MaxBytes), FreeDiskBytes: s.freeDisk,
 		Undeliverable: s.undeliv, Destinations: map[string]DestStats{},
-		Commits: s.syncs, Appended: s.appended, Error: s.storageErr,
+		Commits: s.syncs, Appended: s.appended, Error: s.storageErr, Reopens: s.reopens,
 	}
 	for _, si := range s.segs {
 		st.Messages += int64(si.count)
@@ -73,8 +74,12 @@ func (s *Spool) Stats() Stats {
 		st.Destinations[d] = DestStats{Queued: s.queued[d], QueuedAtStart: s.atStart[d], Delivered: s.delivered[d], Dead: s.dead[d]}
 	}
 	s.mu.Unlock()
-	lsm, vlog := s.db.Size()
-	st.DiskBytes = lsm + vlog
+	s.dbMu.RLock()
+	if s.db != nil {
+		lsm, vlog := s.db.Size()
+		st.DiskBytes = lsm + vlog
+	}
+	s.dbMu.RUnlock()
 	now := s.now()
 	for d, ds := range st.Destinations {
 		if ds.Queued > 0 {
@@ -92,7 +97,7 @@ func (s *Spool) Health() health.SpoolSnapshot {
 	st := s.Stats()
 	hs := health.SpoolSnapshot{
 		Messages: st.Messages, Bytes: st.Bytes, MaxBytes: st.MaxBytes, DiskBytes: st.DiskBytes,
-		FreeDiskBytes: st.FreeDiskBytes, Undeliverable: st.Undeliverable, Error: st.Error,
+		FreeDiskBytes: st.FreeDiskBytes, Undeliverable: st.Undeliverable, Error: st.Error, Reopens: st.Reopens,
 		Full:   st.Bytes >= st.MaxBytes*95/100 || (st.FreeDiskBytes > 0 && st.FreeDiskBytes < int64(s.cfg.MinFreeDisk)),
 		Queues: map[string]health.QueueStat{},
 	}
@@ -105,7 +110,7 @@ func (s *Spool) Health() health.SpoolSnapshot {
 func (s *Spool) oldest(dest string) (time.Time, bool) {
 	var t time.Time
 	found := false
-	_ = s.db.View(func(txn *badger.Txn) error {
+	_ = s.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: namedPrefix(famQueue, dest)})
 		defer it.Close()
 		it.Rewind()
@@ -131,7 +136,7 @@ type DeadLetter struct {
 // DeadLetters lists dest's dead letters, oldest first.
 func (s *Spool) DeadLetters(dest string) ([]DeadLetter, error) {
 	var out []DeadLetter
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: namedPrefix(famDead, dest)})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -187,8 +192,11 @@ func (s *Spool) PurgeDead(dest string, guids ...string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	s.dropMu.RLock()
-	defer s.dropMu.RUnlock()
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	if s.db == nil {
+		return 0, errReopening
+	}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	n := 0
@@ -206,7 +214,8 @@ func (s *Spool) PurgeDead(dest string, guids ...string) (int, error) {
 	if err := wb.Flush(); err != nil {
 		return 0, fmt.Errorf("spool: purge dead letters of %s: %w", dest, err)
 	}
-	if err := s.db.Sync(); err != nil {
+	if err := s.syncLogs(false); err != nil {
+		s.markFault(err)
 		return 0, fmt.Errorf("spool: purge dead letters of %s: %w", dest, err)
 	}
 	s.mu.Lock()
@@ -222,7 +231,7 @@ func (s *Spool) PurgeDead(dest string, guids ...string) (int, error) {
 // Undeliverable lists messages that matched no destination, oldest first.
 func (s *Spool) Undeliverable(limit int) ([]DeadLetter, error) {
 	var out []DeadLetter
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{famUndeliv}})
 		defer it.Close()
 		for it.Rewind(); it.Valid() && len(out) < limit; it.Next() {

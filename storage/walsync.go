@@ -1,11 +1,13 @@
 package storage
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -64,7 +66,7 @@ type logFile struct {
 
 // logFiles lists dir's logs of one kind.
 func logFiles(dir, ext string) ([]logFile, error) {
-	ents, err := os.ReadDir(dir) // sorted by name, and the names are zero-padded
+	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -76,6 +78,9 @@ func logFiles(dir, ext string) ([]logFile, error) {
 			}
 		}
 	}
+	// By number, not by name: the names are zero-padded only to a width,
+	// so 100000.mem sorts before 99999.mem.
+	slices.SortFunc(out, func(a, b logFile) int { return cmp.Compare(a.fid, b.fid) })
 	return out, nil
 }
 

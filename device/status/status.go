@@ -137,6 +137,9 @@ func (r Report) Render(w io.Writer) {
 	if sp.Error != "" {
 		fmt.Fprintf(w, "  ERROR: %s\n", oneLine(sp.Error))
 	}
+	if sp.Reopens > 0 {
+		fmt.Fprintf(w, "  re-opened from disk %d times after a failed sync: the card failed writes; plan to replace it\n", sp.Reopens)
+	}
 	fmt.Fprintf(w, "  clock synchronised: %s\n", yesNo(s.ClockSynced))
 
 	fmt.Fprintln(w, "\nActive alarms")

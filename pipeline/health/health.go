@@ -168,6 +168,8 @@ type SpoolSnapshot struct {
 	Undeliverable int64  `json:"undeliverable"`
 	Full          bool   `json:"full"`
 	Error         string `json:"error,omitempty"`
+	// Reopens counts re-opens from disk after a failed sync since start.
+	Reopens uint64 `json:"reopens,omitempty"`
 	// Queues is per destination; merged into Destinations in a Snapshot.
 	Queues map[string]QueueStat `json:"-"`
 }

@@ -1,0 +1,460 @@
+package storage
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/hl7edge/hl7edge/pipeline/logtest"
+)
+
+// syncRecorder stands where the disk's fdatasync does: it records every
+// file the spool syncs and can fail or hold a sync as a failing card would.
+type syncRecorder struct {
+	mu      sync.Mutex
+	synced  []string // base names, in order
+	fail    func(name string) error
+	onSync  func(name string)
+	entered chan string
+	release chan struct{}
+}
+
+func (r *syncRecorder) sync(f *os.File) error {
+	name := filepath.Base(f.Name())
+	if r.onSync != nil {
+		r.onSync(name)
+	}
+	if r.entered != nil {
+		select {
+		case r.entered <- name:
+		default:
+		}
+		<-r.release
+	}
+	r.mu.Lock()
+	r.synced = append(r.synced, name)
+	fail := r.fail
+	r.mu.Unlock()
+	if fail != nil {
+		if err := fail(name); err != nil {
+			return err
+		}
+	}
+	return fdatasync(f)
+}
+
+func (r *syncRecorder) names() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.synced)
+}
+
+func (r *syncRecorder) setFail(f func(string) error) {
+	r.mu.Lock()
+	r.fail = f
+	r.mu.Unlock()
+}
+
+// hookSyncs routes every sync the spool makes through r. It is set before
+// the first Append, whose hand-over to the commit loop orders it.
+func hookSyncs(s *Spool, r *syncRecorder) {
+	s.wal.sync = r.sync
+	s.vlog.sync = r.sync
+}
+
+func openSmall(t *testing.T, dir string, log *slog.Logger, dests ...string) *Spool {
+	t.Helper()
+	s, err := Open(Config{Dir: dir, MaxBytes: 256 << 20, SegmentMessages: 16}, Options{Destinations: dests, GCInterval: time.Hour, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// largeMsg is an ORU with an incompressible report of n bytes in OBX-5,
+// as radiology and pathology feeds send embedded PDFs: over valueThreshold
+// it goes to Badger's value log.
+func largeMsg(i, n int) []byte {
+	pdf := make([]byte, n)
+	_, _ = rand.Read(pdf)
+	for j := range pdf {
+		pdf[j] = 'A' + pdf[j]%26
+	}
+	return append(fmt.Appendf(nil, "MSH|^~\\&|RAD|WARD|EHR|HOSP|20260101120000||ORU^R01|R%06d|P|2.5.1\rOBX|1|ED|PDF||", i), pdf...)
+}
+
+// Item 3 of the power-loss review: a directory listing sorts 100000.mem
+// before 99999.mem; the syncer must still sync both, oldest first.
+func TestLogSyncerAcrossADigitChange(t *testing.T) {
+	for _, c := range []struct {
+		ext       string
+		old, next string
+	}{{walExt, "99999.mem", "100000.mem"}, {vlogExt, "999999.vlog", "1000000.vlog"}} {
+		dir := t.TempDir()
+		for _, n := range []string{c.old, c.next} {
+			if err := os.WriteFile(filepath.Join(dir, n), []byte("log"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var r syncRecorder
+		w := newLogSyncer(dir, c.ext, r.sync)
+		if err := w.syncAll(); err != nil {
+			t.Fatal(err)
+		}
+		_ = w.close()
+		if got := r.names(); !slices.Equal(got, []string{c.old, c.next}) {
+			t.Errorf("%s: synced %v, want %s then %s", c.ext, got, c.old, c.next)
+		}
+	}
+}
+
+// Item 4: dead letters restored by a salvage under their old numbers must
+// never be overwritten by new ones: the next number is above every
+// restored one.
+func TestDeadLettersNeverRenumbered(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spool")
+	s := openSmall(t, dir, nil, "a")
+	ctx := context.Background()
+	for i := range 20 {
+		if _, err := s.Append(ctx, Entry{Source: "s", Raw: msg(i), Dests: []string{"a"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ms, _ := s.Next("a", 0, 100)
+	for i, m := range ms {
+		var err error
+		if i < 5 {
+			err = s.Kill("a", m.Seq, "AR", 1)
+		} else {
+			err = s.Delivered("a", m.Seq)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	cfg := Config{Dir: dir, MaxBytes: 256 << 20, SegmentMessages: 16}
+	if rep, err := Salvage(cfg, Options{Destinations: []string{"a"}}); err != nil || rep.Dead != 5 {
+		t.Fatalf("salvage: %+v, %v", rep, err)
+	}
+	s = openSmall(t, dir, nil, "a")
+	defer s.Close()
+	for i := range 2 {
+		r, err := s.Append(ctx, Entry{Source: "s", Raw: msg(30 + i), Dests: []string{"a"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Seq <= ms[4].Seq {
+			t.Errorf("new message numbered %d, at or below the restored dead letters' %d", r.Seq, ms[4].Seq)
+		}
+		if err := s.Kill("a", r.Seq, "AR", 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dl, err := s.DeadLetters("a")
+	if err != nil || len(dl) != 7 || s.Stats().Destinations["a"].Dead != 7 {
+		t.Fatalf("%d dead letters listed (%v), stats say %d; want 7: new ones overwrote restored ones", len(dl), err, s.Stats().Destinations["a"].Dead)
+	}
+}
+
+// Item 6: nothing is handed to a destination before its own group is
+// durable.
+func TestNextWaitsForTheGroupsSync(t *testing.T) {
+	s := openSmall(t, t.TempDir(), nil, "a")
+	defer s.Close()
+	r := &syncRecorder{entered: make(chan string, 1), release: make(chan struct{})}
+	hookSyncs(s, r)
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Append(context.Background(), Entry{Source: "s", Raw: msg(1), Dests: []string{"a"}})
+		done <- err
+	}()
+	<-r.entered // the group is committed, its sync is under way
+	ms, err := s.Next("a", 0, 10)
+	if err != nil || len(ms) != 0 {
+		close(r.release)
+		t.Fatalf("Next returned %d messages (%v) while their group was not yet synced", len(ms), err)
+	}
+	close(r.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if ms, _ := s.Next("a", 0, 10); len(ms) != 1 {
+		t.Fatalf("after the sync Next returned %d messages, want 1", len(ms))
+	}
+}
+
+// Item 5: a failed sync is a storage fault. From it on no Append is
+// answered as stored until the spool has been re-opened from disk, which it
+// does by itself once the disk works; what was answered as failed is not
+// delivered.
+func TestFailedSyncFaultsUntilReopened(t *testing.T) {
+	var logs logtest.Buffer
+	s := openSmall(t, t.TempDir(), slog.New(slog.NewTextHandler(&logs, nil)), "a")
+	defer s.Close()
+	r := &syncRecorder{}
+	hookSyncs(s, r)
+	ctx := context.Background()
+	add := func(i int) error {
+		_, err := s.Append(ctx, Entry{Source: "s", Raw: msg(i), Dests: []string{"a"}})
+		return err
+	}
+	if err := add(1); err != nil {
+		t.Fatal(err)
+	}
+	r.setFail(func(string) error { return syscall.EIO })
+	if err := add(2); err == nil {
+		t.Fatal("Append succeeded although its sync failed")
+	}
+	r.setFail(nil) // the next sync would "work": the kernel forgot the error
+	if err := add(3); err == nil {
+		t.Fatal("Append after a failed sync was answered as stored before the spool was re-opened")
+	}
+	if e := s.Stats().Error; e == "" {
+		t.Fatal("no storage error in the stats after a failed sync")
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for add(4) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the spool did not re-open within 15 s of the disk working again")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "spool re-opened after a failed sync") {
+		t.Fatalf("no re-open in the log:\n%s", logs.String())
+	}
+	if st := s.Stats(); st.Reopens != 1 || st.Error != "" {
+		t.Fatalf("stats after the re-open: reopens %d, error %q", st.Reopens, st.Error)
+	}
+	ms, err := s.Next("a", 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range ms {
+		got = append(got, string(m.Raw[strings.Index(string(m.Raw), "|C")+1:][:7]))
+	}
+	if !slices.Equal(got, []string{"C000001", "C000004"}) {
+		t.Fatalf("queued after the fault: %v, want only what was answered as stored (C000001, C000004)", got)
+	}
+}
+
+// While the disk keeps failing the spool stays faulted and refuses, through
+// its tries to re-open; once the disk works it takes messages again within
+// a few tries.
+func TestFailingDiskKeepsRefusing(t *testing.T) {
+	s := openSmall(t, t.TempDir(), nil, "a")
+	defer s.Close()
+	r := &syncRecorder{}
+	hookSyncs(s, r)
+	r.setFail(func(string) error { return syscall.EIO })
+	ctx := context.Background()
+	add := func(i int) error {
+		_, err := s.Append(ctx, Entry{Source: "s", Raw: msg(i), Dests: []string{"a"}})
+		return err
+	}
+	for i := range 12 { // past two tries to re-open
+		if err := add(i); err == nil {
+			t.Fatalf("Append %d succeeded on a disk whose every sync fails", i)
+		} else if !errors.Is(err, ErrStorageFault) {
+			t.Fatalf("Append %d: %v, want a storage fault", i, err)
+		}
+		time.Sleep(400 * time.Millisecond)
+	}
+	if st := s.Stats(); st.Error == "" || st.Reopens != 0 {
+		t.Fatalf("while the disk fails: error %q, reopens %d", st.Error, st.Reopens)
+	}
+	r.setFail(nil)
+	deadline := time.Now().Add(10 * time.Second)
+	for add(100) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("no message taken within 10 s of the disk working again")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Item 1: value-log clean-up copies live large messages into the current
+// value-log file; that copy must be durable before the old file's removal
+// can be.
+func TestValueLogCleanupSyncsBeforeUnlink(t *testing.T) {
+	dir := t.TempDir()
+	s := openSmall(t, dir, nil, "a")
+	defer s.Close()
+	ctx := context.Background()
+	var seqs []uint64
+	for i := range 120 { // 120 x 300 KiB: more than one 32 MiB value-log file
+		res, err := s.Append(ctx, Entry{Source: "s", Raw: largeMsg(i, 300<<10), Dests: []string{"a"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, res.Seq)
+	}
+	live := seqs[:16] // the first segment stays queued
+	for _, q := range seqs[16:] {
+		if err := s.Delivered("a", q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.dropDelivered(); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := logFiles(dir, vlogExt)
+	r := &syncRecorder{}
+	var unlinkedBeforeSync []string
+	r.onSync = func(name string) {
+		if !strings.HasSuffix(name, vlogExt) {
+			return
+		}
+		for _, lf := range before {
+			if _, err := os.Stat(filepath.Join(dir, lf.name)); errors.Is(err, os.ErrNotExist) {
+				unlinkedBeforeSync = append(unlinkedBeforeSync, lf.name)
+			}
+		}
+	}
+	hookSyncs(s, r)
+	s.cleanValueLog()
+	after, _ := logFiles(dir, vlogExt)
+	if len(after) >= len(before) || after[0].fid == before[0].fid {
+		t.Fatalf("value-log files before %v, after %v: clean-up removed nothing, so the test no longer covers it", before, after)
+	}
+	vsyncs := 0
+	for _, n := range r.names() {
+		if strings.HasSuffix(n, vlogExt) {
+			vsyncs++
+		}
+	}
+	if vsyncs == 0 || len(unlinkedBeforeSync) > 0 {
+		t.Fatalf("value-log syncs %d; removed before the copy was synced: %v", vsyncs, unlinkedBeforeSync)
+	}
+	var got []uint64
+	for after := uint64(0); ; {
+		ms, err := s.Next("a", after, 100)
+		if err != nil {
+			t.Fatalf("after clean-up: %v", err)
+		}
+		if len(ms) == 0 {
+			break
+		}
+		for _, m := range ms {
+			if len(m.Raw) < 300<<10 {
+				t.Fatalf("message %d came back with %d bytes", m.Seq, len(m.Raw))
+			}
+			got = append(got, m.Seq)
+		}
+		after = ms[len(ms)-1].Seq
+	}
+	if !slices.Equal(got, live) {
+		t.Fatalf("after clean-up %v are readable, want %v", got, live)
+	}
+}
+
+// Item 2: the dead-letter copy of a large message is durable before the
+// queue entry that still holds the original is removed.
+func TestKillSyncsTheDeadLetterBeforeRelease(t *testing.T) {
+	s := openSmall(t, t.TempDir(), nil, "a")
+	defer s.Close()
+	res, err := s.Append(context.Background(), Entry{Source: "s", Raw: largeMsg(1, 400<<10), Dests: []string{"a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &syncRecorder{}
+	queuedAtVlogSync := false
+	r.onSync = func(name string) {
+		if strings.HasSuffix(name, vlogExt) {
+			_ = s.db.View(func(txn *badger.Txn) error {
+				_, err := txn.Get(namedSeqKey(famQueue, "a", res.Seq))
+				queuedAtVlogSync = err == nil
+				return nil
+			})
+		}
+	}
+	hookSyncs(s, r)
+	if err := s.Kill("a", res.Seq, "AR", 1); err != nil {
+		t.Fatal(err)
+	}
+	if !queuedAtVlogSync {
+		t.Fatalf("syncs during Kill: %v; the dead letter's value log must be synced while the original is still queued", r.names())
+	}
+	if dl, err := s.DeadLetters("a"); err != nil || len(dl) != 1 || len(dl[0].Raw) < 400<<10 {
+		t.Fatalf("dead letters %d (%v)", len(dl), err)
+	}
+}
+
+// A kill cut short between its two steps leaves the dead-letter copy beside
+// the queue entry; the spool finishes nothing by guessing: the message stays
+// queued and the half-made copy goes.
+func TestHalfMadeDeadLetterIsDroppedAtOpen(t *testing.T) {
+	dir := t.TempDir()
+	s := openSmall(t, dir, nil, "a")
+	res, err := s.Append(context.Background(), Entry{Source: "s", Raw: msg(1), Dests: []string{"a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(namedSeqKey(famDead, "a", res.Seq), (&record{GUID: [16]byte{1}, Seq: res.Seq, Raw: msg(1), Reason: "AR"}).encode())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openSmall(t, dir, nil, "a")
+	defer s.Close()
+	st := s.Stats().Destinations["a"]
+	dl, _ := s.DeadLetters("a")
+	if st.Queued != 1 || st.Dead != 0 || len(dl) != 0 {
+		t.Fatalf("queued %d, dead %d (%d listed); want the message queued and no dead letter", st.Queued, st.Dead, len(dl))
+	}
+}
+
+// Lifetime counters at their limits: sequence and segment numbers past
+// 2^32 and next to 2^63 keep their order and their keys.
+func TestSequenceNumbersAtTheirLimits(t *testing.T) {
+	for _, start := range []uint64{1<<32 - 2, 1<<63 - 3} {
+		dir := t.TempDir()
+		s := openSmall(t, dir, nil, "a")
+		if err := s.db.Update(func(txn *badger.Txn) error {
+			return txn.Set(keyLastSeq, binary.BigEndian.AppendUint64(nil, start))
+		}); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		s = openSmall(t, dir, nil, "a")
+		ctx := context.Background()
+		var seqs []uint64
+		for i := range 40 { // crosses the boundary and several segments
+			r, err := s.Append(ctx, Entry{Source: "s", Raw: msg(i), Dests: []string{"a"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			seqs = append(seqs, r.Seq)
+		}
+		ms, err := s.Next("a", 0, 100)
+		if err != nil || len(ms) != 40 || ms[0].Seq != start+1 || !slices.IsSorted(seqs) {
+			t.Fatalf("from %d: %d messages (%v), first %d", start, len(ms), err, ms[0].Seq)
+		}
+		for _, m := range ms[:20] {
+			if err := s.Delivered("a", m.Seq); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Close()
+		s = openSmall(t, dir, nil, "a")
+		ms, err = s.Next("a", 0, 100)
+		s.Close()
+		if err != nil || len(ms) != 20 || ms[0].Seq != seqs[20] {
+			t.Fatalf("from %d after reopen: %d messages (%v)", start, len(ms), err)
+		}
+	}
+}

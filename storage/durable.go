@@ -1,0 +1,212 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"golang.org/x/sys/unix"
+)
+
+// ErrStorageFault: a sync of the spool's files failed. Until the spool has
+// been closed and re-opened from disk it answers no message as stored.
+//
+// After a failed fsync Linux may already have marked the failed pages clean
+// and dropped their error, so a later sync "succeeds" while those pages
+// never reached the card, and Badger's replay stops at the first bad entry
+// and drops every later group, ACKed or not (PostgreSQL's "fsyncgate"
+// lesson). Only a re-open that reads the disk again knows what is there.
+var ErrStorageFault = errors.New("spool storage fault")
+
+// errReopening: the spool is between closing and re-opening after a fault.
+var errReopening = fmt.Errorf("%w: the spool is being re-opened from disk", ErrStorageFault)
+
+// inDoubt is a message of a group whose sync failed: its sender was told it
+// was not stored, so after the re-open it must not be stored either.
+type inDoubt struct {
+	seq, seg uint64
+	dests    []string
+	undeliv  bool
+	remote   []byte // its pull source's remembered ID, or nil
+}
+
+// syncLogs makes every write made so far durable: the value logs (where
+// messages of valueThreshold and more live) when vlog is set, then the
+// memtable logs.
+func (s *Spool) syncLogs(vlog bool) error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	if vlog {
+		if err := s.vlog.syncAll(); err != nil {
+			return err
+		}
+	}
+	return s.wal.syncAll()
+}
+
+// faultErr is the error an Append gets while the spool is faulted, or nil.
+func (s *Spool) faultErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fault == nil {
+		return nil
+	}
+	return fmt.Errorf("%w in %s: a disk sync failed (%v); messages are refused until the spool is re-opened from disk, which it retries every %v (the sender should retry; check the card: dmesg)",
+		ErrStorageFault, s.cfg.Dir, s.fault, faultRetry)
+}
+
+// faultLocked records a failed sync; s.mu is held.
+func (s *Spool) faultLocked(err error, doubt []inDoubt) {
+	if s.fault == nil {
+		s.fault = err
+		s.log.Error("spool disk sync failed: refusing messages until the spool is re-opened from disk", "dir", s.cfg.Dir, "err", err)
+	}
+	s.inDoubt = append(s.inDoubt, doubt...)
+	s.storageErr = fmt.Sprintf("spool disk sync failed: %v (messages are answered AE until it is re-opened from disk; check the card)", s.fault)
+}
+
+func (s *Spool) markFault(err error) {
+	s.mu.Lock()
+	s.faultLocked(err, nil)
+	s.mu.Unlock()
+}
+
+// tryReopen closes the faulted spool, forgets what the operating system
+// cached of its files, opens it again from disk, removes what was answered
+// as not stored, and re-reads its accounting. It runs on the commit loop,
+// so no group is committed meanwhile. On failure the spool stays faulted.
+func (s *Spool) tryReopen() {
+	s.dbMu.Lock()
+	defer s.dbMu.Unlock()
+	if err := s.reopenLocked(); err != nil {
+		s.mu.Lock()
+		s.storageErr = fmt.Sprintf("spool disk sync failed: %v; re-opening it failed: %v (messages are answered AE; check the card)", s.fault, err)
+		s.mu.Unlock()
+		s.log.Error("spool re-open after a failed sync failed; still refusing messages", "dir", s.cfg.Dir, "err", err)
+		return
+	}
+	s.log.Warn("spool re-opened after a failed sync", "dir", s.cfg.Dir, "reopens", s.reopens)
+}
+
+func (s *Spool) reopenLocked() error {
+	s.syncMu.Lock()
+	_ = s.wal.close()
+	_ = s.vlog.close()
+	s.syncMu.Unlock()
+	if s.db != nil {
+		if err := s.db.Close(); err != nil {
+			s.log.Warn("closing the faulted spool", "err", err)
+		}
+		s.db = nil
+	}
+	dropCache(s.cfg.Dir)
+	db, err := badger.Open(s.bopts)
+	if err != nil {
+		return fmt.Errorf("open: %w", err)
+	}
+	s.db = db
+	if err := s.forgetInDoubt(); err != nil {
+		return err
+	}
+	if err := s.dropHalfKills(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	keepSeq, keepSeg := s.lastSeq, s.curSeg
+	s.resetAccountingLocked()
+	if err := s.load(); err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	// Numbers are never reused, even for what the disk lost.
+	s.lastSeq, s.curSeg = max(s.lastSeq, keepSeq), max(s.curSeg, keepSeg)
+	s.curSegCount = 0
+	s.durableSeq = s.lastSeq
+	s.fault, s.inDoubt, s.storageErr = nil, nil, ""
+	s.reopens++
+	return nil
+}
+
+// forgetInDoubt deletes what groups whose sync failed had written, so that
+// what was answered AE is not delivered and a pull source's retried message
+// is not taken for a duplicate; then it syncs, which is the re-open's proof
+// that the disk takes writes again. A dead letter that was being re-queued
+// is left as the disk has it: either still dead or queued again, under its
+// own GUID either way.
+func (s *Spool) forgetInDoubt() error {
+	s.mu.Lock()
+	doubt := s.inDoubt
+	s.mu.Unlock()
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, d := range doubt {
+		keys := [][]byte{msgKey(d.seg, d.seq), seqKey(famUndeliv, d.seq)}
+		for _, dest := range d.dests {
+			keys = append(keys, namedSeqKey(famQueue, dest, d.seq))
+		}
+		if d.remote != nil {
+			keys = append(keys, d.remote)
+		}
+		for _, k := range keys {
+			if err := wb.Delete(k); err != nil {
+				return fmt.Errorf("forget messages answered AE: %w", err)
+			}
+		}
+	}
+	// Always one write, so the sync below proves the disk works.
+	if err := wb.Set(keyReopened, nil); err != nil {
+		return err
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("forget messages answered AE: %w", err)
+	}
+	if err := s.syncLogs(false); err != nil {
+		return fmt.Errorf("sync after re-open: %w", err)
+	}
+	return nil
+}
+
+var keyReopened = []byte("xreopened")
+
+// resetAccountingLocked empties what load fills; the delivered counters
+// (saved now and then) are kept.
+func (s *Spool) resetAccountingLocked() {
+	s.segs = map[uint64]*segInfo{}
+	for d := range s.queued {
+		s.queued[d] = 0
+	}
+	for _, d := range s.dests {
+		s.queued[d] = 0
+	}
+	s.dead = map[string]int64{}
+	s.deadBytes, s.undeliv, s.undelivBytes = 0, 0, 0
+}
+
+// dropCache asks the kernel to forget the cached pages of the spool's
+// files, so that the re-open reads what is on the card, not pages whose
+// write failed and that the kernel kept as if written. Best effort: a file
+// it cannot open is read as it is.
+func dropCache(dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		f, err := os.Open(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+		_ = f.Close()
+	}
+}
+
+// faultRetry is how often a faulted spool tries to re-open from disk: a
+// card that works again is taking messages within about this long.
+const faultRetry = 2 * time.Second
