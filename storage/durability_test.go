@@ -458,3 +458,51 @@ func TestSequenceNumbersAtTheirLimits(t *testing.T) {
 		}
 	}
 }
+
+// A queued message whose stored value cannot be read (a value-log region the
+// card lost while Badger had already flushed its pointer, or a damaged
+// block) must not stop the destination's queue for good: it is moved to the
+// dead letters, content lost and said so, and the messages after it flow.
+// A dead letter that cannot be read does not hide the others either.
+func TestUnreadableMessageDoesNotStopTheQueue(t *testing.T) {
+	s := openSmall(t, t.TempDir(), nil, "a")
+	defer s.Close()
+	ctx := context.Background()
+	var seqs []uint64
+	for i := range 3 {
+		r, err := s.Append(ctx, Entry{Source: "s", Raw: msg(i), Dests: []string{"a"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, r.Seq)
+	}
+	ms, _ := s.Next("a", 0, 10)
+	if err := s.Kill("a", ms[2].Seq, "AR", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error {
+		if err := txn.Set(msgKey(1, seqs[0]), []byte{0, 0, 0, 0}); err != nil {
+			return err
+		}
+		return txn.Set(namedSeqKey(famDead, "a", 999), []byte("torn"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := s.Next("a", 0, 10)
+	if err != nil || len(ms) != 1 || ms[0].Seq != seqs[1] {
+		t.Fatalf("Next: %d messages (%v), want only message %d", len(ms), err, seqs[1])
+	}
+	dl, err := s.DeadLetters("a")
+	if err != nil || len(dl) != 3 {
+		t.Fatalf("dead letters: %d (%v), want the unreadable message, the killed one and the torn one", len(dl), err)
+	}
+	if dl[0].Seq != seqs[0] || len(dl[0].Raw) != 0 || !strings.Contains(dl[0].Reason, "unreadable") {
+		t.Fatalf("first dead letter %+v", dl[0])
+	}
+	if n, err := s.RetryDead("a", dl[0].GUID); err == nil || n != 0 {
+		t.Fatalf("retry of a dead letter without content: %d, %v; want a refusal", n, err)
+	}
+	if st := s.Stats().Destinations["a"]; st.Queued != 1 {
+		t.Fatalf("queued %d, want 1", st.Queued)
+	}
+}

@@ -62,11 +62,16 @@ func (s *Spool) Wait(dest string) <-chan struct{} {
 // above after, oldest first. A message whose group commit is not yet synced
 // is not handed out: if the sync failed or the power went, the sender would
 // send it again and the destination would get it under a second GUID.
+//
+// A queued message that cannot be read is moved to the dead letters, its
+// content lost and said so, rather than stopping the destination's queue
+// for good (quarantine).
 func (s *Spool) Next(dest string, after uint64, max int) ([]flow.Message, error) {
 	s.mu.Lock()
 	durable := s.durableSeq
 	s.mu.Unlock()
 	var out []flow.Message
+	var bad []unreadable
 	err := s.view(func(txn *badger.Txn) error {
 		prefix := namedPrefix(famQueue, dest)
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
@@ -82,24 +87,73 @@ func (s *Spool) Next(dest string, after uint64, max int) ([]flow.Message, error)
 			if err != nil {
 				return err
 			}
-			mi, err := txn.Get(msgKey(seg, seq))
+			rec, err := readMessage(txn, seg, seq)
 			if err != nil {
-				return fmt.Errorf("spool: message %d queued for %s is missing: %w", seq, dest, err)
-			}
-			v, err := mi.ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			rec, err := decodeRecord(v)
-			if err != nil {
-				return fmt.Errorf("spool: message %d: %w", seq, err)
+				bad = append(bad, unreadable{seq: seq, seg: seg, cause: err})
+				continue
 			}
 			budget -= int64(len(rec.Raw))
 			out = append(out, flow.Message{Seq: seq, GUID: rec.GUID.String(), Source: rec.Source, Received: rec.Received, Raw: rec.Raw})
 		}
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return out, err
+	}
+	for _, u := range bad {
+		if err := s.quarantine(dest, u); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+func readMessage(txn *badger.Txn, seg, seq uint64) (*record, error) {
+	mi, err := txn.Get(msgKey(seg, seq))
+	if err != nil {
+		return nil, fmt.Errorf("missing: %w", err)
+	}
+	v, err := mi.ValueCopy(nil)
+	if err != nil {
+		return nil, err
+	}
+	return decodeRecord(v)
+}
+
+type unreadable struct {
+	seq, seg uint64
+	cause    error
+}
+
+// quarantine moves a queued message that cannot be read to dest's dead
+// letters, with no content and a reason that says so, and syncs.
+func (s *Spool) quarantine(dest string, u unreadable) error {
+	reason := fmt.Sprintf("unreadable in the spool (%v): its content is lost; ask the sender to resend message %d's original if it was acknowledged (see docs/power-loss.md)", u.cause, u.seq)
+	s.log.Error("spool message unreadable; moved to the dead letters so the queue goes on", "destination", dest, "seq", u.seq, "err", u.cause)
+	rec := &record{Seq: u.seq, Dests: []string{dest}, Reason: reason, Received: s.now()}
+	dv := rec.encode()
+	found := false
+	err := s.update(func(txn *badger.Txn) error {
+		qk := namedSeqKey(famQueue, dest, u.seq)
+		if _, err := txn.Get(qk); err != nil {
+			return nil // delivered or moved meanwhile
+		}
+		found = true
+		if err := txn.Set(namedSeqKey(famDead, dest, u.seq), dv); err != nil {
+			return err
+		}
+		return txn.Delete(qk)
+	})
+	if err == nil && found {
+		err = s.syncLogs(false)
+	}
+	if err != nil {
+		return fmt.Errorf("spool: move unreadable message %d of %s to the dead letters: %w", u.seq, dest, err)
+	}
+	if found {
+		s.accountRelease(dest, u.seg, true, int64(len(dv)))
+	}
+	return nil
 }
 
 // Delivered records that dest has taken message seq. It is not fsynced on

@@ -140,13 +140,14 @@ func (s *Spool) DeadLetters(dest string) ([]DeadLetter, error) {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: namedPrefix(famDead, dest)})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
-			v, err := it.Item().ValueCopy(nil)
+			rec, err := readDead(it.Item())
 			if err != nil {
-				return err
-			}
-			rec, err := decodeRecord(v)
-			if err != nil {
-				return err
+				// One torn entry must not hide the others.
+				out = append(out, DeadLetter{
+					Message: flow.Message{Seq: seqOf(it.Item().Key())},
+					Reason:  fmt.Sprintf("dead letter unreadable in the spool (%v): its content is lost; purge it", err),
+				})
+				continue
 			}
 			out = append(out, DeadLetter{
 				Message: flow.Message{Seq: seqOf(it.Item().Key()), GUID: rec.GUID.String(), Source: rec.Source, Received: rec.Received, Raw: rec.Raw, Attempts: rec.Attempts},
@@ -172,6 +173,12 @@ func (s *Spool) RetryDead(dest string, guids ...string) (int, error) {
 	for _, dl := range dls {
 		if len(guids) > 0 && !slices.Contains(guids, dl.GUID) {
 			continue
+		}
+		if len(dl.Raw) == 0 && len(guids) == 0 {
+			continue // nothing to send: such a letter is only purged
+		}
+		if len(dl.Raw) == 0 {
+			return n, fmt.Errorf("spool: dead letter %d of %s has no content (%s); it cannot be retried, only purged", dl.Seq, dest, dl.Reason)
 		}
 		g, err := uuid.Parse(dl.GUID)
 		if err != nil {
@@ -226,6 +233,14 @@ func (s *Spool) PurgeDead(dest string, guids ...string) (int, error) {
 	}
 	s.mu.Unlock()
 	return n, nil
+}
+
+func readDead(item *badger.Item) (*record, error) {
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		return nil, err
+	}
+	return decodeRecord(v)
 }
 
 // Undeliverable lists messages that matched no destination, oldest first.
