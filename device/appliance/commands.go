@@ -13,6 +13,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/device/leds"
 	"github.com/hl7edge/hl7edge/device/status"
+	"github.com/hl7edge/hl7edge/device/strictjson"
 )
 
 // maxIdentifySeconds caps identify: the LEDs are how a nurse reads the box.
@@ -33,7 +34,8 @@ func parseArgs(raw json.RawMessage) (nameArgs, error) {
 	if len(raw) == 0 {
 		return a, nil
 	}
-	if err := json.Unmarshal(raw, &a); err != nil {
+	// Strict: args are part of the signed bytes of a signed command.
+	if err := strictjson.Unmarshal(raw, &a); err != nil {
 		return a, fmt.Errorf("args are not the expected JSON object: %w", err)
 	}
 	return a, nil

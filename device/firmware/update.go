@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/device/atomicfile"
+	"github.com/hl7edge/hl7edge/device/strictjson"
 	"github.com/hl7edge/hl7edge/device/trust"
 	"github.com/hl7edge/hl7edge/pipeline/health"
 )
@@ -101,7 +102,8 @@ func (a Args) check() error {
 // running version as it is, with the state rejected and the reason.
 func (m *Manager) Update(ctx context.Context, id string, raw json.RawMessage) (any, string, error) {
 	var a Args
-	if err := json.Unmarshal(raw, &a); err != nil {
+	// Signed bytes: no key may mean one thing to Go and another to the signer.
+	if err := strictjson.Unmarshal(raw, &a); err != nil {
 		return nil, "", fmt.Errorf(`firmware-update args are not {"url","version","sha256","minisig"}: %w`, err)
 	}
 	if err := a.check(); err != nil {

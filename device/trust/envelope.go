@@ -12,6 +12,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/atomicfile"
 	"github.com/hl7edge/hl7edge/device/command"
+	"github.com/hl7edge/hl7edge/device/strictjson"
 )
 
 // Envelope is how a signed command travels on cmd/req: the inner command's
@@ -86,22 +87,26 @@ func NewGate(keys *Keys, device, usedFile string, now func() time.Time) *Gate {
 // in words an operator can act on.
 func (g *Gate) Open(payload []byte) (command.Request, string, error) {
 	var env Envelope
-	if err := json.Unmarshal(payload, &env); err != nil {
-		return command.Request{}, "", errors.New(`signed command is not {"signed":"<base64 of the command>","minisig":"<minisign signature>"}`)
+	if err := strictjson.Unmarshal(payload, &env); err != nil {
+		return command.Request{}, "", fmt.Errorf(`signed command is not {"signed":"<base64 of the command>","minisig":"<minisign signature>"}: %w`, err)
 	}
 	inner, err := base64.StdEncoding.DecodeString(env.Signed)
 	if err != nil {
 		return command.Request{}, "", errors.New(`signed command: "signed" is not standard base64`)
 	}
 	var in Inner
-	parseErr := json.Unmarshal(inner, &in)
+	parseErr := strictjson.Unmarshal(inner, &in)
+	if parseErr != nil {
+		in = Inner{} // what a lenient decode read is not what was signed
+		_ = json.Unmarshal(inner, &in)
+	}
 	req := command.Request{ID: in.ID, Name: in.Name}
 	keyID, _, err := g.keys.Verify(inner, env.Minisig)
 	if err != nil {
 		return req, keyID, fmt.Errorf("signed command refused: %w", err)
 	}
 	if parseErr != nil {
-		return req, keyID, errors.New(`signed command: the signed bytes are not {"id","name","args","expires","device"}`)
+		return req, keyID, fmt.Errorf(`signed command: the signed bytes are not {"id","name","args","expires","device"}: %w`, parseErr)
 	}
 	if in.Device != g.device {
 		return req, keyID, fmt.Errorf("signed command is for device %q, this is %q; sign one for this gateway", in.Device, g.device)
