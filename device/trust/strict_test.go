@@ -56,3 +56,43 @@ func jsonString(s string) string {
 	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
 	return `"` + r.Replace(s) + `"`
 }
+
+// TestReplayRecordClockJump: a clock run ahead (spoofed NTP) makes the
+// record prune ids before their expiry; after the clock is corrected a
+// captured command must still be refused, though its expiry lies ahead.
+func TestReplayRecordClockJump(t *testing.T) {
+	s, pub, err := trust.GenerateSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := trust.ParseKeys([]string{pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	real := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	now := real
+	used := t.TempDir() + "/signed-commands.json"
+	g := trust.NewGate(keys, "ward3-gw", used, func() time.Time { return now })
+	seal := func(id string, exp time.Time) []byte {
+		inner := `{"id":"` + id + `","name":"dead-purge","expires":"` + exp.Format(time.RFC3339) + `","device":"ward3-gw"}`
+		return []byte(`{"signed":"` + base64.StdEncoding.EncodeToString([]byte(inner)) + `","minisig":` + jsonString(string(s.Sign([]byte(inner), "t"))) + `}`)
+	}
+	captured := seal("purge-1", real.Add(time.Hour))
+	if _, _, err := g.Open(captured); err != nil {
+		t.Fatal(err)
+	}
+	now = real.Add(48 * time.Hour) // spoofed NTP: two days ahead
+	if _, _, err := g.Open(seal("health-1", now.Add(10*time.Minute))); err != nil {
+		t.Fatal(err)
+	}
+	now = real.Add(5 * time.Minute) // corrected
+	for _, gate := range []*trust.Gate{g, trust.NewGate(keys, "ward3-gw", used, func() time.Time { return now })} {
+		if _, _, err := gate.Open(captured); err == nil {
+			t.Errorf("captured command replayed after the clock was corrected (expiry %s, clock %s)", real.Add(time.Hour).Format(time.RFC3339), now.Format(time.RFC3339))
+		}
+	}
+	// A command signed now, with an expiry past what was forgotten, runs.
+	if _, _, err := g.Open(seal("purge-2", real.Add(2*time.Hour))); err != nil {
+		t.Errorf("a fresh command after the correction: %v", err)
+	}
+}
