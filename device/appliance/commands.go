@@ -181,14 +181,14 @@ func (a *Appliance) apply(b *Box, id string, local bool, args nameArgs) (any, st
 }
 
 // remoteApplyAllowed refuses a remote configuration that would lower
-// transport security (config.TransportDowngrades) or change what the
+// transport security or move state (config.RemoteRefusals) or change what the
 // gateway trusts (config.TrustChanges); a local one passes.
 func remoteApplyAllowed(cur, next *config.Config, local bool) error {
 	if local {
 		return nil
 	}
-	if d := config.TransportDowngrades(cur, next); len(d) > 0 {
-		return fmt.Errorf("configuration refused, the current one stays: a remote config-apply cannot lower transport security (%s); "+
+	if d := config.RemoteRefusals(cur, next); len(d) > 0 {
+		return fmt.Errorf("configuration refused, the current one stays: a remote config-apply cannot make this change (%s); "+
 			"a local operator can apply it through the admin socket %s or by editing %s", strings.Join(d, "; "), cur.Admin.Socket, cur.Path)
 	}
 	if d := config.TrustChanges(cur, next); len(d) > 0 {
