@@ -1,15 +1,19 @@
 package appliance_test
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hl7edge/hl7edge/device/appliance"
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
+	"github.com/hl7edge/hl7edge/device/trust"
 )
 
 // TestRemoteApplyProbeDocuments: each configuration issue 24's probe got
@@ -72,4 +76,48 @@ func TestRemoteApplyProbeDocuments(t *testing.T) {
 	}
 	mustSendHL7(t, r.mllpPort, hl7Message("PROBE-1"))
 	waitUntil(t, waitLimit, "the message delivered by the old configuration's archive", func() bool { return files(t, r.archive) >= 1 })
+}
+
+// TestReplayRecordStaysWhenTheSpoolMoves: the replay record lives at a fixed
+// path in the state directory, not beside whatever spool.dir names, so a
+// spool moved even by a local operator does not start an empty record in
+// which a captured signed command runs again.
+func TestReplayRecordStaysWhenTheSpoolMoves(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "gw-record")
+	old := r.yaml(r.mllpPort, "")
+	r.writeConfig(old)
+	op := r.operator(t)
+	rn := r.start(appliance.Options{})
+	op.waitOnline(t, 0)
+
+	inner, err := json.Marshal(map[string]any{"id": "purge-captured", "name": command.DeadPurge, "args": map[string]string{"destination": "archive"},
+		"expires": time.Now().Add(time.Hour).UTC().Format(time.RFC3339), "device": r.device})
+	if err != nil {
+		t.Fatal(err)
+	}
+	captured, err := json.Marshal(trust.Envelope{Signed: base64.StdEncoding.EncodeToString(inner), Minisig: string(r.signer.Sign(inner, "captured"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := op.sendRaw(t, "purge-captured", command.DeadPurge, captured); a.Status != command.Successful {
+		t.Fatalf("the first run of the signed command: %s", a)
+	}
+	if err := os.MkdirAll(filepath.Join(r.dir, "elsewhere"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	moved := strings.Replace(old, "dir: "+r.spool, "dir: "+filepath.Join(r.dir, "elsewhere", "spool"), 1)
+	from := op.Log.Mark()
+	if resp := r.adminCall(t, command.ConfigApply, map[string]any{"yaml": moved, "grace": "1s"}); resp.Status != command.Successful {
+		t.Fatalf("moving the spool through the admin socket: %+v", resp)
+	}
+	rn.waitStarts(t, 2)
+	op.waitOnline(t, from)
+	if r.configFile() != moved {
+		t.Fatal("the spool move was rolled back; the test needs it applied")
+	}
+	a := op.sendRaw(t, "purge-captured", command.DeadPurge, captured)
+	if a.Status != command.Rejected || !strings.Contains(a.Detail, "obeyed before") {
+		t.Errorf("the captured command after the spool moved: %s; want rejected as obeyed before", a)
+	}
 }

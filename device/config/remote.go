@@ -93,7 +93,8 @@ func hostPort(e component.Endpoint) string {
 }
 
 // endpointRefusal says why e is not allowed beside the current endpoints,
-// or "". Listeners match whatever their bind address; a host cur's
+// or "". Listeners are compared whatever their bind address, and one on a
+// new port of an address cur listens on counts as the same; a host cur's
 // allowed_hosts cover counts as reached.
 func endpointRefusal(e component.Endpoint, cur []component.Endpoint) string {
 	var reasons []string
@@ -104,7 +105,9 @@ func endpointRefusal(e component.Endpoint, cur []component.Endpoint) string {
 		if !e.Listens && c.Host != e.Host && !covered(e.Host, c.AllowedHosts) {
 			continue
 		}
-		same := c.Host == e.Host && c.Port == e.Port
+		// A listener on another port of the same address takes nothing
+		// from anyone the old one did not: only its address counts.
+		same := c.Host == e.Host && (c.Port == e.Port || e.Listens)
 		r := weaker(e, c)
 		if !same && !e.TLS {
 			r = append(r, "a new endpoint without TLS")
