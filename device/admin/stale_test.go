@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -43,7 +44,26 @@ func TestRemovesOnlyAStaleSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	cancel, done := run(record)
-	err := wait(done)
+	var err error
+	deadline := time.Now().Add(10 * time.Second)
+	for returned := false; !returned; {
+		select {
+		case err = <-done:
+			returned = true
+		case <-time.After(5 * time.Millisecond):
+		}
+		if fi, lerr := os.Lstat(record); lerr != nil || !fi.Mode().IsRegular() {
+			cancel()
+			what := fmt.Sprint(lerr)
+			if lerr == nil {
+				what = "now " + fi.Mode().String()
+			}
+			t.Fatalf("the file at admin.socket was removed for the socket (%s)", what)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the admin server neither started nor returned")
+		}
+	}
 	cancel()
 	if err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("admin.socket on a regular file: %v, want a refusal saying it is not a socket", err)
