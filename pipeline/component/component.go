@@ -118,6 +118,9 @@ type File struct {
 	Key  string // the key in the block: "password_file", "dir", "device"
 	Path string
 	Kind FileKind
+	// Secret: its content must stay private (a password, a private key),
+	// so no other user may read it.
+	Secret bool
 }
 
 // Reach is what a block makes the gateway touch: its endpoints and files.

@@ -49,12 +49,13 @@ func (c *DestinationConfig) Reach() component.Reach {
 	}
 }
 
-// credentials lists the set keys of m, in key order, as credential files.
+// credentials lists the set keys of m, in key order, as credential files;
+// the private key is secret.
 func credentials(m map[string]string) []component.File {
 	var out []component.File
 	for _, k := range slices.Sorted(maps.Keys(m)) {
 		if m[k] != "" {
-			out = append(out, component.File{Key: k, Path: m[k], Kind: component.FileCredential})
+			out = append(out, component.File{Key: k, Path: m[k], Kind: component.FileCredential, Secret: k == "tls.key_file"})
 		}
 	}
 	return out

@@ -58,7 +58,7 @@ func (c *Peer) Reach() component.Reach {
 		ep.AllowedHosts = c.AllowedHosts
 	}
 	r := component.Reach{Endpoints: []component.Endpoint{ep}}
-	for _, f := range []component.File{{Key: "password_file", Path: c.PasswordFile}, {Key: "ca_file", Path: c.CAFile}, {Key: "cert_file", Path: c.CertFile}, {Key: "key_file", Path: c.KeyFile}} {
+	for _, f := range []component.File{{Key: "password_file", Path: c.PasswordFile, Secret: true}, {Key: "ca_file", Path: c.CAFile}, {Key: "cert_file", Path: c.CertFile}, {Key: "key_file", Path: c.KeyFile, Secret: true}} {
 		if f.Path != "" {
 			f.Kind = component.FileCredential
 			r.Files = append(r.Files, f)
