@@ -600,7 +600,7 @@ func TestFirmwareUpdate(t *testing.T) {
 	r.seq++
 	slowID := fmt.Sprintf("fw-%d", r.seq)
 	exp = time.Now().Add(time.Minute)
-	devArgs, _ := json.Marshal(map[string]any{"url": url + "slow/dev", "version": "1.5-dev", "sha256": devSum, "minisig": devSig})
+	devArgs, _ := json.Marshal(map[string]any{"url": url + "slow/dev", "version": "1.5-dev", "sha256": devSum, "minisig": devSig, "allow_downgrade": true})
 	env, _ := trust.Seal(trust.Inner{Request: command.Request{ID: slowID, Name: command.FirmwareUpdate, Args: devArgs, Expires: &exp}, Device: r.device},
 		func(m []byte) ([]byte, error) { return r.signer.Sign(m, "t"), nil })
 	r.op.Publish(t, r.base+"cmd/req", false, string(env))
@@ -622,7 +622,7 @@ func TestFirmwareUpdate(t *testing.T) {
 	// stopping): the next start runs one whole version and the update
 	// settles by itself.
 	from = r.op.Log.Mark()
-	if _, a := r.command(command.FirmwareUpdate, map[string]any{"url": url + "dev", "version": "1.5-dev", "sha256": devSum, "minisig": devSig}, time.Minute); a["status"] != string(command.Successful) {
+	if _, a := r.command(command.FirmwareUpdate, map[string]any{"url": url + "dev", "version": "1.5-dev", "sha256": devSum, "minisig": devSig, "allow_downgrade": true}, time.Minute); a["status"] != string(command.Successful) {
 		t.Fatalf("update to 1.5-dev: %v", a)
 	}
 	// The answer comes after the trial is recorded and before the old

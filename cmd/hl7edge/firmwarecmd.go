@@ -15,7 +15,8 @@ import (
 )
 
 const firmwareUsage = `usage:
-  hl7edge firmware args --url URL --version V IMAGE   firmware-update args for IMAGE and IMAGE.minisig
+  hl7edge firmware args --url URL --version V [--allow-downgrade] IMAGE
+                                                     firmware-update args for IMAGE and IMAGE.minisig
   hl7edge firmware state [--config FILE]              the gateway's firmware state file`
 
 // cmdFirmware: `args` runs on the operator's machine and prints the
@@ -31,6 +32,7 @@ func cmdFirmware(args []string, stdout, stderr io.Writer) error {
 		fs.SetOutput(stderr)
 		url := fs.String("url", "", "https URL the gateway downloads the image from")
 		ver := fs.String("version", "", "the image's version (what `IMAGE version` prints)")
+		down := fs.Bool("allow-downgrade", false, "let the gateway install it over a newer running version (a roll-back on purpose)")
 		if err := fs.Parse(args[1:]); err != nil || fs.NArg() != 1 || *url == "" || *ver == "" {
 			return errors.New(firmwareUsage)
 		}
@@ -48,7 +50,7 @@ func cmdFirmware(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("%w (sign the image first: minisign -S -s KEY -m %s)", err, image)
 		}
-		b, err := json.Marshal(firmware.Args{URL: *url, Version: *ver, SHA256: hex.EncodeToString(h.Sum(nil)), Minisig: string(sig)})
+		b, err := json.Marshal(firmware.Args{URL: *url, Version: *ver, SHA256: hex.EncodeToString(h.Sum(nil)), Minisig: string(sig), AllowDowngrade: *down})
 		if err != nil {
 			return err
 		}

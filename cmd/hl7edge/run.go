@@ -6,6 +6,8 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"os"
+	"strings"
 
 	"github.com/hl7edge/hl7edge/device/appliance"
 	"github.com/hl7edge/hl7edge/device/config"
@@ -24,10 +26,17 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if cfg, err := config.Load(*path); err == nil {
 		firmware.Launch(cfg.Firmware.Dir, version, slog.New(slog.NewTextHandler(stderr, nil)).With("component", "launcher"))
 	}
-	return appliance.Run(ctx, appliance.Options{ConfigPath: *path, Version: version, LogOut: stderr})
+	return appliance.Run(ctx, appliance.Options{ConfigPath: *path, Version: version, LogOut: stderr, StateDir: stateDirectory()})
 }
 
 // exitRelaunch is the exit status of a firmware switch (EX_TEMPFAIL): the
 // unit restarts on it (RestartForceExitStatus=75) and the restarted
 // installed binary launches the image the firmware state names.
 const exitRelaunch = 75
+
+// stateDirectory is the one systemd made for StateDirectory= (the unit's
+// first, when it names several), or "" outside systemd.
+func stateDirectory() string {
+	d, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":")
+	return d
+}

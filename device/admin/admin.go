@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hl7edge/hl7edge/device/command"
@@ -61,17 +62,26 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Dir(s.path), 0o750); err != nil {
 		return fmt.Errorf("admin socket directory: %w", err)
 	}
-	// A socket left by a killed daemon would make Listen fail; nobody can be
-	// serving it, because the spool lock already proved we are alone.
-	_ = os.Remove(s.path)
+	// A socket left by a killed daemon would make Listen fail. Only such a
+	// one goes: whatever else is at the path (a file admin.socket was
+	// pointed at, such as the replay record) is not ours to delete.
+	if err := clearStale(s.path); err != nil {
+		return fmt.Errorf("admin socket %s: %w", s.path, err)
+	}
 	ln, err := net.Listen("unix", s.path)
 	if err != nil {
 		return fmt.Errorf("admin socket %s: %w (set admin.socket to a writable path)", s.path, err)
 	}
-	if err := os.Chmod(s.path, 0o660); err != nil {
+	ln.(*net.UnixListener).SetUnlinkOnClose(false) // removeOwn does it, if the path is still ours
+	own, err := os.Lstat(s.path)
+	if err == nil {
+		err = os.Chmod(s.path, 0o660)
+	}
+	if err != nil {
 		_ = ln.Close()
 		return fmt.Errorf("admin socket %s: %w", s.path, err)
 	}
+	defer removeOwn(s.path, own)
 	var wg sync.WaitGroup
 	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
 	defer stop()
@@ -79,7 +89,6 @@ func (s *Server) Run(ctx context.Context) error {
 		c, err := ln.Accept()
 		if err != nil {
 			wg.Wait()
-			_ = os.Remove(s.path)
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -90,6 +99,50 @@ func (s *Server) Run(ctx context.Context) error {
 			continue
 		}
 		wg.Go(func() { s.serve(ctx, c) })
+	}
+}
+
+// clearStale removes a socket at path that nobody answers on; it refuses
+// anything else that is there.
+func clearStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Type() != os.ModeSocket {
+		return fmt.Errorf("a %s is there, not a socket; it is left as it is: set admin.socket to a path of its own", kindOf(fi))
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		_ = c.Close()
+		return errors.New("another process answers on it: stop it, or set admin.socket to another path")
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("cannot tell whether another process serves it (%w); remove it if none does", err)
+	}
+	return os.Remove(path)
+}
+
+func kindOf(fi os.FileInfo) string {
+	switch t := fi.Mode().Type(); {
+	case t == 0:
+		return "regular file"
+	case t&os.ModeDir != 0:
+		return "directory"
+	case t&os.ModeSymlink != 0:
+		return "symbolic link"
+	}
+	return "special file"
+}
+
+// removeOwn removes path at stop only if it is still the socket this
+// server made (own), not a file that took its place.
+func removeOwn(path string, own os.FileInfo) {
+	if fi, err := os.Lstat(path); err == nil && os.SameFile(fi, own) {
+		_ = os.Remove(path)
 	}
 }
 

@@ -45,6 +45,11 @@ type Options struct {
 	MinBackoff time.Duration
 	// Started is called after every (re)start with the running box (tests, demo).
 	Started func(*Box)
+	// StateDir holds the replay record of signed commands, at a fixed path
+	// that no configuration moves ($STATE_DIRECTORY under systemd). Empty:
+	// the state directory of the configuration the process started with,
+	// kept for the life of the process.
+	StateDir string
 }
 
 // Box is one running build of the appliance.
@@ -90,6 +95,9 @@ func Run(ctx context.Context, o Options) error {
 	a := &Appliance{o: o, ring: newLogRing(1000), restart: make(chan string, 1), relaunch: make(chan string, 1)}
 	for {
 		cfg, err := config.Load(o.ConfigPath)
+		if err == nil && a.o.StateDir == "" {
+			a.o.StateDir = cfg.StateDir()
+		}
 		if err == nil {
 			var again bool
 			again, err = a.runOnce(ctx, cfg)
@@ -267,6 +275,9 @@ func (a *Appliance) openLEDs(cfg *config.Config, log *slog.Logger, reg *health.R
 	return brd, engine, nil
 }
 
+// ReplayRecord is the replay record's file name in Options.StateDir.
+const ReplayRecord = "signed-commands.json"
+
 // newAgent makes the MQTT agent; with trust keys configured it accepts
 // signed commands.
 func (a *Appliance) newAgent(cfg *config.Config, log *slog.Logger, reg *health.Registry, disp *command.Dispatcher, keys *trust.Keys) (*mqttagent.Agent, error) {
@@ -275,7 +286,7 @@ func (a *Appliance) newAgent(cfg *config.Config, log *slog.Logger, reg *health.R
 		SessionFile: filepath.Join(cfg.StateDir(), "mqtt.session"),
 	}
 	if keys.Len() > 0 {
-		agentOpts.Signed = trust.NewGate(keys, cfg.Device.ID, filepath.Join(cfg.StateDir(), "signed-commands.json"), nil).Open
+		agentOpts.Signed = trust.NewGate(keys, cfg.Device.ID, filepath.Join(a.o.StateDir, ReplayRecord), nil).Open
 	}
 	return mqttagent.New(cfg.MQTT, agentOpts)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/device/leds"
 	"github.com/hl7edge/hl7edge/device/status"
+	"github.com/hl7edge/hl7edge/device/strictjson"
 )
 
 // maxIdentifySeconds caps identify: the LEDs are how a nurse reads the box.
@@ -33,7 +34,8 @@ func parseArgs(raw json.RawMessage) (nameArgs, error) {
 	if len(raw) == 0 {
 		return a, nil
 	}
-	if err := json.Unmarshal(raw, &a); err != nil {
+	// Strict: args are part of the signed bytes of a signed command.
+	if err := strictjson.Unmarshal(raw, &a); err != nil {
 		return a, fmt.Errorf("args are not the expected JSON object: %w", err)
 	}
 	return a, nil
@@ -179,14 +181,14 @@ func (a *Appliance) apply(b *Box, id string, local bool, args nameArgs) (any, st
 }
 
 // remoteApplyAllowed refuses a remote configuration that would lower
-// transport security (config.TransportDowngrades) or change what the
+// transport security or move state (config.RemoteRefusals) or change what the
 // gateway trusts (config.TrustChanges); a local one passes.
 func remoteApplyAllowed(cur, next *config.Config, local bool) error {
 	if local {
 		return nil
 	}
-	if d := config.TransportDowngrades(cur, next); len(d) > 0 {
-		return fmt.Errorf("configuration refused, the current one stays: a remote config-apply cannot lower transport security (%s); "+
+	if d := config.RemoteRefusals(cur, next); len(d) > 0 {
+		return fmt.Errorf("configuration refused, the current one stays: a remote config-apply cannot make this change (%s); "+
 			"a local operator can apply it through the admin socket %s or by editing %s", strings.Join(d, "; "), cur.Admin.Socket, cur.Path)
 	}
 	if d := config.TrustChanges(cur, next); len(d) > 0 {

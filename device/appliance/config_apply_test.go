@@ -142,7 +142,7 @@ func TestConfigApplyGood(t *testing.T) {
 	rn := r.start(appliance.Options{ApplyGrace: 1500 * time.Millisecond})
 	op.waitOnline(t, 0)
 
-	copyDir := filepath.Join(r.dir, "copy")
+	copyDir := filepath.Join(r.archive, "copy") // under archive: where a remote change may add one
 	next := r.yaml(r.mllpPort, "  - name: copy\n    type: file\n    dir: "+copyDir+"\n")
 	from := op.Log.Mark()
 	a := op.must(t, command.ConfigApply, map[string]any{"yaml": next})

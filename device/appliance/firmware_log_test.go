@@ -25,7 +25,7 @@ func TestFirmwareUpdateIsLogged(t *testing.T) {
 	rn := r.start(appliance.Options{})
 	op.waitOnline(t, 0)
 	a := op.send(t, command.FirmwareUpdate, map[string]any{
-		"url": fmt.Sprintf("https://127.0.0.1:%d/hl7edge-9.9", closed), "version": "9.9",
+		"url": fmt.Sprintf("https://127.0.0.1:%d/hl7edge-10.0", closed), "version": "10.0", // newer than the rig's 9.9.9-test
 		"sha256": strings.Repeat("ab", 32), "minisig": "untrusted comment: x\nRUQ\n",
 	})
 	if a.Status != command.Failed || !strings.Contains(a.Detail, "download failed") {

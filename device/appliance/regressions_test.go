@@ -1,6 +1,7 @@
 package appliance_test
 
 import (
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -43,7 +44,12 @@ func TestRegressions(t *testing.T) {
 	// grace period.
 	t.Run("an unstartable configuration is rolled back with an alarm", func(t *testing.T) {
 		old := r.configFile()
-		broken := r.yaml(r.mllpPort, "  - name: broken\n    type: file\n    dir: "+filepath.Join(r.cfgPath, "sub")+"\n")
+		// Under the archive, where a remote change may put a file destination.
+		blocker := filepath.Join(r.archive, "not-a-dir")
+		if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		broken := r.yaml(r.mllpPort, "  - name: broken\n    type: file\n    dir: "+filepath.Join(blocker, "sub")+"\n")
 		from := op.Log.Mark()
 		op.must(t, command.ConfigApply, map[string]any{"yaml": broken, "grace": "1s"})
 		rn.waitStarts(t, 2)

@@ -46,7 +46,7 @@ func TestSignedConfigApply(t *testing.T) {
 	rn := r.start(appliance.Options{ApplyGrace: time.Second})
 	op.waitOnline(t, 0)
 
-	next := r.yaml(r.mllpPort, "  - name: copy\n    type: file\n    dir: "+r.dir+"/copy\n")
+	next := r.yaml(r.mllpPort, "  - name: copy\n    type: file\n    dir: "+r.archive+"/copy\n") // beside archive: a remote change may add one there
 	a := op.send(t, command.ConfigApply, map[string]any{"yaml": next})
 	if a.Status != command.Rejected || !strings.Contains(a.Detail, "obeyed only signed") {
 		t.Errorf("unsigned config-apply with trust keys: %s, want rejected saying it must be signed", a)

@@ -45,7 +45,7 @@ func TestRemoteApplyCannotLowerTransportSecurity(t *testing.T) {
 		name, yaml, want string
 	}{
 		{"plain http", r.yaml(r.mllpPort, ehr(fmt.Sprintf("http://127.0.0.1:%d/hl7/ping", port),
-			"    allowed_hosts: [\"127.0.0.1\"]\n    allow_insecure_http: true\n")), "allow_insecure_http"},
+			"    allowed_hosts: [\"127.0.0.1\"]\n    allow_insecure_http: true\n")), "TLS off"},
 		{"wider allowed_hosts", r.yaml(r.mllpPort, ehr(https, "    allowed_hosts: [\"*\"]\n")), "allowed_hosts"},
 		{"allowed_hosts removed", r.yaml(r.mllpPort, ehr(https, "")), "allowed_hosts"},
 		{"new upstream host", r.yaml(r.mllpPort, ehr(fmt.Sprintf("https://127.0.0.2:%d/hl7/ping", port),

@@ -4,8 +4,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/hl7edge/hl7edge/pipeline/mllp"
-	"github.com/hl7edge/hl7edge/pipeline/webservice"
+	"github.com/hl7edge/hl7edge/pipeline/component"
 )
 
 // SecretWarnings names every secret file of the configuration (passwords,
@@ -27,27 +26,23 @@ func (c *Config) SecretWarnings() []string {
 			key, path, fi.Mode().Perm()))
 	}
 	check("spool.encryption_key_file", c.Spool.EncryptionKeyFile)
-	check("mqtt.password_file", c.MQTT.PasswordFile)
-	check("mqtt.key_file", c.MQTT.KeyFile)
-	block := func(who string, b any) {
-		switch b := b.(type) {
-		case *webservice.SourceConfig:
-			check(who+" password_file", b.PasswordFile)
-			check(who+" key_file", b.KeyFile)
-		case *webservice.DestinationConfig:
-			check(who+" password_file", b.PasswordFile)
-			check(who+" key_file", b.KeyFile)
-		case *mllp.ListenerConfig:
-			check(who+" tls.key_file", b.TLS.KeyFile)
-		case *mllp.DestinationConfig:
-			check(who+" tls.key_file", b.TLS.KeyFile)
+	files := func(prefix string, r component.Reach) {
+		for _, f := range r.Files {
+			if f.Secret {
+				check(prefix+f.Key, f.Path)
+			}
 		}
 	}
+	files("mqtt.", c.MQTT.Reach())
 	for _, s := range c.Sources {
-		block(fmt.Sprintf("source %q", s.Name), s.Config)
+		if r, ok := s.Config.(component.Reacher); ok {
+			files(fmt.Sprintf("source %q ", s.Name), r.Reach())
+		}
 	}
 	for _, d := range c.Destinations {
-		block(fmt.Sprintf("destination %q", d.Name), d.Config)
+		if r, ok := d.Config.(component.Reacher); ok {
+			files(fmt.Sprintf("destination %q ", d.Name), r.Reach())
+		}
 	}
 	return out
 }

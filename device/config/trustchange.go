@@ -10,7 +10,7 @@ import "slices"
 // signed by one of the current keys; letting it add keys would let one
 // leaked key mint others that outlive its own revocation, and letting it
 // drop the encryption key would undo at-rest protection from afar. Like
-// TransportDowngrades, such changes are for a local operator only.
+// RemoteRefusals, such changes are for a local operator only.
 func TrustChanges(cur, next *Config) []string {
 	var out []string
 	if !slices.Equal(cur.Trust.Keys, next.Trust.Keys) {

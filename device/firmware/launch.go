@@ -111,6 +111,13 @@ func execImage(dir, name string) error {
 		return fmt.Errorf("image name %q is not a file name", name)
 	}
 	path := filepath.Join(dir, name)
+	// Only a regular file staged in dir runs: a link planted there would
+	// run whatever it points to.
+	if fi, err := os.Lstat(path); err != nil {
+		return err
+	} else if !fi.Mode().IsRegular() {
+		return fmt.Errorf("image %s is not a regular file (%s)", path, fi.Mode().Type())
+	}
 	args := append([]string{path}, os.Args[1:]...)
 	env := append(os.Environ(), EnvImage+"="+path)
 	return syscall.Exec(path, args, env)

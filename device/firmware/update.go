@@ -18,9 +18,11 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hl7edge/hl7edge/device/atomicfile"
+	"github.com/hl7edge/hl7edge/device/strictjson"
 	"github.com/hl7edge/hl7edge/device/trust"
 	"github.com/hl7edge/hl7edge/pipeline/health"
 )
@@ -74,6 +76,10 @@ type Args struct {
 	Version string `json:"version"`
 	SHA256  string `json:"sha256"`
 	Minisig string `json:"minisig"`
+	// AllowDowngrade lets an image older than the running version (or one
+	// whose version cannot be ordered) be installed: a roll-back chosen on
+	// purpose, and signed like the rest of the command.
+	AllowDowngrade bool `json:"allow_downgrade,omitempty"`
 }
 
 var versionRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$`)
@@ -101,8 +107,9 @@ func (a Args) check() error {
 // running version as it is, with the state rejected and the reason.
 func (m *Manager) Update(ctx context.Context, id string, raw json.RawMessage) (any, string, error) {
 	var a Args
-	if err := json.Unmarshal(raw, &a); err != nil {
-		return nil, "", fmt.Errorf(`firmware-update args are not {"url","version","sha256","minisig"}: %w`, err)
+	// Signed bytes: no key may mean one thing to Go and another to the signer.
+	if err := strictjson.Unmarshal(raw, &a); err != nil {
+		return nil, "", fmt.Errorf(`firmware-update args are not {"url","version","sha256","minisig"[,"allow_downgrade":true]}: %w`, err)
 	}
 	if err := a.check(); err != nil {
 		return nil, "", fmt.Errorf("firmware-update refused: %w", err)
@@ -112,6 +119,9 @@ func (m *Manager) Update(ctx context.Context, id string, raw json.RawMessage) (a
 	}
 	if a.Version == m.o.Version {
 		return nil, "", fmt.Errorf("firmware-update refused: version %s is already running", a.Version)
+	}
+	if err := m.checkOrder(a); err != nil {
+		return nil, "", fmt.Errorf("firmware-update refused: %w", err)
 	}
 	if !m.mu.TryLock() {
 		return nil, "", errors.New("firmware-update refused: another update is under way; wait for it to end")
@@ -161,7 +171,7 @@ func (m *Manager) Update(ctx context.Context, id string, raw json.RawMessage) (a
 		return m.reject(st, tmp, fmt.Sprintf("image signature refused: %v; nothing changed", err))
 	}
 	image := filepath.Join(dir, st.Image)
-	if err := os.Chmod(tmp, 0o700); err != nil { // run by this user only
+	if err := makeRunnable(tmp); err != nil { // run by this user only
 		return m.reject(st, tmp, err.Error())
 	}
 	if err := os.Rename(tmp, image); err != nil {
@@ -177,6 +187,29 @@ func (m *Manager) Update(ctx context.Context, id string, raw json.RawMessage) (a
 	m.o.Log.Info("firmware verified; relaunching into the trial", "id", id, "version", a.Version, "key", keyID)
 	m.o.Relaunch(fmt.Sprintf("firmware %s on trial", a.Version))
 	return m.public(st), fmt.Sprintf("version %s verified; restarting into it; rolled back unless healthy after %s", a.Version, st.Trial), nil
+}
+
+// checkOrder refuses an image older than the running version, or one that
+// cannot be ordered against a running release, unless the command allows
+// a downgrade. A running build that is no release (a development build)
+// takes any release.
+func (m *Manager) checkOrder(a Args) error {
+	if a.AllowDowngrade {
+		return nil
+	}
+	if _, ok := parseVersion(m.o.Version); !ok {
+		if _, ok := parseVersion(a.Version); ok {
+			return nil
+		}
+	}
+	c, ok := compareVersions(a.Version, m.o.Version)
+	switch {
+	case !ok:
+		return fmt.Errorf("version %s cannot be ordered against the running %s (use numbers such as 1.4.2); to install it anyway send the command with \"allow_downgrade\": true", a.Version, m.o.Version)
+	case c < 0:
+		return fmt.Errorf("version %s is older than the running %s; to roll back on purpose send the command with \"allow_downgrade\": true", a.Version, m.o.Version)
+	}
+	return nil
 }
 
 func (m *Manager) reject(st State, file, reason string) (any, string, error) {
@@ -253,7 +286,7 @@ func (m *Manager) download(ctx context.Context, rawURL, file string) (string, er
 	if resp.ContentLength > limit {
 		return "", fmt.Errorf("the image is %d bytes, over firmware.max_bytes %d", resp.ContentLength, limit)
 	}
-	f, err := os.OpenFile(file, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	f, err := createStaged(file)
 	if err != nil {
 		return "", err
 	}
@@ -272,6 +305,45 @@ func (m *Manager) download(ctx context.Context, rawURL, file string) (string, er
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// createStaged makes file anew for a download. Whatever a stop or someone
+// else left at its path is unlinked first, never followed, and the open
+// refuses to follow a symbolic link or to reuse a file that appeared
+// meanwhile: the image is written only into a regular file of our own in
+// firmware.dir.
+func createStaged(file string) (*os.File, error) {
+	if err := os.Remove(file); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove what is at %s: %w", file, err)
+	}
+	return os.OpenFile(file, os.O_CREATE|os.O_EXCL|os.O_WRONLY|syscall.O_NOFOLLOW, 0o600)
+}
+
+// makeRunnable makes a verified staged file executable by this user,
+// through a descriptor opened without following links, after checking it
+// is a regular file.
+func makeRunnable(file string) error {
+	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("staged image: %w", err)
+	}
+	defer f.Close()
+	if err := checkRegular(f, file); err != nil {
+		return err
+	}
+	return f.Chmod(0o700)
+}
+
+// checkRegular refuses anything but a regular file.
+func checkRegular(f *os.File, file string) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("staged image: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("staged image %s is not a regular file (%s); remove it", file, fi.Mode().Type())
+	}
+	return nil
 }
 
 // redact drops a URL's query and user info, which may carry tokens.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hl7edge/hl7edge/pipeline/component"
 	"github.com/hl7edge/hl7edge/pipeline/units"
 )
 
@@ -213,4 +214,28 @@ func (c *Config) Connection() (tlsCfg *tls.Config, password string, err error) {
 		}
 	}
 	return tlsCfg, password, nil
+}
+
+// Reach: the broker, judged like any other endpoint on a remote change, and
+// the agent's credential files. A disabled agent reaches nothing.
+func (c *Config) Reach() component.Reach {
+	if !c.Enabled() {
+		return component.Reach{}
+	}
+	ep := component.Endpoint{Key: "broker", Proto: "mqtt", TLS: c.UsesTLS(), CAFile: c.CAFile, ClientCert: c.CertFile, Secret: c.PasswordFile}
+	if u, err := url.Parse(c.Broker); err == nil {
+		def := "1883"
+		if ep.TLS {
+			def = "8883"
+		}
+		ep.Host, ep.Port = component.HostPort(u.Host, def)
+	}
+	r := component.Reach{Endpoints: []component.Endpoint{ep}}
+	for _, f := range []component.File{{Key: "password_file", Path: c.PasswordFile, Secret: true}, {Key: "ca_file", Path: c.CAFile}, {Key: "cert_file", Path: c.CertFile}, {Key: "key_file", Path: c.KeyFile, Secret: true}} {
+		if f.Path != "" {
+			f.Kind = component.FileCredential
+			r.Files = append(r.Files, f)
+		}
+	}
+	return r
 }

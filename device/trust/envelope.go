@@ -12,6 +12,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/atomicfile"
 	"github.com/hl7edge/hl7edge/device/command"
+	"github.com/hl7edge/hl7edge/device/strictjson"
 )
 
 // Envelope is how a signed command travels on cmd/req: the inner command's
@@ -86,22 +87,26 @@ func NewGate(keys *Keys, device, usedFile string, now func() time.Time) *Gate {
 // in words an operator can act on.
 func (g *Gate) Open(payload []byte) (command.Request, string, error) {
 	var env Envelope
-	if err := json.Unmarshal(payload, &env); err != nil {
-		return command.Request{}, "", errors.New(`signed command is not {"signed":"<base64 of the command>","minisig":"<minisign signature>"}`)
+	if err := strictjson.Unmarshal(payload, &env); err != nil {
+		return command.Request{}, "", fmt.Errorf(`signed command is not {"signed":"<base64 of the command>","minisig":"<minisign signature>"}: %w`, err)
 	}
 	inner, err := base64.StdEncoding.DecodeString(env.Signed)
 	if err != nil {
 		return command.Request{}, "", errors.New(`signed command: "signed" is not standard base64`)
 	}
 	var in Inner
-	parseErr := json.Unmarshal(inner, &in)
+	parseErr := strictjson.Unmarshal(inner, &in)
+	if parseErr != nil {
+		in = Inner{} // what a lenient decode read is not what was signed
+		_ = json.Unmarshal(inner, &in)
+	}
 	req := command.Request{ID: in.ID, Name: in.Name}
 	keyID, _, err := g.keys.Verify(inner, env.Minisig)
 	if err != nil {
 		return req, keyID, fmt.Errorf("signed command refused: %w", err)
 	}
 	if parseErr != nil {
-		return req, keyID, errors.New(`signed command: the signed bytes are not {"id","name","args","expires","device"}`)
+		return req, keyID, fmt.Errorf(`signed command: the signed bytes are not {"id","name","args","expires","device"}: %w`, parseErr)
 	}
 	if in.Device != g.device {
 		return req, keyID, fmt.Errorf("signed command is for device %q, this is %q; sign one for this gateway", in.Device, g.device)
@@ -130,26 +135,52 @@ var ErrReplay = errors.New("signed command id already used")
 
 // Used remembers the ids of signed commands until they expire, on disk, so
 // a restart does not open a window for replaying one.
+//
+// Ids are forgotten by the gateway's clock, which a spoofed NTP server can
+// run ahead: ids then go early and, once the clock is corrected, their
+// commands would run again until their real expiry. So the record keeps
+// the latest expiry it ever forgot (Forgot) and refuses every command that
+// expires at or before it: a forgotten id can never come back, whatever the
+// clock does. In normal running Forgot is in the past and refuses nothing.
 type Used struct {
 	path string
 	mu   sync.Mutex
-	ids  map[string]time.Time
+	rec  usedRecord
 	err  error // the record could not be read: refuse rather than forget
 }
 
+// usedRecord is the file's content.
+type usedRecord struct {
+	IDs    map[string]time.Time `json:"ids"`
+	Forgot time.Time            `json:"forgot_expiries_until,omitzero"`
+}
+
 func openUsed(path string) *Used {
-	u := &Used{path: path, ids: map[string]time.Time{}}
+	u := &Used{path: path, rec: usedRecord{IDs: map[string]time.Time{}}}
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
 		u.err = fmt.Errorf("replay record %s unreadable: %w; signed commands are refused until it is fixed or removed", path, err)
 	default:
-		if err := json.Unmarshal(b, &u.ids); err != nil {
+		if err := u.rec.decode(b); err != nil {
 			u.err = fmt.Errorf("replay record %s is not JSON: %w; signed commands are refused until it is removed", path, err)
 		}
 	}
 	return u
+}
+
+// decode reads the record, or the plain id-to-expiry map of earlier
+// versions.
+func (r *usedRecord) decode(b []byte) error {
+	var probe map[string]json.RawMessage
+	if err := json.Unmarshal(b, &probe); err != nil {
+		return err
+	}
+	if ids, ok := probe["ids"]; ok && len(ids) > 0 && ids[0] == '{' {
+		return json.Unmarshal(b, r)
+	}
+	return json.Unmarshal(b, &r.IDs)
 }
 
 func (u *Used) claim(id string, until, now time.Time) error {
@@ -158,24 +189,31 @@ func (u *Used) claim(id string, until, now time.Time) error {
 	if u.err != nil {
 		return u.err
 	}
-	for k, exp := range u.ids {
+	if !until.After(u.rec.Forgot) {
+		return fmt.Errorf("signed command expires %s, no later than ids the replay record has forgotten (until %s, after the clock ran ahead); sign it again with a later expiry",
+			until.UTC().Format(time.RFC3339), u.rec.Forgot.UTC().Format(time.RFC3339))
+	}
+	for k, exp := range u.rec.IDs {
 		if !now.Before(exp) {
-			delete(u.ids, k)
+			delete(u.rec.IDs, k)
+			if exp.After(u.rec.Forgot) {
+				u.rec.Forgot = exp
+			}
 		}
 	}
-	if _, seen := u.ids[id]; seen {
+	if _, seen := u.rec.IDs[id]; seen {
 		return fmt.Errorf("%w: %q was obeyed before; sign a new command with a new id", ErrReplay, id)
 	}
-	if len(u.ids) >= MaxUsed {
+	if len(u.rec.IDs) >= MaxUsed {
 		return fmt.Errorf("%d signed commands are still unexpired; send later or with nearer expiries", MaxUsed)
 	}
-	u.ids[id] = until
-	b, err := json.Marshal(u.ids)
+	u.rec.IDs[id] = until
+	b, err := json.Marshal(u.rec)
 	if err == nil {
 		err = atomicfile.Write(u.path, append(b, '\n'), 0o640)
 	}
 	if err != nil {
-		delete(u.ids, id)
+		delete(u.rec.IDs, id)
 		return fmt.Errorf("signed command refused: cannot record its id against replay: %w", err)
 	}
 	return nil

@@ -14,7 +14,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hl7edge/hl7edge/pipeline/flow"
@@ -75,13 +77,63 @@ type BackoffLimiter interface {
 	MaxBackoffDefault() time.Duration
 }
 
-// Local is implemented by a Config whose type reaches no other host (a
-// file, a serial port): changing its block cannot send messages or
-// passwords anywhere new. Blocks that neither implement it nor are known to
-// device/config's transport check are changed only by a local operator,
-// never by a remote config-apply.
-type Local interface {
-	ReachesNoHost()
+// Endpoint is one network peer a block makes the gateway reach, or one
+// port it makes the gateway open, with what protects the traffic. A remote
+// configuration change is judged on these (device/config), so a type states
+// every endpoint it has, whatever it calls its keys.
+type Endpoint struct {
+	Key     string // the key in the block that names it: "address", "url", "listen"
+	Proto   string // what travels there: "mllp", "webservice", "mqtt"
+	Listens bool   // a port this box opens, not a host it reaches
+	Host    string // lower case; a listener's bind address ("" for all)
+	Port    string
+	// TLS: every byte encrypted and the peer's certificate verified. False
+	// too when the peer may send the gateway on to plain http.
+	TLS bool
+	// CAFile adds roots for the server's certificate; on a listener it is
+	// the CA client certificates must come from (set: they are required).
+	CAFile     string
+	ServerName string // the name the server's certificate must carry ("": the host)
+	ClientCert string // the certificate this box presents to the server
+	Secret     string // the file whose content goes to the peer as a password
+	// AllowedHosts are the hosts (glob patterns) the peer may send this box
+	// on to; nil means any.
+	AllowedHosts []string
+}
+
+// FileKind says what a file key holds, which decides where a remote change
+// may point it.
+type FileKind string
+
+// File kinds.
+const (
+	FileCredential FileKind = "credential" // a password, private key or certificate
+	FileOutput     FileKind = "output"     // a directory messages are written to
+	FileDevice     FileKind = "device"     // a serial device
+	FileState      FileKind = "state"      // state the box's safety depends on: local changes only
+)
+
+// File is one key of a block that names a file or a directory.
+type File struct {
+	Key  string // the key in the block: "password_file", "dir", "device"
+	Path string
+	Kind FileKind
+	// Secret: its content must stay private (a password, a private key),
+	// so no other user may read it.
+	Secret bool
+}
+
+// Reach is what a block makes the gateway touch: its endpoints and files.
+type Reach struct {
+	Endpoints []Endpoint
+	Files     []File
+}
+
+// Reacher is implemented by a Config that states its Reach. A block that
+// does not is changed only by a local operator, never by a remote
+// config-apply: what it touches cannot be judged.
+type Reacher interface {
+	Reach() Reach
 }
 
 // LaneLimiter is implemented by a Config whose type's Output may be called
@@ -259,4 +311,14 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(ks)
 	return ks
+}
+
+// HostPort splits host[:port] as an Endpoint holds it: the host in lower
+// case without brackets or a trailing dot, the port defPort when absent.
+func HostPort(hostport, defPort string) (host, port string) {
+	host, port = hostport, defPort
+	if h, p, err := net.SplitHostPort(hostport); err == nil {
+		host, port = h, p
+	}
+	return strings.ToLower(strings.TrimSuffix(strings.Trim(host, "[]"), ".")), port
 }

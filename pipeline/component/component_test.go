@@ -149,3 +149,19 @@ func TestRegistrationMistakesPanic(t *testing.T) {
 		t.Error("a new registry already holds a type")
 	}
 }
+
+// TestHostPort: endpoints compare hosts as the resolver would treat them:
+// case, brackets and a trailing dot do not make a host new.
+func TestHostPort(t *testing.T) {
+	for in, want := range map[string][2]string{
+		"LIS.Example.org.:2575": {"lis.example.org", "2575"},
+		"[fe80::1]:443":         {"fe80::1", "443"},
+		"ingest.example.org":    {"ingest.example.org", "443"},
+		":2575":                 {"", "2575"},
+	} {
+		h, p := component.HostPort(in, "443")
+		if h != want[0] || p != want[1] {
+			t.Errorf("HostPort(%q) = %q, %q; want %q, %q", in, h, p, want[0], want[1])
+		}
+	}
+}

@@ -17,5 +17,7 @@ func Register(r *component.Registry) {
 	}))
 }
 
-// ReachesNoHost: a file destination writes only to this box's disk.
-func (*Config) ReachesNoHost() {}
+// Reach: a file destination reaches no host; it writes into its dir.
+func (c *Config) Reach() component.Reach {
+	return component.Reach{Files: []component.File{{Key: "dir", Path: c.Dir, Kind: component.FileOutput}}}
+}

@@ -195,3 +195,23 @@ func TestDefaultTypesLiveness(t *testing.T) {
 		}
 	}
 }
+
+// TestShippedTypesStateTheirReach: every source and destination type the
+// product ships states its endpoints and files (component.Reacher), so a
+// remote config-apply can judge it; only rubbish bins have no block.
+func TestShippedTypesStateTheirReach(t *testing.T) {
+	r := gateway.DefaultTypes()
+	for _, typ := range r.SourceTypes() {
+		st, _ := r.Source(typ)
+		if _, ok := st.NewConfig().(component.Reacher); !ok {
+			t.Errorf("source type %s states no Reach: a remote change to it would always be refused", typ)
+		}
+	}
+	for _, typ := range r.DestinationTypes() {
+		dt, _ := r.Destination(typ)
+		c := dt.NewConfig()
+		if _, ok := c.(component.Reacher); !ok && !dt.Discards {
+			t.Errorf("destination type %s states no Reach: a remote change to it would always be refused", typ)
+		}
+	}
+}

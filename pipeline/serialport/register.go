@@ -22,5 +22,7 @@ func Register(r *component.Registry) {
 	}))
 }
 
-// ReachesNoHost: a serial port is wired to this box.
-func (*Config) ReachesNoHost() {}
+// Reach: a serial port is wired to this box; it reaches no host.
+func (c *Config) Reach() component.Reach {
+	return component.Reach{Files: []component.File{{Key: "device", Path: c.Device, Kind: component.FileDevice}}}
+}
