@@ -65,6 +65,14 @@ func (s *Spool) gcLoop() {
 }
 
 func (s *Spool) dropDelivered() error {
+	// The list is made under the exclusive lock, from accounting a re-open
+	// cannot change meanwhile; a faulted spool drops nothing, since its
+	// accounting may not match its disk until it is re-opened.
+	s.dbMu.Lock()
+	defer s.dbMu.Unlock()
+	if s.db == nil || s.faultErr() != nil {
+		return nil
+	}
 	s.mu.Lock()
 	var drop []uint64
 	for seg, si := range s.segs {
@@ -82,10 +90,7 @@ func (s *Spool) dropDelivered() error {
 		prefixes[i] = segPrefix(seg)
 	}
 	s.log.Debug("spool dropping delivered segments", "segments", len(drop))
-	s.dbMu.Lock()
-	err := s.db.DropPrefix(prefixes...)
-	s.dbMu.Unlock()
-	if err != nil {
+	if err := s.db.DropPrefix(prefixes...); err != nil {
 		return fmt.Errorf("drop %d delivered segments: %w", len(drop), err)
 	}
 	s.mu.Lock()
@@ -113,6 +118,9 @@ func (s *Spool) saveCounters() {
 	}
 	s.dbMu.RLock()
 	defer s.dbMu.RUnlock()
+	if s.db == nil {
+		return
+	}
 	err := s.db.Update(func(txn *badger.Txn) error {
 		for d, n := range changed {
 			if err := txn.Set([]byte("xdelv"+d), binary.BigEndian.AppendUint64(nil, n)); err != nil {
@@ -164,8 +172,8 @@ func (s *Spool) cleanValueLog() {
 		if err := s.syncLogs(true); err != nil {
 			// Never close hold: the old files then stay until the DB is
 			// closed, which leaves them in place, and the re-open after
-			// the fault reads whichever copy the disk kept.
-			s.markFault(err)
+			// the fault reads whichever copy the disk kept. (hold and its
+			// transaction are left to the closed DB.)
 			s.log.Error("spool value-log clean-up could not sync the copied messages; the old value-log files are kept", "err", err)
 			return
 		}

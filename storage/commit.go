@@ -239,7 +239,8 @@ type pendingWrite struct {
 	undeliv  bool
 	deadDest string
 	deadSize int64
-	txn      int // index of the transaction that carried it; -1 for none
+	txn      int           // index of the transaction that carried it; -1 for none
+	dupOf    *pendingWrite // the same remote ID earlier in this group
 }
 
 // commit stores one group of appends: each is admitted or refused against
@@ -265,6 +266,11 @@ func (s *Spool) commit(batch []*appendReq) {
 	for _, w := range writes {
 		if w.txn >= 0 && g.txnErrs[w.txn] != nil && w.err == nil {
 			w.err = fmt.Errorf("spool commit in %s failed: %w (check the disk; the sender should retry)", s.cfg.Dir, g.txnErrs[w.txn])
+		}
+	}
+	for _, w := range writes {
+		if w.dupOf != nil && w.dupOf.err != nil {
+			w.err = w.dupOf.err
 		}
 	}
 	s.account(g, writes, syncErr)
@@ -294,9 +300,9 @@ type group struct {
 	seq         uint64
 	curSeg      uint64
 	curSegCount int
-	rolled      bool // the open segment was closed so clean-up can free it
-	bigValue    bool // a value went to the value log: DB.Sync must cover it too
-	seenRemote  map[string]string
+	rolled      bool                     // the open segment was closed so clean-up can free it
+	bigValue    bool                     // a value went to the value log: DB.Sync must cover it too
+	seenRemote  map[string]*pendingWrite // remote IDs stored by this group
 }
 
 func (s *Spool) newGroup() *group {
@@ -305,7 +311,7 @@ func (s *Spool) newGroup() *group {
 	s.mu.Unlock()
 	return &group{
 		s: s, quota: q, used: q.usedBefore, now: s.now(),
-		txn: s.db.NewTransaction(true), seenRemote: map[string]string{},
+		txn: s.db.NewTransaction(true), seenRemote: map[string]*pendingWrite{},
 		seq: s.lastSeq, curSeg: s.curSeg, curSegCount: s.curSegCount,
 	}
 }
@@ -315,7 +321,14 @@ func (g *group) add(r *appendReq) *pendingWrite {
 	w := &pendingWrite{req: r, txn: -1}
 	e := r.e
 	if e.RemoteID != "" {
-		guid, dup, err := g.remembered(remoteKey(e.Source, e.RemoteID))
+		rk := remoteKey(e.Source, e.RemoteID)
+		if first := g.seenRemote[string(rk)]; first != nil {
+			// Its fate is the first copy's: commit fails it with it.
+			w.dupOf = first
+			w.res = Result{GUID: first.res.GUID, Duplicate: true, Headroom: g.quota.headroom(g.used)}
+			return w
+		}
+		guid, dup, err := getString(g.txn, rk)
 		if err != nil {
 			w.err = fmt.Errorf("spool lookup of remembered ID: %w", err)
 			return w
@@ -364,15 +377,6 @@ func (g *group) add(r *appendReq) *pendingWrite {
 	return w
 }
 
-// remembered says whether a pull source's remote ID was stored before, in
-// this group or an earlier one.
-func (g *group) remembered(rk []byte) (guid string, found bool, err error) {
-	if guid, ok := g.seenRemote[string(rk)]; ok {
-		return guid, true, nil
-	}
-	return getString(g.txn, rk)
-}
-
 // entries are the keys one admitted message writes: the message in the open
 // segment and a queue key per destination, or an undeliverable record; and
 // its remembered remote ID.
@@ -397,7 +401,7 @@ func (g *group) entries(e Entry, w *pendingWrite, val []byte) []*badger.Entry {
 	}
 	if e.RemoteID != "" {
 		rk := remoteKey(e.Source, e.RemoteID)
-		g.seenRemote[string(rk)] = e.GUID.String()
+		g.seenRemote[string(rk)] = w
 		out = append(out, badger.NewEntry(rk, []byte(e.GUID.String())).WithTTL(g.s.cfg.RememberFor.D()))
 	}
 	return out
@@ -472,7 +476,9 @@ func (s *Spool) account(g *group, writes []*pendingWrite, syncErr error) {
 		if w.err != nil || w.res.Duplicate {
 			continue
 		}
-		s.appended++
+		if syncErr == nil {
+			s.appended++
+		}
 		if w.undeliv {
 			s.undeliv++
 			s.undelivBytes += w.bytes

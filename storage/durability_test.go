@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -504,5 +505,166 @@ func TestUnreadableMessageDoesNotStopTheQueue(t *testing.T) {
 	}
 	if st := s.Stats().Destinations["a"]; st.Queued != 1 {
 		t.Fatalf("queued %d, want 1", st.Queued)
+	}
+}
+
+// Found by review: a sync that fails in any caller (here moving an
+// unreadable message aside) faults the spool like a group's own.
+func TestAnyFailedSyncFaults(t *testing.T) {
+	s := openSmall(t, t.TempDir(), nil, "a")
+	defer s.Close()
+	r := &syncRecorder{}
+	hookSyncs(s, r)
+	ctx := context.Background()
+	r1, err := s.Append(ctx, Entry{Source: "s", Raw: msg(1), Dests: []string{"a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(msgKey(1, r1.Seq), []byte{0, 0, 0, 0}) }); err != nil {
+		t.Fatal(err)
+	}
+	var once atomic.Bool
+	r.setFail(func(string) error {
+		if once.CompareAndSwap(false, true) {
+			return syscall.EIO
+		}
+		return nil
+	})
+	if _, err := s.Next("a", 0, 10); err == nil {
+		t.Fatal("Next succeeded although moving the unreadable message aside failed to sync")
+	}
+	if _, err := s.Append(ctx, Entry{Source: "s", Raw: msg(2), Dests: []string{"a"}}); !errors.Is(err, ErrStorageFault) {
+		t.Fatalf("Append after a failed sync elsewhere: %v, want a storage fault", err)
+	}
+}
+
+// Found by review: a group committed while another caller's sync was
+// failing must not be answered as stored: Linux reports a failed write-back
+// once per open file, so the group's own sync would "succeed".
+func TestGroupWaitingBehindAFailedSyncIsRefused(t *testing.T) {
+	s := openSmall(t, t.TempDir(), nil, "a")
+	defer s.Close()
+	r := &syncRecorder{}
+	hookSyncs(s, r)
+	ctx := context.Background()
+	r1, err := s.Append(ctx, Entry{Source: "s", Raw: msg(1), Dests: []string{"a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var armed, failOnce atomic.Bool
+	entered, proceed := make(chan struct{}), make(chan struct{})
+	r.onSync = func(string) {
+		if armed.CompareAndSwap(true, false) {
+			close(entered)
+			<-proceed
+		}
+	}
+	r.setFail(func(string) error {
+		if failOnce.CompareAndSwap(true, false) {
+			return syscall.EIO
+		}
+		return nil
+	})
+	armed.Store(true)
+	failOnce.Store(true)
+	killErr := make(chan error, 1)
+	go func() { killErr <- s.Kill("a", r1.Seq, "AR", 1) }()
+	<-entered // Kill is in its sync
+	appErr := make(chan error, 1)
+	go func() {
+		_, err := s.Append(ctx, Entry{Source: "s", Raw: msg(2), Dests: []string{"a"}})
+		appErr <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // the group commits and waits for the sync
+	close(proceed)
+	if err := <-killErr; err == nil {
+		t.Fatal("Kill succeeded although its sync failed")
+	}
+	if err := <-appErr; !errors.Is(err, ErrStorageFault) {
+		t.Fatalf("a group synced after another's failed sync: %v, want a storage fault", err)
+	}
+}
+
+// Found by review: a re-open that fails leaves the spool closed; the daemon
+// stays up (the clean-up tick, stats and Close must not touch the closed
+// DB) and keeps refusing.
+func TestFailedReopenKeepsTheDaemonUp(t *testing.T) {
+	s := openSmall(t, t.TempDir(), nil, "a")
+	r := &syncRecorder{}
+	hookSyncs(s, r)
+	ctx := context.Background()
+	r1, _ := s.Append(ctx, Entry{Source: "s", Raw: msg(1), Dests: []string{"a"}})
+	r.setFail(func(string) error { return syscall.EIO })
+	if _, err := s.Append(ctx, Entry{Source: "s", Raw: msg(2), Dests: []string{"a"}}); err == nil {
+		t.Fatal("want a fault")
+	}
+	r.setFail(nil)
+	if err := s.Delivered("a", r1.Seq); err != nil { // counters to save
+		t.Fatal(err)
+	}
+	blocker := filepath.Join(t.TempDir(), "not-a-dir")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.dbMu.Lock()
+	s.bopts.Dir, s.bopts.ValueDir = filepath.Join(blocker, "x"), filepath.Join(blocker, "x")
+	s.dbMu.Unlock()
+	deadline := time.Now().Add(8 * time.Second)
+	for !strings.Contains(s.Stats().Error, "re-opening it failed") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no failed re-open reported: %q", s.Stats().Error)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// What the clean-up tick does, on the closed spool.
+	s.saveCounters()
+	if err := s.dropDelivered(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Next("a", 0, 10); !errors.Is(err, ErrStorageFault) {
+		t.Fatalf("Next on a spool that could not re-open: %v", err)
+	}
+	if _, err := s.Append(ctx, Entry{Source: "s", Raw: msg(3), Dests: []string{"a"}}); !errors.Is(err, ErrStorageFault) {
+		t.Fatalf("Append on a spool that could not re-open: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Found by review: a re-open must not fall between Kill's copy and its
+// release, or it removes the copy as half made and the release then drops
+// the message.
+func TestKillDuringReopenLosesNothing(t *testing.T) {
+	s := openSmall(t, t.TempDir(), nil, "a")
+	defer s.Close()
+	r := &syncRecorder{}
+	hookSyncs(s, r)
+	ctx := context.Background()
+	r1, err := s.Append(ctx, Entry{Source: "s", Raw: msg(1), Dests: []string{"a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.setFail(func(string) error { return syscall.EIO })
+	if _, err := s.Append(ctx, Entry{Source: "s", Raw: msg(2), Dests: []string{"a"}}); err == nil {
+		t.Fatal("want a fault")
+	}
+	r.setFail(nil)
+	var armed atomic.Bool
+	r.onSync = func(string) {
+		if armed.CompareAndSwap(true, false) {
+			time.Sleep(faultRetry + 500*time.Millisecond) // the re-open timer fires meanwhile
+		}
+	}
+	armed.Store(true)
+	_ = s.Kill("a", r1.Seq, "AR", 1) // refused while faulted, or done whole
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Stats().Reopens == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	ms, _ := s.Next("a", 0, 10)
+	dl, _ := s.DeadLetters("a")
+	if len(ms)+len(dl) != 1 {
+		t.Fatalf("message %d: %d queued, %d dead letters; want exactly one of them", r1.Seq, len(ms), len(dl))
 	}
 }

@@ -35,10 +35,26 @@ type inDoubt struct {
 
 // syncLogs makes every write made so far durable: the value logs (where
 // messages of valueThreshold and more live) when vlog is set, then the
-// memtable logs.
+// memtable logs. The fault is sticky under syncMu: once one sync has failed,
+// every later caller fails too, without syncing, until the re-open. Linux
+// reports a failed write-back once per open file, and all callers share the
+// syncers' files, so a sync after a failure could otherwise "succeed" for
+// data that never reached the card.
 func (s *Spool) syncLogs(vlog bool) error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
+	if err := s.faultErr(); err != nil {
+		return err
+	}
+	err := s.syncFiles(vlog)
+	if err != nil {
+		s.markFault(err)
+	}
+	return err
+}
+
+// syncFiles syncs without looking at the fault; syncMu is held.
+func (s *Spool) syncFiles(vlog bool) error {
 	if vlog {
 		if err := s.vlog.syncAll(); err != nil {
 			return err
@@ -108,6 +124,19 @@ func (s *Spool) reopenLocked() error {
 		return fmt.Errorf("open: %w", err)
 	}
 	s.db = db
+	if err := s.recoverLocked(); err != nil {
+		// Half re-opened is not open: nothing may work from accounting
+		// that was not rebuilt from this disk.
+		_ = s.db.Close()
+		s.db = nil
+		return err
+	}
+	return nil
+}
+
+// recoverLocked brings a freshly opened DB and the accounting into line
+// with what was answered, and clears the fault.
+func (s *Spool) recoverLocked() error {
 	if err := s.forgetInDoubt(); err != nil {
 		return err
 	}
@@ -116,13 +145,12 @@ func (s *Spool) reopenLocked() error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	keepSeq, keepSeg := s.lastSeq, s.curSeg
 	s.resetAccountingLocked()
 	if err := s.load(); err != nil {
 		return fmt.Errorf("read: %w", err)
 	}
-	// Numbers are never reused, even for what the disk lost.
-	s.lastSeq, s.curSeg = max(s.lastSeq, keepSeq), max(s.curSeg, keepSeg)
+	// load only ever raises lastSeq and curSeg: numbers are never reused,
+	// even for what the disk lost.
 	s.curSegCount = 0
 	s.durableSeq = s.lastSeq
 	s.fault, s.inDoubt, s.storageErr = nil, nil, ""
@@ -163,7 +191,10 @@ func (s *Spool) forgetInDoubt() error {
 	if err := wb.Flush(); err != nil {
 		return fmt.Errorf("forget messages answered AE: %w", err)
 	}
-	if err := s.syncLogs(false); err != nil {
+	s.syncMu.Lock()
+	err := s.syncFiles(false)
+	s.syncMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("sync after re-open: %w", err)
 	}
 	return nil

@@ -139,7 +139,7 @@ func (s *Spool) load() error {
 		if it, err := txn.Get(keyLastSeq); err == nil {
 			if err := it.Value(func(v []byte) error {
 				if len(v) == 8 {
-					s.lastSeq = binary.BigEndian.Uint64(v)
+					s.lastSeq = max(s.lastSeq, binary.BigEndian.Uint64(v))
 				}
 				return nil
 			}); err != nil {
@@ -198,15 +198,16 @@ func (s *Spool) load() error {
 				if name, ok := cutPrefix(k, "xdelv"); ok {
 					_ = item.Value(func(v []byte) error {
 						if len(v) == 8 {
-							s.delivered[name] = binary.BigEndian.Uint64(v)
-							s.deliveredSave[name] = s.delivered[name]
+							// A re-open keeps what was counted since the last save.
+							s.delivered[name] = max(s.delivered[name], binary.BigEndian.Uint64(v))
+							s.deliveredSave[name] = binary.BigEndian.Uint64(v)
 						}
 						return nil
 					})
 				}
 			}
 		}
-		s.curSeg = maxSeg + 1
+		s.curSeg = max(s.curSeg, maxSeg+1)
 		for d, n := range orphans {
 			s.log.Warn("spool holds messages for a destination that is no longer configured; they keep their disk space until it is configured again or they are purged",
 				"destination", d, "queued", n)
@@ -293,6 +294,8 @@ func (s *Spool) Close() error {
 	_ = s.vlog.close()
 	s.syncMu.Unlock()
 	s.saveCounters()
+	s.dbMu.Lock()
+	defer s.dbMu.Unlock()
 	var err error
 	if s.db != nil { // nil when a re-open after a fault failed
 		err = s.db.Close()

@@ -132,8 +132,13 @@ func (s *Spool) quarantine(dest string, u unreadable) error {
 	s.log.Error("spool message unreadable; moved to the dead letters so the queue goes on", "destination", dest, "seq", u.seq, "err", u.cause)
 	rec := &record{Seq: u.seq, Dests: []string{dest}, Reason: reason, Received: s.now()}
 	dv := rec.encode()
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	if s.db == nil {
+		return errReopening
+	}
 	found := false
-	err := s.update(func(txn *badger.Txn) error {
+	err := s.db.Update(func(txn *badger.Txn) error {
 		qk := namedSeqKey(famQueue, dest, u.seq)
 		if _, err := txn.Get(qk); err != nil {
 			return nil // delivered or moved meanwhile
@@ -144,14 +149,17 @@ func (s *Spool) quarantine(dest string, u unreadable) error {
 		}
 		return txn.Delete(qk)
 	})
-	if err == nil && found {
-		err = s.syncLogs(false)
-	}
 	if err != nil {
 		return fmt.Errorf("spool: move unreadable message %d of %s to the dead letters: %w", u.seq, dest, err)
 	}
-	if found {
-		s.accountRelease(dest, u.seg, true, int64(len(dv)))
+	if !found {
+		return nil
+	}
+	// The accounting follows the commit; a failed sync faults the spool,
+	// whose re-open recounts from disk.
+	s.accountRelease(dest, u.seg, true, int64(len(dv)))
+	if err := s.syncLogs(false); err != nil {
+		return fmt.Errorf("spool: move unreadable message %d of %s to the dead letters: %w", u.seq, dest, err)
 	}
 	return nil
 }
@@ -172,6 +180,14 @@ func (s *Spool) Kill(dest string, seq uint64, reason string, attempts int) error
 }
 
 func (s *Spool) release(dest string, seq uint64, deadReason string, attempts int) error {
+	// Held across both of Kill's steps, so that a re-open (which removes a
+	// dead-letter copy standing beside its queued original) cannot fall
+	// between them.
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	if s.db == nil {
+		return errReopening
+	}
 	var deadSize int64
 	if deadReason != "" {
 		var err error
@@ -182,11 +198,6 @@ func (s *Spool) release(dest string, seq uint64, deadReason string, attempts int
 	qk := namedSeqKey(famQueue, dest, seq)
 	var seg uint64
 	found := false
-	s.dbMu.RLock()
-	defer s.dbMu.RUnlock()
-	if s.db == nil {
-		return errReopening
-	}
 	err := s.db.Update(func(txn *badger.Txn) error {
 		item, err := txn.Get(qk)
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -217,11 +228,11 @@ func (s *Spool) release(dest string, seq uint64, deadReason string, attempts int
 // then does release drop the queue entry, after which the segment holding
 // the original may be dropped at any moment. A cut between the steps
 // leaves both, and Open removes the copy (dropHalfKills). It returns the
-// copy's size, or 0 when seq is no longer queued for dest.
+// copy's size, or 0 when seq is no longer queued for dest. dbMu is held.
 func (s *Spool) copyToDead(dest string, seq uint64, reason string, attempts int) (int64, error) {
 	var size int64
 	big := false
-	err := s.update(func(txn *badger.Txn) error {
+	err := s.db.Update(func(txn *badger.Txn) error {
 		item, err := txn.Get(namedSeqKey(famQueue, dest, seq))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
@@ -257,7 +268,6 @@ func (s *Spool) copyToDead(dest string, seq uint64, reason string, attempts int)
 		return 0, nil
 	}
 	if err := s.syncLogs(big); err != nil {
-		s.markFault(err)
 		return 0, fmt.Errorf("spool: sync the dead-letter copy of message %d of %s: %w", seq, dest, err)
 	}
 	return size, nil
@@ -293,14 +303,4 @@ func (s *Spool) view(fn func(txn *badger.Txn) error) error {
 		return errReopening
 	}
 	return s.db.View(fn)
-}
-
-// update runs fn in a write transaction of the open DB (not synced).
-func (s *Spool) update(fn func(txn *badger.Txn) error) error {
-	s.dbMu.RLock()
-	defer s.dbMu.RUnlock()
-	if s.db == nil {
-		return errReopening
-	}
-	return s.db.Update(fn)
 }

@@ -222,7 +222,6 @@ func (s *Spool) PurgeDead(dest string, guids ...string) (int, error) {
 		return 0, fmt.Errorf("spool: purge dead letters of %s: %w", dest, err)
 	}
 	if err := s.syncLogs(false); err != nil {
-		s.markFault(err)
 		return 0, fmt.Errorf("spool: purge dead letters of %s: %w", dest, err)
 	}
 	s.mu.Lock()
