@@ -52,7 +52,7 @@ const usage = `hl7edge — HL7 v2 gateway firmware
 usage:
   hl7edge run --config FILE            the daemon
   hl7edge demo                         the whole flow on loopback with built-in defaults
-  hl7edge send --to HOST:PORT [--tls --ca FILE] FILE...
+  hl7edge send --to HOST:PORT [--tls] [--ca FILE] [--cert FILE --key FILE] [--server-name NAME] FILE...
                                        send HL7 files over MLLP; exit 1 unless every ACK is AA/CA
   hl7edge status [--config FILE] [--json]
                                        the running gateway in words: what is wrong, what to do,
