@@ -63,7 +63,10 @@ usage:
   hl7edge spool salvage --config FILE [--json]
                                        copy what is readable of a spool that cannot be
                                        opened into a fresh one (daemon stopped)
-  hl7edge spool dead list|retry|purge --config FILE --destination NAME
+  hl7edge spool dead list|retry|purge --config FILE --destination NAME [--guid G]...
+  hl7edge spool skip --config FILE --destination NAME --reason TEXT
+                                       move the message a destination is held by (or keeps
+                                       failing on) to its dead letters, so the rest flow
   hl7edge webservice --listen ADDR --store DIR [--mailbox DIR] [--tls-cert F --tls-key F]
                      [--logon ID --password-file F]
                                        the reference web service (ping/post and mailbox)

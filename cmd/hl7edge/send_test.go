@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,16 +33,46 @@ func startTLSReceiver(t *testing.T, dir string, ca *testpki.CA, serverName strin
 	if err != nil {
 		t.Fatal(err)
 	}
+	r := startReceiver(t, mllp.ServerTLS{CertFile: files.Cert, KeyFile: files.Key, ClientCAFile: files.CA}, nil)
+	return r.addr
+}
+
+// receiver is an MLLP listener standing for a LIS or EHR downstream.
+type receiver struct {
+	addr string
+	mu   sync.Mutex
+	took []string // control IDs answered AA, in order
+}
+
+func (r *receiver) accepted() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.took)
+}
+
+// startReceiver runs an MLLP listener that answers each message with
+// answer(control ID), or AA when answer is nil.
+func startReceiver(t *testing.T, tlsConf mllp.ServerTLS, answer func(id string) flow.Code) *receiver {
+	t.Helper()
+	r := &receiver{}
 	comp := health.NewRegistry("t", "v0", nil).Component(health.Source, "lab", "mllp")
 	h := mllp.HandlerFunc(func(_ context.Context, _ string, f mllp.Frame) []byte {
 		m, err := hl7.Parse(f.Data)
 		if err != nil {
 			return nil
 		}
-		return hl7.ACK(m, flow.Accepted, 0, "", "ACK-"+m.Header().ControlID, time.Now())
+		id, code := m.Header().ControlID, flow.Accepted
+		if answer != nil {
+			code = answer(id)
+		}
+		if code == flow.Accepted {
+			r.mu.Lock()
+			r.took = append(r.took, id)
+			r.mu.Unlock()
+		}
+		return hl7.ACK(m, code, 0, "refused by the test receiver", "ACK-"+id, time.Now())
 	})
-	srv, err := mllp.NewServer("lab", mllp.ListenerConfig{Listen: "127.0.0.1:0",
-		TLS: mllp.ServerTLS{CertFile: files.Cert, KeyFile: files.Key, ClientCAFile: files.CA}},
+	srv, err := mllp.NewServer("lab", mllp.ListenerConfig{Listen: "127.0.0.1:0", TLS: tlsConf},
 		h, slog.New(slog.NewTextHandler(io.Discard, nil)), comp)
 	if err != nil {
 		t.Fatal(err)
@@ -49,8 +81,9 @@ func startTLSReceiver(t *testing.T, dir string, ca *testpki.CA, serverName strin
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	waitFor(t, "the TLS receiver listening", func() bool { return srv.Addr() != nil && comp.State() == health.Up })
-	return srv.Addr().String()
+	waitFor(t, "the receiver listening", func() bool { return srv.Addr() != nil && comp.State() == health.Up })
+	r.addr = srv.Addr().String()
+	return r
 }
 
 // TestSendPresentsClientCertificate: `hl7edge send` reaches an MLLP

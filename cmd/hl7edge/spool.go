@@ -23,27 +23,57 @@ import (
 	"github.com/hl7edge/hl7edge/storage"
 )
 
+// spoolUsage is the spool commands' usage, for every mistake in calling one.
+const spoolUsage = `usage: hl7edge spool stats [--json]
+       hl7edge spool dead list|retry|purge --destination NAME [--guid G]...
+       hl7edge spool skip --destination NAME --reason TEXT
+       hl7edge spool salvage [--json]
+each with [--config FILE] (default ` + config.DefaultPath + `)`
+
+// guidList is a repeatable --guid flag.
+type guidList []string
+
+func (g *guidList) String() string     { return strings.Join(*g, ",") }
+func (g *guidList) Set(v string) error { *g = append(*g, v); return nil }
+
+// spoolCommands maps "sub action" to the command it sends.
+var spoolCommands = map[string]string{
+	"stats": command.SpoolStats, "dead list": command.DeadList, "dead retry": command.DeadRetry,
+	"dead purge": command.DeadPurge, "skip": command.SpoolSkip,
+}
+
 // cmdSpool inspects the spool: through the running daemon when there is one
 // (Badger lets one process open it), otherwise directly.
 func cmdSpool(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: hl7edge spool stats|salvage|dead [list|retry|purge] --config FILE")
+		return errors.New(spoolUsage)
 	}
-	sub := args[0]
-	action := ""
-	rest := args[1:]
+	sub, rest := args[0], args[1:]
+	key := sub
 	if sub == "dead" {
-		if len(rest) == 0 {
-			return errors.New("usage: hl7edge spool dead list|retry|purge --config FILE --destination NAME")
+		// The action word comes first: `spool dead --config F` is a
+		// missing action, not a configuration named "F" to ignore.
+		if len(rest) == 0 || strings.HasPrefix(rest[0], "-") {
+			return fmt.Errorf("spool dead needs an action word, list, retry or purge, before the flags\n%s", spoolUsage)
 		}
-		action, rest = rest[0], rest[1:]
+		key, rest = sub+" "+rest[0], rest[1:]
 	}
-	fs := flag.NewFlagSet("spool", flag.ContinueOnError)
+	name, known := spoolCommands[key]
+	if !known && sub != "salvage" {
+		return fmt.Errorf("unknown spool command %q\n%s", key, spoolUsage)
+	}
+	fs := flag.NewFlagSet("spool "+key, flag.ContinueOnError)
 	path := fs.String("config", config.DefaultPath, "configuration file")
 	asJSON := fs.Bool("json", false, "print JSON")
 	dest := fs.String("destination", "", "destination name")
+	reason := fs.String("reason", "", "skip: why the message is moved aside, kept with the dead letter (no patient data)")
+	var guids guidList
+	fs.Var(&guids, "guid", "dead retry|purge: only this dead letter (repeat for more); all of them without")
 	if err := fs.Parse(rest); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("spool %s: unexpected %q\n%s", key, fs.Args(), spoolUsage)
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
@@ -52,30 +82,20 @@ func cmdSpool(ctx context.Context, args []string, stdout io.Writer) error {
 	if sub == "salvage" {
 		return salvage(ctx, cfg, *asJSON, stdout)
 	}
-	var name string
-	switch {
-	case sub == "stats":
-		name = command.SpoolStats
-	case sub == "dead" && action == "list":
-		name = command.DeadList
-	case sub == "dead" && action == "retry":
-		name = command.DeadRetry
-	case sub == "dead" && action == "purge":
-		name = command.DeadPurge
-	default:
-		return fmt.Errorf("unknown spool command %q %q: use stats, or dead list|retry|purge", sub, action)
+	if (sub == "dead" || sub == "skip") && *dest == "" {
+		return fmt.Errorf("spool %s: --destination NAME is required", key)
 	}
-	if sub == "dead" && *dest == "" {
-		return errors.New("--destination NAME is required")
+	if sub == "skip" && strings.TrimSpace(*reason) == "" {
+		return errors.New("spool skip: --reason TEXT is required: it is kept with the dead letter, so whoever retries or purges it knows why (no patient data)")
 	}
-	argsJSON, _ := json.Marshal(map[string]string{"destination": *dest})
+	argsJSON, _ := json.Marshal(map[string]any{"destination": *dest, "guids": []string(guids), "reason": *reason})
 	cctx, cancel := context.WithTimeout(ctx, cliWait)
 	defer cancel()
 	data, err := ask(cctx, cfg, name, argsJSON)
 	if err != nil {
 		return err
 	}
-	if *asJSON || sub == "dead" && action != "list" {
+	if *asJSON || name != command.SpoolStats && name != command.DeadList {
 		b, _ := json.Marshal(data)
 		fmt.Fprintln(stdout, string(b))
 		return nil

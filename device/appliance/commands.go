@@ -26,6 +26,7 @@ type nameArgs struct {
 	Lines       int      `json:"lines"`
 	YAML        string   `json:"yaml"`
 	Grace       string   `json:"grace"`
+	Reason      string   `json:"reason"`
 }
 
 func parseArgs(raw json.RawMessage) (nameArgs, error) {

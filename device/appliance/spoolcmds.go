@@ -3,8 +3,10 @@ package appliance
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/pipeline/health"
@@ -22,10 +24,14 @@ type SpoolOps interface {
 	DeadLetters(dest string) ([]storage.DeadLetter, error)
 	RetryDead(dest string, guids ...string) (int, error)
 	PurgeDead(dest string, guids ...string) (int, error)
+	// Skip moves the message dest keeps failing on (offline: the first in
+	// its queue) to its dead letters with reason, and returns its GUID.
+	Skip(ctx context.Context, dest, reason string) (string, error)
 }
 
-// RegisterSpoolCommands registers spool-stats, dead-list, dead-retry and
-// dead-purge (privileged: it deletes data) on d.
+// RegisterSpoolCommands registers spool-stats, dead-list, dead-retry,
+// dead-purge (privileged: it deletes data) and spool-skip (privileged: it
+// takes a message out of its destination's way) on d.
 func RegisterSpoolCommands(d *command.Dispatcher, ops SpoolOps) {
 	with := func(f func(nameArgs) (any, string, error)) command.Handler {
 		return func(_ context.Context, raw json.RawMessage) (any, string, error) {
@@ -65,6 +71,24 @@ func RegisterSpoolCommands(d *command.Dispatcher, ops SpoolOps) {
 		k, err := ops.PurgeDead(n, args.GUIDs...)
 		return map[string]int{"purged": k}, fmt.Sprintf("%d dead letters deleted", k), err
 	}))
+	d.RegisterPrivileged(command.SpoolSkip, func(ctx context.Context, raw json.RawMessage) (any, string, error) {
+		args, err := parseArgs(raw)
+		if err != nil {
+			return nil, "", err
+		}
+		n, err := args.target()
+		if err != nil {
+			return nil, "", err
+		}
+		if strings.TrimSpace(args.Reason) == "" {
+			return nil, "", errors.New(`args need "reason": why the message is moved aside (kept with the dead letter; no patient data)`)
+		}
+		guid, err := ops.Skip(ctx, n, args.Reason)
+		if err != nil {
+			return nil, "", fmt.Errorf("skip on destination %s: %w", n, err)
+		}
+		return map[string]string{"guid": guid}, fmt.Sprintf("message %s moved to the dead letters of %s", guid, n), nil
+	})
 }
 
 // deadLetterInfos lists dead letters as an operator sees them: identifiers
@@ -111,6 +135,10 @@ func (l liveSpool) DeadLetters(dest string) ([]storage.DeadLetter, error) {
 
 func (l liveSpool) RetryDead(dest string, guids ...string) (int, error) {
 	return l.b.Gateway.RetryDead(dest, guids...)
+}
+
+func (l liveSpool) Skip(ctx context.Context, dest, reason string) (string, error) {
+	return l.b.Gateway.Skip(ctx, dest, reason)
 }
 
 func (l liveSpool) PurgeDead(dest string, guids ...string) (int, error) {
@@ -165,4 +193,23 @@ func (o OfflineSpool) PurgeDead(dest string, guids ...string) (int, error) {
 		return 0, err
 	}
 	return o.Spool.PurgeDead(dest, guids...)
+}
+
+// Skip implements SpoolOps: with no daemon running, the message in the
+// way is the first in the destination's queue.
+func (o OfflineSpool) Skip(_ context.Context, dest, reason string) (string, error) {
+	if err := o.known(dest); err != nil {
+		return "", err
+	}
+	head, err := o.Spool.Next(dest, 0, 1)
+	if err != nil {
+		return "", err
+	}
+	if len(head) == 0 {
+		return "", errors.New("its queue is empty: nothing to skip")
+	}
+	if err := o.Spool.Kill(dest, head[0].Seq, "skipped by an operator: "+reason, head[0].Attempts); err != nil {
+		return "", err
+	}
+	return head[0].GUID, nil
 }

@@ -15,6 +15,7 @@ const (
 	DeadList     = "dead-list"    // a destination's dead letters: identifiers and reasons, never content
 	DeadRetry    = "dead-retry"   // queue dead letters again, at the back of the destination's queue
 	DeadPurge    = "dead-purge"   // delete dead letters
+	SpoolSkip    = "spool-skip"   // move the message a destination keeps failing on to its dead letters, with a reason
 	Identify     = "identify"     // blink all four LEDs
 	ConfigGet    = "config-get"   // the configuration file as it is on disk
 	ConfigApply  = "config-apply" // validate, write and restart with a new configuration; roll back if unhealthy

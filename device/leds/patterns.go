@@ -217,15 +217,20 @@ func faultHolds(f Fault, s health.Snapshot) bool {
 	case FaultDeviceMissing:
 		return anyComponent(func(c health.ComponentSnapshot) bool { return c.State == health.Missing }, s.Sources, s.Destinations)
 	case FaultUpstreamRefusing:
-		return anyComponent(func(c health.ComponentSnapshot) bool {
-			return c.State == health.Down && (c.Counters[health.CounterExceptions] > 0 || c.Counters[health.CounterRefused] > 0)
-		}, s.Destinations)
+		return anyComponent(refusing, s.Destinations)
 	case FaultClockTLS:
 		return !s.ClockSynced || anyComponent(func(c health.ComponentSnapshot) bool {
 			return c.State == health.Down && c.Counters[health.CounterTLSErrors] > 0
 		}, s.Sources, s.Destinations, s.Services)
 	}
 	return false
+}
+
+// refusing says whether a destination's receiver answers but says no: it
+// holds a message it refused for good, or it keeps refusing (AE, EXCEPTION).
+func refusing(c health.ComponentSnapshot) bool {
+	return c.State == health.Held ||
+		c.State == health.Down && (c.Counters[health.CounterExceptions] > 0 || c.Counters[health.CounterRefused] > 0)
 }
 
 func anyComponent(f func(health.ComponentSnapshot) bool, lists ...[]health.ComponentSnapshot) bool {

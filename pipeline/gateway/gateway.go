@@ -218,7 +218,7 @@ func (g *Gateway) buildDestination(d Destination) error {
 	g.outputs[d.Name] = out
 	g.order = append(g.order, d.Name)
 	g.workers[d.Name] = deliver.New(d.Name, g.spool, out, deliver.Options{
-		MaxAttempts: d.MaxAttempts, MaxBackoff: maxBackoff, MinBackoff: g.o.MinBackoff,
+		MaxAttempts: d.MaxAttempts, OnReject: d.OnReject, MaxBackoff: maxBackoff, MinBackoff: g.o.MinBackoff,
 		Log: g.o.Log, Health: comp, Loop: g.o.Health.Loop("deliver/" + d.Name),
 		Activity: g.o.Activity, Alarm: g.o.Alarm,
 		Lanes: d.Lanes, LaneKey: deliver.KeyAt(d.LaneKeyPath()),
@@ -460,6 +460,19 @@ func (g *Gateway) RetryDead(dest string, guids ...string) (int, error) {
 	n, err := g.spool.RetryDead(dest, guids...)
 	w.Kick()
 	return n, err
+}
+
+// Skip moves the message a destination keeps failing on to its dead
+// letters with the operator's reason, and returns its GUID.
+func (g *Gateway) Skip(ctx context.Context, dest, reason string) (string, error) {
+	if g.unreadable != nil {
+		return "", g.unreadable
+	}
+	w, ok := g.workers[dest]
+	if !ok {
+		return "", fmt.Errorf("%w: %q", ErrUnknown, dest)
+	}
+	return w.Skip(ctx, reason)
 }
 
 // DeadLetters lists a destination's dead letters.

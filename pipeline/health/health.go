@@ -18,6 +18,7 @@ const (
 	Starting State = "starting" // not yet ready
 	Up       State = "up"       // working (a source listening, a destination delivering or idle)
 	Down     State = "down"     // failing: its peer unreachable or refusing; retrying
+	Held     State = "held"     // the receiver refused the first message in line for good (on_reject: hold); the rest wait for an operator
 	Paused   State = "paused"   // paused by an operator
 	Missing  State = "missing"  // its device (serial adapter) is not present; waiting for it
 	Stopped  State = "stopped"
