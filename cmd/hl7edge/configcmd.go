@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,13 +14,14 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/device/admin"
+	"github.com/hl7edge/hl7edge/device/appliance"
 	"github.com/hl7edge/hl7edge/device/command"
 
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
 )
 
-const configUsage = "usage: hl7edge config check FILE | hl7edge config sample [TYPE] | hl7edge config apply [--config FILE] [--grace 60s] NEWFILE"
+const configUsage = "usage: hl7edge config check FILE | hl7edge config sample [TYPE] | hl7edge config apply [--config FILE] [--grace 60s] [--wait] NEWFILE"
 
 func cmdConfig(args []string, stdout io.Writer) error {
 	switch {
@@ -85,12 +87,14 @@ func containsBytes(list [][]byte, b []byte) bool {
 // socket: the local operator's way, the only one that may lower transport
 // security (plain HTTP, wider allowed_hosts, new upstream hosts). The
 // daemon validates, restarts and rolls back an unhealthy configuration as
-// for MQTT.
+// for MQTT. With --wait it also waits for that outcome, so that a script
+// (or a person) learns of a roll-back from the exit code.
 func configApply(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("config apply", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	path := fs.String("config", config.DefaultPath, "the running daemon's configuration file (names the admin socket)")
-	grace := fs.String("grace", "", "how long the new configuration has to prove healthy (default 60s)")
+	grace := fs.Duration("grace", 0, "how long the new configuration has to prove healthy (default 60s)")
+	wait := fs.Bool("wait", false, "wait until the configuration is kept or rolled back; exit 1 with the reason when rolled back")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
 		return errors.New(configUsage)
 	}
@@ -103,16 +107,17 @@ func configApply(args []string, stdout io.Writer) error {
 		return fmt.Errorf("read the new configuration: %w", err)
 	}
 	a := map[string]string{"yaml": string(next)}
-	if *grace != "" {
-		a["grace"] = *grace
+	if *grace > 0 {
+		a["grace"] = grace.String()
 	}
 	b, err := json.Marshal(a)
 	if err != nil {
 		return err
 	}
+	id := fmt.Sprintf("cli-%d", time.Now().UnixNano())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	resp, err := admin.Call(ctx, cur.Admin.Socket, command.Request{ID: fmt.Sprintf("cli-%d", time.Now().UnixNano()), Name: command.ConfigApply, Args: b})
+	resp, err := admin.Call(ctx, cur.Admin.Socket, command.Request{ID: id, Name: command.ConfigApply, Args: b})
 	if err != nil {
 		return err
 	}
@@ -120,5 +125,51 @@ func configApply(args []string, stdout io.Writer) error {
 		return fmt.Errorf("config-apply %s: %s", resp.Status, resp.Detail)
 	}
 	fmt.Fprintf(stdout, "%s\n", resp.Detail)
-	return nil
+	if !*wait {
+		return nil
+	}
+	sockets := []string{cur.Admin.Socket}
+	if nc, err := config.Parse(next); err == nil && nc.Admin.Socket != cur.Admin.Socket {
+		sockets = append(sockets, nc.Admin.Socket)
+	}
+	return awaitApply(id, sockets, cmp.Or(*grace, time.Minute), stdout)
+}
+
+// awaitApply asks the daemon what became of the configuration applied by
+// command id until it is kept or rolled back. The daemon restarts its
+// pipeline meanwhile, so its socket may be gone for a moment, and the
+// configuration it runs (the new one, or the old one again) decides which
+// socket answers.
+func awaitApply(id string, sockets []string, grace time.Duration, stdout io.Writer) error {
+	limit := grace + 2*time.Minute
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	args, _ := json.Marshal(map[string]string{"id": id})
+	for {
+		for _, sock := range sockets {
+			cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+			resp, err := admin.Call(cctx, sock, command.Request{ID: id + "-result", Name: command.ConfigApplyResult, Args: args})
+			ccancel()
+			if err != nil || resp.Status != command.Successful {
+				continue
+			}
+			var o appliance.ApplyOutcome
+			if b, err := json.Marshal(resp.Data); err != nil || json.Unmarshal(b, &o) != nil {
+				continue
+			}
+			switch o.State {
+			case appliance.ApplyOnTrial:
+			case appliance.ApplyKept:
+				fmt.Fprintln(stdout, o.Detail)
+				return nil
+			default:
+				return fmt.Errorf("%s (%s; hl7edge status shows the alarm)", o.Detail, o.State)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no outcome for command %s within %s: see hl7edge status and the journal", id, limit)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }

@@ -73,8 +73,9 @@ usage:
   hl7edge check-upstream --url URL --logon ID --password-file F [--ca FILE]
                                        test a web service against the protocol
   hl7edge config check FILE
-  hl7edge config apply [--config FILE] [--grace 60s] NEWFILE
-                                       apply a configuration to the running daemon (local operator)
+  hl7edge config apply [--config FILE] [--grace 60s] [--wait] NEWFILE
+                                       apply a configuration to the running daemon (local operator);
+                                       --wait: until kept (exit 0) or rolled back (exit 1, why)
   hl7edge config sample [TYPE]         a source or destination type's keys and defaults, or the types
   hl7edge command sign --key FILE --device ID [--expires 15m] [--id ID] NAME [ARGS_JSON]
                                        sign a command for MQTT with a minisign secret key (operators)

@@ -89,6 +89,34 @@ destinations:
 	if err == nil || !strings.Contains(string(out), "no message is failing") {
 		t.Errorf("spool skip with nothing failing: %v\n%s", err, out)
 	}
+
+	// dead_letter lasts while a dead letter does: purged one --guid at a
+	// time, the last one ends it and the box is healthy again.
+	if !hasAlarm(t, cfg, health.AlarmDeadLetter) {
+		t.Errorf("no dead_letter alarm with two dead letters")
+	}
+	for _, dest := range []string{"lis", "ehr"} {
+		g := deadList(t, cfg, dest)[0].GUID
+		if out, err := exec.Command(binPath, "spool", "dead", "purge", "--config", cfg, "--destination", dest, "--guid", g).CombinedOutput(); err != nil || !strings.Contains(string(out), `"purged":1`) {
+			t.Fatalf("spool dead purge --guid %s: %v\n%s", g, err, out)
+		}
+	}
+	if hasAlarm(t, cfg, health.AlarmDeadLetter) {
+		t.Errorf("dead_letter still active with no dead letter left")
+	}
+	// (This machine's clock may be unsynchronised: FAULT 4 is not ours.)
+	r, _ = runStatus(t, cfg)
+	for _, p := range r.Problems {
+		if strings.Contains(p, "dead_letter") || strings.Contains(p, "destination") {
+			t.Errorf("status with nothing dead and every destination up: %s", p)
+		}
+	}
+}
+
+func hasAlarm(t *testing.T, cfg, kind string) bool {
+	t.Helper()
+	r, _ := runStatus(t, cfg)
+	return slices.ContainsFunc(r.Health.Alarms, func(a health.Alarm) bool { return a.Kind == kind })
 }
 
 var mllpNoTLS = mllp.ServerTLS{}

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -65,8 +66,15 @@ type Appliance struct {
 	// relaunch asks Run to end with ErrRelaunch (a firmware switch).
 	relaunch chan string
 
+	// alarms outlive every box: a restart (a configuration applied or
+	// rolled back) must not lose the alarms that explain it.
+	alarms *health.Alarms
+
 	mu      sync.Mutex
 	pending *pendingApply
+	// outcomes are the last configurations applied, by command id, for
+	// config-apply-result (hl7edge config apply --wait).
+	outcomes []ApplyOutcome
 	// notices are alarms that happened while no box (and so no MQTT agent)
 	// was running; the next box raises them.
 	notices [][2]string
@@ -87,7 +95,7 @@ func Run(ctx context.Context, o Options) error {
 	if o.ApplyGrace <= 0 {
 		o.ApplyGrace = time.Minute
 	}
-	a := &Appliance{o: o, ring: newLogRing(1000), restart: make(chan string, 1), relaunch: make(chan string, 1)}
+	a := &Appliance{o: o, ring: newLogRing(1000), restart: make(chan string, 1), relaunch: make(chan string, 1), alarms: health.NewAlarms()}
 	for {
 		cfg, err := config.Load(o.ConfigPath)
 		if err == nil {
@@ -147,6 +155,7 @@ func (a *Appliance) rollback(cause error) bool {
 	}
 	detail := fmt.Sprintf("configuration from command %s could not start and was rolled back: %v", p.id, cause)
 	fmt.Fprintf(a.o.LogOut, "hl7edge: %s\n", detail)
+	a.settle(p.id, ApplyRolledBack, detail)
 	a.mu.Lock()
 	a.notices = append(a.notices, [2]string{health.AlarmConfigRolledBack, detail})
 	a.mu.Unlock()
@@ -202,6 +211,7 @@ func (a *Appliance) build(cfg *config.Config) (_ *parts, err error) {
 		p.log.Warn("secret file readable by other users", "detail", w)
 	}
 	p.reg = health.NewRegistry(cfg.Device.ID, a.o.Version, nil)
+	p.reg.UseAlarms(a.alarms)
 	p.reg.SetClockProbe(clockSynced)
 	p.disp = command.NewDispatcher(nil)
 	if p.brd, p.engine, err = a.openLEDs(cfg, p.log, p.reg); err != nil {
@@ -428,14 +438,20 @@ func (a *Appliance) checkApply(ctx context.Context, p *pendingApply, reg *health
 	a.mu.Unlock()
 	problems := unhealthy(p.before, reg.Snapshot())
 	if len(problems) == 0 {
-		alarm(health.AlarmConfigApplied, fmt.Sprintf("configuration from command %s is healthy after %s and is kept", p.id, p.grace))
+		detail := fmt.Sprintf("configuration from command %s is healthy after %s and is kept", p.id, p.grace)
+		a.settle(p.id, ApplyKept, detail)
+		alarm(health.AlarmConfigApplied, detail)
 		return
 	}
 	if err := config.WriteAtomic(a.o.ConfigPath, p.previous); err != nil {
-		alarm(health.AlarmConfigRollbackFailed, fmt.Sprintf("command %s: %v", p.id, err))
+		detail := fmt.Sprintf("command %s: %v", p.id, err)
+		a.settle(p.id, ApplyRollbackFailed, detail)
+		alarm(health.AlarmConfigRollbackFailed, detail)
 		return
 	}
-	alarm(health.AlarmConfigRolledBack, fmt.Sprintf("configuration from command %s rolled back: %v", p.id, problems))
+	detail := fmt.Sprintf("configuration from command %s rolled back: %s", p.id, strings.Join(problems, "; "))
+	a.settle(p.id, ApplyRolledBack, detail)
+	alarm(health.AlarmConfigRolledBack, detail)
 	a.requestRestart("configuration rolled back")
 }
 

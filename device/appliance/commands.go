@@ -27,6 +27,7 @@ type nameArgs struct {
 	YAML        string   `json:"yaml"`
 	Grace       string   `json:"grace"`
 	Reason      string   `json:"reason"`
+	ID          string   `json:"id"`
 }
 
 func parseArgs(raw json.RawMessage) (nameArgs, error) {
@@ -80,6 +81,13 @@ func (a *Appliance) register(b *Box, engine *leds.Engine, alarm func(kind, detai
 			return f(args)
 		}
 	}
+	d.Register(command.ConfigApplyResult, with(func(args nameArgs) (any, string, error) {
+		if args.ID == "" {
+			return nil, "", errors.New(`args need "id": the id of the config-apply command`)
+		}
+		o := a.outcome(args.ID)
+		return o, o.Detail, nil
+	}))
 	d.Register(command.Health, with(func(nameArgs) (any, string, error) { return b.Registry.Snapshot(), "", nil }))
 	d.Register(command.StatusReport, with(func(nameArgs) (any, string, error) {
 		r := status.Build(b.Registry.Snapshot(), engine.Inputs())
@@ -175,6 +183,7 @@ func (a *Appliance) apply(b *Box, id string, local bool, args nameArgs) (any, st
 	a.mu.Lock()
 	a.pending = &pendingApply{id: id, previous: previous, grace: grace, before: b.Registry.Snapshot()}
 	a.mu.Unlock()
+	a.settle(id, ApplyOnTrial, fmt.Sprintf("configuration from command %s on trial for %s", id, grace))
 	a.requestRestart("new configuration")
 	return map[string]string{"grace": grace.String()}, fmt.Sprintf("applied; restarting; rolled back unless healthy after %s", grace), nil
 }

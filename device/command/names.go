@@ -19,8 +19,10 @@ const (
 	Identify     = "identify"     // blink all four LEDs
 	ConfigGet    = "config-get"   // the configuration file as it is on disk
 	ConfigApply  = "config-apply" // validate, write and restart with a new configuration; roll back if unhealthy
-	TailLog      = "tail-log"     // the last lines of the daemon's log
-	Restart      = "restart"      // restart the pipeline in-process (the configuration is read again)
+	// ConfigApplyResult says what became of a config-apply: on trial, kept or rolled back.
+	ConfigApplyResult = "config-apply-result"
+	TailLog           = "tail-log" // the last lines of the daemon's log
+	Restart           = "restart"  // restart the pipeline in-process (the configuration is read again)
 	// FirmwareUpdate downloads a signed image, switches to it on trial and
 	// rolls back unless it stays healthy (device/firmware).
 	FirmwareUpdate = "firmware-update"
