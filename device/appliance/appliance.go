@@ -181,7 +181,7 @@ func clockSynced() bool {
 
 // runOnce builds and runs one Box. It reports whether a restart was asked for.
 func (a *Appliance) runOnce(parent context.Context, cfg *config.Config) (bool, error) {
-	p, err := a.build(cfg)
+	p, err := a.build(parent, cfg)
 	if err != nil {
 		return false, err
 	}
@@ -205,7 +205,7 @@ type parts struct {
 
 // build makes one box's components from cfg and wires them together. On
 // error it leaves nothing open.
-func (a *Appliance) build(cfg *config.Config) (_ *parts, err error) {
+func (a *Appliance) build(ctx context.Context, cfg *config.Config) (_ *parts, err error) {
 	p := &parts{log: a.logger(cfg)}
 	for _, w := range cfg.SecretWarnings() {
 		p.log.Warn("secret file readable by other users", "detail", w)
@@ -240,7 +240,7 @@ func (a *Appliance) build(cfg *config.Config) (_ *parts, err error) {
 			p.agent.Alarm(kind, detail)
 		}
 	}
-	p.gw, err = gateway.New(cfg.Gateway(a.o.Version), gateway.Options{
+	p.gw, err = gateway.NewContext(ctx, cfg.Gateway(a.o.Version), gateway.Options{
 		Log: p.log, Health: p.reg, Activity: p.engine.Activity, Alarm: p.alarm, MinBackoff: a.o.MinBackoff,
 	})
 	if err != nil {

@@ -81,11 +81,23 @@ type Gateway struct {
 // (an operator's `hl7edge spool` command, which holds the spool for well
 // under a second) to let go of the spool. It stays below systemd's default
 // 90 s start timeout, so a spool that stays held still fails the start where
-// the operator sees it.
+// the operator sees it. Another daemon on the same spool holds it for good:
+// the wait says so (storage.WaitForLock) and ends with the daemon's SIGTERM.
 const SpoolLockWait = 60 * time.Second
 
-// New opens the spool and builds every component; nothing runs until Run.
+// spoolLockRace is Open's own wait, after NewContext saw the lock free: for
+// a process that took it in between.
+const spoolLockRace = 5 * time.Second
+
+// New is NewContext with a wait for the spool lock that nothing cuts short.
 func New(cfg Config, o Options) (*Gateway, error) {
+	return NewContext(context.Background(), cfg, o)
+}
+
+// NewContext opens the spool and builds every component; nothing runs until
+// Run. ctx ends the wait for a spool another process holds (a daemon's
+// SIGTERM).
+func NewContext(ctx context.Context, cfg Config, o Options) (*Gateway, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -108,7 +120,11 @@ func New(cfg Config, o Options) (*Gateway, error) {
 		routes = append(routes, route.Destination{Name: d.Name, Rubbish: t.Discards, Match: m})
 	}
 	delivering := Delivering(cfg.Types, cfg.Destinations)
-	sp, err := storage.Open(cfg.Spool, storage.Options{Log: o.Log.With("component", "spool"), Destinations: delivering, LockWait: SpoolLockWait})
+	log := o.Log.With("component", "spool")
+	if err := storage.WaitForLock(ctx, cfg.Spool.Dir, SpoolLockWait, log); err != nil {
+		return nil, err
+	}
+	sp, err := storage.Open(cfg.Spool, storage.Options{Log: log, Destinations: delivering, LockWait: spoolLockRace})
 	if errors.Is(err, storage.ErrUnreadable) {
 		return newUnreadable(cfg, o, routes, err)
 	}
