@@ -67,6 +67,9 @@ usage:
   hl7edge spool skip --config FILE --destination NAME --reason TEXT
                                        move the message a destination is held by (or keeps
                                        failing on) to its dead letters, so the rest flow
+  hl7edge spool undeliverable list|retry|purge --config FILE [--guid G]...
+                                       messages no rule matched: list, route again by the
+                                       current rules (retry), delete
   hl7edge webservice --listen ADDR --store DIR [--mailbox DIR] [--tls-cert F --tls-key F]
                      [--logon ID --password-file F]
                                        the reference web service (ping/post and mailbox)

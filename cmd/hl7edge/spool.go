@@ -27,6 +27,7 @@ import (
 const spoolUsage = `usage: hl7edge spool stats [--json]
        hl7edge spool dead list|retry|purge --destination NAME [--guid G]...
        hl7edge spool skip --destination NAME --reason TEXT
+       hl7edge spool undeliverable list|retry|purge [--guid G]...
        hl7edge spool salvage [--json]
 each with [--config FILE] (default ` + config.DefaultPath + `)`
 
@@ -40,6 +41,8 @@ func (g *guidList) Set(v string) error { *g = append(*g, v); return nil }
 var spoolCommands = map[string]string{
 	"stats": command.SpoolStats, "dead list": command.DeadList, "dead retry": command.DeadRetry,
 	"dead purge": command.DeadPurge, "skip": command.SpoolSkip,
+	"undeliverable list": command.UndeliverableList, "undeliverable retry": command.UndeliverableRetry,
+	"undeliverable purge": command.UndeliverablePurge,
 }
 
 // cmdSpool inspects the spool: through the running daemon when there is one
@@ -50,11 +53,11 @@ func cmdSpool(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	sub, rest := args[0], args[1:]
 	key := sub
-	if sub == "dead" {
+	if sub == "dead" || sub == "undeliverable" {
 		// The action word comes first: `spool dead --config F` is a
 		// missing action, not a configuration named "F" to ignore.
 		if len(rest) == 0 || strings.HasPrefix(rest[0], "-") {
-			return fmt.Errorf("spool dead needs an action word, list, retry or purge, before the flags\n%s", spoolUsage)
+			return fmt.Errorf("spool %s needs an action word, list, retry or purge, before the flags\n%s", sub, spoolUsage)
 		}
 		key, rest = sub+" "+rest[0], rest[1:]
 	}
@@ -95,7 +98,7 @@ func cmdSpool(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *asJSON || name != command.SpoolStats && name != command.DeadList {
+	if *asJSON || name != command.SpoolStats && name != command.DeadList && name != command.UndeliverableList {
 		b, _ := json.Marshal(data)
 		fmt.Fprintln(stdout, string(b))
 		return nil
@@ -210,6 +213,9 @@ func offline(ctx context.Context, cfg *config.Config, req command.Request) (comm
 	}
 	defer sp.Close()
 	ops := appliance.OfflineSpool{Spool: sp, Destinations: dests, ConfigPath: cfg.Path}
+	if ops.Reroute, err = gateway.NewRerouter(cfg.Types, cfg.Destinations); err != nil {
+		return command.Response{}, err
+	}
 	for _, s := range cfg.Sources {
 		ops.Sources = append(ops.Sources, s.Name)
 	}
@@ -255,6 +261,15 @@ func printHuman(w io.Writer, name string, data any) error {
 				lanes = fmt.Sprintf("%d (busy %d, backoff %d, blocked %d)", l.Lanes, l.Busy, l.Backoff, l.Blocked)
 			}
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\n", n, d.Queued, d.Delivered, d.Dead, (time.Duration(d.OldestAgeSeconds) * time.Second).String(), lanes)
+		}
+	case command.UndeliverableList:
+		var us []appliance.UndeliverableInfo
+		if err := json.Unmarshal(b, &us); err != nil {
+			return err
+		}
+		fmt.Fprintln(tw, "GUID\tCONTROL ID\tTYPE\tSOURCE\tRECEIVED")
+		for _, u := range us {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", u.GUID, u.ControlID, u.MessageType, u.Source, u.Received.Format(time.RFC3339))
 		}
 	case command.DeadList:
 		var dls []appliance.DeadLetterInfo

@@ -28,6 +28,7 @@ type nameArgs struct {
 	Grace       string   `json:"grace"`
 	Reason      string   `json:"reason"`
 	ID          string   `json:"id"`
+	Limit       int      `json:"limit"`
 }
 
 func parseArgs(raw json.RawMessage) (nameArgs, error) {

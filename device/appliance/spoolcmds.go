@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/hl7edge/hl7edge/device/command"
+	"github.com/hl7edge/hl7edge/pipeline/gateway"
 	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/storage"
@@ -27,6 +28,10 @@ type SpoolOps interface {
 	// Skip moves the message dest keeps failing on (offline: the first in
 	// its queue) to its dead letters with reason, and returns its GUID.
 	Skip(ctx context.Context, dest, reason string) (string, error)
+	// The undeliverable store; retry routes by the configuration's rules.
+	Undeliverable(limit int) ([]storage.DeadLetter, error)
+	RetryUndeliverable(guids ...string) (storage.Rerouted, error)
+	PurgeUndeliverable(guids ...string) (int, error)
 }
 
 // RegisterSpoolCommands registers spool-stats, dead-list, dead-retry,
@@ -89,6 +94,7 @@ func RegisterSpoolCommands(d *command.Dispatcher, ops SpoolOps) {
 		}
 		return map[string]string{"guid": guid}, fmt.Sprintf("message %s moved to the dead letters of %s", guid, n), nil
 	})
+	registerUndeliverable(d, ops, with)
 }
 
 // deadLetterInfos lists dead letters as an operator sees them: identifiers
@@ -141,6 +147,18 @@ func (l liveSpool) Skip(ctx context.Context, dest, reason string) (string, error
 	return l.b.Gateway.Skip(ctx, dest, reason)
 }
 
+func (l liveSpool) Undeliverable(limit int) ([]storage.DeadLetter, error) {
+	return l.b.Gateway.Undeliverable(limit)
+}
+
+func (l liveSpool) RetryUndeliverable(guids ...string) (storage.Rerouted, error) {
+	return l.b.Gateway.RetryUndeliverable(guids...)
+}
+
+func (l liveSpool) PurgeUndeliverable(guids ...string) (int, error) {
+	return l.b.Gateway.PurgeUndeliverable(guids...)
+}
+
 func (l liveSpool) PurgeDead(dest string, guids ...string) (int, error) {
 	return l.b.Gateway.PurgeDead(dest, guids...)
 }
@@ -152,6 +170,8 @@ type OfflineSpool struct {
 	Sources      []string // configured source names
 	Destinations []string // configured delivering destinations (no rubbish bins)
 	ConfigPath   string   // named when a destination is not configured
+	// Reroute routes by the configuration's match rules (undeliverable-retry).
+	Reroute gateway.Rerouter
 }
 
 // Stats implements SpoolOps.

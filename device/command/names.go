@@ -16,6 +16,10 @@ const (
 	DeadRetry    = "dead-retry"   // queue dead letters again, at the back of the destination's queue
 	DeadPurge    = "dead-purge"   // delete dead letters
 	SpoolSkip    = "spool-skip"   // move the message a destination keeps failing on to its dead letters, with a reason
+	// The undeliverable store: messages that matched no destination.
+	UndeliverableList  = "undeliverable-list"  // identifiers and message types, never content
+	UndeliverableRetry = "undeliverable-retry" // route them again by the current match rules
+	UndeliverablePurge = "undeliverable-purge" // delete them
 	Identify     = "identify"     // blink all four LEDs
 	ConfigGet    = "config-get"   // the configuration file as it is on disk
 	ConfigApply  = "config-apply" // validate, write and restart with a new configuration; roll back if unhealthy

@@ -75,6 +75,8 @@ type Gateway struct {
 	order   []string
 	// unreadable is why the spool could not be opened; spool is nil then.
 	unreadable error
+	// reroute routes an undeliverable message again by the current rules.
+	reroute Rerouter
 }
 
 // SpoolLockWait is how long a starting gateway waits for another process
@@ -133,7 +135,9 @@ func NewContext(ctx context.Context, cfg Config, o Options) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, o: o, spool: sp, workers: map[string]*deliver.Worker{}, outputs: map[string]flow.Output{}, reping: map[string]func(){}}
 	o.Health.SetSpoolProbe(sp.Health)
-	g.intake = intake.New(sp, route.New(routes), intake.Options{
+	router := route.New(routes)
+	g.reroute = rerouter(router)
+	g.intake = intake.New(sp, router, intake.Options{
 		Log: o.Log.With("component", "intake"), Health: o.Health, Activity: o.Activity, Alarm: o.Alarm,
 	})
 	if err := g.build(); err != nil {
