@@ -70,6 +70,13 @@ usage:
   hl7edge spool undeliverable list|retry|purge --config FILE [--guid G]...
                                        messages no rule matched: list, route again by the
                                        current rules (retry), delete
+  hl7edge pause|resume NAME [--config FILE]
+                                       hold a source or destination (its queue grows), or undo it
+  hl7edge reping NAME [--config FILE]  a web-service destination pings before its next post, now
+  hl7edge identify [--seconds 30] [--config FILE]
+                                       blink all four LEDs to find the box in a rack
+  hl7edge logs [--follow] [--level L] [--component C] [--lines 100] [--config FILE]
+                                       the daemon's last log lines (no message content)
   hl7edge webservice --listen ADDR --store DIR [--mailbox DIR] [--tls-cert F --tls-key F]
                      [--logon ID --password-file F]
                                        the reference web service (ping/post and mailbox)
@@ -110,6 +117,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return cmdFleet(ctx, rest, stdout, stderr)
 	case "spool":
 		err = cmdSpool(ctx, rest, stdout)
+	case "pause", "resume", "reping", "identify":
+		err = cmdBox(ctx, cmd, rest, stdout)
+	case "logs":
+		err = cmdLogs(ctx, rest, stdout, stderr)
 	case "webservice":
 		err = cmdWebservice(ctx, rest, stdout, stderr)
 	case "check-upstream":

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -29,6 +30,9 @@ type nameArgs struct {
 	Reason      string   `json:"reason"`
 	ID          string   `json:"id"`
 	Limit       int      `json:"limit"`
+	Level       string   `json:"level"`
+	Component   string   `json:"component"`
+	After       *uint64  `json:"after"`
 }
 
 func parseArgs(raw json.RawMessage) (nameArgs, error) {
@@ -137,13 +141,7 @@ func (a *Appliance) register(b *Box, engine *leds.Engine, alarm func(kind, detai
 		}
 		return map[string]string{"yaml": string(data), "path": b.Config.Path}, "", nil
 	}))
-	d.Register(command.TailLog, with(func(args nameArgs) (any, string, error) {
-		n := args.Lines
-		if n <= 0 || n > 1000 {
-			n = 100
-		}
-		return a.ring.tail(n), "", nil
-	}))
+	d.Register(command.TailLog, with(a.tailLog))
 	d.Register(command.Restart, with(func(nameArgs) (any, string, error) {
 		a.requestRestart("restart command")
 		return nil, "restarting", nil
@@ -205,4 +203,29 @@ func remoteApplyAllowed(cur, next *config.Config, local bool) error {
 			"a local operator can apply it through the admin socket %s or by editing %s", strings.Join(d, "; "), cur.Admin.Socket, cur.Path)
 	}
 	return nil
+}
+
+// tailLog answers tail-log: the last lines, at or above a level and of one
+// component when asked; with "after" (a follower's cursor), only the lines
+// since, with the cursor for the next call.
+func (a *Appliance) tailLog(args nameArgs) (any, string, error) {
+	n := args.Lines
+	if n <= 0 || n > 1000 {
+		n = 100
+	}
+	var level slog.Level = slog.LevelDebug
+	if args.Level != "" {
+		if err := level.UnmarshalText([]byte(args.Level)); err != nil {
+			return nil, "", fmt.Errorf("level %q: use debug, info, warn or error", args.Level)
+		}
+	}
+	var after uint64
+	if args.After != nil {
+		after = *args.After
+	}
+	lines, next := a.ring.since(after, n, logFilter(level, args.Component))
+	if args.After == nil {
+		return lines, "", nil
+	}
+	return map[string]any{"lines": lines, "next": next}, "", nil
 }

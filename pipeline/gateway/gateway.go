@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -412,6 +413,26 @@ func (s *sourceSlot) idle(ctx context.Context, wake <-chan struct{}, d time.Dura
 // ErrUnknown is returned for a name that is not configured.
 var ErrUnknown = errors.New("no such source or destination")
 
+// unknown says why name has no worker or source: a rubbish bin has
+// neither queue nor dead letters and cannot be paused; anything else is not
+// configured, and the names that are follow.
+func (g *Gateway) unknown(name string) error {
+	var names []string
+	for _, d := range g.cfg.Destinations {
+		if t, ok := g.cfg.Types.Destination(d.Type); ok && t.Discards {
+			if d.Name == name {
+				return fmt.Errorf("%w: %q is a rubbish bin: it eats what it matches at once and keeps no queue or dead letters to act on", ErrUnknown, name)
+			}
+			continue
+		}
+		names = append(names, d.Name)
+	}
+	for _, s := range g.cfg.Sources {
+		names = append(names, s.Name)
+	}
+	return fmt.Errorf("%w: %q (configured: %s)", ErrUnknown, name, strings.Join(names, ", "))
+}
+
 // Pause stops a source (it stops listening or reading) or a destination (it
 // stops delivering; its queue grows).
 func (g *Gateway) Pause(name string) error {
@@ -431,7 +452,7 @@ func (g *Gateway) Pause(name string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: %q", ErrUnknown, name)
+	return g.unknown(name)
 }
 
 // Resume undoes Pause.
@@ -453,7 +474,7 @@ func (g *Gateway) Resume(name string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: %q", ErrUnknown, name)
+	return g.unknown(name)
 }
 
 // Reping makes a web-service destination ping before its next post, and
@@ -461,7 +482,10 @@ func (g *Gateway) Resume(name string) error {
 func (g *Gateway) Reping(name string) error {
 	f, ok := g.reping[name]
 	if !ok {
-		return fmt.Errorf("%w: %q is not a web-service destination", ErrUnknown, name)
+		if _, ok := g.workers[name]; ok {
+			return fmt.Errorf("%q is not a web-service destination: only those ping", name)
+		}
+		return g.unknown(name)
 	}
 	f()
 	g.workers[name].Kick()
@@ -475,7 +499,7 @@ func (g *Gateway) RetryDead(dest string, guids ...string) (int, error) {
 	}
 	w, ok := g.workers[dest]
 	if !ok {
-		return 0, fmt.Errorf("%w: %q", ErrUnknown, dest)
+		return 0, g.unknown(dest)
 	}
 	n, err := g.spool.RetryDead(dest, guids...)
 	w.Kick()
@@ -490,7 +514,7 @@ func (g *Gateway) Skip(ctx context.Context, dest, reason string) (string, error)
 	}
 	w, ok := g.workers[dest]
 	if !ok {
-		return "", fmt.Errorf("%w: %q", ErrUnknown, dest)
+		return "", g.unknown(dest)
 	}
 	return w.Skip(ctx, reason)
 }
@@ -501,7 +525,7 @@ func (g *Gateway) DeadLetters(dest string) ([]storage.DeadLetter, error) {
 		return nil, g.unreadable
 	}
 	if _, ok := g.workers[dest]; !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknown, dest)
+		return nil, g.unknown(dest)
 	}
 	return g.spool.DeadLetters(dest)
 }
@@ -512,7 +536,7 @@ func (g *Gateway) PurgeDead(dest string, guids ...string) (int, error) {
 		return 0, g.unreadable
 	}
 	if _, ok := g.workers[dest]; !ok {
-		return 0, fmt.Errorf("%w: %q", ErrUnknown, dest)
+		return 0, g.unknown(dest)
 	}
 	return g.spool.PurgeDead(dest, guids...)
 }
