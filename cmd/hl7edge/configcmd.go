@@ -19,6 +19,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
+	"github.com/hl7edge/hl7edge/pipeline/units"
 )
 
 const configUsage = "usage: hl7edge config check FILE | hl7edge config sample [TYPE] | hl7edge config apply [--config FILE] [--grace 60s] [--wait] NEWFILE"
@@ -31,9 +32,10 @@ func cmdConfig(args []string, stdout io.Writer) error {
 			for _, m := range mistakes {
 				fmt.Fprintf(stdout, "%s: %s\n", args[1], m)
 			}
-			return fmt.Errorf("%s: %d mistakes", args[1], len(mistakes))
+			return fmt.Errorf("%s: %s", args[1], units.Count(len(mistakes), "mistake", "mistakes"))
 		}
-		fmt.Fprintf(stdout, "%s: OK (device %s, %d sources, %d destinations)\n", args[1], c.Device.ID, len(c.Sources), len(c.Destinations))
+		fmt.Fprintf(stdout, "%s: OK (device %s, %s, %s)\n", args[1], c.Device.ID,
+			units.Count(len(c.Sources), "source", "sources"), units.Count(len(c.Destinations), "destination", "destinations"))
 		for _, w := range c.SecretWarnings() {
 			fmt.Fprintf(stdout, "warning: %s\n", w)
 		}

@@ -38,3 +38,18 @@ func TestConfigSample(t *testing.T) {
 		t.Errorf("config sample carrier-pigeon: exit %d, %s", code, errOut)
 	}
 }
+
+// TestConfigCheckOneMistake: one mistake is "1 mistake", and an
+// indentation mistake is reported at its own line with what to do
+// (issue 28, points 8 and 10).
+func TestConfigCheckOneMistake(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(f, []byte("device: {board: sim}\nsources:\n- name: lab\n  type: mllp\n  listen: \"127.0.0.1:2575\"\n - name: lab2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	code := dispatch(context.Background(), []string{"config", "check", f}, &out, &errOut)
+	if code != 1 || !strings.Contains(errOut.String(), ": 1 mistake\n") || !strings.Contains(out.String(), "line 6: indentation") {
+		t.Errorf("config check: exit %d\n%s%s", code, out.String(), errOut.String())
+	}
+}

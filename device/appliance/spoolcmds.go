@@ -11,6 +11,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
 	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/units"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/storage"
 )
@@ -58,7 +59,7 @@ func RegisterSpoolCommands(d *command.Dispatcher, ops SpoolOps) {
 			return nil, "", err
 		}
 		out := deadLetterInfos(dls)
-		return out, fmt.Sprintf("%d dead letters", len(out)), nil
+		return out, units.Count(len(out), "dead letter", "dead letters"), nil
 	}))
 	d.Register(command.DeadRetry, with(func(args nameArgs) (any, string, error) {
 		n, err := args.target()
@@ -66,7 +67,7 @@ func RegisterSpoolCommands(d *command.Dispatcher, ops SpoolOps) {
 			return nil, "", err
 		}
 		k, err := ops.RetryDead(n, args.GUIDs...)
-		return map[string]int{"retried": k}, fmt.Sprintf("%d dead letters queued again", k), err
+		return map[string]int{"retried": k}, units.Count(k, "dead letter", "dead letters")+" queued again", err
 	}))
 	d.RegisterPrivileged(command.DeadPurge, with(func(args nameArgs) (any, string, error) {
 		n, err := args.target()
@@ -74,7 +75,7 @@ func RegisterSpoolCommands(d *command.Dispatcher, ops SpoolOps) {
 			return nil, "", err
 		}
 		k, err := ops.PurgeDead(n, args.GUIDs...)
-		return map[string]int{"purged": k}, fmt.Sprintf("%d dead letters deleted", k), err
+		return map[string]int{"purged": k}, units.Count(k, "dead letter", "dead letters")+" deleted", err
 	}))
 	d.RegisterPrivileged(command.SpoolSkip, func(ctx context.Context, raw json.RawMessage) (any, string, error) {
 		args, err := parseArgs(raw)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/pipeline/flow"
 	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/units"
 )
 
 // What a destination does with a message its receiver refuses for good
@@ -115,7 +116,7 @@ func (w *Worker) kill(m *flow.Message, l *lane, reason string) error {
 	w.o.Health.Add(health.CounterDead, 1)
 	w.o.Log.Error("message moved to dead letters", "destination", w.name, "guid", m.GUID, "attempts", attempts)
 	if w.o.Alarm != nil {
-		w.o.Alarm(health.AlarmDeadLetter, fmt.Sprintf("destination %s: message %s moved to dead letters after %d attempts", w.name, m.GUID, attempts))
+		w.o.Alarm(health.AlarmDeadLetter, fmt.Sprintf("destination %s: message %s moved to dead letters after %s", w.name, m.GUID, units.Count(attempts, "attempt", "attempts")))
 	}
 	w.laneRecovered(l)
 	l.b.Reset()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/pipeline/flow"
 	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/units"
 )
 
 // Queue is the part of the spool a worker needs.
@@ -361,7 +362,7 @@ func (w *Worker) failed(ctx context.Context, m *flow.Message, l *lane, err error
 	}
 	w.o.Log.Log(ctx, level, "delivery failed; message stays first in line", "destination", w.name, "guid", m.GUID, "attempt", l.attempt, "lane", l.idx, "err", err)
 	if w.o.MaxAttempts > 0 && l.attempt >= w.o.MaxAttempts {
-		return true, w.kill(m, l, fmt.Sprintf("gave up after %d attempts (max_attempts): %v", l.attempt, err))
+		return true, w.kill(m, l, fmt.Sprintf("gave up after %s (max_attempts): %v", units.Count(l.attempt, "attempt", "attempts"), err))
 	}
 	if permanent {
 		return w.refused(m, l, err)
