@@ -10,6 +10,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,11 +21,12 @@ import (
 	"github.com/hl7edge/hl7edge/device/command"
 
 	"github.com/hl7edge/hl7edge/device/config"
+	"github.com/hl7edge/hl7edge/device/samples"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
 	"github.com/hl7edge/hl7edge/pipeline/units"
 )
 
-const configUsage = "usage: hl7edge config check FILE | hl7edge config sample [TYPE] | hl7edge config apply [--config FILE] [--grace 60s] [--wait] NEWFILE"
+const configUsage = "usage: hl7edge config check FILE | hl7edge config sample [SECTION|TYPE|all] | hl7edge config apply [--config FILE] [--grace 60s] [--wait] NEWFILE"
 
 func cmdConfig(args []string, stdout io.Writer) error {
 	switch {
@@ -39,6 +43,11 @@ func cmdConfig(args []string, stdout io.Writer) error {
 		for _, w := range c.SecretWarnings() {
 			fmt.Fprintf(stdout, "warning: %s\n", w)
 		}
+		if b, err := os.ReadFile(args[1]); err == nil {
+			for _, n := range sizeNotes(b) {
+				fmt.Fprintf(stdout, "note: %s\n", n)
+			}
+		}
 		return nil
 	case len(args) >= 1 && len(args) <= 2 && args[0] == "sample":
 		return configSample(args[1:], stdout)
@@ -48,30 +57,48 @@ func cmdConfig(args []string, stdout io.Writer) error {
 	return errors.New(configUsage)
 }
 
-// configSample prints the commented sample of a source or destination type
-// (both, when the type is both and they differ), or lists the types. The
-// samples are compiled in, so a gateway without the source tree has them.
+// configSample prints the commented sample of a block of the file
+// (spool, mqtt...), of a source or destination type (both, when the type
+// is both and they differ), of everything (all), or lists them. The samples
+// are compiled in, so a gateway without the source tree has them; the
+// package also installs them under /usr/share/doc/hl7edge/samples.
 func configSample(args []string, stdout io.Writer) error {
 	types := gateway.DefaultTypes()
+	var sections []string
+	for _, s := range samples.Sections() {
+		sections = append(sections, s.Names...)
+	}
 	if len(args) == 0 {
-		fmt.Fprintf(stdout, "source types:      %s\ndestination types: %s\n(hl7edge config sample TYPE prints one's keys and defaults)\n",
-			strings.Join(types.SourceTypes(), ", "), strings.Join(types.DestinationTypes(), ", "))
+		fmt.Fprintf(stdout, "sections:          %s\nsource types:      %s\ndestination types: %s\n"+
+			"(hl7edge config sample NAME prints one's keys and defaults; hl7edge config sample all prints every one)\n",
+			strings.Join(sections, ", "), strings.Join(types.SourceTypes(), ", "), strings.Join(types.DestinationTypes(), ", "))
 		return nil
 	}
 	var printed [][]byte
-	for _, s := range types.Samples() {
-		if s.Type != args[0] || containsBytes(printed, s.YAML) {
-			continue
+	emit := func(b []byte) {
+		if containsBytes(printed, b) {
+			return
 		}
 		if len(printed) > 0 {
 			fmt.Fprintln(stdout)
 		}
-		_, _ = stdout.Write(s.YAML)
-		printed = append(printed, s.YAML)
+		_, _ = stdout.Write(b)
+		printed = append(printed, b)
+	}
+	all := args[0] == "all"
+	for _, s := range samples.Sections() {
+		if all || slices.Contains(s.Names, args[0]) {
+			emit(s.YAML)
+		}
+	}
+	for _, s := range types.Samples() {
+		if all || s.Type == args[0] {
+			emit(s.YAML)
+		}
 	}
 	if len(printed) == 0 {
-		return fmt.Errorf("no source or destination type %q: the types are %s (sources) and %s (destinations)", args[0],
-			strings.Join(types.SourceTypes(), ", "), strings.Join(types.DestinationTypes(), ", "))
+		return fmt.Errorf("no section or type %q: the sections are %s; the types %s (sources) and %s (destinations); or all", args[0],
+			strings.Join(sections, ", "), strings.Join(types.SourceTypes(), ", "), strings.Join(types.DestinationTypes(), ", "))
 	}
 	return nil
 }
@@ -174,4 +201,42 @@ func awaitApply(id string, sockets []string, grace time.Duration, stdout io.Writ
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// sizeValue finds a size written with a decimal (SI) unit, or with a bare
+// K, M or G, in one line of YAML: "key: 64MB".
+var sizeValue = regexp.MustCompile(`(?i)([a-z_]+):\s*["']?(\d+(?:\.\d+)?)\s*(kb|mb|gb|tb|k|m|g)["']?\s*(?:[,}#]|$)`)
+
+// sizeNotes says what each size written in an SI unit, or with a bare
+// K/M/G, means in bytes. Sizes are documented in IEC units (MiB = 2^20
+// bytes); SI units are accepted and mean powers of 1000, which a reader
+// of 64MB cannot tell from the file.
+func sizeNotes(b []byte) []string {
+	var out []string
+	for i, line := range strings.Split(string(b), "\n") {
+		for _, m := range sizeValue.FindAllStringSubmatch(line, -1) {
+			written := m[2] + m[3]
+			v, err := units.ParseSize(written)
+			if err != nil {
+				continue
+			}
+			iec := strings.ToUpper(m[3][:1]) + "iB"
+			if len(m[3]) == 1 {
+				out = append(out, fmt.Sprintf("line %d: %s: %s is read as %s%s (%s bytes); hl7edge sizes are IEC units, powers of 1024", i+1, m[1], written, m[2], iec, thousands(int64(v))))
+				continue
+			}
+			alt, _ := units.ParseSize(m[2] + iec)
+			out = append(out, fmt.Sprintf("line %d: %s: %s is %s bytes (SI, powers of 1000); %s%s would be %s", i+1, m[1], written, thousands(int64(v)), m[2], iec, thousands(int64(alt))))
+		}
+	}
+	return out
+}
+
+// thousands writes n with a comma between groups of three digits.
+func thousands(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }

@@ -86,7 +86,9 @@ usage:
   hl7edge config apply [--config FILE] [--grace 60s] [--wait] NEWFILE
                                        apply a configuration to the running daemon (local operator);
                                        --wait: until kept (exit 0) or rolled back (exit 1, why)
-  hl7edge config sample [TYPE]         a source or destination type's keys and defaults, or the types
+  hl7edge config sample [SECTION|TYPE|all]
+                                       a block's (spool, mqtt, log, leds, board, trust, firmware...)
+                                       or a source or destination type's keys and defaults; all: every one
   hl7edge command sign --key FILE --device ID [--expires 15m] [--id ID] NAME [ARGS_JSON]
                                        sign a command for MQTT with a minisign secret key (operators)
   hl7edge firmware args --url URL --version V IMAGE
