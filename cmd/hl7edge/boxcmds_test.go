@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
 	"github.com/hl7edge/hl7edge/pipeline/health"
 )
 
@@ -123,4 +124,27 @@ destinations:
 	if err := follow.Wait(); err != nil {
 		t.Errorf("logs --follow after SIGINT: %v, want exit 0", err)
 	}
+}
+
+// TestFreshStateDirectory: a gateway whose spool's parent directory (its
+// state directory: the MQTT session counter, firmware) does not exist yet
+// starts, as it does without MQTT; it stopped with "mqtt session file: open
+// .../mqtt.session.tmp-…: no such file or directory", found by
+// build/operator-walk.
+func TestFreshStateDirectory(t *testing.T) {
+	dir := t.TempDir()
+	port := freePort(t)
+	broker := mqtttest.StartMochi(t, mqtttest.BrokerOptions{})
+	cfg := filepath.Join(dir, "hl7edge.yaml")
+	writeConfig(t, cfg, fmt.Sprintf(`device: {id: fresh-gw, board: sim}
+spool: {dir: %[1]s/not/yet/spool}
+admin: {socket: %[1]s/admin.sock}
+sources:
+  - {name: lab, type: mllp, listen: "127.0.0.1:%[2]d"}
+destinations:
+  - {name: archive, type: file, dir: %[1]s/out}
+mqtt: {broker: %[3]q}
+`, dir, port, broker.URL))
+	d := startDaemon(t, cfg, filepath.Join(dir, "admin.sock"), fmt.Sprintf("127.0.0.1:%d", port))
+	d.stop()
 }

@@ -226,6 +226,11 @@ func (a *Appliance) build(ctx context.Context, cfg *config.Config) (_ *parts, er
 	if err != nil {
 		return nil, err
 	}
+	// The MQTT session counter and the used command ids live beside the
+	// spool, which the gateway creates only later.
+	if err := os.MkdirAll(cfg.StateDir(), 0o700); err != nil {
+		return nil, fmt.Errorf("state directory %s (the parent of spool.dir): %w", cfg.StateDir(), err)
+	}
 	if p.agent, err = a.newAgent(cfg, p.log, p.reg, p.disp, keys); err != nil {
 		return nil, err
 	}
