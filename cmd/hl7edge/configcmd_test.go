@@ -110,3 +110,16 @@ destinations:
 		t.Errorf("config check: exit %d\n%s%s", code, out.String(), errOut.String())
 	}
 }
+
+// TestSpoolMissingActionWord: `spool dead --config F` lacks its action
+// word; it said so about /etc/hl7edge/hl7edge.yaml, having taken --config
+// for the action and F for nothing (issue 28, point 10).
+func TestSpoolMissingActionWord(t *testing.T) {
+	for _, sub := range []string{"dead", "undeliverable"} {
+		var out, errOut bytes.Buffer
+		code := dispatch(context.Background(), []string{"spool", sub, "--config", "/nonexistent/gw.yaml"}, &out, &errOut)
+		if code == 0 || !strings.Contains(errOut.String(), "needs an action word") || strings.Contains(errOut.String(), "read configuration") {
+			t.Errorf("spool %s --config F: exit %d\n%s", sub, code, errOut.String())
+		}
+	}
+}

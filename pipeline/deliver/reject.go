@@ -100,8 +100,8 @@ func (w *Worker) refused(m *flow.Message, l *lane, err error) (bool, error) {
 	if w.o.OnReject == OnRejectDead {
 		return true, w.kill(m, l, fmt.Sprintf("refused by the receiver (on_reject: dead): %v", err))
 	}
-	w.o.Health.Fail(health.Held, fmt.Sprintf("held by message %s, which the receiver refused (%v); fix it at the receiver, "+
-		"or move it to the dead letters with `hl7edge spool skip --destination %s`, or set on_reject: dead", m.GUID, err, w.name))
+	w.o.Health.Fail(health.Held, fmt.Sprintf("the receiver refused message %s for good and the rest wait behind it (%v); fix it at the receiver, "+
+		"or move it to the dead letters with `hl7edge spool skip --destination %s --reason TEXT`, or set on_reject: dead", m.GUID, err, w.name))
 	return false, nil
 }
 
