@@ -123,3 +123,24 @@ func TestSpoolMissingActionWord(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigCheckOnReject: on_reject takes hold or dead, and a mistake says
+// which and what each does.
+func TestConfigCheckOnReject(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(f, fmt.Appendf(nil, `device: {id: r-gw, board: sim}
+spool: {dir: %[1]s/spool}
+sources:
+  - {name: lab, type: mllp, listen: "127.0.0.1:2575"}
+destinations:
+  - {name: lis, type: mllp, address: "127.0.0.1:2576", on_reject: drop}
+`, dir), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	code := dispatch(context.Background(), []string{"config", "check", f}, &out, &errOut)
+	if code != 1 || !strings.Contains(out.String(), `line 6: destinations[0].on_reject: destination "lis": on_reject "drop": use hold`) || !strings.Contains(out.String(), "or dead") {
+		t.Errorf("config check with on_reject: drop: exit %d\n%s%s", code, out.String(), errOut.String())
+	}
+}

@@ -18,7 +18,8 @@
 //
 // Fault codes read these component counters (pipeline/health, counters.go):
 //
-//	exceptions, refused  a destination's peer answered but refused (code 2 when the destination is Down)
+//	exceptions, refused  a destination's peer answered but refused (code 2 when the destination is Down;
+//	                     a destination in state held, by a message refused for good, is code 2 too)
 //	tls_errors           a TLS handshake or certificate failure (code 4 when the component is Down)
 package leds
 
@@ -152,7 +153,7 @@ type Fault int
 const (
 	NoFault               Fault = 0
 	FaultSpoolFull        Fault = 1 // spool nearly full: at least NearlyFullPercent of max_bytes, or full
-	FaultUpstreamRefusing Fault = 2 // a destination's peer refuses (EXCEPTION, AR/AE) and it is Down
+	FaultUpstreamRefusing Fault = 2 // a destination's peer refuses (EXCEPTION, AR/AE) and it is Down, or it is held by a refused message
 	FaultDeviceMissing    Fault = 3 // a serial device of a source or destination is missing
 	FaultClockTLS         Fault = 4 // clock not synchronised, or a TLS failure
 	FaultStorage          Fault = 5 // the spool reports a storage error
