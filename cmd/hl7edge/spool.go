@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -246,15 +247,12 @@ func printHuman(w io.Writer, name string, data any) error {
 		if err := json.Unmarshal(b, &st); err != nil {
 			return err
 		}
-		fmt.Fprintf(tw, "messages\t%d\nbytes\t%s of %s (max_bytes)\nundeliverable\t%d\nfree disk\t%s\n\n",
+		// Delivered messages stay on disk until their segment is delivered
+		// whole: "messages" alone reads like a backlog when QUEUED is 0.
+		fmt.Fprintf(tw, "messages\t%d held (delivered ones until their segment leaves; QUEUED is what is still to deliver)\nbytes\t%s of %s (max_bytes)\nundeliverable\t%d\nfree disk\t%s\n\n",
 			st.Messages, units.Size(st.Bytes).Human(), units.Size(st.MaxBytes), st.Undeliverable, units.Size(st.FreeDiskBytes).Human())
 		fmt.Fprintln(tw, "DESTINATION\tQUEUED\tDELIVERED\tDEAD\tOLDEST\tLANES")
-		names := make([]string, 0, len(st.Destinations))
-		for n := range st.Destinations {
-			names = append(names, n)
-		}
-		slices.Sort(names)
-		for _, n := range names {
+		for _, n := range slices.Sorted(maps.Keys(st.Destinations)) {
 			d := st.Destinations[n]
 			lanes := "-"
 			if l := d.Lanes; l != nil {
@@ -262,6 +260,7 @@ func printHuman(w io.Writer, name string, data any) error {
 			}
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\n", n, d.Queued, d.Delivered, d.Dead, (time.Duration(d.OldestAgeSeconds) * time.Second).String(), lanes)
 		}
+		printSources(tw, st.Sources)
 	case command.UndeliverableList:
 		var us []appliance.UndeliverableInfo
 		if err := json.Unmarshal(b, &us); err != nil {
@@ -282,4 +281,21 @@ func printHuman(w io.Writer, name string, data any) error {
 		}
 	}
 	return nil
+}
+
+// printSources adds each source's state and counters to spool stats, as
+// --json has them (none when the spool was read with the daemon stopped).
+func printSources(w io.Writer, sources map[string]storage.SourceStats) {
+	if len(sources) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nSOURCE\tSTATE\tCOUNTERS")
+	for _, n := range slices.Sorted(maps.Keys(sources)) {
+		s := sources[n]
+		var cs []string
+		for _, k := range slices.Sorted(maps.Keys(s.Counters)) {
+			cs = append(cs, fmt.Sprintf("%s=%d", k, s.Counters[k]))
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\n", n, s.State, strings.Join(cs, " "))
+	}
 }

@@ -56,6 +56,13 @@ destinations:
 		t.Errorf("undeliverable list shows content:\n%s", out)
 	}
 
+	// spool stats on the screen shows the sources' counters too, and says
+	// what its message count is (issue 28, point 9).
+	if out, err := exec.Command(binPath, "spool", "stats", "--config", cfg).CombinedOutput(); err != nil || !strings.Contains(string(out), "SOURCE") ||
+		!strings.Contains(string(out), "undeliverable=2") || !strings.Contains(string(out), "QUEUED is what is still to deliver") {
+		t.Errorf("spool stats: %v\n%s", err, out)
+	}
+
 	fixed := filepath.Join(dir, "fixed.yaml")
 	writeConfig(t, fixed, strings.Replace(base, `"MSH-9.1 in ORU"`, `"MSH-9.1 in ORU,ADT"`, 1))
 	if out, err := exec.Command(binPath, "config", "apply", "--config", cfg, "--grace", "1s", "--wait", fixed).CombinedOutput(); err != nil {
