@@ -49,15 +49,16 @@ func cmdBox(ctx context.Context, name string, args []string, stdout io.Writer) e
 	fs.SetOutput(io.Discard)
 	path := fs.String("config", config.DefaultPath, "configuration file (names the admin socket)")
 	seconds := fs.Int("seconds", 30, "identify: how long the LEDs blink (at most 3600)")
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseAnyOrder(fs, args)
+	if err != nil {
 		return fmt.Errorf("%w\nusage: hl7edge pause|resume|reping NAME [--config FILE], hl7edge identify [--seconds 30] [--config FILE]", err)
 	}
 	var a map[string]any
 	switch {
-	case name == command.Identify && fs.NArg() == 0:
+	case name == command.Identify && len(pos) == 0:
 		a = map[string]any{"seconds": *seconds}
-	case name != command.Identify && fs.NArg() == 1:
-		a = map[string]any{"name": fs.Arg(0)}
+	case name != command.Identify && len(pos) == 1:
+		a = map[string]any{"name": pos[0]}
 	default:
 		return errors.New("usage: hl7edge pause|resume|reping NAME [--config FILE], hl7edge identify [--seconds 30] [--config FILE]")
 	}

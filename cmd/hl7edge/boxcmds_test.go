@@ -45,7 +45,8 @@ destinations:
 	if out, err := run("pause", "archive"); err != nil || state() != health.Paused {
 		t.Fatalf("pause archive: %v, state %s\n%s", err, state(), out)
 	}
-	if out, err := run("resume", "archive"); err != nil || state() != health.Up {
+	// Flags after the name work too, as people type them.
+	if out, err := exec.Command(binPath, "resume", "archive", "--config", cfg).CombinedOutput(); err != nil || state() != health.Up {
 		t.Fatalf("resume archive: %v, state %s\n%s", err, state(), out)
 	}
 	if out, err := run("reping", "archive"); err == nil || !strings.Contains(out, "web-service") {

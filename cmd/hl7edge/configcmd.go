@@ -124,14 +124,15 @@ func configApply(args []string, stdout io.Writer) error {
 	path := fs.String("config", config.DefaultPath, "the running daemon's configuration file (names the admin socket)")
 	grace := fs.Duration("grace", 0, "how long the new configuration has to prove healthy (default 60s)")
 	wait := fs.Bool("wait", false, "wait until the configuration is kept or rolled back; exit 1 with the reason when rolled back")
-	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
+	pos, err := parseAnyOrder(fs, args)
+	if err != nil || len(pos) != 1 {
 		return errors.New(configUsage)
 	}
 	cur, err := config.Load(*path)
 	if err != nil {
 		return err
 	}
-	next, err := os.ReadFile(fs.Arg(0))
+	next, err := os.ReadFile(pos[0])
 	if err != nil {
 		return fmt.Errorf("read the new configuration: %w", err)
 	}

@@ -31,15 +31,16 @@ func cmdSend(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	serverName := fs.String("server-name", "", "the name the listener's certificate must carry, when not the host in --to (implies --tls)")
 	timeout := fs.Duration("timeout", 30*time.Second, "time to wait for each ACK")
 	quiet := fs.Bool("quiet", false, "print only failures and the summary")
-	if err := fs.Parse(args); err != nil {
+	files, err := parseAnyOrder(fs, args)
+	if err != nil {
 		return 2
 	}
-	if *to == "" || fs.NArg() == 0 {
+	if *to == "" || len(files) == 0 {
 		fmt.Fprintln(stderr, "usage: hl7edge send --to HOST:PORT [--tls] [--ca FILE] [--cert FILE --key FILE] [--server-name NAME] FILE...")
 		return 2
 	}
 	var msgs [][]byte
-	for _, f := range fs.Args() {
+	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			fmt.Fprintf(stderr, "send: %v\n", err)
