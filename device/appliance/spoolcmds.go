@@ -11,8 +11,8 @@ import (
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
 	"github.com/hl7edge/hl7edge/pipeline/health"
-	"github.com/hl7edge/hl7edge/pipeline/units"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
+	"github.com/hl7edge/hl7edge/pipeline/units"
 	"github.com/hl7edge/hl7edge/storage"
 )
 
@@ -67,7 +67,7 @@ func RegisterSpoolCommands(d *command.Dispatcher, ops SpoolOps) {
 			return nil, "", err
 		}
 		k, err := ops.RetryDead(n, args.GUIDs...)
-		return map[string]int{"retried": k}, units.Count(k, "dead letter", "dead letters")+" queued again", err
+		return map[string]int{"retried": k}, units.Count(k, "dead letter", "dead letters") + " queued again", err
 	}))
 	d.RegisterPrivileged(command.DeadPurge, with(func(args nameArgs) (any, string, error) {
 		n, err := args.target()
@@ -75,7 +75,7 @@ func RegisterSpoolCommands(d *command.Dispatcher, ops SpoolOps) {
 			return nil, "", err
 		}
 		k, err := ops.PurgeDead(n, args.GUIDs...)
-		return map[string]int{"purged": k}, units.Count(k, "dead letter", "dead letters")+" deleted", err
+		return map[string]int{"purged": k}, units.Count(k, "dead letter", "dead letters") + " deleted", err
 	}))
 	d.RegisterPrivileged(command.SpoolSkip, func(ctx context.Context, raw json.RawMessage) (any, string, error) {
 		args, err := parseArgs(raw)
