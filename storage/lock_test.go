@@ -1,7 +1,13 @@
 package storage
 
 import (
+	"context"
 	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -40,5 +46,30 @@ func TestOpenWaitsForTheSpoolLock(t *testing.T) {
 	}
 	if err := second.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// WaitForLock ends when its context does (a daemon's SIGTERM), names the
+// holder by the process id it left in the lock file, and finds a spool
+// that does not exist yet free.
+func TestWaitForLockEndsWithItsContext(t *testing.T) {
+	dir := t.TempDir()
+	held, err := Open(Config{Dir: dir, MaxBytes: 64 << 20, SegmentMessages: 64}, Options{Destinations: []string{"a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	err = WaitForLock(ctx, dir, time.Minute, slog.New(slog.DiscardHandler))
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), strconv.Itoa(os.Getpid())) {
+		t.Errorf("WaitForLock on a held spool, cancelled: %v; want context.Canceled naming pid %d", err, os.Getpid())
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("WaitForLock returned %s after its context ended", d)
+	}
+	if err := WaitForLock(context.Background(), filepath.Join(dir, "not-yet"), 0, nil); err != nil {
+		t.Errorf("WaitForLock on a spool that does not exist: %v, want nil", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hl7edge/hl7edge/pipeline/units"
 	"github.com/hl7edge/hl7edge/pipeline/webservice"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/conformance"
 )
@@ -43,7 +44,11 @@ func cmdCheckUpstream(ctx context.Context, args []string, stdout, stderr io.Writ
 		return 1
 	}
 	if !r.OK() {
-		fmt.Fprintf(stdout, "\n%d checks failed: this service does not follow the protocol hl7edge speaks\n", r.Count(conformance.Fail))
+		why := "this service does not follow the protocol hl7edge speaks"
+		if r.Cause != "" {
+			why = r.Cause
+		}
+		fmt.Fprintf(stdout, "\n%s failed: %s\n", units.Count(r.Count(conformance.Fail), "check", "checks"), why)
 		return 1
 	}
 	fmt.Fprintln(stdout, "\nall checks passed")

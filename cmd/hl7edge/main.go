@@ -52,7 +52,7 @@ const usage = `hl7edge — HL7 v2 gateway firmware
 usage:
   hl7edge run --config FILE            the daemon
   hl7edge demo                         the whole flow on loopback with built-in defaults
-  hl7edge send --to HOST:PORT [--tls --ca FILE] FILE...
+  hl7edge send --to HOST:PORT [--tls] [--ca FILE] [--cert FILE --key FILE] [--server-name NAME] FILE...
                                        send HL7 files over MLLP; exit 1 unless every ACK is AA/CA
   hl7edge status [--config FILE] [--json]
                                        the running gateway in words: what is wrong, what to do,
@@ -63,16 +63,32 @@ usage:
   hl7edge spool salvage --config FILE [--json]
                                        copy what is readable of a spool that cannot be
                                        opened into a fresh one (daemon stopped)
-  hl7edge spool dead list|retry|purge --config FILE --destination NAME
+  hl7edge spool dead list|retry|purge --config FILE --destination NAME [--guid G]...
+  hl7edge spool skip --config FILE --destination NAME --reason TEXT
+                                       move the message a destination is held by (or keeps
+                                       failing on) to its dead letters, so the rest flow
+  hl7edge spool undeliverable list|retry|purge --config FILE [--guid G]...
+                                       messages no rule matched: list, route again by the
+                                       current rules (retry), delete
+  hl7edge pause|resume NAME [--config FILE]
+                                       hold a source or destination (its queue grows), or undo it
+  hl7edge reping NAME [--config FILE]  a web-service destination pings before its next post, now
+  hl7edge identify [--seconds 30] [--config FILE]
+                                       blink all four LEDs to find the box in a rack
+  hl7edge logs [--follow] [--level L] [--component C] [--lines 100] [--config FILE]
+                                       the daemon's last log lines (no message content)
   hl7edge webservice --listen ADDR --store DIR [--mailbox DIR] [--tls-cert F --tls-key F]
                      [--logon ID --password-file F]
                                        the reference web service (ping/post and mailbox)
   hl7edge check-upstream --url URL --logon ID --password-file F [--ca FILE]
                                        test a web service against the protocol
   hl7edge config check FILE
-  hl7edge config apply [--config FILE] [--grace 60s] NEWFILE
-                                       apply a configuration to the running daemon (local operator)
-  hl7edge config sample [TYPE]         a source or destination type's keys and defaults, or the types
+  hl7edge config apply [--config FILE] [--grace 60s] [--wait] NEWFILE
+                                       apply a configuration to the running daemon (local operator);
+                                       --wait: until kept (exit 0) or rolled back (exit 1, why)
+  hl7edge config sample [SECTION|TYPE|all]
+                                       a block's (spool, mqtt, log, leds, board, trust, firmware...)
+                                       or a source or destination type's keys and defaults; all: every one
   hl7edge command sign --key FILE --device ID [--expires 15m] [--id ID] NAME [ARGS_JSON]
                                        sign a command for MQTT with a minisign secret key (operators)
   hl7edge firmware args --url URL --version V IMAGE
@@ -103,6 +119,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return cmdFleet(ctx, rest, stdout, stderr)
 	case "spool":
 		err = cmdSpool(ctx, rest, stdout)
+	case "pause", "resume", "reping", "identify":
+		err = cmdBox(ctx, cmd, rest, stdout)
+	case "logs":
+		err = cmdLogs(ctx, rest, stdout, stderr)
 	case "webservice":
 		err = cmdWebservice(ctx, rest, stdout, stderr)
 	case "check-upstream":

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -24,18 +25,22 @@ func cmdSend(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	to := fs.String("to", "", "HOST:PORT of the MLLP listener")
 	useTLS := fs.Bool("tls", false, "use TLS")
-	ca := fs.String("ca", "", "CA certificate file for TLS (system roots otherwise)")
+	ca := fs.String("ca", "", "CA certificate file for TLS, on top of the system roots (implies --tls)")
+	cert := fs.String("cert", "", "client certificate (PEM) for a listener that requires one (implies --tls; with --key)")
+	key := fs.String("key", "", "the client certificate's key (PEM)")
+	serverName := fs.String("server-name", "", "the name the listener's certificate must carry, when not the host in --to (implies --tls)")
 	timeout := fs.Duration("timeout", 30*time.Second, "time to wait for each ACK")
 	quiet := fs.Bool("quiet", false, "print only failures and the summary")
-	if err := fs.Parse(args); err != nil {
+	files, err := parseAnyOrder(fs, args)
+	if err != nil {
 		return 2
 	}
-	if *to == "" || fs.NArg() == 0 {
-		fmt.Fprintln(stderr, "usage: hl7edge send --to HOST:PORT [--tls --ca FILE] FILE...")
+	if *to == "" || len(files) == 0 {
+		fmt.Fprintln(stderr, "usage: hl7edge send --to HOST:PORT [--tls] [--ca FILE] [--cert FILE --key FILE] [--server-name NAME] FILE...")
 		return 2
 	}
 	var msgs [][]byte
-	for _, f := range fs.Args() {
+	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			fmt.Fprintf(stderr, "send: %v\n", err)
@@ -48,28 +53,19 @@ func cmdSend(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		msgs = append(msgs, got...)
 	}
-	var tlsConf *tls.Config
-	if *useTLS {
-		tlsConf = &tls.Config{MinVersion: tls.VersionTLS12}
-		if *ca != "" {
-			pem, err := os.ReadFile(*ca)
-			if err != nil {
-				fmt.Fprintf(stderr, "send: %v\n", err)
-				return 1
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				fmt.Fprintf(stderr, "send: %s holds no PEM certificate\n", *ca)
-				return 1
-			}
-			tlsConf.RootCAs = pool
-		}
+	tlsConf, err := sendTLS(*useTLS, *ca, *cert, *key, *serverName)
+	if err != nil {
+		fmt.Fprintf(stderr, "send: %v\n", err)
+		return 2
 	}
 	dctx, cancel := context.WithTimeout(ctx, *timeout)
 	c, err := mllp.Dial(dctx, *to, tlsConf)
 	cancel()
 	if err != nil {
 		fmt.Fprintf(stderr, "send: %v\n", err)
+		if hint := tlsHint(err); hint != "" {
+			fmt.Fprintf(stderr, "send: %s\n", hint)
+		}
 		return 1
 	}
 	defer c.Close()
@@ -86,6 +82,9 @@ func cmdSend(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cancel()
 		if err != nil {
 			fmt.Fprintf(stderr, "message %d: %v\n", i+1, err)
+			if hint := tlsHint(err); hint != "" {
+				fmt.Fprintf(stderr, "send: %s\n", hint)
+			}
 			bad += len(msgs) - i
 			break
 		}
@@ -115,4 +114,55 @@ func cmdSend(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// sendTLS builds the client's TLS configuration, or nil for plain TCP. Any
+// TLS flag turns TLS on: giving a certificate and then talking plain TCP
+// would only fail later, further from the cause.
+func sendTLS(on bool, ca, cert, key, serverName string) (*tls.Config, error) {
+	if !on && ca == "" && cert == "" && key == "" && serverName == "" {
+		return nil, nil
+	}
+	if (cert == "") != (key == "") {
+		return nil, errors.New("--cert and --key go together: give both for a client certificate, or neither")
+	}
+	conf := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+	if ca != "" {
+		pem, err := os.ReadFile(ca)
+		if err != nil {
+			return nil, fmt.Errorf("--ca: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool() // a bare board may have no system roots
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ca %s holds no PEM certificate", ca)
+		}
+		conf.RootCAs = pool
+	}
+	if cert != "" {
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return nil, fmt.Errorf("--cert %s / --key %s: %w (both must be PEM and belong together)", cert, key, err)
+		}
+		conf.Certificates = []tls.Certificate{pair}
+	}
+	return conf, nil
+}
+
+// tlsHint says which flag most likely cures a failed TLS handshake, or "".
+func tlsHint(err error) string {
+	var host x509.HostnameError
+	var unknown x509.UnknownAuthorityError
+	var alert tls.AlertError
+	switch {
+	case errors.As(err, &host):
+		return "the listener's certificate does not name the address dialled: give the name it carries with --server-name"
+	case errors.As(err, &unknown):
+		return "the listener's certificate is not from a trusted CA: give its CA with --ca"
+	case errors.As(err, &alert) || strings.Contains(err.Error(), "certificate required"):
+		return "the listener refused the connection's certificate: give one it trusts with --cert and --key"
+	}
+	return ""
 }

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -23,27 +24,60 @@ import (
 	"github.com/hl7edge/hl7edge/storage"
 )
 
+// spoolUsage is the spool commands' usage, for every mistake in calling one.
+const spoolUsage = `usage: hl7edge spool stats [--json]
+       hl7edge spool dead list|retry|purge --destination NAME [--guid G]...
+       hl7edge spool skip --destination NAME --reason TEXT
+       hl7edge spool undeliverable list|retry|purge [--guid G]...
+       hl7edge spool salvage [--json]
+each with [--config FILE] (default ` + config.DefaultPath + `)`
+
+// guidList is a repeatable --guid flag.
+type guidList []string
+
+func (g *guidList) String() string     { return strings.Join(*g, ",") }
+func (g *guidList) Set(v string) error { *g = append(*g, v); return nil }
+
+// spoolCommands maps "sub action" to the command it sends.
+var spoolCommands = map[string]string{
+	"stats": command.SpoolStats, "dead list": command.DeadList, "dead retry": command.DeadRetry,
+	"dead purge": command.DeadPurge, "skip": command.SpoolSkip,
+	"undeliverable list": command.UndeliverableList, "undeliverable retry": command.UndeliverableRetry,
+	"undeliverable purge": command.UndeliverablePurge,
+}
+
 // cmdSpool inspects the spool: through the running daemon when there is one
 // (Badger lets one process open it), otherwise directly.
 func cmdSpool(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: hl7edge spool stats|salvage|dead [list|retry|purge] --config FILE")
+		return errors.New(spoolUsage)
 	}
-	sub := args[0]
-	action := ""
-	rest := args[1:]
-	if sub == "dead" {
-		if len(rest) == 0 {
-			return errors.New("usage: hl7edge spool dead list|retry|purge --config FILE --destination NAME")
+	sub, rest := args[0], args[1:]
+	key := sub
+	if sub == "dead" || sub == "undeliverable" {
+		// The action word comes first: `spool dead --config F` is a
+		// missing action, not a configuration named "F" to ignore.
+		if len(rest) == 0 || strings.HasPrefix(rest[0], "-") {
+			return fmt.Errorf("spool %s needs an action word, list, retry or purge, before the flags\n%s", sub, spoolUsage)
 		}
-		action, rest = rest[0], rest[1:]
+		key, rest = sub+" "+rest[0], rest[1:]
 	}
-	fs := flag.NewFlagSet("spool", flag.ContinueOnError)
+	name, known := spoolCommands[key]
+	if !known && sub != "salvage" {
+		return fmt.Errorf("unknown spool command %q\n%s", key, spoolUsage)
+	}
+	fs := flag.NewFlagSet("spool "+key, flag.ContinueOnError)
 	path := fs.String("config", config.DefaultPath, "configuration file")
 	asJSON := fs.Bool("json", false, "print JSON")
 	dest := fs.String("destination", "", "destination name")
+	reason := fs.String("reason", "", "skip: why the message is moved aside, kept with the dead letter (no patient data)")
+	var guids guidList
+	fs.Var(&guids, "guid", "dead retry|purge: only this dead letter (repeat for more); all of them without")
 	if err := fs.Parse(rest); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("spool %s: unexpected %q\n%s", key, fs.Args(), spoolUsage)
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
@@ -52,30 +86,20 @@ func cmdSpool(ctx context.Context, args []string, stdout io.Writer) error {
 	if sub == "salvage" {
 		return salvage(ctx, cfg, *asJSON, stdout)
 	}
-	var name string
-	switch {
-	case sub == "stats":
-		name = command.SpoolStats
-	case sub == "dead" && action == "list":
-		name = command.DeadList
-	case sub == "dead" && action == "retry":
-		name = command.DeadRetry
-	case sub == "dead" && action == "purge":
-		name = command.DeadPurge
-	default:
-		return fmt.Errorf("unknown spool command %q %q: use stats, or dead list|retry|purge", sub, action)
+	if (sub == "dead" || sub == "skip") && *dest == "" {
+		return fmt.Errorf("spool %s: --destination NAME is required", key)
 	}
-	if sub == "dead" && *dest == "" {
-		return errors.New("--destination NAME is required")
+	if sub == "skip" && strings.TrimSpace(*reason) == "" {
+		return errors.New("spool skip: --reason TEXT is required: it is kept with the dead letter, so whoever retries or purges it knows why (no patient data)")
 	}
-	argsJSON, _ := json.Marshal(map[string]string{"destination": *dest})
+	argsJSON, _ := json.Marshal(map[string]any{"destination": *dest, "guids": []string(guids), "reason": *reason})
 	cctx, cancel := context.WithTimeout(ctx, cliWait)
 	defer cancel()
 	data, err := ask(cctx, cfg, name, argsJSON)
 	if err != nil {
 		return err
 	}
-	if *asJSON || sub == "dead" && action != "list" {
+	if *asJSON || name != command.SpoolStats && name != command.DeadList && name != command.UndeliverableList {
 		b, _ := json.Marshal(data)
 		fmt.Fprintln(stdout, string(b))
 		return nil
@@ -190,6 +214,9 @@ func offline(ctx context.Context, cfg *config.Config, req command.Request) (comm
 	}
 	defer sp.Close()
 	ops := appliance.OfflineSpool{Spool: sp, Destinations: dests, ConfigPath: cfg.Path}
+	if ops.Reroute, err = gateway.NewRerouter(cfg.Types, cfg.Destinations); err != nil {
+		return command.Response{}, err
+	}
 	for _, s := range cfg.Sources {
 		ops.Sources = append(ops.Sources, s.Name)
 	}
@@ -220,21 +247,28 @@ func printHuman(w io.Writer, name string, data any) error {
 		if err := json.Unmarshal(b, &st); err != nil {
 			return err
 		}
-		fmt.Fprintf(tw, "messages\t%d\nbytes\t%s of %s (max_bytes)\nundeliverable\t%d\nfree disk\t%s\n\n",
+		// Delivered messages stay on disk until their segment is delivered
+		// whole: "messages" alone reads like a backlog when QUEUED is 0.
+		fmt.Fprintf(tw, "messages\t%d held (delivered ones until their segment leaves; QUEUED is what is still to deliver)\nbytes\t%s of %s (max_bytes)\nundeliverable\t%d\nfree disk\t%s\n\n",
 			st.Messages, units.Size(st.Bytes).Human(), units.Size(st.MaxBytes), st.Undeliverable, units.Size(st.FreeDiskBytes).Human())
 		fmt.Fprintln(tw, "DESTINATION\tQUEUED\tDELIVERED\tDEAD\tOLDEST\tLANES")
-		names := make([]string, 0, len(st.Destinations))
-		for n := range st.Destinations {
-			names = append(names, n)
-		}
-		slices.Sort(names)
-		for _, n := range names {
+		for _, n := range slices.Sorted(maps.Keys(st.Destinations)) {
 			d := st.Destinations[n]
 			lanes := "-"
 			if l := d.Lanes; l != nil {
 				lanes = fmt.Sprintf("%d (busy %d, backoff %d, blocked %d)", l.Lanes, l.Busy, l.Backoff, l.Blocked)
 			}
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\n", n, d.Queued, d.Delivered, d.Dead, (time.Duration(d.OldestAgeSeconds) * time.Second).String(), lanes)
+		}
+		printSources(tw, st.Sources)
+	case command.UndeliverableList:
+		var us []appliance.UndeliverableInfo
+		if err := json.Unmarshal(b, &us); err != nil {
+			return err
+		}
+		fmt.Fprintln(tw, "GUID\tCONTROL ID\tTYPE\tSOURCE\tRECEIVED")
+		for _, u := range us {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", u.GUID, u.ControlID, u.MessageType, u.Source, u.Received.Format(time.RFC3339))
 		}
 	case command.DeadList:
 		var dls []appliance.DeadLetterInfo
@@ -247,4 +281,21 @@ func printHuman(w io.Writer, name string, data any) error {
 		}
 	}
 	return nil
+}
+
+// printSources adds each source's state and counters to spool stats, as
+// --json has them (none when the spool was read with the daemon stopped).
+func printSources(w io.Writer, sources map[string]storage.SourceStats) {
+	if len(sources) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nSOURCE\tSTATE\tCOUNTERS")
+	for _, n := range slices.Sorted(maps.Keys(sources)) {
+		s := sources[n]
+		var cs []string
+		for _, k := range slices.Sorted(maps.Keys(s.Counters)) {
+			cs = append(cs, fmt.Sprintf("%s=%d", k, s.Counters[k]))
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\n", n, s.State, strings.Join(cs, " "))
+	}
 }

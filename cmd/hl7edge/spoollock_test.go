@@ -1,13 +1,18 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestSpoolCommandsNeverStopTheDaemon: an operator's `hl7edge spool stats`
@@ -64,5 +69,74 @@ func TestSpoolCommandsNeverStopTheDaemon(t *testing.T) {
 	// A command may time out (30 s) only if the daemon never answered: none should.
 	if len(failed) > 0 {
 		t.Fatalf("%d of %d spool commands failed, first: %s", len(failed), looks, failed[0])
+	}
+}
+
+// TestSecondDaemonOnTheSameSpool: a second daemon started on a spool that
+// a running daemon holds says that another daemon (with its pid) holds it,
+// not an operator's spool command, and SIGTERM ends its wait at once
+// instead of after the lock wait's 60 s (issue 28, point 6).
+func TestSecondDaemonOnTheSameSpool(t *testing.T) {
+	dir := t.TempDir()
+	port := freePort(t)
+	first := filepath.Join(dir, "first.yaml")
+	writeConfig(t, first, fmt.Sprintf(spoolCLIConfig, dir, port))
+	d := startDaemon(t, first, filepath.Join(dir, "admin.sock"), fmt.Sprintf("127.0.0.1:%d", port))
+	defer d.stop()
+
+	second := filepath.Join(dir, "second.yaml")
+	writeConfig(t, second, strings.Replace(fmt.Sprintf(spoolCLIConfig, dir, freePort(t)), "admin.sock", "admin2.sock", 1))
+	cmd := exec.Command(binPath, "run", "--config", second)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	var waiting string
+	for waiting == "" {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("the second daemon exited without saying it waits for the spool (exit %v)", cmd.Wait())
+			}
+			if strings.Contains(l, "spool is in use") {
+				waiting = l
+			}
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Fatal("the second daemon did not say within 30s that it waits for the spool")
+		}
+	}
+	if !strings.Contains(waiting, "another hl7edge daemon") || !strings.Contains(waiting, strconv.Itoa(d.cmd.Process.Pid)) ||
+		strings.Contains(waiting, "hl7edge spool") {
+		t.Errorf("the waiting line blames the wrong process; want another daemon with pid %d:\n%s", d.cmd.Process.Pid, waiting)
+	}
+	start := time.Now()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() {
+		for range lines {
+		}
+		done <- cmd.Wait()
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("the second daemon exited with %v after SIGTERM, want 0 (a requested stop)", err)
+		}
+		t.Logf("the second daemon stopped %s after SIGTERM", time.Since(start).Round(time.Millisecond))
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("the second daemon ignored SIGTERM for 10s while waiting for the spool lock")
 	}
 }

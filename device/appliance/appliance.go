@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -70,8 +71,15 @@ type Appliance struct {
 	// relaunch asks Run to end with ErrRelaunch (a firmware switch).
 	relaunch chan string
 
+	// alarms outlive every box: a restart (a configuration applied or
+	// rolled back) must not lose the alarms that explain it.
+	alarms *health.Alarms
+
 	mu      sync.Mutex
 	pending *pendingApply
+	// outcomes are the last configurations applied, by command id, for
+	// config-apply-result (hl7edge config apply --wait).
+	outcomes []ApplyOutcome
 	// notices are alarms that happened while no box (and so no MQTT agent)
 	// was running; the next box raises them.
 	notices [][2]string
@@ -92,7 +100,7 @@ func Run(ctx context.Context, o Options) error {
 	if o.ApplyGrace <= 0 {
 		o.ApplyGrace = time.Minute
 	}
-	a := &Appliance{o: o, ring: newLogRing(1000), restart: make(chan string, 1), relaunch: make(chan string, 1)}
+	a := &Appliance{o: o, ring: newLogRing(1000), restart: make(chan string, 1), relaunch: make(chan string, 1), alarms: health.NewAlarms()}
 	for {
 		cfg, err := config.Load(o.ConfigPath)
 		if err == nil && a.o.StateDir == "" {
@@ -155,6 +163,7 @@ func (a *Appliance) rollback(cause error) bool {
 	}
 	detail := fmt.Sprintf("configuration from command %s could not start and was rolled back: %v", p.id, cause)
 	fmt.Fprintf(a.o.LogOut, "hl7edge: %s\n", detail)
+	a.settle(p.id, ApplyRolledBack, detail)
 	a.mu.Lock()
 	a.notices = append(a.notices, [2]string{health.AlarmConfigRolledBack, detail})
 	a.mu.Unlock()
@@ -180,7 +189,7 @@ func clockSynced() bool {
 
 // runOnce builds and runs one Box. It reports whether a restart was asked for.
 func (a *Appliance) runOnce(parent context.Context, cfg *config.Config) (bool, error) {
-	p, err := a.build(cfg)
+	p, err := a.build(parent, cfg)
 	if err != nil {
 		return false, err
 	}
@@ -204,12 +213,13 @@ type parts struct {
 
 // build makes one box's components from cfg and wires them together. On
 // error it leaves nothing open.
-func (a *Appliance) build(cfg *config.Config) (_ *parts, err error) {
+func (a *Appliance) build(ctx context.Context, cfg *config.Config) (_ *parts, err error) {
 	p := &parts{log: a.logger(cfg)}
 	for _, w := range cfg.SecretWarnings() {
 		p.log.Warn("secret file readable by other users", "detail", w)
 	}
 	p.reg = health.NewRegistry(cfg.Device.ID, a.o.Version, nil)
+	p.reg.UseAlarms(a.alarms)
 	p.reg.SetClockProbe(clockSynced)
 	p.disp = command.NewDispatcher(nil)
 	if p.brd, p.engine, err = a.openLEDs(cfg, p.log, p.reg); err != nil {
@@ -223,6 +233,11 @@ func (a *Appliance) build(cfg *config.Config) (_ *parts, err error) {
 	keys, err := trust.ParseKeys(cfg.Trust.Keys)
 	if err != nil {
 		return nil, err
+	}
+	// The MQTT session counter and the used command ids live beside the
+	// spool, which the gateway creates only later.
+	if err := os.MkdirAll(cfg.StateDir(), 0o700); err != nil {
+		return nil, fmt.Errorf("state directory %s (the parent of spool.dir): %w", cfg.StateDir(), err)
 	}
 	if p.agent, err = a.newAgent(cfg, p.log, p.reg, p.disp, keys); err != nil {
 		return nil, err
@@ -238,7 +253,7 @@ func (a *Appliance) build(cfg *config.Config) (_ *parts, err error) {
 			p.agent.Alarm(kind, detail)
 		}
 	}
-	p.gw, err = gateway.New(cfg.Gateway(a.o.Version), gateway.Options{
+	p.gw, err = gateway.NewContext(ctx, cfg.Gateway(a.o.Version), gateway.Options{
 		Log: p.log, Health: p.reg, Activity: p.engine.Activity, Alarm: p.alarm, MinBackoff: a.o.MinBackoff,
 	})
 	if err != nil {
@@ -439,14 +454,20 @@ func (a *Appliance) checkApply(ctx context.Context, p *pendingApply, reg *health
 	a.mu.Unlock()
 	problems := unhealthy(p.before, reg.Snapshot())
 	if len(problems) == 0 {
-		alarm(health.AlarmConfigApplied, fmt.Sprintf("configuration from command %s is healthy after %s and is kept", p.id, p.grace))
+		detail := fmt.Sprintf("configuration from command %s is healthy after %s and is kept", p.id, p.grace)
+		a.settle(p.id, ApplyKept, detail)
+		alarm(health.AlarmConfigApplied, detail)
 		return
 	}
 	if err := config.WriteAtomic(a.o.ConfigPath, p.previous); err != nil {
-		alarm(health.AlarmConfigRollbackFailed, fmt.Sprintf("command %s: %v", p.id, err))
+		detail := fmt.Sprintf("command %s: %v", p.id, err)
+		a.settle(p.id, ApplyRollbackFailed, detail)
+		alarm(health.AlarmConfigRollbackFailed, detail)
 		return
 	}
-	alarm(health.AlarmConfigRolledBack, fmt.Sprintf("configuration from command %s rolled back: %v", p.id, problems))
+	detail := fmt.Sprintf("configuration from command %s rolled back: %s", p.id, strings.Join(problems, "; "))
+	a.settle(p.id, ApplyRolledBack, detail)
+	alarm(health.AlarmConfigRolledBack, detail)
 	a.requestRestart("configuration rolled back")
 }
 

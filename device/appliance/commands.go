@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -27,6 +28,12 @@ type nameArgs struct {
 	Lines       int      `json:"lines"`
 	YAML        string   `json:"yaml"`
 	Grace       string   `json:"grace"`
+	Reason      string   `json:"reason"`
+	ID          string   `json:"id"`
+	Limit       int      `json:"limit"`
+	Level       string   `json:"level"`
+	Component   string   `json:"component"`
+	After       *uint64  `json:"after"`
 }
 
 func parseArgs(raw json.RawMessage) (nameArgs, error) {
@@ -81,6 +88,13 @@ func (a *Appliance) register(b *Box, engine *leds.Engine, alarm func(kind, detai
 			return f(args)
 		}
 	}
+	d.Register(command.ConfigApplyResult, with(func(args nameArgs) (any, string, error) {
+		if args.ID == "" {
+			return nil, "", errors.New(`args need "id": the id of the config-apply command`)
+		}
+		o := a.outcome(args.ID)
+		return o, o.Detail, nil
+	}))
 	d.Register(command.Health, with(func(nameArgs) (any, string, error) { return b.Registry.Snapshot(), "", nil }))
 	d.Register(command.StatusReport, with(func(nameArgs) (any, string, error) {
 		r := status.Build(b.Registry.Snapshot(), engine.Inputs())
@@ -129,13 +143,7 @@ func (a *Appliance) register(b *Box, engine *leds.Engine, alarm func(kind, detai
 		}
 		return map[string]string{"yaml": string(data), "path": b.Config.Path}, "", nil
 	}))
-	d.Register(command.TailLog, with(func(args nameArgs) (any, string, error) {
-		n := args.Lines
-		if n <= 0 || n > 1000 {
-			n = 100
-		}
-		return a.ring.tail(n), "", nil
-	}))
+	d.Register(command.TailLog, with(a.tailLog))
 	d.Register(command.Restart, with(func(nameArgs) (any, string, error) {
 		a.requestRestart("restart command")
 		return nil, "restarting", nil
@@ -176,6 +184,7 @@ func (a *Appliance) apply(b *Box, id string, local bool, args nameArgs) (any, st
 	a.mu.Lock()
 	a.pending = &pendingApply{id: id, previous: previous, grace: grace, before: b.Registry.Snapshot()}
 	a.mu.Unlock()
+	a.settle(id, ApplyOnTrial, fmt.Sprintf("configuration from command %s on trial for %s", id, grace))
 	a.requestRestart("new configuration")
 	return map[string]string{"grace": grace.String()}, fmt.Sprintf("applied; restarting; rolled back unless healthy after %s", grace), nil
 }
@@ -196,4 +205,29 @@ func remoteApplyAllowed(cur, next *config.Config, local bool) error {
 			"a local operator can apply it through the admin socket %s or by editing %s", strings.Join(d, "; "), cur.Admin.Socket, cur.Path)
 	}
 	return nil
+}
+
+// tailLog answers tail-log: the last lines, at or above a level and of one
+// component when asked; with "after" (a follower's cursor), only the lines
+// since, with the cursor for the next call.
+func (a *Appliance) tailLog(args nameArgs) (any, string, error) {
+	n := args.Lines
+	if n <= 0 || n > 1000 {
+		n = 100
+	}
+	var level slog.Level = slog.LevelDebug
+	if args.Level != "" {
+		if err := level.UnmarshalText([]byte(args.Level)); err != nil {
+			return nil, "", fmt.Errorf("level %q: use debug, info, warn or error", args.Level)
+		}
+	}
+	var after uint64
+	if args.After != nil {
+		after = *args.After
+	}
+	lines, next := a.ring.since(after, n, logFilter(level, args.Component))
+	if args.After == nil {
+		return lines, "", nil
+	}
+	return map[string]any{"lines": lines, "next": next}, "", nil
 }

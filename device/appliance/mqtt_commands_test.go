@@ -198,6 +198,42 @@ func TestCommands(t *testing.T) {
 		}
 	})
 
+	t.Run("skip, undeliverable and a filtered log over MQTT", func(t *testing.T) {
+		// Privileged: unsigned they are refused before they run.
+		for _, name := range []string{command.SpoolSkip, command.UndeliverablePurge} {
+			if a := op.send(t, name, map[string]any{"name": "archive", "reason": "test"}, unsigned()); a.Status != command.Rejected {
+				t.Errorf("unsigned %s: %s, want rejected", name, a)
+			}
+		}
+		if a := op.send(t, command.SpoolSkip, map[string]any{"name": "archive", "reason": "test"}); a.Status != command.Failed || !strings.Contains(a.Detail, "no message is failing") {
+			t.Errorf("signed spool-skip with nothing failing: %s, want failed saying so", a)
+		}
+		var us []appliance.UndeliverableInfo
+		op.must(t, command.UndeliverableList, nil).decode(t, &us)
+		var purged map[string]int
+		op.must(t, command.UndeliverablePurge, nil).decode(t, &purged)
+		var rerouted map[string]int
+		op.must(t, command.UndeliverableRetry, nil).decode(t, &rerouted)
+		if len(us) != 0 || purged["purged"] != 0 || rerouted["queued"] != 0 {
+			t.Errorf("undeliverable on a box where every message has a destination: %v, %v, %v", us, purged, rerouted)
+		}
+		var warn []string
+		op.must(t, command.TailLog, map[string]any{"lines": 1000, "level": "warn"}).decode(t, &warn)
+		for _, l := range warn {
+			if strings.Contains(l, "level=INFO") || strings.Contains(l, "level=DEBUG") {
+				t.Errorf("tail-log level=warn returned %s", l)
+			}
+		}
+		var page struct {
+			Lines []string `json:"lines"`
+			Next  uint64   `json:"next"`
+		}
+		op.must(t, command.TailLog, map[string]any{"after": 0, "lines": 5}).decode(t, &page)
+		if len(page.Lines) != 5 || page.Next == 0 {
+			t.Errorf("tail-log with a cursor: %d lines, next %d; want 5 and the cursor", len(page.Lines), page.Next)
+		}
+	})
+
 	t.Run("unknown command", func(t *testing.T) {
 		a := op.send(t, "self-destruct", nil)
 		if a.Status != command.Rejected || a.accepted || !strings.Contains(a.Detail, "unknown command") {

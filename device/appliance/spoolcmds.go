@@ -3,12 +3,16 @@ package appliance
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/hl7edge/hl7edge/device/command"
+	"github.com/hl7edge/hl7edge/pipeline/gateway"
 	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
+	"github.com/hl7edge/hl7edge/pipeline/units"
 	"github.com/hl7edge/hl7edge/storage"
 )
 
@@ -22,10 +26,18 @@ type SpoolOps interface {
 	DeadLetters(dest string) ([]storage.DeadLetter, error)
 	RetryDead(dest string, guids ...string) (int, error)
 	PurgeDead(dest string, guids ...string) (int, error)
+	// Skip moves the message dest keeps failing on (offline: the first in
+	// its queue) to its dead letters with reason, and returns its GUID.
+	Skip(ctx context.Context, dest, reason string) (string, error)
+	// The undeliverable store; retry routes by the configuration's rules.
+	Undeliverable(limit int) ([]storage.DeadLetter, error)
+	RetryUndeliverable(guids ...string) (storage.Rerouted, error)
+	PurgeUndeliverable(guids ...string) (int, error)
 }
 
-// RegisterSpoolCommands registers spool-stats, dead-list, dead-retry and
-// dead-purge (privileged: it deletes data) on d.
+// RegisterSpoolCommands registers spool-stats, dead-list, dead-retry,
+// dead-purge (privileged: it deletes data) and spool-skip (privileged: it
+// takes a message out of its destination's way) on d.
 func RegisterSpoolCommands(d *command.Dispatcher, ops SpoolOps) {
 	with := func(f func(nameArgs) (any, string, error)) command.Handler {
 		return func(_ context.Context, raw json.RawMessage) (any, string, error) {
@@ -47,7 +59,7 @@ func RegisterSpoolCommands(d *command.Dispatcher, ops SpoolOps) {
 			return nil, "", err
 		}
 		out := deadLetterInfos(dls)
-		return out, fmt.Sprintf("%d dead letters", len(out)), nil
+		return out, units.Count(len(out), "dead letter", "dead letters"), nil
 	}))
 	d.Register(command.DeadRetry, with(func(args nameArgs) (any, string, error) {
 		n, err := args.target()
@@ -55,7 +67,7 @@ func RegisterSpoolCommands(d *command.Dispatcher, ops SpoolOps) {
 			return nil, "", err
 		}
 		k, err := ops.RetryDead(n, args.GUIDs...)
-		return map[string]int{"retried": k}, fmt.Sprintf("%d dead letters queued again", k), err
+		return map[string]int{"retried": k}, units.Count(k, "dead letter", "dead letters") + " queued again", err
 	}))
 	d.RegisterPrivileged(command.DeadPurge, with(func(args nameArgs) (any, string, error) {
 		n, err := args.target()
@@ -63,8 +75,27 @@ func RegisterSpoolCommands(d *command.Dispatcher, ops SpoolOps) {
 			return nil, "", err
 		}
 		k, err := ops.PurgeDead(n, args.GUIDs...)
-		return map[string]int{"purged": k}, fmt.Sprintf("%d dead letters deleted", k), err
+		return map[string]int{"purged": k}, units.Count(k, "dead letter", "dead letters") + " deleted", err
 	}))
+	d.RegisterPrivileged(command.SpoolSkip, func(ctx context.Context, raw json.RawMessage) (any, string, error) {
+		args, err := parseArgs(raw)
+		if err != nil {
+			return nil, "", err
+		}
+		n, err := args.target()
+		if err != nil {
+			return nil, "", err
+		}
+		if strings.TrimSpace(args.Reason) == "" {
+			return nil, "", errors.New(`args need "reason": why the message is moved aside (kept with the dead letter; no patient data)`)
+		}
+		guid, err := ops.Skip(ctx, n, args.Reason)
+		if err != nil {
+			return nil, "", fmt.Errorf("skip on destination %s: %w", n, err)
+		}
+		return map[string]string{"guid": guid}, fmt.Sprintf("message %s moved to the dead letters of %s", guid, n), nil
+	})
+	registerUndeliverable(d, ops, with)
 }
 
 // deadLetterInfos lists dead letters as an operator sees them: identifiers
@@ -113,6 +144,22 @@ func (l liveSpool) RetryDead(dest string, guids ...string) (int, error) {
 	return l.b.Gateway.RetryDead(dest, guids...)
 }
 
+func (l liveSpool) Skip(ctx context.Context, dest, reason string) (string, error) {
+	return l.b.Gateway.Skip(ctx, dest, reason)
+}
+
+func (l liveSpool) Undeliverable(limit int) ([]storage.DeadLetter, error) {
+	return l.b.Gateway.Undeliverable(limit)
+}
+
+func (l liveSpool) RetryUndeliverable(guids ...string) (storage.Rerouted, error) {
+	return l.b.Gateway.RetryUndeliverable(guids...)
+}
+
+func (l liveSpool) PurgeUndeliverable(guids ...string) (int, error) {
+	return l.b.Gateway.PurgeUndeliverable(guids...)
+}
+
 func (l liveSpool) PurgeDead(dest string, guids ...string) (int, error) {
 	return l.b.Gateway.PurgeDead(dest, guids...)
 }
@@ -124,6 +171,8 @@ type OfflineSpool struct {
 	Sources      []string // configured source names
 	Destinations []string // configured delivering destinations (no rubbish bins)
 	ConfigPath   string   // named when a destination is not configured
+	// Reroute routes by the configuration's match rules (undeliverable-retry).
+	Reroute gateway.Rerouter
 }
 
 // Stats implements SpoolOps.
@@ -165,4 +214,23 @@ func (o OfflineSpool) PurgeDead(dest string, guids ...string) (int, error) {
 		return 0, err
 	}
 	return o.Spool.PurgeDead(dest, guids...)
+}
+
+// Skip implements SpoolOps: with no daemon running, the message in the
+// way is the first in the destination's queue.
+func (o OfflineSpool) Skip(_ context.Context, dest, reason string) (string, error) {
+	if err := o.known(dest); err != nil {
+		return "", err
+	}
+	head, err := o.Spool.Next(dest, 0, 1)
+	if err != nil {
+		return "", err
+	}
+	if len(head) == 0 {
+		return "", errors.New("its queue is empty: nothing to skip")
+	}
+	if err := o.Spool.Kill(dest, head[0].Seq, "skipped by an operator: "+reason, head[0].Attempts); err != nil {
+		return "", err
+	}
+	return head[0].GUID, nil
 }

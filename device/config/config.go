@@ -85,7 +85,7 @@ func Parse(b []byte) (*Config, error) { return ParseTypes(b, gateway.DefaultType
 func ParseTypes(b []byte, types *component.Registry) (*Config, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
-		return nil, tidyYAMLError(err) // a syntax error: yaml names its line
+		return nil, syntaxMistake(b, err) // at the line that holds it, with a hint
 	}
 	ix := indexKeys(&doc)
 	c := &Config{Types: types}

@@ -101,6 +101,13 @@ func start(ctx context.Context, brokerAddr, dir string, sp Spec) (*Gateway, erro
 	case leds.FaultStorage:
 		spool.Error = "spool write failed: input/output error"
 	}
+	if sp.Alarm == health.AlarmDeadLetter {
+		// dead_letter lasts only while a dead letter does: a box raising
+		// it holds one.
+		q := spool.Queues["ehr"]
+		q.Dead = 1
+		spool.Queues["ehr"] = q
+	}
 	reg.SetSpoolProbe(func() health.SpoolSnapshot { return spool })
 	if sp.Alarm != "" {
 		reg.RaiseAlarm(sp.Alarm, "simulated")

@@ -87,12 +87,7 @@ func ExplainFault(s health.Snapshot) FaultInfo {
 		info.Detail = strings.Join(errs, "; ")
 		info.Advice = "check the cable and USB adapter; the device path in the configuration must exist"
 	case FaultUpstreamRefusing:
-		names, errs := comps(func(c health.ComponentSnapshot) bool {
-			return c.State == health.Down && (c.Counters[health.CounterExceptions] > 0 || c.Counters[health.CounterRefused] > 0)
-		}, health.Destination)
-		info.What = "upstream refusing: " + strings.Join(names, ", ")
-		info.Detail = strings.Join(errs, "; ")
-		info.Advice = "the receiver answers but refuses: check logon_id and password_file, then the receiver's own log; messages stay queued"
+		info.What, info.Detail, info.Advice = explainRefusing(s, comps)
 	case FaultClockTLS:
 		if !s.ClockSynced {
 			info.What = "clock not synchronised"
@@ -197,4 +192,28 @@ func hz(period time.Duration) string {
 		return fmt.Sprintf("%dHz", int(f))
 	}
 	return fmt.Sprintf("%.1fHz", f)
+}
+
+// explainRefusing tells a destination held by a message its receiver
+// refused (the operator must act) from one whose receiver keeps refusing
+// (it may come round), with the advice that fits the destination's type:
+// only a web service has a logon.
+func explainRefusing(s health.Snapshot, comps func(func(health.ComponentSnapshot) bool, ...health.Kind) ([]string, []string)) (what, detail, advice string) {
+	held, errs := comps(func(c health.ComponentSnapshot) bool { return c.State == health.Held }, health.Destination)
+	if len(held) > 0 {
+		return "held by a refused message: " + strings.Join(held, ", "), strings.Join(errs, "; "),
+			"the receiver refused the first message in line for good (AR/CR or EXCEPTION) and the rest wait behind it: " +
+				"fix it at the receiver, or move it to the dead letters with hl7edge spool skip --destination NAME"
+	}
+	var ws bool
+	names, errs := comps(func(c health.ComponentSnapshot) bool {
+		r := c.State == health.Down && refusing(c)
+		ws = ws || r && c.Type == "webservice"
+		return r
+	}, health.Destination)
+	advice = "the receiver answers but refuses (AE/NAK): its own log says why; messages stay queued and are retried"
+	if ws {
+		advice = "the receiver answers but refuses: for a web service check logon_id and password_file, then the receiver's own log; messages stay queued"
+	}
+	return "upstream refusing: " + strings.Join(names, ", "), strings.Join(errs, "; "), advice
 }

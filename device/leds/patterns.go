@@ -18,7 +18,8 @@
 //
 // Fault codes read these component counters (pipeline/health, counters.go):
 //
-//	exceptions, refused  a destination's peer answered but refused (code 2 when the destination is Down)
+//	exceptions, refused  a destination's peer answered but refused (code 2 when the destination is Down;
+//	                     a destination in state held, by a message refused for good, is code 2 too)
 //	tls_errors           a TLS handshake or certificate failure (code 4 when the component is Down)
 package leds
 
@@ -152,7 +153,7 @@ type Fault int
 const (
 	NoFault               Fault = 0
 	FaultSpoolFull        Fault = 1 // spool nearly full: at least NearlyFullPercent of max_bytes, or full
-	FaultUpstreamRefusing Fault = 2 // a destination's peer refuses (EXCEPTION, AR/AE) and it is Down
+	FaultUpstreamRefusing Fault = 2 // a destination's peer refuses (EXCEPTION, AR/AE) and it is Down, or it is held by a refused message
 	FaultDeviceMissing    Fault = 3 // a serial device of a source or destination is missing
 	FaultClockTLS         Fault = 4 // clock not synchronised, or a TLS failure
 	FaultStorage          Fault = 5 // the spool reports a storage error
@@ -217,15 +218,20 @@ func faultHolds(f Fault, s health.Snapshot) bool {
 	case FaultDeviceMissing:
 		return anyComponent(func(c health.ComponentSnapshot) bool { return c.State == health.Missing }, s.Sources, s.Destinations)
 	case FaultUpstreamRefusing:
-		return anyComponent(func(c health.ComponentSnapshot) bool {
-			return c.State == health.Down && (c.Counters[health.CounterExceptions] > 0 || c.Counters[health.CounterRefused] > 0)
-		}, s.Destinations)
+		return anyComponent(refusing, s.Destinations)
 	case FaultClockTLS:
 		return !s.ClockSynced || anyComponent(func(c health.ComponentSnapshot) bool {
 			return c.State == health.Down && c.Counters[health.CounterTLSErrors] > 0
 		}, s.Sources, s.Destinations, s.Services)
 	}
 	return false
+}
+
+// refusing says whether a destination's receiver answers but says no: it
+// holds a message it refused for good, or it keeps refusing (AE, EXCEPTION).
+func refusing(c health.ComponentSnapshot) bool {
+	return c.State == health.Held ||
+		c.State == health.Down && (c.Counters[health.CounterExceptions] > 0 || c.Counters[health.CounterRefused] > 0)
 }
 
 func anyComponent(f func(health.ComponentSnapshot) bool, lists ...[]health.ComponentSnapshot) bool {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/pipeline/flow"
 	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/units"
 )
 
 // Queue is the part of the spool a worker needs.
@@ -28,6 +29,7 @@ type Queue interface {
 // Options configure a worker.
 type Options struct {
 	MaxAttempts int           // 0: retry forever
+	OnReject    string        // OnRejectHold ("" too) or OnRejectDead
 	MaxBackoff  time.Duration // back-off ceiling; default 5m
 	MinBackoff  time.Duration // first back-off ceiling; default 1s
 	Log         *slog.Logger
@@ -117,7 +119,8 @@ type Worker struct {
 	mu     sync.Mutex
 	paused bool
 	resume chan struct{}
-	lanes  []*lane // one unless Options.Lanes says more
+	skips  chan skipReq // an operator's spool skip, taken by a lane in back-off
+	lanes  []*lane      // one unless Options.Lanes says more
 	// failing counts the lanes whose first message has failed and not yet
 	// been delivered or given up; the destination is down while any is.
 	failing int
@@ -132,7 +135,7 @@ func New(name string, q Queue, out flow.Output, o Options) *Worker {
 		o.Health = health.NewRegistry("", "", nil).Component(health.Destination, name, "")
 	}
 	n := max(o.Lanes, 1)
-	w := &Worker{name: name, q: q, out: out, o: o, resume: make(chan struct{})}
+	w := &Worker{name: name, q: q, out: out, o: o, resume: make(chan struct{}), skips: make(chan skipReq)}
 	for i := range n {
 		w.lanes = append(w.lanes, newLane(i, o))
 	}
@@ -315,7 +318,9 @@ func (w *Worker) deliverOne(ctx context.Context, m *flow.Message, l *lane) (bool
 			return dead, kerr
 		}
 		l.setState(laneBackoff)
-		w.waitFor(ctx, l.kick, nil, l.b.Next())
+		if dead, err := w.backoff(ctx, m, l); err != nil || dead {
+			return dead, err
+		}
 	}
 }
 
@@ -341,32 +346,28 @@ func (w *Worker) delivered(m *flow.Message, l *lane, start time.Time) error {
 	return nil
 }
 
-// failed counts and logs a failed attempt and, once max_attempts is reached,
-// moves the message to dead letters (true).
+// failed counts and logs a failed attempt and, once max_attempts is reached
+// or on a refusal with on_reject: dead, moves the message to dead letters
+// (true).
 func (w *Worker) failed(ctx context.Context, m *flow.Message, l *lane, err error) (bool, error) {
 	l.attempt++
 	w.laneFailing(l)
 	w.o.Health.Add(health.CounterFailures, 1)
-	w.o.Health.Fail(health.Down, err.Error())
+	permanent := errors.Is(err, flow.ErrPermanent)
 	level := slog.LevelWarn
-	if errors.Is(err, flow.ErrPermanent) {
+	if permanent {
 		level = slog.LevelError
+	} else {
+		w.o.Health.Fail(health.Down, err.Error())
 	}
 	w.o.Log.Log(ctx, level, "delivery failed; message stays first in line", "destination", w.name, "guid", m.GUID, "attempt", l.attempt, "lane", l.idx, "err", err)
-	if w.o.MaxAttempts == 0 || l.attempt < w.o.MaxAttempts {
-		return false, nil
+	if w.o.MaxAttempts > 0 && l.attempt >= w.o.MaxAttempts {
+		return true, w.kill(m, l, fmt.Sprintf("gave up after %s (max_attempts): %v", units.Count(l.attempt, "attempt", "attempts"), err))
 	}
-	reason := fmt.Sprintf("gave up after %d attempts (max_attempts): %v", l.attempt, err)
-	if kerr := w.q.Kill(w.name, m.Seq, reason, l.attempt); kerr != nil {
-		return false, fmt.Errorf("destination %s: move %s to dead letters: %w", w.name, m.GUID, kerr)
+	if permanent {
+		return w.refused(m, l, err)
 	}
-	w.o.Health.Add(health.CounterDead, 1)
-	w.o.Log.Error("message moved to dead letters", "destination", w.name, "guid", m.GUID, "attempts", l.attempt)
-	if w.o.Alarm != nil {
-		w.o.Alarm(health.AlarmDeadLetter, fmt.Sprintf("destination %s: message %s moved to dead letters after %d attempts", w.name, m.GUID, l.attempt))
-	}
-	w.laneRecovered(l)
-	return true, nil
+	return false, nil
 }
 
 // laneFailing marks l as holding a failed message.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -75,17 +76,31 @@ type Gateway struct {
 	order   []string
 	// unreadable is why the spool could not be opened; spool is nil then.
 	unreadable error
+	// reroute routes an undeliverable message again by the current rules.
+	reroute Rerouter
 }
 
 // SpoolLockWait is how long a starting gateway waits for another process
 // (an operator's `hl7edge spool` command, which holds the spool for well
 // under a second) to let go of the spool. It stays below systemd's default
 // 90 s start timeout, so a spool that stays held still fails the start where
-// the operator sees it.
+// the operator sees it. Another daemon on the same spool holds it for good:
+// the wait says so (storage.WaitForLock) and ends with the daemon's SIGTERM.
 const SpoolLockWait = 60 * time.Second
 
-// New opens the spool and builds every component; nothing runs until Run.
+// spoolLockRace is Open's own wait, after NewContext saw the lock free: for
+// a process that took it in between.
+const spoolLockRace = 5 * time.Second
+
+// New is NewContext with a wait for the spool lock that nothing cuts short.
 func New(cfg Config, o Options) (*Gateway, error) {
+	return NewContext(context.Background(), cfg, o)
+}
+
+// NewContext opens the spool and builds every component; nothing runs until
+// Run. ctx ends the wait for a spool another process holds (a daemon's
+// SIGTERM).
+func NewContext(ctx context.Context, cfg Config, o Options) (*Gateway, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -108,7 +123,11 @@ func New(cfg Config, o Options) (*Gateway, error) {
 		routes = append(routes, route.Destination{Name: d.Name, Rubbish: t.Discards, Match: m})
 	}
 	delivering := Delivering(cfg.Types, cfg.Destinations)
-	sp, err := storage.Open(cfg.Spool, storage.Options{Log: o.Log.With("component", "spool"), Destinations: delivering, LockWait: SpoolLockWait})
+	log := o.Log.With("component", "spool")
+	if err := storage.WaitForLock(ctx, cfg.Spool.Dir, SpoolLockWait, log); err != nil {
+		return nil, err
+	}
+	sp, err := storage.Open(cfg.Spool, storage.Options{Log: log, Destinations: delivering, LockWait: spoolLockRace})
 	if errors.Is(err, storage.ErrUnreadable) {
 		return newUnreadable(cfg, o, routes, err)
 	}
@@ -117,7 +136,9 @@ func New(cfg Config, o Options) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, o: o, spool: sp, workers: map[string]*deliver.Worker{}, outputs: map[string]flow.Output{}, reping: map[string]func(){}}
 	o.Health.SetSpoolProbe(sp.Health)
-	g.intake = intake.New(sp, route.New(routes), intake.Options{
+	router := route.New(routes)
+	g.reroute = rerouter(router)
+	g.intake = intake.New(sp, router, intake.Options{
 		Log: o.Log.With("component", "intake"), Health: o.Health, Activity: o.Activity, Alarm: o.Alarm,
 	})
 	if err := g.build(); err != nil {
@@ -218,7 +239,7 @@ func (g *Gateway) buildDestination(d Destination) error {
 	g.outputs[d.Name] = out
 	g.order = append(g.order, d.Name)
 	g.workers[d.Name] = deliver.New(d.Name, g.spool, out, deliver.Options{
-		MaxAttempts: d.MaxAttempts, MaxBackoff: maxBackoff, MinBackoff: g.o.MinBackoff,
+		MaxAttempts: d.MaxAttempts, OnReject: d.OnReject, MaxBackoff: maxBackoff, MinBackoff: g.o.MinBackoff,
 		Log: g.o.Log, Health: comp, Loop: g.o.Health.Loop("deliver/" + d.Name),
 		Activity: g.o.Activity, Alarm: g.o.Alarm,
 		Lanes: d.Lanes, LaneKey: deliver.KeyAt(d.LaneKeyPath()),
@@ -392,6 +413,26 @@ func (s *sourceSlot) idle(ctx context.Context, wake <-chan struct{}, d time.Dura
 // ErrUnknown is returned for a name that is not configured.
 var ErrUnknown = errors.New("no such source or destination")
 
+// unknown says why name has no worker or source: a rubbish bin has
+// neither queue nor dead letters and cannot be paused; anything else is not
+// configured, and the names that are follow.
+func (g *Gateway) unknown(name string) error {
+	var names []string
+	for _, d := range g.cfg.Destinations {
+		if t, ok := g.cfg.Types.Destination(d.Type); ok && t.Discards {
+			if d.Name == name {
+				return fmt.Errorf("%w: %q is a rubbish bin: it eats what it matches at once and keeps no queue or dead letters to act on", ErrUnknown, name)
+			}
+			continue
+		}
+		names = append(names, d.Name)
+	}
+	for _, s := range g.cfg.Sources {
+		names = append(names, s.Name)
+	}
+	return fmt.Errorf("%w: %q (configured: %s)", ErrUnknown, name, strings.Join(names, ", "))
+}
+
 // Pause stops a source (it stops listening or reading) or a destination (it
 // stops delivering; its queue grows).
 func (g *Gateway) Pause(name string) error {
@@ -411,7 +452,7 @@ func (g *Gateway) Pause(name string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: %q", ErrUnknown, name)
+	return g.unknown(name)
 }
 
 // Resume undoes Pause.
@@ -433,7 +474,7 @@ func (g *Gateway) Resume(name string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: %q", ErrUnknown, name)
+	return g.unknown(name)
 }
 
 // Reping makes a web-service destination ping before its next post, and
@@ -441,7 +482,10 @@ func (g *Gateway) Resume(name string) error {
 func (g *Gateway) Reping(name string) error {
 	f, ok := g.reping[name]
 	if !ok {
-		return fmt.Errorf("%w: %q is not a web-service destination", ErrUnknown, name)
+		if _, ok := g.workers[name]; ok {
+			return fmt.Errorf("%q is not a web-service destination: only those ping", name)
+		}
+		return g.unknown(name)
 	}
 	f()
 	g.workers[name].Kick()
@@ -455,11 +499,24 @@ func (g *Gateway) RetryDead(dest string, guids ...string) (int, error) {
 	}
 	w, ok := g.workers[dest]
 	if !ok {
-		return 0, fmt.Errorf("%w: %q", ErrUnknown, dest)
+		return 0, g.unknown(dest)
 	}
 	n, err := g.spool.RetryDead(dest, guids...)
 	w.Kick()
 	return n, err
+}
+
+// Skip moves the message a destination keeps failing on to its dead
+// letters with the operator's reason, and returns its GUID.
+func (g *Gateway) Skip(ctx context.Context, dest, reason string) (string, error) {
+	if g.unreadable != nil {
+		return "", g.unreadable
+	}
+	w, ok := g.workers[dest]
+	if !ok {
+		return "", g.unknown(dest)
+	}
+	return w.Skip(ctx, reason)
 }
 
 // DeadLetters lists a destination's dead letters.
@@ -468,7 +525,7 @@ func (g *Gateway) DeadLetters(dest string) ([]storage.DeadLetter, error) {
 		return nil, g.unreadable
 	}
 	if _, ok := g.workers[dest]; !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknown, dest)
+		return nil, g.unknown(dest)
 	}
 	return g.spool.DeadLetters(dest)
 }
@@ -479,7 +536,7 @@ func (g *Gateway) PurgeDead(dest string, guids ...string) (int, error) {
 		return 0, g.unreadable
 	}
 	if _, ok := g.workers[dest]; !ok {
-		return 0, fmt.Errorf("%w: %q", ErrUnknown, dest)
+		return 0, g.unknown(dest)
 	}
 	return g.spool.PurgeDead(dest, guids...)
 }

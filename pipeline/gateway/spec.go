@@ -11,6 +11,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/hl7edge/hl7edge/pipeline/component"
+	"github.com/hl7edge/hl7edge/pipeline/deliver"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/route"
 	"github.com/hl7edge/hl7edge/pipeline/units"
@@ -37,6 +38,10 @@ type Destination struct {
 	Match       route.Match
 	MaxAttempts int
 	MaxBackoff  units.Duration
+	// OnReject is what a permanent refusal of a message does: hold the
+	// destination (deliver.OnRejectHold, the default) or move the message
+	// to the dead letters (deliver.OnRejectDead).
+	OnReject string
 	// Lanes and LaneKey: up to Lanes messages in flight at once, messages
 	// with the same value at LaneKey (a field path; default PID-3.1) in
 	// spool order. 0 or 1 is one message at a time in strict spool order.
@@ -52,7 +57,7 @@ type Destination struct {
 // Keys every source and every destination has, whatever its type.
 var (
 	sourceKeys = []string{"name", "type"}
-	destKeys   = []string{"name", "type", "match", "max_attempts", "max_backoff", "lanes", "lane_key"}
+	destKeys   = []string{"name", "type", "match", "max_attempts", "max_backoff", "on_reject", "lanes", "lane_key"}
 )
 
 // UnmarshalYAML reads the keys every source has and keeps the entry: which
@@ -82,6 +87,7 @@ func (d *Destination) UnmarshalYAML(n *yaml.Node) error {
 		Match       route.Match    `yaml:"match"`
 		MaxAttempts int            `yaml:"max_attempts"`
 		MaxBackoff  units.Duration `yaml:"max_backoff"`
+		OnReject    string         `yaml:"on_reject"`
 		Lanes       int            `yaml:"lanes"`
 		LaneKey     string         `yaml:"lane_key"`
 	}
@@ -91,7 +97,7 @@ func (d *Destination) UnmarshalYAML(n *yaml.Node) error {
 	}
 	d.Name, d.Type, d.Line, d.node, d.bad = common.Name, common.Type, n.Line, n, err
 	d.Match, d.MaxAttempts, d.MaxBackoff = common.Match, common.MaxAttempts, common.MaxBackoff
-	d.Lanes, d.LaneKey = common.Lanes, common.LaneKey
+	d.Lanes, d.LaneKey, d.OnReject = common.Lanes, common.LaneKey, common.OnReject
 	return nil
 }
 
@@ -312,6 +318,9 @@ func (v *validator) destination(d *Destination) {
 	}
 	if d.MaxAttempts < 0 {
 		v.add(d.Line, "destination %q: max_attempts %d: use 0 (retry forever) or a positive count", d.Name, d.MaxAttempts)
+	}
+	if d.OnReject != "" && d.OnReject != deliver.OnRejectHold && d.OnReject != deliver.OnRejectDead {
+		v.add(d.Line, "destination %q: on_reject %q: use hold (the default: the refused message waits first in line for an operator) or dead (it goes to the dead letters at once)", d.Name, d.OnReject)
 	}
 	if err := d.validateLanes(); err != nil {
 		v.add(d.Line, "%s: %v", prefix, err)

@@ -169,7 +169,7 @@ destinations:
 	}
 	for _, want := range []string{
 		`line 2: source "mon": type "mllp" is not one of`,
-		`line 8: unknown key "colour" (known here: name, type, match, max_attempts, max_backoff, lanes, lane_key, dir)`,
+		`line 8: unknown key "colour" (known here: name, type, match, max_attempts, max_backoff, on_reject, lanes, lane_key, dir)`,
 		`line 11: cannot unmarshal`,
 		`line 12: destination "bin": type "rubbish" is not one of file`,
 		`line 17: duration "soon"`,

@@ -18,6 +18,7 @@ const (
 	Starting State = "starting" // not yet ready
 	Up       State = "up"       // working (a source listening, a destination delivering or idle)
 	Down     State = "down"     // failing: its peer unreachable or refusing; retrying
+	Held     State = "held"     // the receiver refused the first message in line for good (on_reject: hold); the rest wait for an operator
 	Paused   State = "paused"   // paused by an operator
 	Missing  State = "missing"  // its device (serial adapter) is not present; waiting for it
 	Stopped  State = "stopped"
@@ -239,7 +240,7 @@ type Registry struct {
 	clock      func() bool
 	loops      map[string]*Loop
 	subs       []chan struct{}
-	alarms     []Alarm // one per kind, oldest first
+	alarms     *Alarms
 }
 
 // NewRegistry makes an empty registry. now may be nil (time.Now).
@@ -247,7 +248,23 @@ func NewRegistry(device, version string, now func() time.Time) *Registry {
 	if now == nil {
 		now = time.Now
 	}
-	return &Registry{device: device, version: version, now: now, start: now(), loops: map[string]*Loop{}}
+	return &Registry{device: device, version: version, now: now, start: now(), loops: map[string]*Loop{}, alarms: NewAlarms()}
+}
+
+// UseAlarms makes the registry keep its alarms in a, which outlives it: the
+// process keeps one Alarms and every registry it builds (one per pipeline
+// start) uses it, so a restart loses no active alarm. Call it before the
+// registry is used.
+func (r *Registry) UseAlarms(a *Alarms) {
+	r.mu.Lock()
+	r.alarms = a
+	r.mu.Unlock()
+}
+
+func (r *Registry) book() *Alarms {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.alarms
 }
 
 // Component registers (or returns the already registered) component.
@@ -313,31 +330,14 @@ func (r *Registry) Notify() { r.notify() }
 // latest detail. The list holds one entry per kind, so it is bounded by the
 // number of kinds the code raises.
 func (r *Registry) RaiseAlarm(kind, detail string) {
-	now := r.now()
-	r.mu.Lock()
-	i := slices.IndexFunc(r.alarms, func(a Alarm) bool { return a.Kind == kind })
-	if i >= 0 && now.Sub(r.alarms[i].Last) <= AlarmHold {
-		r.alarms[i].Detail, r.alarms[i].Last = detail, now
-		r.alarms[i].Count++
-	} else {
-		if i >= 0 {
-			r.alarms = slices.Delete(r.alarms, i, i+1)
-		}
-		r.alarms = append(r.alarms, Alarm{Kind: kind, Detail: detail, Since: now, Last: now, Count: 1})
-	}
-	r.mu.Unlock()
+	r.book().raise(kind, detail, r.now())
 	r.notify()
 }
 
 // ClearAlarm ends the alarm of kind (its condition is over, e.g. the spool
 // accepts messages again).
 func (r *Registry) ClearAlarm(kind string) {
-	r.mu.Lock()
-	n := len(r.alarms)
-	r.alarms = slices.DeleteFunc(r.alarms, func(a Alarm) bool { return a.Kind == kind })
-	changed := len(r.alarms) != n
-	r.mu.Unlock()
-	if changed {
+	if r.book().clear(kind) {
 		r.notify()
 	}
 }
@@ -410,18 +410,20 @@ func (r *Registry) Snapshot() Snapshot {
 	comps := slices.Clone(r.components)
 	spool, clock := r.spool, r.clock
 	now := r.now()
-	r.alarms = slices.DeleteFunc(r.alarms, func(a Alarm) bool { return now.Sub(a.Last) > AlarmHold })
-	alarms := slices.Clone(r.alarms)
+	book := r.alarms
 	r.mu.Unlock()
 	s := Snapshot{
 		Device: r.device, Version: r.version, Time: now,
 		UptimeSeconds: int64(now.Sub(r.start) / time.Second),
 		Sources:       []ComponentSnapshot{}, Destinations: []ComponentSnapshot{},
-		Alarms: alarms,
 	}
 	if spool != nil {
 		s.Spool = spool()
+		if noneDead(s.Spool) {
+			book.clear(AlarmDeadLetter)
+		}
 	}
+	s.Alarms = book.active(now)
 	if clock != nil {
 		s.ClockSynced = clock()
 	}

@@ -11,7 +11,10 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Size is a number of bytes written in YAML as 512, 64KiB, 1MiB, 2GiB, 1MB...
+// Size is a number of bytes written in YAML as 512, 64KiB, 1MiB, 2GiB: IEC
+// units, powers of 1024, which the documentation uses; K, M and G alone
+// mean the same. SI units (KB, MB, GB, TB) are accepted and mean powers of
+// 1000: 64MB is 64,000,000 bytes (`hl7edge config check` says so).
 type Size int64
 
 var sizeSuffixes = []struct {

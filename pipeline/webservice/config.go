@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -68,10 +69,28 @@ func (c *Peer) validate(httpsOnly bool) []error {
 // max_attempts) belong to the pipeline's config, not here.
 type DestinationConfig struct {
 	Peer `yaml:",inline"`
+	// RejectErrorCodes are the ERRORCODEs of an EXCEPTION to a post that
+	// refuse the message itself, so that sending it again cannot help: the
+	// destination's on_reject then holds it or moves it to the dead
+	// letters. The protocol leaves codes to the server; the default is the
+	// reference web service's (docs/protocol.md). An EXCEPTION to a ping is
+	// never about a message.
+	RejectErrorCodes []string `yaml:"reject_errorcodes"`
 }
 
-// SetDefaults fills the durations left at zero.
-func (c *DestinationConfig) SetDefaults() { c.setDefaults() }
+// DefaultRejectErrorCodes are the reference web service's codes for a post
+// whose message it cannot take: an unusable ID, two IDs that differ, a
+// message empty or not Base64.
+var DefaultRejectErrorCodes = []string{"4", "5", "6"}
+
+// SetDefaults fills the keys left unset; an explicit empty
+// reject_errorcodes ([]) stays empty: no EXCEPTION refuses a message.
+func (c *DestinationConfig) SetDefaults() {
+	if c.RejectErrorCodes == nil {
+		c.RejectErrorCodes = slices.Clone(DefaultRejectErrorCodes)
+	}
+	c.setDefaults()
+}
 
 // Validate checks the configuration without touching the network; it does
 // check that the files it names can be read.

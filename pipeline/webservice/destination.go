@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -206,7 +208,7 @@ func (d *Destination) Deliver(ctx context.Context, m *flow.Message) error {
 		err = fmt.Errorf("post to %s: %w: the ACK names GUID %q, want %q", target.Host, ErrTransport, wire.Clean(ack.GUID(), 64), m.GUID)
 	}
 	if err != nil {
-		return d.fail(ctx, log, "post", err)
+		return d.refusal(d.fail(ctx, log, "post", err))
 	}
 	if d.pingEveryPost() {
 		d.endSession()
@@ -301,6 +303,17 @@ func (d *Destination) fail(ctx context.Context, log *slog.Logger, step string, e
 	recordFailure(d.health, log, step, err)
 	raiseRefused(d.alarm, d.name, err)
 	return err
+}
+
+// refusal marks an EXCEPTION to a post whose ERRORCODE is one of
+// reject_errorcodes as a refusal of the message itself (flow.ErrPermanent),
+// for the destination's on_reject; it returns any other error as it is.
+func (d *Destination) refusal(err error) error {
+	exc, _ := isException(err)
+	if exc == nil || !slices.Contains(d.cfg.RejectErrorCodes, strings.TrimSpace(exc.ErrorCode)) {
+		return err
+	}
+	return fmt.Errorf("%w: the web service refuses this message (ERRORCODE %s is in reject_errorcodes): %w", err, wire.Clean(exc.ErrorCode, 32), flow.ErrPermanent)
 }
 
 // raiseRefused raises the url_refused alarm for an error that wraps ErrRefusedURL.

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/webservice"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/wire"
 )
@@ -131,6 +133,7 @@ func (c *checker) schemeCheck(name string, u *url.URL) bool {
 func (c *checker) ping(ctx context.Context, start *url.URL) (*url.URL, bool) {
 	r := c.exchange(ctx, start, &wire.Ping{LogonID: c.cfg.LogonID, Password: c.cfg.Password, PMVersion: c.cfg.PMVersion, ComputerName: c.cfg.ComputerName})
 	if !c.transport("ping answered", r) {
+		c.report.Cause = pingCause(r)
 		return nil, false
 	}
 	c.add("ping answered", Pass, "HTTP 200 from %s", r.host)
@@ -142,6 +145,7 @@ func (c *checker) ping(ctx context.Context, start *url.URL) (*url.URL, bool) {
 	switch {
 	case errors.As(err, &exc):
 		c.add("ping reply shape", Fail, "EXCEPTION instead of a URL list: %s (check the logon id and password)", exc.Error())
+		c.report.Cause = "the service refused the logon (an EXCEPTION to the ping): check --logon and --password-file; the protocol itself was not tested"
 		return nil, false
 	case err != nil:
 		c.add("ping reply shape", Fail, "%v", err)
@@ -274,6 +278,24 @@ func (c *checker) ackCheck(name string, r result, guid string) bool {
 		c.add(name, Pass, "ACK MESSAGEID=%s", guid)
 	}
 	return true
+}
+
+// pingCause says why the first request got no usable answer, with the flag
+// that most likely cures it.
+func pingCause(r result) string {
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	switch {
+	case errors.As(r.err, &unknown):
+		return "the service's certificate is not from a CA this machine trusts: give its CA with --ca; the protocol itself was not tested"
+	case errors.As(r.err, &host):
+		return "the service's certificate does not name the host in --url: use the name it carries; the protocol itself was not tested"
+	case r.err != nil && health.IsTLSFailure(r.err):
+		return "the TLS handshake failed (a client certificate required? give --cert and --key); the protocol itself was not tested"
+	case r.err != nil:
+		return "the service did not answer: check --url and that it is reachable from here; the protocol itself was not tested"
+	}
+	return ""
 }
 
 // transport checks that an exchange got an HTTP 200 at all.

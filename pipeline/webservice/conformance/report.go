@@ -28,6 +28,10 @@ type Item struct {
 // Report is the outcome of Check, in the order the checks ran.
 type Report struct {
 	Items []Item
+	// Cause, when set, is why the checks stopped before the protocol
+	// itself was tested, with what to do (a CA to give, a password to
+	// fix): then the failures say nothing about conformance.
+	Cause string
 }
 
 // OK reports whether no check failed (warnings and skips allowed only when
