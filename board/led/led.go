@@ -2,7 +2,7 @@
 // board profile hands out for them. It is vocabulary only, the way
 // periph.io's conn/gpio is interfaces only: hardware drivers (board/rpi,
 // board/sim, board/sysfs) depend on it, and the LED logic that decides what
-// the LEDs show (device/leds) depends on it too, so drivers never depend on
+// the LEDs show (device/frontpanel) depends on it too, so drivers never depend on
 // that logic.
 package led
 

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/board/led"
-	"github.com/hl7edge/hl7edge/device/leds"
+	"github.com/hl7edge/hl7edge/device/frontpanel"
 	"github.com/hl7edge/hl7edge/pipeline/health"
 	"periph.io/x/conn/v3/gpio"
 )
@@ -101,22 +101,22 @@ func TestEngineOnSimBoard(t *testing.T) {
 	const n = 30
 	ticks := make(chanTicker, n)
 	for k := 1; k <= n; k++ {
-		ticks <- clk.t.Add(time.Duration(k) * leds.DefaultTick)
+		ticks <- clk.t.Add(time.Duration(k) * frontpanel.DefaultTick)
 	}
 	seen := make(chan struct{})
 	count := 0
-	eng, err := leds.New(leds.Options{
+	eng, err := frontpanel.New(frontpanel.Options{
 		Pins: b.Pins(),
 		Snapshot: func() health.Snapshot {
 			// Runs at the start of every tick in the engine goroutine.
 			count++
-			clk.add(leds.DefaultTick)
+			clk.add(frontpanel.DefaultTick)
 			if count == n {
 				close(seen)
 			}
 			return health.Snapshot{ClockSynced: true}
 		},
-		NewTicker: func(time.Duration) leds.Ticker { return ticks },
+		NewTicker: func(time.Duration) frontpanel.Ticker { return ticks },
 	})
 	must(t, err)
 	eng.SetReady(true)

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/board/led"
-	"github.com/hl7edge/hl7edge/device/leds"
+	"github.com/hl7edge/hl7edge/device/frontpanel"
 	"github.com/hl7edge/hl7edge/pipeline/health"
 	"periph.io/x/conn/v3/gpio"
 )
@@ -78,11 +78,11 @@ func TestEngineBlinksKernelLEDAtSysRhythm(t *testing.T) {
 	ticks := make(chanTicker, n)
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for k := 1; k <= n; k++ {
-		ticks <- t0.Add(time.Duration(k) * leds.DefaultTick)
+		ticks <- t0.Add(time.Duration(k) * frontpanel.DefaultTick)
 	}
 	var sys, fault []string // sys[k] is led0 after tick k
 	done := make(chan struct{})
-	eng, err := leds.New(leds.Options{
+	eng, err := frontpanel.New(frontpanel.Options{
 		Pins: pins,
 		Snapshot: func() health.Snapshot {
 			sys = append(sys, read(t, root, "led0", "brightness"))
@@ -92,7 +92,7 @@ func TestEngineBlinksKernelLEDAtSysRhythm(t *testing.T) {
 			}
 			return health.Snapshot{ClockSynced: true}
 		},
-		NewTicker: func(time.Duration) leds.Ticker { return ticks },
+		NewTicker: func(time.Duration) frontpanel.Ticker { return ticks },
 	})
 	if err != nil {
 		t.Fatal(err)

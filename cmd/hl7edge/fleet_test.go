@@ -13,7 +13,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/fleetsim"
 	"github.com/hl7edge/hl7edge/device/fleetview"
-	"github.com/hl7edge/hl7edge/device/leds"
+	"github.com/hl7edge/hl7edge/device/frontpanel"
 	"github.com/hl7edge/hl7edge/device/mqttagent"
 	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
 	"github.com/hl7edge/hl7edge/pipeline/logtest"
@@ -33,7 +33,7 @@ func fleetSpecs(n int) []fleetsim.Spec {
 			sp.Offline = fleetsim.CleanStop
 		}
 		if i%7 == 2 {
-			sp.Fault = leds.Fault(1 + i%5)
+			sp.Fault = frontpanel.Fault(1 + i%5)
 		}
 		if i%11 == 4 {
 			sp.Alarm = "dead_letter"

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/device/leds"
+	"github.com/hl7edge/hl7edge/device/frontpanel"
 	"github.com/hl7edge/hl7edge/device/status"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
 	"github.com/hl7edge/hl7edge/pipeline/testpki"
@@ -105,21 +105,21 @@ func sendMessages(t *testing.T, addr string, n, size int) {
 func TestStatusInEachFaultState(t *testing.T) {
 	cases := []struct {
 		name  string
-		code  leds.Fault
+		code  frontpanel.Fault
 		quota string                                // spool.max_bytes; default 16MiB
 		extra func(t *testing.T, dir string) string // sources/destinations YAML appended to statusBase
 		act   func(t *testing.T, dir, addr string)  // what makes the fault happen
 		words []string                              // in the text output
 	}{
 		{
-			name: "healthy", code: leds.NoFault,
+			name: "healthy", code: frontpanel.NoFault,
 			extra: func(t *testing.T, dir string) string {
 				return fmt.Sprintf("destinations:\n  - {name: archive, type: file, dir: %s/archive}\n", dir)
 			},
 			act: func(t *testing.T, dir, addr string) { sendMessages(t, addr, 3, 100) },
 		},
 		{
-			name: "spool nearly full", code: leds.FaultSpoolFull,
+			name: "spool nearly full", code: frontpanel.FaultSpoolFull,
 			extra: func(t *testing.T, dir string) string {
 				return "destinations:\n  - {name: lis, type: mllp, address: \"127.0.0.1:1\", max_backoff: 1h}\n"
 			},
@@ -128,7 +128,7 @@ func TestStatusInEachFaultState(t *testing.T) {
 			words: []string{"FAULT  1 flash, pause  code 1, spool nearly full", "raise spool.max_bytes", "60 messages, 15.0MiB of 16.0MiB (93%)"},
 		},
 		{
-			name: "upstream refusing", code: leds.FaultUpstreamRefusing,
+			name: "upstream refusing", code: frontpanel.FaultUpstreamRefusing,
 			extra: func(t *testing.T, dir string) string {
 				url, ca := startWebservice(t, dir, refserver.Config{Logon: "gw-17", Password: "right"})
 				pw := filepath.Join(dir, "ehr.pass")
@@ -141,14 +141,14 @@ func TestStatusInEachFaultState(t *testing.T) {
 			words: []string{"code 2, upstream refusing: destination ehr", "check logon_id and password_file", "Invalid logon id"},
 		},
 		{
-			name: "serial device missing", code: leds.FaultDeviceMissing,
+			name: "serial device missing", code: frontpanel.FaultDeviceMissing,
 			extra: func(t *testing.T, dir string) string {
 				return fmt.Sprintf("  - {name: analyzer, type: serial, device: %s/ttyGONE, baud: 9600, framing: mllp}\ndestinations:\n  - {name: archive, type: file, dir: %s/archive}\n", dir, dir)
 			},
 			words: []string{"code 3, serial device missing: source analyzer", "check the cable", "ttyGONE does not exist"},
 		},
 		{
-			name: "TLS failure", code: leds.FaultClockTLS,
+			name: "TLS failure", code: frontpanel.FaultClockTLS,
 			extra: func(t *testing.T, dir string) string {
 				url, _ := startWebservice(t, dir, refserver.Config{})
 				pw := filepath.Join(dir, "ehr.pass")
@@ -162,7 +162,7 @@ func TestStatusInEachFaultState(t *testing.T) {
 			words: []string{"destination ehr is down", "certificate"},
 		},
 		{
-			name: "storage error", code: leds.FaultStorage, quota: "1GiB",
+			name: "storage error", code: frontpanel.FaultStorage, quota: "1GiB",
 			extra: func(t *testing.T, dir string) string {
 				return "destinations:\n  - {name: lis, type: mllp, address: \"127.0.0.1:1\", max_backoff: 1h}\n"
 			},
@@ -215,11 +215,11 @@ func TestStatusInEachFaultState(t *testing.T) {
 			var code int
 			for deadline := time.Now().Add(60 * time.Second); ; {
 				r, code = runStatus(t, cfg)
-				got := leds.Fault(r.Fault.Code)
-				reached := got == want || (want == leds.NoFault && got == leds.FaultClockTLS && !r.Health.ClockSynced)
+				got := frontpanel.Fault(r.Fault.Code)
+				reached := got == want || (want == frontpanel.NoFault && got == frontpanel.FaultClockTLS && !r.Health.ClockSynced)
 				// An unsynchronised clock shows code 4 from the start: the
 				// TLS case waits for the failure itself as well.
-				if reached && (tc.code != leds.FaultClockTLS || tlsFailed(r)) {
+				if reached && (tc.code != frontpanel.FaultClockTLS || tlsFailed(r)) {
 					break
 				}
 				if time.Now().After(deadline) {
@@ -231,21 +231,21 @@ func TestStatusInEachFaultState(t *testing.T) {
 			text = string(out)
 			if !r.Health.ClockSynced {
 				// This machine's clock shows code 4 whenever nothing worse holds.
-				if want == leds.NoFault || want == leds.FaultClockTLS {
-					want = leds.FaultClockTLS
+				if want == frontpanel.NoFault || want == frontpanel.FaultClockTLS {
+					want = frontpanel.FaultClockTLS
 					tc.words = append(tc.words, "code 4, clock not synchronised: check NTP")
 				}
-			} else if want == leds.FaultClockTLS {
+			} else if want == frontpanel.FaultClockTLS {
 				tc.words = append(tc.words, "code 4, TLS failure: destination ehr")
 			}
-			if tc.code == leds.FaultClockTLS {
+			if tc.code == frontpanel.FaultClockTLS {
 				// Whatever the clock, the TLS failure itself must be counted.
 				if !tlsFailed(r) {
 					c, _ := r.Health.Component("destination", "ehr")
 					t.Errorf("TLS failure not counted: %+v", c)
 				}
 			}
-			if want == leds.NoFault {
+			if want == frontpanel.NoFault {
 				if code != 0 || err != nil || !r.Healthy || !strings.Contains(text, "HEALTHY") {
 					t.Fatalf("healthy box: exit %d (%v), report %+v\n%s", code, err, r, text)
 				}
@@ -260,7 +260,7 @@ func TestStatusInEachFaultState(t *testing.T) {
 					}
 				}
 			}
-			if tc.code == leds.NoFault {
+			if tc.code == frontpanel.NoFault {
 				// No daemon: status cannot tell, and says so with exit 2.
 				d.stop()
 				out, err := exec.Command(binPath, "status", "--config", cfg).CombinedOutput()

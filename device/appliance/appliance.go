@@ -25,7 +25,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/device/firmware"
-	"github.com/hl7edge/hl7edge/device/leds"
+	"github.com/hl7edge/hl7edge/device/frontpanel"
 	"github.com/hl7edge/hl7edge/device/mqttagent"
 	"github.com/hl7edge/hl7edge/device/trust"
 	"github.com/hl7edge/hl7edge/device/watchdog"
@@ -203,7 +203,7 @@ type parts struct {
 	reg    *health.Registry
 	disp   *command.Dispatcher
 	brd    board.Board
-	engine *leds.Engine
+	engine *frontpanel.Engine
 	agent  *mqttagent.Agent
 	gw     *gateway.Gateway
 	box    *Box
@@ -267,7 +267,7 @@ func (a *Appliance) build(ctx context.Context, cfg *config.Config) (_ *parts, er
 
 // openLEDs opens the board (or the one Options.Board makes) and the LED
 // engine that drives its pins from the health registry.
-func (a *Appliance) openLEDs(cfg *config.Config, log *slog.Logger, reg *health.Registry) (board.Board, *leds.Engine, error) {
+func (a *Appliance) openLEDs(cfg *config.Config, log *slog.Logger, reg *health.Registry) (board.Board, *frontpanel.Engine, error) {
 	openBoard := a.o.Board
 	if openBoard == nil {
 		openBoard = func(cfg *config.Config, log *slog.Logger) (board.Board, error) {
@@ -278,11 +278,11 @@ func (a *Appliance) openLEDs(cfg *config.Config, log *slog.Logger, reg *health.R
 	if err != nil {
 		return nil, nil, fmt.Errorf("board %q: %w", cfg.Device.Board, err)
 	}
-	lopts := leds.Options{Pins: brd.Pins(), Snapshot: reg.Snapshot, Beacon: reg.Loop("leds"), Log: log}
+	lopts := frontpanel.Options{Pins: brd.Pins(), Snapshot: reg.Snapshot, Beacon: reg.Loop("leds"), Log: log}
 	if d, ok := brd.(led.Describer); ok {
 		lopts.Describe = d.Describe // the sim board prints what the LEDs mean, not each blink
 	}
-	engine, err := leds.New(lopts)
+	engine, err := frontpanel.New(lopts)
 	if err != nil {
 		brd.Close()
 		return nil, nil, fmt.Errorf("leds: %w", err)
@@ -413,7 +413,7 @@ func allClearOf(kind string) string {
 }
 
 // followMQTT keeps the LINK LED's view of the broker connection current.
-func followMQTT(ctx context.Context, reg *health.Registry, e *leds.Engine, enabled bool) error {
+func followMQTT(ctx context.Context, reg *health.Registry, e *frontpanel.Engine, enabled bool) error {
 	if !enabled {
 		e.SetMQTTUp(true) // no broker configured: nothing to be down
 		return nil

@@ -12,7 +12,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/config"
-	"github.com/hl7edge/hl7edge/device/leds"
+	"github.com/hl7edge/hl7edge/device/frontpanel"
 	"github.com/hl7edge/hl7edge/device/status"
 	"github.com/hl7edge/hl7edge/device/strictjson"
 )
@@ -70,7 +70,7 @@ type DeadLetterInfo struct {
 	Reason    string    `json:"reason"`
 }
 
-func (a *Appliance) register(b *Box, engine *leds.Engine, alarm func(kind, detail string)) {
+func (a *Appliance) register(b *Box, engine *frontpanel.Engine, alarm func(kind, detail string)) {
 	d, gw := b.Commands, b.Gateway
 	d.RegisterPrivileged(command.ConfigApply, func(ctx context.Context, raw json.RawMessage) (any, string, error) {
 		args, err := parseArgs(raw)

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/device/command"
-	"github.com/hl7edge/hl7edge/device/leds"
+	"github.com/hl7edge/hl7edge/device/frontpanel"
 	"github.com/hl7edge/hl7edge/device/mqttagent"
 	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/units"
@@ -38,7 +38,7 @@ const (
 type Spec struct {
 	ID      string
 	Version string
-	Fault   leds.Fault // the condition behind this fault code is built into its health
+	Fault   frontpanel.Fault // the condition behind this fault code is built into its health
 	Queued  int64      // messages waiting for its destination
 	Alarm   string     // an active alarm kind, "" for none
 	Offline Offline
@@ -80,7 +80,7 @@ func Start(ctx context.Context, broker, dir string, specs []Spec) (*Fleet, error
 
 func start(ctx context.Context, brokerAddr, dir string, sp Spec) (*Gateway, error) {
 	reg := health.NewRegistry(sp.ID, sp.Version, nil)
-	reg.SetClockProbe(func() bool { return sp.Fault != leds.FaultClockTLS })
+	reg.SetClockProbe(func() bool { return sp.Fault != frontpanel.FaultClockTLS })
 	src := reg.Component(health.Source, "monitors", "mllp")
 	src.SetState(health.Up)
 	dst := reg.Component(health.Destination, "ehr", "webservice")
@@ -91,14 +91,14 @@ func start(ctx context.Context, brokerAddr, dir string, sp Spec) (*Gateway, erro
 		spool.Queues["ehr"] = health.QueueStat{Queued: sp.Queued, OldestAgeSeconds: float64(sp.Queued)}
 	}
 	switch sp.Fault {
-	case leds.FaultSpoolFull:
+	case frontpanel.FaultSpoolFull:
 		spool.Bytes = spool.MaxBytes / 100 * 95
-	case leds.FaultUpstreamRefusing:
+	case frontpanel.FaultUpstreamRefusing:
 		dst.Add(health.CounterExceptions, 1)
 		dst.Fail(health.Down, "ping: web service EXCEPTION 3267: Invalid logon id")
-	case leds.FaultDeviceMissing:
+	case frontpanel.FaultDeviceMissing:
 		reg.Component(health.Source, "analyzer", "serial").Fail(health.Missing, "serial device missing: /dev/ttyUSB0 does not exist")
-	case leds.FaultStorage:
+	case frontpanel.FaultStorage:
 		spool.Error = "spool write failed: input/output error"
 	}
 	if sp.Alarm == health.AlarmDeadLetter {

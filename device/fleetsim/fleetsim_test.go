@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"testing"
 
-	"github.com/hl7edge/hl7edge/device/leds"
+	"github.com/hl7edge/hl7edge/device/frontpanel"
 	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
 	"github.com/hl7edge/hl7edge/pipeline/health"
 )
@@ -17,8 +17,8 @@ func TestGatewaysBornFaultedAndGone(t *testing.T) {
 	b := mqtttest.StartMochi(t, mqtttest.BrokerOptions{})
 	specs := []Spec{
 		{ID: "gw-a", Version: "1.0", Queued: 3},
-		{ID: "gw-b", Version: "1.0", Fault: leds.FaultUpstreamRefusing, Offline: Cut},
-		{ID: "gw-c", Version: "1.1", Fault: leds.FaultStorage, Alarm: health.AlarmStorageError, Offline: CleanStop},
+		{ID: "gw-b", Version: "1.0", Fault: frontpanel.FaultUpstreamRefusing, Offline: Cut},
+		{ID: "gw-c", Version: "1.1", Fault: frontpanel.FaultStorage, Alarm: health.AlarmStorageError, Offline: CleanStop},
 	}
 	f, err := Start(t.Context(), b.URL, t.TempDir(), specs)
 	if err != nil {
@@ -32,7 +32,7 @@ func TestGatewaysBornFaultedAndGone(t *testing.T) {
 		if err := json.Unmarshal(m.Payload, &s); err != nil {
 			t.Fatal(err)
 		}
-		if got := leds.FaultOf(s); got != sp.Fault {
+		if got := frontpanel.FaultOf(s); got != sp.Fault {
 			t.Errorf("%s health shows fault %d, want %d: %+v", sp.ID, got, sp.Fault, s)
 		}
 		if q := s.Destinations[0].Queued; q != sp.Queued {

@@ -27,7 +27,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/hl7edge/hl7edge/device/leds"
+	"github.com/hl7edge/hl7edge/device/frontpanel"
 	"github.com/hl7edge/hl7edge/device/mqttagent"
 	"github.com/hl7edge/hl7edge/device/status"
 	"github.com/hl7edge/hl7edge/pipeline/health"
@@ -61,7 +61,7 @@ func (r Row) rank() int {
 	case !r.Online:
 		return 0
 	case r.Fault != 0:
-		return 1 + slices.Index(leds.FaultPriority(), leds.Fault(r.Fault))
+		return 1 + slices.Index(frontpanel.FaultPriority(), frontpanel.Fault(r.Fault))
 	case len(r.Problems) > 0:
 		return 10
 	}
@@ -187,7 +187,7 @@ func (v *View) Rows() []Row {
 				r.Dead += d.Dead
 				r.OldestAge = max(r.OldestAge, d.OldestAgeSeconds)
 			}
-			f := leds.ExplainFault(h)
+			f := frontpanel.ExplainFault(h)
 			r.Fault, r.FaultWhat = f.Code, f.What
 			for _, a := range h.Alarms {
 				r.Alarms = append(r.Alarms, a.Kind)

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/board/led"
-	"github.com/hl7edge/hl7edge/device/leds"
+	"github.com/hl7edge/hl7edge/device/frontpanel"
 	"github.com/hl7edge/hl7edge/pipeline/health"
 )
 
@@ -21,18 +21,18 @@ import (
 type Report struct {
 	Healthy  bool                      `json:"healthy"`
 	Problems []string                  `json:"problems,omitempty"`
-	Fault    leds.FaultInfo            `json:"fault"`
-	LEDs     [led.NumLEDs]leds.Reading `json:"leds"`
+	Fault    frontpanel.FaultInfo            `json:"fault"`
+	LEDs     [led.NumLEDs]frontpanel.Reading `json:"leds"`
 	Health   health.Snapshot           `json:"health"`
 }
 
 // Build judges s with the LED engine's inputs in.
-func Build(s health.Snapshot, in leds.Inputs) Report {
+func Build(s health.Snapshot, in frontpanel.Inputs) Report {
 	p := Problems(s)
 	if !in.Ready {
 		p = append([]string{"the daemon is still starting"}, p...)
 	}
-	return Report{Healthy: len(p) == 0, Problems: p, Fault: leds.ExplainFault(s), LEDs: leds.Explain(s, in), Health: s}
+	return Report{Healthy: len(p) == 0, Problems: p, Fault: frontpanel.ExplainFault(s), LEDs: frontpanel.Explain(s, in), Health: s}
 }
 
 // Problems lists what is wrong in s, most severe first; none means
@@ -43,7 +43,7 @@ func Problems(s health.Snapshot) []string {
 	for _, l := range s.Stalled {
 		out = append(out, "loop "+l+" stopped beating (hung); the watchdog restarts the service")
 	}
-	if f := leds.ExplainFault(s); f.Code != 0 {
+	if f := frontpanel.ExplainFault(s); f.Code != 0 {
 		line := "FAULT " + f.String()
 		if f.Detail != "" {
 			line += " (" + f.Detail + ")"

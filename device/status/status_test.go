@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/device/leds"
+	"github.com/hl7edge/hl7edge/device/frontpanel"
 	"github.com/hl7edge/hl7edge/pipeline/health"
 )
 
@@ -20,11 +20,11 @@ func TestVerdicts(t *testing.T) {
 			Sources:      []health.ComponentSnapshot{{Name: "mon", Type: "mllp", State: health.Up}},
 			Destinations: []health.ComponentSnapshot{{Name: "ehr", Type: "webservice", State: health.Paused, Queued: 4, OldestAgeSeconds: 75}}}
 	}
-	ready := leds.Inputs{Ready: true, MQTTUp: true}
+	ready := frontpanel.Inputs{Ready: true, MQTTUp: true}
 	if r := Build(base(), ready); !r.Healthy || len(r.Problems) != 0 {
 		t.Fatalf("paused destination: %+v", r.Problems)
 	}
-	if r := Build(base(), leds.Inputs{MQTTUp: true}); r.Healthy || r.Problems[0] != "the daemon is still starting" {
+	if r := Build(base(), frontpanel.Inputs{MQTTUp: true}); r.Healthy || r.Problems[0] != "the daemon is still starting" {
 		t.Fatalf("not ready: %+v", r.Problems)
 	}
 	s := base()

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/device/leds"
+	"github.com/hl7edge/hl7edge/device/frontpanel"
 	"github.com/hl7edge/hl7edge/pipeline/health"
 )
 
@@ -52,8 +52,8 @@ func TestUnreadableSpoolAnswersAEAndKeepsFiles(t *testing.T) {
 	if !strings.Contains(snap.Spool.Error, "spool is unreadable") || !strings.Contains(snap.Spool.Error, "salvage") {
 		t.Fatalf("spool health error %q: want the cause and the way out", snap.Spool.Error)
 	}
-	if f := leds.FaultOf(snap); f != leds.FaultStorage {
-		t.Errorf("FAULT LED shows %v, want %v", f, leds.FaultStorage)
+	if f := frontpanel.FaultOf(snap); f != frontpanel.FaultStorage {
+		t.Errorf("FAULT LED shows %v, want %v", f, frontpanel.FaultStorage)
 	}
 	waitFor(t, 10*time.Second, "the storage_error alarm", func() bool {
 		return slices.ContainsFunc(g.Alarms.All(), func(a alarm) bool {

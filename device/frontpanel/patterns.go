@@ -21,7 +21,7 @@
 //	exceptions, refused  a destination's peer answered but refused (code 2 when the destination is Down;
 //	                     a destination in state held, by a message refused for good, is code 2 too)
 //	tls_errors           a TLS handshake or certificate failure (code 4 when the component is Down)
-package leds
+package frontpanel
 
 import (
 	"fmt"

@@ -1,4 +1,4 @@
-package leds
+package frontpanel
 
 import (
 	"strings"
