@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hl7edge/hl7edge/device/appliance"
 	"github.com/hl7edge/hl7edge/pipeline/health"
 )
 
@@ -88,7 +89,7 @@ destinations:
 		t.Errorf("after the roll-back the configuration file is not the previous one")
 	}
 	r, _ := runStatus(t, cfg)
-	if !slices.ContainsFunc(r.Health.Alarms, func(a health.Alarm) bool { return a.Kind == health.AlarmConfigRolledBack }) {
+	if !slices.ContainsFunc(r.Health.Alarms, func(a health.Alarm) bool { return a.Kind == appliance.AlarmConfigRolledBack }) {
 		t.Errorf("status after the roll-back: alarms %+v, want config_rolled_back", r.Health.Alarms)
 	}
 

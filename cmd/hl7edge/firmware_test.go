@@ -26,7 +26,6 @@ import (
 	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
 	"github.com/hl7edge/hl7edge/device/trust"
 	"github.com/hl7edge/hl7edge/device/trust/minisigntest"
-	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
 	"github.com/hl7edge/hl7edge/pipeline/testpki"
 )
@@ -520,7 +519,7 @@ func TestFirmwareUpdate(t *testing.T) {
 	if st["running"] != "2.0.0-test" {
 		t.Errorf("committed state %v, want running 2.0.0-test", st)
 	}
-	r.alarm(from, health.AlarmFirmwareCommitted)
+	r.alarm(from, firmware.AlarmFirmwareCommitted)
 	if v := r.healthVersion(); v != "2.0.0-test" {
 		t.Errorf("health snapshot version %q after the update, want 2.0.0-test", v)
 	}
@@ -548,7 +547,7 @@ func TestFirmwareUpdate(t *testing.T) {
 	if _, a := r.command(command.FirmwareUpdate, map[string]any{"url": url + "broken", "version": "3.0-broken", "sha256": brokenSum, "minisig": brokenSig}, time.Minute); a["status"] != string(command.Successful) {
 		t.Fatalf("broken image update: %v", a)
 	}
-	detail := r.alarm(from, health.AlarmFirmwareRolledBack)
+	detail := r.alarm(from, firmware.AlarmFirmwareRolledBack)
 	if !strings.Contains(detail, "3.0-broken") || !strings.Contains(detail, "stopped during its trial") {
 		t.Errorf("rollback alarm %q: want the version and the reason", detail)
 	}
@@ -573,7 +572,7 @@ func TestFirmwareUpdate(t *testing.T) {
 	if _, a := r.command(command.FirmwareUpdate, map[string]any{"url": url + "sick", "version": "4.0-unhealthy", "sha256": sickSum, "minisig": sickSig}, time.Minute); a["status"] != string(command.Successful) {
 		t.Fatalf("unhealthy image update: %v", a)
 	}
-	detail = r.alarm(from, health.AlarmFirmwareRolledBack)
+	detail = r.alarm(from, firmware.AlarmFirmwareRolledBack)
 	if !strings.Contains(detail, "4.0-unhealthy") || !strings.Contains(detail, "source in is not up") {
 		t.Errorf("rollback alarm %q: want the version and the source that was down", detail)
 	}
@@ -638,9 +637,9 @@ func TestFirmwareUpdate(t *testing.T) {
 	})
 	final := r.state()
 	// The alarm comes from the version that runs once the update settled.
-	kind, want := health.AlarmFirmwareCommitted, "dev"
+	kind, want := firmware.AlarmFirmwareCommitted, "dev"
 	if final.State == firmware.RolledBack {
-		kind, want = health.AlarmFirmwareRolledBack, "2.0.0-test"
+		kind, want = firmware.AlarmFirmwareRolledBack, "2.0.0-test"
 	}
 	r.alarm(from, kind)
 	if v := r.healthVersion(); v != want {

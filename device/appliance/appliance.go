@@ -165,7 +165,7 @@ func (a *Appliance) rollback(cause error) bool {
 	fmt.Fprintf(a.o.LogOut, "hl7edge: %s\n", detail)
 	a.settle(p.id, ApplyRolledBack, detail)
 	a.mu.Lock()
-	a.notices = append(a.notices, [2]string{health.AlarmConfigRolledBack, detail})
+	a.notices = append(a.notices, [2]string{AlarmConfigRolledBack, detail})
 	a.mu.Unlock()
 	return true
 }
@@ -406,8 +406,8 @@ func allClearOf(kind string) string {
 	switch kind {
 	case health.AlarmSpoolOK:
 		return health.AlarmSpoolFull
-	case health.AlarmConfigApplied:
-		return health.AlarmConfigRolledBack
+	case AlarmConfigApplied:
+		return AlarmConfigRolledBack
 	}
 	return ""
 }
@@ -456,18 +456,18 @@ func (a *Appliance) checkApply(ctx context.Context, p *pendingApply, reg *health
 	if len(problems) == 0 {
 		detail := fmt.Sprintf("configuration from command %s is healthy after %s and is kept", p.id, p.grace)
 		a.settle(p.id, ApplyKept, detail)
-		alarm(health.AlarmConfigApplied, detail)
+		alarm(AlarmConfigApplied, detail)
 		return
 	}
 	if err := config.WriteAtomic(a.o.ConfigPath, p.previous); err != nil {
 		detail := fmt.Sprintf("command %s: %v", p.id, err)
 		a.settle(p.id, ApplyRollbackFailed, detail)
-		alarm(health.AlarmConfigRollbackFailed, detail)
+		alarm(AlarmConfigRollbackFailed, detail)
 		return
 	}
 	detail := fmt.Sprintf("configuration from command %s rolled back: %s", p.id, strings.Join(problems, "; "))
 	a.settle(p.id, ApplyRolledBack, detail)
-	alarm(health.AlarmConfigRolledBack, detail)
+	alarm(AlarmConfigRolledBack, detail)
 	a.requestRestart("configuration rolled back")
 }
 

@@ -236,7 +236,7 @@ func TestTrialOutcome(t *testing.T) {
 		}
 		st, _, _ := Load(dir)
 		if healthy {
-			if st.State != Committed || st.Good != img || relaunched || len(alarms) != 1 || alarms[0] != health.AlarmFirmwareCommitted {
+			if st.State != Committed || st.Good != img || relaunched || len(alarms) != 1 || alarms[0] != AlarmFirmwareCommitted {
 				t.Errorf("healthy trial: state %+v, relaunch %v, alarms %v", st, relaunched, alarms)
 			}
 			continue
@@ -253,7 +253,7 @@ func TestTrialOutcome(t *testing.T) {
 			_ = New(Options{Config: Config{Dir: dir}, Version: "1.0", Snapshot: reg.Snapshot,
 				Alarm: func(kind, _ string) { alarms = append(alarms, kind) }}).Run(context.Background())
 		}
-		if len(alarms) != 1 || alarms[0] != health.AlarmFirmwareRolledBack {
+		if len(alarms) != 1 || alarms[0] != AlarmFirmwareRolledBack {
 			t.Errorf("alarms after two runs of the previous version: %v, want one firmware_rolled_back", alarms)
 		}
 	}

@@ -415,7 +415,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	prune(dir, st.Good, m.o.Log)
 	m.o.Log.Info("firmware committed", "version", st.Version, "previous", st.Previous)
-	m.o.Alarm(health.AlarmFirmwareCommitted, fmt.Sprintf("firmware version %s committed after a healthy trial of %s (previous %s)", st.Version, st.Trial, st.Previous))
+	m.o.Alarm(AlarmFirmwareCommitted, fmt.Sprintf("firmware version %s committed after a healthy trial of %s (previous %s)", st.Version, st.Trial, st.Previous))
 	return nil
 }
 
@@ -438,7 +438,7 @@ func (m *Manager) announce() (State, bool) {
 		m.o.Publish(m.public(st))
 	}
 	if st.State == RolledBack && !st.Announced {
-		m.o.Alarm(health.AlarmFirmwareRolledBack, fmt.Sprintf("firmware version %s rolled back; running %s: %s", st.Version, m.o.Version, st.Reason))
+		m.o.Alarm(AlarmFirmwareRolledBack, fmt.Sprintf("firmware version %s rolled back; running %s: %s", st.Version, m.o.Version, st.Reason))
 		st.Announced = true
 		if err := Save(dir, st); err != nil {
 			m.o.Log.Error("firmware state not saved", "err", err)

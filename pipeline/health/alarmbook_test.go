@@ -12,13 +12,13 @@ func TestAlarmsOutliveARegistry(t *testing.T) {
 	book := NewAlarms()
 	old := NewRegistry("gw", "v1", nil)
 	old.UseAlarms(book)
-	old.RaiseAlarm(AlarmConfigRolledBack, "configuration from command c1 rolled back")
+	old.RaiseAlarm("config_rolled_back", "configuration from command c1 rolled back")
 	next := NewRegistry("gw", "v1", nil)
 	next.UseAlarms(book)
-	if got := next.Snapshot().Alarms; len(got) != 1 || got[0].Kind != AlarmConfigRolledBack {
+	if got := next.Snapshot().Alarms; len(got) != 1 || got[0].Kind != "config_rolled_back" {
 		t.Fatalf("alarms after the restart: %+v, want config_rolled_back", got)
 	}
-	next.ClearAlarm(AlarmConfigRolledBack)
+	next.ClearAlarm("config_rolled_back")
 	if got := old.Snapshot().Alarms; len(got) != 0 {
 		t.Errorf("cleared in one registry, still active in the other: %+v", got)
 	}

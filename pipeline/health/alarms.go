@@ -1,7 +1,9 @@
 package health
 
-// Alarm kinds: the "kind" of an event published on hl7edge/<device-id>/alarm
-// and logged as "alarm". Fleet dashboards match on these strings, so a value
+// Alarm kinds of the data path: the "kind" of an event published on
+// hl7edge/<device-id>/alarm and logged as "alarm". The appliance's own
+// (configuration and firmware changes) live with the device:
+// device/appliance and device/firmware, alarms.go. Fleet dashboards match on these strings, so a value
 // never changes once shipped; docs/mqtt-api.md explains each one to
 // operators, and a test in build/ keeps that page and this list in step.
 //
@@ -24,21 +26,4 @@ const (
 	// not https (without allow_insecure_http) or not in allowed_hosts;
 	// nothing was sent to it.
 	AlarmURLRefused = "url_refused"
-	// AlarmConfigApplied: a configuration from config-apply stayed healthy
-	// for its grace period and is kept.
-	AlarmConfigApplied = "config_applied"
-	// AlarmConfigRolledBack: a configuration from config-apply was not
-	// healthy after its grace period (or did not start) and the previous
-	// one is back.
-	AlarmConfigRolledBack = "config_rolled_back"
-	// AlarmConfigRollbackFailed: rolling back a bad configuration failed;
-	// the box needs an operator.
-	AlarmConfigRollbackFailed = "config_rollback_failed"
-	// AlarmFirmwareRolledBack: a firmware version from firmware-update did
-	// not start, stopped, or was unhealthy during its trial, and the previous
-	// version runs again; the detail names the version and the reason.
-	AlarmFirmwareRolledBack = "firmware_rolled_back"
-	// AlarmFirmwareCommitted: a firmware version stayed healthy for its
-	// trial and is kept.
-	AlarmFirmwareCommitted = "firmware_committed"
 )
