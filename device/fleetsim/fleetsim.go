@@ -39,8 +39,8 @@ type Spec struct {
 	ID      string
 	Version string
 	Fault   frontpanel.Fault // the condition behind this fault code is built into its health
-	Queued  int64      // messages waiting for its destination
-	Alarm   string     // an active alarm kind, "" for none
+	Queued  int64            // messages waiting for its destination
+	Alarm   string           // an active alarm kind, "" for none
 	Offline Offline
 }
 

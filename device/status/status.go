@@ -19,11 +19,11 @@ import (
 
 // Report is `hl7edge status` in data.
 type Report struct {
-	Healthy  bool                      `json:"healthy"`
-	Problems []string                  `json:"problems,omitempty"`
+	Healthy  bool                            `json:"healthy"`
+	Problems []string                        `json:"problems,omitempty"`
 	Fault    frontpanel.FaultInfo            `json:"fault"`
 	LEDs     [led.NumLEDs]frontpanel.Reading `json:"leds"`
-	Health   health.Snapshot           `json:"health"`
+	Health   health.Snapshot                 `json:"health"`
 }
 
 // Build judges s with the LED engine's inputs in.
