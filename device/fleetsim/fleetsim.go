@@ -84,6 +84,7 @@ func start(ctx context.Context, brokerAddr, dir string, sp Spec) (*Gateway, erro
 	src := reg.Component(health.Source, "monitors", "mllp")
 	src.SetState(health.Up)
 	dst := reg.Component(health.Destination, "ehr", "webservice")
+	dst.MarkUpstream()
 	dst.SetState(health.Up)
 	spool := health.SpoolSnapshot{Messages: sp.Queued, Bytes: sp.Queued * 1024, MaxBytes: 2 << 30, FreeDiskBytes: 20 << 30,
 		Queues: map[string]health.QueueStat{"ehr": {Queued: sp.Queued}}}

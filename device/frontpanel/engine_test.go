@@ -298,7 +298,7 @@ func faultSnapshot(n int) health.Snapshot {
 	case FaultSpoolFull:
 		s.Spool.Bytes = 95
 	case FaultUpstreamRefusing:
-		s.Destinations = []health.ComponentSnapshot{{Name: "ehr", Type: "webservice", State: health.Down, Counters: map[string]uint64{"exceptions": 1}}}
+		s.Destinations = []health.ComponentSnapshot{{Name: "ehr", Type: "webservice", Upstream: true, State: health.Down, Counters: map[string]uint64{"exceptions": 1}}}
 	case FaultDeviceMissing:
 		s.Sources = []health.ComponentSnapshot{{Name: "analyzer", Type: "serial", State: health.Missing}}
 	case FaultClockTLS:

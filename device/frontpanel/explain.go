@@ -130,7 +130,7 @@ func Explain(s health.Snapshot, in Inputs) [led.NumLEDs]Reading {
 	} else {
 		var down []string
 		for _, c := range s.Destinations {
-			if c.Type == "webservice" && c.State != health.Up && c.State != health.Paused {
+			if c.Upstream && c.State != health.Up && c.State != health.Paused {
 				down = append(down, fmt.Sprintf("destination %s %s", c.Name, c.State))
 			}
 		}
@@ -151,7 +151,7 @@ func Explain(s health.Snapshot, in Inputs) [led.NumLEDs]Reading {
 // linkUp says what a solid LINK stands for on this box: only what it has.
 func linkUp(s health.Snapshot) string {
 	var up []string
-	if anyComponent(func(c health.ComponentSnapshot) bool { return c.Type == "webservice" }, s.Destinations) {
+	if anyComponent(func(c health.ComponentSnapshot) bool { return c.Upstream }, s.Destinations) {
 		up = append(up, "web-service destinations")
 	}
 	if _, ok := s.Component(health.Service, "mqtt"); ok {
@@ -208,7 +208,7 @@ func explainRefusing(s health.Snapshot, comps func(func(health.ComponentSnapshot
 	var ws bool
 	names, errs := comps(func(c health.ComponentSnapshot) bool {
 		r := c.State == health.Down && refusing(c)
-		ws = ws || r && c.Type == "webservice"
+		ws = ws || r && c.Upstream
 		return r
 	}, health.Destination)
 	advice = "the receiver answers but refuses (AE/NAK): its own log says why; messages stay queued and are retried"

@@ -274,10 +274,11 @@ func Patterns(s health.Snapshot, in Inputs) Set {
 	return set
 }
 
-// upstreamUp is true when every web-service destination is up. A paused one
+// upstreamUp is true when every upstream destination (a type that says
+// so, such as the web service) is up. A paused one
 // counts as up: an operator chose to hold it, nothing is broken.
 func upstreamUp(s health.Snapshot) bool {
 	return !anyComponent(func(c health.ComponentSnapshot) bool {
-		return c.Type == "webservice" && c.State != health.Up && c.State != health.Paused
+		return c.Upstream && c.State != health.Up && c.State != health.Paused
 	}, s.Destinations)
 }

@@ -31,7 +31,7 @@ func healthy() health.Snapshot {
 			{Name: "monitors", Type: "mllp", State: health.Up},
 		},
 		Destinations: []health.ComponentSnapshot{
-			{Name: "ehr", Type: "webservice", State: health.Up},
+			{Name: "ehr", Type: "webservice", Upstream: true, State: health.Up},
 			{Name: "lis", Type: "mllp", State: health.Up},
 		},
 		Services: []health.ComponentSnapshot{{Name: "spool", Type: "spool", State: health.Up}},
@@ -63,7 +63,7 @@ func TestPatterns(t *testing.T) {
 		{"upstream still starting", with(func(s *health.Snapshot) { s.Destinations[0].State = health.Starting }), up, Set{slow, linkDown, off, off}},
 		{"upstream paused by operator", with(func(s *health.Snapshot) { s.Destinations[0].State = health.Paused }), up, Set{slow, on, off, off}},
 		{"second upstream down", with(func(s *health.Snapshot) {
-			s.Destinations = append(s.Destinations, health.ComponentSnapshot{Name: "vendor", Type: "webservice", State: health.Down})
+			s.Destinations = append(s.Destinations, health.ComponentSnapshot{Name: "vendor", Type: "webservice", Upstream: true, State: health.Down})
 		}), up, Set{slow, linkDown, off, off}},
 		{"MLLP destination down is not upstream", with(func(s *health.Snapshot) { s.Destinations[1].State = health.Down }), up, Set{slow, on, off, off}},
 		{"no upstream configured", with(func(s *health.Snapshot) { s.Destinations = s.Destinations[1:] }), up, Set{slow, on, off, off}},

@@ -18,7 +18,7 @@ func TestVerdicts(t *testing.T) {
 	base := func() health.Snapshot {
 		return health.Snapshot{Device: "gw", Version: "1.0", Time: now, ClockSynced: true,
 			Sources:      []health.ComponentSnapshot{{Name: "mon", Type: "mllp", State: health.Up}},
-			Destinations: []health.ComponentSnapshot{{Name: "ehr", Type: "webservice", State: health.Paused, Queued: 4, OldestAgeSeconds: 75}}}
+			Destinations: []health.ComponentSnapshot{{Name: "ehr", Type: "webservice", Upstream: true, State: health.Paused, Queued: 4, OldestAgeSeconds: 75}}}
 	}
 	ready := frontpanel.Inputs{Ready: true, MQTTUp: true}
 	if r := Build(base(), ready); !r.Healthy || len(r.Problems) != 0 {

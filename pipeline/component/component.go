@@ -166,6 +166,10 @@ type DestinationType struct {
 	// Discards marks a rubbish bin: intake drops what it matches, nothing is
 	// queued, and there is nothing to build.
 	Discards bool
+	// Upstream marks a destination that carries the box's messages out to
+	// the hospital's systems: the front panel's LINK LED and `status` count
+	// it as the box's link.
+	Upstream bool
 	config   func() Config // nil: the type reads no keys of its own
 	build    func(Config, Deps) (flow.Output, error)
 }

@@ -172,7 +172,11 @@ func newUnreadable(cfg Config, o Options, routes []route.Destination, cause erro
 		}
 	}
 	for _, d := range cfg.Destinations {
-		o.Health.Component(health.Destination, d.Name, d.Type).SetState(health.Down)
+		c := o.Health.Component(health.Destination, d.Name, d.Type)
+		if t, ok := cfg.Types.Destination(d.Type); ok && t.Upstream {
+			c.MarkUpstream()
+		}
+		c.SetState(health.Down)
 	}
 	return g, nil
 }
@@ -219,6 +223,9 @@ func (g *Gateway) buildDestination(d Destination) error {
 		return fmt.Errorf("type %q is not registered", d.Type)
 	}
 	comp := g.o.Health.Component(health.Destination, d.Name, d.Type)
+	if t.Upstream {
+		comp.MarkUpstream()
+	}
 	if t.Discards {
 		comp.SetState(health.Up)
 		return nil

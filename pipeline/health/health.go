@@ -48,6 +48,7 @@ type Component struct {
 	errAt    time.Time
 	counters map[string]uint64
 	lanes    func() LaneStat
+	upstream bool
 }
 
 // LaneStat is how a destination delivering over several lanes is doing.
@@ -68,6 +69,14 @@ func (c *Component) SetLanes(f func() LaneStat) {
 
 // Name of the component.
 func (c *Component) Name() string { return c.name }
+
+// MarkUpstream says the component carries the box's messages out to the
+// hospital's systems (component.DestinationType.Upstream).
+func (c *Component) MarkUpstream() {
+	c.mu.Lock()
+	c.upstream = true
+	c.mu.Unlock()
+}
 
 // SetState records a state; a change notifies subscribers at once.
 func (c *Component) SetState(s State) {
@@ -119,7 +128,7 @@ func (c *Component) Counter(counter string) uint64 {
 func (c *Component) snapshot() ComponentSnapshot {
 	c.mu.Lock()
 	s := ComponentSnapshot{
-		Name: c.name, Type: c.typ, State: c.state, Since: c.since,
+		Name: c.name, Type: c.typ, Upstream: c.upstream, State: c.state, Since: c.since,
 		Counters: maps.Clone(c.counters), LastError: c.lastErr,
 	}
 	if !c.errAt.IsZero() {
@@ -139,6 +148,7 @@ func (c *Component) snapshot() ComponentSnapshot {
 type ComponentSnapshot struct {
 	Name             string            `json:"name"`
 	Type             string            `json:"type"`
+	Upstream         bool              `json:"upstream,omitempty"` // a destination its type marks as the box's link
 	State            State             `json:"state"`
 	Since            time.Time         `json:"since"`
 	Counters         map[string]uint64 `json:"counters,omitempty"`

@@ -21,11 +21,13 @@ func Register(r *component.Registry) {
 	})
 	src.Liveness = true // beaten in every poll round and while it waits
 	r.AddSource(src)
-	r.AddDestination(component.NewDestination("webservice", sample, func(c *DestinationConfig, d component.Deps) (flow.Output, error) {
+	dst := component.NewDestination("webservice", sample, func(c *DestinationConfig, d component.Deps) (flow.Output, error) {
 		o := options(d)
 		o.Lanes = d.Lanes
 		return NewDestination(d.Name, *c, o)
-	}))
+	})
+	dst.Upstream = true // the hospital's web service: the box's link
+	r.AddDestination(dst)
 }
 
 func options(d component.Deps) Options {
