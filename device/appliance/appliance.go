@@ -22,6 +22,7 @@ import (
 	"github.com/hl7edge/hl7edge/board"
 	"github.com/hl7edge/hl7edge/board/led"
 	"github.com/hl7edge/hl7edge/device/admin"
+	"github.com/hl7edge/hl7edge/device/atomicfile"
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/device/firmware"
@@ -158,7 +159,7 @@ func (a *Appliance) rollback(cause error) bool {
 	if p == nil {
 		return false
 	}
-	if err := config.WriteAtomic(a.o.ConfigPath, p.previous); err != nil {
+	if err := atomicfile.Write(a.o.ConfigPath, p.previous, 0o640); err != nil {
 		return false
 	}
 	detail := fmt.Sprintf("configuration from command %s could not start and was rolled back: %v", p.id, cause)
@@ -459,7 +460,7 @@ func (a *Appliance) checkApply(ctx context.Context, p *pendingApply, reg *health
 		alarm(AlarmConfigApplied, detail)
 		return
 	}
-	if err := config.WriteAtomic(a.o.ConfigPath, p.previous); err != nil {
+	if err := atomicfile.Write(a.o.ConfigPath, p.previous, 0o640); err != nil {
 		detail := fmt.Sprintf("command %s: %v", p.id, err)
 		a.settle(p.id, ApplyRollbackFailed, detail)
 		alarm(AlarmConfigRollbackFailed, detail)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hl7edge/hl7edge/device/atomicfile"
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/device/frontpanel"
@@ -178,7 +179,7 @@ func (a *Appliance) apply(b *Box, id string, local bool, args nameArgs) (any, st
 	if err != nil {
 		return nil, "", fmt.Errorf("read current configuration: %w", err)
 	}
-	if err := config.WriteAtomic(b.Config.Path, []byte(args.YAML)); err != nil {
+	if err := atomicfile.Write(b.Config.Path, []byte(args.YAML), 0o640); err != nil {
 		return nil, "", err
 	}
 	a.mu.Lock()

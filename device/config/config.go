@@ -197,36 +197,3 @@ func (c *Config) StateDir() string { return filepath.Dir(filepath.Clean(c.Spool.
 func (c *Config) Gateway(version string) gateway.Config {
 	return gateway.Config{Spool: c.Spool, Sources: c.Sources, Destinations: c.Destinations, DeviceID: c.Device.ID, Version: version, Types: c.Types}
 }
-
-// WriteAtomic replaces path with data so that a power cut leaves either the
-// old file or the new one, never a mix.
-func WriteAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".hl7edge-config-*")
-	if err != nil {
-		return fmt.Errorf("write configuration: %w", err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o640)
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("write configuration %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return nil
-}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hl7edge/hl7edge/device/atomicfile"
 	"github.com/hl7edge/hl7edge/pipeline/webservice"
 )
 
@@ -80,10 +81,10 @@ func TestDefaultsAndAtomicWrite(t *testing.T) {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 	p := filepath.Join(t.TempDir(), "hl7edge.yaml")
-	if err := WriteAtomic(p, []byte("a: 1\n")); err != nil {
+	if err := atomicfile.Write(p, []byte("a: 1\n"), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteAtomic(p, []byte("b: 2\n")); err != nil {
+	if err := atomicfile.Write(p, []byte("b: 2\n"), 0o640); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(p)

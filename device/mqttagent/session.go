@@ -6,9 +6,10 @@ import (
 	"io/fs"
 	"math"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/hl7edge/hl7edge/device/atomicfile"
 )
 
 // The session counter lets a fleet tell a stale Last Will (from an earlier
@@ -50,48 +51,8 @@ func nextSession(path string) (uint64, error) {
 		return 0, fmt.Errorf("mqtt session file %s holds the largest counter; remove it to start counting again", path)
 	}
 	n++
-	if err := writeFileAtomic(path, []byte(strconv.FormatUint(n, 10)+"\n")); err != nil {
+	if err := atomicfile.Write(path, []byte(strconv.FormatUint(n, 10)+"\n"), 0o600); err != nil {
 		return 0, fmt.Errorf("mqtt session file: %w", err)
 	}
 	return n, nil
-}
-
-// writeFileAtomic replaces path so that after a crash it holds either the old
-// or the new content, never a mix or nothing.
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err = f.Chmod(0o600); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
