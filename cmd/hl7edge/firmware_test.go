@@ -27,7 +27,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/trust"
 	"github.com/hl7edge/hl7edge/device/trust/minisigntest"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
-	"github.com/hl7edge/hl7edge/pipeline/testpki"
+	"github.com/hl7edge/hl7edge/pipeline/throwawayca"
 )
 
 // fwWait bounds every wait of the firmware test; generous for a shared machine.
@@ -342,7 +342,7 @@ func newFWRig(t *testing.T) *fwRig {
 		t.Fatalf("build v2: %v\n%s", err, out)
 	}
 
-	ca, err := testpki.NewCA("firmware test CA")
+	ca, err := throwawayca.NewCA("firmware test CA")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
-	"github.com/hl7edge/hl7edge/pipeline/testpki"
+	"github.com/hl7edge/hl7edge/pipeline/throwawayca"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/refserver"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/wire"
 )
@@ -50,7 +50,7 @@ func TestCrashLanesMidDrain(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "pw"), []byte("lanes-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ca, _ := testpki.NewCA("lanes CA")
+	ca, _ := throwawayca.NewCA("lanes CA")
 	leaf, _ := ca.Issue("127.0.0.1", "127.0.0.1")
 	if _, err := ca.WriteFiles(dir, "ws", leaf); err != nil {
 		t.Fatal(err)

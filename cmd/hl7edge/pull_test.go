@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/testpki"
+	"github.com/hl7edge/hl7edge/pipeline/throwawayca"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/refserver"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/wire"
 )
@@ -61,7 +61,7 @@ func TestPullSourceKillBetweenStoreAndAck(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "pw"), []byte("pull-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ca, _ := testpki.NewCA("pull CA")
+	ca, _ := throwawayca.NewCA("pull CA")
 	leaf, _ := ca.Issue("127.0.0.1", "127.0.0.1")
 	if _, err := ca.WriteFiles(dir, "ws", leaf); err != nil {
 		t.Fatal(err)

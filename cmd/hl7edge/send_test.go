@@ -17,13 +17,13 @@ import (
 	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
-	"github.com/hl7edge/hl7edge/pipeline/testpki"
+	"github.com/hl7edge/hl7edge/pipeline/throwawayca"
 )
 
 // startTLSReceiver runs an MLLP listener that requires a client certificate
 // from ca and answers every message AA. Its own certificate names only
 // serverName, so a client dialling 127.0.0.1 must be told the name.
-func startTLSReceiver(t *testing.T, dir string, ca *testpki.CA, serverName string) string {
+func startTLSReceiver(t *testing.T, dir string, ca *throwawayca.CA, serverName string) string {
 	t.Helper()
 	leaf, err := ca.Issue("receiver", serverName)
 	if err != nil {
@@ -92,7 +92,7 @@ func startReceiver(t *testing.T, tlsConf mllp.ServerTLS, answer func(id string) 
 // address dialled (issue 28, point 1).
 func TestSendPresentsClientCertificate(t *testing.T) {
 	dir := t.TempDir()
-	ca, err := testpki.NewCA("lab CA")
+	ca, err := throwawayca.NewCA("lab CA")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/testpki"
+	"github.com/hl7edge/hl7edge/pipeline/throwawayca"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/refserver"
 	"github.com/hl7edge/hl7edge/storage"
 )
@@ -181,7 +181,7 @@ func newSoakRun(t *testing.T, seed uint64) *soakRun {
 	dir := t.TempDir()
 	r := &soakRun{t: t, dir: dir, cfg: filepath.Join(dir, "hl7edge.yaml"), socket: filepath.Join(dir, "admin.sock"),
 		ledger: newSoakLedger(), seed: seed}
-	ca, err := testpki.NewCA("soak CA")
+	ca, err := throwawayca.NewCA("soak CA")
 	if err != nil {
 		t.Fatal(err)
 	}

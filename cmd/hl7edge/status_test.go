@@ -19,7 +19,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/frontpanel"
 	"github.com/hl7edge/hl7edge/device/status"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
-	"github.com/hl7edge/hl7edge/pipeline/testpki"
+	"github.com/hl7edge/hl7edge/pipeline/throwawayca"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/refserver"
 )
 
@@ -54,7 +54,7 @@ func runStatus(t *testing.T, cfg string) (status.Report, int) {
 // certificate of its own CA; it returns the ping URL and the CA file.
 func startWebservice(t *testing.T, dir string, cfg refserver.Config) (url, caFile string) {
 	t.Helper()
-	ca, err := testpki.NewCA("status test CA")
+	ca, err := throwawayca.NewCA("status test CA")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,14 +10,14 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/pipeline/logtest"
-	"github.com/hl7edge/hl7edge/pipeline/testpki"
+	"github.com/hl7edge/hl7edge/pipeline/throwawayca"
 )
 
 // TestWebserviceAndCheckUpstream runs the reference web service over real
 // TLS and checks it with check-upstream: our two halves agree on the protocol.
 func TestWebserviceAndCheckUpstream(t *testing.T) {
 	dir := t.TempDir()
-	ca, err := testpki.NewCA("test CA")
+	ca, err := throwawayca.NewCA("test CA")
 	if err != nil {
 		t.Fatal(err)
 	}

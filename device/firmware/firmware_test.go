@@ -17,7 +17,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/trust"
 	"github.com/hl7edge/hl7edge/pipeline/health"
-	"github.com/hl7edge/hl7edge/pipeline/testpki"
+	"github.com/hl7edge/hl7edge/pipeline/throwawayca"
 	"github.com/hl7edge/hl7edge/pipeline/units"
 )
 
@@ -135,7 +135,7 @@ func TestUpdateRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	keys, _ := trust.ParseKeys([]string{pub})
-	ca, _ := testpki.NewCA("fw unit CA")
+	ca, _ := throwawayca.NewCA("fw unit CA")
 	leaf, _ := ca.Issue("127.0.0.1", "127.0.0.1")
 	big := make([]byte, 2<<20)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {

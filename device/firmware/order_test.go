@@ -16,7 +16,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/trust"
 	"github.com/hl7edge/hl7edge/pipeline/health"
-	"github.com/hl7edge/hl7edge/pipeline/testpki"
+	"github.com/hl7edge/hl7edge/pipeline/throwawayca"
 	"github.com/hl7edge/hl7edge/pipeline/units"
 )
 
@@ -61,7 +61,7 @@ func newFWServer(t *testing.T) fwServer {
 		t.Fatal(err)
 	}
 	keys, _ := trust.ParseKeys([]string{pub})
-	ca, _ := testpki.NewCA("fw order CA")
+	ca, _ := throwawayca.NewCA("fw order CA")
 	leaf, _ := ca.Issue("127.0.0.1", "127.0.0.1")
 	img := []byte("#!/bin/sh\necho image\n")
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(img) }))

@@ -12,7 +12,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
 	"github.com/hl7edge/hl7edge/pipeline/health"
-	"github.com/hl7edge/hl7edge/pipeline/testpki"
+	"github.com/hl7edge/hl7edge/pipeline/throwawayca"
 	"github.com/hl7edge/hl7edge/pipeline/units"
 )
 
@@ -20,7 +20,7 @@ import (
 // a client certificate and a user name and password.
 func TestTLSAndPassword(t *testing.T) {
 	t.Parallel()
-	ca, err := testpki.NewCA("broker CA")
+	ca, err := throwawayca.NewCA("broker CA")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,7 @@ import (
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/logtest"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
-	"github.com/hl7edge/hl7edge/pipeline/testpki"
+	"github.com/hl7edge/hl7edge/pipeline/throwawayca"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/refserver"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/wire"
 	"github.com/hl7edge/hl7edge/storage"
@@ -53,8 +53,8 @@ const (
 type rig struct {
 	tb       testing.TB
 	dir      string
-	ca       *testpki.CA
-	leaf     *testpki.Leaf // valid for 127.0.0.1 and localhost
+	ca       *throwawayca.CA
+	leaf     *throwawayca.Leaf // valid for 127.0.0.1 and localhost
 	caFile   string
 	passFile string
 	// quietLogs logs at info, as the daemon does by default, instead of
@@ -66,7 +66,7 @@ type rig struct {
 func newRig(tb testing.TB) *rig {
 	tb.Helper()
 	dir := tb.TempDir()
-	ca, err := testpki.NewCA("hl7edge e2e CA")
+	ca, err := throwawayca.NewCA("hl7edge e2e CA")
 	if err != nil {
 		tb.Fatal(err)
 	}

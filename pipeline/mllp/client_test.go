@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/pipeline/health"
-	"github.com/hl7edge/hl7edge/pipeline/testpki"
+	"github.com/hl7edge/hl7edge/pipeline/throwawayca"
 )
 
 // silentPeer accepts connections and reads them but never answers. It
@@ -185,7 +185,7 @@ func TestClientTLS(t *testing.T) {
 	if _, err := Dial(context.Background(), "127.0.0.1:1", &tls.Config{InsecureSkipVerify: true}); err == nil || !strings.Contains(err.Error(), "InsecureSkipVerify") {
 		t.Fatalf("Dial with InsecureSkipVerify = %v, want refusal naming it", err)
 	}
-	ca, err := testpki.NewCA("ca")
+	ca, err := throwawayca.NewCA("ca")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/hl7edge/hl7edge/pipeline/flow"
 	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
-	"github.com/hl7edge/hl7edge/pipeline/testpki"
+	"github.com/hl7edge/hl7edge/pipeline/throwawayca"
 	"github.com/hl7edge/hl7edge/pipeline/units"
 )
 
@@ -211,7 +211,7 @@ func TestOutputUnreadableMessageIsPermanent(t *testing.T) {
 
 func TestOutputTLSWithClientCert(t *testing.T) {
 	dir := t.TempDir()
-	ca, err := testpki.NewCA("lis CA")
+	ca, err := throwawayca.NewCA("lis CA")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/pipeline/health"
-	"github.com/hl7edge/hl7edge/pipeline/testpki"
+	"github.com/hl7edge/hl7edge/pipeline/throwawayca"
 	"github.com/hl7edge/hl7edge/pipeline/units"
 )
 
@@ -364,7 +364,7 @@ func TestServerMaxConnections(t *testing.T) {
 func TestServerTLSRequiresClientCert(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	ca, err := testpki.NewCA("mllp test CA")
+	ca, err := throwawayca.NewCA("mllp test CA")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,7 +380,7 @@ func TestServerTLSRequiresClientCert(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := testpki.NewCA("other CA")
+	other, err := throwawayca.NewCA("other CA")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 
 	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
-	"github.com/hl7edge/hl7edge/pipeline/testpki"
+	"github.com/hl7edge/hl7edge/pipeline/throwawayca"
 )
 
 // roundTrip publishes through url and checks what a subscriber and, when
@@ -83,7 +83,7 @@ func TestMochiRecordsWill(t *testing.T) {
 
 func TestMochiTLSAndLedger(t *testing.T) {
 	t.Parallel()
-	ca, err := testpki.NewCA("mqtttest CA")
+	ca, err := throwawayca.NewCA("mqtttest CA")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/testpki"
+	"github.com/hl7edge/hl7edge/pipeline/throwawayca"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/wire"
 )
 
@@ -317,7 +317,7 @@ func TestSetFaultsConcurrently(t *testing.T) {
 // Over real HTTPS, a dropped ack reply alternates a 500 and a closed
 // connection, and a delay holds the reply back.
 func TestDroppedReplyAndDelayOverHTTPS(t *testing.T) {
-	ca, _ := testpki.NewCA("t")
+	ca, _ := throwawayca.NewCA("t")
 	leaf, _ := ca.Issue("s", "127.0.0.1")
 	s, cfg := newServer(t, func(c *Config) { c.Faults = Faults{DropAckEvery: 1} })
 	hs := httptest.NewUnstartedServer(s)

@@ -20,7 +20,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
-	"github.com/hl7edge/hl7edge/pipeline/testpki"
+	"github.com/hl7edge/hl7edge/pipeline/throwawayca"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/refserver"
 )
 
@@ -34,7 +34,7 @@ type webService struct {
 // demo CA, and writes the CA and the password where the configuration
 // expects them.
 func startWebService(dir string) (*webService, error) {
-	ca, err := testpki.NewCA("hl7edge demo CA")
+	ca, err := throwawayca.NewCA("hl7edge demo CA")
 	if err != nil {
 		return nil, fmt.Errorf("demo CA: %w", err)
 	}

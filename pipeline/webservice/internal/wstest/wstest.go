@@ -16,15 +16,15 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/hl7edge/hl7edge/pipeline/testpki"
+	"github.com/hl7edge/hl7edge/pipeline/throwawayca"
 )
 
 // PKI is a test CA with a server leaf for 127.0.0.1 and localhost, and the
 // CA written to a PEM file for ca_file.
 type PKI struct {
-	CA     *testpki.CA
-	Server *testpki.Leaf
-	Client *testpki.Leaf
+	CA     *throwawayca.CA
+	Server *throwawayca.Leaf
+	Client *throwawayca.Leaf
 	CAFile string
 	// Client certificate files for mutual TLS.
 	ClientCert, ClientKey string
@@ -33,7 +33,7 @@ type PKI struct {
 // NewPKI makes a PKI whose files live in t.TempDir().
 func NewPKI(t testing.TB) *PKI {
 	t.Helper()
-	ca, err := testpki.NewCA("hl7edge test CA")
+	ca, err := throwawayca.NewCA("hl7edge test CA")
 	if err != nil {
 		t.Fatal(err)
 	}

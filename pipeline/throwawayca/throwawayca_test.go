@@ -1,4 +1,4 @@
-package testpki
+package throwawayca
 
 import (
 	"bytes"

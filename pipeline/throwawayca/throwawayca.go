@@ -1,7 +1,9 @@
-// Package testpki makes throw-away certificate authorities and certificates
-// for tests, so that every TLS test runs real, verified TLS rather than
-// skipping verification.
-package testpki
+// Package throwawayca makes throw-away certificate authorities and the
+// certificates they issue, kept in memory or written to files: `hl7edge
+// demo` runs its web service and gateway over real, verified TLS with one,
+// and every TLS test does the same rather than skipping verification. It
+// ships in the firmware for the demo; nothing else in the firmware uses it.
+package throwawayca
 
 import (
 	"crypto/ecdsa"
@@ -30,7 +32,7 @@ type CA struct {
 func NewCA(name string) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("testpki: CA key: %w", err)
+		return nil, fmt.Errorf("throw-away CA: CA key: %w", err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(time.Now().UnixNano()),
@@ -43,11 +45,11 @@ func NewCA(name string) (*CA, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, fmt.Errorf("testpki: CA cert: %w", err)
+		return nil, fmt.Errorf("throw-away CA: CA cert: %w", err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("testpki: parse CA cert: %w", err)
+		return nil, fmt.Errorf("throw-away CA: parse CA cert: %w", err)
 	}
 	return &CA{Cert: cert, key: key, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
 }
@@ -70,7 +72,7 @@ type Leaf struct {
 func (ca *CA) Issue(commonName string, hosts ...string) (*Leaf, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("testpki: leaf key: %w", err)
+		return nil, fmt.Errorf("throw-away CA: leaf key: %w", err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
@@ -89,11 +91,11 @@ func (ca *CA) Issue(commonName string, hosts ...string) (*Leaf, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {
-		return nil, fmt.Errorf("testpki: leaf cert: %w", err)
+		return nil, fmt.Errorf("throw-away CA: leaf cert: %w", err)
 	}
 	kder, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
-		return nil, fmt.Errorf("testpki: marshal key: %w", err)
+		return nil, fmt.Errorf("throw-away CA: marshal key: %w", err)
 	}
 	l := &Leaf{
 		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
@@ -101,7 +103,7 @@ func (ca *CA) Issue(commonName string, hosts ...string) (*Leaf, error) {
 	}
 	l.TLS, err = tls.X509KeyPair(l.CertPEM, l.KeyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("testpki: key pair: %w", err)
+		return nil, fmt.Errorf("throw-away CA: key pair: %w", err)
 	}
 	return l, nil
 }
@@ -119,7 +121,7 @@ func (ca *CA) WriteFiles(dir, prefix string, l *Leaf) (Files, error) {
 	}
 	for path, data := range map[string][]byte{f.CA: ca.CertPEM, f.Cert: l.CertPEM, f.Key: l.KeyPEM} {
 		if err := os.WriteFile(path, data, 0o600); err != nil {
-			return Files{}, fmt.Errorf("testpki: %w", err)
+			return Files{}, fmt.Errorf("throw-away CA: %w", err)
 		}
 	}
 	return f, nil
