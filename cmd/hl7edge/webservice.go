@@ -54,7 +54,7 @@ func cmdWebservice(ctx context.Context, args []string, stdout, stderr io.Writer)
 		password = strings.TrimRight(string(b), "\r\n")
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	srv, err := refserver.New(refserver.Config{StoreDir: *store, MailboxDir: *mailbox, Logon: *logon, Password: password, PublicURL: *public, Reping: *reping, Faults: f, Logger: log})
+	srv, err := refserver.New(refserver.Config{StoreDir: *store, MailboxDir: *mailbox, Logon: *logon, Password: password, PublicURL: *public, Reping: *reping, Faults: f, Log: log})
 	if err != nil {
 		return err
 	}

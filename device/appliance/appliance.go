@@ -298,7 +298,7 @@ const ReplayRecord = "signed-commands.json"
 // signed commands.
 func (a *Appliance) newAgent(cfg *config.Config, log *slog.Logger, reg *health.Registry, disp *command.Dispatcher, keys *trust.Keys) (*mqttagent.Agent, error) {
 	agentOpts := mqttagent.Options{
-		DeviceID: cfg.Device.ID, Version: a.o.Version, Logger: log, Registry: reg, Dispatcher: disp,
+		DeviceID: cfg.Device.ID, Version: a.o.Version, Log: log, Registry: reg, Dispatcher: disp,
 		SessionFile: filepath.Join(cfg.StateDir(), "mqtt.session"),
 	}
 	if keys.Len() > 0 {

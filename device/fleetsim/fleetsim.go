@@ -126,7 +126,7 @@ func start(ctx context.Context, brokerAddr, dir string, sp Spec) (*Gateway, erro
 	}
 	agent, err := mqttagent.New(mqttagent.Config{Broker: "tcp://" + addr, HealthInterval: units.Duration(time.Hour)}, mqttagent.Options{
 		DeviceID: sp.ID, Version: sp.Version, Registry: reg, Dispatcher: command.NewDispatcher(nil),
-		SessionFile: filepath.Join(dir, sp.ID+".session"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		SessionFile: filepath.Join(dir, sp.ID+".session"), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		g.closeProxy()

@@ -33,7 +33,7 @@ import (
 type Options struct {
 	DeviceID   string
 	Version    string
-	Logger     *slog.Logger        // nil: discard
+	Log        *slog.Logger        // nil: discard
 	Registry   *health.Registry    // required when enabled
 	Dispatcher *command.Dispatcher // required when enabled
 	// SessionFile holds the session counter; it is incremented by New.
@@ -112,7 +112,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{
-		cfg: cfg, opts: opts, log: opts.Logger, now: opts.Now, enabled: cfg.Enabled(),
+		cfg: cfg, opts: opts, log: opts.Log, now: opts.Now, enabled: cfg.Enabled(),
 		retryInterval: 3 * time.Second, maxReconnect: 30 * time.Second, connectTimeout: 10 * time.Second,
 		opTimeout: 10 * time.Second, stopTimeout: 5 * time.Second, debounce: time.Second, maxStuck: 16,
 		out:  newOutbox(AlarmBuffer, ResponseBuffer),

@@ -70,7 +70,7 @@ func TestE2EAlarmOnRefusedURL(t *testing.T) {
 // attribute once. gateway.build gives each component a logger already
 // carrying "destination"/"source" (log := o.Log.With("destination", d.Name),
 // o.Log.With("source", s.Name)), and the components add the same key again
-// (webservice.NewDestination: opts.Logger.With("destination", name);
+// (webservice.NewDestination: opts.Log.With("destination", name);
 // mllp.NewServer: log.With("source", name); deliver.Worker logs
 // "destination" on every record), so records read
 // {"destination":"ehr","destination":"ehr",...}. JSON with duplicate keys is

@@ -23,12 +23,12 @@ import (
 
 // Options are what the integrator supplies besides the YAML.
 type Options struct {
-	Logger     *slog.Logger      // nil: discard
-	Health     *health.Component // nil: a private component nobody reads
-	DeviceName string            // COMPUTERNAME unless the config sets computer_name; default the hostname
-	PMVersion  string            // firmware version ("v1.4.2" is sent as 1.4.2.0) unless the config sets pm_version
-	Loop       *health.Loop      // optional liveness beacon, beaten by Source.Run
-	Now        func() time.Time  // nil: time.Now; tests move the clock to expire sessions
+	Log       *slog.Logger      // nil: discard
+	Health    *health.Component // nil: a private component nobody reads
+	DeviceID  string            // COMPUTERNAME unless the config sets computer_name; default the hostname
+	PMVersion string            // firmware version ("v1.4.2" is sent as 1.4.2.0) unless the config sets pm_version
+	Loop      *health.Loop      // optional liveness beacon, beaten by Source.Run
+	Now       func() time.Time  // nil: time.Now; tests move the clock to expire sessions
 	// Alarm, when set, is raised when a ping reply hands out a URL the
 	// profile refuses: a spoofed or misconfigured ping server is an
 	// operator's problem, not only a retry.
@@ -50,7 +50,7 @@ func newIdentity(logonID, passwordFile, cfgComputer, cfgVersion string, opts Opt
 	}
 	id := identity{logonID: logonID, password: pw, computerName: cfgComputer, pmVersion: cfgVersion}
 	if id.computerName == "" {
-		id.computerName = opts.DeviceName
+		id.computerName = opts.DeviceID
 	}
 	if id.computerName == "" {
 		id.computerName, _ = os.Hostname()
@@ -89,8 +89,8 @@ func newPeer(c Peer, opts Options) (peer, error) {
 }
 
 func fillOptions(opts *Options, kind health.Kind, name string) {
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if opts.Health == nil {
 		opts.Health = health.NewRegistry("", "", nil).Component(kind, name, "webservice")
@@ -155,7 +155,7 @@ func NewDestination(name string, cfg DestinationConfig, opts Options) (*Destinat
 		peer:   p,
 		name:   name,
 		cfg:    cfg,
-		log:    opts.Logger.With("destination", name),
+		log:    opts.Log.With("destination", name),
 		health: opts.Health,
 		now:    opts.Now,
 		alarm:  opts.Alarm,

@@ -31,7 +31,7 @@ func Register(r *component.Registry) {
 }
 
 func options(d component.Deps) Options {
-	return Options{Logger: d.Log, Health: d.Health, DeviceName: d.DeviceID, PMVersion: d.Version, Loop: d.Loop, Alarm: d.Alarm}
+	return Options{Log: d.Log, Health: d.Health, DeviceID: d.DeviceID, PMVersion: d.Version, Loop: d.Loop, Alarm: d.Alarm}
 }
 
 // MaxBackoffDefault is the destination's max_backoff when the

@@ -114,12 +114,12 @@ func (r *rig) destConfig(t testing.TB, url string) DestinationConfig {
 func (r *rig) newDest(t testing.TB, cfg DestinationConfig) *Destination {
 	t.Helper()
 	d, err := NewDestination("ehr", cfg, Options{
-		Logger:     slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Health:     r.health,
-		DeviceName: "ward3-gw",
-		PMVersion:  "v1.4.2",
-		Now:        r.clock.now,
-		Alarm:      r.alarms.raise,
+		Log:       slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Health:    r.health,
+		DeviceID:  "ward3-gw",
+		PMVersion: "v1.4.2",
+		Now:       r.clock.now,
+		Alarm:     r.alarms.raise,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -60,7 +60,7 @@ func NewSource(name string, cfg SourceConfig, intake flow.Intake, opts Options) 
 		name:      name,
 		cfg:       cfg,
 		intake:    intake,
-		log:       opts.Logger.With("source", name),
+		log:       opts.Log.With("source", name),
 		health:    opts.Health,
 		loop:      opts.Loop,
 		alarm:     opts.Alarm,

@@ -95,11 +95,11 @@ func newSourceRig(t *testing.T, n int, modServer func(*refserver.Config), modSrc
 	r.reg = health.NewRegistry("ward3-gw", "1.0.0", nil)
 	r.health = r.reg.Component(health.Source, "orders", "webservice")
 	src, err := NewSource("orders", cfg, r.intake, Options{
-		Logger:     slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Health:     r.health,
-		DeviceName: "ward3-gw",
-		PMVersion:  "1.4.2",
-		Loop:       r.reg.Loop("source orders"),
+		Log:       slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Health:    r.health,
+		DeviceID:  "ward3-gw",
+		PMVersion: "1.4.2",
+		Loop:      r.reg.Loop("source orders"),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -51,7 +51,7 @@ type Config struct {
 	// a load balancer that hands out a different post URL each time would.
 	Reping       bool
 	Faults       Faults
-	Logger       *slog.Logger // nil: discard
+	Log          *slog.Logger // nil: discard
 	MaxBodyBytes int64        // a larger request gets HTTP 413; default 32 MiB
 }
 
@@ -124,14 +124,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 32 << 20
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	f, err := os.OpenFile(filepath.Join(cfg.StoreDir, ReceivedLog), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("refserver: %w", err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, faults: cfg.Faults, counts: map[string]int{}, received: f, storing: map[string]bool{}}
+	s := &Server{cfg: cfg, log: cfg.Log, faults: cfg.Faults, counts: map[string]int{}, received: f, storing: map[string]bool{}}
 	s.storeDone = sync.NewCond(&s.storeMu)
 	return s, nil
 }
