@@ -60,7 +60,7 @@ type Config struct {
 	Path string `yaml:"-"`
 	// Types are the source and destination types the file may name
 	// (gateway.DefaultTypes when nil).
-	Types *component.Registry `yaml:"-"`
+	Types *component.Types `yaml:"-"`
 }
 
 // Load reads and validates a file.
@@ -82,7 +82,7 @@ func Parse(b []byte) (*Config, error) { return ParseTypes(b, gateway.DefaultType
 
 // ParseTypes reads and validates YAML text whose sources and destinations
 // may name the types in types.
-func ParseTypes(b []byte, types *component.Registry) (*Config, error) {
+func ParseTypes(b []byte, types *component.Types) (*Config, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return nil, syntaxMistake(b, err) // at the line that holds it, with a hint

@@ -5,7 +5,7 @@
 // Each type registers itself from its own package (a Register function
 // called once from the list that builds the gateway's registry), in the way
 // Telegraf plugins keep a sample.conf beside the code and call inputs.Add.
-// There is no package-level registry: a Registry is a value, built where
+// There is no package-level registry: the registry (Types) is a value, built where
 // the program is wired, so a test can build one with only the types it
 // needs.
 package component
@@ -235,21 +235,21 @@ func NewBin(typ string, sample []byte) DestinationType {
 	return DestinationType{Type: typ, Sample: sample, Discards: true}
 }
 
-// Registry holds the types a configuration may name.
-type Registry struct {
+// Types holds the types a configuration may name.
+type Types struct {
 	sources map[string]SourceType
 	dests   map[string]DestinationType
 }
 
-// NewRegistry returns an empty registry.
-func NewRegistry() *Registry {
-	return &Registry{sources: map[string]SourceType{}, dests: map[string]DestinationType{}}
+// NewTypes returns an empty registry of types.
+func NewTypes() *Types {
+	return &Types{sources: map[string]SourceType{}, dests: map[string]DestinationType{}}
 }
 
 // AddSource registers a source type. A type registered twice, or with no
 // name, is a wiring mistake in the program, so it panics: the first test
 // that builds the registry finds it.
-func (r *Registry) AddSource(t SourceType) {
+func (r *Types) AddSource(t SourceType) {
 	if t.Type == "" || t.build == nil || t.config == nil {
 		panic("component: source type without a name, config or constructor")
 	}
@@ -260,7 +260,7 @@ func (r *Registry) AddSource(t SourceType) {
 }
 
 // AddDestination registers a destination type; see AddSource.
-func (r *Registry) AddDestination(t DestinationType) {
+func (r *Types) AddDestination(t DestinationType) {
 	if t.Type == "" || (t.build == nil && !t.Discards) {
 		panic("component: destination type without a name or constructor")
 	}
@@ -271,22 +271,22 @@ func (r *Registry) AddDestination(t DestinationType) {
 }
 
 // Source looks up a source type.
-func (r *Registry) Source(typ string) (SourceType, bool) {
+func (r *Types) Source(typ string) (SourceType, bool) {
 	t, ok := r.sources[typ]
 	return t, ok
 }
 
 // Destination looks up a destination type.
-func (r *Registry) Destination(typ string) (DestinationType, bool) {
+func (r *Types) Destination(typ string) (DestinationType, bool) {
 	t, ok := r.dests[typ]
 	return t, ok
 }
 
 // SourceTypes lists the source type names, sorted, for error messages.
-func (r *Registry) SourceTypes() []string { return sortedKeys(r.sources) }
+func (r *Types) SourceTypes() []string { return sortedKeys(r.sources) }
 
 // DestinationTypes lists the destination type names, sorted.
-func (r *Registry) DestinationTypes() []string { return sortedKeys(r.dests) }
+func (r *Types) DestinationTypes() []string { return sortedKeys(r.dests) }
 
 // Sample is one registered sample configuration.
 type Sample struct {
@@ -297,7 +297,7 @@ type Sample struct {
 
 // Samples lists the sample of every registered type, sources first, each
 // kind in type order.
-func (r *Registry) Samples() []Sample {
+func (r *Types) Samples() []Sample {
 	var out []Sample
 	for _, typ := range r.SourceTypes() {
 		out = append(out, Sample{Kind: "source", Type: typ, YAML: r.sources[typ].Sample})

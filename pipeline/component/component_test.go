@@ -43,8 +43,8 @@ type nopOutput struct{ dir string }
 func (nopOutput) Deliver(context.Context, *flow.Message) error { return nil }
 func (nopOutput) Close() error                                 { return nil }
 
-func testRegistry() *component.Registry {
-	r := component.NewRegistry()
+func testRegistry() *component.Types {
+	r := component.NewTypes()
 	echo := component.NewSource("echo", []byte("sources: []\n"), func(c *echoConfig, d component.Deps) (component.Runner, error) {
 		if c.Port == 0 {
 			return nil, errors.New("built before defaults")
@@ -145,7 +145,7 @@ func TestRegistrationMistakesPanic(t *testing.T) {
 	})
 	mustPanic("a zero destination type", func() { r.AddDestination(component.DestinationType{Type: "x"}) })
 	// Registries are values: another one is unaffected.
-	if _, ok := component.NewRegistry().Source("echo"); ok {
+	if _, ok := component.NewTypes().Source("echo"); ok {
 		t.Error("a new registry already holds a type")
 	}
 }

@@ -11,7 +11,7 @@ import (
 var sample []byte
 
 // Register adds `type: file` destinations to r.
-func Register(r *component.Registry) {
+func Register(r *component.Types) {
 	r.AddDestination(component.NewDestination("file", sample, func(c *Config, _ component.Deps) (flow.Output, error) {
 		return New(*c)
 	}))

@@ -32,7 +32,7 @@ type Config struct {
 	Version      string
 	// Types are the source and destination types the entries may name;
 	// nil: DefaultTypes.
-	Types *component.Registry
+	Types *component.Types
 }
 
 // Options are the gateway's collaborators.

@@ -226,7 +226,7 @@ var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 // together: known types and keys, unique well-formed names, each block
 // valid, matching rules that compile. Every mistake is reported, each with
 // its line.
-func Validate(types *component.Registry, sources []Source, dests []Destination) error {
+func Validate(types *component.Types, sources []Source, dests []Destination) error {
 	if types == nil {
 		types = DefaultTypes()
 	}
@@ -241,7 +241,7 @@ func Validate(types *component.Registry, sources []Source, dests []Destination) 
 }
 
 type validator struct {
-	types *component.Registry
+	types *component.Types
 	seen  map[string]int // name -> line
 	errs  []error
 }

@@ -11,8 +11,8 @@ import (
 
 // DefaultTypes is every source and destination type the product ships: the
 // one list to extend when a package adds a type (docs/extending.md).
-func DefaultTypes() *component.Registry {
-	r := component.NewRegistry()
+func DefaultTypes() *component.Types {
+	r := component.NewTypes()
 	mllp.Register(r)       // mllp sources and destinations
 	serialport.Register(r) // serial sources and destinations
 	webservice.Register(r) // webservice sources and destinations
@@ -23,7 +23,7 @@ func DefaultTypes() *component.Registry {
 
 // Delivering lists the destinations that get a queue in the spool: all
 // but the rubbish bins.
-func Delivering(types *component.Registry, dests []Destination) []string {
+func Delivering(types *component.Types, dests []Destination) []string {
 	if types == nil {
 		types = DefaultTypes()
 	}

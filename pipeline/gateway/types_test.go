@@ -74,7 +74,7 @@ func TestGatewayBuildsRegisteredTypes(t *testing.T) {
 	outcome := make(chan flow.Outcome, 1)
 	mem := &memory{kept: make(chan struct{}, 1)}
 	var given component.Deps
-	types := component.NewRegistry()
+	types := component.NewTypes()
 	types.AddSource(component.NewSource("oneshot", nil, func(c *oneShotConfig, d component.Deps) (component.Runner, error) {
 		return &oneShot{d: d, control: c.Control, outcome: outcome}, nil
 	}))
@@ -134,7 +134,7 @@ destinations:
 // TestValidateAgainstItsRegistry: the type names, the known keys and the
 // line numbers in errors come from the registry Validate is given.
 func TestValidateAgainstItsRegistry(t *testing.T) {
-	types := component.NewRegistry()
+	types := component.NewTypes()
 	fileout.Register(types)
 	var f struct {
 		Sources      []gateway.Source      `yaml:"sources"`

@@ -15,7 +15,7 @@ import (
 type Rerouter func(raw []byte) (dests []string, discard bool)
 
 // NewRerouter compiles the destinations' match rules into a Rerouter.
-func NewRerouter(types *component.Registry, dests []Destination) (Rerouter, error) {
+func NewRerouter(types *component.Types, dests []Destination) (Rerouter, error) {
 	if types == nil {
 		types = DefaultTypes()
 	}

@@ -18,7 +18,7 @@ var sample []byte
 
 // Register adds `type: mllp` sources (a listener) and destinations (a
 // client) to r.
-func Register(r *component.Registry) {
+func Register(r *component.Types) {
 	r.AddSource(component.NewSource("mllp", sample, func(c *ListenerConfig, d component.Deps) (component.Runner, error) {
 		h := &intakeHandler{source: d.Name, intake: d.Intake, max: int64(c.MaxMessageBytes)}
 		return NewServer(d.Name, *c, h, d.Log, d.Health)

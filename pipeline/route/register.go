@@ -12,6 +12,6 @@ var sample []byte
 // Register adds `type: rubbish` to r: a bin that accepts and drops what its
 // match rules select. Bins are asked before every other destination (see
 // Router), so they live with the router.
-func Register(r *component.Registry) {
+func Register(r *component.Types) {
 	r.AddDestination(component.NewBin("rubbish", sample))
 }

@@ -11,7 +11,7 @@ import (
 var sample []byte
 
 // Register adds `type: serial` sources and destinations to r.
-func Register(r *component.Registry) {
+func Register(r *component.Types) {
 	src := component.NewSource("serial", sample, func(c *Config, d component.Deps) (component.Runner, error) {
 		return NewSource(d.Name, *c, d.Intake, Options{Log: d.Log, Health: d.Health, Loop: d.Loop})
 	})

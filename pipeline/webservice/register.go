@@ -15,7 +15,7 @@ var sample []byte
 
 // Register adds `type: webservice` sources (the data source: ping, then
 // mailbox, get, ack) and destinations (ping, then post) to r.
-func Register(r *component.Registry) {
+func Register(r *component.Types) {
 	src := component.NewSource("webservice", sample, func(c *SourceConfig, d component.Deps) (component.Runner, error) {
 		return NewSource(d.Name, *c, d.Intake, options(d))
 	})
