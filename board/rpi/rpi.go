@@ -104,10 +104,10 @@ func (e *lineNotFoundError) Error() string {
 func chardev(log *slog.Logger) (Finder, error) {
 	state, err := initPeriph(log)
 	if err != nil {
-		return nil, fmt.Errorf("board rpi: initialise periph GPIO drivers: %w", err)
+		return nil, fmt.Errorf("initialise periph GPIO drivers: %w", err)
 	}
 	if other := otherDrivers(state); len(other) > 0 {
-		return nil, fmt.Errorf("board rpi: periph drivers %s are linked into this binary and may map GPIO registers through /dev/mem; "+
+		return nil, fmt.Errorf("periph drivers %s are linked into this binary and may map GPIO registers through /dev/mem; "+
 			"hl7edge must link only periph.io/x/host/v3/gpioioctl (do not import periph.io/x/host/v3)", strings.Join(other, ", "))
 	}
 	if len(gpioioctl.Chips) == 0 {
@@ -123,7 +123,7 @@ func chardev(log *slog.Logger) (Finder, error) {
 				why = f.Err.Error()
 			}
 		}
-		return nil, fmt.Errorf("board rpi: no usable GPIO character device (%s): this is not a Raspberry Pi, or /dev/gpiochip* is not readable by hl7edge (add its user to the gpio group); set device.board: sim off hardware", why)
+		return nil, fmt.Errorf("no usable GPIO character device (%s): this is not a Raspberry Pi, or /dev/gpiochip* is not readable by hl7edge (add its user to the gpio group); set device.board: sim off hardware", why)
 	}
 	return chips(gpioioctl.Chips), nil
 }
@@ -180,7 +180,7 @@ func chipAccess(pattern string) error {
 			continue
 		}
 		if !errors.Is(err, fs.ErrPermission) {
-			return fmt.Errorf("board rpi: GPIO character device %s: %w", p, err)
+			return fmt.Errorf("GPIO character device %s: %w", p, err)
 		}
 		owner := "unknown owner"
 		var gid uint32
@@ -199,11 +199,11 @@ func chipAccess(pattern string) error {
 			runAs += " with groups " + strings.Join(names, ",")
 		}
 		if gid == 0 {
-			return fmt.Errorf("board rpi: %w (%s; %s): the device still has group root, so udev has not applied /usr/lib/udev/rules.d/60-hl7edge.rules, which gives GPIO chips to group gpio; "+
+			return fmt.Errorf("%w (%s; %s): the device still has group root, so udev has not applied /usr/lib/udev/rules.d/60-hl7edge.rules, which gives GPIO chips to group gpio; "+
 				"run sudo udevadm trigger --subsystem-match=gpio --action=add (or reboot), then sudo systemctl restart hl7edge", err, owner, runAs)
 		}
 		g := groupName(gid)
-		return fmt.Errorf("board rpi: %w (%s; %s): add the service user to the group that owns the device "+
+		return fmt.Errorf("%w (%s; %s): add the service user to the group that owns the device "+
 			"(sudo usermod -aG %s hl7edge; the unit's SupplementaryGroups= must name it too), then sudo systemctl restart hl7edge", err, owner, runAs, g)
 	}
 	return nil
@@ -289,7 +289,7 @@ func OpenWith(f Finder, names [led.NumLEDs]string, log *slog.Logger) (*Board, er
 		log.Info("GPIO line claimed", "led", led.LED(i).String(), "line", name)
 	}
 	if len(b.lines) == 0 {
-		return nil, errors.New("board rpi: no LED mapped: set leds.sys, leds.link, leds.act and leds.fault to GPIO line names such as GPIO17")
+		return nil, errors.New("no LED mapped: set leds.sys, leds.link, leds.act and leds.fault to GPIO line names such as GPIO17")
 	}
 	return b, nil
 }

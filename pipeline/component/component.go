@@ -186,7 +186,7 @@ func (t DestinationType) NewConfig() Config {
 // dependencies. A destination that keeps a session may implement Repinger.
 func (t DestinationType) Build(c Config, d Deps) (flow.Output, error) {
 	if t.build == nil {
-		return nil, fmt.Errorf("destination %q: type %q delivers nothing and has nothing to build", d.Name, t.Type)
+		return nil, fmt.Errorf("type %q delivers nothing and has nothing to build", t.Type)
 	}
 	return t.build(c, d)
 }
@@ -204,7 +204,7 @@ func NewSource[C any, P interface {
 		build: func(c Config, d Deps) (Runner, error) {
 			p, ok := c.(P)
 			if !ok {
-				return nil, fmt.Errorf("source %q: type %q was given a %T block", d.Name, typ, c)
+				return nil, fmt.Errorf("type %q was given a %T block", typ, c)
 			}
 			return build(p, d)
 		},
@@ -222,7 +222,7 @@ func NewDestination[C any, P interface {
 		build: func(c Config, d Deps) (flow.Output, error) {
 			p, ok := c.(P)
 			if !ok {
-				return nil, fmt.Errorf("destination %q: type %q was given a %T block", d.Name, typ, c)
+				return nil, fmt.Errorf("type %q was given a %T block", typ, c)
 			}
 			return build(p, d)
 		},

@@ -91,8 +91,9 @@ func TestLookUpAndBuild(t *testing.T) {
 	if _, err := st.Build(a, component.Deps{Name: "e"}); err != nil {
 		t.Error(err)
 	}
-	// A block of another type is refused, naming the entry.
-	if _, err := st.Build(&plainConfig{}, component.Deps{Name: "e"}); err == nil || !strings.Contains(err.Error(), `source "e"`) {
+	// A block of another type is refused, naming the type; the caller (the
+	// gateway) names the entry, so the error does not repeat it.
+	if _, err := st.Build(&plainConfig{}, component.Deps{Name: "e"}); err == nil || !strings.Contains(err.Error(), `type "echo"`) || strings.Contains(err.Error(), `"e"`) {
 		t.Errorf("Build with the wrong block: %v", err)
 	}
 

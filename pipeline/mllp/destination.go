@@ -151,14 +151,14 @@ var _ flow.Output = (*Output)(nil)
 func NewOutput(name string, cfg DestinationConfig, log *slog.Logger, comp *health.Component) (*Output, error) {
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("destination %q: %w", name, err)
+		return nil, err
 	}
 	tlsConf, err := cfg.TLS.clientTLSConfig()
 	if err != nil {
-		return nil, fmt.Errorf("mllp destination %q: %w", name, err)
+		return nil, err
 	}
 	if log == nil {
-		return nil, fmt.Errorf("mllp destination %q: a logger is required", name)
+		return nil, errors.New("a logger is required")
 	}
 	o := &Output{name: name, cfg: cfg, tls: tlsConf, log: log.With("destination", name, "address", cfg.Address), comp: comp,
 		slots: make(chan *slot, cfg.Connections), open: map[*Client]bool{}}

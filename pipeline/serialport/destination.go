@@ -39,7 +39,7 @@ type Destination struct {
 func NewDestination(name string, cfg Config, opts Options) (*Destination, error) {
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("serial destination %q: %w", name, err)
+		return nil, err
 	}
 	if err := opts.check("destination", name); err != nil {
 		return nil, err

@@ -61,13 +61,13 @@ type Source struct {
 func NewSource(name string, cfg Config, intake flow.Intake, opts Options) (*Source, error) {
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("serial source %q: %w", name, err)
+		return nil, err
 	}
 	if err := opts.check("source", name); err != nil {
 		return nil, err
 	}
 	if intake == nil {
-		return nil, fmt.Errorf("serial source %q: intake is required", name)
+		return nil, errors.New("intake is required")
 	}
 	return &Source{name: name, cfg: cfg, intake: intake, comp: opts.Health, proto: opts.LIS01, beat: opts.beat(),
 		log: opts.Log.With("source", name, "device", cfg.Device)}, nil

@@ -138,12 +138,12 @@ var _ flow.Output = (*Destination)(nil)
 func NewDestination(name string, cfg DestinationConfig, opts Options) (*Destination, error) {
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("webservice destination %q: %w", name, err)
+		return nil, err
 	}
 	fillOptions(&opts, health.Destination, name)
 	p, err := newPeer(cfg.Peer, opts)
 	if err != nil {
-		return nil, fmt.Errorf("webservice destination %q: %w", name, err)
+		return nil, err
 	}
 	if tr, ok := p.x.client.Transport.(*http.Transport); ok && opts.Lanes > tr.MaxIdleConnsPerHost {
 		// Keep a connection per lane alive between posts; fewer would

@@ -45,15 +45,15 @@ type sourceURLs struct {
 func NewSource(name string, cfg SourceConfig, intake flow.Intake, opts Options) (*Source, error) {
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("webservice source %q: %w", name, err)
+		return nil, err
 	}
 	if intake == nil {
-		return nil, fmt.Errorf("webservice source %q: no intake to hand messages to", name)
+		return nil, errors.New("no intake to hand messages to")
 	}
 	fillOptions(&opts, health.Source, name)
 	p, err := newPeer(cfg.Peer, opts)
 	if err != nil {
-		return nil, fmt.Errorf("webservice source %q: %w", name, err)
+		return nil, err
 	}
 	return &Source{
 		peer:      p,
