@@ -152,7 +152,7 @@ func Explain(s health.Snapshot, in Inputs) [led.NumLEDs]Reading {
 func linkUp(s health.Snapshot) string {
 	var up []string
 	if anyComponent(func(c health.ComponentSnapshot) bool { return c.Upstream }, s.Destinations) {
-		up = append(up, "web-service destinations")
+		up = append(up, "upstream destinations")
 	}
 	if _, ok := s.Component(health.Service, "mqtt"); ok {
 		up = append(up, "MQTT")
