@@ -35,7 +35,7 @@ func (s *Spool) gcLoop() {
 	defer s.wg.Done()
 	t := time.NewTicker(s.gcEvery)
 	defer t.Stop()
-	vlogGC := time.NewTicker(s.cfg.ValueLogCleanup.D())
+	vlogGC := time.NewTicker(s.cfg.ValueLogCleanup)
 	defer vlogGC.Stop()
 	trim := time.NewTicker(100 * time.Millisecond)
 	defer trim.Stop()

@@ -49,7 +49,7 @@ func (s *Spool) Append(ctx context.Context, e Entry) (Result, error) {
 // cannot fill the spool because delivery kept giving way.
 func (s *Spool) IntakeIdle() (time.Duration, <-chan struct{}) {
 	s.mu.Lock()
-	filling := s.usedBytesLocked() > int64(s.cfg.MaxBytes)/4
+	filling := s.usedBytesLocked() > s.cfg.MaxBytes/4
 	s.mu.Unlock()
 	if filling {
 		return time.Duration(math.MaxInt64), nil
@@ -307,7 +307,7 @@ type group struct {
 
 func (s *Spool) newGroup() *group {
 	s.mu.Lock()
-	q := quota{maxBytes: int64(s.cfg.MaxBytes), minFreeDisk: int64(s.cfg.MinFreeDisk), usedBefore: s.usedBytesLocked(), free: s.freeDisk}
+	q := quota{maxBytes: s.cfg.MaxBytes, minFreeDisk: s.cfg.MinFreeDisk, usedBefore: s.usedBytesLocked(), free: s.freeDisk}
 	s.mu.Unlock()
 	return &group{
 		s: s, quota: q, used: q.usedBefore, now: s.now(),
@@ -384,7 +384,7 @@ func (g *group) entries(e Entry, w *pendingWrite, val []byte) []*badger.Entry {
 	var out []*badger.Entry
 	if len(e.Dests) == 0 {
 		w.undeliv = true
-		out = append(out, badger.NewEntry(seqKey(famUndeliv, g.seq), val).WithTTL(g.s.cfg.UndeliverableRetention.D()))
+		out = append(out, badger.NewEntry(seqKey(famUndeliv, g.seq), val).WithTTL(g.s.cfg.UndeliverableRetention))
 	} else {
 		if g.curSegCount >= g.s.cfg.SegmentMessages {
 			g.curSeg++
@@ -402,7 +402,7 @@ func (g *group) entries(e Entry, w *pendingWrite, val []byte) []*badger.Entry {
 	if e.RemoteID != "" {
 		rk := remoteKey(e.Source, e.RemoteID)
 		g.seenRemote[string(rk)] = w
-		out = append(out, badger.NewEntry(rk, []byte(e.GUID.String())).WithTTL(g.s.cfg.RememberFor.D()))
+		out = append(out, badger.NewEntry(rk, []byte(e.GUID.String())).WithTTL(g.s.cfg.RememberFor))
 	}
 	return out
 }

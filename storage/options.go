@@ -10,24 +10,26 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
-	"github.com/hl7edge/hl7edge/pipeline/units"
 )
 
-// Config is the `spool:` block of the configuration.
+// Config is what the spool needs to know, in plain Go values. The `spool:`
+// block of the configuration file (device/config, Spool) reads sizes and
+// durations as people write them and hands them over in this form; the
+// spool itself knows nothing of the file.
 type Config struct {
-	Dir               string     `yaml:"dir"`
-	MaxBytes          units.Size `yaml:"max_bytes"`           // past this, intake answers AE
-	MinFreeDisk       units.Size `yaml:"min_free_disk"`       // keep at least this much of the file system free
-	EncryptionKeyFile string     `yaml:"encryption_key_file"` // optional AES key of 16, 24 or 32 bytes
+	Dir               string
+	MaxBytes          int64  // past this, intake answers AE
+	MinFreeDisk       int64  // keep at least this much of the file system free
+	EncryptionKeyFile string // optional AES key of 16, 24 or 32 bytes
 	// RememberFor is how long pull sources' remote IDs are remembered.
-	RememberFor units.Duration `yaml:"remember_ids_for"`
+	RememberFor time.Duration
 	// UndeliverableRetention is how long messages that matched no destination are kept.
-	UndeliverableRetention units.Duration `yaml:"undeliverable_retention"`
+	UndeliverableRetention time.Duration
 	// SegmentMessages is how many messages share one segment (dropped as one).
-	SegmentMessages int `yaml:"segment_messages"`
+	SegmentMessages int
 	// ValueLogCleanup is how often the value log, where messages of 256 KiB
 	// and more live, is cleaned of delivered ones.
-	ValueLogCleanup units.Duration `yaml:"value_log_cleanup"`
+	ValueLogCleanup time.Duration
 }
 
 // SetDefaults fills what a hospital would expect when a key is left out.
@@ -42,32 +44,32 @@ func (c *Config) SetDefaults() {
 		c.MinFreeDisk = 64 << 20
 	}
 	if c.RememberFor == 0 {
-		c.RememberFor = units.Duration(7 * 24 * time.Hour)
+		c.RememberFor = 7 * 24 * time.Hour
 	}
 	if c.UndeliverableRetention == 0 {
-		c.UndeliverableRetention = units.Duration(30 * 24 * time.Hour)
+		c.UndeliverableRetention = 30 * 24 * time.Hour
 	}
 	if c.SegmentMessages == 0 {
 		c.SegmentMessages = 2048
 	}
 	if c.ValueLogCleanup == 0 {
-		c.ValueLogCleanup = units.Duration(10 * time.Minute)
+		c.ValueLogCleanup = 10 * time.Minute
 	}
 }
 
-// Validate checks the block.
+// Validate checks the block; its messages name the file's keys.
 func (c *Config) Validate() error {
 	if c.Dir == "" {
 		return fmt.Errorf("spool.dir is empty: set it to a directory on persistent storage, e.g. /var/lib/hl7edge/spool")
 	}
 	if c.MaxBytes < 16<<20 {
-		return fmt.Errorf("spool.max_bytes %s is below the 16MiB minimum: raise it (2GiB suits a 32 GB SD card)", c.MaxBytes)
+		return fmt.Errorf("spool.max_bytes %d MiB is below the 16 MiB minimum: raise it (2GiB suits a 32 GB SD card)", c.MaxBytes>>20)
 	}
 	if c.SegmentMessages < 16 || c.SegmentMessages > 1<<20 {
 		return fmt.Errorf("spool.segment_messages %d is outside 16..1048576", c.SegmentMessages)
 	}
-	if c.ValueLogCleanup.D() < time.Second {
-		return fmt.Errorf("spool.value_log_cleanup %s is below 1s: leave it out for the default of 10m", c.ValueLogCleanup.D())
+	if c.ValueLogCleanup < time.Second {
+		return fmt.Errorf("spool.value_log_cleanup %s is below 1s: leave it out for the default of 10m", c.ValueLogCleanup)
 	}
 	return nil
 }

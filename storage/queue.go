@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
-	"github.com/hl7edge/hl7edge/pipeline/flow"
 )
 
 func (s *Spool) signal(dest string) {
@@ -66,11 +65,11 @@ func (s *Spool) Wait(dest string) <-chan struct{} {
 // A queued message that cannot be read is moved to the dead letters, its
 // content lost and said so, rather than stopping the destination's queue
 // for good (quarantine).
-func (s *Spool) Next(dest string, after uint64, max int) ([]flow.Message, error) {
+func (s *Spool) Next(dest string, after uint64, max int) ([]Message, error) {
 	s.mu.Lock()
 	durable := s.durableSeq
 	s.mu.Unlock()
-	var out []flow.Message
+	var out []Message
 	var bad []unreadable
 	err := s.view(func(txn *badger.Txn) error {
 		prefix := namedPrefix(famQueue, dest)
@@ -93,7 +92,7 @@ func (s *Spool) Next(dest string, after uint64, max int) ([]flow.Message, error)
 				continue
 			}
 			budget -= int64(len(rec.Raw))
-			out = append(out, flow.Message{Seq: seq, GUID: rec.GUID.String(), Source: rec.Source, Received: rec.Received, Raw: rec.Raw})
+			out = append(out, Message{Seq: seq, GUID: rec.GUID.String(), Source: rec.Source, Received: rec.Received, Raw: rec.Raw})
 		}
 		return nil
 	})

@@ -520,9 +520,9 @@ func TestOpenLogsBacklogPerDestination(t *testing.T) {
 	if strings.Contains(logs.String(), "GLU") || strings.Contains(logs.String(), "C000001") {
 		t.Fatalf("the backlog line carries message content: %q", line)
 	}
-	h := s.Health().Queues
+	h := s.Stats().Destinations
 	if h["archive"].QueuedAtStart != 3 || h["ehr"].QueuedAtStart != 7 {
-		t.Fatalf("health queued_at_start: %+v", h)
+		t.Fatalf("queued_at_start: %+v", h)
 	}
 	ms, _ := s.Next("ehr", 0, 100)
 	for _, m := range ms {

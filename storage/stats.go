@@ -10,8 +10,6 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/google/uuid"
-	"github.com/hl7edge/hl7edge/pipeline/flow"
-	"github.com/hl7edge/hl7edge/pipeline/health"
 )
 
 // DestStats is one destination's queue.
@@ -21,12 +19,11 @@ type DestStats struct {
 	Delivered        uint64  `json:"delivered"`
 	Dead             int64   `json:"dead"`
 	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
-	// Lanes is filled in by the running daemon for a destination with
-	// lanes above 1 (the spool itself knows nothing of lanes).
-	Lanes *health.LaneStat `json:"lanes,omitempty"`
 }
 
-// Stats is the `spool stats --json` object (docs/mqtt-api.md, spool-stats).
+// Stats is the spool's part of `spool stats --json` (docs/mqtt-api.md,
+// spool-stats); the daemon adds sources and lanes (device/appliance,
+// SpoolReport).
 type Stats struct {
 	Messages      int64                `json:"messages"`
 	Bytes         int64                `json:"bytes"`
@@ -39,24 +36,16 @@ type Stats struct {
 	Appended      uint64               `json:"appended"` // messages stored since start
 	Error         string               `json:"error,omitempty"`
 	Reopens       uint64               `json:"reopens"` // re-opened from disk after a failed sync, since start
-	// Sources is filled in by the running daemon from its health registry
-	// (the spool itself knows nothing of sources).
-	Sources map[string]SourceStats `json:"sources,omitempty"`
-}
-
-// SourceStats is a source's state and counters (for a pull source: polls,
-// messages, duplicates, exceptions), as `spool stats` shows them.
-type SourceStats struct {
-	State     string            `json:"state"`
-	Counters  map[string]uint64 `json:"counters,omitempty"`
-	LastError string            `json:"last_error,omitempty"`
+	// Full: intake is refusing, or about to: 95% of max_bytes used, or less
+	// than min_free_disk free on the file system.
+	Full bool `json:"full"`
 }
 
 // Stats reads the figures; it costs one index seek per destination.
 func (s *Spool) Stats() Stats {
 	s.mu.Lock()
 	st := Stats{
-		Bytes: s.usedBytesLocked(), MaxBytes: int64(s.cfg.MaxBytes), FreeDiskBytes: s.freeDisk,
+		Bytes: s.usedBytesLocked(), MaxBytes: s.cfg.MaxBytes, FreeDiskBytes: s.freeDisk,
 		Undeliverable: s.undeliv, Destinations: map[string]DestStats{},
 		Commits: s.syncs, Appended: s.appended, Error: s.storageErr, Reopens: s.reopens,
 	}
@@ -73,6 +62,7 @@ func (s *Spool) Stats() Stats {
 	for d := range names {
 		st.Destinations[d] = DestStats{Queued: s.queued[d], QueuedAtStart: s.atStart[d], Delivered: s.delivered[d], Dead: s.dead[d]}
 	}
+	st.Full = st.Bytes >= st.MaxBytes*95/100 || (st.FreeDiskBytes > 0 && st.FreeDiskBytes < s.cfg.MinFreeDisk)
 	s.mu.Unlock()
 	s.dbMu.RLock()
 	if s.db != nil {
@@ -90,21 +80,6 @@ func (s *Spool) Stats() Stats {
 		}
 	}
 	return st
-}
-
-// Health converts the figures for the health snapshot.
-func (s *Spool) Health() health.SpoolSnapshot {
-	st := s.Stats()
-	hs := health.SpoolSnapshot{
-		Messages: st.Messages, Bytes: st.Bytes, MaxBytes: st.MaxBytes, DiskBytes: st.DiskBytes,
-		FreeDiskBytes: st.FreeDiskBytes, Undeliverable: st.Undeliverable, Error: st.Error, Reopens: st.Reopens,
-		Full:   st.Bytes >= st.MaxBytes*95/100 || (st.FreeDiskBytes > 0 && st.FreeDiskBytes < int64(s.cfg.MinFreeDisk)),
-		Queues: map[string]health.QueueStat{},
-	}
-	for d, ds := range st.Destinations {
-		hs.Queues[d] = health.QueueStat{Queued: ds.Queued, QueuedAtStart: ds.QueuedAtStart, Dead: ds.Dead, OldestAgeSeconds: ds.OldestAgeSeconds}
-	}
-	return hs
 }
 
 func (s *Spool) oldest(dest string) (time.Time, bool) {
@@ -129,7 +104,7 @@ func (s *Spool) oldest(dest string) (time.Time, bool) {
 
 // DeadLetter is a message a destination gave up on.
 type DeadLetter struct {
-	flow.Message
+	Message
 	Reason string `json:"reason"`
 }
 
@@ -144,13 +119,13 @@ func (s *Spool) DeadLetters(dest string) ([]DeadLetter, error) {
 			if err != nil {
 				// One torn entry must not hide the others.
 				out = append(out, DeadLetter{
-					Message: flow.Message{Seq: seqOf(it.Item().Key())},
+					Message: Message{Seq: seqOf(it.Item().Key())},
 					Reason:  fmt.Sprintf("dead letter unreadable in the spool (%v): its content is lost; purge it", err),
 				})
 				continue
 			}
 			out = append(out, DeadLetter{
-				Message: flow.Message{Seq: seqOf(it.Item().Key()), GUID: rec.GUID.String(), Source: rec.Source, Received: rec.Received, Raw: rec.Raw, Attempts: rec.Attempts},
+				Message: Message{Seq: seqOf(it.Item().Key()), GUID: rec.GUID.String(), Source: rec.Source, Received: rec.Received, Raw: rec.Raw, Attempts: rec.Attempts},
 				Reason:  rec.Reason,
 			})
 		}
@@ -257,7 +232,7 @@ func (s *Spool) Undeliverable(limit int) ([]DeadLetter, error) {
 			if err != nil {
 				return err
 			}
-			out = append(out, DeadLetter{Message: flow.Message{Seq: rec.Seq, GUID: rec.GUID.String(), Source: rec.Source, Received: rec.Received, Raw: rec.Raw}, Reason: "matched no destination"})
+			out = append(out, DeadLetter{Message: Message{Seq: rec.Seq, GUID: rec.GUID.String(), Source: rec.Source, Received: rec.Received, Raw: rec.Raw}, Reason: "matched no destination"})
 		}
 		return nil
 	})

@@ -15,10 +15,10 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/device/admin"
+	"github.com/hl7edge/hl7edge/device/appliance"
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/logtest"
-	"github.com/hl7edge/hl7edge/storage"
 )
 
 // binPath is the real binary the end-to-end tests run, built once.
@@ -213,7 +213,7 @@ func (d *daemon) stop() {
 }
 
 // stats asks the running daemon for `spool stats` over the admin socket.
-func (d *daemon) stats() storage.Stats {
+func (d *daemon) stats() appliance.SpoolReport {
 	d.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hl7edge/hl7edge/device/appliance"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
 	"github.com/hl7edge/hl7edge/storage"
@@ -71,7 +72,7 @@ func TestUnreadableSpoolThenSalvage(t *testing.T) {
 		t.Fatalf("a daemon with an unreadable spool answered %s, want AE", code)
 	}
 	out, err := exec.Command(binPath, "spool", "stats", "--config", cfgPath, "--json").Output()
-	var st storage.Stats
+	var st appliance.SpoolReport
 	if err != nil || json.Unmarshal(out, &st) != nil || !strings.Contains(st.Error, "unreadable") {
 		t.Fatalf("spool stats of an unreadable spool: %v %s", err, out)
 	}

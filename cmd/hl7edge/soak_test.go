@@ -17,9 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hl7edge/hl7edge/device/appliance"
 	"github.com/hl7edge/hl7edge/pipeline/throwawayca"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/refserver"
-	"github.com/hl7edge/hl7edge/storage"
 )
 
 // soakConfig is the gateway under test. max_bytes is small so that the
@@ -421,7 +421,7 @@ func (r *soakRun) run(faultPhase time.Duration) {
 
 	// Drain.
 	deadline := time.Now().Add(3 * time.Minute)
-	var st storage.Stats
+	var st appliance.SpoolReport
 	for {
 		select {
 		case <-r.cur.d.exited:
@@ -472,7 +472,7 @@ func (r *soakRun) run(faultPhase time.Duration) {
 
 	// The spool as the CLI sees it with the daemon stopped.
 	out, err := exec.Command(binPath, "spool", "stats", "--config", r.cfg, "--json").Output()
-	var end storage.Stats
+	var end appliance.SpoolReport
 	if err != nil || json.Unmarshal(out, &end) != nil {
 		t.Errorf("spool stats after the stop: %v\n%s", err, out)
 	}
@@ -556,7 +556,7 @@ func (r *soakRun) quotaProbe() (recovered time.Duration, stuck bool) {
 // the spool is stuck: the daemon is restarted to free it.
 func (r *soakRun) waitRoom(since time.Time) (time.Duration, bool) {
 	t := r.t
-	room := func(st storage.Stats) bool { return st.Bytes+soakFillBytes+128 <= st.MaxBytes }
+	room := func(st appliance.SpoolReport) bool { return st.Bytes+soakFillBytes+128 <= st.MaxBytes }
 	var emptySince time.Time
 	for {
 		st := r.cur.d.stats()
@@ -666,7 +666,7 @@ func (r *soakRun) checkCoverage(v soakVerdict) {
 }
 
 // summary prints the figures, to the test log and to stdout.
-func (r *soakRun) summary(faultEnd time.Duration, v soakVerdict, end storage.Stats, endDisk int64) {
+func (r *soakRun) summary(faultEnd time.Duration, v soakVerdict, end appliance.SpoolReport, endDisk int64) {
 	c := r.chaos
 	c.mu.Lock()
 	defer c.mu.Unlock()

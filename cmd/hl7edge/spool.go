@@ -168,7 +168,7 @@ func salvage(ctx context.Context, cfg *config.Config, asJSON bool, stdout io.Wri
 		return err
 	}
 	dests := gateway.Delivering(cfg.Types, cfg.Destinations)
-	rep, err := storage.Salvage(cfg.Spool, storage.Options{Destinations: dests})
+	rep, err := storage.Salvage(cfg.Spool.Storage(), storage.Options{Destinations: dests})
 	if err != nil {
 		return fmt.Errorf("%w (the unreadable spool, if it was moved, is in %s untouched)", err, rep.MovedTo)
 	}
@@ -208,7 +208,7 @@ func offline(ctx context.Context, cfg *config.Config, req command.Request) (comm
 		return command.Response{}, err
 	}
 	dests := gateway.Delivering(cfg.Types, cfg.Destinations)
-	sp, err := storage.Open(cfg.Spool, storage.Options{Destinations: dests})
+	sp, err := storage.Open(cfg.Spool.Storage(), storage.Options{Destinations: dests})
 	if err != nil {
 		return command.Response{}, err
 	}
@@ -243,7 +243,7 @@ func printHuman(w io.Writer, name string, data any) error {
 	defer tw.Flush()
 	switch name {
 	case command.SpoolStats:
-		var st storage.Stats
+		var st appliance.SpoolReport
 		if err := json.Unmarshal(b, &st); err != nil {
 			return err
 		}
@@ -285,7 +285,7 @@ func printHuman(w io.Writer, name string, data any) error {
 
 // printSources adds each source's state and counters to spool stats, as
 // --json has them (none when the spool was read with the daemon stopped).
-func printSources(w io.Writer, sources map[string]storage.SourceStats) {
+func printSources(w io.Writer, sources map[string]appliance.SourceStats) {
 	if len(sources) == 0 {
 		return
 	}

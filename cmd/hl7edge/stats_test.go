@@ -4,13 +4,13 @@ import (
 	"encoding/json"
 	"testing"
 
-	"github.com/hl7edge/hl7edge/storage"
+	"github.com/hl7edge/hl7edge/device/appliance"
 )
 
-func decodeStats(t testing.TB, data any) storage.Stats {
+func decodeStats(t testing.TB, data any) appliance.SpoolReport {
 	t.Helper()
 	b, _ := json.Marshal(data)
-	var st storage.Stats
+	var st appliance.SpoolReport
 	if err := json.Unmarshal(b, &st); err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ import (
 // `hl7edge spool` prints the same shape either way.
 type SpoolOps interface {
 	// Stats is the spool's figures with every source's state and counters.
-	Stats() storage.Stats
+	Stats() SpoolReport
 	DeadLetters(dest string) ([]storage.DeadLetter, error)
 	RetryDead(dest string, guids ...string) (int, error)
 	PurgeDead(dest string, guids ...string) (int, error)
@@ -115,25 +115,25 @@ func deadLetterInfos(dls []storage.DeadLetter) []DeadLetterInfo {
 // liveSpool is the running gateway as SpoolOps.
 type liveSpool struct{ b *Box }
 
-func (l liveSpool) Stats() storage.Stats {
+func (l liveSpool) Stats() SpoolReport {
 	var st storage.Stats
 	if sp := l.b.Gateway.Spool(); sp != nil {
 		st = sp.Stats()
 	} else if err := l.b.Gateway.SpoolError(); err != nil {
 		st.Error = err.Error() // unreadable: say so, with the sources below
 	}
-	st.Sources = map[string]storage.SourceStats{}
+	rep := newSpoolReport(st)
 	snap := l.b.Registry.Snapshot()
 	for _, s := range snap.Sources {
-		st.Sources[s.Name] = storage.SourceStats{State: string(s.State), Counters: s.Counters, LastError: s.LastError}
+		rep.Sources[s.Name] = SourceStats{State: string(s.State), Counters: s.Counters, LastError: s.LastError}
 	}
 	for _, d := range snap.Destinations {
-		if ds, ok := st.Destinations[d.Name]; ok && d.Lanes != nil {
+		if ds, ok := rep.Destinations[d.Name]; ok && d.Lanes != nil {
 			ds.Lanes = d.Lanes
-			st.Destinations[d.Name] = ds
+			rep.Destinations[d.Name] = ds
 		}
 	}
-	return st
+	return rep
 }
 
 func (l liveSpool) DeadLetters(dest string) ([]storage.DeadLetter, error) {
@@ -176,13 +176,12 @@ type OfflineSpool struct {
 }
 
 // Stats implements SpoolOps.
-func (o OfflineSpool) Stats() storage.Stats {
-	st := o.Spool.Stats()
-	st.Sources = map[string]storage.SourceStats{}
+func (o OfflineSpool) Stats() SpoolReport {
+	rep := newSpoolReport(o.Spool.Stats())
 	for _, s := range o.Sources {
-		st.Sources[s] = storage.SourceStats{State: string(health.Stopped)}
+		rep.Sources[s] = SourceStats{State: string(health.Stopped)}
 	}
-	return st
+	return rep
 }
 
 func (o OfflineSpool) known(dest string) error {

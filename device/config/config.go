@@ -21,7 +21,6 @@ import (
 	"github.com/hl7edge/hl7edge/device/trust"
 	"github.com/hl7edge/hl7edge/pipeline/component"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
-	"github.com/hl7edge/hl7edge/storage"
 )
 
 // DefaultPath is where the package installs the configuration.
@@ -47,7 +46,7 @@ type Log struct {
 // Config is the whole file.
 type Config struct {
 	Device       Device                `yaml:"device"`
-	Spool        storage.Config        `yaml:"spool"`
+	Spool        Spool                 `yaml:"spool"`
 	Admin        Admin                 `yaml:"admin"`
 	Log          Log                   `yaml:"log"`
 	Sources      []gateway.Source      `yaml:"sources"`
@@ -195,5 +194,5 @@ func (c *Config) StateDir() string { return filepath.Dir(filepath.Clean(c.Spool.
 
 // Gateway is the pipeline part of the configuration.
 func (c *Config) Gateway(version string) gateway.Config {
-	return gateway.Config{Spool: c.Spool, Sources: c.Sources, Destinations: c.Destinations, DeviceID: c.Device.ID, Version: version, Types: c.Types}
+	return gateway.Config{Spool: c.Spool.Storage(), Sources: c.Sources, Destinations: c.Destinations, DeviceID: c.Device.ID, Version: version, Types: c.Types}
 }

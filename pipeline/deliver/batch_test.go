@@ -42,7 +42,7 @@ func TestBatchOutputTakesMessagesInOrderAndInBatches(t *testing.T) {
 	sp, guids := setup(t, 40)
 	out := &batching{}
 	comp := health.NewRegistry("", "", nil).Component(health.Destination, "d", "test")
-	stop := run(t, New("d", sp, out, Options{Health: comp}))
+	stop := run(t, New("d", spoolQ{sp}, out, Options{Health: comp}))
 	defer stop()
 	waitFor(t, "all delivered", func() bool { return len(out.delivered()) == 40 })
 	if got := out.delivered(); fmt.Sprint(got) != fmt.Sprint(guids) {
@@ -70,7 +70,7 @@ func TestBatchOutputTakesMessagesInOrderAndInBatches(t *testing.T) {
 func TestFailedBatchFallsBackToOneAtATime(t *testing.T) {
 	sp, guids := setup(t, 10)
 	out := &batching{failBatches: true}
-	stop := run(t, New("d", sp, out, Options{}))
+	stop := run(t, New("d", spoolQ{sp}, out, Options{}))
 	defer stop()
 	waitFor(t, "all delivered", func() bool { return len(out.delivered()) == 10 })
 	if got := out.delivered(); fmt.Sprint(got) != fmt.Sprint(guids) {
@@ -97,7 +97,7 @@ func (b busyQueue) IntakeIdle() (time.Duration, <-chan struct{}) { return 0, b.n
 func TestDeliveryKeepsMovingUnderIntakeThatNeverPauses(t *testing.T) {
 	for _, out := range []flow.Output{&scripted{}, &batching{}} {
 		sp, guids := setup(t, 20)
-		q := busyQueue{Queue: sp, never: make(chan struct{})}
+		q := busyQueue{Queue: spoolQ{sp}, never: make(chan struct{})}
 		stop := run(t, New("d", q, out, Options{}))
 		var got func() []string
 		switch o := out.(type) {

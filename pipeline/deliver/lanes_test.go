@@ -75,7 +75,7 @@ func TestLaneInBackoffHoldsOnlyItsKeys(t *testing.T) {
 		return nil
 	}}
 	comp := health.NewRegistry("", "", nil).Component(health.Destination, "d", "test")
-	w := New("d", sp, out, Options{Lanes: 3, LaneKey: pidKey(t), MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, Health: comp})
+	w := New("d", spoolQ{sp}, out, Options{Lanes: 3, LaneKey: pidKey(t), MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, Health: comp})
 	stop := run(t, w)
 	defer stop()
 	var others []string
@@ -126,7 +126,7 @@ func TestLanesDeliverInParallelAndReportHealth(t *testing.T) {
 	out := &blocking{gate: gate, entered: inFlight}
 	reg := health.NewRegistry("", "", nil)
 	comp := reg.Component(health.Destination, "d", "test")
-	w := New("d", sp, out, Options{Lanes: 4, LaneKey: pidKey(t), Health: comp})
+	w := New("d", spoolQ{sp}, out, Options{Lanes: 4, LaneKey: pidKey(t), Health: comp})
 	stop := run(t, w)
 	defer stop()
 	for range 4 {
@@ -199,7 +199,7 @@ func TestLanesRunAgainStartsClean(t *testing.T) {
 	guids := appendPatients(t, sp, patients...)
 	gate := make(chan struct{})
 	out := &blocking{gate: gate, entered: make(chan struct{}, 64)}
-	w := New("d", sp, out, Options{Lanes: 3, LaneKey: pidKey(t)})
+	w := New("d", spoolQ{sp}, out, Options{Lanes: 3, LaneKey: pidKey(t)})
 	stop := run(t, w)
 	for range 3 {
 		<-out.entered

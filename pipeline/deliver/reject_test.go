@@ -32,7 +32,7 @@ func TestOnRejectDeadMovesARefusedMessageAtOnce(t *testing.T) {
 	var mu sync.Mutex
 	var alarms []string
 	comp := health.NewRegistry("", "", nil).Component(health.Destination, "d", "test")
-	w := New("d", sp, out, Options{OnReject: OnRejectDead, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, Health: comp,
+	w := New("d", spoolQ{sp}, out, Options{OnReject: OnRejectDead, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, Health: comp,
 		Alarm: func(kind, _ string) { mu.Lock(); alarms = append(alarms, kind); mu.Unlock() }})
 	stop := run(t, w)
 	defer stop()
@@ -58,7 +58,7 @@ func TestOnRejectHoldHoldsUntilSkipped(t *testing.T) {
 	out := refusing(&guids[0])
 	reg := health.NewRegistry("", "", nil)
 	comp := reg.Component(health.Destination, "d", "test")
-	w := New("d", sp, out, Options{MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond, Health: comp})
+	w := New("d", spoolQ{sp}, out, Options{MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond, Health: comp})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := w.Skip(ctx, "before anything failed"); !errors.Is(err, ErrNothingToSkip) {

@@ -96,7 +96,7 @@ func TestHeadOfLineRetryKeepsOrderAndGUID(t *testing.T) {
 		return nil
 	}}
 	comp := health.NewRegistry("", "", nil).Component(health.Destination, "d", "test")
-	w := New("d", sp, out, Options{MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, Health: comp})
+	w := New("d", spoolQ{sp}, out, Options{MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, Health: comp})
 	stop := run(t, w)
 	defer stop()
 	waitFor(t, "all delivered", func() bool { return len(out.delivered()) == 5 })
@@ -130,7 +130,7 @@ func TestMaxAttemptsMovesToDeadLettersAndGoesOn(t *testing.T) {
 	}}
 	var alarms []string
 	var mu sync.Mutex
-	w := New("d", sp, out, Options{MaxAttempts: 2, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond,
+	w := New("d", spoolQ{sp}, out, Options{MaxAttempts: 2, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond,
 		Alarm: func(kind, _ string) { mu.Lock(); alarms = append(alarms, kind); mu.Unlock() }})
 	stop := run(t, w)
 	defer stop()
@@ -150,7 +150,7 @@ func TestPauseHoldsAndResumeDelivers(t *testing.T) {
 	sp, _ := setup(t, 0)
 	out := &scripted{}
 	comp := health.NewRegistry("", "", nil).Component(health.Destination, "d", "test")
-	w := New("d", sp, out, Options{Health: comp})
+	w := New("d", spoolQ{sp}, out, Options{Health: comp})
 	w.Pause()
 	stop := run(t, w)
 	defer stop()

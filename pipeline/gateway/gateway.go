@@ -135,7 +135,7 @@ func NewContext(ctx context.Context, cfg Config, o Options) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, o: o, spool: sp, workers: map[string]*deliver.Worker{}, outputs: map[string]flow.Output{}, reping: map[string]func(){}}
-	o.Health.SetSpoolProbe(sp.Health)
+	o.Health.SetSpoolProbe(spoolHealth(sp))
 	router := route.New(routes)
 	g.reroute = rerouter(router)
 	g.intake = intake.New(sp, router, intake.Options{
@@ -245,7 +245,7 @@ func (g *Gateway) buildDestination(d Destination) error {
 	}
 	g.outputs[d.Name] = out
 	g.order = append(g.order, d.Name)
-	g.workers[d.Name] = deliver.New(d.Name, g.spool, out, deliver.Options{
+	g.workers[d.Name] = deliver.New(d.Name, spoolQueue{g.spool}, out, deliver.Options{
 		MaxAttempts: d.MaxAttempts, OnReject: d.OnReject, MaxBackoff: maxBackoff, MinBackoff: g.o.MinBackoff,
 		Log: g.o.Log, Health: comp, Loop: g.o.Health.Loop("deliver/" + d.Name),
 		Activity: g.o.Activity, Alarm: g.o.Alarm,

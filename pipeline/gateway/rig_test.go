@@ -29,6 +29,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
 	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
@@ -460,7 +461,7 @@ type gwRig struct {
 // pipelineFile is the part of hl7edge.yaml the gateway reads; its blocks use
 // the same decoders as device/config.
 type pipelineFile struct {
-	Spool        storage.Config        `yaml:"spool"`
+	Spool        config.Spool          `yaml:"spool"`
 	Sources      []gateway.Source      `yaml:"sources"`
 	Destinations []gateway.Destination `yaml:"destinations"`
 }
@@ -514,7 +515,7 @@ func (r *rig) startGateway(yamlText string, extra map[string]string) *gwRig {
 	}
 	log := slog.New(slog.NewJSONHandler(g.Logs, &slog.HandlerOptions{Level: level}))
 	gw, err := gateway.New(gateway.Config{
-		Spool: f.Spool, Sources: f.Sources, Destinations: f.Destinations, DeviceID: "e2e-gw", Version: "v1.2.3",
+		Spool: f.Spool.Storage(), Sources: f.Sources, Destinations: f.Destinations, DeviceID: "e2e-gw", Version: "v1.2.3",
 	}, gateway.Options{Log: log, Health: g.Health, Alarm: g.Alarms.add, MinBackoff: 20 * time.Millisecond})
 	if err != nil {
 		r.tb.Fatal(err)
