@@ -540,9 +540,9 @@ func (a *Agent) roomInClient() bool {
 	return len(a.stuck) < a.maxStuck
 }
 
-// healthLoop marks health due at start, every health_interval, and after a
+// healthLoop marks health due at start, every health_interval, after a
 // state change (at most one per debounce period, so a flapping component
-// cannot flood the broker).
+// cannot flood the broker) and at a clean stop.
 func (a *Agent) healthLoop(ctx context.Context) {
 	changed, unsubscribe := a.opts.Registry.Subscribe()
 	defer unsubscribe()
@@ -564,6 +564,11 @@ func (a *Agent) healthLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			// A clean stop leaves the health of the moment, retained, before
+			// the offline status: queue counts change without a state change,
+			// so the last periodic snapshot can be up to health_interval
+			// stale. The snapshot is taken when the final flush publishes it.
+			queue()
 			return
 		case <-tick.C:
 			queue()
