@@ -66,6 +66,8 @@ func (a standing) before(b standing) bool {
 	switch {
 	case a.class != b.class:
 		return a.class < b.class
+	case a.class == 3:
+		return a.since.Before(b.since) // least recently accepted first
 	case a.credited != b.credited:
 		return !a.credited
 	case a.peerConn != b.peerConn:

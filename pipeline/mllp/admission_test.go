@@ -162,3 +162,46 @@ func TestAdmissionSlowFirstFrameSurvivesChurn(t *testing.T) {
 	t.Logf("%d churn dials; evicted %d, refused %d, refused per peer %d", dials.Load(), ts.comp.Counter(health.CounterEvicted),
 		ts.comp.Counter(health.CounterRefusedConnections), ts.comp.Counter(health.CounterRefusedPerPeer))
 }
+
+// TestAdmissionAcceptedGiveWayLeastRecentFirst: with every slot held by a
+// connection that has had a message accepted, a stranger is refused, an
+// address accepted more recently takes the slot of the least recently
+// accepted connection, and that address, coming back, is refused in turn.
+func TestAdmissionAcceptedGiveWayLeastRecentFirst(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, ListenerConfig{MaxConnections: 4, MaxConnectionsPerPeer: 4}, HandlerFunc(verdict))
+	held := map[string]*rawConn{}
+	for i := 1; i <= 4; i++ {
+		ip := fmt.Sprintf("127.0.4.%d", i)
+		c, err := dialFrom(context.Background(), ip, ts.addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		rc := &rawConn{Conn: c, r: NewReader(c, 0)}
+		rc.send(t, hl7Msg(ip))
+		rc.expectACK(t, "AA", ip)
+		held[ip] = rc
+		time.Sleep(5 * time.Millisecond) // distinct acceptance times
+	}
+	refusedBefore := ts.comp.Counter(health.CounterRefusedConnections)
+	if _, _, err := sendOnce(context.Background(), "127.0.4.9", ts.addr(), hl7Msg("stranger"), 0); err == nil {
+		t.Fatal("a stranger got in although every slot had a message accepted")
+	}
+	// The newcomer stays open, so the listener stays full.
+	c, err := dialFrom(context.Background(), "127.0.4.2", ts.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	again := &rawConn{Conn: c, r: NewReader(c, 0)}
+	again.send(t, hl7Msg("again"))
+	again.expectACK(t, "AA", "again")
+	held["127.0.4.1"].expectClosed(t)
+	if _, _, err := sendOnce(context.Background(), "127.0.4.1", ts.addr(), hl7Msg("back"), 0); err == nil {
+		t.Error("127.0.4.1, now the least recently accepted address, displaced a connection accepted after it")
+	}
+	if got := ts.comp.Counter(health.CounterRefusedConnections) - refusedBefore; got != 2 {
+		t.Errorf("refused_connections grew by %d, want 2", got)
+	}
+}
