@@ -90,6 +90,7 @@ func churn(ctx context.Context, ip, addr string, n *attackCounts) {
 // sendResult is one legitimate sender's run.
 type sendResult struct {
 	aa, retries, reconnects int
+	closedIdle              int // connections the server closed while the sender idled
 	lat                     []time.Duration
 }
 
@@ -155,14 +156,17 @@ func idleSender(ctx context.Context, ip, addr string, n int, gap time.Duration) 
 		r.lat = append(r.lat, time.Since(start))
 		r.aa++
 		i++
-		// Idle; a read that ends in EOF means the server closed it.
-		c.SetDeadline(time.Now().Add(gap))
+		// Idle for gap; a read that ends before (EOF: the server closed
+		// it at idle_timeout) means the next message needs a new
+		// connection, made when the gap is over.
+		c.SetDeadline(start.Add(gap))
 		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
-			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
-				sleepCtx(ctx, time.Until(start.Add(gap)))
+			if errors.Is(err, io.EOF) {
+				r.closedIdle++
 			}
 			c.Close()
 			c = nil
+			sleepCtx(ctx, time.Until(start.Add(gap)))
 		}
 	}
 	return r
@@ -220,9 +224,9 @@ func TestAdmissionMeasurement(t *testing.T) {
 	took := time.Since(start)
 	stop()
 	attack.Wait()
-	t.Logf("idle_timeout %s, idle gap %s, %s: per-message sender %d/%d AA, %d retries, p50 %s p99 %s max %s; idle sender %d/%d AA, %d retries, %d connections, p50 %s p99 %s max %s",
+	t.Logf("idle_timeout %s, idle gap %s, %s: per-message sender %d/%d AA, %d retries, p50 %s p99 %s max %s; idle sender %d/%d AA, %d retries, %d connections (%d closed by the server while idle), p50 %s p99 %s max %s",
 		idle, gap, took.Round(time.Second), p.aa, messages, p.retries, pct(p.lat, 50), pct(p.lat, 99), pct(p.lat, 100),
-		q.aa, messages, q.retries, q.reconnects, pct(q.lat, 50), pct(q.lat, 99), pct(q.lat, 100))
+		q.aa, messages, q.retries, q.reconnects, q.closedIdle, pct(q.lat, 50), pct(q.lat, 99), pct(q.lat, 100))
 	t.Logf("attacker: %d junk dials (%d answered AR), %d churn dials; server: evicted %d, refused %d, refused per peer %d, idle closed %d, first-frame timeouts %d",
 		n.junkDials.Load(), n.junkARs.Load(), n.churnDials.Load(), ts.comp.Counter(health.CounterEvicted), ts.comp.Counter(health.CounterRefusedConnections),
 		ts.comp.Counter(health.CounterRefusedPerPeer), ts.comp.Counter(health.CounterIdleClosed), ts.comp.Counter(health.CounterFirstFrameTimeouts))
