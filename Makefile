@@ -13,7 +13,7 @@ SOAK_SECONDS ?= 180
 CUTS      ?= 100
 KILLS     ?= 1000
 
-.PHONY: powercut powercut-short crash-campaign all build cross demo test vet staticcheck unit volume release fuzz bench soak soak-short package qemu-selftest system-arm64 clean
+.PHONY: admission-measure powercut powercut-short crash-campaign all build cross demo test vet staticcheck unit volume release fuzz bench soak soak-short package qemu-selftest system-arm64 clean
 
 all: build
 
@@ -108,6 +108,17 @@ soak-short:
 
 soak: build
 	SOAK_SECONDS=$(SOAK_SECONDS) $(GO) test -count=1 -timeout 0 -run TestSoak -v ./cmd/hl7edge/
+
+# MLLP admission under a flood (docs/operations.md): 63 junk-frame
+# connections and a churn flood while two real senders send 200 messages
+# each, one idling past idle_timeout between messages. Issue 24 asks for
+# idle_timeout 5m and a 6m gap, 20 hours; the same ratio at 5s and 6s takes
+# 20 minutes (ADMISSION_IDLE, ADMISSION_GAP). Not part of make test.
+ADMISSION_IDLE ?= 5s
+ADMISSION_GAP  ?= 6s
+admission-measure:
+	HL7EDGE_ADMISSION_MEASURE=1 HL7EDGE_ADMISSION_IDLE=$(ADMISSION_IDLE) HL7EDGE_ADMISSION_GAP=$(ADMISSION_GAP) \
+	  $(GO) test -count=1 -timeout 0 -run TestAdmissionMeasurement -v ./pipeline/mllp/
 
 # hl7edge fleet against Mosquitto with 1,000 simulated gateways (200 offline,
 # some faulted); make test runs the same with 60.

@@ -307,6 +307,7 @@ func checkDeb(t *testing.T, tree, deb, arch, version string) {
 		"./usr/lib/systemd/system/hl7edge.service": "-rw-r--r-- root/root",
 		"./usr/lib/udev/rules.d/60-hl7edge.rules":  "-rw-r--r-- root/root",
 		"./usr/lib/tmpfiles.d/hl7edge.conf":        "-rw-r--r-- root/root",
+		"./usr/share/hl7edge/mosquitto.acl":        "-rw-r--r-- root/root",
 	}
 	for line := range strings.Lines(listing) {
 		f := strings.Fields(line)
@@ -345,6 +346,7 @@ func checkDeb(t *testing.T, tree, deb, arch, version string) {
 		"usr/lib/systemd/system/hl7edge.service": "build/hl7edge.service",
 		"usr/lib/udev/rules.d/60-hl7edge.rules":  "build/60-hl7edge.rules",
 		"usr/lib/tmpfiles.d/hl7edge.conf":        "build/hl7edge.tmpfiles",
+		"usr/share/hl7edge/mosquitto.acl":        "build/mosquitto.acl",
 	}
 	for in, src := range same {
 		if sha256File(t, filepath.Join(x, in)) != sha256File(t, filepath.Join(tree, src)) {

@@ -52,7 +52,17 @@ type Options struct {
 	// the state directory of the configuration the process started with,
 	// kept for the life of the process.
 	StateDir string
+	// UnsignedRestartEvery is the least time between pipeline starts that
+	// an unsigned MQTT restart may make; default DefaultUnsignedRestartEvery.
+	UnsignedRestartEvery time.Duration
 }
+
+// DefaultUnsignedRestartEvery bounds what a leaked broker password can do
+// with restarts: each resets every sender's connection for a moment, so at
+// most one every 10 minutes, counting the box's own starts
+// (docs/mqtt-api.md). Signed restarts and the service manager's are not
+// bounded.
+const DefaultUnsignedRestartEvery = 10 * time.Minute
 
 // Box is one running build of the appliance.
 type Box struct {
@@ -69,6 +79,9 @@ type Appliance struct {
 	o       Options
 	ring    *logRing
 	restart chan string
+	// throttle bounds unsigned disruptive MQTT commands for the whole
+	// process, across the boxes it builds.
+	throttle *command.Throttle
 	// relaunch asks Run to end with ErrRelaunch (a firmware switch).
 	relaunch chan string
 
@@ -101,7 +114,11 @@ func Run(ctx context.Context, o Options) error {
 	if o.ApplyGrace <= 0 {
 		o.ApplyGrace = time.Minute
 	}
-	a := &Appliance{o: o, ring: newLogRing(1000), restart: make(chan string, 1), relaunch: make(chan string, 1), alarms: health.NewAlarms()}
+	if o.UnsignedRestartEvery <= 0 {
+		o.UnsignedRestartEvery = DefaultUnsignedRestartEvery
+	}
+	a := &Appliance{o: o, ring: newLogRing(1000), restart: make(chan string, 1), relaunch: make(chan string, 1), alarms: health.NewAlarms(),
+		throttle: command.NewThrottle(nil, map[string]time.Duration{command.Restart: o.UnsignedRestartEvery})}
 	for {
 		cfg, err := config.Load(o.ConfigPath)
 		if err == nil && a.o.StateDir == "" {
@@ -195,6 +212,7 @@ func (a *Appliance) runOnce(parent context.Context, cfg *config.Config) (bool, e
 		return false, err
 	}
 	defer p.brd.Close()
+	a.throttle.Ran(command.Restart) // a start resets every connection too
 	return a.serve(parent, cfg, p)
 }
 
@@ -299,7 +317,7 @@ const ReplayRecord = "signed-commands.json"
 func (a *Appliance) newAgent(cfg *config.Config, log *slog.Logger, reg *health.Registry, disp *command.Dispatcher, keys *trust.Keys) (*mqttagent.Agent, error) {
 	agentOpts := mqttagent.Options{
 		DeviceID: cfg.Device.ID, Version: a.o.Version, Log: log, Registry: reg, Dispatcher: disp,
-		SessionFile: filepath.Join(cfg.StateDir(), "mqtt.session"),
+		SessionFile: filepath.Join(cfg.StateDir(), "mqtt.session"), Throttle: a.throttle,
 	}
 	if keys.Len() > 0 {
 		agentOpts.Signed = trust.NewGate(keys, cfg.Device.ID, filepath.Join(a.o.StateDir, ReplayRecord), nil).Open

@@ -11,7 +11,8 @@ import (
 )
 
 // TestBirthAndRestart: the box publishes a retained online birth carrying
-// its session number; a `restart` command over MQTT rebuilds the box
+// its session number; a signed `restart` command over MQTT (unsigned ones
+// are throttled: TestUnsignedRestartFloodKeepsIntake) rebuilds the box
 // in-process, which first publishes offline for the old session and then a
 // new retained birth with session+1; a clean stop publishes offline for the
 // new session.
@@ -31,7 +32,7 @@ func TestBirthAndRestart(t *testing.T) {
 	mustSendHL7(t, r.mllpPort, hl7Message("BIRTH-1"))
 
 	from := op.Log.Mark()
-	a := op.must(t, command.Restart, nil)
+	a := op.must(t, command.Restart, nil, signed())
 	if !strings.Contains(a.Detail, "restart") {
 		t.Errorf("%s: want a detail saying it restarts", a)
 	}

@@ -203,6 +203,9 @@ type cmdOpt func(map[string]any)
 // unsigned sends a privileged command without its signature.
 func unsigned() cmdOpt { return func(m map[string]any) { m["-unsigned"] = true } }
 
+// signed signs a command that is not privileged, as an operator may.
+func signed() cmdOpt { return func(m map[string]any) { m["-signed"] = true } }
+
 func expires(at time.Time) cmdOpt {
 	return func(m map[string]any) { m["expires"] = at.UTC().Format(time.RFC3339Nano) }
 }
@@ -218,8 +221,9 @@ func (op *operator) send(t *testing.T, name string, args any, opts ...cmdOpt) an
 	for _, o := range opts {
 		o(req)
 	}
-	sign := privileged[name] && op.signer != nil && req["-unsigned"] == nil
+	sign := (privileged[name] || req["-signed"] != nil) && op.signer != nil && req["-unsigned"] == nil
 	delete(req, "-unsigned")
+	delete(req, "-signed")
 	b, err := json.Marshal(req)
 	if err != nil {
 		t.Fatal(err)
@@ -266,9 +270,9 @@ func (op *operator) sendRaw(t *testing.T, id, name string, b []byte) answer {
 }
 
 // must sends a command and fails the test unless it was accepted and then successful.
-func (op *operator) must(t *testing.T, name string, args any) answer {
+func (op *operator) must(t *testing.T, name string, args any, opts ...cmdOpt) answer {
 	t.Helper()
-	a := op.send(t, name, args)
+	a := op.send(t, name, args, opts...)
 	if a.Status != command.Successful || !a.accepted {
 		t.Fatalf("%s: want accepted then successful", a)
 	}

@@ -42,6 +42,9 @@ type Spec struct {
 	Queued  int64            // messages waiting for its destination
 	Alarm   string           // an active alarm kind, "" for none
 	Offline Offline
+	// Username and PasswordFile are its broker credential (mqtt.username,
+	// mqtt.password_file); empty for an anonymous broker.
+	Username, PasswordFile string
 }
 
 // Gateway is one running simulated gateway.
@@ -124,7 +127,8 @@ func start(ctx context.Context, brokerAddr, dir string, sp Spec) (*Gateway, erro
 		g.proxy = p
 		addr = p.addr()
 	}
-	agent, err := mqttagent.New(mqttagent.Config{Broker: "tcp://" + addr, HealthInterval: units.Duration(time.Hour)}, mqttagent.Options{
+	agent, err := mqttagent.New(mqttagent.Config{Broker: "tcp://" + addr, HealthInterval: units.Duration(time.Hour),
+		Username: sp.Username, PasswordFile: sp.PasswordFile}, mqttagent.Options{
 		DeviceID: sp.ID, Version: sp.Version, Registry: reg, Dispatcher: command.NewDispatcher(nil),
 		SessionFile: filepath.Join(dir, sp.ID+".session"), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})

@@ -24,6 +24,8 @@ import (
 	"sync"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
@@ -89,20 +91,56 @@ type statusMsg struct {
 	Time    string `json:"time"`
 }
 
+// Bounds on what a status may claim (docs/mqtt-api.md, status).
+const (
+	// MaxSession is the highest session a status may carry. The counter
+	// grows by one per pipeline start, and a start takes seconds: 2^32
+	// starts is over a century of one a second. A larger number can only
+	// be forged or corrupt, and would make every real will look stale.
+	MaxSession = 1 << 32
+	// MaxWillLag is how many sessions a Last Will may lag the birth it
+	// follows and still be taken for a late one (ignored): the restarts
+	// that fit in the broker's wait before it gives up on a connection
+	// (1.5 keepalives, 45 s by default). A will further behind is taken.
+	MaxWillLag = 64
+)
+
+// validID says whether id can be a gateway's: device.id's rule (1-63
+// letters, digits, '.', '-' or '_', a letter or digit first), so that a
+// topic level holding control characters, the fleet view's own probe
+// topics, or an operator's user name with '@' is no row.
+func validID(id string) bool {
+	if len(id) == 0 || len(id) > 63 {
+		return false
+	}
+	for i, r := range id {
+		alnum := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
+		if !alnum && (i == 0 || r != '.' && r != '-' && r != '_') {
+			return false
+		}
+	}
+	return true
+}
+
 // View collects what the broker says about each gateway. It is safe for
 // concurrent use: the MQTT client feeds it, the caller reads Rows.
 type View struct {
 	root string
 
-	mu      sync.Mutex
-	status  map[string]statusMsg
+	mu     sync.Mutex
+	status map[string]statusMsg
+	// wills is the session of each box's latest offline taken, and births
+	// its latest online: what a later status must be consistent with.
+	wills   map[string]uint64
+	births  map[string]statusMsg
 	health  map[string]health.Snapshot
 	changed chan struct{}
 }
 
 // NewView makes an empty view of the gateways under topicRoot.
 func NewView(topicRoot string) *View {
-	return &View{root: topicRoot, status: map[string]statusMsg{}, health: map[string]health.Snapshot{}, changed: make(chan struct{}, 1)}
+	return &View{root: topicRoot, status: map[string]statusMsg{}, wills: map[string]uint64{}, births: map[string]statusMsg{},
+		health: map[string]health.Snapshot{}, changed: make(chan struct{}, 1)}
 }
 
 // Changed signals (coalesced) that a message changed the view.
@@ -115,7 +153,7 @@ func (v *View) id(topic, leaf string) string {
 		return ""
 	}
 	id, l, ok := strings.Cut(rest, "/")
-	if !ok || l != leaf || id == "" {
+	if !ok || l != leaf || !validID(id) {
 		return ""
 	}
 	return id
@@ -127,17 +165,8 @@ func (v *View) Put(topic string, payload []byte) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if id := v.id(topic, "status"); id != "" {
-		var s statusMsg
-		if len(payload) == 0 {
-			delete(v.status, id)
-		} else if json.Unmarshal(payload, &s) == nil {
-			// A Last Will of an earlier session that the broker publishes
-			// after the box is back (it noticed the old connection late)
-			// is stale: the session counter says so.
-			if old, ok := v.status[id]; ok && s.State == "offline" && old.State == "online" && s.Session < old.Session {
-				return
-			}
-			v.status[id] = s
+		if !v.putStatus(id, payload) {
+			return
 		}
 	} else if id := v.id(topic, "health"); id != "" {
 		var h health.Snapshot
@@ -153,6 +182,56 @@ func (v *View) Put(topic string, payload []byte) {
 	case v.changed <- struct{}{}:
 	default:
 	}
+}
+
+// putStatus takes a status unless it contradicts what is known of the box,
+// and reports whether it did. An empty payload forgets the box's status.
+func (v *View) putStatus(id string, payload []byte) bool {
+	if len(payload) == 0 {
+		delete(v.status, id)
+		delete(v.wills, id)
+		delete(v.births, id)
+		return true
+	}
+	var s statusMsg
+	if json.Unmarshal(payload, &s) != nil || s.Session > MaxSession {
+		return false
+	}
+	old, seen := v.status[id]
+	switch s.State {
+	case "offline":
+		// A Last Will of an earlier session that the broker publishes
+		// after the box is back (it noticed the old connection late) is
+		// stale: the session counter says so, within MaxWillLag.
+		if seen && old.State == "online" && s.Session < old.Session && old.Session-s.Session <= MaxWillLag {
+			return false
+		}
+		v.wills[id] = s.Session
+	case "online":
+		// After the will of session N, only a new run (above N) or a
+		// reconnect of N (a birth later than the one before) is online:
+		// an earlier birth, replayed or forged, is not.
+		if w, ok := v.wills[id]; ok && (s.Session < w || s.Session == w && !v.laterBirth(id, s)) {
+			return false
+		}
+		v.births[id] = s
+	default:
+		return false
+	}
+	v.status[id] = s
+	return true
+}
+
+// laterBirth says whether s, of the session of the box's last birth seen
+// (if any), came online after it; both times are the box's clock.
+func (v *View) laterBirth(id string, s statusMsg) bool {
+	prev, ok := v.births[id]
+	if !ok || prev.Session != s.Session {
+		return true
+	}
+	at, err1 := time.Parse(time.RFC3339, s.Time)
+	before, err2 := time.Parse(time.RFC3339, prev.Time)
+	return err1 == nil && (err2 != nil || at.After(before))
 }
 
 // Rows is the table now, worst first.
@@ -196,10 +275,51 @@ func (v *View) Rows() []Row {
 		} else {
 			r.Problems = []string{"no health published yet"}
 		}
-		rows = append(rows, r)
+		rows = append(rows, r.printable())
 	}
 	Sort(rows)
 	return rows
+}
+
+// maxField bounds each text a row prints: one line of a table, not a page.
+const maxField = 200
+
+// printable is r with every text a gateway (or anyone on the broker)
+// wrote made safe to print on a terminal: control characters (C0, DEL,
+// C1: ESC sequences that clear the screen, set the title or hide text,
+// BEL) and format characters (bidi overrides) become '?', invalid UTF-8
+// too, and each text is cut to maxField characters.
+func (r Row) printable() Row {
+	r.Version = clean(r.Version)
+	r.FaultWhat = clean(r.FaultWhat)
+	r.Alarms = cleanAll(r.Alarms)
+	r.Problems = cleanAll(r.Problems)
+	return r
+}
+
+func cleanAll(list []string) []string {
+	out := make([]string, len(list))
+	for i, s := range list {
+		out[i] = clean(s)
+	}
+	return out
+}
+
+func clean(s string) string {
+	var b strings.Builder
+	n := 0
+	for _, c := range s {
+		if n == maxField {
+			b.WriteString("…")
+			break
+		}
+		n++
+		if c == utf8.RuneError || unicode.IsControl(c) || unicode.Is(unicode.Cf, c) {
+			c = '?'
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
 }
 
 // Options say how to reach the broker: the daemon's mqtt section.
@@ -319,7 +439,7 @@ func Render(w io.Writer, rows []Row, now time.Time) {
 	}
 	fmt.Fprintf(w, "%d gateways: %d online, %d offline, %d with a fault code   %s\n", len(rows), online, len(rows)-online, faulted, now.UTC().Format("2006-01-02 15:04:05 UTC"))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tSINCE\tHEALTH\tVERSION\tQUEUED\tOLDEST\tFAULT\tALARMS")
+	fmt.Fprintln(tw, "ID\tSTATE\tSINCE\tHEALTH\tVERSION\tQUEUED\tOLDEST\tFAULT\tALARMS\tPROBLEMS")
 	for _, r := range rows {
 		state := "online"
 		if !r.Online {
@@ -355,7 +475,27 @@ func Render(w io.Writer, rows []Row, now time.Time) {
 		if !r.HealthTime.IsZero() {
 			seen = status.Age(now.Sub(r.HealthTime)) + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.ID, state, since, seen, ver, r.Queued, oldest, fault, alarms)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.ID, state, since, seen, ver, r.Queued, oldest, fault, alarms, problems(r.Problems))
 	}
 	_ = tw.Flush()
+}
+
+// maxProblem is how much of the first problem the table shows; `hl7edge
+// status` on the box, or --json, has them all in full.
+const maxProblem = 60
+
+// problems is the PROBLEMS cell: the first of the status screen's reasons,
+// cut short, and how many more there are.
+func problems(list []string) string {
+	if len(list) == 0 {
+		return "-"
+	}
+	p := list[0]
+	if r := []rune(p); len(r) > maxProblem {
+		p = string(r[:maxProblem-1]) + "…"
+	}
+	if len(list) > 1 {
+		p += fmt.Sprintf(" (+%d more)", len(list)-1)
+	}
+	return p
 }

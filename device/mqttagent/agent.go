@@ -44,6 +44,10 @@ type Options struct {
 	// nil when the gateway has no trust keys: privileged commands are then
 	// refused over MQTT and obeyed only on the local admin socket.
 	Signed func(payload []byte) (req command.Request, signer string, err error)
+	// Throttle bounds how often unsigned disruptive commands run (restart);
+	// nil: no bound. Its refusals so far are counted in this agent's health
+	// from the start, so the count survives pipeline restarts.
+	Throttle *command.Throttle
 }
 
 // Agent is the MQTT link of one box. Make it with New, run it with Run.
@@ -165,6 +169,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	}
 	a.session = s
 	a.comp = opts.Registry.Component(health.Service, "mqtt", "mqtt")
+	a.comp.Add(health.CounterCommandsThrottled, opts.Throttle.Refused())
 	// Drops are counted as they happen, so a flood shows while it lasts.
 	a.out.onDrop = func(k kind) {
 		if k == kindAlarm {
@@ -535,9 +540,9 @@ func (a *Agent) roomInClient() bool {
 	return len(a.stuck) < a.maxStuck
 }
 
-// healthLoop marks health due at start, every health_interval, and after a
+// healthLoop marks health due at start, every health_interval, after a
 // state change (at most one per debounce period, so a flapping component
-// cannot flood the broker).
+// cannot flood the broker) and at a clean stop.
 func (a *Agent) healthLoop(ctx context.Context) {
 	changed, unsubscribe := a.opts.Registry.Subscribe()
 	defer unsubscribe()
@@ -559,6 +564,11 @@ func (a *Agent) healthLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			// A clean stop leaves the health of the moment, retained, before
+			// the offline status: queue counts change without a state change,
+			// so the last periodic snapshot can be up to health_interval
+			// stale. The snapshot is taken when the final flush publishes it.
+			queue()
 			return
 		case <-tick.C:
 			queue()

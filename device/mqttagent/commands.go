@@ -159,6 +159,11 @@ func (a *Agent) onCommand(_ mqtt.Client, m mqtt.Message) {
 	if why == "" {
 		why = a.opts.Dispatcher.Check(req)
 	}
+	if why == "" && !signed {
+		if why = a.opts.Throttle.Allow(req.Name); why != "" {
+			a.comp.Add(health.CounterCommandsThrottled, 1)
+		}
+	}
 	if why != "" {
 		a.comp.Add(health.CounterCommandsRejected, 1)
 		a.cmdLog.Info("mqtt command rejected", "id", req.ID, "name", req.Name, "why", why)

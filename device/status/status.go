@@ -122,6 +122,7 @@ func (r Report) Render(w io.Writer) {
 	if len(s.Services) > 0 {
 		table("Services", s.Services, false)
 	}
+	renderCommands(w, s)
 
 	sp := s.Spool
 	fmt.Fprintln(w, "\nSpool")
@@ -153,6 +154,18 @@ func (r Report) Render(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  %s since %s ago%s: %s\n", a.Kind, ago(s.Time, a.Since), n, oneLine(a.Detail))
 	}
+}
+
+// renderCommands shows what the MQTT command path took and refused: a
+// throttled count that grows means someone floods cmd/req with restarts.
+func renderCommands(w io.Writer, s health.Snapshot) {
+	mq, ok := s.Component(health.Service, "mqtt")
+	if !ok {
+		return
+	}
+	c := mq.Counters
+	fmt.Fprintf(w, "  MQTT commands: %d accepted, %d rejected, of which %d throttled (unsigned restarts too soon)\n",
+		c[health.CounterCommandsAccepted], c[health.CounterCommandsRejected], c[health.CounterCommandsThrottled])
 }
 
 func lastError(now time.Time, c health.ComponentSnapshot) string {

@@ -18,7 +18,9 @@ func TestVerdicts(t *testing.T) {
 	base := func() health.Snapshot {
 		return health.Snapshot{Device: "gw", Version: "1.0", Time: now, ClockSynced: true,
 			Sources:      []health.ComponentSnapshot{{Name: "mon", Type: "mllp", State: health.Up}},
-			Destinations: []health.ComponentSnapshot{{Name: "ehr", Type: "webservice", Upstream: true, State: health.Paused, Queued: 4, OldestAgeSeconds: 75}}}
+			Destinations: []health.ComponentSnapshot{{Name: "ehr", Type: "webservice", Upstream: true, State: health.Paused, Queued: 4, OldestAgeSeconds: 75}},
+			Services: []health.ComponentSnapshot{{Name: "mqtt", Type: "mqtt", State: health.Up, Counters: map[string]uint64{
+				health.CounterCommandsAccepted: 5, health.CounterCommandsRejected: 52, health.CounterCommandsThrottled: 50}}}}
 	}
 	ready := frontpanel.Inputs{Ready: true, MQTTUp: true}
 	if r := Build(base(), ready); !r.Healthy || len(r.Problems) != 0 {
@@ -42,7 +44,8 @@ func TestVerdicts(t *testing.T) {
 	}
 	var out bytes.Buffer
 	r.Render(&out)
-	for _, w := range []string{"NOT HEALTHY (3)", "FAULT  1 flash, pause  code 1, spool nearly full", "ehr   webservice  starting", "1m15s", "dead_letter since 0s ago"} {
+	for _, w := range []string{"NOT HEALTHY (3)", "FAULT  1 flash, pause  code 1, spool nearly full", "ehr   webservice  starting", "1m15s", "dead_letter since 0s ago",
+		"MQTT commands: 5 accepted, 52 rejected, of which 50 throttled"} {
 		if !strings.Contains(out.String(), w) {
 			t.Errorf("screen lacks %q:\n%s", w, out.String())
 		}

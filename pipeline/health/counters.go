@@ -74,7 +74,11 @@ const (
 	// MQTT agent (service "mqtt").
 
 	CounterCommandsAccepted = "commands_accepted" // cmd/req commands queued to run
-	CounterCommandsRejected = "commands_rejected" // cmd/req commands rejected unrun: malformed, expired, unknown or busy
-	CounterResponsesDropped = "responses_dropped" // cmd/res answers dropped because more waited than the outbox holds
-	CounterAlarmsDropped    = "alarms_dropped"    // alarms dropped because more waited than the outbox holds
+	CounterCommandsRejected = "commands_rejected" // cmd/req commands rejected unrun: malformed, expired, unknown, busy or throttled
+	// CounterCommandsThrottled counts, of commands_rejected, the unsigned
+	// disruptive commands refused for coming too soon (a restart flood);
+	// it counts for the life of the process, across pipeline restarts.
+	CounterCommandsThrottled = "commands_throttled"
+	CounterResponsesDropped  = "responses_dropped" // cmd/res answers dropped because more waited than the outbox holds
+	CounterAlarmsDropped     = "alarms_dropped"    // alarms dropped because more waited than the outbox holds
 )

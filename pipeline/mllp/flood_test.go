@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/units"
 )
 
@@ -44,12 +45,13 @@ func TestServerIdleFloodKeepsIntakeOpen(t *testing.T) {
 			t.Skip("too few file descriptors for this test")
 		}
 	}
-	ts := startServer(t, ListenerConfig{MaxConnections: 64, IdleTimeout: units.Duration(5 * time.Minute)}, HandlerFunc(echo))
+	ts := startServer(t, ListenerConfig{MaxConnections: 64, IdleTimeout: units.Duration(5 * time.Minute)}, HandlerFunc(verdict))
 	addr := ts.addr()
-	// The sender is a device of the ward: it has sent before the attack.
+	// The sender is a device of the ward: it has had messages accepted
+	// before the attack.
 	first := dialRaw(t, addr)
-	first.send(t, "before")
-	first.expect(t, "ACK:before")
+	first.send(t, hl7Msg("before"))
+	first.expectACK(t, "AA", "before")
 	first.Close()
 
 	ctx, stopAttack := context.WithCancel(context.Background())
@@ -85,23 +87,24 @@ func TestServerIdleFloodKeepsIntakeOpen(t *testing.T) {
 		start := time.Now()
 		mctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		c, err := dialFrom(mctx, "127.0.0.1", addr)
-		var ack []byte
+		var code, acked string
 		if err == nil {
 			r := NewReader(c, 0)
 			c.SetDeadline(time.Now().Add(10 * time.Second))
-			if err = WriteFrame(c, fmt.Appendf(nil, "MSG-%d", i)); err == nil {
+			if err = WriteFrame(c, []byte(hl7Msg(fmt.Sprintf("MSG-%d", i)))); err == nil {
 				var f Frame
-				f, err = r.ReadFrame()
-				ack = f.Data
+				if f, err = r.ReadFrame(); err == nil {
+					code, acked, _, err = hl7.ParseACK(f.Data)
+				}
 			}
 			c.Close()
 		}
 		cancel()
 		d := time.Since(start)
 		lat = append(lat, d)
-		if err != nil || string(ack) != fmt.Sprintf("ACK:MSG-%d", i) {
-			t.Fatalf("message %d of %d under the flood: ack %q, err %v after %s (evicted %d, refused %d)",
-				i+1, messages, ack, err, d, ts.comp.Counter(health.CounterEvicted), ts.comp.Counter(health.CounterRefusedConnections))
+		if err != nil || code != "AA" || acked != fmt.Sprintf("MSG-%d", i) {
+			t.Fatalf("message %d of %d under the flood: %s of %q, err %v after %s (evicted %d, refused %d)",
+				i+1, messages, code, acked, err, d, ts.comp.Counter(health.CounterEvicted), ts.comp.Counter(health.CounterRefusedConnections))
 		}
 		if d > bound {
 			t.Errorf("message %d took %s to be acknowledged under the flood, want under %s (race detector: %v)", i+1, d, bound, raceEnabled)
@@ -130,10 +133,11 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 }
 
 // TestServerPerPeerLimit: one address gets max_connections_per_peer, the
-// next from it is refused and counted; another address still gets in.
+// next from it is refused and counted while each of its connections has
+// had a message accepted; another address still gets in.
 func TestServerPerPeerLimit(t *testing.T) {
 	t.Parallel()
-	ts := startServer(t, ListenerConfig{MaxConnections: 10, MaxConnectionsPerPeer: 3}, HandlerFunc(echo))
+	ts := startServer(t, ListenerConfig{MaxConnections: 10, MaxConnectionsPerPeer: 3}, HandlerFunc(verdict))
 	ctx := context.Background()
 	for i := range 3 {
 		c, err := dialFrom(ctx, "127.0.2.1", ts.addr())
@@ -142,8 +146,8 @@ func TestServerPerPeerLimit(t *testing.T) {
 		}
 		defer c.Close()
 		rc := &rawConn{Conn: c, r: NewReader(c, 0)}
-		rc.send(t, fmt.Sprint(i))
-		rc.expect(t, fmt.Sprint("ACK:", i))
+		rc.send(t, hl7Msg(fmt.Sprint(i)))
+		rc.expectACK(t, "AA", fmt.Sprint(i))
 	}
 	c, err := dialFrom(ctx, "127.0.2.1", ts.addr())
 	if err != nil {
@@ -160,8 +164,8 @@ func TestServerPerPeerLimit(t *testing.T) {
 	}
 	defer other.Close()
 	rc := &rawConn{Conn: other, r: NewReader(other, 0)}
-	rc.send(t, "other")
-	rc.expect(t, "ACK:other")
+	rc.send(t, hl7Msg("other"))
+	rc.expectACK(t, "AA", "other")
 }
 
 // TestServerFirstFrameTimeout: a connection that sends nothing is closed

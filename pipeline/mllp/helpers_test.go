@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/logtest"
 )
 
@@ -132,6 +133,19 @@ func (c *rawConn) expect(t testing.TB, want string) {
 	}
 	if string(f.Data) != want {
 		t.Fatalf("got %q, want %q", f.Data, want)
+	}
+}
+
+// expectACK reads an HL7 acknowledgement and checks MSA-1 and MSA-2.
+func (c *rawConn) expectACK(t testing.TB, code, acked string) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	f, err := c.r.ReadFrame()
+	if err != nil {
+		t.Fatalf("waiting for %s of %q: %v", code, acked, err)
+	}
+	if gotCode, gotAcked, _, err := hl7.ParseACK(f.Data); err != nil || gotCode != code || gotAcked != acked {
+		t.Fatalf("got %s of %q (err %v), want %s of %q", gotCode, gotAcked, err, code, acked)
 	}
 }
 

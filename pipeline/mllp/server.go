@@ -11,10 +11,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/ratelog"
@@ -57,22 +54,9 @@ type Server struct {
 	mu      sync.Mutex
 	conns   map[*conn]struct{}
 	perPeer map[string]int
-	// senders are the addresses that have delivered a complete frame:
-	// their idle connections give way only after strangers' do.
-	senders map[string]struct{}
-}
-
-// maxKnownSenders bounds the senders table; when full it starts over.
-const maxKnownSenders = 4096
-
-// conn is one admitted connection as the admission table sees it.
-type conn struct {
-	raw    net.Conn // the TCP connection under any TLS, closed to evict
-	ip     string
-	opened time.Time
-	framed atomic.Bool // a complete frame has arrived: it is a sender, never evicted
-	// evicted is set, under Server.mu, when it was closed to make room.
-	evicted atomic.Bool
+	// credit is when each address last had a message accepted: the only
+	// standing an address can have (admission.go).
+	credit map[string]time.Time
 }
 
 // NewServer checks cfg (after applying defaults to a copy) and loads its
@@ -93,7 +77,7 @@ func NewServer(name string, cfg ListenerConfig, h Handler, log *slog.Logger, com
 	// rate limit, so a flood costs a few lines a second.
 	log = ratelog.Logger(log.With("source", name), time.Second, 5)
 	return &Server{name: name, cfg: cfg, h: h, log: log, comp: comp, tls: tlsConf,
-		conns: map[*conn]struct{}{}, perPeer: map[string]int{}, senders: map[string]struct{}{}}, nil
+		conns: map[*conn]struct{}{}, perPeer: map[string]int{}, credit: map[string]time.Time{}}, nil
 }
 
 // Addr is the listening address once Serve or Run has started, else nil.
@@ -191,147 +175,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 }
 
-// admit enters a new connection in the admission table, or says no. A
-// peer address at max_connections_per_peer is refused unless one of its own
-// connections can give way (as below). When the listener
-// is full, the connection that has waited longest without sending a
-// complete frame is closed to make room: an idle flood then costs real
-// senders, who connect to send, nothing. Only when every slot holds a
-// connection that has sent a frame is the newcomer refused.
-func (s *Server) admit(c net.Conn) (*conn, bool) {
-	raw := c
-	if tc, ok := c.(*tls.Conn); ok {
-		raw = tc.NetConn()
-	}
-	ip := peerIP(c.RemoteAddr())
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.perPeer[ip] >= s.cfg.MaxConnectionsPerPeer {
-		// The address may replace its own idle connections, no one else's.
-		victim := s.longestWaitingUnframed(ip)
-		if victim == nil {
-			s.comp.Add(health.CounterRefusedPerPeer, 1)
-			s.log.Warn("MLLP connection refused: max_connections_per_peer reached for this address",
-				"peer", ip, "max_connections_per_peer", s.cfg.MaxConnectionsPerPeer)
-			return nil, false
-		}
-		s.evictLocked(victim)
-	}
-	if len(s.conns) >= s.cfg.MaxConnections {
-		victim := s.longestWaitingUnframed("")
-		if victim == nil {
-			s.comp.Add(health.CounterRefusedConnections, 1)
-			s.log.Warn("MLLP connection refused: max_connections reached and every connection has sent a frame; raise max_connections or find the sender that leaks connections",
-				"peer", ip, "max_connections", s.cfg.MaxConnections)
-			return nil, false
-		}
-		s.evictLocked(victim)
-	}
-	cs := &conn{raw: raw, ip: ip, opened: time.Now()}
-	s.conns[cs] = struct{}{}
-	s.perPeer[ip]++
-	return cs, true
-}
-
-// longestWaitingUnframed is the oldest connection that has sent nothing
-// yet: no complete frame, and no bytes waiting in its socket (a sender
-// whose frame has arrived but not been read yet is not idle). Connections
-// from addresses that have sent frames before go last: a sender's new
-// connection may not have written yet when a burst arrives. nil when
-// there is none. ip, when set, limits the choice to that address. The
-// table holds at most max_connections.
-func (s *Server) longestWaitingUnframed(ip string) *conn {
-	// Usually the first pick has nothing waiting in its socket: one scan
-	// and one system call per admission, not a sort, because the accept
-	// loop runs this for every connection of a flood.
-	var skip map[*conn]bool
-	for {
-		var victim *conn
-		var victimKnown bool
-		for c := range s.conns {
-			if c.framed.Load() || (ip != "" && c.ip != ip) || skip[c] {
-				continue
-			}
-			_, known := s.senders[c.ip]
-			// Strangers first, then addresses that have sent before; oldest first.
-			if victim == nil || (!known && victimKnown) || (known == victimKnown && c.opened.Before(victim.opened)) {
-				victim, victimKnown = c, known
-			}
-		}
-		if victim == nil || !pending(victim.raw) {
-			return victim
-		}
-		if skip == nil {
-			skip = map[*conn]bool{}
-		}
-		skip[victim] = true
-	}
-}
-
-// pending reports whether bytes wait unread in c's socket.
-func pending(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	n := 0
-	_ = rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
-	return n > 0
-}
-
-// evictLocked closes victim and frees its slot at once, so the newcomer
-// takes it; its goroutine sees the closed socket and ends.
-func (s *Server) evictLocked(victim *conn) {
-	victim.evicted.Store(true)
-	s.forgetLocked(victim)
-	_ = victim.raw.Close()
-	s.comp.Add(health.CounterEvicted, 1)
-	s.log.Warn("MLLP connection closed to make room: max_connections reached and it had sent no complete frame",
-		"peer", victim.ip, "waited", time.Since(victim.opened).Round(time.Millisecond), "max_connections", s.cfg.MaxConnections)
-}
-
-func (s *Server) forgetLocked(c *conn) {
-	if _, ok := s.conns[c]; !ok {
-		return
-	}
-	delete(s.conns, c)
-	if s.perPeer[c.ip]--; s.perPeer[c.ip] <= 0 {
-		delete(s.perPeer, c.ip)
-	}
-}
-
-// knownSender records that ip has delivered a frame.
-func (s *Server) knownSender(ip string) {
-	s.mu.Lock()
-	if len(s.senders) >= maxKnownSenders {
-		clear(s.senders)
-	}
-	s.senders[ip] = struct{}{}
-	s.mu.Unlock()
-}
-
-// release takes an ended connection out of the table (a no-op if it was evicted).
-func (s *Server) release(c *conn) {
-	s.mu.Lock()
-	s.forgetLocked(c)
-	s.mu.Unlock()
-}
-
-// peerIP is the address a per-peer limit counts: the IP without the port.
-func peerIP(a net.Addr) string {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.IP.String()
-	}
-	if h, _, err := net.SplitHostPort(a.String()); err == nil {
-		return h
-	}
-	return a.String()
-}
-
 // aLongTimeAgo is a deadline in the past, used to wake a blocked Read.
 var aLongTimeAgo = time.Unix(1, 0)
 
@@ -390,31 +233,50 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, cs *conn) {
 			s.connEnded(ctx, log, err, cs)
 			return
 		}
-		if !cs.framed.Swap(true) {
-			s.knownSender(cs.ip)
-		}
 		s.comp.Add(health.CounterFrames, 1)
 		if f.Oversize {
 			s.comp.Add(health.CounterOversize, 1)
 			log.Warn("MLLP frame over max_message_bytes; handler sees its beginning only",
 				"size", f.Size, "max_message_bytes", int64(s.cfg.MaxMessageBytes))
 		}
-		ack := s.h.HandleFrame(hctx, peer, f)
-		if ack == nil {
-			continue
-		}
-		c.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout.D()))
-		if err := WriteFrame(c, ack); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				s.comp.Add(health.CounterWriteTimeouts, 1)
-				log.Warn("MLLP peer did not take its ACK within write_timeout; connection closed",
-					"write_timeout", s.cfg.WriteTimeout.D())
-			} else {
-				log.Warn("MLLP writing ACK failed; connection closed", "err", err)
-			}
+		if !s.answer(hctx, c, cs, log, peer, f) {
 			return
 		}
 	}
+}
+
+// answer hands f to the handler and writes its ACK, with c protected from
+// eviction meanwhile; false when the connection must close.
+func (s *Server) answer(ctx context.Context, c net.Conn, cs *conn, log *slog.Logger, peer string, f Frame) bool {
+	// Under the admission lock: a connection closed to make room before
+	// this point has its frame dropped unanswered (the sender keeps it and
+	// sends it again), one marked here is never closed until answered.
+	s.mu.Lock()
+	evicted := cs.evicted.Load()
+	cs.handling.Store(!evicted)
+	s.mu.Unlock()
+	if evicted {
+		return false
+	}
+	defer cs.handling.Store(false)
+	cs.framed.Store(true)
+	ack := s.h.HandleFrame(ctx, peer, f)
+	if ack == nil {
+		return true
+	}
+	s.judge(cs, ack)
+	c.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout.D()))
+	if err := WriteFrame(c, ack); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			s.comp.Add(health.CounterWriteTimeouts, 1)
+			log.Warn("MLLP peer did not take its ACK within write_timeout; connection closed",
+				"write_timeout", s.cfg.WriteTimeout.D())
+		} else {
+			log.Warn("MLLP writing ACK failed; connection closed", "err", err)
+		}
+		return false
+	}
+	return true
 }
 
 // connEnded logs why a connection's read loop ended.

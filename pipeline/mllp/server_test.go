@@ -280,8 +280,8 @@ func raiseFileLimit(t *testing.T, n uint64) uint64 {
 
 // TestServerMaxConnections: with the listener full, each new connection
 // takes the slot of the oldest one that has sent nothing, so connections
-// that have sent a frame keep theirs; once every slot holds a sender, a
-// new connection is refused. Both are counted and logged rate-limited.
+// that have had a message accepted keep theirs; once every slot holds one,
+// a newcomer from an address with nothing accepted is refused. Both are counted and logged rate-limited.
 func TestServerMaxConnections(t *testing.T) {
 	t.Parallel()
 	const maxConns, senders = 64, 10
@@ -295,12 +295,12 @@ func TestServerMaxConnections(t *testing.T) {
 		}
 	}
 	start := time.Now()
-	ts := startServer(t, ListenerConfig{MaxConnections: maxConns, MaxConnectionsPerPeer: maxConns}, HandlerFunc(echo))
+	ts := startServer(t, ListenerConfig{MaxConnections: maxConns, MaxConnectionsPerPeer: maxConns}, HandlerFunc(verdict))
 	var active []*rawConn
 	for i := range senders {
 		c := dialRaw(t, ts.addr())
-		c.send(t, fmt.Sprint("before", i))
-		c.expect(t, fmt.Sprint("ACK:before", i))
+		c.send(t, hl7Msg(fmt.Sprint("before", i)))
+		c.expectACK(t, "AA", fmt.Sprint("before", i))
 		active = append(active, c)
 	}
 	idle := make([]*rawConn, 0, total-senders)
@@ -336,13 +336,13 @@ func TestServerMaxConnections(t *testing.T) {
 		t.Errorf("%d idle connections closed and %d open; want %d and %d", closed.Load(), open.Load(), wantEvicted, maxConns-senders)
 	}
 	for i, c := range active {
-		c.send(t, fmt.Sprint("after", i))
-		c.expect(t, fmt.Sprint("ACK:after", i))
+		c.send(t, hl7Msg(fmt.Sprint("after", i)))
+		c.expectACK(t, "AA", fmt.Sprint("after", i))
 	}
 	// Fill every slot with a sender: now a newcomer is refused.
 	for _, c := range idle[len(idle)-(maxConns-senders):] {
-		c.send(t, "now a sender")
-		c.expect(t, "ACK:now a sender")
+		c.send(t, hl7Msg("now a sender"))
+		c.expectACK(t, "AA", "now a sender")
 	}
 	// (From another address: this one is also at max_connections_per_peer.)
 	lc, err := dialFrom(context.Background(), "127.0.3.1", ts.addr())

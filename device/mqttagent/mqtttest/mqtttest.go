@@ -304,14 +304,21 @@ func mosquittoPath() string {
 // not installed.
 func StartMosquitto(t testing.TB) string {
 	t.Helper()
+	return StartMosquittoConf(t, "allow_anonymous true\n")
+}
+
+// StartMosquittoConf is StartMosquitto with conf (password_file, acl_file
+// and the like) in place of allow_anonymous true.
+func StartMosquittoConf(t testing.TB, conf string) string {
+	t.Helper()
 	bin := mosquittoPath()
 	if bin == "" {
 		t.Skip("mosquitto is not installed (not on PATH, /usr/sbin or /usr/local/sbin)")
 	}
 	dir := t.TempDir()
 	port := FreePort(t)
-	conf := filepath.Join(dir, "mosquitto.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, "listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n", port), 0o644); err != nil {
+	confPath := filepath.Join(dir, "mosquitto.conf")
+	if err := os.WriteFile(confPath, fmt.Appendf(nil, "listener %d 127.0.0.1\n%spersistence false\n", port, conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// The process writes its output straight to a file, read only when the
@@ -326,7 +333,7 @@ func StartMosquitto(t testing.TB) string {
 		b, _ := os.ReadFile(outPath)
 		return string(b)
 	}
-	cmd := exec.Command(bin, "-c", conf)
+	cmd := exec.Command(bin, "-c", confPath)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start mosquitto: %v", err)

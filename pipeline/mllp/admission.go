@@ -1,0 +1,251 @@
+package mllp
+
+import (
+	"crypto/tls"
+	"net"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/hl7"
+)
+
+// The admission rule (docs/operations.md, "MLLP admission under a flood").
+// Standing is earned only by frames the gateway answered AA (or CA): junk,
+// refused frames, idling and slow first frames cost an attacker nothing, so
+// they earn nothing. When the listener is full, a newcomer takes the slot
+// of, in this order:
+//
+//  1. a spent connection: one that has sent frames but never had one
+//     accepted (addresses that have had messages accepted give way last,
+//     then the address holding most connections first, oldest first);
+//  2. a connection still within its first-frame grace (it has sent no
+//     frame yet), but only from an address that holds more connections
+//     than the newcomer's: a flood from a few addresses cannot take a new
+//     sender's grace, the new sender can take the flood's;
+//  3. the connection whose last accepted message is oldest, but only for a
+//     newcomer from an address that has had a message accepted since.
+//
+// Otherwise the newcomer is refused. An address at max_connections_per_peer
+// may replace only its own spent or waiting connections. A connection
+// whose frame is being handled, or whose frame waits unread in its socket,
+// is never closed.
+
+// maxCredited bounds the table of addresses that have had a message
+// accepted; when full, the address accepted longest ago is forgotten.
+const maxCredited = 4096
+
+// conn is one admitted connection as the admission table sees it.
+type conn struct {
+	raw    net.Conn // the TCP connection under any TLS, closed to evict
+	ip     string
+	opened time.Time
+	framed atomic.Bool // a complete frame has arrived: idle_timeout applies
+	// accepted is when its last frame answered AA or CA was, in Unix
+	// nanoseconds; 0 while none was.
+	accepted atomic.Int64
+	// handling is set while a frame is with the handler and its ACK being
+	// written: closing it then would lose the sender its answer.
+	handling atomic.Bool
+	// evicted is set, under Server.mu, when it was closed to make room.
+	evicted atomic.Bool
+}
+
+// standing is how a connection ranks for eviction, lower going first.
+type standing struct {
+	class    int       // 1 spent, 2 in grace, 3 accepted, as in the rule above
+	credited bool      // its address has had a message accepted
+	peerConn int       // connections its address holds
+	since    time.Time // opened, or for class 3 its last accepted message
+}
+
+func (a standing) before(b standing) bool {
+	switch {
+	case a.class != b.class:
+		return a.class < b.class
+	case a.class == 3:
+		return a.since.Before(b.since) // least recently accepted first
+	case a.credited != b.credited:
+		return !a.credited
+	case a.peerConn != b.peerConn:
+		return a.peerConn > b.peerConn
+	}
+	return a.since.Before(b.since)
+}
+
+func (s *Server) standingLocked(c *conn) standing {
+	_, credited := s.credit[c.ip]
+	st := standing{class: 2, credited: credited, peerConn: s.perPeer[c.ip], since: c.opened}
+	if at := c.accepted.Load(); at != 0 {
+		st.class, st.since = 3, time.Unix(0, at)
+	} else if c.framed.Load() {
+		st.class = 1
+	}
+	return st
+}
+
+// mayEvictLocked says whether a newcomer from ip may take c's slot; own
+// says the newcomer's address is at max_connections_per_peer and replaces
+// one of its own.
+func (s *Server) mayEvictLocked(ip string, c *conn, st standing, own bool) bool {
+	if own {
+		return c.ip == ip && st.class < 3
+	}
+	switch st.class {
+	case 1:
+		return true
+	case 2:
+		return c.ip != ip && st.peerConn > s.perPeer[ip]
+	default:
+		at, ok := s.credit[ip]
+		return ok && at.After(st.since)
+	}
+}
+
+// victimLocked is the connection a newcomer from ip displaces, or nil.
+// Usually the first pick has nothing waiting in its socket: one scan and
+// one system call per admission, not a sort, because the accept loop runs
+// this for every connection of a flood.
+func (s *Server) victimLocked(ip string, own bool) *conn {
+	var skip map[*conn]bool
+	for {
+		var victim *conn
+		var best standing
+		for c := range s.conns {
+			if skip[c] || c.handling.Load() {
+				continue
+			}
+			st := s.standingLocked(c)
+			if !s.mayEvictLocked(ip, c, st, own) {
+				continue
+			}
+			if victim == nil || st.before(best) {
+				victim, best = c, st
+			}
+		}
+		if victim == nil || !pending(victim.raw) {
+			return victim
+		}
+		if skip == nil {
+			skip = map[*conn]bool{}
+		}
+		skip[victim] = true
+	}
+}
+
+// admit enters a new connection in the admission table, or says no.
+func (s *Server) admit(c net.Conn) (*conn, bool) {
+	raw := c
+	if tc, ok := c.(*tls.Conn); ok {
+		raw = tc.NetConn()
+	}
+	ip := peerIP(c.RemoteAddr())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perPeer[ip] >= s.cfg.MaxConnectionsPerPeer {
+		victim := s.victimLocked(ip, true)
+		if victim == nil {
+			s.comp.Add(health.CounterRefusedPerPeer, 1)
+			s.log.Warn("MLLP connection refused: max_connections_per_peer reached for this address and each of its connections has had a message accepted or is being answered",
+				"peer", ip, "max_connections_per_peer", s.cfg.MaxConnectionsPerPeer)
+			return nil, false
+		}
+		s.evictLocked(victim)
+	}
+	if len(s.conns) >= s.cfg.MaxConnections {
+		victim := s.victimLocked(ip, false)
+		if victim == nil {
+			s.comp.Add(health.CounterRefusedConnections, 1)
+			s.log.Warn("MLLP connection refused: max_connections reached and no connection may give way to this address (see MLLP admission in docs/operations.md); raise max_connections or find the sender that leaks connections",
+				"peer", ip, "max_connections", s.cfg.MaxConnections)
+			return nil, false
+		}
+		s.evictLocked(victim)
+	}
+	cs := &conn{raw: raw, ip: ip, opened: time.Now()}
+	s.conns[cs] = struct{}{}
+	s.perPeer[ip]++
+	return cs, true
+}
+
+// pending reports whether bytes wait unread in c's socket.
+func pending(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	n := 0
+	_ = rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+	return n > 0
+}
+
+// evictLocked closes victim and frees its slot at once, so the newcomer
+// takes it; its goroutine sees the closed socket and ends.
+func (s *Server) evictLocked(victim *conn) {
+	st := s.standingLocked(victim)
+	victim.evicted.Store(true)
+	s.forgetLocked(victim)
+	_ = victim.raw.Close()
+	s.comp.Add(health.CounterEvicted, 1)
+	why := map[int]string{1: "it had no message accepted", 2: "it had sent no frame yet and its address held more connections", 3: "its last accepted message was the oldest"}[st.class]
+	s.log.Warn("MLLP connection closed to make room: listener or address at its connection limit and "+why,
+		"peer", victim.ip, "open_for", time.Since(victim.opened).Round(time.Millisecond), "max_connections", s.cfg.MaxConnections)
+}
+
+func (s *Server) forgetLocked(c *conn) {
+	if _, ok := s.conns[c]; !ok {
+		return
+	}
+	delete(s.conns, c)
+	if s.perPeer[c.ip]--; s.perPeer[c.ip] <= 0 {
+		delete(s.perPeer, c.ip)
+	}
+}
+
+// judge records the gateway's answer to one of c's frames: only an
+// acknowledgement that accepted it (AA, or CA in enhanced mode) earns the
+// connection and its address standing.
+func (s *Server) judge(c *conn, ack []byte) {
+	if code, _, _, err := hl7.ParseACK(ack); err != nil || (code != "AA" && code != "CA") {
+		return
+	}
+	now := time.Now()
+	c.accepted.Store(now.UnixNano())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.credit[c.ip]; !ok && len(s.credit) >= maxCredited {
+		oldest := ""
+		for ip, at := range s.credit {
+			if oldest == "" || at.Before(s.credit[oldest]) {
+				oldest = ip
+			}
+		}
+		delete(s.credit, oldest)
+	}
+	s.credit[c.ip] = now
+}
+
+// release takes an ended connection out of the table (a no-op if it was evicted).
+func (s *Server) release(c *conn) {
+	s.mu.Lock()
+	s.forgetLocked(c)
+	s.mu.Unlock()
+}
+
+// peerIP is the address a per-peer limit counts: the IP without the port.
+func peerIP(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	if h, _, err := net.SplitHostPort(a.String()); err == nil {
+		return h
+	}
+	return a.String()
+}
