@@ -1,0 +1,181 @@
+package powercut
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/hl7edge/hl7edge/build/powercut/nbd"
+	"github.com/hl7edge/hl7edge/pipeline/mllp"
+)
+
+// reopenLine is what the gateway logs once it has closed and re-opened its
+// spool after a failed sync (issue 23): from the failure until then it
+// answers AE, never AA.
+const reopenLine = "spool re-opened after a failed sync"
+
+// Limits of one injection.
+const (
+	eioReopenLimit = 30 * time.Second // failure to re-open
+	eioResumeLimit = 10 * time.Second // re-open to the first AA again
+)
+
+// eioFigures are what the EIO injections showed.
+type eioFigures struct {
+	Injections     int       `json:"injections"`
+	Fired          int       `json:"marked_write_failed"`
+	Failed         int       `json:"requests_answered_eio"`
+	LostBlocks     int       `json:"blocks_lost_to_eio"`
+	MarkerAA       int       `json:"marked_message_answered_aa"`
+	AAWhileFaulted int       `json:"aa_between_failure_and_reopen"`
+	AEWhileFaulted int       `json:"ae_between_failure_and_reopen"`
+	Reopened       int       `json:"reopened"`
+	ReopenSeconds  []float64 `json:"failure_to_reopen_seconds"`
+	ResumeSeconds  []float64 `json:"reopen_to_first_aa_seconds"`
+}
+
+// injectEIO fails the disk write that holds a marked message (the spool's
+// memtable log being synced), keeps sending on a probe connection besides
+// the load, checks what the gateway answered from the failure on, and then
+// cuts the power, so what the failed write lost shows at the final check.
+func (r *rig) injectEIO(v *vm, j int) {
+	e := &r.fig.EIO
+	e.Injections++
+	reopened := make(chan time.Time, 4)
+	v.watch(func(line string) {
+		if strings.Contains(line, reopenLine) {
+			select {
+			case reopened <- time.Now():
+			default:
+			}
+		}
+	})
+	p := &prober{r: r, n: j * 100000}
+	defer p.close()
+	id, msg := probe(p.n + 1)
+	fired := r.disk.Inject(nbd.Fault{Op: nbd.OpWrite, Match: []byte(id)})
+	p.send()
+	var fail nbd.Failure
+	select {
+	case fail = <-fired:
+	case <-time.After(eioReopenLimit):
+		r.t.Errorf("EIO injection %d: the write holding %s (%d bytes) never reached the disk", j, id, len(msg))
+		v.cut()
+		return
+	}
+	e.Fired++
+	var reopenAt time.Time
+	for deadline := fail.At.Add(eioReopenLimit); time.Now().Before(deadline); {
+		select {
+		case reopenAt = <-reopened:
+			r.mu.Lock()
+			r.boots = append(r.boots, reopenAt) // marks may be read back as the disk has them
+			r.mu.Unlock()
+			deadline = reopenAt.Add(eioResumeLimit + 5*time.Second)
+		default:
+		}
+		if p.send() && !reopenAt.IsZero() {
+			break // AA again after the re-open
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	r.judgeEIO(j, id, fail, reopenAt)
+	// The cut comes a moment later: whatever the failed write lost and a
+	// later sync did not write again is gone from the disk now.
+	time.Sleep(time.Duration(rand.Int64N(int64(3 * time.Second))))
+	v.cut()
+	<-r.disk.Idle()
+}
+
+// judgeEIO checks every answer from the marked message's on: AE (or none)
+// until the re-open, AA again within eioResumeLimit of it.
+func (r *rig) judgeEIO(j int, marker string, fail nbd.Failure, reopenAt time.Time) {
+	e := &r.fig.EIO
+	var markerAnswered, firstBad, firstAA time.Time
+	var badID string
+	aa := 0
+	for _, v := range r.ledger.since(fail.At) {
+		if v.ID == marker {
+			markerAnswered = v.Answered
+			if v.Code == "AA" {
+				e.MarkerAA++
+				r.t.Errorf("EIO injection %d: %s was answered AA though the write holding it failed", j, marker)
+			}
+		}
+	}
+	for _, v := range r.ledger.since(fail.At) {
+		if markerAnswered.IsZero() || !v.Sent.After(markerAnswered) {
+			continue // sent before the gateway could know
+		}
+		// The console line may reach the host a little after the ACK.
+		faulted := reopenAt.IsZero() || v.Answered.Before(reopenAt.Add(-time.Second))
+		switch {
+		case faulted && v.Code == "AA":
+			aa++
+			if firstBad.IsZero() {
+				firstBad, badID = v.Answered, v.ID
+			}
+		case faulted && v.Code == "AE":
+			e.AEWhileFaulted++
+		case !faulted && v.Code == "AA" && firstAA.IsZero():
+			firstAA = v.Answered
+		}
+	}
+	e.AAWhileFaulted += aa
+	if aa > 0 {
+		reopen := fmt.Sprintf("before %q", reopenLine)
+		if reopenAt.IsZero() {
+			reopen = fmt.Sprintf("and no %q within %s", reopenLine, eioReopenLimit)
+		}
+		r.t.Errorf("EIO injection %d: %d answers AA after the failed sync %s (first: %s, %.1fs after the failure)",
+			j, aa, reopen, badID, firstBad.Sub(fail.At).Seconds())
+	}
+	switch {
+	case reopenAt.IsZero():
+		r.t.Errorf("EIO injection %d: no %q within %s of the failed write", j, reopenLine, eioReopenLimit)
+		return
+	case firstAA.IsZero() || firstAA.Sub(reopenAt) > eioResumeLimit:
+		r.t.Errorf("EIO injection %d: no AA within %s of the re-open", j, eioResumeLimit)
+	default:
+		e.ResumeSeconds = append(e.ResumeSeconds, firstAA.Sub(reopenAt).Seconds())
+	}
+	e.Reopened++
+	e.ReopenSeconds = append(e.ReopenSeconds, reopenAt.Sub(fail.At).Seconds())
+}
+
+// prober sends the EIO campaign's probes, one at a time, over its own
+// connection.
+type prober struct {
+	r *rig
+	n int
+	c *mllp.Client
+}
+
+// send sends the next probe; it says whether it was answered AA.
+func (p *prober) send() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if p.c == nil {
+		c, err := mllp.Dial(ctx, fmt.Sprintf("127.0.0.1:%d", p.r.mllpPort), nil)
+		if err != nil {
+			return false
+		}
+		p.c = c
+	}
+	p.n++
+	id, msg := probe(p.n)
+	ok := p.r.send(ctx, p.c, id, msg)
+	if p.r.ledger.last(id) == 'U' {
+		p.close()
+	}
+	return ok
+}
+
+func (p *prober) close() {
+	if p.c != nil {
+		p.c.Close()
+		p.c = nil
+	}
+}
