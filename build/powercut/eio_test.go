@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hl7edge/hl7edge/build/powercut/nbd"
@@ -16,6 +17,11 @@ import (
 // answers AE, never AA.
 const reopenLine = "spool re-opened after a failed sync"
 
+// ext4Gone are the kernel's lines for a file system that stopped writing
+// (its journal aborted, or remounted read-only): no re-open can help until
+// the box restarts, so the gateway must stay in AE (FAULT 5) till then.
+var ext4Gone = []string{"Aborting journal", "Detected aborted journal", "Remounting filesystem read-only", "EXT4-fs error"}
+
 // Limits of one injection.
 const (
 	eioReopenLimit = 30 * time.Second // failure to re-open
@@ -24,26 +30,35 @@ const (
 
 // eioFigures are what the EIO injections showed.
 type eioFigures struct {
-	Injections     int       `json:"injections"`
-	Fired          int       `json:"marked_write_failed"`
-	Failed         int       `json:"requests_answered_eio"`
-	LostBlocks     int       `json:"blocks_lost_to_eio"`
-	MarkerAA       int       `json:"marked_message_answered_aa"`
-	AAWhileFaulted int       `json:"aa_between_failure_and_reopen"`
-	AEWhileFaulted int       `json:"ae_between_failure_and_reopen"`
-	Reopened       int       `json:"reopened"`
-	ReopenSeconds  []float64 `json:"failure_to_reopen_seconds"`
-	ResumeSeconds  []float64 `json:"reopen_to_first_aa_seconds"`
+	Injections     int            `json:"injections"`
+	ByOp           map[string]int `json:"injections_by_request"`
+	FSGone         int            `json:"file_system_stopped_writing"`
+	Fired          int            `json:"marked_write_failed"`
+	Failed         int            `json:"requests_answered_eio"`
+	LostBlocks     int            `json:"blocks_lost_to_eio"`
+	MarkerAA       int            `json:"marked_message_answered_aa"`
+	AAWhileFaulted int            `json:"aa_between_failure_and_reopen"`
+	AEWhileFaulted int            `json:"ae_between_failure_and_reopen"`
+	Reopened       int            `json:"reopened"`
+	ReopenSeconds  []float64      `json:"failure_to_reopen_seconds"`
+	ResumeSeconds  []float64      `json:"reopen_to_first_aa_seconds"`
 }
 
 // injectEIO fails the disk write that holds a marked message (the spool's
-// memtable log being synced), keeps sending on a probe connection besides
-// the load, checks what the gateway answered from the failure on, and then
-// cuts the power, so what the failed write lost shows at the final check.
+// memtable log being synced) or, every other time, the flush that follows
+// it; keeps sending on a probe connection besides the load; checks what the
+// gateway answered from the failure on; and then cuts the power, so what
+// the failed request lost shows at the final check.
 func (r *rig) injectEIO(v *vm, j int) {
 	e := &r.fig.EIO
 	e.Injections++
+	op := []nbd.Op{nbd.OpWrite, nbd.OpFlush}[j%2]
+	if e.ByOp == nil {
+		e.ByOp = map[string]int{}
+	}
+	e.ByOp[op.String()]++
 	reopened := make(chan time.Time, 4)
+	var gone atomic.Bool
 	v.watch(func(line string) {
 		if strings.Contains(line, reopenLine) {
 			select {
@@ -51,17 +66,22 @@ func (r *rig) injectEIO(v *vm, j int) {
 			default:
 			}
 		}
+		for _, g := range ext4Gone {
+			if strings.Contains(line, g) {
+				gone.Store(true)
+			}
+		}
 	})
 	p := &prober{r: r, n: j * 100000}
 	defer p.close()
 	id, msg := probe(p.n + 1)
-	fired := r.disk.Inject(nbd.Fault{Op: nbd.OpWrite, Match: []byte(id)})
+	fired := r.disk.Inject(nbd.Fault{Op: op, Match: []byte(id)})
 	p.send()
 	var fail nbd.Failure
 	select {
 	case fail = <-fired:
 	case <-time.After(eioReopenLimit):
-		r.t.Errorf("EIO injection %d: the write holding %s (%d bytes) never reached the disk", j, id, len(msg))
+		r.t.Errorf("EIO injection %d (%s): the write holding %s (%d bytes) never reached the disk", j, op, id, len(msg))
 		v.cut()
 		return
 	}
@@ -81,7 +101,10 @@ func (r *rig) injectEIO(v *vm, j int) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	r.judgeEIO(j, id, fail, reopenAt)
+	if gone.Load() {
+		e.FSGone++
+	}
+	r.judgeEIO(j, id, fail, reopenAt, gone.Load())
 	// The cut comes a moment later: whatever the failed write lost and a
 	// later sync did not write again is gone from the disk now.
 	time.Sleep(time.Duration(rand.Int64N(int64(3 * time.Second))))
@@ -90,8 +113,9 @@ func (r *rig) injectEIO(v *vm, j int) {
 }
 
 // judgeEIO checks every answer from the marked message's on: AE (or none)
-// until the re-open, AA again within eioResumeLimit of it.
-func (r *rig) judgeEIO(j int, marker string, fail nbd.Failure, reopenAt time.Time) {
+// until the re-open, AA again within eioResumeLimit of it. When the file
+// system stopped writing (fsGone) there is no re-open to expect, only AE.
+func (r *rig) judgeEIO(j int, marker string, fail nbd.Failure, reopenAt time.Time, fsGone bool) {
 	e := &r.fig.EIO
 	var markerAnswered, firstBad, firstAA time.Time
 	var badID string
@@ -101,7 +125,7 @@ func (r *rig) judgeEIO(j int, marker string, fail nbd.Failure, reopenAt time.Tim
 			markerAnswered = v.Answered
 			if v.Code == "AA" {
 				e.MarkerAA++
-				r.t.Errorf("EIO injection %d: %s was answered AA though the write holding it failed", j, marker)
+				r.t.Errorf("EIO injection %d (%s): %s was answered AA though the request that should have made it durable failed", j, fail.Op, marker)
 			}
 		}
 	}
@@ -129,15 +153,17 @@ func (r *rig) judgeEIO(j int, marker string, fail nbd.Failure, reopenAt time.Tim
 		if reopenAt.IsZero() {
 			reopen = fmt.Sprintf("and no %q within %s", reopenLine, eioReopenLimit)
 		}
-		r.t.Errorf("EIO injection %d: %d answers AA after the failed sync %s (first: %s, %.1fs after the failure)",
-			j, aa, reopen, badID, firstBad.Sub(fail.At).Seconds())
+		r.t.Errorf("EIO injection %d (%s): %d answers AA after the failed sync %s (first: %s, %.1fs after the failure)",
+			j, fail.Op, aa, reopen, badID, firstBad.Sub(fail.At).Seconds())
 	}
 	switch {
+	case reopenAt.IsZero() && fsGone:
+		return // ext4 gave up: AE until the restart is all the gateway can do
 	case reopenAt.IsZero():
-		r.t.Errorf("EIO injection %d: no %q within %s of the failed write", j, reopenLine, eioReopenLimit)
+		r.t.Errorf("EIO injection %d (%s): no %q within %s of the failure", j, fail.Op, reopenLine, eioReopenLimit)
 		return
 	case firstAA.IsZero() || firstAA.Sub(reopenAt) > eioResumeLimit:
-		r.t.Errorf("EIO injection %d: no AA within %s of the re-open", j, eioResumeLimit)
+		r.t.Errorf("EIO injection %d (%s): no AA within %s of the re-open", j, fail.Op, eioResumeLimit)
 	default:
 		e.ResumeSeconds = append(e.ResumeSeconds, firstAA.Sub(reopenAt).Seconds())
 	}

@@ -159,3 +159,29 @@ func TestFlushFaultLosesTheCache(t *testing.T) {
 		t.Errorf("stats %+v, want 1 failed and 2 lost blocks", st)
 	}
 }
+
+// A flush fault with Match waits for a write that holds it: earlier flushes
+// go through, and the first flush after that write fails and loses it.
+func TestFlushFaultAfterAMarkedWrite(t *testing.T) {
+	d, addr := serveImage(t)
+	k := dialClosing(t, addr)
+	fired := d.Inject(Fault{Op: OpFlush, Match: []byte("MARK")})
+	plain, marked := bytes.Repeat([]byte("p"), 4096), append(bytes.Repeat([]byte("m"), 100), "MARK"...)
+	k.do(cmdWrite, 0, 0, uint32(len(plain)), plain)
+	if e, _ := k.try(cmdFlush, 0, 0, 0, nil); e != 0 {
+		t.Fatalf("a flush before the marked write answered %d", e)
+	}
+	k.do(cmdWrite, 0, 8192, uint32(len(marked)), marked)
+	if e, _ := k.try(cmdFlush, 0, 0, 0, nil); e != errEIO {
+		t.Fatalf("the flush after the marked write answered %d, want EIO", e)
+	}
+	if f := <-fired; f.Op != OpFlush {
+		t.Errorf("failure %+v", f)
+	}
+	if _, got := k.try(cmdRead, 0, 8192, uint32(len(marked)), nil); bytes.Equal(got, marked) {
+		t.Error("the marked write survived the failed flush")
+	}
+	if _, got := k.try(cmdRead, 0, 0, uint32(len(plain)), nil); !bytes.Equal(got, plain) {
+		t.Error("a write flushed before the trigger was lost")
+	}
+}

@@ -106,7 +106,9 @@ type Fault struct {
 	// Match, for writes, makes only a write whose data contains it count:
 	// the rig marks a message and so fails the write of the spool file that
 	// holds it, not one of the file system's own (which would abort ext4's
-	// journal, a different story). Empty: every write counts.
+	// journal, a different story). For flushes it is the trigger: only
+	// flushes after a write that contains it count (the sync of that
+	// write). Empty: every request of the kind counts.
 	Match []byte
 	// Skip lets this many counting requests through before the first failure.
 	Skip int
@@ -126,6 +128,7 @@ type Failure struct {
 type armed struct {
 	Fault
 	fired chan Failure // gets the first failure; buffered
+	seen  bool         // a flush fault's trigger write has come
 }
 
 // Disk is an image file behind a volatile write cache.
@@ -157,7 +160,14 @@ func (d *Disk) Inject(f Fault) <-chan Failure {
 // fails says whether the fault fails this request (called with d.mu held).
 func (d *Disk) fails(op Op, off int64, p []byte, n int64) bool {
 	f := d.fault
-	if f == nil || f.Op != op || (op == OpWrite && len(f.Match) > 0 && !bytes.Contains(p, f.Match)) {
+	if f == nil {
+		return false
+	}
+	matches := len(f.Match) == 0 || bytes.Contains(p, f.Match)
+	if op == OpWrite && f.Op == OpFlush && matches {
+		f.seen = true
+	}
+	if f.Op != op || (op == OpWrite && !matches) || (op == OpFlush && len(f.Match) > 0 && !f.seen) {
 		return false
 	}
 	if f.Skip > 0 {
