@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/hl7edge/hl7edge/build/powercut/nbd"
@@ -104,7 +106,7 @@ func (r *rig) injectEIO(v *vm, j int) {
 	if gone.Load() {
 		e.FSGone++
 	}
-	r.judgeEIO(j, id, fail, reopenAt, gone.Load())
+	r.judgeEIO(j, id, fail, reopenAt, gone.Load(), consoleOrder(v))
 	// The cut comes a moment later: whatever the failed write lost and a
 	// later sync did not write again is gone from the disk now.
 	time.Sleep(time.Duration(rand.Int64N(int64(3 * time.Second))))
@@ -115,8 +117,21 @@ func (r *rig) injectEIO(v *vm, j int) {
 // judgeEIO checks every answer from the marked message's on: AE (or none)
 // until the re-open, AA again within eioResumeLimit of it. When the file
 // system stopped writing (fsGone) there is no re-open to expect, only AE.
-func (r *rig) judgeEIO(j int, marker string, fail nbd.Failure, reopenAt time.Time, fsGone bool) {
+func (r *rig) judgeEIO(j int, marker string, fail nbd.Failure, reopenAt time.Time, fsGone bool, con consoleMarks) {
 	e := &r.fig.EIO
+	// Was v answered before the re-open? The console's order says it
+	// without clocks: the gateway logs "message spooled" before it answers
+	// AA, in the same stream as the re-open. Without that line, the host's
+	// clock with a second's grace for the console's lag.
+	faultedAt := func(v verdict) bool {
+		if reopenAt.IsZero() {
+			return true
+		}
+		if i, ok := con.spooled[v.ID]; ok && con.reopen >= 0 {
+			return i < con.reopen
+		}
+		return v.Answered.Before(reopenAt.Add(-time.Second))
+	}
 	var markerAnswered, firstBad, firstAA time.Time
 	var badID string
 	aa := 0
@@ -133,8 +148,7 @@ func (r *rig) judgeEIO(j int, marker string, fail nbd.Failure, reopenAt time.Tim
 		if markerAnswered.IsZero() || !v.Sent.After(markerAnswered) {
 			continue // sent before the gateway could know
 		}
-		// The console line may reach the host a little after the ACK.
-		faulted := reopenAt.IsZero() || v.Answered.Before(reopenAt.Add(-time.Second))
+		faulted := faultedAt(v)
 		switch {
 		case faulted && v.Code == "AA":
 			aa++
@@ -171,6 +185,33 @@ func (r *rig) judgeEIO(j int, marker string, fail nbd.Failure, reopenAt time.Tim
 	e.ReopenSeconds = append(e.ReopenSeconds, reopenAt.Sub(fail.At).Seconds())
 }
 
+// consoleMarks is where, in one boot's console, the re-open line and each
+// message's "message spooled" line came: line numbers, -1 for none.
+type consoleMarks struct {
+	reopen  int
+	spooled map[string]int // control ID → line
+}
+
+func consoleOrder(v *vm) consoleMarks {
+	v.mu.Lock()
+	lines := slices.Clone(v.lines)
+	v.mu.Unlock()
+	o := consoleMarks{reopen: -1, spooled: map[string]int{}}
+	for i, l := range lines {
+		if o.reopen < 0 && strings.Contains(l, reopenLine) {
+			o.reopen = i
+		}
+		if !strings.Contains(l, `msg="message spooled"`) {
+			continue
+		}
+		if _, rest, ok := strings.Cut(l, " control_id="); ok {
+			id, _, _ := strings.Cut(rest, " ")
+			o.spooled[id] = i
+		}
+	}
+	return o
+}
+
 // prober sends the EIO campaign's probes, one at a time, over its own
 // connection.
 type prober struct {
@@ -203,5 +244,20 @@ func (p *prober) close() {
 	if p.c != nil {
 		p.c.Close()
 		p.c = nil
+	}
+}
+
+// consoleOrder finds the re-open and each "message spooled" line, so an AA
+// is judged by the gateway's own order of events, not by clocks.
+func TestConsoleOrder(t *testing.T) {
+	v := &vm{lines: []string{
+		`time=x level=DEBUG msg="message spooled" component=intake source=mllp-in control_id=L1-0000001 guid=g1 destinations=archive`,
+		`time=x level=WARN msg="message refused (AE)" component=intake source=mllp-in control_id=L1-0000002 reason="…"`,
+		`time=x level=WARN msg="` + reopenLine + `" dir=/data/spool`,
+		`time=x level=DEBUG msg="message spooled" component=intake source=mllp-in control_id=L1-0000003 guid=g3 destinations=archive`,
+	}}
+	o := consoleOrder(v)
+	if o.reopen != 2 || o.spooled["L1-0000001"] != 0 || o.spooled["L1-0000003"] != 3 || len(o.spooled) != 2 {
+		t.Errorf("got %+v, want re-open at 2 and L1-0000001, L1-0000003 spooled at 0 and 3", o)
 	}
 }
