@@ -3,6 +3,7 @@ package powercut
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -41,6 +42,8 @@ type eioFigures struct {
 	MarkerAA       int            `json:"marked_message_answered_aa"`
 	AAWhileFaulted int            `json:"aa_between_failure_and_reopen"`
 	AEWhileFaulted int            `json:"ae_between_failure_and_reopen"`
+	Alarmed        int            `json:"storage_error_alarms"`
+	FaultLeft      int            `json:"fault_5_left_before_reopen"`
 	Reopened       int            `json:"reopened"`
 	ReopenSeconds  []float64      `json:"failure_to_reopen_seconds"`
 	ResumeSeconds  []float64      `json:"reopen_to_first_aa_seconds"`
@@ -162,6 +165,7 @@ func (r *rig) judgeEIO(j int, marker string, fail nbd.Failure, reopenAt time.Tim
 		}
 	}
 	e.AAWhileFaulted += aa
+	r.judgeFaultShown(j, fail.Op, con)
 	if aa > 0 {
 		reopen := fmt.Sprintf("before %q", reopenLine)
 		if reopenAt.IsZero() {
@@ -185,21 +189,68 @@ func (r *rig) judgeEIO(j int, marker string, fail nbd.Failure, reopenAt time.Tim
 	e.ReopenSeconds = append(e.ReopenSeconds, reopenAt.Sub(fail.At).Seconds())
 }
 
+// judgeFaultShown checks what the box shows while its spool is faulted: a
+// storage_error alarm, and FAULT code 5 from the failure until the re-open
+// (or, without one, until now), no other code in between.
+func (r *rig) judgeFaultShown(j int, op nbd.Op, con consoleMarks) {
+	e := &r.fig.EIO
+	if con.alarm < 0 {
+		r.t.Errorf("EIO injection %d (%s): no storage_error alarm after the failure", j, op)
+		return
+	}
+	e.Alarmed++
+	end := con.reopen
+	if end < 0 {
+		end = math.MaxInt
+	}
+	shown := false
+	for _, l := range con.leds {
+		switch {
+		case l.line >= end:
+		case l.code == "5":
+			shown = true
+		case shown:
+			e.FaultLeft++
+			r.t.Errorf("EIO injection %d (%s): the FAULT LED went from code 5 to %s before the spool was re-opened", j, op, l.code)
+			return
+		}
+	}
+	if !shown {
+		r.t.Errorf("EIO injection %d (%s): the FAULT LED never showed code 5 while the spool was faulted", j, op)
+	}
+}
+
 // consoleMarks is where, in one boot's console, the re-open line and each
 // message's "message spooled" line came: line numbers, -1 for none.
 type consoleMarks struct {
 	reopen  int
 	spooled map[string]int // control ID → line
+	alarm   int            // the first storage_error alarm
+	leds    []ledLine      // the FAULT LED's changes
+}
+
+// ledLine is a change of the FAULT LED: its line, and the code it flashes
+// ("off" when off).
+type ledLine struct {
+	line int
+	code string
 }
 
 func consoleOrder(v *vm) consoleMarks {
 	v.mu.Lock()
 	lines := slices.Clone(v.lines)
 	v.mu.Unlock()
-	o := consoleMarks{reopen: -1, spooled: map[string]int{}}
+	o := consoleMarks{reopen: -1, alarm: -1, spooled: map[string]int{}}
 	for i, l := range lines {
 		if o.reopen < 0 && strings.Contains(l, reopenLine) {
 			o.reopen = i
+		}
+		if o.alarm < 0 && strings.Contains(l, "kind=storage_error") {
+			o.alarm = i
+		}
+		if _, m, ok := strings.Cut(l, ` led=fault meaning="`); ok {
+			code, _, _ := strings.Cut(m, " ")
+			o.leds = append(o.leds, ledLine{i, code})
 		}
 		if !strings.Contains(l, `msg="message spooled"`) {
 			continue
@@ -253,11 +304,16 @@ func TestConsoleOrder(t *testing.T) {
 	v := &vm{lines: []string{
 		`time=x level=DEBUG msg="message spooled" component=intake source=mllp-in control_id=L1-0000001 guid=g1 destinations=archive`,
 		`time=x level=WARN msg="message refused (AE)" component=intake source=mllp-in control_id=L1-0000002 reason="…"`,
+		`time=x level=WARN msg=alarm kind=storage_error detail="…"`,
+		`time=x level=DEBUG msg=LED board=sim led=fault meaning="5 flashes, pause — FAULT: code 5, storage error"`,
 		`time=x level=WARN msg="` + reopenLine + `" dir=/data/spool`,
 		`time=x level=DEBUG msg="message spooled" component=intake source=mllp-in control_id=L1-0000003 guid=g3 destinations=archive`,
 	}}
 	o := consoleOrder(v)
-	if o.reopen != 2 || o.spooled["L1-0000001"] != 0 || o.spooled["L1-0000003"] != 3 || len(o.spooled) != 2 {
-		t.Errorf("got %+v, want re-open at 2 and L1-0000001, L1-0000003 spooled at 0 and 3", o)
+	if o.reopen != 4 || o.spooled["L1-0000001"] != 0 || o.spooled["L1-0000003"] != 5 || len(o.spooled) != 2 {
+		t.Errorf("got %+v, want re-open at 4 and L1-0000001, L1-0000003 spooled at 0 and 5", o)
+	}
+	if o.alarm != 2 || len(o.leds) != 1 || o.leds[0] != (ledLine{3, "5"}) {
+		t.Errorf("got alarm at %d and LEDs %v, want 2 and code 5 at 3", o.alarm, o.leds)
 	}
 }
