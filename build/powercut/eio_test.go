@@ -77,17 +77,13 @@ func (r *rig) injectEIO(v *vm, j int) {
 			}
 		}
 	})
-	p := &prober{r: r, n: j * 100000}
+	p := &prober{r: r, first: j * 100000, n: j * 100000}
 	defer p.close()
-	id, msg := probe(p.n + 1)
-	fired := r.disk.Inject(nbd.Fault{Op: op, Match: []byte(id)})
-	p.send()
-	var fail nbd.Failure
-	select {
-	case fail = <-fired:
-	case <-time.After(eioReopenLimit):
-		r.t.Errorf("EIO injection %d (%s): the write holding %s (%d bytes) never reached the disk", j, op, id, len(msg))
+	fail, marker, ok := r.armAndProbe(p, op)
+	if !ok {
+		r.t.Errorf("EIO injection %d (%s): the marked request never reached the disk within %s", j, op, eioReopenLimit)
 		v.cut()
+		<-r.disk.Idle()
 		return
 	}
 	e.Fired++
@@ -109,7 +105,7 @@ func (r *rig) injectEIO(v *vm, j int) {
 	if gone.Load() {
 		e.FSGone++
 	}
-	r.judgeEIO(j, id, fail, reopenAt, gone.Load(), consoleOrder(v))
+	r.judgeEIO(j, marker, fail, reopenAt, gone.Load(), consoleOrder(v))
 	// The cut comes a moment later: whatever the failed write lost and a
 	// later sync did not write again is gone from the disk now.
 	time.Sleep(time.Duration(rand.Int64N(int64(3 * time.Second))))
@@ -117,8 +113,33 @@ func (r *rig) injectEIO(v *vm, j int) {
 	<-r.disk.Idle()
 }
 
-// judgeEIO checks every answer from the marked message's on: AE (or none)
-// until the re-open, AA again within eioResumeLimit of it. When the file
+// armAndProbe arms the fault and sends probes until it fails a request. A write
+// fault fails the write holding one marked probe (returned); a flush fault
+// the flush straight after a write holding any probe (an fdatasync's own
+// flush, not a journal commit's), whichever probe's sync that is.
+func (r *rig) armAndProbe(p *prober, op nbd.Op) (fail nbd.Failure, marker string, ok bool) {
+	match := "|PROBE|"
+	if op == nbd.OpWrite {
+		marker, _ = probe(p.n + 1)
+		match = marker
+	}
+	fired := r.disk.Inject(nbd.Fault{Op: op, Match: []byte(match)})
+	for deadline := time.Now().Add(eioReopenLimit); time.Now().Before(deadline); {
+		if op == nbd.OpFlush || p.n == p.first {
+			p.send()
+		}
+		select {
+		case fail = <-fired:
+			return fail, marker, true
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fail, marker, false
+}
+
+// judgeEIO checks every answer from the first AE after the failure on: AE
+// (or none) until the re-open, AA again within eioResumeLimit of it; and a
+// marked probe (write faults) never AA. When the file
 // system stopped writing (fsGone) there is no re-open to expect, only AE.
 func (r *rig) judgeEIO(j int, marker string, fail nbd.Failure, reopenAt time.Time, fsGone bool, con consoleMarks) {
 	e := &r.fig.EIO
@@ -135,17 +156,22 @@ func (r *rig) judgeEIO(j int, marker string, fail nbd.Failure, reopenAt time.Tim
 		}
 		return v.Answered.Before(reopenAt.Add(-time.Second))
 	}
+	// The gateway knew of the failure once it answered the failed group
+	// AE: from then on, no AA until the re-open.
 	var markerAnswered, firstBad, firstAA time.Time
 	var badID string
 	aa := 0
 	for _, v := range r.ledger.since(fail.At) {
-		if v.ID == marker {
-			markerAnswered = v.Answered
-			if v.Code == "AA" {
-				e.MarkerAA++
-				r.t.Errorf("EIO injection %d (%s): %s was answered AA though the request that should have made it durable failed", j, fail.Op, marker)
-			}
+		if v.ID == marker && v.Code == "AA" {
+			e.MarkerAA++
+			r.t.Errorf("EIO injection %d (%s): %s was answered AA though the request that should have made it durable failed", j, fail.Op, marker)
 		}
+		if v.Code == "AE" && (markerAnswered.IsZero() || v.Answered.Before(markerAnswered)) {
+			markerAnswered = v.Answered
+		}
+	}
+	if markerAnswered.IsZero() {
+		r.t.Errorf("EIO injection %d (%s): nothing was answered AE after the failure: the spool's sync did not report it", j, fail.Op)
 	}
 	for _, v := range r.ledger.since(fail.At) {
 		if markerAnswered.IsZero() || !v.Sent.After(markerAnswered) {
@@ -266,9 +292,10 @@ func consoleOrder(v *vm) consoleMarks {
 // prober sends the EIO campaign's probes, one at a time, over its own
 // connection.
 type prober struct {
-	r *rig
-	n int
-	c *mllp.Client
+	r     *rig
+	first int // n before the first probe
+	n     int
+	c     *mllp.Client
 }
 
 // send sends the next probe; it says whether it was answered AA.

@@ -160,8 +160,9 @@ func TestFlushFaultLosesTheCache(t *testing.T) {
 	}
 }
 
-// A flush fault with Match waits for a write that holds it: earlier flushes
-// go through, and the first flush after that write fails and loses it.
+// A flush fault with Match waits for a flush that comes straight after a
+// write that holds it: earlier flushes, and one with another write in
+// between, go through; that flush fails and loses the write.
 func TestFlushFaultAfterAMarkedWrite(t *testing.T) {
 	d, addr := serveImage(t)
 	k := dialClosing(t, addr)
@@ -171,6 +172,12 @@ func TestFlushFaultAfterAMarkedWrite(t *testing.T) {
 	if e, _ := k.try(cmdFlush, 0, 0, 0, nil); e != 0 {
 		t.Fatalf("a flush before the marked write answered %d", e)
 	}
+	k.do(cmdWrite, 0, 8192, uint32(len(marked)), marked)
+	k.do(cmdWrite, 0, 16384, uint32(len(plain)), plain) // a journal commit writes before its flush
+	if e, _ := k.try(cmdFlush, 0, 0, 0, nil); e != 0 {
+		t.Fatalf("a flush after another write answered %d", e)
+	}
+	marked = append(bytes.Repeat([]byte("n"), 100), "MARK"...)
 	k.do(cmdWrite, 0, 8192, uint32(len(marked)), marked)
 	if e, _ := k.try(cmdFlush, 0, 0, 0, nil); e != errEIO {
 		t.Fatalf("the flush after the marked write answered %d, want EIO", e)

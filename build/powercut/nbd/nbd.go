@@ -106,9 +106,11 @@ type Fault struct {
 	// Match, for writes, makes only a write whose data contains it count:
 	// the rig marks a message and so fails the write of the spool file that
 	// holds it, not one of the file system's own (which would abort ext4's
-	// journal, a different story). For flushes it is the trigger: only
-	// flushes after a write that contains it count (the sync of that
-	// write). Empty: every request of the kind counts.
+	// journal, a different story). For flushes it is the trigger: only a
+	// flush that comes straight after a write that contains it counts, with
+	// no other write in between: the flush of an fdatasync of that write,
+	// not one of ext4's journal commits (which write first). Empty: every
+	// request of the kind counts.
 	Match []byte
 	// Skip lets this many counting requests through before the first failure.
 	Skip int
@@ -128,7 +130,7 @@ type Failure struct {
 type armed struct {
 	Fault
 	fired chan Failure // gets the first failure; buffered
-	seen  bool         // a flush fault's trigger write has come
+	seen  bool         // a flush fault's trigger write was the last write
 }
 
 // Disk is an image file behind a volatile write cache.
@@ -164,8 +166,8 @@ func (d *Disk) fails(op Op, off int64, p []byte, n int64) bool {
 		return false
 	}
 	matches := len(f.Match) == 0 || bytes.Contains(p, f.Match)
-	if op == OpWrite && f.Op == OpFlush && matches {
-		f.seen = true
+	if op == OpWrite && f.Op == OpFlush {
+		f.seen = matches
 	}
 	if f.Op != op || (op == OpWrite && !matches) || (op == OpFlush && len(f.Match) > 0 && !f.seen) {
 		return false
