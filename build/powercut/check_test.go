@@ -141,7 +141,7 @@ func (r *rig) checkOrders() {
 		}
 		return out
 	}
-	var bad []string
+	var bad, late []string
 	for _, c := range []struct {
 		dest string
 		arr  []arrival
@@ -152,11 +152,19 @@ func (r *rig) checkOrders() {
 		{"reports", r.reports.arrivals(), byConnection},
 		{"rejects", r.rejects.arrivals(), byConnection},
 	} {
-		for _, v := range checkOrder(c.arr, boots, c.key) {
+		b, l := checkOrder(c.arr, boots, c.key)
+		for _, v := range b {
 			bad = append(bad, c.dest+": "+v)
+		}
+		for _, v := range l {
+			late = append(late, c.dest+": "+v)
 		}
 	}
 	r.fig.OrderBroken = bad[:min(20, len(bad))]
+	r.fig.LateCopies = len(late)
+	if len(late) > 0 {
+		r.t.Logf("%d second copies after a later message (accepted, docs/power-loss.md), first: %v", len(late), late[:min(5, len(late))])
+	}
 	if len(bad) > 0 {
 		r.t.Errorf("%d order violations, first: %v", len(bad), bad[:min(10, len(bad))])
 	}

@@ -204,6 +204,7 @@ type figures struct {
 	RefusedDelivered  int        `json:"answered_ae_but_delivered"`
 	DeadListError     string     `json:"dead_list_error,omitempty"`
 	OrderBroken       []string   `json:"order_violations,omitempty"`
+	LateCopies        int        `json:"second_copies_after_a_later_message"`
 	EIO               eioFigures `json:"eio"`
 }
 
