@@ -286,7 +286,7 @@ func newRig(t *testing.T) *rig {
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { _ = r.disk.Serve(ctx, ln) }()
 	t.Cleanup(func() { cancel(); <-r.disk.Idle(); r.disk.Close() })
-	r.accel = r.pickAccel()
+	r.accel = r.pickAccel(filepath.Join(cache, "accel"))
 	r.fig.Accel = r.accel
 	t.Logf("rig in %s: kernel %s, %d modules, accel %s", dir, filepath.Base(vmlinuz), len(order), r.accel)
 	return r
@@ -294,10 +294,27 @@ func newRig(t *testing.T) *rig {
 
 // pickAccel boots once with KVM and falls back to TCG when the kernel does
 // not reach /init in time: on some nested KVM hosts a stock kernel hangs.
-func (r *rig) pickAccel() string {
+// The answer is kept for a day in memo (outside the repository), beside the
+// kernel it was for, so make test does not wait a minute for it every run.
+func (r *rig) pickAccel(memo string) string {
 	if a := os.Getenv("POWERCUT_ACCEL"); a != "" {
 		return a
 	}
+	key := filepath.Base(r.vmlinuz)
+	if st, err := os.Stat(memo); err == nil && time.Since(st.ModTime()) < 24*time.Hour {
+		b, _ := os.ReadFile(memo)
+		if a, k, _ := strings.Cut(strings.TrimSpace(string(b)), " "); k == key && (a == "kvm" || a == "tcg") {
+			r.t.Logf("accel %s as found %s ago (%s; POWERCUT_ACCEL overrides)", a, time.Since(st.ModTime()).Round(time.Minute), memo)
+			return a
+		}
+	}
+	a := r.probeAccel()
+	_ = os.WriteFile(memo, []byte(a+" "+key+"\n"), 0o644)
+	return a
+}
+
+// probeAccel is pickAccel's boot with KVM.
+func (r *rig) probeAccel() string {
 	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
 	if err != nil {
 		r.t.Logf("no usable /dev/kvm (%v): TCG", err)
