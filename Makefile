@@ -11,9 +11,10 @@ FUZZTIME  ?=
 SOAK_SECONDS ?= 180
 
 CUTS      ?= 100
+EIO       ?= 50
 KILLS     ?= 1000
 
-.PHONY: admission-measure powercut powercut-short crash-campaign all build cross demo test vet staticcheck unit volume release fuzz bench soak soak-short package qemu-selftest system-arm64 clean
+.PHONY: admission-measure powercut powercut-short powercut-eio crash-campaign all build cross demo test vet staticcheck unit volume release fuzz bench soak soak-short package qemu-selftest system-arm64 clean
 
 all: build
 
@@ -130,16 +131,22 @@ clean:
 	rm -rf bin dist bench.out powercut.json
 
 # Power cuts on a real kernel and file system (build/powercut): the static
-# firmware in a qemu VM on an ext4 image, cut with SIGKILL under load, half
-# the cuts through a disk that forgets unflushed writes. Needs
-# qemu-system-x86, e2fsprogs and apt (for Debian's kernel, cached outside
-# the repository). Figures go to powercut.json.
+# firmware in a qemu VM on an ext4 image, cut with SIGKILL under load (one
+# message in eight a report of 256 KiB to 4 MiB), half the cuts through a
+# disk that forgets unflushed writes; then EIO injections: a spool write
+# answered EIO and lost, each followed by a cut. Needs qemu-system-x86,
+# e2fsprogs and apt (for Debian's kernel, cached outside the repository).
+# Figures go to powercut.json. make powercut CUTS=100 EIO=50.
 powercut:
-	POWERCUT_CUTS=$(CUTS) POWERCUT_REPORT=$(CURDIR)/powercut.json $(GO) test -count=1 -timeout 0 -run TestPowerCut -v ./build/powercut/
+	POWERCUT_CUTS=$(CUTS) POWERCUT_EIO=$(EIO) POWERCUT_REPORT=$(CURDIR)/powercut.json $(GO) test -count=1 -timeout 0 -run 'TestPowerCut$$' -v ./build/powercut/
 
-# Five cuts for make test; -v so a skip says plainly why.
+# Only the EIO injections: make powercut-eio EIO=50.
+powercut-eio:
+	POWERCUT_EIO=$(EIO) POWERCUT_REPORT=$(CURDIR)/powercut.json $(GO) test -count=1 -timeout 0 -run 'TestPowerCut$$' -v ./build/powercut/
+
+# Five cuts and two EIO injections for make test; -v so a skip says plainly why.
 powercut-short:
-	POWERCUT_CUTS=5 $(GO) test -count=1 -timeout 30m -run TestPowerCut -v ./build/powercut/
+	POWERCUT_CUTS=5 POWERCUT_EIO=2 $(GO) test -count=1 -timeout 30m -run 'TestPowerCut$$' -v ./build/powercut/
 
 # SIGKILLs of the real binary under load on the host (no VM): every ACKed
 # message delivered, none under two GUIDs, no .tmp-* left. Each of the four

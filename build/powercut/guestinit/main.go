@@ -158,7 +158,8 @@ func network() error {
 }
 
 // serveControl answers the rig: "stats" prints the spool's figures from the
-// daemon's admin socket as one JSON line; "halt" stops hl7edge with SIGTERM,
+// daemon's admin socket as one JSON line, "dead <destination>" that
+// destination's dead letters (identifiers and reasons); "halt" stops hl7edge with SIGTERM,
 // unmounts the disk and powers off (a clean shutdown, for the final check).
 func serveControl(hl7edge *exec.Cmd, exited <-chan struct{}) {
 	ln, err := net.Listen("tcp", controlTCP)
@@ -172,9 +173,14 @@ func serveControl(hl7edge *exec.Cmd, exited <-chan struct{}) {
 			return
 		}
 		line, _ := bufio.NewReader(c).ReadString('\n')
-		switch strings.TrimSpace(line) {
+		cmd, arg, _ := strings.Cut(strings.TrimSpace(line), " ")
+		switch cmd {
 		case "stats":
 			fmt.Fprintln(c, statsLine(socketPath))
+			c.Close()
+		case "dead":
+			args, _ := json.Marshal(map[string]string{"name": arg})
+			fmt.Fprintln(c, adminLine(socketPath, command.Request{ID: "rig", Name: command.DeadList, Args: args}))
 			c.Close()
 		case "halt":
 			_ = hl7edge.Process.Signal(syscall.SIGTERM)
@@ -201,11 +207,21 @@ func serveControl(hl7edge *exec.Cmd, exited <-chan struct{}) {
 // statsLine is the daemon's spool figures as one JSON line, or an object
 // with an "error" key when the admin socket does not answer.
 func statsLine(socket string) string {
+	return adminLine(socket, command.Request{ID: "rig", Name: command.SpoolStats})
+}
+
+// adminLine is the answer's data to req as one JSON line, or an object with
+// an "error" key when the admin socket does not answer or the command fails.
+func adminLine(socket string, req command.Request) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r, err := admin.Call(ctx, socket, command.Request{ID: "rig", Name: command.SpoolStats})
+	r, err := admin.Call(ctx, socket, req)
 	if err != nil {
 		b, _ := json.Marshal(map[string]string{"error": err.Error()})
+		return string(b)
+	}
+	if r.Status != command.Successful {
+		b, _ := json.Marshal(map[string]string{"error": fmt.Sprintf("%s %s: %s", req.Name, r.Status, r.Detail)})
 		return string(b)
 	}
 	b, err := json.Marshal(r.Data)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -43,5 +44,41 @@ func TestStatsLine(t *testing.T) {
 	}
 	if got["messages"] != float64(3) || got["destinations"].(map[string]any)["archive"].(map[string]any)["queued"] != float64(2) {
 		t.Fatalf("stats line = %v, want the handler's figures", got)
+	}
+}
+
+// TestAdminLineFailure: a command that fails (an unreadable dead letter
+// makes dead-list fail, issue 23) comes back as an error object the rig
+// reports, not as an empty list.
+func TestAdminLineFailure(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "admin.sock")
+	d := command.NewDispatcher(nil)
+	d.Register(command.DeadList, func(_ context.Context, raw json.RawMessage) (any, string, error) {
+		var a struct{ Name string }
+		_ = json.Unmarshal(raw, &a)
+		if a.Name == "reports" {
+			return []map[string]string{{"control_id": "R1-0000008"}}, "1 dead letters", nil
+		}
+		return nil, "", errors.New("list dead letters of " + a.Name + ": unreadable")
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- admin.NewServer(sock, d, nil).Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	ask := func(dest string) string {
+		args, _ := json.Marshal(map[string]string{"name": dest})
+		var line string
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if line = adminLine(sock, command.Request{ID: "t", Name: command.DeadList, Args: args}); !strings.Contains(line, "no daemon") && !strings.Contains(line, "connect") {
+				break
+			}
+		}
+		return line
+	}
+	if got := ask("reports"); got != `[{"control_id":"R1-0000008"}]` {
+		t.Errorf("dead list of reports = %s", got)
+	}
+	if got := ask("archive"); !strings.HasPrefix(got, `{"error":"dead-list failed: `) || !strings.Contains(got, "unreadable") {
+		t.Errorf("a failed dead list = %s, want an error object with the detail", got)
 	}
 }

@@ -5,9 +5,14 @@
 // what a disk with a volatile write cache would hold after a power cut, so a
 // missing flush, or a flush in the wrong order, shows up as lost data.
 // A write with FUA is durable at once, as the protocol promises.
+//
+// The disk also fails when told to (Inject): a chosen write or flush is
+// answered EIO, and what it should have made durable is really lost, as on
+// an SD card or eMMC that fails a write.
 package nbd
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -18,9 +23,13 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"time"
 )
 
 const blockSize = 4096
+
+// errInjected is an injected fault's error; the client sees EIO.
+var errInjected = errors.New("nbd: injected I/O error")
 
 // Protocol constants (NBD protocol document, "newstyle negotiation").
 const (
@@ -63,6 +72,65 @@ type Stats struct {
 	// Forgotten is how many 4 KiB blocks of unflushed writes were thrown
 	// away at the ends of sessions; Kept how many of them were written anyway.
 	Forgotten, Kept int
+	// Failed is how many requests an injected fault answered EIO; Lost how
+	// many 4 KiB blocks they lost (a failed write's own, a failed flush's
+	// whole cache).
+	Failed, Lost int
+}
+
+// Op is the kind of request a Fault fails.
+type Op int
+
+// The requests a Fault can fail.
+const (
+	OpWrite Op = iota + 1
+	OpFlush
+)
+
+func (o Op) String() string {
+	switch o {
+	case OpWrite:
+		return "write"
+	case OpFlush:
+		return "flush"
+	}
+	return fmt.Sprintf("op %d", int(o))
+}
+
+// Fault is an I/O error to inject. A failed write is dropped: neither the
+// cache nor the image gets its data, so what the client reads back is what
+// was there before. A failed flush throws away every cached write (the card
+// lost them) and answers EIO.
+type Fault struct {
+	Op Op
+	// Match, for writes, makes only a write whose data contains it count:
+	// the rig marks a message and so fails the write of the spool file that
+	// holds it, not one of the file system's own (which would abort ext4's
+	// journal, a different story). For flushes it is the trigger: only a
+	// flush that comes straight after a write that contains it counts, with
+	// no other write in between: the flush of an fdatasync of that write,
+	// not one of ext4's journal commits (which write first). Empty: every
+	// request of the kind counts.
+	Match []byte
+	// Skip lets this many counting requests through before the first failure.
+	Skip int
+	// Times is how many counting requests in a row fail (0 means 1).
+	Times int
+}
+
+// Failure is what an injected fault did the first time it failed a request.
+type Failure struct {
+	At     time.Time
+	Op     Op
+	Offset int64
+	Length int64
+}
+
+// armed is a Fault being counted down.
+type armed struct {
+	Fault
+	fired chan Failure // gets the first failure; buffered
+	seen  bool         // a flush fault's trigger write was the last write
 }
 
 // Disk is an image file behind a volatile write cache.
@@ -75,6 +143,48 @@ type Disk struct {
 	pending map[int64][]byte // block number → its unflushed content
 	stats   Stats
 	idle    chan struct{} // closed while no session runs
+	fault   *armed
+}
+
+// Inject arms f, replacing any fault still armed; it is disarmed when the
+// session (the VM's power) ends. The channel receives the first request it
+// fails.
+func (d *Disk) Inject(f Fault) <-chan Failure {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if f.Times <= 0 {
+		f.Times = 1
+	}
+	d.fault = &armed{Fault: f, fired: make(chan Failure, 1)}
+	return d.fault.fired
+}
+
+// fails says whether the fault fails this request (called with d.mu held).
+func (d *Disk) fails(op Op, off int64, p []byte, n int64) bool {
+	f := d.fault
+	if f == nil {
+		return false
+	}
+	matches := len(f.Match) == 0 || bytes.Contains(p, f.Match)
+	if op == OpWrite && f.Op == OpFlush {
+		f.seen = matches
+	}
+	if f.Op != op || (op == OpWrite && !matches) || (op == OpFlush && len(f.Match) > 0 && !f.seen) {
+		return false
+	}
+	if f.Skip > 0 {
+		f.Skip--
+		return false
+	}
+	select {
+	case f.fired <- Failure{At: time.Now(), Op: op, Offset: off, Length: n}:
+	default:
+	}
+	d.stats.Failed++
+	if f.Times--; f.Times <= 0 {
+		d.fault = nil
+	}
+	return true
 }
 
 // Open serves the image at path; its size is the disk's size.
@@ -139,6 +249,7 @@ func (d *Disk) Serve(ctx context.Context, ln net.Listener) error {
 		c.Close()
 		d.mu.Lock()
 		d.forget()
+		d.fault = nil
 		close(d.idle)
 		d.mu.Unlock()
 	}
@@ -332,6 +443,10 @@ func (d *Disk) write(off int64, p []byte, fua bool) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.stats.Writes++
+	if d.fails(OpWrite, off, p, int64(len(p))) {
+		d.stats.Lost += int((off+int64(len(p))+blockSize-1)/blockSize - off/blockSize)
+		return errInjected
+	}
 	for pos := off; pos < off+int64(len(p)); {
 		bn, in := pos/blockSize, pos%blockSize
 		b, err := d.block(bn)
@@ -361,6 +476,11 @@ func (d *Disk) flush() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.stats.Flushes++
+	if d.fails(OpFlush, 0, nil, 0) {
+		d.stats.Lost += len(d.pending)
+		clear(d.pending)
+		return errInjected
+	}
 	for n, b := range d.pending {
 		if _, err := d.f.WriteAt(b, n*blockSize); err != nil {
 			return err
