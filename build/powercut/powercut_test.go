@@ -114,7 +114,7 @@ type rig struct {
 	fig figures
 }
 
-// figures are what the campaign reports (README.md, "Power cuts").
+// figures are what the campaign reports (docs/power-loss.md, "Figures").
 type figures struct {
 	Cuts            int            `json:"cuts"`
 	ForgettingDisk  int            `json:"cuts_with_forgetting_disk"`
