@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/build/powercut/nbd"
+	"github.com/hl7edge/hl7edge/build/skipnote"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/refserver"
@@ -80,8 +81,8 @@ func TestPowerCut(t *testing.T) {
 	if cuts <= 0 {
 		t.Skip("set POWERCUT_CUTS to run the power-cut rig (make powercut CUTS=100; make test runs 5 cuts)")
 	}
-	if miss := missingTools(); miss != "" {
-		t.Skipf("SKIPPED power-cut rig: not installed: %s (.ci/run installs them)", miss)
+	if tools, pkgs := missingTools(); tools != "" {
+		skipnote.Missing(t, "the power-cut rig (make powercut-short)", tools, pkgs)
 	}
 	r := newRig(t)
 	r.run(cuts)
