@@ -1,7 +1,7 @@
 # hl7edge — see README.md. Everything here needs only Go; `make test` also
-# uses mosquitto, socat, python3-hl7, qemu-user-static and qemu-system-x86
-# when installed
-# (.ci/run installs them).
+# uses mosquitto, python3-hl7, minisign, qemu-user-static, systemd and
+# qemu-system-x86 when installed (.ci/run installs them), and ends with one
+# line for each part it skipped because one was missing.
 
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -14,7 +14,7 @@ CUTS      ?= 100
 EIO       ?= 50
 KILLS     ?= 1000
 
-.PHONY: admission-measure powercut powercut-short powercut-eio crash-campaign all build cross demo test vet staticcheck unit volume release fuzz bench soak soak-short package qemu-selftest system-arm64 clean
+.PHONY: admission-measure powercut powercut-short powercut-eio crash-campaign all build cross demo test test-parts vet staticcheck unit volume release fuzz bench soak soak-short package qemu-selftest system-arm64 clean
 
 all: build
 
@@ -63,7 +63,20 @@ system-arm64:
 demo: build
 	bin/hl7edge demo
 
-test: vet staticcheck unit volume release fuzz soak-short powercut-short
+# Tests that skip for a missing tool note it in $(SKIPS) (build/skipnote);
+# the summary is printed at the end, also when a part failed, with the
+# apt-get line of .ci/run that installs everything.
+SKIPS := $(CURDIR)/bin/make-test-skips.txt
+
+test:
+	@mkdir -p bin && rm -f $(SKIPS)
+	@status=0; HL7EDGE_SKIPS=$(SKIPS) $(MAKE) -f $(firstword $(MAKEFILE_LIST)) --no-print-directory test-parts || status=$$?; \
+	if [ -s $(SKIPS) ]; then \
+	  echo; echo "make test did not run these parts (a tool is missing):"; sort -u $(SKIPS); \
+	  echo "everything at once, as .ci/run does: sudo $$(grep -o 'apt-get install [^>]*' .ci/run)"; \
+	fi; exit $$status
+
+test-parts: vet staticcheck unit volume release fuzz soak-short powercut-short
 
 vet:
 	$(GO) vet ./...

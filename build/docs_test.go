@@ -261,8 +261,10 @@ func TestNoNameLiterals(t *testing.T) {
 // Markdown document the repository does not hold: a reader who clones the
 // repository must be able to open every document the code points to. A
 // path counts when it exists from the repository root or from the citing
-// file's directory.
+// file's directory. The relative links of the README and of every page
+// under docs/ are held to the same rule (checkMarkdownLinks).
 func TestCitedDocumentsExist(t *testing.T) {
+	checkMarkdownLinks(t, "..")
 	cite := regexp.MustCompile(`[A-Za-z0-9_./-]*[A-Za-z0-9_-]\.md\b`)
 	root := ".."
 	cited := 0
@@ -302,4 +304,46 @@ func TestCitedDocumentsExist(t *testing.T) {
 func fileExists(path string) bool {
 	st, err := os.Stat(path)
 	return err == nil && !st.IsDir()
+}
+
+// mdLink is a Markdown inline link's target: [text](target).
+var mdLink = regexp.MustCompile(`\]\(([^)\s]+)\)`)
+
+// checkMarkdownLinks fails for every relative link in README.md,
+// docs/*.md and the rigs' build/*/README.md that does not lead to a file in the repository, read from the
+// linking page's directory as a Markdown viewer reads it. A #fragment is
+// dropped; links with a scheme (https:, mailto:) are not the repository's.
+func checkMarkdownLinks(t *testing.T, root string) {
+	t.Helper()
+	pages, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rigs, err := filepath.Glob(filepath.Join(root, "build", "*", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages = append(append(pages, rigs...), filepath.Join(root, "README.md"))
+	links := 0
+	for _, page := range pages {
+		b, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, line := range strings.Split(string(b), "\n") {
+			for _, m := range mdLink.FindAllStringSubmatch(line, -1) {
+				target, _, _ := strings.Cut(m[1], "#")
+				if target == "" || strings.Contains(target, ":") {
+					continue
+				}
+				links++
+				if !fileExists(filepath.Join(filepath.Dir(page), target)) {
+					t.Errorf("%s:%d links to %s, which is not a file of the repository (the path is read from %s): correct the link, or add the document", page, i+1, m[1], filepath.Dir(page))
+				}
+			}
+		}
+	}
+	if links == 0 {
+		t.Fatal("README.md and docs/*.md hold no relative link; the scan does not read them")
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hl7edge/hl7edge/build/skipnote"
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/pipeline/fileout"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
@@ -242,7 +243,7 @@ func TestUnit(t *testing.T) {
 // because /usr/bin/hl7edge exists only once the package is installed.
 func TestSystemdAnalyzeVerify(t *testing.T) {
 	if _, err := exec.LookPath("systemd-analyze"); err != nil {
-		t.Skip("systemd-analyze is not installed (Debian: apt-get install systemd)")
+		skipnote.Missing(t, "TestSystemdAnalyzeVerify, systemd's check of the unit", "systemd-analyze", "systemd")
 	}
 	self, err := os.Executable()
 	if err != nil {

@@ -16,6 +16,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/hl7edge/hl7edge/build/skipnote"
 )
 
 // releaseVersion is what the release test stamps; a tag-like value so the
@@ -136,7 +138,7 @@ func TestRelease(t *testing.T) {
 		_, errA64 := exec.LookPath("qemu-aarch64-static")
 		_, errArm := exec.LookPath("qemu-arm-static")
 		if errA64 != nil && errArm != nil {
-			t.Skip("qemu-user-static is not installed (Debian: apt-get install qemu-user-static)")
+			skipnote.Missing(t, "TestRelease/qemu, the arm64 selftest and the 32-bit ARM refusal under qemu", "qemu-aarch64-static and qemu-arm-static", "qemu-user-static")
 		}
 		out := makeTarget(t, a, envA, "qemu-selftest")
 		t.Logf("make qemu-selftest:\n%s", out)

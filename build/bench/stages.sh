@@ -1,7 +1,7 @@
 #!/bin/sh
 # stages.sh BINARY CPUPROFILE MESSAGES: CPU microseconds per message of
 # each ingest stage, from a profile of BenchmarkIngestInProcess
-# (README.md, Where the microseconds go). A stage is every sample whose
+# (docs/performance.md, "Where the microseconds of one message go"). A stage is every sample whose
 # stack holds one of its functions; the load generator's frames are left
 # out of every stage and reported on their own.
 set -eu

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/build/powercut/nbd"
+	"github.com/hl7edge/hl7edge/build/skipnote"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/refserver"
@@ -118,8 +119,8 @@ func TestPowerCut(t *testing.T) {
 	if cuts <= 0 && eios <= 0 {
 		t.Skip("set POWERCUT_CUTS (power cuts) and/or POWERCUT_EIO (injected write errors) to run the power-cut rig (make powercut CUTS=100 EIO=50; make test runs 5 cuts and 2 injections)")
 	}
-	if miss := missingTools(); miss != "" {
-		t.Skipf("SKIPPED power-cut rig: not installed: %s (.ci/run installs them)", miss)
+	if tools, pkgs := missingTools(); tools != "" {
+		skipnote.Missing(t, "the power-cut rig (make powercut-short)", tools, pkgs)
 	}
 	r := newRig(t)
 	r.run(cuts, eios)
@@ -159,7 +160,7 @@ type rig struct {
 	fig figures
 }
 
-// figures are what the campaign reports (README.md, "Power cuts").
+// figures are what the campaign reports (docs/power-loss.md, "Figures").
 type figures struct {
 	Cuts            int            `json:"cuts"`
 	ForgettingDisk  int            `json:"cuts_with_forgetting_disk"`

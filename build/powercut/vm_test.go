@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -25,15 +26,19 @@ var needs = [][2]string{
 	{"dpkg-deb", "dpkg"},
 }
 
-// missingTools names what is not installed, or "" when everything is.
-func missingTools() string {
-	var miss []string
+// missingTools names what is not installed and the Debian packages that
+// have it, or "" when everything is.
+func missingTools() (tools, pkgs string) {
+	var miss, deb []string
 	for _, n := range needs {
 		if _, err := exec.LookPath(n[0]); err != nil {
-			miss = append(miss, fmt.Sprintf("%s (Debian package %s)", n[0], n[1]))
+			miss = append(miss, n[0])
+			if !slices.Contains(deb, n[1]) {
+				deb = append(deb, n[1])
+			}
 		}
 	}
-	return strings.Join(miss, ", ")
+	return strings.Join(miss, ", "), strings.Join(deb, " ")
 }
 
 // cacheDir is where the kernel and the builds are kept between runs:

@@ -160,7 +160,8 @@ finish() {
 }
 
 # --- firmware updates under the real unit (HL7EDGE_RIG_PART=firmware) -------
-# The host side of README "Firmware updates with automatic roll-back": a
+# The host side of docs/operations.md, "Firmware updates with automatic
+# roll-back": a
 # throw-away minisign key, a newer arm64 build (another -X main.version), an
 # image that cannot start, an HTTPS server for them with a CA of its own
 # (reached from the guest as 10.0.2.2), and a mosquitto broker on 127.0.0.1
@@ -355,7 +356,7 @@ echo "$paths" >"$work/paths.txt"
 # nobody else's (mode 750 or 700).
 echo "$paths" | grep -Eq "hl7edge:hl7edge 7[05]0 /var/lib/hl7edge/spool" && echo "$paths" | grep -Eq "hl7edge:hl7edge 7[05]0 /var/lib/hl7edge/out" && vm "test -S /run/hl7edge/admin.sock && test -x /usr/bin/hl7edge && { hl7edge status >/dev/null; [ \$? -le 1 ]; }"
 verdict "paths: spool, admin socket, config" $? "$(echo "$paths" | tr '\n' ';')"
-# README: firmware.dir defaults to /var/lib/hl7edge/firmware, "writable under
+# docs/operations.md: firmware.dir defaults to /var/lib/hl7edge/firmware, "writable under
 # the unit's StateDirectory", and the launcher execs images from it. Probe
 # both as the service user in the unit's own mount namespace
 # (ProtectSystem=strict, PrivateTmp): write an image there and run it.
@@ -510,7 +511,7 @@ verdict "apt install newer: conffile, spool" $? "$v_before -> $v_after; edited c
 
 firmware_checks
 
-# --- remove keeps the spool; purge does what README says --------------------
+# --- remove keeps the spool; purge does what docs/operations.md says --------
 vm "DEBIAN_FRONTEND=noninteractive apt-get remove -y hl7edge" >"$work/remove.log" 2>&1
 rm_state=$(vm "test -e /usr/bin/hl7edge && echo binary-present || echo binary-removed; test -e /etc/hl7edge/hl7edge.yaml && echo config-kept; du -s --block-size=1K /var/lib/hl7edge/spool 2>/dev/null | cut -f1 | sed 's/^/spool-KiB=/'; systemctl is-active hl7edge" | tr '\n' ' ')
 echo "$rm_state" | grep -q binary-removed && echo "$rm_state" | grep -q config-kept && echo "$rm_state" | grep -q 'spool-KiB=[1-9]'
@@ -518,6 +519,6 @@ verdict "apt remove keeps the spool" $? "$rm_state"
 vm "DEBIAN_FRONTEND=noninteractive apt-get purge -y hl7edge" >"$work/purge.log" 2>&1
 pg_state=$(vm "test -e /etc/hl7edge/hl7edge.yaml && echo config-present || echo config-purged; test -d /var/lib/hl7edge/spool && echo spool-kept; getent passwd hl7edge >/dev/null && echo user-kept; test -e /etc/systemd/system/multi-user.target.wants/hl7edge.service && echo still-enabled || echo enablement-gone" | tr '\n' ' ')
 echo "$pg_state" | grep -q config-purged && echo "$pg_state" | grep -q spool-kept && echo "$pg_state" | grep -q user-kept && echo "$pg_state" | grep -q enablement-gone && grep -q "kept /var/lib/hl7edge" "$work/purge.log"
-verdict "apt purge as README says" $? "$pg_state; $(grep -o 'hl7edge: kept /var/lib/hl7edge[^.]*' "$work/purge.log")"
+verdict "apt purge as docs/operations.md says" $? "$pg_state; $(grep -o 'hl7edge: kept /var/lib/hl7edge[^.]*' "$work/purge.log")"
 
 finish

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hl7edge/hl7edge/build/skipnote"
 )
 
 const fileGatewayConfig = `device: {id: interop-gw, board: sim}
@@ -27,7 +29,7 @@ destinations:
 func TestMLLPSendInterop(t *testing.T) {
 	mllpSend, err := exec.LookPath("mllp_send")
 	if err != nil {
-		t.Skip("mllp_send not installed (apt-get install python3-hl7; CI installs it)")
+		skipnote.Missing(t, "TestMLLPSendInterop, Debian's independent MLLP client against the daemon", "mllp_send", "python3-hl7")
 	}
 	dir := t.TempDir()
 	port := freePort(t)

@@ -11,16 +11,17 @@ import (
 	"github.com/hl7edge/hl7edge/pipeline/webservice"
 )
 
-// TestREADMEExampleIsValid keeps the README's walk-through honest: the
-// configuration shown to users must pass the same check the daemon runs.
-func TestREADMEExampleIsValid(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+// TestOperationsExampleIsValid keeps the walk-through of docs/operations.md
+// (its first yaml block) honest: the configuration shown to users must pass
+// the same check the daemon runs.
+func TestOperationsExampleIsValid(t *testing.T) {
+	page, err := os.ReadFile("../../docs/operations.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindSubmatch(readme)
+	m := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindSubmatch(page)
 	if m == nil {
-		t.Fatal("README has no yaml block")
+		t.Fatal("docs/operations.md has no yaml block")
 	}
 	dir := t.TempDir()
 	text := string(m[1])
@@ -33,7 +34,7 @@ func TestREADMEExampleIsValid(t *testing.T) {
 	}
 	c, err := Parse([]byte(text))
 	if err != nil {
-		t.Fatalf("README configuration is refused:\n%v", err)
+		t.Fatalf("the configuration of docs/operations.md is refused:\n%v", err)
 	}
 	if len(c.Sources) != 3 || len(c.Destinations) != 4 || c.Device.ID != "ward3-gw" {
 		t.Fatalf("parsed %d sources, %d destinations, device %q", len(c.Sources), len(c.Destinations), c.Device.ID)

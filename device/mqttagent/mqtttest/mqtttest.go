@@ -28,6 +28,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/hl7edge/hl7edge/build/skipnote"
 	"github.com/hl7edge/hl7edge/pipeline/logtest"
 )
 
@@ -313,7 +314,7 @@ func StartMosquittoConf(t testing.TB, conf string) string {
 	t.Helper()
 	bin := mosquittoPath()
 	if bin == "" {
-		t.Skip("mosquitto is not installed (not on PATH, /usr/sbin or /usr/local/sbin)")
+		skipnote.Missing(t, "tests against Mosquitto", "mosquitto (not on PATH, /usr/sbin or /usr/local/sbin)", "mosquitto")
 	}
 	dir := t.TempDir()
 	port := FreePort(t)

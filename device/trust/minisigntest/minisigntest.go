@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hl7edge/hl7edge/build/skipnote"
 )
 
 // Tool returns the minisign binary's path or skips the test.
@@ -17,7 +19,7 @@ func Tool(t testing.TB) string {
 	t.Helper()
 	p, err := exec.LookPath("minisign")
 	if err != nil {
-		t.Skip("the minisign tool is not installed (apt-get install minisign); CI installs it")
+		skipnote.Missing(t, "signatures made by the stock minisign tool", "minisign", "minisign")
 	}
 	return p
 }

@@ -1,0 +1,47 @@
+package skipnote
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestMissingSkipsAndNotes: the test is skipped, and the summary file gets
+// one line naming the package, the part, the tool and the install command.
+func TestMissingSkipsAndNotes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "skips")
+	t.Setenv(Env, path)
+	skipped := false
+	t.Run("needs-mosquitto", func(t *testing.T) {
+		defer func() { skipped = t.Skipped() }()
+		Missing(t, "tests against Mosquitto", "mosquitto", "mosquitto")
+		t.Error("Missing returned instead of skipping")
+	})
+	if !skipped {
+		t.Fatal("the subtest was not skipped")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "SKIPPED build/skipnote: tests against Mosquitto: not installed: mosquitto; to run it: sudo apt-get install mosquitto\n"
+	if string(b) != want {
+		t.Errorf("summary file holds %q, want %q", b, want)
+	}
+}
+
+// TestMissingWithoutSummaryOnlySkips: outside make test nothing is written.
+func TestMissingWithoutSummaryOnlySkips(t *testing.T) {
+	t.Setenv(Env, "")
+	dir := t.TempDir()
+	t.Chdir(dir)
+	t.Run("skip", func(t *testing.T) { Missing(t, "x", "tool", "pkg") })
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 0 || !strings.HasPrefix(pkgDir(), "/") {
+		t.Errorf("wrote %d files; pkgDir outside a module %q should be the absolute directory", len(entries), pkgDir())
+	}
+}
