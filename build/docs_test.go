@@ -16,7 +16,7 @@ import (
 	"testing"
 
 	"github.com/hl7edge/hl7edge/device/command"
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // mdSection is one "## " section of a Markdown page: the first cell of
@@ -195,11 +195,11 @@ func TestMQTTAPIDoc(t *testing.T) {
 	alarms, counters, snap, cmds := section("alarm"), section("Health counters"), section("health"), section("cmd/req and cmd/res")
 
 	sameSet(t, "alarm kinds", `"## alarm" (table "kind")`,
-		setOf(slices.Concat(stringConsts(t, "../pipeline/health", "Alarm", false),
+		setOf(slices.Concat(stringConsts(t, "../pipeline/vocab/health", "Alarm", false),
 			stringConsts(t, "../device/appliance", "Alarm", false), stringConsts(t, "../device/firmware", "Alarm", false))),
 		setOf(alarms.tables["kind"]))
 	sameSet(t, "health counters", `"## Health counters" (table "counter")`,
-		setOf(stringConsts(t, "../pipeline/health", "Counter", false)), setOf(counters.tables["counter"]))
+		setOf(stringConsts(t, "../pipeline/vocab/health", "Counter", false)), setOf(counters.tables["counter"]))
 	sameSet(t, "commands", `"## cmd/req and cmd/res" ("### `+"`name`"+`" headings)`,
 		setOf(stringConsts(t, "../device/command", "", true)), setOf(cmds.headings))
 
@@ -244,7 +244,7 @@ func TestNoNameLiterals(t *testing.T) {
 		checked++
 		for i, line := range strings.Split(string(b), "\n") {
 			if literal.MatchString(line) {
-				t.Errorf("%s:%d: %s\n\tuse the constant from pipeline/health (alarms.go, counters.go), device/appliance or device/firmware (alarms.go) or device/command (names.go), so docs/mqtt-api.md stays the whole list", path, i+1, strings.TrimSpace(line))
+				t.Errorf("%s:%d: %s\n\tuse the constant from pipeline/vocab/health (alarms.go, counters.go), device/appliance or device/firmware (alarms.go) or device/command (names.go), so docs/mqtt-api.md stays the whole list", path, i+1, strings.TrimSpace(line))
 			}
 		}
 		return nil

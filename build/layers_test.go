@@ -11,47 +11,52 @@ import (
 
 const module = "github.com/hl7edge/hl7edge/"
 
-// vocabulary is the shared bottom layer: small packages of names and
-// contracts that every layer may use and that use nothing of the project
-// but each other.
-var vocabulary = []string{
-	"pipeline/flow",
-	"pipeline/units",
-	"pipeline/backoff",
-	"pipeline/ratelog",
-	"pipeline/health",
-	"board/led",
+// layers are the repository's folders from the bottom up. A package may
+// import packages of its own folder and of any folder on a lower layer,
+// nothing above: that is what lets a reader take storage/ or pipeline/
+// alone, and lets the appliance be replaced without touching the data path.
+// The rule follows folders, so a new package is placed by where it is put,
+// not by a list someone has to remember.
+//
+//   - storage and board stand on nothing of the project: the spool and the
+//     hardware (board/led is the LED vocabulary its drivers share); so do
+//     the test helpers any test may use (build/golden, build/skipnote);
+//   - pipeline/vocab is the data path's shared vocabulary (flow contracts,
+//     units, back-off, rate-limited logs, health and its names);
+//   - pipeline is the data path;
+//   - device is the appliance; cmd and build are the top.
+var layers = []struct {
+	folders []string
+	level   int
+}{
+	{[]string{"storage", "board", "build/golden", "build/skipnote"}, 0},
+	{[]string{"pipeline/vocab"}, 1},
+	{[]string{"pipeline"}, 2},
+	{[]string{"device"}, 3},
+	{[]string{"cmd", "build"}, 4},
 }
 
-// layerRule says which project packages a package may import. The layers,
-// bottom up: vocabulary; storage and board (hardware) on it; pipeline on
-// storage; device (the appliance) on everything below; cmd wires it all.
-// Nothing below device may reach up into it: that is what lets a reader
-// take pipeline/ or storage/ alone, and lets the appliance be replaced
-// without touching the data path.
-func layerRule(pkg string) (allowed func(dep string) bool) {
-	isVocab := func(dep string) bool {
-		for _, v := range vocabulary {
-			if dep == v {
-				return true
+// layerOf is the level of the deepest folder in layers that holds pkg.
+func layerOf(pkg string) (level int, folder string) {
+	level, best := 4, ""
+	for _, l := range layers {
+		for _, f := range l.folders {
+			if (pkg == f || strings.HasPrefix(pkg, f+"/")) && len(f) > len(best) {
+				level, best = l.level, f
 			}
 		}
-		return false
 	}
-	under := func(dep, dir string) bool { return dep == dir || strings.HasPrefix(dep, dir+"/") }
-	switch {
-	case isVocab(pkg):
-		return isVocab
-	case under(pkg, "storage"):
-		return func(dep string) bool { return isVocab(dep) || under(dep, "storage") }
-	case under(pkg, "board"):
-		return func(dep string) bool { return isVocab(dep) || under(dep, "board") }
-	case under(pkg, "pipeline"):
-		return func(dep string) bool { return isVocab(dep) || under(dep, "pipeline") || under(dep, "storage") }
-	case under(pkg, "device"):
-		return func(dep string) bool { return !under(dep, "cmd") }
-	default: // cmd, build: the top
-		return func(string) bool { return true }
+	return level, best
+}
+
+// layerRule says which project packages pkg may import: its own folder's
+// and those on lower layers. storage and board, on the same layer, may not
+// import each other.
+func layerRule(pkg string) (allowed func(dep string) bool) {
+	level, folder := layerOf(pkg)
+	return func(dep string) bool {
+		l, f := layerOf(dep)
+		return l < level || f == folder
 	}
 }
 
@@ -88,7 +93,7 @@ func TestLayers(t *testing.T) {
 				continue
 			}
 			if !allowed(dep) {
-				t.Errorf("%s imports %s: that reaches across the layers (vocabulary < storage, board < pipeline < device < cmd); move the shared part down into the vocabulary (%s) instead", pkg, dep, strings.Join(vocabulary, ", "))
+				t.Errorf("%s imports %s: that reaches across the layers (storage, board < pipeline/vocab < pipeline < device < cmd, build); move the shared part down (pipeline/vocab for the data path's words) instead", pkg, dep)
 			}
 		}
 		checked++

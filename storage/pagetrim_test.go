@@ -15,7 +15,7 @@ import (
 )
 
 // mappedFile maps a new file of n bytes in dir, shared and writable, as
-// Badger maps its tables, and fills it.
+// Badger maps its tables, fills it and syncs it.
 func mappedFile(t *testing.T, dir, name string, n int) []byte {
 	t.Helper()
 	f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_RDWR, 0o600)
@@ -33,6 +33,12 @@ func mappedFile(t *testing.T, dir, name string, n int) []byte {
 	t.Cleanup(func() { _ = unix.Munmap(data) })
 	for i := range data {
 		data[i] = byte(i * 7)
+	}
+	// Badger syncs a table once it is built, so its pages are clean when the
+	// trimmer meets them. Dirty ones would only be queued for write-back by
+	// MADV_PAGEOUT and could still be resident when the test looks.
+	if err := unix.Msync(data, unix.MS_SYNC); err != nil {
+		t.Fatal(err)
 	}
 	return data
 }

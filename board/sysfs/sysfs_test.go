@@ -11,7 +11,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/board/led"
 	"github.com/hl7edge/hl7edge/device/frontpanel"
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 	"periph.io/x/conn/v3/gpio"
 )
 

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/flow"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
 )
 
 // receiverMaxBytes is what the host's MLLP receiver takes in one frame:

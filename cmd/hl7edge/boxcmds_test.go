@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // TestLocalBoxCommands: what a technician does at the box works without

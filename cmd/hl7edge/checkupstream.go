@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/units"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/units"
 	"github.com/hl7edge/hl7edge/pipeline/webservice"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/conformance"
 )

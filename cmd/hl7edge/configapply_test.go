@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/hl7edge/hl7edge/device/appliance"
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // TestConfigApplyLocal: `hl7edge config apply` on the box reaches the

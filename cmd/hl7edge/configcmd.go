@@ -23,7 +23,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/device/samples"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
-	"github.com/hl7edge/hl7edge/pipeline/units"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/units"
 )
 
 const configUsage = "usage: hl7edge config check FILE | hl7edge config sample [SECTION|TYPE|all] | hl7edge config apply [--config FILE] [--grace 60s] [--wait] NEWFILE"

@@ -8,7 +8,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/hl7edge/hl7edge/device/fleetview"
+	"github.com/hl7edge/hl7edge/cmd/hl7edge/internal/fleetview"
 	"github.com/hl7edge/hl7edge/device/mqttagent"
 )
 

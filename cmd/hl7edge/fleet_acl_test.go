@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/device/fleetsim"
-	"github.com/hl7edge/hl7edge/device/fleetview"
+	"github.com/hl7edge/hl7edge/cmd/hl7edge/internal/fleetsim"
+	"github.com/hl7edge/hl7edge/cmd/hl7edge/internal/fleetview"
 	"github.com/hl7edge/hl7edge/device/mqttagent"
 	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
 )

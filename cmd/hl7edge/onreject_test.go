@@ -11,9 +11,9 @@ import (
 	"testing"
 
 	"github.com/hl7edge/hl7edge/device/appliance"
-	"github.com/hl7edge/hl7edge/pipeline/flow"
-	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // TestRefusedMessageHoldOrDead: a receiver answers AR to one message. The

@@ -20,7 +20,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
-	"github.com/hl7edge/hl7edge/pipeline/units"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/units"
 	"github.com/hl7edge/hl7edge/storage"
 )
 

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/device/command"
-	"github.com/hl7edge/hl7edge/pipeline/ratelog"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/ratelog"
 )
 
 // maxRequest bounds one request line; commands are small.

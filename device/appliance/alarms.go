@@ -1,7 +1,7 @@
 package appliance
 
 // Alarm kinds the appliance raises about configuration changes (the data
-// path's are in pipeline/health, alarms.go; docs/mqtt-api.md lists them
+// path's are in pipeline/vocab/health, alarms.go; docs/mqtt-api.md lists them
 // all, and a test in build/ keeps the page and the lists in step).
 const (
 	// AlarmConfigApplied: a configuration from config-apply stayed healthy

@@ -31,7 +31,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/trust"
 	"github.com/hl7edge/hl7edge/device/watchdog"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // Options configure the appliance.

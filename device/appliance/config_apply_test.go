@@ -10,8 +10,8 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/appliance"
 	"github.com/hl7edge/hl7edge/device/command"
-	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // TestConfigApplyInvalid: a configuration with an unknown key is refused

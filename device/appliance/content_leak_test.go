@@ -7,8 +7,8 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/appliance"
 	"github.com/hl7edge/hl7edge/device/command"
-	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/logtest"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // TestRefusalReasonsKeepContentToTheSender: messages carry logtest.Marker

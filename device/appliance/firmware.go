@@ -11,7 +11,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/firmware"
 	"github.com/hl7edge/hl7edge/device/mqttagent"
 	"github.com/hl7edge/hl7edge/device/trust"
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // ErrRelaunch ends Run when the firmware changes: the process must exit so

@@ -10,7 +10,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/appliance"
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // deadLetter is DeadLetterInfo as it arrives on cmd/res.

@@ -29,9 +29,9 @@ import (
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
 	"github.com/hl7edge/hl7edge/device/trust"
-	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/logtest"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // waitLimit bounds every wait; generous because the machine is shared and

@@ -10,9 +10,9 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
-	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
-	"github.com/hl7edge/hl7edge/pipeline/units"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/units"
 	"github.com/hl7edge/hl7edge/storage"
 )
 

@@ -1,7 +1,7 @@
 package appliance
 
 import (
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 	"github.com/hl7edge/hl7edge/storage"
 )
 

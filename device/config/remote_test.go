@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/hl7edge/hl7edge/pipeline/component"
-	"github.com/hl7edge/hl7edge/pipeline/flow"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
 )
 
 // TestRemoteRefusals: each way a remote change could lower transport

@@ -3,7 +3,7 @@ package config
 import (
 	"fmt"
 
-	"github.com/hl7edge/hl7edge/pipeline/units"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/units"
 	"github.com/hl7edge/hl7edge/storage"
 )
 

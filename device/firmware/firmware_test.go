@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/device/trust"
-	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/throwawayca"
-	"github.com/hl7edge/hl7edge/pipeline/units"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/units"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }

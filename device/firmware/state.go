@@ -28,7 +28,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/device/atomicfile"
-	"github.com/hl7edge/hl7edge/pipeline/units"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/units"
 )
 
 // Config is the `firmware:` block.

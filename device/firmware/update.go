@@ -24,7 +24,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/atomicfile"
 	"github.com/hl7edge/hl7edge/device/strictjson"
 	"github.com/hl7edge/hl7edge/device/trust"
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // DownloadTimeout bounds one image download.

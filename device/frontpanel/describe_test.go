@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/hl7edge/hl7edge/board/led"
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // TestDescribeOncePerMeaning: over 30 s of a blinking fault code and a flow

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/board/led"
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 	"periph.io/x/conn/v3/gpio"
 )
 

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/board/led"
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // Reading is what one LED shows and what that means, in the words a

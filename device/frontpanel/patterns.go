@@ -16,7 +16,7 @@
 // Patterns is a pure function of a health.Snapshot and a few Inputs, so every
 // state can be table-tested; Engine drives real pins from it on a ticker.
 //
-// Fault codes read these component counters (pipeline/health, counters.go):
+// Fault codes read these component counters (pipeline/vocab/health, counters.go):
 //
 //	exceptions, refused  a destination's peer answered but refused (code 2 when the destination is Down;
 //	                     a destination in state held, by a message refused for good, is code 2 too)
@@ -29,7 +29,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/board/led"
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 	"periph.io/x/conn/v3/gpio"
 )
 

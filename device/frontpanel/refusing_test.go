@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // TestRefusingAdviceFitsTheDestination: FAULT 2's advice names what the

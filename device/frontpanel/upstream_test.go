@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/hl7edge/hl7edge/board/led"
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // The LINK LED follows the destinations whose type registered itself as

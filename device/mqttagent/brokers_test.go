@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/device/command"
-	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/logtest"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // Environment of the child process that runs an agent until it is killed.

@@ -15,7 +15,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/trust"
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // cmdLogBurst is how many lines of each kind the command path logs per

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/pipeline/component"
-	"github.com/hl7edge/hl7edge/pipeline/units"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/units"
 )
 
 // Config is the `mqtt:` block of the configuration file.

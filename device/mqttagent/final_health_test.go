@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // TestCleanStopPublishesFinalHealth is issue 28's point 7: a box stopped

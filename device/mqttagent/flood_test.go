@@ -11,8 +11,8 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
-	"github.com/hl7edge/hl7edge/pipeline/health"
-	"github.com/hl7edge/hl7edge/pipeline/units"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/units"
 )
 
 // TestCommandFloodCountedAndLogBounded is the flood of issue 18: thousands

@@ -9,8 +9,8 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
-	"github.com/hl7edge/hl7edge/pipeline/health"
-	"github.com/hl7edge/hl7edge/pipeline/units"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/units"
 )
 
 // leftovers lists goroutines that belong to an agent or to its MQTT client.

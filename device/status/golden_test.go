@@ -7,7 +7,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/build/golden"
 	"github.com/hl7edge/hl7edge/device/frontpanel"
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // The status screen in every state a technician can meet, pinned in

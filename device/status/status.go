@@ -14,7 +14,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/board/led"
 	"github.com/hl7edge/hl7edge/device/frontpanel"
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // Report is `hl7edge status` in data.

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/device/frontpanel"
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // TestVerdicts: what counts as a problem. A paused destination is an

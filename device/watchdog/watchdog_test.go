@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // notifySocket plays systemd: a real unix datagram socket named by

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/hl7edge/hl7edge/pipeline/component"
-	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
 )
 
 // echoConfig is a block with a default and a rule.

@@ -1,7 +1,7 @@
 package deliver
 
 import (
-	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
 	"github.com/hl7edge/hl7edge/storage"
 )
 

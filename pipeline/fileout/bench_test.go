@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
 )
 
 // BenchmarkDeliver is the file destination's cost per message, one at a

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
 )
 
 func TestDeliverWritesOneFilePerGUIDAtomically(t *testing.T) {

@@ -4,7 +4,7 @@ import (
 	_ "embed"
 
 	"github.com/hl7edge/hl7edge/pipeline/component"
-	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
 )
 
 //go:embed sample.yaml

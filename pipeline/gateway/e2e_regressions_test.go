@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/logtest"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // TestE2EHealthDeliveredCountedOnce: the health counter "delivered" of

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/device/frontpanel"
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 const unreadableYAML = `

@@ -13,13 +13,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/backoff"
 	"github.com/hl7edge/hl7edge/pipeline/component"
 	"github.com/hl7edge/hl7edge/pipeline/deliver"
-	"github.com/hl7edge/hl7edge/pipeline/flow"
-	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/intake"
 	"github.com/hl7edge/hl7edge/pipeline/route"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/backoff"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 	"github.com/hl7edge/hl7edge/storage"
 )
 

@@ -31,11 +31,11 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
-	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/logtest"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
 	"github.com/hl7edge/hl7edge/pipeline/throwawayca"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/refserver"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/wire"
 	"github.com/hl7edge/hl7edge/storage"

@@ -14,7 +14,7 @@ import (
 	"github.com/hl7edge/hl7edge/pipeline/deliver"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/route"
-	"github.com/hl7edge/hl7edge/pipeline/units"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/units"
 )
 
 // Source is one entry of `sources:`.

@@ -8,7 +8,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
 )
 
 // maxReason bounds the reason text in MSA-3 and ERR-8 (ERR-8 is 250 long in

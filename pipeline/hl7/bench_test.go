@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
 )
 
 // oru1K is a 1 KiB lab result with a dozen OBX, the typical message size.

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
 )
 
 func addSeeds(f *testing.F) {

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // Sender sends messages to a device. It is not safe for concurrent use.

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/throwawayca"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // silentPeer accepts connections and reads them but never answers. It

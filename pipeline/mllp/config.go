@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/units"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/units"
 )
 
 // Listener defaults, as sample.yaml beside this file documents them.

@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/flow"
-	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/throwawayca"
-	"github.com/hl7edge/hl7edge/pipeline/units"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/units"
 )
 
 // hl7Message is an ORU with a patient name that must never leak into

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
-	"github.com/hl7edge/hl7edge/pipeline/units"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/units"
 )
 
 // dialFrom opens a TCP connection to addr from the loopback address ip, so

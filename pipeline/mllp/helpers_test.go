@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/logtest"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // testServer is a Server serving on 127.0.0.1:0 for one test.

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/pipeline/component"
-	"github.com/hl7edge/hl7edge/pipeline/flow"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
 )
 
 //go:embed sample.yaml

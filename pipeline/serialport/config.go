@@ -7,7 +7,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/units"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/units"
 	"github.com/tarm/serial"
 )
 

@@ -7,11 +7,11 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/flow"
-	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/lis01"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // Options are a port's collaborators.

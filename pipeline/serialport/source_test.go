@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/flow"
-	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/lis01"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // sendFunc sends one message as a device would and returns nil only when

@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/wire"
 )
 

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/units"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/units"
 )
 
 // Defaults (docs/protocol.md, "Back-off and ordering"; sample.yaml beside this file).

@@ -15,9 +15,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/flow"
-	"github.com/hl7edge/hl7edge/pipeline/health"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/wire"
 )
 
@@ -173,7 +173,7 @@ func (d *Destination) Reping() { d.repingNext.Store(true) }
 
 // Deliver posts one message and returns nil only when the web service
 // acknowledged its GUID. Any error leaves the message to be retried after a
-// back-off (pipeline/backoff); the session is reset so that the retry pings
+// back-off (pipeline/vocab/backoff); the session is reset so that the retry pings
 // first. Errors wrap *wire.Exception, ErrRefusedURL or ErrTransport, or are
 // the context's error.
 func (d *Destination) Deliver(ctx context.Context, m *flow.Message) error {

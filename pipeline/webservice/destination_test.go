@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/flow"
-	"github.com/hl7edge/hl7edge/pipeline/health"
-	"github.com/hl7edge/hl7edge/pipeline/units"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/units"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/internal/wstest"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/refserver"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/wire"

@@ -14,7 +14,7 @@
 // answered with an EXCEPTION), ErrRefusedURL (a ping reply pointed
 // somewhere the profile forbids; treated as an EXCEPTION) or ErrTransport
 // (anything else: status, timeout, reset, malformed reply, an ACK for
-// another GUID). In every case the caller waits a back-off (pipeline/backoff) and the next
+// another GUID). In every case the caller waits a back-off (pipeline/vocab/backoff) and the next
 // attempt starts again with a ping.
 //
 // The wire format is in the wire sub-package, the reference server in

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/pipeline/component"
-	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
 )
 
 //go:embed sample.yaml

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/hl7edge/hl7edge/pipeline/flow"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/refserver"
 )
 

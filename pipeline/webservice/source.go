@@ -8,9 +8,9 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/backoff"
-	"github.com/hl7edge/hl7edge/pipeline/flow"
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/backoff"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 	"github.com/hl7edge/hl7edge/pipeline/webservice/wire"
 )
 

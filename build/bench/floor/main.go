@@ -16,9 +16,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hl7edge/hl7edge/pipeline/flow"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
 	"golang.org/x/sys/unix"
 )
 

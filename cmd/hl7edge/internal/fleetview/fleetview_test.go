@@ -9,7 +9,7 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/hl7edge/hl7edge/pipeline/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
 
 // TestStaleWillIgnored: the Will of session 6 arriving after the birth of
