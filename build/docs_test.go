@@ -347,3 +347,45 @@ func checkMarkdownLinks(t *testing.T, root string) {
 		t.Fatal("README.md and docs/*.md hold no relative link; the scan does not read them")
 	}
 }
+
+// TestDocExamplesMatchGoldens: an example in the README or docs/ that is
+// marked `<!-- golden: PATH -->` is, in the indented block that follows,
+// exactly what the code prints (PATH is a golden file its test keeps), so
+// the documents cannot drift from the screens they show.
+func TestDocExamplesMatchGoldens(t *testing.T) {
+	docs, _ := filepath.Glob("../docs/*.md")
+	checked := 0
+	for _, doc := range append(docs, "../README.md") {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(string(b), "\n")
+		for i, l := range lines {
+			path, ok := strings.CutPrefix(strings.TrimSpace(l), "<!-- golden: ")
+			if !ok {
+				continue
+			}
+			path = strings.TrimSuffix(path, " -->")
+			want, err := os.ReadFile(filepath.Join("..", path))
+			if err != nil {
+				t.Errorf("%s:%d: %v", doc, i+1, err)
+				continue
+			}
+			var got []string
+			for _, e := range lines[i+1:] {
+				if e != "" && !strings.HasPrefix(e, "    ") {
+					break
+				}
+				got = append(got, strings.TrimPrefix(e, "    "))
+			}
+			if g := strings.TrimRight(strings.Join(got, "\n"), "\n"); g != strings.TrimRight(string(want), "\n") {
+				t.Errorf("%s:%d: the example differs from %s (copy it again, indented by four spaces)", doc, i+1, path)
+			}
+			checked++
+		}
+	}
+	if checked < 2 {
+		t.Fatalf("%d examples marked with a golden file; docs/operations.md has two", checked)
+	}
+}
