@@ -68,6 +68,17 @@ func (r *syncRecorder) setFail(f func(string) error) {
 	r.mu.Unlock()
 }
 
+// hookedSpool opens a spool with one destination, "a", whose every sync
+// goes through the recorder it returns; the test's end closes it.
+func hookedSpool(t *testing.T) (*Spool, *syncRecorder) {
+	t.Helper()
+	s := openSmall(t, t.TempDir(), nil, "a")
+	t.Cleanup(func() { _ = s.Close() })
+	r := &syncRecorder{}
+	hookSyncs(s, r)
+	return s, r
+}
+
 // hookSyncs routes every sync the spool makes through r. It is set before
 // the first Append, whose hand-over to the commit loop orders it.
 func hookSyncs(s *Spool, r *syncRecorder) {
@@ -256,10 +267,7 @@ func TestFailedSyncFaultsUntilReopened(t *testing.T) {
 // its tries to re-open; once the disk works it takes messages again within
 // a few tries.
 func TestFailingDiskKeepsRefusing(t *testing.T) {
-	s := openSmall(t, t.TempDir(), nil, "a")
-	defer s.Close()
-	r := &syncRecorder{}
-	hookSyncs(s, r)
+	s, r := hookedSpool(t)
 	r.setFail(func(string) error { return syscall.EIO })
 	ctx := context.Background()
 	add := func(i int) error {
@@ -511,10 +519,7 @@ func TestUnreadableMessageDoesNotStopTheQueue(t *testing.T) {
 // Found by review: a sync that fails in any caller (here moving an
 // unreadable message aside) faults the spool like a group's own.
 func TestAnyFailedSyncFaults(t *testing.T) {
-	s := openSmall(t, t.TempDir(), nil, "a")
-	defer s.Close()
-	r := &syncRecorder{}
-	hookSyncs(s, r)
+	s, r := hookedSpool(t)
 	ctx := context.Background()
 	r1, err := s.Append(ctx, Entry{Source: "s", Raw: msg(1), Dests: []string{"a"}})
 	if err != nil {
@@ -542,10 +547,7 @@ func TestAnyFailedSyncFaults(t *testing.T) {
 // failing must not be answered as stored: Linux reports a failed write-back
 // once per open file, so the group's own sync would "succeed".
 func TestGroupWaitingBehindAFailedSyncIsRefused(t *testing.T) {
-	s := openSmall(t, t.TempDir(), nil, "a")
-	defer s.Close()
-	r := &syncRecorder{}
-	hookSyncs(s, r)
+	s, r := hookedSpool(t)
 	ctx := context.Background()
 	r1, err := s.Append(ctx, Entry{Source: "s", Raw: msg(1), Dests: []string{"a"}})
 	if err != nil {
@@ -636,10 +638,7 @@ func TestFailedReopenKeepsTheDaemonUp(t *testing.T) {
 // release, or it removes the copy as half made and the release then drops
 // the message.
 func TestKillDuringReopenLosesNothing(t *testing.T) {
-	s := openSmall(t, t.TempDir(), nil, "a")
-	defer s.Close()
-	r := &syncRecorder{}
-	hookSyncs(s, r)
+	s, r := hookedSpool(t)
 	ctx := context.Background()
 	r1, err := s.Append(ctx, Entry{Source: "s", Raw: msg(1), Dests: []string{"a"}})
 	if err != nil {
