@@ -158,7 +158,7 @@ func linkUp(s health.Snapshot) string {
 		up = append(up, "MQTT")
 	}
 	if len(up) == 0 {
-		return "nothing to watch (no web-service destination, no MQTT broker configured)"
+		return "nothing to watch (no upstream destination, no MQTT broker configured)"
 	}
 	return strings.Join(up, " and ") + " up"
 }
