@@ -43,7 +43,7 @@ func TestDescribeOncePerMeaning(t *testing.T) {
 	defer mu.Unlock()
 	want := []string{
 		"sys blinking 1Hz — SYS: running, every internal loop beats",
-		"link on — LINK: nothing to watch (no web-service destination, no MQTT broker configured)",
+		"link on — LINK: nothing to watch (no upstream destination, no MQTT broker configured)",
 		"act off — ACT: idle, no message in or out",
 		"fault 4 flashes, pause — FAULT: code 4, clock not synchronised: check NTP",
 		"act flashing — ACT: messages moving",
