@@ -19,12 +19,15 @@ func (s *Spool) segDelivered(seg uint64) bool {
 	return si == nil || si.pending <= 0
 }
 
-// usedBytesLocked is what counts against max_bytes: every message still on
-// disk, whether queued, dead or undeliverable.
+// usedBytesLocked is what counts against max_bytes: every message still
+// owed, dead or undeliverable. Retained delivered segments do not count:
+// they are the first to go when space is needed (retain.go).
 func (s *Spool) usedBytesLocked() int64 {
 	var n int64
-	for _, si := range s.segs {
-		n += si.bytes
+	for seg, si := range s.segs {
+		if !s.retainedLocked(seg, si) {
+			n += si.bytes
+		}
 	}
 	return n + s.deadBytes + s.undelivBytes
 }
@@ -52,6 +55,7 @@ func (s *Spool) gcLoop() {
 			continue
 		case <-t.C:
 			s.refreshFreeDisk()
+			s.pruneTraces()
 			s.saveCounters()
 		case <-s.gcKick:
 		case <-vlogGC.C:
@@ -65,14 +69,7 @@ func (s *Spool) gcLoop() {
 }
 
 func (s *Spool) dropDelivered() error {
-	s.mu.Lock()
-	var drop []uint64
-	for seg, si := range s.segs {
-		if si.pending <= 0 && seg < s.curSeg {
-			drop = append(drop, seg)
-		}
-	}
-	s.mu.Unlock()
+	drop := s.segsToDrop()
 	if len(drop) == 0 {
 		return nil
 	}
@@ -83,7 +80,10 @@ func (s *Spool) dropDelivered() error {
 	}
 	s.log.Debug("spool dropping delivered segments", "segments", len(drop))
 	s.dbMu.Lock()
-	err := s.db.DropPrefix(prefixes...)
+	err := errReopening
+	if s.db != nil {
+		err = s.db.DropPrefix(prefixes...)
+	}
 	s.dbMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("drop %d delivered segments: %w", len(drop), err)
@@ -101,6 +101,7 @@ func (s *Spool) dropDelivered() error {
 
 func (s *Spool) saveCounters() {
 	s.mu.Lock()
+	traceBytes, saveTrace := s.traceBytes, s.traceBytes != s.traceBytesSave
 	changed := map[string]uint64{}
 	for d, n := range s.delivered {
 		if s.deliveredSave[d] != n {
@@ -108,12 +109,18 @@ func (s *Spool) saveCounters() {
 		}
 	}
 	s.mu.Unlock()
-	if len(changed) == 0 {
+	if len(changed) == 0 && !saveTrace {
 		return
 	}
 	s.dbMu.RLock()
 	defer s.dbMu.RUnlock()
+	if s.db == nil {
+		return
+	}
 	err := s.db.Update(func(txn *badger.Txn) error {
+		if err := txn.Set(keyTraceBytes, binary.BigEndian.AppendUint64(nil, uint64(max(traceBytes, 0)))); err != nil {
+			return err
+		}
 		for d, n := range changed {
 			if err := txn.Set([]byte("xdelv"+d), binary.BigEndian.AppendUint64(nil, n)); err != nil {
 				return err
@@ -124,6 +131,7 @@ func (s *Spool) saveCounters() {
 	if err == nil {
 		s.mu.Lock()
 		maps.Copy(s.deliveredSave, changed)
+		s.traceBytesSave = traceBytes
 		s.mu.Unlock()
 	}
 }

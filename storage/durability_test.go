@@ -303,6 +303,7 @@ func TestValueLogCleanupSyncsBeforeUnlink(t *testing.T) {
 		seqs = append(seqs, res.Seq)
 	}
 	live := seqs[:16] // the first segment stays queued
+	setRetain(s, 0)   // delivered segments go at once, not kept for replay
 	for _, q := range seqs[16:] {
 		if err := s.Delivered("a", q); err != nil {
 			t.Fatal(err)

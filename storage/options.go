@@ -28,6 +28,36 @@ type Config struct {
 	// ValueLogCleanup is how often the value log, where messages of 256 KiB
 	// and more live, is cleaned of delivered ones.
 	ValueLogCleanup units.Duration `yaml:"value_log_cleanup"`
+	// Retain keeps delivered messages this long for replay (nil: 72h; 0s:
+	// off), within RetainMaxBytes; retained messages are the first to go
+	// when space is needed (docs/operations.md, Retention and replay).
+	Retain         *units.Duration `yaml:"retain"`
+	RetainMaxBytes units.Size      `yaml:"retain_max_bytes"`
+	// TraceRetain keeps each message's trace this long (nil: 30 days; 0s:
+	// off), within TraceMaxBytes, oldest dropped first.
+	TraceRetain   *units.Duration `yaml:"trace_retain"`
+	TraceMaxBytes units.Size      `yaml:"trace_max_bytes"`
+}
+
+// Retention defaults (docs/operations.md says why).
+const (
+	DefaultRetain      = 72 * time.Hour
+	DefaultTraceRetain = 30 * 24 * time.Hour
+	DefaultTraceBytes  = 256 << 20
+)
+
+func (c *Config) retainFor() time.Duration {
+	if c.Retain == nil {
+		return DefaultRetain
+	}
+	return c.Retain.D()
+}
+
+func (c *Config) traceFor() time.Duration {
+	if c.TraceRetain == nil {
+		return DefaultTraceRetain
+	}
+	return c.TraceRetain.D()
 }
 
 // SetDefaults fills what a hospital would expect when a key is left out.
@@ -53,6 +83,12 @@ func (c *Config) SetDefaults() {
 	if c.ValueLogCleanup == 0 {
 		c.ValueLogCleanup = units.Duration(10 * time.Minute)
 	}
+	if c.RetainMaxBytes == 0 {
+		c.RetainMaxBytes = c.MaxBytes / 2
+	}
+	if c.TraceMaxBytes == 0 {
+		c.TraceMaxBytes = DefaultTraceBytes
+	}
 }
 
 // Validate checks the block.
@@ -68,6 +104,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ValueLogCleanup.D() < time.Second {
 		return fmt.Errorf("spool.value_log_cleanup %s is below 1s: leave it out for the default of 10m", c.ValueLogCleanup.D())
+	}
+	if c.RetainMaxBytes > c.MaxBytes {
+		return fmt.Errorf("spool.retain_max_bytes %s is above spool.max_bytes %s: retained messages share max_bytes; lower it or leave it out for half of max_bytes", c.RetainMaxBytes, c.MaxBytes)
+	}
+	if c.TraceMaxBytes < 1<<20 {
+		return fmt.Errorf("spool.trace_max_bytes %s is below the 1MiB minimum: raise it or leave it out for the default of 256MiB", c.TraceMaxBytes)
 	}
 	return nil
 }

@@ -151,7 +151,7 @@ func (s *Spool) quarantine(dest string, u unreadable) error {
 		return fmt.Errorf("spool: move unreadable message %d of %s to the dead letters: %w", u.seq, dest, err)
 	}
 	if found {
-		s.accountRelease(dest, u.seg, true, int64(len(dv)))
+		s.accountRelease(dest, u.seg, true, int64(len(dv)), 0)
 	}
 	return nil
 }
@@ -181,6 +181,7 @@ func (s *Spool) release(dest string, seq uint64, deadReason string, attempts int
 	}
 	qk := namedSeqKey(famQueue, dest, seq)
 	var seg uint64
+	var evBytes int64
 	found := false
 	s.dbMu.RLock()
 	defer s.dbMu.RUnlock()
@@ -199,6 +200,9 @@ func (s *Spool) release(dest string, seq uint64, deadReason string, attempts int
 			return err
 		}
 		found = true
+		if evBytes, err = s.releaseEvent(txn, item, dest, deadReason != ""); err != nil {
+			return err
+		}
 		return txn.Delete(qk)
 	})
 	if err != nil {
@@ -207,7 +211,7 @@ func (s *Spool) release(dest string, seq uint64, deadReason string, attempts int
 	if !found {
 		return nil
 	}
-	s.accountRelease(dest, seg, deadReason != "", deadSize)
+	s.accountRelease(dest, seg, deadReason != "", deadSize, evBytes)
 	return nil
 }
 
@@ -264,8 +268,9 @@ func (s *Spool) copyToDead(dest string, seq uint64, reason string, attempts int)
 }
 
 // accountRelease follows a released queue entry in the counters.
-func (s *Spool) accountRelease(dest string, seg uint64, dead bool, deadSize int64) {
+func (s *Spool) accountRelease(dest string, seg uint64, dead bool, deadSize, traceBytes int64) {
 	s.mu.Lock()
+	s.traceBytes += traceBytes
 	si := s.seg(seg)
 	si.pending--
 	s.queued[dest]--

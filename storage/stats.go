@@ -39,6 +39,12 @@ type Stats struct {
 	Appended      uint64               `json:"appended"` // messages stored since start
 	Error         string               `json:"error,omitempty"`
 	Reopens       uint64               `json:"reopens"` // re-opened from disk after a failed sync, since start
+	// Retained delivered messages kept for replay (spool.retain); they do
+	// not count in Messages or Bytes, and make way when space is needed.
+	RetainedMessages int64      `json:"retained_messages"`
+	RetainedBytes    int64      `json:"retained_bytes"`
+	OldestRetained   *time.Time `json:"oldest_retained,omitempty"`
+	TraceBytes       int64      `json:"trace_bytes"` // estimated, bounded by spool.trace_max_bytes
 	// Sources is filled in by the running daemon from its health registry
 	// (the spool itself knows nothing of sources).
 	Sources map[string]SourceStats `json:"sources,omitempty"`
@@ -60,9 +66,17 @@ func (s *Spool) Stats() Stats {
 		Undeliverable: s.undeliv, Destinations: map[string]DestStats{},
 		Commits: s.syncs, Appended: s.appended, Error: s.storageErr, Reopens: s.reopens,
 	}
-	for _, si := range s.segs {
-		st.Messages += int64(si.count)
+	for seg, si := range s.segs {
+		if !s.retainedLocked(seg, si) {
+			st.Messages += int64(si.count)
+		}
 	}
+	var oldest time.Time
+	st.RetainedBytes, st.RetainedMessages, oldest = s.retainedFiguresLocked()
+	if !oldest.IsZero() {
+		st.OldestRetained = &oldest
+	}
+	st.TraceBytes = max(s.traceBytes, 0)
 	names := map[string]bool{}
 	for d := range s.queued {
 		names[d] = true
@@ -98,6 +112,7 @@ func (s *Spool) Health() health.SpoolSnapshot {
 	hs := health.SpoolSnapshot{
 		Messages: st.Messages, Bytes: st.Bytes, MaxBytes: st.MaxBytes, DiskBytes: st.DiskBytes,
 		FreeDiskBytes: st.FreeDiskBytes, Undeliverable: st.Undeliverable, Error: st.Error, Reopens: st.Reopens,
+		RetainedMessages: st.RetainedMessages, RetainedBytes: st.RetainedBytes, OldestRetained: st.OldestRetained, TraceBytes: st.TraceBytes,
 		Full:   st.Bytes >= st.MaxBytes*95/100 || (st.FreeDiskBytes > 0 && st.FreeDiskBytes < int64(s.cfg.MinFreeDisk)),
 		Queues: map[string]health.QueueStat{},
 	}
@@ -214,6 +229,13 @@ func (s *Spool) PurgeDead(dest string, guids ...string) (int, error) {
 		}
 		if err := wb.Delete(namedSeqKey(famDead, dest, dl.Seq)); err != nil {
 			return 0, err
+		}
+		if g, err := uuid.Parse(dl.GUID); err == nil && s.tracing() {
+			// In the purge's own batch: the trace says "purged" exactly when it was.
+			kv := s.newEvent(g, traceEvent{At: s.now(), What: EvPurged, Dest: dest})
+			if err := wb.Set(kv.k, kv.v); err != nil {
+				return 0, err
+			}
 		}
 		n++
 		bytes += int64(len(dl.Raw)) + 64
