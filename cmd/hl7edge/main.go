@@ -64,6 +64,10 @@ usage:
                                        copy what is readable of a spool that cannot be
                                        opened into a fresh one (daemon stopped)
   hl7edge spool dead list|retry|purge --config FILE --destination NAME
+  hl7edge trace ID | --since T [--until T] [--source S] [--dest D] [--type T] [--state S] [--limit N] [--config FILE] [--json]
+                                       where messages went (by GUID or control ID, or over a time range)
+  hl7edge replay --to DEST --since T [--until T] [--source S] [--type T] [--dry-run] [--partial] [--config FILE] [--json]
+                                       send retained delivered messages again, under new GUIDs
   hl7edge webservice --listen ADDR --store DIR [--mailbox DIR] [--tls-cert F --tls-key F]
                      [--logon ID --password-file F]
                                        the reference web service (ping/post and mailbox)
@@ -103,6 +107,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return cmdFleet(ctx, rest, stdout, stderr)
 	case "spool":
 		err = cmdSpool(ctx, rest, stdout)
+	case "trace":
+		err = cmdTrace(ctx, rest, stdout)
+	case "replay":
+		err = cmdReplay(ctx, rest, stdout)
 	case "webservice":
 		err = cmdWebservice(ctx, rest, stdout, stderr)
 	case "check-upstream":

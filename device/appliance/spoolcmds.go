@@ -22,10 +22,13 @@ type SpoolOps interface {
 	DeadLetters(dest string) ([]storage.DeadLetter, error)
 	RetryDead(dest string, guids ...string) (int, error)
 	PurgeDead(dest string, guids ...string) (int, error)
+	Trace(q storage.TraceQuery) (storage.TraceResult, error)
+	Replay(ctx context.Context, r storage.ReplayRequest) (storage.ReplayResult, error)
 }
 
-// RegisterSpoolCommands registers spool-stats, dead-list, dead-retry and
-// dead-purge (privileged: it deletes data) on d.
+// RegisterSpoolCommands registers spool-stats, dead-list, dead-retry,
+// dead-purge (privileged: it deletes data), trace and replay (privileged:
+// it sends messages again) on d.
 func RegisterSpoolCommands(d *command.Dispatcher, ops SpoolOps) {
 	with := func(f func(nameArgs) (any, string, error)) command.Handler {
 		return func(_ context.Context, raw json.RawMessage) (any, string, error) {
@@ -65,6 +68,7 @@ func RegisterSpoolCommands(d *command.Dispatcher, ops SpoolOps) {
 		k, err := ops.PurgeDead(n, args.GUIDs...)
 		return map[string]int{"purged": k}, fmt.Sprintf("%d dead letters deleted", k), err
 	}))
+	registerTraceCommands(d, ops)
 }
 
 // deadLetterInfos lists dead letters as an operator sees them: identifiers

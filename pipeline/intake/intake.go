@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,12 @@ import (
 // Spool is the part of the spool intake needs.
 type Spool interface {
 	Append(ctx context.Context, e storage.Entry) (storage.Result, error)
+}
+
+// Eater is what a spool may offer to keep the trace of a message a rubbish
+// bin ate (storage.Spool.Eaten): it is answered AA and never stored.
+type Eater interface {
+	Eaten(e storage.Entry, bin string)
 }
 
 // Options are intake's collaborators.
@@ -93,12 +100,15 @@ func (in *Intake) Accept(ctx context.Context, msg flow.Inbound) flow.Outcome {
 		comp.Add(health.CounterRubbish, 1)
 		in.o.Health.Component(health.Destination, d.Rubbish, "rubbish").Add(health.CounterEaten, 1)
 		in.o.Log.Debug("message eaten by rubbish bin", "source", msg.Source, "control_id", h.ControlID, "bin", d.Rubbish)
+		if e, ok := in.spool.(Eater); ok {
+			e.Eaten(in.entry(msg, raw, h, nil), d.Rubbish)
+		}
 		out.Code = flow.Accepted
 		out.ACK = hl7.ACK(m, flow.Accepted, 0, "", ackID, now)
 		return out
 	}
 
-	res, err := in.spool.Append(ctx, storage.Entry{Source: msg.Source, Raw: raw, Dests: d.Destinations, RemoteID: msg.RemoteID})
+	res, err := in.spool.Append(ctx, in.entry(msg, raw, h, d.Destinations))
 	if err != nil {
 		comp.Add(health.CounterErrors, 1)
 		reason := fmt.Sprintf("gateway cannot store the message now: %v", err)
@@ -137,6 +147,24 @@ func (in *Intake) Accept(ctx context.Context, msg flow.Inbound) flow.Outcome {
 	out.ACK = hl7.ACK(m, flow.Accepted, 0, "", ackID, now)
 	return out
 }
+
+// entry is what the spool stores of a message, with what its trace keeps:
+// MSH-10, MSH-9 and the sender's address, no other field.
+func (in *Intake) entry(msg flow.Inbound, raw []byte, h hl7.Header, dests []string) storage.Entry {
+	typ := h.MessageType
+	if h.TriggerEvent != "" {
+		typ += "^" + h.TriggerEvent
+	}
+	if !messageType.MatchString(typ) {
+		// MSH-9 is kept because it is a code; a sender that put anything
+		// else there must not get it into the trace.
+		typ = "(not a message type)"
+	}
+	return storage.Entry{Source: msg.Source, Raw: raw, Dests: dests, RemoteID: msg.RemoteID, ControlID: h.ControlID, Type: typ, Peer: msg.Peer}
+}
+
+// messageType is what MSH-9.1^MSH-9.2 look like (ADT^A01, ORU^R01, ACK).
+var messageType = regexp.MustCompile(`^[A-Z0-9]{1,3}(\^[A-Z0-9]{1,3})?$`)
 
 // newControlID makes a unique MSH-10 for an ACK (20 characters fit every
 // HL7 v2 version's limit).
