@@ -275,3 +275,114 @@ func replayedPair(t *testing.T, g *traceGW, id string) (orig, cp storage.Message
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestReplayWindowEndToEnd: 1,000 messages through the real daemon to the
+// reference web service; a replay of the window the test marked between the
+// 600th and the 900th arrives complete, in order, under new GUIDs whose
+// traces name the originals. A dry run changes nothing. With
+// retain_max_bytes small the oldest delivered messages have made way, and a
+// replay of the whole range is refused with how many are missing.
+func TestReplayWindowEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	ref, url := startRef(t, dir, refserver.Faults{})
+	g := startTraceGW(t, dir, url, ", retain_max_bytes: 128KiB")
+	store := filepath.Join(dir, "store")
+	batch := func(from, to int) [][]byte {
+		var out [][]byte
+		for i := from; i < to; i++ {
+			out = append(out, traceMsg("ORU^R01", fmt.Sprintf("RP%04d", i), ""))
+		}
+		return out
+	}
+	start := time.Now()
+	g.send(batch(0, 600)...)
+	time.Sleep(20 * time.Millisecond)
+	t1 := time.Now()
+	g.send(batch(600, 900)...)
+	t2 := time.Now()
+	time.Sleep(20 * time.Millisecond)
+	g.send(batch(900, 1000)...)
+	waitStored(t, ref, 1000)
+	// Clean-up has let the oldest delivered segments go (retain_max_bytes).
+	deadline := time.Now().Add(30 * time.Second)
+	for st := g.d.stats(); st.RetainedBytes > 128<<10 || st.RetainedMessages == 0; st = g.d.stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("retained %d messages, %d bytes; want some, within 128 KiB", st.RetainedMessages, st.RetainedBytes)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	window := []string{"--to", "ehr", "--since", t1.Format(time.RFC3339Nano), "--until", t2.Format(time.RFC3339Nano), "--json"}
+	if rr := g.replay(append(window, "--dry-run")...); rr.Matched != 300 || rr.Replayed != 0 || rr.Missing != 0 {
+		t.Fatalf("dry run: %+v, want 300 matched, none replayed or missing", rr)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := ref.Stats().Stored; n != 1000 || g.d.stats().Destinations["ehr"].Queued != 0 {
+		t.Fatalf("after the dry run the service holds %d (want 1000), ehr queued %d", n, g.d.stats().Destinations["ehr"].Queued)
+	}
+	if rr := g.replay(window...); rr.Matched != 300 || rr.Replayed != 300 {
+		t.Fatalf("replay: %+v", rr)
+	}
+	waitStored(t, ref, 1300)
+	checkReplayed(t, g, store, t2)
+
+	// The whole range, its oldest part made way: refused with the count.
+	out, err := g.cli("replay", "--to", "ehr", "--since", start.Add(-time.Second).Format(time.RFC3339Nano), "--until", t2.Format(time.RFC3339Nano))
+	if err == nil || !strings.Contains(out, "of 900 messages in the range are no longer retained") {
+		t.Fatalf("replay of a partly pruned range: %v\n%s", err, out)
+	}
+	t.Logf("refused: %s", strings.TrimSpace(out))
+	rr := g.replay("--to", "ehr", "--since", start.Add(-time.Second).Format(time.RFC3339Nano), "--until", t2.Format(time.RFC3339Nano), "--partial", "--dry-run", "--json")
+	if rr.Matched != 900 || rr.Missing == 0 || rr.Missing >= 900 || !strings.Contains(out, fmt.Sprintf("%d of 900", rr.Missing)) {
+		t.Fatalf("partial dry run: %+v; refusal said %s", rr, out)
+	}
+}
+
+func (g *traceGW) replay(args ...string) storage.ReplayResult {
+	g.t.Helper()
+	out, err := g.cli(append([]string{"replay"}, args...)...)
+	var rr storage.ReplayResult
+	if err != nil || json.Unmarshal([]byte(out), &rr) != nil {
+		g.t.Fatalf("replay %v: %v\n%s", args, err, out)
+	}
+	return rr
+}
+
+func waitStored(t *testing.T, ref *refserver.Server, n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for ref.Stats().Stored < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("the service stored %d of %d within 2 minutes", ref.Stats().Stored, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// checkReplayed checks the service's last 300 posts: RP0600 to RP0899 in
+// order, each under a GUID not seen before, whose trace names the GUID the
+// original was posted under.
+func checkReplayed(t *testing.T, g *traceGW, store string, after time.Time) {
+	t.Helper()
+	got, err := refserver.ReadReceived(store)
+	if err != nil || len(got) != 1300 {
+		t.Fatalf("received.log: %d lines, %v; want 1300", len(got), err)
+	}
+	first := map[string]string{} // control ID -> original GUID
+	for _, r := range got[:1000] {
+		first[r.ControlID] = r.GUID
+	}
+	res := g.trace("--since", after.Format(time.RFC3339Nano), "--limit", "1000")
+	replayOf := map[string]string{} // copy GUID -> original GUID
+	for _, m := range res.Messages {
+		replayOf[m.GUID] = m.ReplayOf
+	}
+	for i, r := range got[1000:] {
+		want := fmt.Sprintf("RP%04d", 600+i)
+		if r.ControlID != want || r.Duplicate || r.GUID == first[want] {
+			t.Fatalf("replayed post %d: %s under %s (duplicate %v), want %s under a new GUID (original %s)", i, r.ControlID, r.GUID, r.Duplicate, want, first[want])
+		}
+		if replayOf[r.GUID] != first[want] {
+			t.Fatalf("replayed post %d (%s): trace says replay of %q, want %s", i, r.GUID, replayOf[r.GUID], first[want])
+		}
+	}
+}
