@@ -353,7 +353,7 @@ func (g *group) add(r *appendReq) *pendingWrite {
 		return w
 	}
 	if e.GUID == uuid.Nil {
-		e.GUID = uuid.New()
+		e.GUID = newGUID(g.now)
 	}
 	g.seq++
 	rec := &record{GUID: e.GUID, Seq: g.seq, Received: g.now, Source: e.Source, Dests: e.Dests, Raw: e.Raw, Attempts: e.attempts}

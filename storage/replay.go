@@ -106,7 +106,7 @@ func (s *Spool) replayRefs(r ReplayRequest) ([]replayRef, error) {
 	q := TraceQuery{Since: r.Since, Until: r.Until}
 	err := s.view(func(txn *badger.Txn) error {
 		return s.eachHead(txn, q, func(h *traceHead) (bool, error) {
-			if h.ReplayOf != uuid.Nil || !slices.Contains(h.Route, r.To) ||
+			if h.Received.Before(r.Since) || !h.Received.Before(r.Until) || h.ReplayOf != uuid.Nil || !slices.Contains(h.Route, r.To) ||
 				r.Source != "" && h.Source != r.Source || r.Type != "" && h.Type != r.Type {
 				return true, nil
 			}

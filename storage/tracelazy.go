@@ -108,7 +108,8 @@ func (s *Spool) Eaten(e Entry, bin string) {
 	if !s.tracing() {
 		return
 	}
-	h := &traceHead{GUID: uuid.New(), Received: s.now(), Size: len(e.Raw), Source: e.Source, Peer: e.Peer,
+	now := s.now()
+	h := &traceHead{GUID: newGUID(now), Received: now, Size: len(e.Raw), Source: e.Source, Peer: e.Peer,
 		ControlID: e.ControlID, Type: e.Type, ACK: "AA", Bin: bin}
 	for _, kv := range headEntries(h) {
 		s.later(kv)

@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"encoding/binary"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -44,25 +43,25 @@ func (s *Spool) pruneTraceBatch(cutoff time.Time, excess int64) (int, error) {
 	var freed int64
 	n := 0
 	err := s.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{famTraceTime}, PrefetchValues: false})
+		// Header keys are time-ordered GUIDs (newGUID): oldest first.
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{famTrace}, PrefetchValues: false})
 		defer it.Close()
 		for it.Rewind(); it.Valid() && n < pruneBatch; it.Next() {
-			k := it.Item().KeyCopy(nil)
-			if len(k) != 25 {
+			k := it.Item().Key()
+			if len(k) != 17 {
 				continue
 			}
-			at := int64(binary.BigEndian.Uint64(k[1:9]))
-			if at >= cutoff.UnixNano() && freed >= excess {
+			if guidMillis(k[1:]) >= cutoff.UnixMilli() && freed >= excess {
 				return nil
 			}
 			var g uuid.UUID
-			copy(g[:], k[9:])
+			copy(g[:], k[1:])
 			ks, size, err := traceKeysOf(txn, g)
 			if err != nil {
 				return err
 			}
-			keys = append(append(keys, k), ks...)
-			freed += size + int64(len(k)) + 16
+			keys = append(keys, ks...)
+			freed += size
 			n++
 		}
 		return nil
@@ -85,18 +84,13 @@ func traceKeysOf(txn *badger.Txn, g uuid.UUID) ([][]byte, int64, error) {
 	var keys [][]byte
 	var size int64
 	h, err := readHead(txn, g)
-	if err != nil {
-		return nil, 0, err
-	}
-	if h != nil {
-		for _, kv := range headEntries(h)[:1] {
+	if err != nil || h == nil {
+		// A header that cannot be read goes all the same.
+		keys, size = append(keys, traceKey(g)), 17+16
+	} else {
+		for _, kv := range headEntries(h) {
 			keys = append(keys, kv.k)
 			size += kv.size()
-		}
-		if h.ControlID != "" {
-			k := traceCtlKey(h.ControlID, g)
-			keys = append(keys, k)
-			size += int64(len(k)) + 16
 		}
 	}
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: eventPrefix(g), PrefetchValues: false})

@@ -133,7 +133,9 @@ func (s *Spool) eachHead(txn *badger.Txn, q TraceQuery, fn func(*traceHead) (boo
 		_, err = fn(h)
 		return err
 	}
-	prefix, start, end := []byte{famTraceTime}, traceTimeKey(q.Since, uuid.Nil), traceTimeKey(q.Until, uuid.Nil)
+	// By time: the header keys are time-ordered GUIDs (newGUID); the exact
+	// receive time is checked by the caller's filter.
+	prefix, start, end := []byte{famTrace}, traceKey(guidFloor(q.Since)), traceKey(guidFloor(q.Until.Add(time.Millisecond)))
 	if q.ID != "" {
 		prefix = traceCtlPrefix(q.ID)
 		start, end = prefix, nil
@@ -144,6 +146,9 @@ func (s *Spool) eachHead(txn *badger.Txn, q TraceQuery, fn func(*traceHead) (boo
 		k := it.Item().Key()
 		if end != nil && bytes.Compare(k, end) >= 0 {
 			return nil
+		}
+		if len(k) < 17 {
+			continue
 		}
 		var g uuid.UUID
 		copy(g[:], k[len(k)-16:])

@@ -21,7 +21,7 @@ import (
 // this measures durable ingest alone, with the queue growing as it would
 // during an upstream outage.
 const benchConfig = `device: {id: bench-gw, board: sim}
-spool: {dir: %[1]s/spool, max_bytes: 4GiB}
+spool: {dir: %[1]s/spool, max_bytes: 4GiB%[3]s}
 admin: {socket: %[1]s/admin.sock}
 log: {level: error}
 sources:
@@ -40,20 +40,28 @@ func BenchmarkIngest(b *testing.B) {
 		total16 = v
 	}
 	for _, tc := range []struct{ conns, total int }{{1, 5_000}, {16, total16}} {
-		b.Run(fmt.Sprintf("conns=%d", tc.conns), func(b *testing.B) {
-			for range b.N {
-				benchIngest(b, tc.conns, tc.total)
-			}
-		})
+		// Message traces and retention off, then on (the defaults), side
+		// by side: what a trace header per message costs ingest.
+		for _, trace := range []string{"off", "on"} {
+			b.Run(fmt.Sprintf("conns=%d/trace=%s", tc.conns, trace), func(b *testing.B) {
+				for range b.N {
+					benchIngest(b, tc.conns, tc.total, trace == "on")
+				}
+			})
+		}
 	}
 }
 
-func benchIngest(b *testing.B, conns, total int) {
+func benchIngest(b *testing.B, conns, total int, trace bool) {
+	extra := ", trace_retain: 0s, retain: 0s"
+	if trace {
+		extra = ""
+	}
 	dir := b.TempDir()
 	port := freePort(b)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cfgPath := filepath.Join(dir, "hl7edge.yaml")
-	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, benchConfig, dir, port), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, benchConfig, dir, port, extra), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	d := startDaemon(b, cfgPath, filepath.Join(dir, "admin.sock"), addr)
