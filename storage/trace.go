@@ -16,7 +16,7 @@ import (
 //	t <guid:16>                        the message's trace header; the GUID
 //	                                   is time-ordered (newGUID), so this is
 //	                                   also the time index
-//	c <control id> 0 <guid:16>         control-ID index (empty value)
+//	c <day:4> <control id> 0 <guid:16> control-ID index (empty value)
 //	e <guid:16> <at:8> <n:4>           one event (attempt, delivered, dead...)
 //
 // Headers are written in the same transaction as the message, delivered and
@@ -82,14 +82,24 @@ func guidMillis(k []byte) int64 {
 
 func traceKey(g uuid.UUID) []byte { return append([]byte{famTrace}, g[:]...) }
 
-func traceCtlKey(ctl string, g uuid.UUID) []byte {
-	k := traceCtlPrefix(ctl)
+func traceCtlKey(ctl string, received time.Time, g uuid.UUID) []byte {
+	k := traceCtlPrefix(ctl, traceDay(received))
 	return append(k, g[:]...)
 }
 
-func traceCtlPrefix(ctl string) []byte {
-	k := append([]byte{famTraceCtl}, clip(ctl, maxControlID)...)
+// traceCtlPrefix is where one day's messages of control ID ctl are
+// indexed. Control IDs come in no order; bucketed by day, a new key lands
+// among the current day's only, so compaction leaves older days' index
+// tables alone, and a lookup seeks once per day traces are kept.
+func traceCtlPrefix(ctl string, day uint32) []byte {
+	k := binary.BigEndian.AppendUint32([]byte{famTraceCtl}, day)
+	k = append(k, clip(ctl, maxControlID)...)
 	return append(k, 0)
+}
+
+// traceDay is the day (since 1970, UTC) a message was received on.
+func traceDay(t time.Time) uint32 {
+	return uint32(max(t.Unix(), 0) / 86400)
 }
 
 func eventPrefix(g uuid.UUID) []byte { return append([]byte{famEvent}, g[:]...) }
@@ -231,7 +241,7 @@ func (kv traceKV) size() int64 { return int64(len(kv.k)+len(kv.v)) + 16 }
 func headEntries(h *traceHead) []traceKV {
 	out := []traceKV{{traceKey(h.GUID), h.encode()}}
 	if h.ControlID != "" {
-		out = append(out, traceKV{traceCtlKey(h.ControlID, h.GUID), nil})
+		out = append(out, traceKV{traceCtlKey(h.ControlID, h.Received, h.GUID), nil})
 	}
 	return out
 }

@@ -133,19 +133,35 @@ func (s *Spool) eachHead(txn *badger.Txn, q TraceQuery, fn func(*traceHead) (boo
 		_, err = fn(h)
 		return err
 	}
+	if q.ID != "" {
+		// One day's bucket at a time, over the days traces are kept.
+		now := s.now()
+		for day := traceDay(now.Add(-s.cfg.traceFor()).Add(-24 * time.Hour)); day <= traceDay(now)+1; day++ {
+			if more, err := headsIn(txn, traceCtlPrefix(q.ID, day), nil, nil, fn); err != nil || !more {
+				return err
+			}
+		}
+		return nil
+	}
 	// By time: the header keys are time-ordered GUIDs (newGUID); the exact
 	// receive time is checked by the caller's filter.
-	prefix, start, end := []byte{famTrace}, traceKey(guidFloor(q.Since)), traceKey(guidFloor(q.Until.Add(time.Millisecond)))
-	if q.ID != "" {
-		prefix = traceCtlPrefix(q.ID)
-		start, end = prefix, nil
-	}
+	_, err := headsIn(txn, []byte{famTrace}, traceKey(guidFloor(q.Since)), traceKey(guidFloor(q.Until.Add(time.Millisecond))), fn)
+	return err
+}
+
+// headsIn calls fn with the header of each key under prefix from start
+// (nil: the first) to before end (nil: the last), each key ending in a
+// GUID; false once fn said stop.
+func headsIn(txn *badger.Txn, prefix, start, end []byte, fn func(*traceHead) (bool, error)) (bool, error) {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
 	defer it.Close()
+	if start == nil {
+		start = prefix
+	}
 	for it.Seek(start); it.Valid(); it.Next() {
 		k := it.Item().Key()
 		if end != nil && bytes.Compare(k, end) >= 0 {
-			return nil
+			return true, nil
 		}
 		if len(k) < 17 {
 			continue
@@ -154,16 +170,16 @@ func (s *Spool) eachHead(txn *badger.Txn, q TraceQuery, fn func(*traceHead) (boo
 		copy(g[:], k[len(k)-16:])
 		h, err := readHead(txn, g)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if h == nil {
 			continue // pruned between index and header
 		}
 		if more, err := fn(h); err != nil || !more {
-			return err
+			return false, err
 		}
 	}
-	return nil
+	return true, nil
 }
 
 func readHead(txn *badger.Txn, g uuid.UUID) (*traceHead, error) {
