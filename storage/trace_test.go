@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -375,4 +378,43 @@ func TestTracesBoundedInBytes(t *testing.T) {
 		t.Fatal("the oldest trace was kept while newer ones fill trace_max_bytes")
 	}
 	traceOf(t, s, "C011999")
+}
+
+// Retained messages stay encrypted at rest, and so do their traces: with
+// a key set, no file of the spool holds a message's content or its control
+// ID in plain text after it was delivered, retained and traced.
+func TestRetainedStayEncrypted(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(keyFile, []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(Config{Dir: dir, MaxBytes: 64 << 20, SegmentMessages: 16, EncryptionKeyFile: keyFile}, Options{Destinations: []string{"a"}, GCInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		if _, err := s.Append(context.Background(), traceEntry(i, "a")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deliverAll(t, s, "a")
+	if st := s.Stats(); st.RetainedMessages < 16 {
+		t.Fatalf("retained %d messages, want the delivered segments kept", st.RetainedMessages)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, _ := os.ReadFile(p)
+		for _, plain := range []string{"MRN-MARKER-1", "C000001"} {
+			if containsBytes(b, []byte(plain)) {
+				t.Errorf("%q in plain text in %s", plain, p)
+			}
+		}
+		return nil
+	})
 }
