@@ -386,3 +386,52 @@ func checkReplayed(t *testing.T, g *traceGW, store string, after time.Time) {
 		}
 	}
 }
+
+// TestTraceSurvivesSIGKILL: the daemon is SIGKILLed while it delivers and
+// started again; once the queue has drained every acknowledged message's
+// trace has "received" and every one its "delivered".
+func TestTraceSurvivesSIGKILL(t *testing.T) {
+	if raceEnabled {
+		t.Skip("runs the real binary through a restart; make test runs it without -race")
+	}
+	dir := t.TempDir()
+	ref, url := startRef(t, dir, refserver.Faults{Delay: 2 * time.Millisecond})
+	g := startTraceGW(t, dir, url, "")
+	const n = 400
+	var msgs [][]byte
+	for i := range n {
+		msgs = append(msgs, traceMsg("ORU^R01", fmt.Sprintf("KL%04d", i), ""))
+	}
+	g.send(msgs...)
+	deadline := time.Now().Add(time.Minute)
+	for ref.Stats().Stored < n/4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d stored within a minute", ref.Stats().Stored)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	g.d.kill()
+	t.Logf("killed with %d of %d stored upstream", ref.Stats().Stored, n)
+	g.d = startDaemon(t, g.cfg, filepath.Join(dir, "admin.sock"), g.addr)
+	deadline = time.Now().Add(2 * time.Minute)
+	for g.d.stats().Destinations["ehr"].Queued > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("ehr still has %d queued after 2 minutes", g.d.stats().Destinations["ehr"].Queued)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	res := g.trace("--since", "1h", "--limit", "1000")
+	seen := map[string]bool{}
+	for _, m := range res.Messages {
+		ev := eventNames(m)
+		if !slices.Contains(ev, "received") || !slices.Contains(ev, "delivered") || destState(m, "ehr").State != "delivered" {
+			t.Errorf("%s: events %v, ehr %+v; want received and delivered", m.ControlID, ev, destState(m, "ehr"))
+		}
+		seen[m.ControlID] = true
+	}
+	for i := range n {
+		if id := fmt.Sprintf("KL%04d", i); !seen[id] {
+			t.Errorf("acknowledged message %s has no trace", id)
+		}
+	}
+}
