@@ -49,6 +49,7 @@ const (
 	EvReplayed      = "replayed"
 	EvUndeliverable = "undeliverable"
 	EvEaten         = "eaten"
+	EvRefused       = "refused"
 )
 
 // newGUID names a new message received at t: a version 7 UUID, whose

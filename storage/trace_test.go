@@ -73,6 +73,7 @@ func TestTraceFollowsEveryState(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Eaten(traceEntry(6), "bin")
+	s.Refused(traceEntry(7), "AE")
 	ms, _ := s.Next("a", 0, 10)
 	s.Attempt("a", ms[0].GUID, 0, "AE")
 	if err := s.Delivered("a", ms[0].Seq); err != nil {
@@ -92,6 +93,7 @@ func TestTraceFollowsEveryState(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLazy(t, s, "C000006")
+	waitLazy(t, s, "C000007")
 	cases := []struct {
 		id, state string
 		events    []string
@@ -116,6 +118,9 @@ func TestTraceFollowsEveryState(t *testing.T) {
 	}
 	if mt := traceOf(t, s, "C000006"); mt.Route != "rubbish:bin" || !slices.Equal(whats(mt), []string{"received", "eaten"}) {
 		t.Errorf("eaten: %+v", mt)
+	}
+	if mt := traceOf(t, s, "C000007"); mt.Route != "refused" || mt.ACK != "AE" || !slices.Equal(whats(mt), []string{"received", "refused"}) {
+		t.Errorf("refused: %+v", mt)
 	}
 	// By GUID, and by state over a range.
 	if mt := traceOf(t, s, ms[0].GUID); mt.ControlID != "C000001" {

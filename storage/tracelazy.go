@@ -115,3 +115,17 @@ func (s *Spool) Eaten(e Entry, bin string) {
 		s.later(kv)
 	}
 }
+
+// Refused records a message answered AE or AR (ack) and not stored: the
+// sender keeps it and may send it again. Written lazily.
+func (s *Spool) Refused(e Entry, ack string) {
+	if !s.tracing() {
+		return
+	}
+	now := s.now()
+	h := &traceHead{GUID: newGUID(now), Received: now, Size: len(e.Raw), Source: e.Source, Peer: e.Peer,
+		ControlID: e.ControlID, Type: e.Type, ACK: ack}
+	for _, kv := range headEntries(h) {
+		s.later(kv)
+	}
+}

@@ -33,7 +33,7 @@ type TraceQuery struct {
 }
 
 // TraceStates are the states --state accepts.
-var TraceStates = []string{"queued", "delivered", "dead", "purged", "undeliverable", "eaten"}
+var TraceStates = []string{"queued", "delivered", "dead", "purged", "undeliverable", "eaten", "refused"}
 
 // TraceResult is `hl7edge trace --json` (docs/mqtt-api.md, trace).
 type TraceResult struct {
@@ -54,7 +54,7 @@ type MessageTrace struct {
 	ReceivedAt   time.Time    `json:"received_at"`
 	ACK          string       `json:"ack"`
 	ReplayOf     string       `json:"replay_of,omitempty"`
-	Route        string       `json:"route"` // "destinations", "undeliverable" or "rubbish:NAME"
+	Route        string       `json:"route"` // "destinations", "undeliverable", "rubbish:NAME" or "refused"
 	Destinations []TraceDest  `json:"destinations"`
 	Events       []TraceEvent `json:"events"`
 }
@@ -207,8 +207,8 @@ func (q TraceQuery) matches(mt MessageTrace) bool {
 	}
 	okDest, okState := q.Dest == "", q.State == ""
 	switch {
-	case mt.Route == "undeliverable":
-		okState = okState || q.State == "undeliverable"
+	case mt.Route == "undeliverable", mt.Route == "refused":
+		okState = okState || q.State == mt.Route
 	case mt.Route != "destinations":
 		okState = okState || q.State == "eaten"
 		okDest = okDest || mt.Route == "rubbish:"+q.Dest
@@ -232,6 +232,9 @@ func buildTrace(txn *badger.Txn, h *traceHead) (MessageTrace, error) {
 		mt.ReplayOf = h.ReplayOf.String()
 	}
 	switch {
+	case h.ACK != "AA":
+		mt.Route = "refused"
+		mt.Events = append(mt.Events, TraceEvent{At: h.Received.UTC(), What: EvRefused, Outcome: h.ACK})
 	case h.Bin != "":
 		mt.Route = "rubbish:" + h.Bin
 		mt.Events = append(mt.Events, TraceEvent{At: h.Received.UTC(), What: EvEaten, Dest: h.Bin})

@@ -155,6 +155,19 @@ func (g *traceGW) waitTrace(id, what string, ok func(storage.MessageTrace) bool)
 	}
 }
 
+// sendRaw sends one message and returns its ACK, whatever it says.
+func sendRaw(addr string, msg []byte) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := mllp.Dial(ctx, addr, nil)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	ack, err := c.Send(ctx, msg)
+	return string(ack), err
+}
+
 // traceMsg is a message of type typ with control ID ctl and processing ID
 // pid ("" for P), carrying logtest.Marker in PID.
 func traceMsg(typ, ctl string, pid string) []byte {
@@ -214,6 +227,13 @@ func TestTraceEveryStateThroughTheBinary(t *testing.T) {
 	g.waitTrace("TR-UNDELIV", "undeliverable", func(mt storage.MessageTrace) bool { return mt.Route == "undeliverable" })
 	g.waitTrace("TR-BIN", "eaten by the rubbish bin", func(mt storage.MessageTrace) bool { return mt.Route == "rubbish:bin" })
 
+	// Refused (AR): a version no HL7 v2 has. The sender keeps it; the trace says what it was told.
+	ack, err := sendRaw(g.addr, []byte("MSH|^~\\&|LAB|WARD3|EHR|HOSP|20261207||ORU^R01|TR-AR|P|9.9\rPID|1||"+logtest.Marker+"\r"))
+	if err != nil || !strings.Contains(ack, "MSA|AR|") {
+		t.Fatalf("want AR for version 9.9: %q %v", ack, err)
+	}
+	g.waitTrace("TR-AR", "refused", func(mt storage.MessageTrace) bool { return mt.Route == "refused" && mt.ACK == "AR" })
+
 	// From the dead letters back to the queue (it dies again: max_attempts 1), then purged.
 	if out, err := g.cli("spool", "dead", "retry", "--destination", "lis"); err != nil {
 		t.Fatalf("dead retry: %v %s", err, out)
@@ -224,7 +244,11 @@ func TestTraceEveryStateThroughTheBinary(t *testing.T) {
 	if out, err := g.cli("spool", "dead", "purge", "--destination", "lis"); err != nil {
 		t.Fatalf("dead purge: %v %s", err, out)
 	}
-	g.waitTrace("TR-DEAD", "purged", func(mt storage.MessageTrace) bool { return destState(mt, "lis").State == "purged" })
+	// Both failed attempts are in (they are written lazily), so the trace no longer changes.
+	g.waitTrace("TR-DEAD", "purged", func(mt storage.MessageTrace) bool {
+		d := destState(mt, "lis")
+		return d.State == "purged" && d.Attempts == 2
+	})
 
 	// Replayed: both delivered ORUs go again under new GUIDs naming their originals.
 	out, err := g.cli("replay", "--to", "ehr", "--since", "10m", "--json")

@@ -29,10 +29,12 @@ type Spool interface {
 	Append(ctx context.Context, e storage.Entry) (storage.Result, error)
 }
 
-// Eater is what a spool may offer to keep the trace of a message a rubbish
-// bin ate (storage.Spool.Eaten): it is answered AA and never stored.
-type Eater interface {
+// Tracer is what a spool may offer to keep the trace of a message it never
+// stores: one a rubbish bin ate (answered AA), or one refused with AE or AR
+// (storage.Spool.Eaten, Refused).
+type Tracer interface {
 	Eaten(e storage.Entry, bin string)
+	Refused(e storage.Entry, ack string)
 }
 
 // Options are intake's collaborators.
@@ -87,6 +89,7 @@ func (in *Intake) Accept(ctx context.Context, msg flow.Inbound) flow.Outcome {
 		reason := err.Error()
 		comp.Add(health.CounterRejected, 1)
 		in.o.Log.Warn("message rejected (AR)", "source", msg.Source, "control_id", recoverControlID(raw), "reason", reason)
+		in.refused(in.entry(msg, raw, hl7.Header{ControlID: recoverControlID(raw)}, nil), "AR")
 		return flow.Outcome{
 			Code: flow.Rejected, Reason: reason, ControlID: recoverControlID(raw),
 			ACK: hl7.ACKUnparsed(raw, flow.Rejected, hl7.ErrorCode(err), hl7.SenderText(err), ackID, now),
@@ -100,8 +103,8 @@ func (in *Intake) Accept(ctx context.Context, msg flow.Inbound) flow.Outcome {
 		comp.Add(health.CounterRubbish, 1)
 		in.o.Health.Component(health.Destination, d.Rubbish, "rubbish").Add(health.CounterEaten, 1)
 		in.o.Log.Debug("message eaten by rubbish bin", "source", msg.Source, "control_id", h.ControlID, "bin", d.Rubbish)
-		if e, ok := in.spool.(Eater); ok {
-			e.Eaten(in.entry(msg, raw, h, nil), d.Rubbish)
+		if t, ok := in.spool.(Tracer); ok {
+			t.Eaten(in.entry(msg, raw, h, nil), d.Rubbish)
 		}
 		out.Code = flow.Accepted
 		out.ACK = hl7.ACK(m, flow.Accepted, 0, "", ackID, now)
@@ -122,6 +125,7 @@ func (in *Intake) Accept(ctx context.Context, msg flow.Inbound) flow.Outcome {
 			in.o.Alarm(health.AlarmStorageError, err.Error())
 		}
 		in.o.Log.Warn("message refused (AE)", "source", msg.Source, "control_id", h.ControlID, "reason", reason)
+		in.refused(in.entry(msg, raw, h, nil), "AE")
 		out.Code, out.Reason = flow.RetryLater, reason
 		out.ACK = hl7.ACK(m, flow.RetryLater, hl7.CodeInternalError, reason, ackID, now)
 		return out
@@ -155,12 +159,19 @@ func (in *Intake) entry(msg flow.Inbound, raw []byte, h hl7.Header, dests []stri
 	if h.TriggerEvent != "" {
 		typ += "^" + h.TriggerEvent
 	}
-	if !messageType.MatchString(typ) {
+	if typ != "" && !messageType.MatchString(typ) {
 		// MSH-9 is kept because it is a code; a sender that put anything
 		// else there must not get it into the trace.
 		typ = "(not a message type)"
 	}
 	return storage.Entry{Source: msg.Source, Raw: raw, Dests: dests, RemoteID: msg.RemoteID, ControlID: h.ControlID, Type: typ, Peer: msg.Peer}
+}
+
+// refused keeps the trace of a message answered ack and not stored.
+func (in *Intake) refused(e storage.Entry, ack string) {
+	if t, ok := in.spool.(Tracer); ok {
+		t.Refused(e, ack)
+	}
 }
 
 // messageType is what MSH-9.1^MSH-9.2 look like (ADT^A01, ORU^R01, ACK).
