@@ -56,7 +56,7 @@ func (s *Spool) gcLoop() {
 		case <-t.C:
 			s.refreshFreeDisk()
 			s.pruneTraces()
-			s.saveCounters()
+			s.saveCounters(false)
 		case <-s.gcKick:
 		case <-vlogGC.C:
 			s.cleanValueLog()
@@ -99,9 +99,18 @@ func (s *Spool) dropDelivered() error {
 	return nil
 }
 
-func (s *Spool) saveCounters() {
+// traceBytesSlack is how far the saved trace size may lag: it is an
+// estimate, and saving it at every tick would be a write of its own every
+// two seconds on a card.
+const traceBytesSlack = 1 << 20
+
+// saveCounters saves the delivered counters and, when it has moved by
+// traceBytesSlack or all is true (at close), the trace size.
+func (s *Spool) saveCounters(all bool) {
 	s.mu.Lock()
-	traceBytes, saveTrace := s.traceBytes, s.traceBytes != s.traceBytesSave
+	traceBytes := s.traceBytes
+	moved := traceBytes - s.traceBytesSave
+	saveTrace := moved != 0 && (all || moved >= traceBytesSlack || moved <= -traceBytesSlack)
 	changed := map[string]uint64{}
 	for d, n := range s.delivered {
 		if s.deliveredSave[d] != n {

@@ -334,7 +334,7 @@ func (s *Spool) Close() error {
 	_ = s.wal.close()
 	_ = s.vlog.close()
 	s.syncMu.Unlock()
-	s.saveCounters()
+	s.saveCounters(true)
 	var err error
 	if s.db != nil { // nil when a re-open after a fault failed
 		err = s.db.Close()
