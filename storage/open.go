@@ -173,69 +173,67 @@ func (s *Spool) load() error {
 
 // loadFamily reads one family's keys into the accounting.
 func (s *Spool) loadFamily(it *badger.Iterator, maxSeg *uint64, orphans map[string]int64) error {
-	{
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			k := item.Key()
-			switch k[0] {
-			case famMessage:
-				if len(k) != 17 {
-					continue
-				}
-				seg := binary.BigEndian.Uint64(k[1:9])
-				si := s.seg(seg)
-				si.count++
-				si.bytes += int64(item.ValueSize()) + int64(len(k))
-				si.stamp(receivedOf(item))
-				*maxSeg = max(*maxSeg, seg)
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		k := item.Key()
+		switch k[0] {
+		case famMessage:
+			if len(k) != 17 {
+				continue
+			}
+			seg := binary.BigEndian.Uint64(k[1:9])
+			si := s.seg(seg)
+			si.count++
+			si.bytes += int64(item.ValueSize()) + int64(len(k))
+			si.stamp(receivedOf(item))
+			*maxSeg = max(*maxSeg, seg)
+			s.lastSeq = max(s.lastSeq, seqOf(k))
+		case famQueue:
+			dest, ok := nameOf(k)
+			if !ok {
+				continue
+			}
+			seg, err := segOf(item)
+			if err != nil {
+				return err
+			}
+			s.seg(seg).pending++
+			s.lastSeq = max(s.lastSeq, seqOf(k))
+			if _, known := s.queued[dest]; known {
+				s.queued[dest]++
+			} else {
+				orphans[dest]++
+			}
+		case famDead:
+			if dest, ok := nameOf(k); ok {
+				s.dead[dest]++
+				s.deadBytes += int64(item.ValueSize())
+				// A salvage restores dead letters under their old
+				// numbers: the next message is numbered above them.
 				s.lastSeq = max(s.lastSeq, seqOf(k))
-			case famQueue:
-				dest, ok := nameOf(k)
-				if !ok {
-					continue
-				}
-				seg, err := segOf(item)
-				if err != nil {
-					return err
-				}
-				s.seg(seg).pending++
-				s.lastSeq = max(s.lastSeq, seqOf(k))
-				if _, known := s.queued[dest]; known {
-					s.queued[dest]++
-				} else {
-					orphans[dest]++
-				}
-			case famDead:
-				if dest, ok := nameOf(k); ok {
-					s.dead[dest]++
-					s.deadBytes += int64(item.ValueSize())
-					// A salvage restores dead letters under their old
-					// numbers: the next message is numbered above them.
-					s.lastSeq = max(s.lastSeq, seqOf(k))
-				}
-			case famUndeliv:
-				s.undeliv++
-				s.undelivBytes += int64(item.ValueSize())
-				s.lastSeq = max(s.lastSeq, seqOf(k))
-			case famMeta:
-				if name, ok := cutPrefix(k, "xdelv"); ok {
-					_ = item.Value(func(v []byte) error {
-						if len(v) == 8 {
-							s.delivered[name] = binary.BigEndian.Uint64(v)
-							s.deliveredSave[name] = s.delivered[name]
-						}
-						return nil
-					})
-				}
-				if string(k) == string(keyTraceBytes) {
-					_ = item.Value(func(v []byte) error {
-						if len(v) == 8 {
-							s.traceBytes = int64(binary.BigEndian.Uint64(v))
-							s.traceBytesSave = s.traceBytes
-						}
-						return nil
-					})
-				}
+			}
+		case famUndeliv:
+			s.undeliv++
+			s.undelivBytes += int64(item.ValueSize())
+			s.lastSeq = max(s.lastSeq, seqOf(k))
+		case famMeta:
+			if name, ok := cutPrefix(k, "xdelv"); ok {
+				_ = item.Value(func(v []byte) error {
+					if len(v) == 8 {
+						s.delivered[name] = binary.BigEndian.Uint64(v)
+						s.deliveredSave[name] = s.delivered[name]
+					}
+					return nil
+				})
+			}
+			if string(k) == string(keyTraceBytes) {
+				_ = item.Value(func(v []byte) error {
+					if len(v) == 8 {
+						s.traceBytes = int64(binary.BigEndian.Uint64(v))
+						s.traceBytesSave = s.traceBytes
+					}
+					return nil
+				})
 			}
 		}
 	}

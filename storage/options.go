@@ -30,7 +30,7 @@ type Config struct {
 	ValueLogCleanup units.Duration `yaml:"value_log_cleanup"`
 	// Retain keeps delivered messages this long for replay (nil: 72h; 0s:
 	// off), within RetainMaxBytes; retained messages are the first to go
-	// when space is needed (docs/operations.md, Retention and replay).
+	// when space is needed (docs/operations.md, "Where did message X go").
 	Retain         *units.Duration `yaml:"retain"`
 	RetainMaxBytes units.Size      `yaml:"retain_max_bytes"`
 	// TraceRetain keeps each message's trace this long (nil: 30 days; 0s:

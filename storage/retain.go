@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// Retention (docs/operations.md, Retention and replay): a fully delivered
+// Retention (docs/operations.md, "Where did message X go"): a fully delivered
 // segment is kept, for replay, until its newest message is older than
 // spool.retain, or retained segments together pass spool.retain_max_bytes,
 // or space is needed. Retained segments do not count against max_bytes:

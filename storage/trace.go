@@ -9,7 +9,7 @@ import (
 	"github.com/google/uuid"
 )
 
-// Trace key space (docs/design.md, Message trace). A trace holds where a
+// Trace key space (docs/design.md, Message trace and retention). A trace holds where a
 // message went, never what it said: identifiers, MSH-9 and MSH-10, names,
 // times and outcome codes.
 //

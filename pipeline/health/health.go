@@ -171,7 +171,7 @@ type SpoolSnapshot struct {
 	// Reopens counts re-opens from disk after a failed sync since start.
 	Reopens uint64 `json:"reopens,omitempty"`
 	// Retained delivered messages kept for replay, and the message traces'
-	// estimated size (docs/operations.md, Retention and replay).
+	// estimated size (docs/operations.md, "Where did message X go").
 	RetainedMessages int64      `json:"retained_messages"`
 	RetainedBytes    int64      `json:"retained_bytes"`
 	OldestRetained   *time.Time `json:"oldest_retained,omitempty"`
