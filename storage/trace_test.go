@@ -431,3 +431,42 @@ func TestRetainedStayEncrypted(t *testing.T) {
 		return nil
 	})
 }
+
+// Delivered segments are kept for spool.retain and then dropped; dead
+// letters are never dropped by retention.
+func TestRetainedForTheirTimeThenDropped(t *testing.T) {
+	clk := &stepClock{t: time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)}
+	retain := units.Duration(time.Hour)
+	s, err := Open(Config{Dir: t.TempDir(), MaxBytes: 64 << 20, SegmentMessages: 16, Retain: &retain}, Options{Destinations: []string{"a"}, GCInterval: time.Hour, Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 40 {
+		if _, err := s.Append(context.Background(), traceEntry(i, "a")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ms, _ := s.Next("a", 0, 1)
+	if err := s.Kill("a", ms[0].Seq, "gave up", 1); err != nil {
+		t.Fatal(err)
+	}
+	deliverAll(t, s, "a")
+	clk.add(59 * time.Minute)
+	if err := s.dropDelivered(); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.RetainedMessages != 32 || st.OldestRetained == nil {
+		t.Fatalf("after 59 minutes: retained %d (oldest %v), want the two closed segments, 32 messages", st.RetainedMessages, st.OldestRetained)
+	}
+	clk.add(2 * time.Minute)
+	if err := s.dropDelivered(); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.RetainedMessages != 0 || st.Destinations["a"].Dead != 1 {
+		t.Fatalf("after 61 minutes: retained %d, dead %d; want none retained and the dead letter kept", st.RetainedMessages, st.Destinations["a"].Dead)
+	}
+	if dls, _ := s.DeadLetters("a"); len(dls) != 1 || len(dls[0].Raw) == 0 {
+		t.Fatalf("dead letter after retention dropped its segment: %+v", dls)
+	}
+}
