@@ -19,12 +19,15 @@ func (s *Spool) segDelivered(seg uint64) bool {
 	return si == nil || si.pending <= 0
 }
 
-// usedBytesLocked is what counts against max_bytes: every message still on
-// disk, whether queued, dead or undeliverable.
+// usedBytesLocked is what counts against max_bytes: every message still
+// owed, dead or undeliverable. Retained delivered segments do not count:
+// they are the first to go when space is needed (retain.go).
 func (s *Spool) usedBytesLocked() int64 {
 	var n int64
-	for _, si := range s.segs {
-		n += si.bytes
+	for seg, si := range s.segs {
+		if !s.retainedLocked(seg, si) {
+			n += si.bytes
+		}
 	}
 	return n + s.deadBytes + s.undelivBytes
 }
@@ -52,7 +55,8 @@ func (s *Spool) gcLoop() {
 			continue
 		case <-t.C:
 			s.refreshFreeDisk()
-			s.saveCounters()
+			s.pruneTraces()
+			s.saveCounters(false)
 		case <-s.gcKick:
 		case <-vlogGC.C:
 			s.cleanValueLog()
@@ -73,14 +77,7 @@ func (s *Spool) dropDelivered() error {
 	if s.db == nil || s.faultErr() != nil {
 		return nil
 	}
-	s.mu.Lock()
-	var drop []uint64
-	for seg, si := range s.segs {
-		if si.pending <= 0 && seg < s.curSeg {
-			drop = append(drop, seg)
-		}
-	}
-	s.mu.Unlock()
+	drop := s.segsToDrop()
 	if len(drop) == 0 {
 		return nil
 	}
@@ -104,8 +101,18 @@ func (s *Spool) dropDelivered() error {
 	return nil
 }
 
-func (s *Spool) saveCounters() {
+// traceBytesSlack is how far the saved trace size may lag: it is an
+// estimate, and saving it at every tick would be a write of its own every
+// two seconds on a card.
+const traceBytesSlack = 1 << 20
+
+// saveCounters saves the delivered counters and, when it has moved by
+// traceBytesSlack or all is true (at close), the trace size.
+func (s *Spool) saveCounters(all bool) {
 	s.mu.Lock()
+	traceBytes := s.traceBytes
+	moved := traceBytes - s.traceBytesSave
+	saveTrace := moved != 0 && (all || moved >= traceBytesSlack || moved <= -traceBytesSlack)
 	changed := map[string]uint64{}
 	for d, n := range s.delivered {
 		if s.deliveredSave[d] != n {
@@ -113,7 +120,7 @@ func (s *Spool) saveCounters() {
 		}
 	}
 	s.mu.Unlock()
-	if len(changed) == 0 {
+	if len(changed) == 0 && !saveTrace {
 		return
 	}
 	s.dbMu.RLock()
@@ -122,6 +129,9 @@ func (s *Spool) saveCounters() {
 		return
 	}
 	err := s.db.Update(func(txn *badger.Txn) error {
+		if err := txn.Set(keyTraceBytes, binary.BigEndian.AppendUint64(nil, uint64(max(traceBytes, 0)))); err != nil {
+			return err
+		}
 		for d, n := range changed {
 			if err := txn.Set([]byte("xdelv"+d), binary.BigEndian.AppendUint64(nil, n)); err != nil {
 				return err
@@ -132,6 +142,7 @@ func (s *Spool) saveCounters() {
 	if err == nil {
 		s.mu.Lock()
 		maps.Copy(s.deliveredSave, changed)
+		s.traceBytesSave = traceBytes
 		s.mu.Unlock()
 	}
 }

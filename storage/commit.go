@@ -241,6 +241,10 @@ type pendingWrite struct {
 	deadSize int64
 	txn      int           // index of the transaction that carried it; -1 for none
 	dupOf    *pendingWrite // the same remote ID earlier in this group
+	// trace is the trace keys it wrote (forgotten with it if the sync
+	// fails) and their estimated size.
+	trace      [][]byte
+	traceBytes int64
 }
 
 // commit stores one group of appends: each is admitted or refused against
@@ -274,7 +278,7 @@ func (s *Spool) commit(batch []*appendReq) {
 		}
 	}
 	s.account(g, writes, syncErr)
-	if g.rolled {
+	if g.rolled || s.retainPressure() {
 		select {
 		case s.gcKick <- struct{}{}:
 		default:
@@ -308,6 +312,10 @@ type group struct {
 func (s *Spool) newGroup() *group {
 	s.mu.Lock()
 	q := quota{maxBytes: s.cfg.MaxBytes, minFreeDisk: s.cfg.MinFreeDisk, usedBefore: s.usedBytesLocked(), free: s.freeDisk}
+	if retained, _, _ := s.retainedFiguresLocked(); q.free > 0 {
+		// Retained messages make way for new ones: their space counts as free.
+		q.free += retained
+	}
 	s.mu.Unlock()
 	return &group{
 		s: s, quota: q, used: q.usedBefore, now: s.now(),
@@ -358,13 +366,17 @@ func (g *group) add(r *appendReq) *pendingWrite {
 		return w
 	}
 	if e.GUID == uuid.Nil {
-		e.GUID = uuid.New()
+		e.GUID = newGUID(g.now)
 	}
 	g.seq++
 	rec := &record{GUID: e.GUID, Seq: g.seq, Received: g.now, Source: e.Source, Dests: e.Dests, Raw: e.Raw, Attempts: e.attempts}
 	val := rec.encode()
 	g.bigValue = g.bigValue || len(val) >= valueThreshold
-	g.put(g.entries(e, w, val), e.deadKey)
+	entries := g.entries(e, w, val)
+	if g.s.tracing() {
+		entries = append(entries, g.traceEntries(e, w, rec)...)
+	}
+	g.put(entries, e.deadKey)
 	if e.deadKey != nil {
 		w.deadDest, _ = nameOf(e.deadKey)
 		w.deadSize = int64(len(val))
@@ -395,6 +407,7 @@ func (g *group) entries(e Entry, w *pendingWrite, val []byte) []*badger.Entry {
 		out = append(out, badger.NewEntry(msgKey(w.seg, g.seq), val))
 		qv := binary.BigEndian.AppendUint64(nil, w.seg)
 		qv = binary.BigEndian.AppendUint64(qv, uint64(g.now.UnixNano()))
+		qv = append(qv, e.GUID[:]...) // for the trace of its release
 		for _, d := range e.Dests {
 			out = append(out, badger.NewEntry(namedSeqKey(famQueue, d, g.seq), qv))
 		}
@@ -484,6 +497,7 @@ func (s *Spool) account(g *group, writes []*pendingWrite, syncErr error) {
 			s.undelivBytes += w.bytes
 		} else {
 			si := s.seg(w.seg)
+			si.stamp(g.now.UnixNano())
 			si.count++
 			si.bytes += w.bytes
 			si.pending += len(w.dests)
@@ -495,6 +509,7 @@ func (s *Spool) account(g *group, writes []*pendingWrite, syncErr error) {
 			s.dead[w.deadDest]--
 			s.deadBytes -= w.deadSize
 		}
+		s.traceBytes += w.traceBytes
 	}
 	var txnErr error
 	for _, err := range g.txnErrs {
@@ -517,10 +532,15 @@ func (s *Spool) account(g *group, writes []*pendingWrite, syncErr error) {
 func doubtful(writes []*pendingWrite) []inDoubt {
 	var out []inDoubt
 	for _, w := range writes {
-		if w.err != nil || w.res.Duplicate || w.deadDest != "" {
+		if w.err != nil || w.res.Duplicate {
 			continue
 		}
-		d := inDoubt{seq: w.res.Seq, seg: w.seg, dests: w.dests, undeliv: w.undeliv}
+		if w.deadDest != "" {
+			// Only its "retried" event: the dead letter stays as the disk has it.
+			out = append(out, inDoubt{trace: w.trace})
+			continue
+		}
+		d := inDoubt{seq: w.res.Seq, seg: w.seg, dests: w.dests, undeliv: w.undeliv, trace: w.trace}
 		if e := w.req.e; e.RemoteID != "" {
 			d.remote = remoteKey(e.Source, e.RemoteID)
 		}

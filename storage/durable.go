@@ -31,6 +31,7 @@ type inDoubt struct {
 	dests    []string
 	undeliv  bool
 	remote   []byte // its pull source's remembered ID, or nil
+	trace    [][]byte
 }
 
 // syncLogs makes every write made so far durable: the value logs (where
@@ -171,7 +172,10 @@ func (s *Spool) forgetInDoubt() error {
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, d := range doubt {
-		keys := [][]byte{msgKey(d.seg, d.seq), seqKey(famUndeliv, d.seq)}
+		keys := d.trace
+		if d.seq != 0 {
+			keys = append(keys, msgKey(d.seg, d.seq), seqKey(famUndeliv, d.seq))
+		}
 		for _, dest := range d.dests {
 			keys = append(keys, namedSeqKey(famQueue, dest, d.seq))
 		}

@@ -67,6 +67,7 @@ func Open(cfg Config, o Options) (*Spool, error) {
 		segs: map[uint64]*segInfo{}, queued: map[string]int64{}, delivered: map[string]uint64{},
 		deliveredSave: map[string]uint64{}, dead: map[string]int64{}, notify: map[string]chan struct{}{},
 		dests: slices.Clone(o.Destinations),
+		lazy:  &lazyTrace{ch: make(chan traceKV, lazyQueue)},
 	}
 	for _, d := range s.dests {
 		s.queued[d] = 0
@@ -85,9 +86,10 @@ func Open(cfg Config, o Options) (*Spool, error) {
 	s.atStart = maps.Clone(s.queued)
 	s.logBacklog()
 	s.refreshFreeDisk()
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.commitLoop()
 	go s.gcLoop()
+	go s.lazyLoop()
 	return s, nil
 }
 
@@ -148,63 +150,16 @@ func (s *Spool) load() error {
 		} else if !errors.Is(err, badger.ErrKeyNotFound) {
 			return err
 		}
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
-		defer it.Close()
 		var maxSeg uint64
 		orphans := map[string]int64{}
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			k := item.Key()
-			switch k[0] {
-			case famMessage:
-				if len(k) != 17 {
-					continue
-				}
-				seg := binary.BigEndian.Uint64(k[1:9])
-				si := s.seg(seg)
-				si.count++
-				si.bytes += int64(item.ValueSize()) + int64(len(k))
-				maxSeg = max(maxSeg, seg)
-				s.lastSeq = max(s.lastSeq, seqOf(k))
-			case famQueue:
-				dest, ok := nameOf(k)
-				if !ok {
-					continue
-				}
-				seg, err := segOf(item)
-				if err != nil {
-					return err
-				}
-				s.seg(seg).pending++
-				s.lastSeq = max(s.lastSeq, seqOf(k))
-				if _, known := s.queued[dest]; known {
-					s.queued[dest]++
-				} else {
-					orphans[dest]++
-				}
-			case famDead:
-				if dest, ok := nameOf(k); ok {
-					s.dead[dest]++
-					s.deadBytes += int64(item.ValueSize())
-					// A salvage restores dead letters under their old
-					// numbers: the next message is numbered above them.
-					s.lastSeq = max(s.lastSeq, seqOf(k))
-				}
-			case famUndeliv:
-				s.undeliv++
-				s.undelivBytes += int64(item.ValueSize())
-				s.lastSeq = max(s.lastSeq, seqOf(k))
-			case famMeta:
-				if name, ok := cutPrefix(k, "xdelv"); ok {
-					_ = item.Value(func(v []byte) error {
-						if len(v) == 8 {
-							// A re-open keeps what was counted since the last save.
-							s.delivered[name] = max(s.delivered[name], binary.BigEndian.Uint64(v))
-							s.deliveredSave[name] = binary.BigEndian.Uint64(v)
-						}
-						return nil
-					})
-				}
+		// Family by family: the trace families, which may hold millions of
+		// keys, are not walked at open.
+		for _, fam := range []byte{famMessage, famQueue, famDead, famUndeliv, famMeta} {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{fam}, PrefetchValues: false})
+			err := s.loadFamily(it, &maxSeg, orphans)
+			it.Close()
+			if err != nil {
+				return err
 			}
 		}
 		s.curSeg = max(s.curSeg, maxSeg+1)
@@ -214,6 +169,91 @@ func (s *Spool) load() error {
 		}
 		return nil
 	})
+}
+
+// loadFamily reads one family's keys into the accounting.
+func (s *Spool) loadFamily(it *badger.Iterator, maxSeg *uint64, orphans map[string]int64) error {
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		k := item.Key()
+		switch k[0] {
+		case famMessage:
+			if len(k) != 17 {
+				continue
+			}
+			seg := binary.BigEndian.Uint64(k[1:9])
+			si := s.seg(seg)
+			si.count++
+			si.bytes += int64(item.ValueSize()) + int64(len(k))
+			si.stamp(receivedOf(item))
+			*maxSeg = max(*maxSeg, seg)
+			s.lastSeq = max(s.lastSeq, seqOf(k))
+		case famQueue:
+			dest, ok := nameOf(k)
+			if !ok {
+				continue
+			}
+			seg, err := segOf(item)
+			if err != nil {
+				return err
+			}
+			s.seg(seg).pending++
+			s.lastSeq = max(s.lastSeq, seqOf(k))
+			if _, known := s.queued[dest]; known {
+				s.queued[dest]++
+			} else {
+				orphans[dest]++
+			}
+		case famDead:
+			if dest, ok := nameOf(k); ok {
+				s.dead[dest]++
+				s.deadBytes += int64(item.ValueSize())
+				// A salvage restores dead letters under their old
+				// numbers: the next message is numbered above them.
+				s.lastSeq = max(s.lastSeq, seqOf(k))
+			}
+		case famUndeliv:
+			s.undeliv++
+			s.undelivBytes += int64(item.ValueSize())
+			s.lastSeq = max(s.lastSeq, seqOf(k))
+		case famMeta:
+			if name, ok := cutPrefix(k, "xdelv"); ok {
+				_ = item.Value(func(v []byte) error {
+					if len(v) == 8 {
+						// A re-open keeps what was counted since the last save.
+						s.delivered[name] = max(s.delivered[name], binary.BigEndian.Uint64(v))
+						s.deliveredSave[name] = binary.BigEndian.Uint64(v)
+					}
+					return nil
+				})
+			}
+			if string(k) == string(keyTraceBytes) {
+				_ = item.Value(func(v []byte) error {
+					if len(v) == 8 {
+						s.traceBytes = int64(binary.BigEndian.Uint64(v))
+						s.traceBytesSave = s.traceBytes
+					}
+					return nil
+				})
+			}
+		}
+	}
+	return nil
+}
+
+var keyTraceBytes = []byte("xtracebytes")
+
+// receivedOf reads a stored message's receive time (UnixNano) from its
+// record's fixed header, without copying the record; 0 if unreadable.
+func receivedOf(item *badger.Item) int64 {
+	var t int64
+	_ = item.Value(func(v []byte) error {
+		if len(v) >= 33 && v[0] == recordVersion {
+			t = int64(binary.BigEndian.Uint64(v[25:33]))
+		}
+		return nil
+	})
+	return t
 }
 
 // dropHalfKills removes dead-letter copies whose message is still queued
@@ -293,7 +333,7 @@ func (s *Spool) Close() error {
 	_ = s.wal.close()
 	_ = s.vlog.close()
 	s.syncMu.Unlock()
-	s.saveCounters()
+	s.saveCounters(true)
 	s.dbMu.Lock()
 	defer s.dbMu.Unlock()
 	var err error

@@ -30,6 +30,36 @@ type Config struct {
 	// ValueLogCleanup is how often the value log, where messages of 256 KiB
 	// and more live, is cleaned of delivered ones.
 	ValueLogCleanup time.Duration
+	// Retain keeps delivered messages this long for replay (nil: 72h; 0s:
+	// off), within RetainMaxBytes; retained messages are the first to go
+	// when space is needed (docs/operations.md, "Where did message X go").
+	Retain         *time.Duration
+	RetainMaxBytes int64
+	// TraceRetain keeps each message's trace this long (nil: 30 days; 0s:
+	// off), within TraceMaxBytes, oldest dropped first.
+	TraceRetain   *time.Duration
+	TraceMaxBytes int64
+}
+
+// Retention defaults (docs/operations.md says why).
+const (
+	DefaultRetain      = 72 * time.Hour
+	DefaultTraceRetain = 30 * 24 * time.Hour
+	DefaultTraceBytes  = 256 << 20
+)
+
+func (c *Config) retainFor() time.Duration {
+	if c.Retain == nil {
+		return DefaultRetain
+	}
+	return *c.Retain
+}
+
+func (c *Config) traceFor() time.Duration {
+	if c.TraceRetain == nil {
+		return DefaultTraceRetain
+	}
+	return *c.TraceRetain
 }
 
 // SetDefaults fills what a hospital would expect when a key is left out.
@@ -55,6 +85,12 @@ func (c *Config) SetDefaults() {
 	if c.ValueLogCleanup == 0 {
 		c.ValueLogCleanup = 10 * time.Minute
 	}
+	if c.RetainMaxBytes == 0 {
+		c.RetainMaxBytes = c.MaxBytes / 2
+	}
+	if c.TraceMaxBytes == 0 {
+		c.TraceMaxBytes = DefaultTraceBytes
+	}
 }
 
 // Validate checks the block; its messages name the file's keys.
@@ -70,6 +106,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ValueLogCleanup < time.Second {
 		return fmt.Errorf("spool.value_log_cleanup %s is below 1s: leave it out for the default of 10m", c.ValueLogCleanup)
+	}
+	if c.RetainMaxBytes > c.MaxBytes {
+		return fmt.Errorf("spool.retain_max_bytes (%d bytes) is above spool.max_bytes (%d bytes): retained messages share max_bytes; lower it or leave it out for half of max_bytes", c.RetainMaxBytes, c.MaxBytes)
+	}
+	if c.TraceMaxBytes < 1<<20 {
+		return fmt.Errorf("spool.trace_max_bytes (%d bytes) is below the 1MiB minimum: raise it or leave it out for the default of 256MiB", c.TraceMaxBytes)
 	}
 	return nil
 }

@@ -156,7 +156,7 @@ func (s *Spool) quarantine(dest string, u unreadable) error {
 	}
 	// The accounting follows the commit; a failed sync faults the spool,
 	// whose re-open recounts from disk.
-	s.accountRelease(dest, u.seg, true, int64(len(dv)))
+	s.accountRelease(dest, u.seg, true, int64(len(dv)), 0)
 	if err := s.syncLogs(false); err != nil {
 		return fmt.Errorf("spool: move unreadable message %d of %s to the dead letters: %w", u.seq, dest, err)
 	}
@@ -196,6 +196,7 @@ func (s *Spool) release(dest string, seq uint64, deadReason string, attempts int
 	}
 	qk := namedSeqKey(famQueue, dest, seq)
 	var seg uint64
+	var evBytes int64
 	found := false
 	err := s.db.Update(func(txn *badger.Txn) error {
 		item, err := txn.Get(qk)
@@ -209,6 +210,9 @@ func (s *Spool) release(dest string, seq uint64, deadReason string, attempts int
 			return err
 		}
 		found = true
+		if evBytes, err = s.releaseEvent(txn, item, dest, deadReason != ""); err != nil {
+			return err
+		}
 		return txn.Delete(qk)
 	})
 	if err != nil {
@@ -217,7 +221,7 @@ func (s *Spool) release(dest string, seq uint64, deadReason string, attempts int
 	if !found {
 		return nil
 	}
-	s.accountRelease(dest, seg, deadReason != "", deadSize)
+	s.accountRelease(dest, seg, deadReason != "", deadSize, evBytes)
 	return nil
 }
 
@@ -273,8 +277,9 @@ func (s *Spool) copyToDead(dest string, seq uint64, reason string, attempts int)
 }
 
 // accountRelease follows a released queue entry in the counters.
-func (s *Spool) accountRelease(dest string, seg uint64, dead bool, deadSize int64) {
+func (s *Spool) accountRelease(dest string, seg uint64, dead bool, deadSize, traceBytes int64) {
 	s.mu.Lock()
+	s.traceBytes += traceBytes
 	si := s.seg(seg)
 	si.pending--
 	s.queued[dest]--

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -33,6 +34,13 @@ type Entry struct {
 	Dests    []string // empty: the message goes to the undeliverable store
 	RemoteID string   // optional: remembered with the message so it is never stored twice
 	GUID     uuid.UUID
+	// What the trace keeps besides names and times: MSH-10, MSH-9 and the
+	// sender's address. Never any other field.
+	ControlID string
+	Type      string
+	Peer      string
+	// ReplayOf names the message this one is a replay of (Replay).
+	ReplayOf uuid.UUID
 	deadKey  []byte // set when re-queueing a dead letter: removed in the same commit
 	attempts int
 }
@@ -65,6 +73,10 @@ type segInfo struct {
 	pending int   // q keys still pointing into the segment
 	count   int   // messages in it
 	bytes   int64 // their approximate stored size
+	// first and last are the UnixNano receive times of its oldest and
+	// newest message: retention keeps a delivered segment until last is
+	// older than spool.retain.
+	first, last int64
 }
 
 // Options are the spool's collaborators.
@@ -136,4 +148,11 @@ type Spool struct {
 	fault   error
 	inDoubt []inDoubt
 	reopens uint64
+
+	// traceBytes estimates what the trace records take (trace_max_bytes);
+	// saved now and then, counted up on write and down on prune.
+	traceBytes     int64
+	traceBytesSave int64
+	eventSeq       atomic.Uint32
+	lazy           *lazyTrace
 }

@@ -287,7 +287,11 @@ func TestDiskStaysFlat(t *testing.T) {
 		total = 20_000
 	}
 	dir := t.TempDir()
-	s, err := Open(Config{Dir: dir, MaxBytes: 1 << 30}, Options{Destinations: []string{"a"}, GCInterval: 100 * time.Millisecond})
+	// Retention and traces on, at small bounds: what they keep is bounded
+	// and the disk must stay flat with them.
+	retain := time.Hour
+	s, err := Open(Config{Dir: dir, MaxBytes: 1 << 30, Retain: &retain, RetainMaxBytes: 4 << 20, TraceMaxBytes: 4 << 20},
+		Options{Destinations: []string{"a"}, GCInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,7 +361,9 @@ func TestDiskStaysFlat(t *testing.T) {
 	_, _ = s.Append(ctx, Entry{Source: "s", Raw: msg(0), Dests: []string{"a"}})
 	time.Sleep(500 * time.Millisecond)
 	end := dirBlocks(dir)
-	t.Logf("%d messages of ~1.1 KiB in and delivered (%d); spool dir peak %.1f MiB, end %.1f MiB", total, delivered, float64(peak)/(1<<20), float64(end)/(1<<20))
+	st := s.Stats()
+	t.Logf("%d messages of ~1.1 KiB in and delivered (%d); spool dir peak %.1f MiB, end %.1f MiB; retained %d messages (%.1f MiB), traces %.1f MiB",
+		total, delivered, float64(peak)/(1<<20), float64(end)/(1<<20), st.RetainedMessages, float64(st.RetainedBytes)/(1<<20), float64(st.TraceBytes)/(1<<20))
 	if delivered != uint64(total) {
 		t.Fatalf("delivered %d of %d", delivered, total)
 	}

@@ -39,6 +39,12 @@ type Stats struct {
 	// Full: intake is refusing, or about to: 95% of max_bytes used, or less
 	// than min_free_disk free on the file system.
 	Full bool `json:"full"`
+	// Retained delivered messages kept for replay (spool.retain); they do
+	// not count in Messages or Bytes, and make way when space is needed.
+	RetainedMessages int64      `json:"retained_messages"`
+	RetainedBytes    int64      `json:"retained_bytes"`
+	OldestRetained   *time.Time `json:"oldest_retained,omitempty"`
+	TraceBytes       int64      `json:"trace_bytes"` // estimated, bounded by spool.trace_max_bytes
 }
 
 // Stats reads the figures; it costs one index seek per destination.
@@ -49,9 +55,17 @@ func (s *Spool) Stats() Stats {
 		Undeliverable: s.undeliv, Destinations: map[string]DestStats{},
 		Commits: s.syncs, Appended: s.appended, Error: s.storageErr, Reopens: s.reopens,
 	}
-	for _, si := range s.segs {
-		st.Messages += int64(si.count)
+	for seg, si := range s.segs {
+		if !s.retainedLocked(seg, si) {
+			st.Messages += int64(si.count)
+		}
 	}
+	var oldest time.Time
+	st.RetainedBytes, st.RetainedMessages, oldest = s.retainedFiguresLocked()
+	if !oldest.IsZero() {
+		st.OldestRetained = &oldest
+	}
+	st.TraceBytes = max(s.traceBytes, 0)
 	names := map[string]bool{}
 	for d := range s.queued {
 		names[d] = true
@@ -189,6 +203,13 @@ func (s *Spool) PurgeDead(dest string, guids ...string) (int, error) {
 		}
 		if err := wb.Delete(namedSeqKey(famDead, dest, dl.Seq)); err != nil {
 			return 0, err
+		}
+		if g, err := uuid.Parse(dl.GUID); err == nil && s.tracing() {
+			// In the purge's own batch: the trace says "purged" exactly when it was.
+			kv := s.newEvent(g, traceEvent{At: s.now(), What: EvPurged, Dest: dest})
+			if err := wb.Set(kv.k, kv.v); err != nil {
+				return 0, err
+			}
 		}
 		n++
 		bytes += int64(len(dl.Raw)) + 64

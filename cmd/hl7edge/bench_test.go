@@ -21,7 +21,7 @@ import (
 // this measures durable ingest alone, with the queue growing as it would
 // during an upstream outage.
 const benchConfig = `device: {id: bench-gw, board: sim}
-spool: {dir: %[1]s/spool, max_bytes: 4GiB}
+spool: {dir: %[1]s/spool, max_bytes: 4GiB%[3]s}
 admin: {socket: %[1]s/admin.sock}
 log: {level: error}
 sources:
@@ -40,20 +40,28 @@ func BenchmarkIngest(b *testing.B) {
 		total16 = v
 	}
 	for _, tc := range []struct{ conns, total int }{{1, 5_000}, {16, total16}} {
-		b.Run(fmt.Sprintf("conns=%d", tc.conns), func(b *testing.B) {
-			for range b.N {
-				benchIngest(b, tc.conns, tc.total)
-			}
-		})
+		// Message traces and retention off, then on (the defaults), side
+		// by side: what a trace header per message costs ingest.
+		for _, trace := range []string{"off", "on"} {
+			b.Run(fmt.Sprintf("conns=%d/trace=%s", tc.conns, trace), func(b *testing.B) {
+				for range b.N {
+					benchIngest(b, tc.conns, tc.total, trace == "on")
+				}
+			})
+		}
 	}
 }
 
-func benchIngest(b *testing.B, conns, total int) {
+func benchIngest(b *testing.B, conns, total int, trace bool) {
+	extra := ", trace_retain: 0s, retain: 0s"
+	if trace {
+		extra = ""
+	}
 	dir := b.TempDir()
 	port := freePort(b)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cfgPath := filepath.Join(dir, "hl7edge.yaml")
-	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, benchConfig, dir, port), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, benchConfig, dir, port, extra), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	d := startDaemon(b, cfgPath, filepath.Join(dir, "admin.sock"), addr)
@@ -61,6 +69,7 @@ func benchIngest(b *testing.B, conns, total int) {
 	pid := d.cmd.Process.Pid
 	before := d.stats()
 	wb0 := procIO(b, pid, "write_bytes")
+	cpu0 := procCPU(b, pid)
 
 	peak := watchRSS(pid)
 	all, elapsed, msgBytes := drive(b, addr, conns, total)
@@ -79,6 +88,7 @@ func benchIngest(b *testing.B, conns, total int) {
 	}
 	after := d.stats()
 	wb1 := procIO(b, pid, "write_bytes")
+	cpu1 := procCPU(b, pid)
 	hwm := procStatusKB(b, pid, "VmHWM")
 	anon := procStatusKB(b, pid, "RssAnon")
 	file := procStatusKB(b, pid, "RssFile")
@@ -96,6 +106,9 @@ func benchIngest(b *testing.B, conns, total int) {
 	b.ReportMetric(float64(peakFile)/1024, "peak-RssFile-MiB")
 	b.ReportMetric(float64(file)/1024, "end-RssFile-MiB")
 	b.ReportMetric(float64(wb1-wb0)/n/float64(msgBytes), "disk-writes/msg-size")
+	// The daemon's CPU time per message: steadier than the rate on a
+	// machine shared with other work, which swings by a third.
+	b.ReportMetric((cpu1-cpu0).Seconds()*1e6/n, "daemon-cpu-us/msg")
 	b.ReportMetric(float64(after.Destinations["lis"].Queued), "queued")
 	b.ReportMetric(float64(msgBytes), "msg-bytes")
 }
@@ -200,6 +213,20 @@ func procField(b testing.TB, path, key string) int64 {
 		b.Fatalf("%s has no %s", path, key)
 	}
 	return n
+}
+
+// procCPU is the process's user and system CPU time so far.
+func procCPU(b testing.TB, pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command name (which may hold spaces) in ")": state is 3, utime 14, stime 15.
+	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	const ticks = 100 // USER_HZ on Linux
+	return time.Duration(ut+st) * time.Second / ticks
 }
 
 // procFields reads the "key: number ..." lines of a /proc file such as

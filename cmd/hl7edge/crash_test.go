@@ -16,10 +16,11 @@ import (
 	"github.com/hl7edge/hl7edge/pipeline/mllp"
 )
 
-// crashConfig makes segments tiny so that clean-up (DropPrefix) runs all
-// the time and SIGKILLs land in the middle of it.
+// crashConfig makes segments tiny and keeps few delivered ones for replay
+// (retain_max_bytes) so that clean-up (DropPrefix) runs all the time, on
+// retention's path, and SIGKILLs land in the middle of it.
 const crashConfig = `device: {id: crash-gw, board: sim}
-spool: {dir: %[1]s/spool, max_bytes: 512MiB, segment_messages: 32}
+spool: {dir: %[1]s/spool, max_bytes: 512MiB, segment_messages: 32, retain_max_bytes: 64KiB}
 admin: {socket: %[1]s/admin.sock}
 log: {level: debug}
 sources:

@@ -312,6 +312,27 @@ func (r *fwRig) healthVersion() string {
 	return v
 }
 
+// waitDestState waits until the health snapshot shows destination name in
+// state want.
+func (r *fwRig) waitDestState(name, want string) {
+	r.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, a := r.command(command.Health, nil, time.Minute)
+		d, _ := a["data"].(map[string]any)
+		dests, _ := d["destinations"].([]any)
+		for _, x := range dests {
+			if c, _ := x.(map[string]any); c["name"] == name && c["state"] == want {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("destination %s not %s after 30s: %v", name, want, dests)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // noPartialFiles fails when a download or a rejected image is left behind.
 func (r *fwRig) noPartialFiles(keep string) {
 	r.t.Helper()
@@ -499,6 +520,11 @@ func TestFirmwareUpdate(t *testing.T) {
 	if q := r.lisQueued(); q != 3 {
 		t.Fatalf("lis queued %v before the update, want 3", q)
 	}
+	// The trial compares what is up before the update with what is up
+	// after: lis must already be down (its receiver is closed) when the
+	// update starts, or the trial would count lis going down against the
+	// new version, depending on which came first.
+	r.waitDestState("lis", "down")
 
 	// A good update: switched, on trial, committed, and kept across a restart.
 	from = r.op.Log.Mark()

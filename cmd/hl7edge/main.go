@@ -77,6 +77,10 @@ usage:
                                        blink all four LEDs to find the box in a rack
   hl7edge logs [--follow] [--level L] [--component C] [--lines 100] [--config FILE]
                                        the daemon's last log lines (no message content)
+  hl7edge trace ID | --since T [--until T] [--source S] [--dest D] [--type T] [--state S] [--limit N] [--config FILE] [--json]
+                                       where messages went (by GUID or control ID, or over a time range)
+  hl7edge replay --to DEST --since T [--until T] [--source S] [--type T] [--dry-run] [--partial] [--config FILE] [--json]
+                                       send retained delivered messages again, under new GUIDs
   hl7edge webservice --listen ADDR --store DIR [--mailbox DIR] [--tls-cert F --tls-key F]
                      [--logon ID --password-file F]
                                        the reference web service (ping/post and mailbox)
@@ -123,6 +127,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		err = cmdBox(ctx, cmd, rest, stdout)
 	case "logs":
 		err = cmdLogs(ctx, rest, stdout, stderr)
+	case "trace":
+		err = cmdTrace(ctx, rest, stdout)
+	case "replay":
+		err = cmdReplay(ctx, rest, stdout)
 	case "webservice":
 		err = cmdWebservice(ctx, rest, stdout, stderr)
 	case "check-upstream":

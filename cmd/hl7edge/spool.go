@@ -237,6 +237,14 @@ func offline(ctx context.Context, cfg *config.Config, req command.Request) (comm
 	return out, nil
 }
 
+// since says from when retained messages go back, if any are.
+func since(t *time.Time) string {
+	if t == nil {
+		return ""
+	}
+	return ", since " + t.Local().Format(time.RFC3339)
+}
+
 func printHuman(w io.Writer, name string, data any) error {
 	b, _ := json.Marshal(data)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -249,8 +257,9 @@ func printHuman(w io.Writer, name string, data any) error {
 		}
 		// Delivered messages stay on disk until their segment is delivered
 		// whole: "messages" alone reads like a backlog when QUEUED is 0.
-		fmt.Fprintf(tw, "messages\t%d held (delivered ones until their segment leaves; QUEUED is what is still to deliver)\nbytes\t%s of %s (max_bytes)\nundeliverable\t%d\nfree disk\t%s\n\n",
+		fmt.Fprintf(tw, "messages\t%d held (delivered ones until their segment leaves; QUEUED is what is still to deliver)\nbytes\t%s of %s (max_bytes)\nundeliverable\t%d\nfree disk\t%s\n",
 			st.Messages, units.Size(st.Bytes).Human(), units.Size(st.MaxBytes), st.Undeliverable, units.Size(st.FreeDiskBytes).Human())
+		fmt.Fprintf(tw, "retained for replay\t%d messages, %s%s\ntraces\t%s\n\n", st.RetainedMessages, units.Size(st.RetainedBytes).Human(), since(st.OldestRetained), units.Size(st.TraceBytes).Human())
 		fmt.Fprintln(tw, "DESTINATION\tQUEUED\tDELIVERED\tDEAD\tOLDEST\tLANES")
 		for _, n := range slices.Sorted(maps.Keys(st.Destinations)) {
 			d := st.Destinations[n]

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hl7edge/hl7edge/device/appliance"
 	"github.com/hl7edge/hl7edge/device/command"
@@ -52,6 +53,18 @@ func TestRefusalReasonsKeepContentToTheSender(t *testing.T) {
 		if c.quoted && !strings.Contains(ack, m) {
 			t.Errorf("%s: ACK %q does not tell the sender what it sent", c.name, ack)
 		}
+	}
+	// The traces of these messages (MSH-9 holds the marker in one) carry
+	// no content either; the guard below scans the answer.
+	var tr struct {
+		Messages []struct {
+			ControlID string `json:"control_id"`
+			Type      string `json:"type"`
+		} `json:"messages"`
+	}
+	op.must(t, command.Trace, map[string]any{"since": time.Now().Add(-time.Hour).Format(time.RFC3339)}).decode(t, &tr)
+	if len(tr.Messages) == 0 {
+		t.Error("trace over MQTT found none of the accepted messages; the test saw nothing")
 	}
 	var lines []string
 	op.must(t, command.TailLog, map[string]any{"lines": 1000}).decode(t, &lines)

@@ -3,6 +3,7 @@ package appliance_test
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -127,6 +128,40 @@ func TestCommands(t *testing.T) {
 			if a := op.send(t, name, map[string]any{"name": "nosuch"}); a.Status != command.Failed || !strings.Contains(a.Detail, "nosuch") {
 				t.Errorf("%s of an unknown destination: %s, want failed naming it", name, a)
 			}
+		}
+	})
+
+	t.Run("trace and replay", func(t *testing.T) {
+		mustSendHL7(t, r.mllpPort, hl7Message("CTRL-TRACE-1"))
+		type dest struct {
+			Name  string `json:"name"`
+			State string `json:"state"`
+		}
+		type traced struct {
+			Messages []struct {
+				GUID         string `json:"guid"`
+				ReplayOf     string `json:"replay_of"`
+				Destinations []dest `json:"destinations"`
+			} `json:"messages"`
+		}
+		var tr traced
+		waitUntil(t, waitLimit, "CTRL-TRACE-1 delivered to archive in its trace", func() bool {
+			op.must(t, command.Trace, map[string]any{"id": "CTRL-TRACE-1"}).decode(t, &tr)
+			return len(tr.Messages) == 1 && slices.Contains(tr.Messages[0].Destinations, dest{"archive", "delivered"})
+		})
+		if a := op.send(t, command.Trace, map[string]any{"id": "CTRL-TRACE-1", "limit": 500}); a.Status != command.Failed || !strings.Contains(a.Detail, "200") {
+			t.Errorf("trace over MQTT with limit 500: %s, want failed naming the 200 limit", a)
+		}
+		before := files(t, r.archive)
+		var rr struct{ Matched, Replayed, Missing int }
+		op.must(t, command.Replay, map[string]any{"to": "archive", "since": time.Now().Add(-time.Hour).Format(time.RFC3339)}).decode(t, &rr)
+		if rr.Replayed < 1 || rr.Replayed != rr.Matched || rr.Missing != 0 {
+			t.Fatalf("signed replay: %+v, want everything delivered to archive in the last hour queued again", rr)
+		}
+		waitUntil(t, waitLimit, "the replayed copies in the archive", func() bool { return files(t, r.archive) == before+rr.Replayed })
+		op.must(t, command.Trace, map[string]any{"id": "CTRL-TRACE-1"}).decode(t, &tr)
+		if len(tr.Messages) != 2 || tr.Messages[0].ReplayOf == "" == (tr.Messages[1].ReplayOf == "") {
+			t.Errorf("CTRL-TRACE-1 after the replay: %+v, want the original and a copy naming it", tr.Messages)
 		}
 	})
 

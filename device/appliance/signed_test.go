@@ -54,6 +54,9 @@ func TestSignedConfigApply(t *testing.T) {
 	if a := op.send(t, command.DeadPurge, map[string]any{"name": "archive"}); a.Status != command.Rejected || !strings.Contains(a.Detail, "obeyed only signed") {
 		t.Errorf("unsigned dead-purge: %s, want rejected", a)
 	}
+	if a := op.send(t, command.Replay, map[string]any{"to": "archive", "since": "2026-01-01T00:00:00Z"}); a.Status != command.Rejected || !strings.Contains(a.Detail, "obeyed only signed") {
+		t.Errorf("unsigned replay: %s, want rejected", a)
+	}
 	exp := time.Now().Add(time.Minute)
 	refusals := []struct {
 		what, id string

@@ -33,11 +33,14 @@ type SpoolOps interface {
 	Undeliverable(limit int) ([]storage.DeadLetter, error)
 	RetryUndeliverable(guids ...string) (storage.Rerouted, error)
 	PurgeUndeliverable(guids ...string) (int, error)
+	Trace(q storage.TraceQuery) (storage.TraceResult, error)
+	Replay(ctx context.Context, r storage.ReplayRequest) (storage.ReplayResult, error)
 }
 
 // RegisterSpoolCommands registers spool-stats, dead-list, dead-retry,
-// dead-purge (privileged: it deletes data) and spool-skip (privileged: it
-// takes a message out of its destination's way) on d.
+// dead-purge (privileged: it deletes data), spool-skip (privileged: it
+// takes a message out of its destination's way), the undeliverable
+// commands, trace and replay (privileged: it sends messages again) on d.
 func RegisterSpoolCommands(d *command.Dispatcher, ops SpoolOps) {
 	with := func(f func(nameArgs) (any, string, error)) command.Handler {
 		return func(_ context.Context, raw json.RawMessage) (any, string, error) {
@@ -96,6 +99,7 @@ func RegisterSpoolCommands(d *command.Dispatcher, ops SpoolOps) {
 		return map[string]string{"guid": guid}, fmt.Sprintf("message %s moved to the dead letters of %s", guid, n), nil
 	})
 	registerUndeliverable(d, ops, with)
+	registerTraceCommands(d, ops)
 }
 
 // deadLetterInfos lists dead letters as an operator sees them: identifiers

@@ -30,4 +30,9 @@ const (
 	// FirmwareUpdate downloads a signed image, switches to it on trial and
 	// rolls back unless it stays healthy (device/firmware).
 	FirmwareUpdate = "firmware-update"
+	// Trace says where messages went: identifiers, MSH-9 and MSH-10,
+	// names, times and outcome codes, never content.
+	Trace = "trace"
+	// Replay queues retained delivered messages again under new GUIDs.
+	Replay = "replay"
 )

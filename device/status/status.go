@@ -132,6 +132,11 @@ func (r Report) Render(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  %d messages, %s of %s (%d%%), on disk %s, disk free %s, undeliverable %d\n",
 		sp.Messages, size(sp.Bytes), size(sp.MaxBytes), pct, size(sp.DiskBytes), size(sp.FreeDiskBytes), sp.Undeliverable)
+	retained := "none"
+	if sp.OldestRetained != nil {
+		retained = fmt.Sprintf("since %s", sp.OldestRetained.Local().Format(time.RFC3339))
+	}
+	fmt.Fprintf(w, "  retained for replay: %d messages, %s (%s); traces %s\n", sp.RetainedMessages, size(sp.RetainedBytes), retained, size(sp.TraceBytes))
 	if sp.Full {
 		fmt.Fprintln(w, "  FULL: intake answers AE")
 	}

@@ -351,6 +351,7 @@ func (w *Worker) delivered(m *flow.Message, l *lane, start time.Time) error {
 // (true).
 func (w *Worker) failed(ctx context.Context, m *flow.Message, l *lane, err error) (bool, error) {
 	l.attempt++
+	w.recordAttempt(m, l, err)
 	w.laneFailing(l)
 	w.o.Health.Add(health.CounterFailures, 1)
 	permanent := errors.Is(err, flow.ErrPermanent)

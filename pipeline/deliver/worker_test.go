@@ -114,6 +114,9 @@ func TestHeadOfLineRetryKeepsOrderAndGUID(t *testing.T) {
 	if fmt.Sprint(att) != fmt.Sprint(want) {
 		t.Fatalf("attempts %v\nwant     %v", att, want)
 	}
+	// The output sees the fifth message before the worker has recorded it
+	// and counted it: wait for the count rather than race it.
+	waitFor(t, "five deliveries counted", func() bool { return comp.Counter("delivered") == 5 })
 	if comp.Counter("failures") != 3 || comp.Counter("delivered") != 5 || comp.State() != health.Up {
 		t.Fatalf("health: failures %d delivered %d state %s", comp.Counter("failures"), comp.Counter("delivered"), comp.State())
 	}

@@ -547,3 +547,26 @@ func (g *Gateway) PurgeDead(dest string, guids ...string) (int, error) {
 	}
 	return g.spool.PurgeDead(dest, guids...)
 }
+
+// Trace reads message traces (storage.Spool.Trace).
+func (g *Gateway) Trace(q storage.TraceQuery) (storage.TraceResult, error) {
+	if g.unreadable != nil {
+		return storage.TraceResult{}, g.unreadable
+	}
+	return g.spool.Trace(q)
+}
+
+// Replay queues retained messages again for a destination and wakes its
+// worker (storage.Spool.Replay).
+func (g *Gateway) Replay(ctx context.Context, r storage.ReplayRequest) (storage.ReplayResult, error) {
+	if g.unreadable != nil {
+		return storage.ReplayResult{}, g.unreadable
+	}
+	w, ok := g.workers[r.To]
+	if !ok {
+		return storage.ReplayResult{}, fmt.Errorf("%w: %q is not a delivering destination", ErrUnknown, r.To)
+	}
+	res, err := g.spool.Replay(ctx, r)
+	w.Kick()
+	return res, err
+}

@@ -27,6 +27,7 @@ func spoolHealth(sp *storage.Spool) func() health.SpoolSnapshot {
 		hs := health.SpoolSnapshot{
 			Messages: st.Messages, Bytes: st.Bytes, MaxBytes: st.MaxBytes, DiskBytes: st.DiskBytes,
 			FreeDiskBytes: st.FreeDiskBytes, Undeliverable: st.Undeliverable, Error: st.Error, Reopens: st.Reopens,
+			RetainedMessages: st.RetainedMessages, RetainedBytes: st.RetainedBytes, OldestRetained: st.OldestRetained, TraceBytes: st.TraceBytes,
 			Full: st.Full, Queues: map[string]health.QueueStat{},
 		}
 		for d, ds := range st.Destinations {

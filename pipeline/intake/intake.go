@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,14 @@ import (
 // Spool is the part of the spool intake needs.
 type Spool interface {
 	Append(ctx context.Context, e storage.Entry) (storage.Result, error)
+}
+
+// Tracer is what a spool may offer to keep the trace of a message it never
+// stores: one a rubbish bin ate (answered AA), or one refused with AE or AR
+// (storage.Spool.Eaten, Refused).
+type Tracer interface {
+	Eaten(e storage.Entry, bin string)
+	Refused(e storage.Entry, ack string)
 }
 
 // Options are intake's collaborators.
@@ -80,6 +89,7 @@ func (in *Intake) Accept(ctx context.Context, msg flow.Inbound) flow.Outcome {
 		reason := err.Error()
 		comp.Add(health.CounterRejected, 1)
 		in.o.Log.Warn("message rejected (AR)", "source", msg.Source, "control_id", recoverControlID(raw), "reason", reason)
+		in.refused(in.entry(msg, raw, hl7.Header{ControlID: recoverControlID(raw)}, nil), "AR")
 		return flow.Outcome{
 			Code: flow.Rejected, Reason: reason, ControlID: recoverControlID(raw),
 			ACK: hl7.ACKUnparsed(raw, flow.Rejected, hl7.ErrorCode(err), hl7.SenderText(err), ackID, now),
@@ -93,12 +103,15 @@ func (in *Intake) Accept(ctx context.Context, msg flow.Inbound) flow.Outcome {
 		comp.Add(health.CounterRubbish, 1)
 		in.o.Health.Component(health.Destination, d.Rubbish, "rubbish").Add(health.CounterEaten, 1)
 		in.o.Log.Debug("message eaten by rubbish bin", "source", msg.Source, "control_id", h.ControlID, "bin", d.Rubbish)
+		if t, ok := in.spool.(Tracer); ok {
+			t.Eaten(in.entry(msg, raw, h, nil), d.Rubbish)
+		}
 		out.Code = flow.Accepted
 		out.ACK = hl7.ACK(m, flow.Accepted, 0, "", ackID, now)
 		return out
 	}
 
-	res, err := in.spool.Append(ctx, storage.Entry{Source: msg.Source, Raw: raw, Dests: d.Destinations, RemoteID: msg.RemoteID})
+	res, err := in.spool.Append(ctx, in.entry(msg, raw, h, d.Destinations))
 	if err != nil {
 		comp.Add(health.CounterErrors, 1)
 		reason := fmt.Sprintf("gateway cannot store the message now: %v", err)
@@ -112,6 +125,7 @@ func (in *Intake) Accept(ctx context.Context, msg flow.Inbound) flow.Outcome {
 			in.o.Alarm(health.AlarmStorageError, err.Error())
 		}
 		in.o.Log.Warn("message refused (AE)", "source", msg.Source, "control_id", h.ControlID, "reason", reason)
+		in.refused(in.entry(msg, raw, h, nil), "AE")
 		out.Code, out.Reason = flow.RetryLater, reason
 		out.ACK = hl7.ACK(m, flow.RetryLater, hl7.CodeInternalError, reason, ackID, now)
 		return out
@@ -137,6 +151,31 @@ func (in *Intake) Accept(ctx context.Context, msg flow.Inbound) flow.Outcome {
 	out.ACK = hl7.ACK(m, flow.Accepted, 0, "", ackID, now)
 	return out
 }
+
+// entry is what the spool stores of a message, with what its trace keeps:
+// MSH-10, MSH-9 and the sender's address, no other field.
+func (in *Intake) entry(msg flow.Inbound, raw []byte, h hl7.Header, dests []string) storage.Entry {
+	typ := h.MessageType
+	if h.TriggerEvent != "" {
+		typ += "^" + h.TriggerEvent
+	}
+	if typ != "" && !messageType.MatchString(typ) {
+		// MSH-9 is kept because it is a code; a sender that put anything
+		// else there must not get it into the trace.
+		typ = "(not a message type)"
+	}
+	return storage.Entry{Source: msg.Source, Raw: raw, Dests: dests, RemoteID: msg.RemoteID, ControlID: h.ControlID, Type: typ, Peer: msg.Peer}
+}
+
+// refused keeps the trace of a message answered ack and not stored.
+func (in *Intake) refused(e storage.Entry, ack string) {
+	if t, ok := in.spool.(Tracer); ok {
+		t.Refused(e, ack)
+	}
+}
+
+// messageType is what MSH-9.1^MSH-9.2 look like (ADT^A01, ORU^R01, ACK).
+var messageType = regexp.MustCompile(`^[A-Z0-9]{1,3}(\^[A-Z0-9]{1,3})?$`)
 
 // newControlID makes a unique MSH-10 for an ACK (20 characters fit every
 // HL7 v2 version's limit).

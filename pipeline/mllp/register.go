@@ -68,10 +68,10 @@ type intakeHandler struct {
 	max    int64
 }
 
-func (h *intakeHandler) HandleFrame(ctx context.Context, _ string, f Frame) []byte {
+func (h *intakeHandler) HandleFrame(ctx context.Context, peer string, f Frame) []byte {
 	if f.Oversize {
 		reason := fmt.Sprintf("message of %d bytes exceeds max_message_bytes %d of source %q: split it, or raise the limit in the gateway's configuration", f.Size, h.max, h.source)
 		return hl7.ACKUnparsed(f.Data, flow.Rejected, hl7.CodeInternalError, reason, "", time.Now())
 	}
-	return h.intake.Accept(ctx, flow.Inbound{Source: h.source, Raw: f.Data}).ACK
+	return h.intake.Accept(ctx, flow.Inbound{Source: h.source, Raw: f.Data, Peer: peer}).ACK
 }

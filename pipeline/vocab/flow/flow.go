@@ -46,6 +46,9 @@ type Inbound struct {
 	// peer. Intake remembers it atomically with the stored message so that a
 	// message offered again (after a lost ack) is not stored twice.
 	RemoteID string
+	// Peer is the sender's address (host:port) where the transport knows
+	// it; the message's trace keeps it.
+	Peer string
 }
 
 // Code is intake's verdict on one message, independent of the HL7 acknowledgement

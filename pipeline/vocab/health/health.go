@@ -181,6 +181,12 @@ type SpoolSnapshot struct {
 	Error         string `json:"error,omitempty"`
 	// Reopens counts re-opens from disk after a failed sync since start.
 	Reopens uint64 `json:"reopens,omitempty"`
+	// Retained delivered messages kept for replay, and the message traces'
+	// estimated size (docs/operations.md, "Where did message X go").
+	RetainedMessages int64      `json:"retained_messages"`
+	RetainedBytes    int64      `json:"retained_bytes"`
+	OldestRetained   *time.Time `json:"oldest_retained,omitempty"`
+	TraceBytes       int64      `json:"trace_bytes"`
 	// Queues is per destination; merged into Destinations in a Snapshot.
 	Queues map[string]QueueStat `json:"-"`
 }
