@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
 )
 
 // markerMsg carries a patient name and identifier that must never show in a
