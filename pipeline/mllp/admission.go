@@ -90,7 +90,12 @@ func (s *Server) standingLocked(c *conn) standing {
 // mayEvictLocked says whether a newcomer from ip may take c's slot; own
 // says the newcomer's address is at max_connections_per_peer and replaces
 // one of its own.
-func (s *Server) mayEvictLocked(ip string, c *conn, st standing, own bool) bool {
+//
+// newcomerConns is how many live connections the newcomer's address holds:
+// one its sender has already closed (a sender that connects per message
+// closes the last before it opens the next, and the server may not have
+// read the end yet) does not count against it.
+func (s *Server) mayEvictLocked(ip string, c *conn, st standing, own bool, newcomerConns int) bool {
 	if own {
 		return c.ip == ip && st.class < 3
 	}
@@ -98,7 +103,7 @@ func (s *Server) mayEvictLocked(ip string, c *conn, st standing, own bool) bool 
 	case 1:
 		return true
 	case 2:
-		return c.ip != ip && st.peerConn > s.perPeer[ip]
+		return c.ip != ip && st.peerConn > newcomerConns
 	default:
 		at, ok := s.credit[ip]
 		return ok && at.After(st.since)
@@ -111,6 +116,7 @@ func (s *Server) mayEvictLocked(ip string, c *conn, st standing, own bool) bool 
 // this for every connection of a flood.
 func (s *Server) victimLocked(ip string, own bool) *conn {
 	var skip map[*conn]bool
+	newcomerConns := s.liveConnsLocked(ip)
 	for {
 		var victim *conn
 		var best standing
@@ -119,7 +125,7 @@ func (s *Server) victimLocked(ip string, own bool) *conn {
 				continue
 			}
 			st := s.standingLocked(c)
-			if !s.mayEvictLocked(ip, c, st, own) {
+			if !s.mayEvictLocked(ip, c, st, own, newcomerConns) {
 				continue
 			}
 			if victim == nil || st.before(best) {
@@ -169,6 +175,39 @@ func (s *Server) admit(c net.Conn) (*conn, bool) {
 	s.conns[cs] = struct{}{}
 	s.perPeer[ip]++
 	return cs, true
+}
+
+// liveConnsLocked counts ip's connections that its sender has not closed.
+func (s *Server) liveConnsLocked(ip string) int {
+	n := 0
+	for c := range s.conns {
+		if c.ip == ip && !peerClosed(c.raw) {
+			n++
+		}
+	}
+	return n
+}
+
+// peerClosed reports whether the other end has closed c and nothing is
+// left to read: a peek finds the end of the stream.
+func peerClosed(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	// Control, not Read: the connection's own goroutine holds the read
+	// lock while it waits for a frame.
+	closed := false
+	_ = rc.Control(func(fd uintptr) {
+		var b [1]byte
+		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		closed = n == 0 && err == nil
+	})
+	return closed
 }
 
 // pending reports whether bytes wait unread in c's socket.
