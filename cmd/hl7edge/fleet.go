@@ -29,7 +29,13 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	watch := fs.Bool("watch", false, "keep the table on screen, refreshed as gateways report")
 	asJSON := fs.Bool("json", false, "print the rows as JSON")
 	every := fs.Duration("every", 2*time.Second, "with --watch: least time between redraws")
+	selText := fs.String("select", "", "only the gateways with these labels: site=north,ring=canary (id=gw1,id=gw2 by device.id)")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	sel, err := fleetview.ParseSelector(*selText)
+	if err != nil {
+		fmt.Fprintf(stderr, "hl7edge fleet: %v\n", err)
 		return 2
 	}
 	if c.Broker == "" {
@@ -43,7 +49,7 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	defer r.Close()
 	show := func() {
-		rows := r.View.Rows()
+		rows := sel.Filter(r.View.Rows())
 		if *asJSON {
 			enc := json.NewEncoder(stdout)
 			if !*watch {

@@ -42,6 +42,7 @@ type Spec struct {
 	Queued  int64            // messages waiting for its destination
 	Alarm   string           // an active alarm kind, "" for none
 	Offline Offline
+	Labels  map[string]string // device.labels
 	// Username and PasswordFile are its broker credential (mqtt.username,
 	// mqtt.password_file); empty for an anonymous broker.
 	Username, PasswordFile string
@@ -83,6 +84,7 @@ func Start(ctx context.Context, broker, dir string, specs []Spec) (*Fleet, error
 
 func start(ctx context.Context, brokerAddr, dir string, sp Spec) (*Gateway, error) {
 	reg := health.NewRegistry(sp.ID, sp.Version, nil)
+	reg.SetLabels(sp.Labels)
 	reg.SetClockProbe(func() bool { return sp.Fault != frontpanel.FaultClockTLS })
 	src := reg.Component(health.Source, "monitors", "mllp")
 	src.SetState(health.Up)
@@ -129,7 +131,7 @@ func start(ctx context.Context, brokerAddr, dir string, sp Spec) (*Gateway, erro
 	}
 	agent, err := mqttagent.New(mqttagent.Config{Broker: "tcp://" + addr, HealthInterval: units.Duration(time.Hour),
 		Username: sp.Username, PasswordFile: sp.PasswordFile}, mqttagent.Options{
-		DeviceID: sp.ID, Version: sp.Version, Registry: reg, Dispatcher: command.NewDispatcher(nil),
+		DeviceID: sp.ID, Version: sp.Version, Labels: sp.Labels, Registry: reg, Dispatcher: command.NewDispatcher(nil),
 		SessionFile: filepath.Join(dir, sp.ID+".session"), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
