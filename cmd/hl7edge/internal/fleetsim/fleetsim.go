@@ -17,9 +17,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/frontpanel"
 	"github.com/hl7edge/hl7edge/device/mqttagent"
+	"github.com/hl7edge/hl7edge/device/trust"
 	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 	"github.com/hl7edge/hl7edge/pipeline/vocab/units"
 )
@@ -43,6 +43,10 @@ type Spec struct {
 	Alarm   string           // an active alarm kind, "" for none
 	Offline Offline
 	Labels  map[string]string // device.labels
+	Answer  Answer            // how it treats commands
+	// TrustKeys are minisign public keys (trust.keys): with them the
+	// gateway obeys signed commands made for it, as a daemon does.
+	TrustKeys []string
 	// Username and PasswordFile are its broker credential (mqtt.username,
 	// mqtt.password_file); empty for an anonymous broker.
 	Username, PasswordFile string
@@ -129,11 +133,20 @@ func start(ctx context.Context, brokerAddr, dir string, sp Spec) (*Gateway, erro
 		g.proxy = p
 		addr = p.addr()
 	}
-	agent, err := mqttagent.New(mqttagent.Config{Broker: "tcp://" + addr, HealthInterval: units.Duration(time.Hour),
-		Username: sp.Username, PasswordFile: sp.PasswordFile}, mqttagent.Options{
-		DeviceID: sp.ID, Version: sp.Version, Labels: sp.Labels, Registry: reg, Dispatcher: command.NewDispatcher(nil),
+	opts := mqttagent.Options{
+		DeviceID: sp.ID, Version: sp.Version, Labels: sp.Labels, Registry: reg, Dispatcher: dispatcher(sp, reg),
 		SessionFile: filepath.Join(dir, sp.ID+".session"), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}
+	if len(sp.TrustKeys) > 0 {
+		keys, err := trust.ParseKeys(sp.TrustKeys)
+		if err != nil {
+			g.closeProxy()
+			return nil, fmt.Errorf("fleetsim %s: %w", sp.ID, err)
+		}
+		opts.Signed = trust.NewGate(keys, sp.ID, filepath.Join(dir, sp.ID+".signed-commands.json"), nil).Open
+	}
+	agent, err := mqttagent.New(mqttagent.Config{Broker: "tcp://" + addr, HealthInterval: units.Duration(time.Hour),
+		Username: sp.Username, PasswordFile: sp.PasswordFile}, opts)
 	if err != nil {
 		g.closeProxy()
 		return nil, fmt.Errorf("fleetsim %s: %w", sp.ID, err)

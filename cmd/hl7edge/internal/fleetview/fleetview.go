@@ -439,6 +439,10 @@ func wait(ctx context.Context, t mqtt.Token) error {
 // Close disconnects.
 func (r *Reader) Close() { r.client.Disconnect(250) }
 
+// Client is the reader's connection, for tools that also send commands
+// over it (one connection, one client ID, one ACL entry per operator).
+func (r *Reader) Client() mqtt.Client { return r.client }
+
 // Render writes the table.
 func Render(w io.Writer, rows []Row, now time.Time) {
 	online, faulted := 0, 0
