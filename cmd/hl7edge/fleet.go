@@ -18,6 +18,9 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if len(args) > 0 && args[0] == "command" {
 		return cmdFleetCommand(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "update" {
+		return cmdFleetUpdate(ctx, args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("fleet", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	conn := brokerFlags(fs)

@@ -62,6 +62,10 @@ usage:
                                        (--select site=north,ring=canary: only those)
   hl7edge fleet command NAME [ARGS_JSON] --broker URL --select site=north|all [--key FILE] [--timeout 10s] [--json]
                                        one command to every selected gateway, one row per box
+  hl7edge fleet update --broker URL --image FILE --version V --url URL --key FILE --select site=north|all
+         [--waves 1,5%,25%,100%] [--max-failures 2%] [--deadline 15m] [--state FILE] [--dry-run] | --resume STATE
+                                       a firmware rollout in waves, canary boxes first; it stops
+                                       when failures pass the threshold and resumes from its state file
   hl7edge spool stats --config FILE [--json]
   hl7edge spool salvage --config FILE [--json]
                                        copy what is readable of a spool that cannot be

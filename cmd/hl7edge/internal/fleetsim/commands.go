@@ -20,8 +20,9 @@ const (
 )
 
 // dispatcher is the commands sp answers, like the daemon's (device/appliance).
-func dispatcher(sp Spec, reg *health.Registry) *command.Dispatcher {
+func (g *Gateway) dispatcher(reg *health.Registry) *command.Dispatcher {
 	d := command.NewDispatcher(nil)
+	sp := g.Spec
 	switch sp.Answer {
 	case AnswerNone:
 		return d
@@ -32,6 +33,7 @@ func dispatcher(sp Spec, reg *health.Registry) *command.Dispatcher {
 		})
 		return d
 	}
+	d.RegisterPrivileged(command.FirmwareUpdate, g.firmwareUpdate)
 	d.Register(command.Health, func(context.Context, json.RawMessage) (any, string, error) {
 		return reg.Snapshot(), "", nil
 	})

@@ -47,6 +47,11 @@ type Spec struct {
 	// TrustKeys are minisign public keys (trust.keys): with them the
 	// gateway obeys signed commands made for it, as a daemon does.
 	TrustKeys []string
+	// FirmwareFail makes a firmware-update (signed, with TrustKeys) roll
+	// back at the end of its trial instead of committing.
+	FirmwareFail bool
+	// Trial is how long a new version is on trial; 0 means SimTrial.
+	Trial time.Duration
 	// Username and PasswordFile are its broker credential (mqtt.username,
 	// mqtt.password_file); empty for an anonymous broker.
 	Username, PasswordFile string
@@ -55,6 +60,8 @@ type Spec struct {
 // Gateway is one running simulated gateway.
 type Gateway struct {
 	Spec   Spec
+	agent  *mqttagent.Agent
+	fw     firmwareSim
 	reg    *health.Registry
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -134,7 +141,7 @@ func start(ctx context.Context, brokerAddr, dir string, sp Spec) (*Gateway, erro
 		addr = p.addr()
 	}
 	opts := mqttagent.Options{
-		DeviceID: sp.ID, Version: sp.Version, Labels: sp.Labels, Registry: reg, Dispatcher: dispatcher(sp, reg),
+		DeviceID: sp.ID, Version: sp.Version, Labels: sp.Labels, Registry: reg, Dispatcher: g.dispatcher(reg),
 		SessionFile: filepath.Join(dir, sp.ID+".session"), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	if len(sp.TrustKeys) > 0 {
@@ -153,9 +160,12 @@ func start(ctx context.Context, brokerAddr, dir string, sp Spec) (*Gateway, erro
 	}
 	actx, cancel := context.WithCancel(ctx)
 	g.cancel = cancel
+	g.agent = agent
+	g.fw.ctx = actx
 	go func() {
 		defer close(g.done)
 		_ = agent.Run(actx)
+		g.fw.wg.Wait()
 	}()
 	return g, nil
 }
