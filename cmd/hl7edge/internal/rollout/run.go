@@ -19,6 +19,12 @@ import (
 	"github.com/hl7edge/hl7edge/device/firmware"
 )
 
+// CommandValidity is how long each box's command stays valid: long enough
+// for a --resume the next morning to send the same command again, and
+// well inside the boxes' 24-hour limit, so that a box whose clock runs a
+// little behind the operator's does not refuse it as too far ahead.
+const CommandValidity = 12 * time.Hour
+
 // ErrStopped says the rollout stopped on its failure threshold.
 var ErrStopped = errors.New("rollout stopped")
 
@@ -181,7 +187,7 @@ func (r *Runner) runWave(ctx context.Context, st *State, w int, idx []int) error
 		switch b.Status {
 		case Pending:
 			b.Status, b.CommandID = Sent, fleetcmd.NewID(b.ID)
-			b.Expires = time.Now().Add(command.MaxExpiry).UTC().Truncate(time.Second).Format(time.RFC3339)
+			b.Expires = time.Now().Add(CommandValidity).UTC().Truncate(time.Second).Format(time.RFC3339)
 		case Sent:
 			resent[i] = true
 		}
