@@ -160,14 +160,14 @@ func (f *updateFlags) run(ctx context.Context, st *rollout.State, stdout, stderr
 
 // printPlan shows the waves (the first boxes of each) and the boxes left out.
 func printPlan(w io.Writer, st *rollout.State) {
-	fmt.Fprintf(w, "rollout of %s to %d boxes in %d waves; it stops when more than %d fail (--max-failures %s)\n",
-		st.Args.Version, len(st.Boxes), st.Waves, st.MaxFailures, st.MaxSpec)
+	fmt.Fprintf(w, "rollout of %s to %s in %d waves; it stops when more than %d fail (--max-failures %s)\n",
+		st.Args.Version, rollout.Count(len(st.Boxes), "box", "boxes"), st.Waves, st.MaxFailures, st.MaxSpec)
 	for wv := 1; wv <= st.Waves; wv++ {
 		var ids []string
 		for _, i := range st.Wave(wv) {
 			ids = append(ids, st.Boxes[i].ID)
 		}
-		fmt.Fprintf(w, "  wave %d: %d boxes: %s\n", wv, len(ids), short(ids))
+		fmt.Fprintf(w, "  wave %d: %s: %s\n", wv, rollout.Count(len(ids), "box", "boxes"), short(ids))
 	}
 	for _, kind := range []string{rollout.Skipped, rollout.Done} {
 		var ids []string
@@ -177,7 +177,7 @@ func printPlan(w io.Writer, st *rollout.State) {
 			}
 		}
 		if len(ids) > 0 {
-			fmt.Fprintf(w, "  %s (%s): %d boxes: %s\n", kind, st.Boxes[indexOf(st, ids[0])].Reason, len(ids), short(ids))
+			fmt.Fprintf(w, "  %s (%s): %s: %s\n", kind, st.Boxes[indexOf(st, ids[0])].Reason, rollout.Count(len(ids), "box", "boxes"), short(ids))
 		}
 	}
 }

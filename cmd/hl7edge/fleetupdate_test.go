@@ -226,3 +226,38 @@ func TestRolloutResumesAfterKill(t *testing.T) {
 	}
 	t.Logf("after --resume: 20 committed; %d commands sent again under their first id", resent)
 }
+
+// TestRolloutDeadlineAndRefusal: a box that stays on trial past --deadline
+// and a box that refuses the signed command both count as failures, each
+// with its reason; within --max-failures the rollout completes.
+func TestRolloutDeadlineAndRefusal(t *testing.T) {
+	key := minisigntest.NewKey(t)
+	img := signedImage(t, key)
+	b := mqtttest.StartMochi(t, mqtttest.BrokerOptions{})
+	keys := []string{key.Pub}
+	startFleet(t, b.URL, []fleetsim.Spec{
+		{ID: "gw-ok", Version: "1.0", TrustKeys: keys},
+		{ID: "gw-slow", Version: "1.0", TrustKeys: keys, Trial: time.Hour},
+		{ID: "gw-nokeys", Version: "1.0"},
+	})
+	state := filepath.Join(t.TempDir(), "rollout.json")
+	out, stderr, code := runCLI(t, "fleet", "update", "--broker", b.URL, "--image", img, "--version", "2.0", "--url", "https://updates.example/x",
+		"--key", key.SecFile, "--select", "all", "--waves", "100%", "--max-failures", "2", "--deadline", "3s", "--state", state)
+	if code != 0 {
+		t.Fatalf("exit %d; want 0 (two failures, two allowed)\n%s%s", code, out, stderr)
+	}
+	st, err := rollout.Load(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"gw-ok":     "",
+		"gw-slow":   "no outcome within --deadline 3s (last state trial)",
+		"gw-nokeys": "rejected: signed command refused: this gateway has no trust.keys",
+	}
+	for _, x := range st.Boxes {
+		if w := want[x.ID]; (w == "") != (x.Status == rollout.Committed) || !strings.HasPrefix(x.Reason, w) {
+			t.Errorf("%s: %s (%q); want reason starting %q", x.ID, x.Status, x.Reason, w)
+		}
+	}
+}

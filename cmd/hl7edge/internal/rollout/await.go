@@ -52,7 +52,8 @@ func (r *Runner) await(ctx context.Context, st *State, w int, idx []int, answers
 			if err := st.Save(r.StatePath); err != nil {
 				return fmt.Errorf("state file: %w", err)
 			}
-			r.progress(st, idx)
+			done, failed := r.progress(st, idx)
+			fmt.Fprintf(r.Out, "wave %d/%d %s %d/%d (%d failed) at --deadline %s\n", w, st.Waves, bar(done, len(idx)), done, len(idx), failed, r.Deadline)
 			return nil
 		}
 	}

@@ -116,7 +116,7 @@ func (r *Runner) Run(ctx context.Context, st *State) error {
 		if f := st.Failures(); f > st.MaxFailures {
 			return r.stop(st, w-1)
 		}
-		fmt.Fprintf(r.Out, "wave %d/%d: %d boxes\n", w, st.Waves, len(idx))
+		fmt.Fprintf(r.Out, "wave %d/%d: %s\n", w, st.Waves, Count(len(idx), "box", "boxes"))
 		if err := r.runWave(ctx, st, w, idx); err != nil {
 			return err
 		}
@@ -140,7 +140,7 @@ func allFinal(st *State, idx []int) bool {
 // stop records and prints why the rollout stopped after wave w.
 func (r *Runner) stop(st *State, w int) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "stopped after wave %d of %d: %d failures, more than --max-failures %s allows (%d)", w, st.Waves, st.Failures(), st.MaxSpec, st.MaxFailures)
+	fmt.Fprintf(&b, "stopped after wave %d of %d: %s, more than --max-failures %s allows (%d)", w, st.Waves, Count(st.Failures(), "failure", "failures"), st.MaxSpec, st.MaxFailures)
 	st.Stopped = b.String()
 	if err := st.Save(r.StatePath); err != nil {
 		return fmt.Errorf("state file: %w", err)
@@ -157,7 +157,7 @@ func (r *Runner) stop(st *State, w int) error {
 			untouched++
 		}
 	}
-	fmt.Fprintf(r.Out, "%d boxes untouched. Fix the cause, then continue with: hl7edge fleet update --resume %s\n", untouched, r.StatePath)
+	fmt.Fprintf(r.Out, "%s untouched. Fix the cause, then continue with: hl7edge fleet update --resume %s\n", Count(untouched, "box", "boxes"), r.StatePath)
 	return ErrStopped
 }
 
@@ -224,4 +224,12 @@ func (r *Runner) send(ctx context.Context, st *State, b Box) (<-chan command.Res
 	}
 	req := command.Request{ID: b.CommandID, Name: command.FirmwareUpdate, Args: args, Expires: &exp}
 	return r.Link.Send(ctx, b.ID, req, r.Sign)
+}
+
+// Count is "1 box", "2 boxes".
+func Count(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
