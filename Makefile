@@ -138,7 +138,7 @@ admission-measure:
 # some faulted); make test runs the same with 60.
 .PHONY: fleet-1000
 fleet-1000:
-	HL7EDGE_FLEET_N=1000 $(GO) test -count=1 -timeout 10m -run TestFleetAgainstMosquitto -v ./cmd/hl7edge/
+	HL7EDGE_FLEET_N=1000 $(GO) test -count=1 -timeout 10m -run 'TestFleetAgainstMosquitto|TestFleetAtScale' -v ./cmd/hl7edge/
 
 clean:
 	rm -rf bin dist bench.out powercut.json

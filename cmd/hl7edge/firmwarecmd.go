@@ -36,21 +36,11 @@ func cmdFirmware(args []string, stdout, stderr io.Writer) error {
 		if err := fs.Parse(args[1:]); err != nil || fs.NArg() != 1 || *url == "" || *ver == "" {
 			return errors.New(firmwareUsage)
 		}
-		image := fs.Arg(0)
-		f, err := os.Open(image)
+		a, err := imageArgs(fs.Arg(0), *url, *ver, *down)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		h := sha256.New()
-		if _, err := io.Copy(h, f); err != nil {
-			return err
-		}
-		sig, err := os.ReadFile(image + ".minisig")
-		if err != nil {
-			return fmt.Errorf("%w (sign the image first: minisign -S -s KEY -m %s)", err, image)
-		}
-		b, err := json.Marshal(firmware.Args{URL: *url, Version: *ver, SHA256: hex.EncodeToString(h.Sum(nil)), Minisig: string(sig), AllowDowngrade: *down})
+		b, err := json.Marshal(a)
 		if err != nil {
 			return err
 		}
@@ -80,4 +70,23 @@ func cmdFirmware(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	return errors.New(firmwareUsage)
+}
+
+// imageArgs are the firmware-update arguments for image and its
+// .minisig: the SHA-256 computed here, the signature as minisign wrote it.
+func imageArgs(image, url, ver string, down bool) (firmware.Args, error) {
+	f, err := os.Open(image)
+	if err != nil {
+		return firmware.Args{}, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return firmware.Args{}, err
+	}
+	sig, err := os.ReadFile(image + ".minisig")
+	if err != nil {
+		return firmware.Args{}, fmt.Errorf("%w (sign the image first: minisign -S -s KEY -m %s)", err, image)
+	}
+	return firmware.Args{URL: url, Version: ver, SHA256: hex.EncodeToString(h.Sum(nil)), Minisig: string(sig), AllowDowngrade: down}, nil
 }

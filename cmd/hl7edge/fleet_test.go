@@ -25,7 +25,11 @@ import (
 func fleetSpecs(n int) []fleetsim.Spec {
 	specs := make([]fleetsim.Spec, n)
 	for i := range specs {
-		sp := fleetsim.Spec{ID: fmt.Sprintf("gw%04d", i), Version: "1.4." + strconv.Itoa(i%3), Queued: int64(i % 50)}
+		sp := fleetsim.Spec{ID: fmt.Sprintf("gw%04d", i), Version: "1.4." + strconv.Itoa(i%3), Queued: int64(i % 50),
+			Labels: map[string]string{"site": []string{"north", "south"}[i%2]}}
+		if i%20 == 0 {
+			sp.Labels["ring"] = "canary"
+		}
 		switch i % 10 {
 		case 3:
 			sp.Offline = fleetsim.Cut
@@ -179,6 +183,24 @@ func TestFleetAgainstMosquitto(t *testing.T) {
 	}
 	if rows[0].Online || rows[len(rows)-1].Online && rows[len(rows)-1].Fault != 0 {
 		t.Errorf("first row %+v, last row %+v", rows[0], rows[len(rows)-1])
+	}
+
+	// --select picks by label: every north box, online or not, and no other.
+	out, err = exec.Command(binPath, "fleet", "--broker", url, "--json", "--select", "site=north,ring=canary").Output()
+	if err != nil {
+		t.Fatalf("hl7edge fleet --select: %v", err)
+	}
+	rows = nil
+	if err := json.Unmarshal(out, &rows); err != nil {
+		t.Fatalf("fleet --select --json: %v\n%s", err, out)
+	}
+	if want := (n + 19) / 20; len(rows) != want {
+		t.Errorf("--select site=north,ring=canary listed %d gateways, want %d", len(rows), want)
+	}
+	for _, r := range rows {
+		if r.Labels["site"] != "north" || r.Labels["ring"] != "canary" {
+			t.Errorf("--select site=north,ring=canary listed %s with labels %v", r.ID, r.Labels)
+		}
 	}
 
 	// The text table says the same in words.

@@ -59,6 +59,13 @@ usage:
                                        what each LED means; exit 0 healthy, 1 not, 2 unknown
   hl7edge fleet --broker URL [--username U --password-file F --ca-file F] [--watch] [--json]
                                        every gateway on the broker in one table, worst first
+                                       (--select site=north,ring=canary: only those)
+  hl7edge fleet command NAME [ARGS_JSON] --broker URL --select site=north|all [--key FILE] [--timeout 10s] [--json]
+                                       one command to every selected gateway, one row per box
+  hl7edge fleet update --broker URL --image FILE --version V --url URL --key FILE --select site=north|all
+         [--waves 1,5%,25%,100%] [--max-failures 2%] [--deadline 15m] [--state FILE] [--dry-run] | --resume STATE
+                                       a firmware rollout in waves, canary boxes first; it stops
+                                       when failures pass the threshold and resumes from its state file
   hl7edge spool stats --config FILE [--json]
   hl7edge spool salvage --config FILE [--json]
                                        copy what is readable of a spool that cannot be

@@ -239,6 +239,7 @@ func (a *Appliance) build(ctx context.Context, cfg *config.Config) (_ *parts, er
 	}
 	p.reg = health.NewRegistry(cfg.Device.ID, a.o.Version, nil)
 	p.reg.UseAlarms(a.alarms)
+	p.reg.SetLabels(cfg.Device.Labels)
 	p.reg.SetClockProbe(clockSynced)
 	p.disp = command.NewDispatcher(nil)
 	if p.brd, p.engine, err = a.openLEDs(cfg, p.log, p.reg); err != nil {
@@ -316,7 +317,7 @@ const ReplayRecord = "signed-commands.json"
 // signed commands.
 func (a *Appliance) newAgent(cfg *config.Config, log *slog.Logger, reg *health.Registry, disp *command.Dispatcher, keys *trust.Keys) (*mqttagent.Agent, error) {
 	agentOpts := mqttagent.Options{
-		DeviceID: cfg.Device.ID, Version: a.o.Version, Log: log, Registry: reg, Dispatcher: disp,
+		DeviceID: cfg.Device.ID, Version: a.o.Version, Labels: cfg.Device.Labels, Log: log, Registry: reg, Dispatcher: disp,
 		SessionFile: filepath.Join(cfg.StateDir(), "mqtt.session"), Throttle: a.throttle,
 	}
 	if keys.Len() > 0 {

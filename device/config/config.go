@@ -30,6 +30,9 @@ const DefaultPath = "/etc/hl7edge/hl7edge.yaml"
 type Device struct {
 	ID    string `yaml:"id"`    // default: hostname; used in MQTT topics and as COMPUTERNAME
 	Board string `yaml:"board"` // sim | rpi | sysfs
+	// Labels (site: north, ring: canary) are published in the status and
+	// health so that fleet tools can select boxes by them.
+	Labels map[string]string `yaml:"labels"`
 }
 
 // Admin is the `admin:` block.
@@ -153,6 +156,7 @@ func (c *Config) Validate() error {
 	if !deviceID.MatchString(c.Device.ID) {
 		errs = append(errs, fmt.Errorf("device.id %q: use 1-63 letters, digits, '.', '-' or '_' (it is an MQTT topic level)", c.Device.ID))
 	}
+	errs = append(errs, checkLabels(c.Device.Labels)...)
 	switch c.Device.Board {
 	case "sim", "rpi", "sysfs":
 	default:

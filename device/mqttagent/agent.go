@@ -31,8 +31,11 @@ import (
 
 // Options are the agent's collaborators.
 type Options struct {
-	DeviceID   string
-	Version    string
+	DeviceID string
+	Version  string
+	// Labels (device.labels) ride in the birth, so that a fleet tool knows
+	// them from the retained status before the first health.
+	Labels     map[string]string
 	Log        *slog.Logger        // nil: discard
 	Registry   *health.Registry    // required when enabled
 	Dispatcher *command.Dispatcher // required when enabled
@@ -222,10 +225,11 @@ func (a *Agent) StatusTopic() string {
 }
 
 type statusMsg struct {
-	State   string `json:"state"`
-	Session uint64 `json:"session"`
-	Version string `json:"version,omitempty"`
-	Time    string `json:"time,omitempty"`
+	State   string            `json:"state"`
+	Session uint64            `json:"session"`
+	Version string            `json:"version,omitempty"`
+	Time    string            `json:"time,omitempty"`
+	Labels  map[string]string `json:"labels,omitempty"`
 }
 
 func (a *Agent) offlinePayload() []byte {
@@ -374,7 +378,7 @@ func (a *Agent) onConnect(c mqtt.Client) {
 			a.log.Error("broker refused the subscription to commands; allow this client to subscribe in the broker's ACL", "topic", a.topics.cmdReq)
 		}
 	}
-	b, _ := json.Marshal(statusMsg{State: "online", Session: a.session, Version: a.opts.Version, Time: a.now().UTC().Format(time.RFC3339)})
+	b, _ := json.Marshal(statusMsg{State: "online", Session: a.session, Version: a.opts.Version, Time: a.now().UTC().Format(time.RFC3339), Labels: a.opts.Labels})
 	p := c.Publish(a.topics.status, 1, true, b)
 	switch {
 	case !p.WaitTimeout(a.opTimeout):

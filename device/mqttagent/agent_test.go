@@ -87,6 +87,9 @@ func TestAgentOnBroker(t *testing.T) {
 			if b["version"] != "1.2.3" {
 				t.Errorf("birth version = %v, want 1.2.3", b["version"])
 			}
+			if l, _ := b["labels"].(map[string]any); l["site"] != "north" {
+				t.Errorf("birth labels = %v, want the device's labels (site: north)", b["labels"])
+			}
 			if _, err := time.Parse(time.RFC3339, fmt.Sprint(b["time"])); err != nil {
 				t.Errorf("birth time %v is not RFC3339: %v", b["time"], err)
 			}

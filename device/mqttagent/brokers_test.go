@@ -102,7 +102,7 @@ func newAgent(t *testing.T, cfg Config, s agentSetup) *runner {
 	r.reg = health.NewRegistry(s.device, "1.2.3", nil)
 	r.disp = command.NewDispatcher(nil)
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(r.logs, t.Output()), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	a, err := New(cfg, Options{DeviceID: s.device, Version: "1.2.3", Log: log, Registry: r.reg, Dispatcher: r.disp, SessionFile: s.sessionFile})
+	a, err := New(cfg, Options{DeviceID: s.device, Version: "1.2.3", Labels: map[string]string{"site": "north"}, Log: log, Registry: r.reg, Dispatcher: r.disp, SessionFile: s.sessionFile})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

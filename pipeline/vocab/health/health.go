@@ -195,6 +195,7 @@ type SpoolSnapshot struct {
 type Snapshot struct {
 	Device        string              `json:"device"`
 	Version       string              `json:"version"`
+	Labels        map[string]string   `json:"labels,omitempty"`
 	Time          time.Time           `json:"time"`
 	UptimeSeconds int64               `json:"uptime_seconds"`
 	ClockSynced   bool                `json:"clock_synced"`
@@ -247,6 +248,7 @@ func (s *Snapshot) Component(kind Kind, name string) (ComponentSnapshot, bool) {
 // Registry holds every component of one box.
 type Registry struct {
 	device, version string
+	labels          map[string]string
 	now             func() time.Time
 	start           time.Time
 
@@ -265,6 +267,14 @@ func NewRegistry(device, version string, now func() time.Time) *Registry {
 		now = time.Now
 	}
 	return &Registry{device: device, version: version, now: now, start: now(), loops: map[string]*Loop{}, alarms: NewAlarms()}
+}
+
+// SetLabels sets the box's labels (device.labels), copied into every
+// snapshot so that fleet tools can select the box by them.
+func (r *Registry) SetLabels(labels map[string]string) {
+	r.mu.Lock()
+	r.labels = maps.Clone(labels)
+	r.mu.Unlock()
 }
 
 // UseAlarms makes the registry keep its alarms in a, which outlives it: the
@@ -427,9 +437,10 @@ func (r *Registry) Snapshot() Snapshot {
 	spool, clock := r.spool, r.clock
 	now := r.now()
 	book := r.alarms
+	labels := maps.Clone(r.labels)
 	r.mu.Unlock()
 	s := Snapshot{
-		Device: r.device, Version: r.version, Time: now,
+		Device: r.device, Version: r.version, Labels: labels, Time: now,
 		UptimeSeconds: int64(now.Sub(r.start) / time.Second),
 		Sources:       []ComponentSnapshot{}, Destinations: []ComponentSnapshot{},
 	}

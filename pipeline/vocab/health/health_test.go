@@ -108,9 +108,12 @@ func TestSnapshotMergesSpoolQueuesAndSortsKinds(t *testing.T) {
 		return SpoolSnapshot{Messages: 12, Queues: map[string]QueueStat{"lab": {Queued: 10, Dead: 2, OldestAgeSeconds: 4.5}}}
 	})
 	r.SetClockProbe(func() bool { return true })
+	labels := map[string]string{"site": "north"}
+	r.SetLabels(labels)
+	labels["site"] = "changed by the caller later"
 	clk.add(90 * time.Second)
 	s := r.Snapshot()
-	if s.Device != "gw-7" || s.Version != "2.0" || s.UptimeSeconds != 90 || !s.ClockSynced || !s.Time.Equal(clk.now()) {
+	if s.Device != "gw-7" || s.Version != "2.0" || s.UptimeSeconds != 90 || !s.ClockSynced || !s.Time.Equal(clk.now()) || s.Labels["site"] != "north" {
 		t.Fatalf("header: %+v", s)
 	}
 	if len(s.Sources) != 1 || len(s.Destinations) != 2 || len(s.Services) != 1 || s.Spool.Messages != 12 {

@@ -17,9 +17,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/frontpanel"
 	"github.com/hl7edge/hl7edge/device/mqttagent"
+	"github.com/hl7edge/hl7edge/device/trust"
 	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 	"github.com/hl7edge/hl7edge/pipeline/vocab/units"
 )
@@ -42,6 +42,16 @@ type Spec struct {
 	Queued  int64            // messages waiting for its destination
 	Alarm   string           // an active alarm kind, "" for none
 	Offline Offline
+	Labels  map[string]string // device.labels
+	Answer  Answer            // how it treats commands
+	// TrustKeys are minisign public keys (trust.keys): with them the
+	// gateway obeys signed commands made for it, as a daemon does.
+	TrustKeys []string
+	// FirmwareFail makes a firmware-update (signed, with TrustKeys) roll
+	// back at the end of its trial instead of committing.
+	FirmwareFail bool
+	// Trial is how long a new version is on trial; 0 means SimTrial.
+	Trial time.Duration
 	// Username and PasswordFile are its broker credential (mqtt.username,
 	// mqtt.password_file); empty for an anonymous broker.
 	Username, PasswordFile string
@@ -50,6 +60,8 @@ type Spec struct {
 // Gateway is one running simulated gateway.
 type Gateway struct {
 	Spec   Spec
+	agent  *mqttagent.Agent
+	fw     firmwareSim
 	reg    *health.Registry
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -83,6 +95,7 @@ func Start(ctx context.Context, broker, dir string, specs []Spec) (*Fleet, error
 
 func start(ctx context.Context, brokerAddr, dir string, sp Spec) (*Gateway, error) {
 	reg := health.NewRegistry(sp.ID, sp.Version, nil)
+	reg.SetLabels(sp.Labels)
 	reg.SetClockProbe(func() bool { return sp.Fault != frontpanel.FaultClockTLS })
 	src := reg.Component(health.Source, "monitors", "mllp")
 	src.SetState(health.Up)
@@ -127,20 +140,32 @@ func start(ctx context.Context, brokerAddr, dir string, sp Spec) (*Gateway, erro
 		g.proxy = p
 		addr = p.addr()
 	}
-	agent, err := mqttagent.New(mqttagent.Config{Broker: "tcp://" + addr, HealthInterval: units.Duration(time.Hour),
-		Username: sp.Username, PasswordFile: sp.PasswordFile}, mqttagent.Options{
-		DeviceID: sp.ID, Version: sp.Version, Registry: reg, Dispatcher: command.NewDispatcher(nil),
+	opts := mqttagent.Options{
+		DeviceID: sp.ID, Version: sp.Version, Labels: sp.Labels, Registry: reg, Dispatcher: g.dispatcher(reg),
 		SessionFile: filepath.Join(dir, sp.ID+".session"), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}
+	if len(sp.TrustKeys) > 0 {
+		keys, err := trust.ParseKeys(sp.TrustKeys)
+		if err != nil {
+			g.closeProxy()
+			return nil, fmt.Errorf("fleetsim %s: %w", sp.ID, err)
+		}
+		opts.Signed = trust.NewGate(keys, sp.ID, filepath.Join(dir, sp.ID+".signed-commands.json"), nil).Open
+	}
+	agent, err := mqttagent.New(mqttagent.Config{Broker: "tcp://" + addr, HealthInterval: units.Duration(time.Hour),
+		Username: sp.Username, PasswordFile: sp.PasswordFile}, opts)
 	if err != nil {
 		g.closeProxy()
 		return nil, fmt.Errorf("fleetsim %s: %w", sp.ID, err)
 	}
 	actx, cancel := context.WithCancel(ctx)
 	g.cancel = cancel
+	g.agent = agent
+	g.fw.ctx = actx
 	go func() {
 		defer close(g.done)
 		_ = agent.Run(actx)
+		g.fw.wg.Wait()
 	}()
 	return g, nil
 }

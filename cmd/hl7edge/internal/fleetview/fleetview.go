@@ -43,16 +43,18 @@ type Row struct {
 	Session uint64 `json:"session,omitempty"`
 	// Since is when it came online (its birth), or for an offline box
 	// when it was last heard of (its latest health).
-	Since      time.Time `json:"since,omitzero"`
-	Version    string    `json:"version,omitempty"`
-	HealthTime time.Time `json:"health_time,omitzero"`
-	Queued     int64     `json:"queued"`
-	Dead       int64     `json:"dead"`
-	OldestAge  float64   `json:"oldest_age_seconds"`
-	Fault      int       `json:"fault"`
-	FaultWhat  string    `json:"fault_what,omitempty"`
-	Alarms     []string  `json:"alarms,omitempty"`
-	Problems   []string  `json:"problems,omitempty"`
+	Since   time.Time `json:"since,omitzero"`
+	Version string    `json:"version,omitempty"`
+	// Labels are the box's device.labels, from its birth or its health.
+	Labels     map[string]string `json:"labels,omitempty"`
+	HealthTime time.Time         `json:"health_time,omitzero"`
+	Queued     int64             `json:"queued"`
+	Dead       int64             `json:"dead"`
+	OldestAge  float64           `json:"oldest_age_seconds"`
+	Fault      int               `json:"fault"`
+	FaultWhat  string            `json:"fault_what,omitempty"`
+	Alarms     []string          `json:"alarms,omitempty"`
+	Problems   []string          `json:"problems,omitempty"`
 }
 
 // rank orders rows worst first: offline boxes (nothing is known of them
@@ -85,10 +87,11 @@ func Sort(rows []Row) {
 }
 
 type statusMsg struct {
-	State   string `json:"state"`
-	Session uint64 `json:"session"`
-	Version string `json:"version"`
-	Time    string `json:"time"`
+	State   string            `json:"state"`
+	Session uint64            `json:"session"`
+	Version string            `json:"version"`
+	Time    string            `json:"time"`
+	Labels  map[string]string `json:"labels"`
 }
 
 // Bounds on what a status may claim (docs/mqtt-api.md, status).
@@ -249,7 +252,7 @@ func (v *View) Rows() []Row {
 	for id := range ids {
 		st, known := v.status[id]
 		h, hasHealth := v.health[id]
-		r := Row{ID: id, Known: known, Online: known && st.State == "online", Session: st.Session, Version: st.Version}
+		r := Row{ID: id, Known: known, Online: known && st.State == "online", Session: st.Session, Version: st.Version, Labels: v.births[id].Labels}
 		if r.Online {
 			r.Since, _ = time.Parse(time.RFC3339, st.Time)
 		}
@@ -257,6 +260,9 @@ func (v *View) Rows() []Row {
 			r.HealthTime = h.Time
 			if r.Version == "" {
 				r.Version = h.Version
+			}
+			if r.Labels == nil {
+				r.Labels = h.Labels
 			}
 			if !r.Online {
 				r.Since = h.Time
@@ -291,6 +297,13 @@ const maxField = 200
 // too, and each text is cut to maxField characters.
 func (r Row) printable() Row {
 	r.Version = clean(r.Version)
+	if r.Labels != nil {
+		labels := make(map[string]string, len(r.Labels))
+		for k, v := range r.Labels {
+			labels[clean(k)] = clean(v)
+		}
+		r.Labels = labels
+	}
 	r.FaultWhat = clean(r.FaultWhat)
 	r.Alarms = cleanAll(r.Alarms)
 	r.Problems = cleanAll(r.Problems)
@@ -426,6 +439,10 @@ func wait(ctx context.Context, t mqtt.Token) error {
 // Close disconnects.
 func (r *Reader) Close() { r.client.Disconnect(250) }
 
+// Client is the reader's connection, for tools that also send commands
+// over it (one connection, one client ID, one ACL entry per operator).
+func (r *Reader) Client() mqtt.Client { return r.client }
+
 // Render writes the table.
 func Render(w io.Writer, rows []Row, now time.Time) {
 	online, faulted := 0, 0
@@ -439,7 +456,7 @@ func Render(w io.Writer, rows []Row, now time.Time) {
 	}
 	fmt.Fprintf(w, "%d gateways: %d online, %d offline, %d with a fault code   %s\n", len(rows), online, len(rows)-online, faulted, now.UTC().Format("2006-01-02 15:04:05 UTC"))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tSINCE\tHEALTH\tVERSION\tQUEUED\tOLDEST\tFAULT\tALARMS\tPROBLEMS")
+	fmt.Fprintln(tw, "ID\tSTATE\tSINCE\tHEALTH\tVERSION\tLABELS\tQUEUED\tOLDEST\tFAULT\tALARMS\tPROBLEMS")
 	for _, r := range rows {
 		state := "online"
 		if !r.Online {
@@ -475,7 +492,7 @@ func Render(w io.Writer, rows []Row, now time.Time) {
 		if !r.HealthTime.IsZero() {
 			seen = status.Age(now.Sub(r.HealthTime)) + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.ID, state, since, seen, ver, r.Queued, oldest, fault, alarms, problems(r.Problems))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.ID, state, since, seen, ver, labelText(r.Labels), r.Queued, oldest, fault, alarms, problems(r.Problems))
 	}
 	_ = tw.Flush()
 }
