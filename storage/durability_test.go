@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -666,5 +667,48 @@ func TestKillDuringReopenLosesNothing(t *testing.T) {
 	dl, _ := s.DeadLetters("a")
 	if len(ms)+len(dl) != 1 {
 		t.Fatalf("message %d: %d queued, %d dead letters; want exactly one of them", r1.Seq, len(ms), len(dl))
+	}
+}
+
+// Found by the power-cut rig: `dead list` of a destination that had given
+// up on hundreds of large reports read them all into memory and the admin
+// socket answered nothing. The list an operator reads holds each letter's
+// first segment only, retry and purge take one letter at a time, and the
+// undeliverable list likewise.
+func TestDeadLetterListsHoldHeadsOnly(t *testing.T) {
+	s := openSmall(t, t.TempDir(), nil, "a")
+	defer s.Close()
+	ctx := context.Background()
+	for i := range 3 {
+		r, err := s.Append(ctx, Entry{Source: "s", Raw: largeMsg(i, 600<<10), Dests: []string{"a"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Kill("a", r.Seq, "AR", 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Append(ctx, Entry{Source: "s", Raw: largeMsg(9, 600<<10)}); err != nil {
+		t.Fatal(err)
+	}
+	heads, err := s.DeadLetterHeads("a")
+	if err != nil || len(heads) != 3 {
+		t.Fatalf("%d heads (%v)", len(heads), err)
+	}
+	undeliv, _ := s.Undeliverable(10)
+	for _, dl := range append(heads, undeliv...) {
+		if len(dl.Raw) > 4<<10 || !bytes.HasPrefix(dl.Raw, []byte("MSH|")) {
+			t.Fatalf("a listed letter holds %d bytes, want its MSH segment only", len(dl.Raw))
+		}
+	}
+	if n, err := s.RetryDead("a", heads[0].GUID); err != nil || n != 1 {
+		t.Fatalf("retry: %d, %v", n, err)
+	}
+	ms, _ := s.Next("a", 0, 10)
+	if len(ms) != 1 || len(ms[0].Raw) < 600<<10 {
+		t.Fatalf("the retried letter came back with %d bytes", len(ms[0].Raw))
+	}
+	if n, err := s.PurgeDead("a"); err != nil || n != 2 || s.Stats().Destinations["a"].Dead != 0 {
+		t.Fatalf("purge: %d, %v", n, err)
 	}
 }

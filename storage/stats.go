@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -122,59 +123,89 @@ type DeadLetter struct {
 	Reason string `json:"reason"`
 }
 
-// DeadLetters lists dest's dead letters, oldest first.
-func (s *Spool) DeadLetters(dest string) ([]DeadLetter, error) {
-	var out []DeadLetter
+// eachDead calls fn for each of dest's dead letters, oldest first, one at
+// a time: a destination that gave up on hundreds of large reports (a PDF of
+// several MiB each) must never have them all in memory at once. size is
+// the stored record's.
+func (s *Spool) eachDead(dest string, fn func(dl DeadLetter, size int64) error) error {
 	err := s.view(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: namedPrefix(famDead, dest)})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: namedPrefix(famDead, dest), PrefetchValues: false})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
-			rec, err := readDead(it.Item())
-			if err != nil {
+			item := it.Item()
+			dl := DeadLetter{Message: Message{Seq: seqOf(item.Key())}}
+			if rec, err := readDead(item); err != nil {
 				// One torn entry must not hide the others.
-				out = append(out, DeadLetter{
-					Message: Message{Seq: seqOf(it.Item().Key())},
-					Reason:  fmt.Sprintf("dead letter unreadable in the spool (%v): its content is lost; purge it", err),
-				})
-				continue
+				dl.Reason = fmt.Sprintf("dead letter unreadable in the spool (%v): its content is lost; purge it", err)
+			} else {
+				dl.Message = Message{Seq: dl.Seq, GUID: rec.GUID.String(), Source: rec.Source, Received: rec.Received, Raw: rec.Raw, Attempts: rec.Attempts}
+				dl.Reason = rec.Reason
 			}
-			out = append(out, DeadLetter{
-				Message: Message{Seq: seqOf(it.Item().Key()), GUID: rec.GUID.String(), Source: rec.Source, Received: rec.Received, Raw: rec.Raw, Attempts: rec.Attempts},
-				Reason:  rec.Reason,
-			})
+			if err := fn(dl, item.ValueSize()); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("spool: list dead letters of %s: %w", dest, err)
+		return fmt.Errorf("spool: list dead letters of %s: %w", dest, err)
 	}
-	return out, nil
+	return nil
+}
+
+// DeadLetters lists dest's dead letters, oldest first, whole. For a list
+// an operator reads, DeadLetterHeads keeps memory bounded.
+func (s *Spool) DeadLetters(dest string) ([]DeadLetter, error) {
+	var out []DeadLetter
+	err := s.eachDead(dest, func(dl DeadLetter, _ int64) error {
+		out = append(out, dl)
+		return nil
+	})
+	return out, err
+}
+
+// DeadLetterHeads lists dest's dead letters, oldest first, each with only
+// its first segment (the MSH, for the control ID and type) as Raw.
+func (s *Spool) DeadLetterHeads(dest string) ([]DeadLetter, error) {
+	var out []DeadLetter
+	err := s.eachDead(dest, func(dl DeadLetter, _ int64) error {
+		dl.Raw = headSegment(dl.Raw)
+		out = append(out, dl)
+		return nil
+	})
+	return out, err
+}
+
+// headSegment is the first segment of an HL7 message (up to the first CR
+// or LF), at most 4 KiB, copied so the message itself can be freed.
+func headSegment(raw []byte) []byte {
+	if i := bytes.IndexAny(raw, "\r\n"); i >= 0 {
+		raw = raw[:i]
+	}
+	return bytes.Clone(raw[:min(len(raw), 4<<10)])
 }
 
 // RetryDead puts dest's dead letters (all, or only the given GUIDs) back at
-// the end of its queue with their original GUIDs.
+// the end of its queue with their original GUIDs, one at a time.
 func (s *Spool) RetryDead(dest string, guids ...string) (int, error) {
-	dls, err := s.DeadLetters(dest)
+	var todo []uint64
+	err := s.eachDead(dest, func(dl DeadLetter, _ int64) error {
+		switch {
+		case len(guids) > 0 && !slices.Contains(guids, dl.GUID):
+		case len(dl.Raw) == 0 && len(guids) == 0: // nothing to send: only purged
+		case len(dl.Raw) == 0:
+			return fmt.Errorf("dead letter %d has no content (%s); it cannot be retried, only purged", dl.Seq, dl.Reason)
+		default:
+			todo = append(todo, dl.Seq)
+		}
+		return nil
+	})
 	if err != nil {
 		return 0, err
 	}
 	n := 0
-	for _, dl := range dls {
-		if len(guids) > 0 && !slices.Contains(guids, dl.GUID) {
-			continue
-		}
-		if len(dl.Raw) == 0 && len(guids) == 0 {
-			continue // nothing to send: such a letter is only purged
-		}
-		if len(dl.Raw) == 0 {
-			return n, fmt.Errorf("spool: dead letter %d of %s has no content (%s); it cannot be retried, only purged", dl.Seq, dest, dl.Reason)
-		}
-		g, err := uuid.Parse(dl.GUID)
-		if err != nil {
-			return n, fmt.Errorf("spool: dead letter %d has a bad GUID: %w", dl.Seq, err)
-		}
-		e := Entry{Source: dl.Source, Raw: dl.Raw, Dests: []string{dest}, GUID: g, deadKey: namedSeqKey(famDead, dest, dl.Seq)}
-		if _, err := s.Append(context.Background(), e); err != nil {
+	for _, seq := range todo {
+		if err := s.retryOneDead(dest, seq); err != nil {
 			return n, err
 		}
 		n++
@@ -182,9 +213,40 @@ func (s *Spool) RetryDead(dest string, guids ...string) (int, error) {
 	return n, nil
 }
 
+// retryOneDead re-queues one dead letter, read again on its own.
+func (s *Spool) retryOneDead(dest string, seq uint64) error {
+	key := namedSeqKey(famDead, dest, seq)
+	var rec *record
+	err := s.view(func(txn *badger.Txn) error {
+		item, err := txn.Get(key)
+		if err != nil {
+			return err
+		}
+		rec, err = readDead(item)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("spool: dead letter %d of %s: %w", seq, dest, err)
+	}
+	e := Entry{Source: rec.Source, Raw: rec.Raw, Dests: []string{dest}, GUID: rec.GUID, deadKey: key}
+	_, err = s.Append(context.Background(), e)
+	return err
+}
+
 // PurgeDead deletes dest's dead letters (all, or only the given GUIDs).
 func (s *Spool) PurgeDead(dest string, guids ...string) (int, error) {
-	dls, err := s.DeadLetters(dest)
+	type purge struct {
+		seq  uint64
+		guid string
+		size int64
+	}
+	var dls []purge
+	err := s.eachDead(dest, func(dl DeadLetter, size int64) error {
+		if len(guids) == 0 || slices.Contains(guids, dl.GUID) {
+			dls = append(dls, purge{dl.Seq, dl.GUID, size})
+		}
+		return nil
+	})
 	if err != nil {
 		return 0, err
 	}
@@ -198,13 +260,10 @@ func (s *Spool) PurgeDead(dest string, guids ...string) (int, error) {
 	n := 0
 	var bytes int64
 	for _, dl := range dls {
-		if len(guids) > 0 && !slices.Contains(guids, dl.GUID) {
-			continue
-		}
-		if err := wb.Delete(namedSeqKey(famDead, dest, dl.Seq)); err != nil {
+		if err := wb.Delete(namedSeqKey(famDead, dest, dl.seq)); err != nil {
 			return 0, err
 		}
-		if g, err := uuid.Parse(dl.GUID); err == nil && s.tracing() {
+		if g, err := uuid.Parse(dl.guid); err == nil && s.tracing() {
 			// In the purge's own batch: the trace says "purged" exactly when it was.
 			kv := s.newEvent(g, traceEvent{At: s.now(), What: EvPurged, Dest: dest})
 			if err := wb.Set(kv.k, kv.v); err != nil {
@@ -212,7 +271,7 @@ func (s *Spool) PurgeDead(dest string, guids ...string) (int, error) {
 			}
 		}
 		n++
-		bytes += int64(len(dl.Raw)) + 64
+		bytes += dl.size
 	}
 	if err := wb.Flush(); err != nil {
 		return 0, fmt.Errorf("spool: purge dead letters of %s: %w", dest, err)
@@ -238,7 +297,8 @@ func readDead(item *badger.Item) (*record, error) {
 	return decodeRecord(v)
 }
 
-// Undeliverable lists messages that matched no destination, oldest first.
+// Undeliverable lists messages that matched no destination, oldest first,
+// each with its first segment (the MSH) as Raw.
 func (s *Spool) Undeliverable(limit int) ([]DeadLetter, error) {
 	var out []DeadLetter
 	err := s.view(func(txn *badger.Txn) error {
@@ -253,7 +313,9 @@ func (s *Spool) Undeliverable(limit int) ([]DeadLetter, error) {
 			if err != nil {
 				return err
 			}
-			out = append(out, DeadLetter{Message: Message{Seq: rec.Seq, GUID: rec.GUID.String(), Source: rec.Source, Received: rec.Received, Raw: rec.Raw}, Reason: "matched no destination"})
+			// The first segment only (control ID and type): a list of large
+			// reports must not sit in memory whole.
+			out = append(out, DeadLetter{Message: Message{Seq: rec.Seq, GUID: rec.GUID.String(), Source: rec.Source, Received: rec.Received, Raw: headSegment(rec.Raw)}, Reason: "matched no destination"})
 		}
 		return nil
 	})

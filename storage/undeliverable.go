@@ -40,6 +40,10 @@ func (s *Spool) undeliverable(guids []string) ([]undelivItem, error) {
 				return err
 			}
 			if len(guids) == 0 || slices.Contains(guids, rec.GUID.String()) {
+				// Without the content: RetryUndeliverable reads each whole on
+				// its own (full), so a store of large reports never sits in
+				// memory at once.
+				rec.Raw = nil
 				out = append(out, undelivItem{key: it.Item().KeyCopy(nil), size: int64(it.Item().ValueSize()), rec: rec})
 			}
 		}
@@ -49,6 +53,22 @@ func (s *Spool) undeliverable(guids []string) ([]undelivItem, error) {
 		return nil, fmt.Errorf("spool: read undeliverable: %w", err)
 	}
 	return out, nil
+}
+
+// full reads item's whole record again.
+func (s *Spool) full(item *undelivItem) error {
+	return s.view(func(txn *badger.Txn) error {
+		got, err := txn.Get(item.key)
+		if err != nil {
+			return fmt.Errorf("spool: read undeliverable %s: %w", item.rec.GUID, err)
+		}
+		v, err := got.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		item.rec, err = decodeRecord(v)
+		return err
+	})
 }
 
 // RetryUndeliverable routes the undeliverable messages (all, or the given
@@ -64,6 +84,9 @@ func (s *Spool) RetryUndeliverable(route func(raw []byte) (dests []string, disca
 		return r, err
 	}
 	for _, it := range items {
+		if err := s.full(&it); err != nil {
+			return r, err
+		}
 		dests, discard := route(it.rec.Raw)
 		switch {
 		case discard:

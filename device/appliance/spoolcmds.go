@@ -23,6 +23,8 @@ import (
 type SpoolOps interface {
 	// Stats is the spool's figures with every source's state and counters.
 	Stats() SpoolReport
+	// DeadLetters lists a destination's dead letters with their first
+	// segment only (identifiers, never the whole of a large report).
 	DeadLetters(dest string) ([]storage.DeadLetter, error)
 	RetryDead(dest string, guids ...string) (int, error)
 	PurgeDead(dest string, guids ...string) (int, error)
@@ -200,7 +202,7 @@ func (o OfflineSpool) DeadLetters(dest string) ([]storage.DeadLetter, error) {
 	if err := o.known(dest); err != nil {
 		return nil, err
 	}
-	return o.Spool.DeadLetters(dest)
+	return o.Spool.DeadLetterHeads(dest)
 }
 
 // RetryDead implements SpoolOps.

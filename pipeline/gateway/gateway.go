@@ -526,7 +526,9 @@ func (g *Gateway) Skip(ctx context.Context, dest, reason string) (string, error)
 	return w.Skip(ctx, reason)
 }
 
-// DeadLetters lists a destination's dead letters.
+// DeadLetters lists a destination's dead letters, each with its first
+// segment only (storage.DeadLetterHeads): what an operator's list needs,
+// in memory that stays bounded whatever the letters hold.
 func (g *Gateway) DeadLetters(dest string) ([]storage.DeadLetter, error) {
 	if g.unreadable != nil {
 		return nil, g.unreadable
@@ -534,7 +536,7 @@ func (g *Gateway) DeadLetters(dest string) ([]storage.DeadLetter, error) {
 	if _, ok := g.workers[dest]; !ok {
 		return nil, g.unknown(dest)
 	}
-	return g.spool.DeadLetters(dest)
+	return g.spool.DeadLetterHeads(dest)
 }
 
 // PurgeDead deletes a destination's dead letters.
