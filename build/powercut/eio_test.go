@@ -173,11 +173,12 @@ func (r *rig) judgeEIO(j int, marker string, fail nbd.Failure, reopenAt time.Tim
 			markerAnswered = v.Answered
 		}
 	}
-	if markerAnswered.IsZero() && fsGone {
-		// The flush failed inside ext4's journal commit: the journal
-		// aborted and no error reached any fdatasync, so the gateway could
-		// not know. Only the ledger's final check (nothing ACKed lost)
-		// applies; the injection is counted, not judged.
+	if markerAnswered.IsZero() && fail.Op == nbd.OpFlush {
+		// A flush fault can land in a flush the spool did not ask for
+		// (ext4's own journal commit), and then no error reaches any
+		// fdatasync: the gateway cannot know. Only the ledger's final check
+		// (nothing ACKed lost) applies; the injection is counted, not
+		// judged. A write fault always fails the spool's own sync.
 		e.Unreported++
 		return
 	}
