@@ -57,9 +57,11 @@ usage:
   hl7edge status [--config FILE] [--json]
                                        the running gateway in words: what is wrong, what to do,
                                        what each LED means; exit 0 healthy, 1 not, 2 unknown
-  hl7edge fleet --broker URL [--username U --password-file F --ca-file F] [--watch] [--json]
+  hl7edge fleet --broker URL [--username U --password-file F] [--ca-file F] [--cert-file F --key-file F]
+         [--topic-root hl7edge] [--client-id ID] [--select site=north,ring=canary] [--watch [--every 2s]] [--json]
                                        every gateway on the broker in one table, worst first
-                                       (--select site=north,ring=canary: only those)
+                                       (--select: only those; the broker flags are the same for
+                                       fleet command and fleet update)
   hl7edge fleet command NAME [ARGS_JSON] --broker URL --select site=north|all [--key FILE] [--timeout 10s] [--json]
                                        one command to every selected gateway, one row per box
   hl7edge fleet update --broker URL --image FILE --version V --url URL --key FILE --select site=north|all
@@ -102,7 +104,7 @@ usage:
                                        or a source or destination type's keys and defaults; all: every one
   hl7edge command sign --key FILE --device ID [--expires 15m] [--id ID] NAME [ARGS_JSON]
                                        sign a command for MQTT with a minisign secret key (operators)
-  hl7edge firmware args --url URL --version V IMAGE
+  hl7edge firmware args --url URL --version V [--allow-downgrade] IMAGE
                                        firmware-update args for IMAGE and IMAGE.minisig (operators)
   hl7edge firmware state [--config FILE]
                                        the gateway's firmware state file
