@@ -112,7 +112,10 @@ func (a *Appliance) register(b *Box, engine *frontpanel.Engine, alarm func(kind,
 		}
 		return nil, "will ping before the next post", err
 	}))
-	d.Register(command.Pause, with(func(args nameArgs) (any, string, error) {
+	// Pause stops a source's intake or a destination's deliveries with one
+	// command: over MQTT it runs only signed (a leaked broker password must
+	// not be enough to stop a ward's feed). Resume only restores.
+	d.RegisterPrivileged(command.Pause, with(func(args nameArgs) (any, string, error) {
 		n, err := args.target()
 		if err == nil {
 			err = gw.Pause(n)

@@ -233,6 +233,20 @@ func TestCommands(t *testing.T) {
 		}
 	})
 
+	t.Run("an unsigned pause over MQTT is refused", func(t *testing.T) {
+		// One unsigned pause of a source would stop a ward's intake for
+		// anyone holding the broker's password (issue 24): pause is signed,
+		// like the other commands that stop or delete something. Resume
+		// restores and stays unsigned; the admin socket is trusted as is.
+		if a := op.send(t, command.Pause, map[string]any{"name": "archive"}, unsigned()); a.Status != command.Rejected {
+			t.Errorf("unsigned pause: %s, want rejected", a)
+		}
+		snap := op.health(t)
+		if c, _ := snap.Component(health.Destination, "archive"); c.State == health.Paused {
+			t.Error("an unsigned pause paused archive")
+		}
+	})
+
 	t.Run("skip, undeliverable and a filtered log over MQTT", func(t *testing.T) {
 		// Privileged: unsigned they are refused before they run.
 		for _, name := range []string{command.SpoolSkip, command.UndeliverablePurge} {

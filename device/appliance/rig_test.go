@@ -165,7 +165,7 @@ func (r *rig) operator(t *testing.T) *operator {
 
 // privileged are the commands the operator signs.
 var privileged = map[string]bool{command.ConfigApply: true, command.DeadPurge: true, command.FirmwareUpdate: true,
-	command.SpoolSkip: true, command.UndeliverablePurge: true, command.Replay: true}
+	command.SpoolSkip: true, command.UndeliverablePurge: true, command.Replay: true, command.Pause: true}
 
 // response is a cmd/res answer with its data kept raw.
 type response struct {
