@@ -191,20 +191,10 @@ func (s *Server) liveConnsLocked(ip string) int {
 // peerClosed reports whether the other end has closed c and nothing is
 // left to read: a peek finds the end of the stream.
 func peerClosed(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	// Control, not Read: the connection's own goroutine holds the read
-	// lock while it waits for a frame.
 	closed := false
-	_ = rc.Control(func(fd uintptr) {
+	withFD(c, func(fd int) {
 		var b [1]byte
-		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		n, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 		closed = n == 0 && err == nil
 	})
 	return closed
@@ -212,17 +202,24 @@ func peerClosed(c net.Conn) bool {
 
 // pending reports whether bytes wait unread in c's socket.
 func pending(c net.Conn) bool {
+	n := 0
+	withFD(c, func(fd int) { n, _ = unix.IoctlGetInt(fd, unix.SIOCINQ) })
+	return n > 0
+}
+
+// withFD runs f on c's socket, if it has one. Control, not Read: the
+// connection's own goroutine holds the read lock while it waits for a
+// frame, and admission runs under the server's lock.
+func withFD(c net.Conn, f func(fd int)) {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return false
+		return
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return false
+		return
 	}
-	n := 0
-	_ = rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
-	return n > 0
+	_ = rc.Control(func(fd uintptr) { f(int(fd)) })
 }
 
 // evictLocked closes victim and frees its slot at once, so the newcomer
