@@ -207,13 +207,11 @@ func (s *Spool) forgetInDoubt() error {
 var keyReopened = []byte("xreopened")
 
 // resetAccountingLocked empties what load fills; the delivered counters
-// (saved now and then) are kept.
+// (saved now and then) are kept. queued keeps its keys: every configured
+// destination has one from Open on.
 func (s *Spool) resetAccountingLocked() {
 	s.segs = map[uint64]*segInfo{}
 	for d := range s.queued {
-		s.queued[d] = 0
-	}
-	for _, d := range s.dests {
 		s.queued[d] = 0
 	}
 	s.dead = map[string]int64{}
