@@ -56,9 +56,11 @@ func TestFirmwareDependencies(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v (write it with -update)", err)
 	}
-	want := strings.Fields(strings.ReplaceAll(string(b), "std ", "std:"))
-	for i := range got {
-		got[i] = strings.ReplaceAll(got[i], "std ", "std:")
+	var want []string
+	for l := range strings.Lines(string(b)) {
+		if l = strings.TrimSpace(l); l != "" {
+			want = append(want, l)
+		}
 	}
 	var added, gone []string
 	for _, d := range got {
@@ -72,7 +74,7 @@ func TestFirmwareDependencies(t *testing.T) {
 		}
 	}
 	if len(added)+len(gone) > 0 {
-		t.Errorf("the firmware's dependencies changed (build/%s).\nnew: %v\ngone: %v\nIf that is meant, say why in the commit and run: go test ./build/ -run TestFirmwareDependencies -update",
+		t.Errorf("the firmware's dependencies changed (build/%s).\nnew: %q\ngone: %q\nIf that is meant, say why in the commit and run: go test ./build/ -run TestFirmwareDependencies -update",
 			depsFile, added, gone)
 	}
 }
