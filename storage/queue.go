@@ -247,17 +247,9 @@ func (s *Spool) copyToDead(dest string, seq uint64, reason string, attempts int)
 		if err != nil {
 			return err
 		}
-		mi, err := txn.Get(msgKey(seg, seq))
+		rec, err := readMessage(txn, seg, seq)
 		if err != nil {
 			return fmt.Errorf("message %d for dead letters: %w", seq, err)
-		}
-		v, err := mi.ValueCopy(nil)
-		if err != nil {
-			return err
-		}
-		rec, err := decodeRecord(v)
-		if err != nil {
-			return err
 		}
 		rec.Reason, rec.Attempts, rec.Dests = reason, attempts, []string{dest}
 		dv := rec.encode()
