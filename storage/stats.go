@@ -289,6 +289,8 @@ func (s *Spool) PurgeDead(dest string, guids ...string) (int, error) {
 	return n, nil
 }
 
+// readDead decodes a stored record (a dead letter's, an undeliverable
+// message's) from its item.
 func readDead(item *badger.Item) (*record, error) {
 	v, err := item.ValueCopy(nil)
 	if err != nil {

@@ -62,11 +62,7 @@ func (s *Spool) full(item *undelivItem) error {
 		if err != nil {
 			return fmt.Errorf("spool: read undeliverable %s: %w", item.rec.GUID, err)
 		}
-		v, err := got.ValueCopy(nil)
-		if err != nil {
-			return err
-		}
-		item.rec, err = decodeRecord(v)
+		item.rec, err = readDead(got)
 		return err
 	})
 }
