@@ -87,7 +87,7 @@ func (s *Spool) dropDelivered() error {
 		prefixes[i] = segPrefix(seg)
 	}
 	s.log.Debug("spool dropping delivered segments", "segments", len(drop))
-	if err := s.db.DropPrefix(prefixes...); err != nil {
+	if err := s.dropPrefix(prefixes...); err != nil {
 		return fmt.Errorf("drop %d delivered segments: %w", len(drop), err)
 	}
 	s.mu.Lock()
@@ -128,7 +128,7 @@ func (s *Spool) saveCounters(all bool) {
 	if s.db == nil {
 		return
 	}
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.update(func(txn *wtxn) error {
 		if err := txn.Set(keyTraceBytes, binary.BigEndian.AppendUint64(nil, uint64(max(traceBytes, 0)))); err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"sync/atomic"
@@ -149,6 +150,8 @@ func (s *Spool) commitLoop() {
 	reopen := time.NewTimer(time.Hour)
 	reopen.Stop()
 	defer reopen.Stop()
+	lazy := time.NewTicker(lazySync)
+	defer lazy.Stop()
 	armed := false
 	for {
 		if !armed && s.faultErr() != nil {
@@ -161,6 +164,9 @@ func (s *Spool) commitLoop() {
 		case <-reopen.C:
 			armed = false
 			s.tryReopen()
+			continue
+		case <-lazy.C:
+			s.syncLazy()
 			continue
 		case <-s.stop:
 			// Requests queued before close are still honoured.
@@ -187,7 +193,23 @@ func (s *Spool) commitLoop() {
 		s.commit(batch)
 		syncTook = time.Since(t0)
 		s.intake.roll(t0)
+		if s.faultErr() == nil {
+			s.checkpoint(t0)
+		}
 	}
+}
+
+// lazySync is how long a write that no group commit synced (a delivery
+// mark, a trace event) may wait in the commit log's buffer: after a cut a
+// message whose mark was lost is delivered again, under its own GUID.
+const lazySync = time.Second
+
+// syncLazy syncs the commit log when something waits in it.
+func (s *Spool) syncLazy() {
+	if s.faultErr() != nil || !s.clog.Pending() {
+		return
+	}
+	_ = s.syncLogs(false)
 }
 
 // gatherAtMost caps how long a group waits for senders to come back.
@@ -268,7 +290,10 @@ func (s *Spool) commit(batch []*appendReq) {
 	}
 	syncErr := g.commitAndSync()
 	for _, w := range writes {
-		if w.txn >= 0 && g.txnErrs[w.txn] != nil && w.err == nil {
+		// A transaction Badger took but the commit log did not faulted the
+		// spool: its writes are in doubt like a failed sync's (reply
+		// refuses them and the re-open removes them), not simply failed.
+		if w.txn >= 0 && g.txnErrs[w.txn] != nil && w.err == nil && !errors.Is(g.txnErrs[w.txn], ErrStorageFault) {
 			w.err = fmt.Errorf("spool commit in %s failed: %w (check the disk; the sender should retry)", s.cfg.Dir, g.txnErrs[w.txn])
 		}
 	}
@@ -296,7 +321,7 @@ type group struct {
 	used  int64 // quota.usedBefore plus what this group has admitted
 	now   time.Time
 
-	txn     *badger.Txn
+	txn     *wtxn
 	txnSize int64
 	txnErr  error   // first error while filling txn; it is then not committed
 	txnErrs []error // one per transaction committed so far
@@ -319,7 +344,7 @@ func (s *Spool) newGroup() *group {
 	s.mu.Unlock()
 	return &group{
 		s: s, quota: q, used: q.usedBefore, now: s.now(),
-		txn: s.db.NewTransaction(true), seenRemote: map[string]*pendingWrite{},
+		txn: s.newTxn(), seenRemote: map[string]*pendingWrite{},
 		seq: s.lastSeq, curSeg: s.curSeg, curSegCount: s.curSegCount,
 	}
 }
@@ -336,7 +361,7 @@ func (g *group) add(r *appendReq) *pendingWrite {
 			w.res = Result{GUID: first.res.GUID, Duplicate: true, Headroom: g.quota.headroom(g.used)}
 			return w
 		}
-		guid, dup, err := getString(g.txn, rk)
+		guid, dup, err := getString(g.txn.Txn, rk)
 		if err != nil {
 			w.err = fmt.Errorf("spool lookup of remembered ID: %w", err)
 			return w
@@ -450,11 +475,11 @@ func (g *group) put(entries []*badger.Entry, deadKey []byte) {
 func (g *group) flush() {
 	err := g.txnErr
 	if err == nil {
-		err = g.txn.Commit()
+		err = g.s.commitTxn(g.txn)
 	}
 	g.txnErrs = append(g.txnErrs, err)
 	g.txn.Discard()
-	g.txn = g.s.db.NewTransaction(true)
+	g.txn = g.s.newTxn()
 	g.txnSize, g.txnErr = 0, nil
 }
 

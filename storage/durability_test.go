@@ -83,8 +83,10 @@ func hookedSpool(t *testing.T) (*Spool, *syncRecorder) {
 // hookSyncs routes every sync the spool makes through r. It is set before
 // the first Append, whose hand-over to the commit loop orders it.
 func hookSyncs(s *Spool, r *syncRecorder) {
-	s.wal.sync = r.sync
+	s.mem.sync = r.sync
 	s.vlog.sync = r.sync
+	s.logSyncHook = r.sync
+	s.clog.SetSync(r.sync)
 }
 
 func openSmall(t *testing.T, dir string, log *slog.Logger, dests ...string) *Spool {
@@ -598,14 +600,16 @@ func TestFailedReopenKeepsTheDaemonUp(t *testing.T) {
 	hookSyncs(s, r)
 	ctx := context.Background()
 	r1, _ := s.Append(ctx, Entry{Source: "s", Raw: msg(1), Dests: []string{"a"}})
+	// Counters to save. (Once faulted the spool takes no delivery mark
+	// either: the commit log refuses every write until the re-open.)
+	if err := s.Delivered("a", r1.Seq); err != nil {
+		t.Fatal(err)
+	}
 	r.setFail(func(string) error { return syscall.EIO })
 	if _, err := s.Append(ctx, Entry{Source: "s", Raw: msg(2), Dests: []string{"a"}}); err == nil {
 		t.Fatal("want a fault")
 	}
 	r.setFail(nil)
-	if err := s.Delivered("a", r1.Seq); err != nil { // counters to save
-		t.Fatal(err)
-	}
 	blocker := filepath.Join(t.TempDir(), "not-a-dir")
 	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
 		t.Fatal(err)

@@ -34,34 +34,39 @@ type inDoubt struct {
 	trace    [][]byte
 }
 
-// syncLogs makes every write made so far durable: the value logs (where
-// messages of valueThreshold and more live) when vlog is set, then the
-// memtable logs. The fault is sticky under syncMu: once one sync has failed,
-// every later caller fails too, without syncing, until the re-open. Linux
-// reports a failed write-back once per open file, and all callers share the
-// syncers' files, so a sync after a failure could otherwise "succeed" for
-// data that never reached the card.
+// syncLogs makes every write made so far durable: the commit log, which
+// holds every write but large values, and, when vlog is set, Badger's value
+// logs (where values of valueThreshold and more live) and memtable logs
+// (which hold their pointers). The fault is sticky under syncMu: once one
+// sync has failed, every later caller fails too, without syncing, until
+// the re-open. Linux reports a failed write-back once per open file, and
+// all callers share the files, so a sync after a failure could otherwise
+// "succeed" for data that never reached the card.
 func (s *Spool) syncLogs(vlog bool) error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
 	if err := s.faultErr(); err != nil {
 		return err
 	}
-	err := s.syncFiles(vlog)
+	err := s.clog.Sync()
+	if err == nil && vlog {
+		err = s.syncFiles(true)
+	}
 	if err != nil {
 		s.markFault(err)
 	}
 	return err
 }
 
-// syncFiles syncs without looking at the fault; syncMu is held.
+// syncFiles syncs Badger's own logs without looking at the fault; syncMu
+// is held. With vlog false only the memtable logs.
 func (s *Spool) syncFiles(vlog bool) error {
 	if vlog {
 		if err := s.vlog.syncAll(); err != nil {
 			return err
 		}
 	}
-	return s.wal.syncAll()
+	return s.mem.syncAll()
 }
 
 // faultErr is the error an Append gets while the spool is faulted, or nil.
@@ -110,8 +115,12 @@ func (s *Spool) tryReopen() {
 
 func (s *Spool) reopenLocked() error {
 	s.syncMu.Lock()
-	_ = s.wal.close()
+	_ = s.mem.close()
 	_ = s.vlog.close()
+	if s.clog != nil {
+		_ = s.clog.Close()
+		s.clog = nil
+	}
 	s.syncMu.Unlock()
 	if s.db != nil {
 		if err := s.db.Close(); err != nil {
@@ -120,12 +129,20 @@ func (s *Spool) reopenLocked() error {
 		s.db = nil
 	}
 	dropCache(s.cfg.Dir)
+	dropCache(filepath.Join(s.cfg.Dir, commitLogDir))
 	db, err := badger.Open(s.bopts)
 	if err != nil {
 		return fmt.Errorf("open: %w", err)
 	}
 	s.db = db
-	if err := s.recoverLocked(); err != nil {
+	err = s.openCommitLog(s.key)
+	if err == nil {
+		err = s.replayCommitLog()
+	}
+	if err == nil {
+		err = s.recoverLocked()
+	}
+	if err != nil {
 		// Half re-opened is not open: nothing may work from accounting
 		// that was not rebuilt from this disk.
 		_ = s.db.Close()
@@ -142,6 +159,11 @@ func (s *Spool) recoverLocked() error {
 		return err
 	}
 	if err := s.dropHalfKills(); err != nil {
+		return err
+	}
+	// The proof that the disk takes writes again, and from here on the
+	// log's old records (the failed group's among them) are never replayed.
+	if err := s.restartCommitLog(); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -161,8 +183,8 @@ func (s *Spool) recoverLocked() error {
 
 // forgetInDoubt deletes what groups whose sync failed had written, so that
 // what was answered AE is not delivered and a pull source's retried message
-// is not taken for a duplicate; then it syncs, which is the re-open's proof
-// that the disk takes writes again. A dead letter that was being re-queued
+// is not taken for a duplicate. It writes past the commit log: the re-open
+// then syncs Badger and starts the log afresh. A dead letter that was being re-queued
 // is left as the disk has it: either still dead or queued again, under its
 // own GUID either way.
 func (s *Spool) forgetInDoubt() error {
@@ -188,18 +210,13 @@ func (s *Spool) forgetInDoubt() error {
 			}
 		}
 	}
-	// Always one write, so the sync below proves the disk works.
+	// Always one write, so the sync that restarts the commit log proves
+	// the disk works.
 	if err := wb.Set(keyReopened, nil); err != nil {
 		return err
 	}
 	if err := wb.Flush(); err != nil {
 		return fmt.Errorf("forget messages answered AE: %w", err)
-	}
-	s.syncMu.Lock()
-	err := s.syncFiles(false)
-	s.syncMu.Unlock()
-	if err != nil {
-		return fmt.Errorf("sync after re-open: %w", err)
 	}
 	return nil
 }

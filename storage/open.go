@@ -58,8 +58,8 @@ func Open(cfg Config, o Options) (*Spool, error) {
 		return nil, fmt.Errorf("%w: open %s: %w (nothing was changed or deleted; `hl7edge spool salvage` copies what is readable into a fresh spool, see docs/power-loss.md)", ErrUnreadable, cfg.Dir, err)
 	}
 	s := &Spool{
-		cfg: cfg, db: db, bopts: bopts, lock: lock, log: o.Log, now: o.Now,
-		wal:    newLogSyncer(cfg.Dir, walExt, fdatasync),
+		cfg: cfg, db: db, bopts: bopts, key: key, lock: lock, log: o.Log, now: o.Now,
+		mem:    newLogSyncer(cfg.Dir, walExt, fdatasync),
 		vlog:   newLogSyncer(cfg.Dir, vlogExt, fdatasync),
 		reqs:   make(chan *appendReq, 1024),
 		stop:   make(chan struct{}),
@@ -73,11 +73,23 @@ func Open(cfg Config, o Options) (*Spool, error) {
 		s.queued[d] = 0
 		s.notify[d] = make(chan struct{}, 1)
 	}
-	err = s.dropHalfKills()
+	if err := s.openCommitLog(key); err != nil {
+		_ = db.Close()
+		_ = lock.Close()
+		return nil, fmt.Errorf("%w: commit log in %s: %w (nothing was changed or deleted; `hl7edge spool salvage` copies what is readable into a fresh spool, see docs/power-loss.md)", ErrUnreadable, cfg.Dir, err)
+	}
+	err = s.replayCommitLog()
+	if err == nil {
+		err = s.dropHalfKills()
+	}
+	if err == nil {
+		err = s.restartCommitLog()
+	}
 	if err == nil {
 		err = s.load()
 	}
 	if err != nil {
+		_ = s.clog.Close()
 		_ = db.Close()
 		_ = lock.Close()
 		return nil, fmt.Errorf("%w: read %s: %w (nothing was changed or deleted; `hl7edge spool salvage` copies what is readable into a fresh spool, see docs/power-loss.md)", ErrUnreadable, cfg.Dir, err)
@@ -329,11 +341,19 @@ func (s *Spool) Close() error {
 	s.closeMu.Unlock()
 	close(s.stop)
 	s.wg.Wait()
-	s.syncMu.Lock()
-	_ = s.wal.close()
-	_ = s.vlog.close()
-	s.syncMu.Unlock()
 	s.saveCounters(true)
+	s.syncMu.Lock()
+	if s.clog != nil && s.fault == nil {
+		// What was logged since the last group (delivery marks, counters)
+		// is not lost with the process; Badger's close flushes it too.
+		_ = s.clog.Sync()
+	}
+	_ = s.mem.close()
+	_ = s.vlog.close()
+	if s.clog != nil {
+		_ = s.clog.Close()
+	}
+	s.syncMu.Unlock()
 	s.dbMu.Lock()
 	defer s.dbMu.Unlock()
 	var err error

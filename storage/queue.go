@@ -137,7 +137,7 @@ func (s *Spool) quarantine(dest string, u unreadable) error {
 		return errReopening
 	}
 	found := false
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.update(func(txn *wtxn) error {
 		qk := namedSeqKey(famQueue, dest, u.seq)
 		if _, err := txn.Get(qk); err != nil {
 			return nil // delivered or moved meanwhile
@@ -198,7 +198,7 @@ func (s *Spool) release(dest string, seq uint64, deadReason string, attempts int
 	var seg uint64
 	var evBytes int64
 	found := false
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.update(func(txn *wtxn) error {
 		item, err := txn.Get(qk)
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
@@ -235,7 +235,7 @@ func (s *Spool) release(dest string, seq uint64, deadReason string, attempts int
 func (s *Spool) copyToDead(dest string, seq uint64, reason string, attempts int) (int64, error) {
 	var size int64
 	big := false
-	err := s.db.Update(func(txn *badger.Txn) error {
+	err := s.update(func(txn *wtxn) error {
 		item, err := txn.Get(namedSeqKey(famQueue, dest, seq))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
@@ -247,7 +247,7 @@ func (s *Spool) copyToDead(dest string, seq uint64, reason string, attempts int)
 		if err != nil {
 			return err
 		}
-		rec, err := readMessage(txn, seg, seq)
+		rec, err := readMessage(txn.Txn, seg, seq)
 		if err != nil {
 			return fmt.Errorf("message %d for dead letters: %w", seq, err)
 		}

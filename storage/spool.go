@@ -15,6 +15,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/google/uuid"
+	"github.com/hl7edge/hl7edge/storage/commitlog"
 )
 
 // Errors callers act on.
@@ -95,12 +96,27 @@ type Options struct {
 type Spool struct {
 	cfg  Config
 	db   *badger.DB
-	wal  logSyncer // memtable logs; the commit loop's alone
+	mem  logSyncer // memtable logs, synced at checkpoints
 	vlog logSyncer // value logs
-	lock *os.File  // held from before Badger opens until after it closes
-	log  *slog.Logger
-	now  func() time.Time
-	reqs chan *appendReq
+	// clog is the commit log every write goes through (oplog.go); writeMu
+	// keeps its order Badger's.
+	clog    *commitlog.Log
+	writeMu sync.Mutex
+	// logSyncHook replaces the commit log's sync (tests); nil in use.
+	logSyncHook func(*os.File) error
+	replayed    int // records the last open replayed
+	// The commit loop's checkpoint state (checkpoint.go): segments from
+	// ckFrom on are not yet known durable in Badger; ckMem is the newest
+	// memtable log each finished segment's records may be in.
+	ckAt        time.Time
+	ckFrom      uint64
+	ckSeen      uint64
+	ckMem       map[uint64]int
+	checkpoints int
+	lock        *os.File // held from before Badger opens until after it closes
+	log         *slog.Logger
+	now         func() time.Time
+	reqs        chan *appendReq
 	// intake counts Appends waiting for their commit (IntakeBusy).
 	intake appendGauge
 
@@ -113,6 +129,7 @@ type Spool struct {
 	// clean-up and purges all make writes durable.
 	syncMu sync.Mutex
 	bopts  badger.Options // to re-open with
+	key    []byte         // the encryption key, or nil
 
 	closeMu sync.RWMutex
 	closed  bool

@@ -255,7 +255,7 @@ func (s *Spool) PurgeDead(dest string, guids ...string) (int, error) {
 	if s.db == nil {
 		return 0, errReopening
 	}
-	wb := s.db.NewWriteBatch()
+	wb := s.newBatch()
 	defer wb.Cancel()
 	n := 0
 	var bytes int64

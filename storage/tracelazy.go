@@ -71,7 +71,7 @@ func (s *Spool) writeLazy(kvs []traceKV) []traceKV {
 		s.log.Warn("trace records dropped: the spool is being re-opened", "records", len(kvs))
 		return kvs[:0]
 	}
-	wb := s.db.NewWriteBatch()
+	wb := s.newBatch()
 	defer wb.Cancel()
 	var n int64
 	for _, kv := range kvs {

@@ -110,7 +110,7 @@ func (s *Spool) deleteKeys(keys [][]byte) error {
 	if s.db == nil {
 		return errReopening
 	}
-	wb := s.db.NewWriteBatch()
+	wb := s.newBatch()
 	defer wb.Cancel()
 	for _, k := range keys {
 		if err := wb.Delete(k); err != nil {

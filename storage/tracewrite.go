@@ -83,7 +83,7 @@ func guidOf(item *badger.Item) (uuid.UUID, bool) {
 
 // releaseEvent writes, in the release's own transaction, the event that
 // says what became of message seq for dest.
-func (s *Spool) releaseEvent(txn *badger.Txn, item *badger.Item, dest string, dead bool) (int64, error) {
+func (s *Spool) releaseEvent(txn *wtxn, item *badger.Item, dest string, dead bool) (int64, error) {
 	if !s.tracing() {
 		return 0, nil
 	}

@@ -125,7 +125,7 @@ func (s *Spool) dropUndeliverable(items []undelivItem) error {
 	if s.db == nil {
 		return errReopening
 	}
-	wb := s.db.NewWriteBatch()
+	wb := s.newBatch()
 	defer wb.Cancel()
 	var bytes int64
 	for _, it := range items {

@@ -26,8 +26,14 @@ func TestWALSyncerFollowsBadger(t *testing.T) {
 		if _, err := s.Append(ctx, Entry{Source: "src", Raw: raw, Dests: []string{"a"}}); err != nil {
 			t.Fatal(err)
 		}
-		// Append's answer comes after the commit loop's sync, which set s.wal.
-		fid := s.wal.fid
+		// A checkpoint syncs the memtable logs like this.
+		s.syncMu.Lock()
+		err := s.syncFiles(false)
+		s.syncMu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fid := s.mem.fid
 		fids, err := logFiles(dir, walExt)
 		if err != nil {
 			t.Fatal(err)

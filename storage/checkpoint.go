@@ -1,0 +1,131 @@
+package storage
+
+import (
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/hl7edge/hl7edge/storage/commitlog"
+)
+
+// commitLogDir is where the commit log lives, inside the spool directory.
+const commitLogDir = "commitlog"
+
+// maxLiveSegments is how many commit-log segments are kept before a
+// checkpoint syncs Badger's own logs to let the older ones go. With 4 MiB
+// segments that is at most some 20 MiB to replay at start.
+const maxLiveSegments = 5
+
+func (s *Spool) openCommitLog(key []byte) error {
+	l, err := commitlog.Open(filepath.Join(s.cfg.Dir, commitLogDir), commitlog.Options{Key: key, Sync: s.logSyncHook})
+	if err != nil {
+		return err
+	}
+	s.clog = l
+	cur := l.Current()
+	s.ckFrom, s.ckSeen, s.ckMem = cur, cur, map[uint64]int{}
+	return nil
+}
+
+// replayCommitLog applies the log's records to Badger again, makes the
+// result durable in Badger's own files and starts the log afresh. It runs
+// at open and at a re-open after a fault, before anything else writes.
+func (s *Spool) replayCommitLog() error {
+	t := s.db.NewWriteBatch()
+	defer func() { t.Cancel() }()
+	n, err := s.clog.Replay(func(rec []byte) error {
+		return decodeOps(rec, func(o op) error {
+			switch o.kind {
+			case opSet:
+				return t.Set(o.key, o.val)
+			case opSetTTL:
+				e := badger.NewEntry(o.key, o.val)
+				e.ExpiresAt = o.expiresAt
+				return t.SetEntry(e)
+			case opDelete:
+				return t.Delete(o.key)
+			case opDrop:
+				if err := t.Flush(); err != nil {
+					return err
+				}
+				t = s.db.NewWriteBatch()
+				return s.db.DropPrefix(o.prefixes...)
+			}
+			return nil // opLarge: the value is in Badger's value log, synced when written
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("replay the commit log: %w", err)
+	}
+	if err := t.Flush(); err != nil {
+		return fmt.Errorf("replay the commit log: %w", err)
+	}
+	s.replayed = n
+	return nil
+}
+
+// restartCommitLog makes everything Badger holds durable in its own files
+// and starts the commit log afresh; the records replayed are not needed
+// again.
+func (s *Spool) restartCommitLog() error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	if err := s.syncFiles(true); err != nil {
+		return fmt.Errorf("sync the spool after replaying the commit log: %w", err)
+	}
+	if err := s.clog.Restart(); err != nil {
+		return fmt.Errorf("start the commit log: %w", err)
+	}
+	return nil
+}
+
+// checkpoint lets the commit log reuse segments whose records Badger holds
+// durably. Badger's memtable logs are not synced per commit any more, so a
+// record is durable in Badger once the memtable it went into was flushed
+// into a table (its .mem file is then deleted), or once those files were
+// synced. The first is free and happens every few MiB at a high feed
+// rate; at a low rate the log fills first, and the second is done.
+//
+// It runs on the commit loop after a group, at most every checkpointEvery.
+func (s *Spool) checkpoint(now time.Time) {
+	if now.Sub(s.ckAt) < checkpointEvery {
+		return
+	}
+	s.ckAt = now
+	cur := s.clog.Current()
+	if cur <= s.ckFrom {
+		return
+	}
+	mems, err := logFiles(s.cfg.Dir, walExt)
+	if err != nil || len(mems) == 0 {
+		return
+	}
+	newest, oldest := mems[len(mems)-1].fid, mems[0].fid
+	// Segments finished since the last look went into memtables up to the
+	// newest one now (at worst a later one: later is the safe side).
+	for q := s.ckSeen; q < cur; q++ {
+		s.ckMem[q] = newest
+	}
+	s.ckSeen = max(s.ckSeen, cur)
+	for s.ckFrom < cur {
+		m, ok := s.ckMem[s.ckFrom]
+		if !ok || m >= oldest {
+			break
+		}
+		delete(s.ckMem, s.ckFrom)
+		s.ckFrom++
+	}
+	if s.clog.Live() >= maxLiveSegments && s.ckFrom < cur {
+		if s.syncLogs(true) == nil {
+			for q := s.ckFrom; q < cur; q++ {
+				delete(s.ckMem, q)
+			}
+			s.ckFrom = cur
+			s.checkpoints++
+		}
+	}
+	s.clog.Release(s.ckFrom)
+}
+
+const checkpointEvery = 100 * time.Millisecond

@@ -1,0 +1,251 @@
+package commitlog
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// modes runs a test with direct I/O (where the file system allows it) and
+// through the page cache.
+func modes(t *testing.T, fn func(t *testing.T, o Options)) {
+	for _, buffered := range []bool{false, true} {
+		t.Run(fmt.Sprintf("buffered=%v", buffered), func(t *testing.T) {
+			fn(t, Options{Buffered: buffered, SegmentSize: 16 << 10})
+		})
+	}
+}
+
+func open(t *testing.T, dir string, o Options) *Log {
+	t.Helper()
+	l, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	return l
+}
+
+func replayAll(t *testing.T, l *Log) []string {
+	t.Helper()
+	var got []string
+	if _, err := l.Replay(func(b []byte) error { got = append(got, string(b)); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func rec(i int) []byte {
+	return fmt.Appendf(nil, "record %05d %s", i, bytes.Repeat([]byte{'x'}, i%300))
+}
+
+func TestSyncedRecordsComeBackInOrder(t *testing.T) {
+	modes(t, func(t *testing.T, o Options) {
+		dir := t.TempDir()
+		l := open(t, dir, o)
+		if got := replayAll(t, l); len(got) != 0 {
+			t.Fatalf("new log replayed %d records", len(got))
+		}
+		if err := l.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 200 {
+			if err := l.Append(rec(i)); err != nil {
+				t.Fatal(err)
+			}
+			if i%7 == 0 {
+				if err := l.Sync(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if err := l.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		// Unsynced records may be lost, never reordered.
+		_ = l.Append([]byte("never synced"))
+		st := l.Stats()
+		_ = l.Close()
+		got := replayAll(t, open(t, dir, o))
+		if len(got) != 200 {
+			t.Fatalf("replayed %d records, want the 200 synced (rotations %d)", len(got), st.Rotations)
+		}
+		for i, g := range got {
+			if g != string(rec(i)) {
+				t.Fatalf("record %d replayed as %.20q", i, g)
+			}
+		}
+		t.Logf("direct I/O: %v, rotations %d, files made %d", st.Direct, st.Rotations, st.Created)
+	})
+}
+
+// A reused file still holds records of its earlier use behind the new
+// ones; none of them may come back.
+func TestRecycledFilesNeverReplayOldRecords(t *testing.T) {
+	modes(t, func(t *testing.T, o Options) {
+		dir := t.TempDir()
+		l := open(t, dir, o)
+		replayAll(t, l)
+		if err := l.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		const n = 3000
+		for i := range n {
+			cur := l.Current()
+			if err := l.Append(rec(i)); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			if l.Current() != cur {
+				// Everything before the new segment is "durable elsewhere".
+				l.Release(l.Current())
+			}
+		}
+		st := l.Stats()
+		_ = l.Close()
+		files, _ := filepath.Glob(filepath.Join(dir, slotPrefix+"*"))
+		if len(files) > 3 || st.Rotations < 20 {
+			t.Fatalf("%d files after %d rotations: files are not reused", len(files), st.Rotations)
+		}
+		got := replayAll(t, open(t, dir, o))
+		if len(got) == 0 || got[len(got)-1] != string(rec(n-1)) {
+			t.Fatalf("replay does not end with the last record: %d records", len(got))
+		}
+		first := n - len(got)
+		for i, g := range got {
+			if g != string(rec(first+i)) {
+				t.Fatalf("replayed record %d is %.20q, want record %d: an old record came back or one is missing", i, g, first+i)
+			}
+		}
+		t.Logf("%d rotations over %d files; replay holds the last %d records", st.Rotations, len(files), len(got))
+	})
+}
+
+func TestRestartForgetsWhatWasReplayed(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{SegmentSize: 16 << 10}
+	l := open(t, dir, o)
+	replayAll(t, l)
+	must(t, l.Restart())
+	for i := range 100 {
+		must(t, l.Append(rec(i)))
+	}
+	must(t, l.Sync())
+	_ = l.Close()
+	l = open(t, dir, o)
+	if got := replayAll(t, l); len(got) != 100 {
+		t.Fatalf("replayed %d, want 100", len(got))
+	}
+	must(t, l.Restart())
+	must(t, l.Append([]byte("after restart")))
+	must(t, l.Sync())
+	_ = l.Close()
+	got := replayAll(t, open(t, dir, o))
+	if len(got) != 1 || got[0] != "after restart" {
+		t.Fatalf("after Restart the log replayed %d records (first %.20q), want only the one written since", len(got), got)
+	}
+}
+
+// A segment missing from the middle, or one that ends before its seal,
+// makes replay refuse: skipping its records would silently drop writes.
+func TestDamagedMiddleSegmentIsRefused(t *testing.T) {
+	for _, damage := range []string{"header", "record"} {
+		t.Run(damage, func(t *testing.T) {
+			dir := t.TempDir()
+			o := Options{SegmentSize: 16 << 10, Buffered: true}
+			l := open(t, dir, o)
+			replayAll(t, l)
+			must(t, l.Restart())
+			for i := range 400 {
+				must(t, l.Append(rec(i)))
+			}
+			must(t, l.Sync())
+			if l.Live() < 3 {
+				t.Fatalf("only %d segments", l.Live())
+			}
+			first := l.slots[0]
+			_ = l.Close()
+			off := int64(0)
+			if damage == "record" {
+				off = headerSize + 100
+			}
+			f, err := os.OpenFile(first.path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = f.WriteAt(bytes.Repeat([]byte{0xAA}, 64), off)
+			_ = f.Close()
+			l = open(t, dir, o)
+			n, err := l.Replay(func([]byte) error { return nil })
+			if !errors.Is(err, ErrCorrupt) || n != 0 {
+				t.Fatalf("replay after damaging segment 1's %s: %d records, err %v; want ErrCorrupt before any record", damage, n, err)
+			}
+			t.Log(err)
+		})
+	}
+}
+
+func TestEncryptedBodiesAreNotOnTheCard(t *testing.T) {
+	dir := t.TempDir()
+	key := bytes.Repeat([]byte{7}, 32)
+	o := Options{SegmentSize: 16 << 10, Key: key}
+	l := open(t, dir, o)
+	replayAll(t, l)
+	must(t, l.Restart())
+	secret := []byte("PID|||MRN-4711^^^HOSP||DOE^JANE")
+	must(t, l.Append(secret))
+	must(t, l.Sync())
+	_ = l.Close()
+	files, _ := filepath.Glob(filepath.Join(dir, slotPrefix+"*"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		if bytes.Contains(b, []byte("MRN-4711")) {
+			t.Fatalf("%s holds the record in clear", f)
+		}
+	}
+	if got := replayAll(t, open(t, dir, o)); len(got) != 1 || got[0] != string(secret) {
+		t.Fatalf("replay with the key: %q", got)
+	}
+	l = open(t, dir, Options{SegmentSize: 16 << 10})
+	if _, err := l.Replay(func([]byte) error { return nil }); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("replay without the key: %v, want ErrCorrupt", err)
+	}
+}
+
+func TestFailedWriteKeepsFailing(t *testing.T) {
+	dir := t.TempDir()
+	fail := false
+	o := Options{SegmentSize: 16 << 10, Sync: func(f *os.File) error {
+		if fail {
+			return errors.New("EIO (injected)")
+		}
+		return fdatasync(f)
+	}}
+	l := open(t, dir, o)
+	replayAll(t, l)
+	must(t, l.Restart())
+	must(t, l.Append(rec(1)))
+	fail = true
+	if err := l.Sync(); err == nil {
+		t.Fatal("Sync succeeded through a failing sync")
+	}
+	fail = false
+	if err := l.Append(rec(2)); err == nil {
+		t.Fatal("Append after a failed sync was taken")
+	}
+	if err := l.Sync(); err == nil {
+		t.Fatal("a second Sync after a failure succeeded: Linux may have dropped the failed pages")
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,247 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Every write to Badger also goes into the commit log (storage/commitlog),
+// as a record of operations, in the order Badger applied them: writeMu is
+// held from Badger's commit to the log's append. The log is what makes a
+// group commit durable; Badger writes without syncing, and at every open
+// the log's records are applied again on top of whatever Badger kept
+// (docs/design.md, "The commit log"). Sets and deletes applied again in
+// order leave every key as the last one left it, so a record applied twice
+// is harmless.
+//
+// A value of valueThreshold or more is the one exception: it goes to
+// Badger's value log and is synced there (syncLogs with vlog), and the
+// commit log holds only a marker, so that a 4 MiB report is not written to
+// the card twice.
+const (
+	opSet    = 1
+	opSetTTL = 2
+	opDelete = 3
+	opDrop   = 4 // DropPrefix of the listed prefixes
+	opLarge  = 5 // a set kept out of the log: synced in the value log
+)
+
+func appendBytes(b, v []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(v)))
+	return append(b, v...)
+}
+
+func appendSetOp(b []byte, e *badger.Entry) []byte {
+	switch {
+	case len(e.Value) >= valueThreshold:
+		return appendBytes(append(b, opLarge), e.Key)
+	case e.ExpiresAt != 0:
+		b = appendBytes(append(b, opSetTTL), e.Key)
+		b = binary.LittleEndian.AppendUint64(b, e.ExpiresAt)
+		return appendBytes(b, e.Value)
+	default:
+		return appendBytes(appendBytes(append(b, opSet), e.Key), e.Value)
+	}
+}
+
+// op is one decoded operation.
+type op struct {
+	kind      byte
+	key, val  []byte
+	expiresAt uint64
+	prefixes  [][]byte
+}
+
+var errBadOp = errors.New("commit log record does not decode")
+
+func takeBytes(b []byte) ([]byte, []byte, error) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)-k) {
+		return nil, nil, errBadOp
+	}
+	return b[k : k+int(n)], b[k+int(n):], nil
+}
+
+// decodeOps splits one record into its operations.
+func decodeOps(b []byte, fn func(op) error) error {
+	for len(b) > 0 {
+		o := op{kind: b[0]}
+		var err error
+		b = b[1:]
+		switch o.kind {
+		case opSet, opDelete, opLarge:
+			o.key, b, err = takeBytes(b)
+			if err == nil && o.kind == opSet {
+				o.val, b, err = takeBytes(b)
+			}
+		case opSetTTL:
+			if o.key, b, err = takeBytes(b); err == nil {
+				if len(b) < 8 {
+					return errBadOp
+				}
+				o.expiresAt, b = binary.LittleEndian.Uint64(b), b[8:]
+				o.val, b, err = takeBytes(b)
+			}
+		case opDrop:
+			n, k := binary.Uvarint(b)
+			if k <= 0 || n > uint64(len(b)) {
+				return errBadOp
+			}
+			b = b[k:]
+			for range n {
+				var p []byte
+				if p, b, err = takeBytes(b); err != nil {
+					break
+				}
+				o.prefixes = append(o.prefixes, p)
+			}
+		default:
+			return fmt.Errorf("%w: operation %d", errBadOp, o.kind)
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// wtxn is a Badger read-write transaction whose writes also go into the
+// commit log when it commits (commitTxn).
+type wtxn struct {
+	*badger.Txn
+	ops   []byte
+	large bool // a value went to the value log: the commit must sync it
+}
+
+func (s *Spool) newTxn() *wtxn { return &wtxn{Txn: s.db.NewTransaction(true)} }
+
+func (t *wtxn) SetEntry(e *badger.Entry) error {
+	if err := t.Txn.SetEntry(e); err != nil {
+		return err
+	}
+	t.ops = appendSetOp(t.ops, e)
+	t.large = t.large || len(e.Value) >= valueThreshold
+	return nil
+}
+
+func (t *wtxn) Set(k, v []byte) error { return t.SetEntry(badger.NewEntry(k, v)) }
+
+func (t *wtxn) Delete(k []byte) error {
+	if err := t.Txn.Delete(k); err != nil {
+		return err
+	}
+	t.ops = appendBytes(append(t.ops, opDelete), k)
+	return nil
+}
+
+// commitTxn commits t to Badger and appends its operations to the commit
+// log, both under writeMu so that the log's order is Badger's. The
+// operations are durable only after the next syncLogs. A failed append
+// faults the spool: Badger holds a write the log does not.
+func (s *Spool) commitTxn(t *wtxn) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if err := t.Txn.Commit(); err != nil {
+		return err
+	}
+	if len(t.ops) == 0 {
+		return nil
+	}
+	if err := s.clog.Append(t.ops); err != nil {
+		s.markFault(err)
+		return fmt.Errorf("%w: %w", ErrStorageFault, err)
+	}
+	return nil
+}
+
+// update runs fn in a read-write transaction and commits it through the
+// commit log (db.Update's counterpart).
+func (s *Spool) update(fn func(txn *wtxn) error) error {
+	t := s.newTxn()
+	defer t.Discard()
+	if err := fn(t); err != nil {
+		return err
+	}
+	return s.commitTxn(t)
+}
+
+// batch collects writes and commits them through the commit log in
+// transactions of txnBudget (badger.WriteBatch's counterpart, which
+// commits on its own goroutines and so could not keep the log's order).
+type batch struct {
+	s    *Spool
+	t    *wtxn
+	size int64
+}
+
+func (s *Spool) newBatch() *batch { return &batch{s: s, t: s.newTxn()} }
+
+func (b *batch) add(fn func(t *wtxn) error, size int64) error {
+	if b.size > 0 && b.size+size > b.s.txnBudget() {
+		if err := b.commit(); err != nil {
+			return err
+		}
+	}
+	err := fn(b.t)
+	if errors.Is(err, badger.ErrTxnTooBig) {
+		if err = b.commit(); err == nil {
+			err = fn(b.t)
+		}
+	}
+	b.size += size
+	return err
+}
+
+func (b *batch) commit() error {
+	err := b.s.commitTxn(b.t)
+	b.t.Discard()
+	b.t, b.size = b.s.newTxn(), 0
+	return err
+}
+
+func (b *batch) Set(k, v []byte) error {
+	return b.add(func(t *wtxn) error { return t.Set(k, v) }, int64(len(k)+len(v))+64)
+}
+
+func (b *batch) Delete(k []byte) error {
+	return b.add(func(t *wtxn) error { return t.Delete(k) }, int64(len(k))+64)
+}
+
+// Flush commits what is left.
+func (b *batch) Flush() error {
+	if len(b.t.ops) == 0 {
+		return nil
+	}
+	return b.commit()
+}
+
+// Cancel drops what was not flushed.
+func (b *batch) Cancel() { b.t.Discard() }
+
+// dropPrefix drops keys by prefix and logs it; dbMu is held exclusively.
+// DropPrefix first flushes every memtable into a table Badger syncs, so
+// every record logged before it is durable in Badger: the log's older
+// segments are released.
+func (s *Spool) dropPrefix(prefixes ...[]byte) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if err := s.db.DropPrefix(prefixes...); err != nil {
+		return err
+	}
+	rec := binary.AppendUvarint([]byte{opDrop}, uint64(len(prefixes)))
+	for _, p := range prefixes {
+		rec = appendBytes(rec, p)
+	}
+	if err := s.clog.Append(rec); err != nil {
+		s.markFault(err)
+		return fmt.Errorf("%w: %w", ErrStorageFault, err)
+	}
+	s.clog.Release(s.clog.Current())
+	return nil
+}
