@@ -36,15 +36,12 @@ func copyTree(t *testing.T, from, to string) {
 	}
 }
 
-// TestCommitLogBringsBadgerForward is the crash argument of the commit
-// log in one test: Badger no longer syncs per commit, so after a cut its
-// files may hold only what the last checkpoint made durable, and the
-// commit log must bring it forward to every acknowledged message and every
-// delivery mark synced since. The spool's Badger files are taken as they
-// were at a clean close (the oldest state a checkpoint leaves), and the
-// commit log as it was after later messages were ACKed and half of the
-// earlier ones marked delivered.
-func TestCommitLogBringsBadgerForward(t *testing.T) {
+// cutSpool makes a spool as a cut can leave it (see
+// TestCommitLogBringsBadgerForward) and returns its directory: 200
+// messages ACKed, the first 50 marked delivered, Badger's files as the
+// first 100's checkpoint left them.
+func cutSpool(t *testing.T) string {
+	t.Helper()
 	dir, old := t.TempDir(), t.TempDir()
 	ctx := context.Background()
 	s := openTest(t, dir, "a")
@@ -78,7 +75,20 @@ func TestCommitLogBringsBadgerForward(t *testing.T) {
 	// as the card held it.
 	must(t, os.RemoveAll(filepath.Join(old, commitLogDir)))
 	copyTree(t, logNow, filepath.Join(old, commitLogDir))
-	s = openTest(t, old, "a")
+	return old
+}
+
+// TestCommitLogBringsBadgerForward is the crash argument of the commit
+// log in one test: Badger no longer syncs per commit, so after a cut its
+// files may hold only what the last checkpoint made durable, and the
+// commit log must bring it forward to every acknowledged message and every
+// delivery mark synced since. The spool's Badger files are taken as they
+// were at a clean close (the oldest state a checkpoint leaves), and the
+// commit log as it was after later messages were ACKed and half of the
+// earlier ones marked delivered.
+func TestCommitLogBringsBadgerForward(t *testing.T) {
+	old := cutSpool(t)
+	s := openTest(t, old, "a")
 	defer s.Close()
 	if s.replayed == 0 {
 		t.Fatal("nothing replayed from the commit log")
@@ -86,7 +96,7 @@ func TestCommitLogBringsBadgerForward(t *testing.T) {
 	if q := s.Stats().Destinations["a"].Queued; q != 150 {
 		t.Fatalf("%d queued after the cut, want 150 (200 ACKed, 50 marked delivered)", q)
 	}
-	ms, err = s.Next("a", 0, 200)
+	ms, err := s.Next("a", 0, 200)
 	must(t, err)
 	for i, m := range ms {
 		if !bytes.Equal(m.Raw, msg(50+i)) {
@@ -94,6 +104,22 @@ func TestCommitLogBringsBadgerForward(t *testing.T) {
 		}
 	}
 	t.Logf("replayed %d records", s.replayed)
+}
+
+// TestSalvageReadsTheCommitLog: the messages ACKed last, which only the
+// commit log holds, come through a salvage too.
+func TestSalvageReadsTheCommitLog(t *testing.T) {
+	dir := cutSpool(t)
+	rep, err := Salvage(Config{Dir: dir, MaxBytes: 64 << 20, SegmentMessages: 64}, Options{Destinations: []string{"a"}})
+	must(t, err)
+	if rep.Queued != 150 || rep.LogRecords == 0 {
+		t.Fatalf("salvage re-queued %d (want 150: 200 ACKed, 50 delivered) from %d commit-log records; problems %q", rep.Queued, rep.LogRecords, rep.Problems)
+	}
+	s := openTest(t, dir, "a")
+	defer s.Close()
+	if q := s.Stats().Destinations["a"].Queued; q != 150 {
+		t.Fatalf("%d queued after salvage, want 150", q)
+	}
 }
 
 // TestCommitLogReplayIsIdempotent: a record applied again on top of a

@@ -29,12 +29,13 @@ type SalvageReport struct {
 	// checksums off, "tables+logs" when the tables and the memtable logs
 	// were read one by one.
 	Method         string   `json:"method"`
-	Queued         int      `json:"queued"`            // messages re-queued, with their GUIDs, for the destinations that still owed them
-	Delivered      int      `json:"delivered"`         // messages every destination had taken: not re-queued
-	Dead           int      `json:"dead"`              // dead letters kept as dead letters
-	Undeliverable  int      `json:"undeliverable"`     // kept in the undeliverable store
-	RemoteIDs      int      `json:"remote_ids"`        // pull sources' remembered IDs (so nothing is stored twice)
-	QueuedNoRecord int      `json:"queued_unreadable"` // queue entries whose message could not be read: lost, listed in Problems
+	Queued         int      `json:"queued"`             // messages re-queued, with their GUIDs, for the destinations that still owed them
+	Delivered      int      `json:"delivered"`          // messages every destination had taken: not re-queued
+	Dead           int      `json:"dead"`               // dead letters kept as dead letters
+	Undeliverable  int      `json:"undeliverable"`      // kept in the undeliverable store
+	RemoteIDs      int      `json:"remote_ids"`         // pull sources' remembered IDs (so nothing is stored twice)
+	QueuedNoRecord int      `json:"queued_unreadable"`  // queue entries whose message could not be read: lost, listed in Problems
+	LogRecords     int      `json:"commit_log_records"` // commit-log records applied on top of what Badger's files held
 	Problems       []string `json:"problems,omitempty"`
 }
 
@@ -90,6 +91,9 @@ func Salvage(cfg Config, o Options) (SalvageReport, error) {
 	rep.Method, rep.Problems = method, problems
 	if err != nil {
 		return rep, err
+	}
+	if rep.LogRecords, err = salvageCommitLog(rep.MovedTo, work, key, kv); err != nil {
+		rep.Problems = append(rep.Problems, err.Error())
 	}
 	if err := rebuild(cfg, o, kv, &rep); err != nil {
 		return rep, err
