@@ -1,0 +1,36 @@
+package health
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// Without a probe the snapshot says nothing about the card; with one, an
+// unknown card says "unknown" and leaves the byte counts out rather than
+// publishing zeros a dashboard would read as "nothing written".
+func TestSnapshotCarriesStorageDevice(t *testing.T) {
+	r := NewRegistry("gw", "1", nil)
+	b, err := json.Marshal(r.Snapshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "storage_device") {
+		t.Fatalf("snapshot without a storage probe has storage_device: %s", b)
+	}
+	r.SetStorageProbe(func() StorageDevice {
+		return StorageDevice{BlockDevice: "mmcblk0p2", Disk: "mmcblk0", PreEOL: "unknown", LifeUsedA: "unknown", LifeUsedB: "unknown"}
+	})
+	s := r.Snapshot()
+	if s.StorageDevice == nil || s.StorageDevice.Disk != "mmcblk0" {
+		t.Fatalf("storage device = %+v", s.StorageDevice)
+	}
+	b, err = json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `"storage_device":{"block_device":"mmcblk0p2","disk":"mmcblk0","pre_eol":"unknown","life_used_a":"unknown","life_used_b":"unknown"}`
+	if !strings.Contains(string(b), want) {
+		t.Fatalf("snapshot JSON %s\nlacks %s", b, want)
+	}
+}
