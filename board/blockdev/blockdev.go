@@ -22,9 +22,11 @@
 //   - <disk>/device/life_time ("0x01 0x02": DEVICE_LIFE_TIME_EST_TYP_A and
 //     _B of the JEDEC eMMC 5.0 EXT_CSD, bytes 268 and 269) and
 //     <disk>/device/pre_eol_info (PRE_EOL_INFO, byte 267) are attributes of
-//     the MMC driver (the kernel's Documentation/driver-api/mmc/mmc-dev-attrs.rst;
-//     drivers/mmc/core/mmc.c fills them for EXT_CSD revision 7 and later,
-//     eMMC 5.0, and leaves 0x00, "not defined", on older parts). SD cards,
+//     the MMC driver, defined in the kernel's drivers/mmc/core/mmc.c beside
+//     the ones its Documentation/driver-api/mmc/mmc-dev-attrs.rst describes
+//     (cid, date, name...); the driver fills them for EXT_CSD revision 7 and
+//     later, eMMC 5.0, and leaves 0x00, "not defined", on older parts. Some
+//     kernel trees print pre_eol_info without its 0x ("01"). SD cards,
 //     USB sticks, NVMe and virtual disks have neither: their wear is unknown,
 //     never healthy. The kernel reads EXT_CSD when it initialises the card,
 //     so a change shows after the next boot.

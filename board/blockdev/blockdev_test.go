@@ -120,6 +120,15 @@ func TestMissingStatIsUnknown(t *testing.T) {
 	}
 }
 
+// Some kernel trees print pre_eol_info as "02", without the 0x.
+func TestPreEOLWithoutHexPrefix(t *testing.T) {
+	tr, dir := emmc(t, 0x01, 0x01, 0x01)
+	tr.Write("mmcblk0", "device/pre_eol_info", "02")
+	if r := read(t, tr, dir); r.PreEOL != blockdev.PreEOLWarning {
+		t.Fatalf("pre_eol_info \"02\" read as %s, want warning", r.PreEOL)
+	}
+}
+
 // dm-crypt (or LVM) over an eMMC partition: the dm device's stat, the
 // eMMC's wear. Over two disks there is no one card to judge.
 func TestDeviceMapperFollowsItsSlave(t *testing.T) {
