@@ -7,7 +7,7 @@
 // The path from a directory to its figures:
 //
 //   - stat(2) of the directory gives st_dev, major:minor of the block device
-//     its file system sits on (major 0 means none: tmpfs, overlay, NFS);
+//     its file system sits on (major 0 means none: tmpfs, overlay, btrfs, NFS);
 //   - /sys/dev/block/MAJ:MIN links to the device's sysfs directory; its stat
 //     file's 7th field counts 512-byte sectors written, whatever the device's
 //     own sector size (the kernel's Documentation/block/stat.rst and
@@ -124,8 +124,8 @@ type Finder struct {
 }
 
 // ErrNoBlockDevice is the answer for a directory whose file system has no
-// block device (major 0: tmpfs, overlay, NFS, FUSE).
-var ErrNoBlockDevice = errors.New("the file system has no block device (tmpfs, overlay or a network file system)")
+// block device (major 0: tmpfs, overlay, btrfs, NFS, FUSE).
+var ErrNoBlockDevice = errors.New("the file system has no block device (tmpfs, overlay, btrfs or a network file system)")
 
 // Read finds the device holding dir and reads its figures. An error means
 // the device could not be found; a found device's absent files leave their

@@ -79,7 +79,7 @@ func TestStatusScreenGolden(t *testing.T) {
 		}, ready},
 		{"card-unreadable", func(s *health.Snapshot) {
 			s.StorageDevice = &health.StorageDevice{PreEOL: "unknown", LifeUsedA: "unknown", LifeUsedB: "unknown",
-				Error: "spool.dir: /var/lib/hl7edge/spool (device 0:27): the file system has no block device (tmpfs, overlay or a network file system); the card's wear and writes are unknown"}
+				Error: "spool.dir: /var/lib/hl7edge/spool (device 0:27): the file system has no block device (tmpfs, overlay, btrfs or a network file system); the card's wear and writes are unknown"}
 		}, ready},
 	} {
 		t.Run(c.name, func(t *testing.T) {
