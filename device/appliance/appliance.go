@@ -20,9 +20,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hl7edge/hl7edge/board"
+	"github.com/hl7edge/hl7edge/board/blockdev"
 	"github.com/hl7edge/hl7edge/board/led"
 	"github.com/hl7edge/hl7edge/device/admin"
 	"github.com/hl7edge/hl7edge/device/atomicfile"
+	"github.com/hl7edge/hl7edge/device/cardwatch"
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/device/firmware"
@@ -55,6 +57,11 @@ type Options struct {
 	// UnsignedRestartEvery is the least time between pipeline starts that
 	// an unsigned MQTT restart may make; default DefaultUnsignedRestartEvery.
 	UnsignedRestartEvery time.Duration
+	// BlockDevices reads the card under the spool; nil is the kernel's
+	// sysfs (blockdev.Finder). Tests give a fake sysfs tree.
+	BlockDevices cardwatch.Reader
+	// CardEvery is how often the card is read; default cardwatch.Every.
+	CardEvery time.Duration
 }
 
 // DefaultUnsignedRestartEvery bounds what a leaked broker password can do
@@ -88,6 +95,9 @@ type Appliance struct {
 	// alarms outlive every box: a restart (a configuration applied or
 	// rolled back) must not lose the alarms that explain it.
 	alarms *health.Alarms
+	// card watches the spool's card across boxes, so its write rate and
+	// the storage_wearing already raised survive a restart.
+	card *cardwatch.Watch
 
 	mu      sync.Mutex
 	pending *pendingApply
@@ -227,6 +237,7 @@ type parts struct {
 	gw     *gateway.Gateway
 	box    *Box
 	fw     *firmware.Manager
+	card   *cardwatch.Watch
 	alarm  func(kind, detail string)
 }
 
@@ -241,6 +252,8 @@ func (a *Appliance) build(ctx context.Context, cfg *config.Config) (_ *parts, er
 	p.reg.UseAlarms(a.alarms)
 	p.reg.SetLabels(cfg.Device.Labels)
 	p.reg.SetClockProbe(clockSynced)
+	p.card = a.cardWatch(cfg)
+	p.reg.SetStorageProbe(p.card.Snapshot)
 	p.disp = command.NewDispatcher(nil)
 	if p.brd, p.engine, err = a.openLEDs(cfg, p.log, p.reg); err != nil {
 		return nil, err
@@ -283,6 +296,19 @@ func (a *Appliance) build(ctx context.Context, cfg *config.Config) (_ *parts, er
 	a.register(p.box, p.engine, p.alarm)
 	p.fw = a.firmwareManager(cfg, p.log, keys, p.reg, p.agent, p.disp, p.alarm)
 	return p, nil
+}
+
+// cardWatch is the watch of the card under cfg's spool directory: the one
+// the previous box used when the directory is the same.
+func (a *Appliance) cardWatch(cfg *config.Config) *cardwatch.Watch {
+	if a.card == nil || a.card.Dir() != cfg.Spool.Dir {
+		r := a.o.BlockDevices
+		if r == nil {
+			r = blockdev.Finder{}
+		}
+		a.card = cardwatch.New(cfg.Spool.Dir, r, nil)
+	}
+	return a.card
 }
 
 // openLEDs opens the board (or the one Options.Board makes) and the LED
@@ -357,6 +383,7 @@ func (a *Appliance) serve(parent context.Context, cfg *config.Config, p *parts) 
 	spawn("watchdog", func(ctx context.Context) error { return wd.Run(ctx, p.reg) })
 	spawn("firmware", p.fw.Run)
 	spawn("link", func(ctx context.Context) error { return followMQTT(ctx, p.reg, p.engine, p.agent.Enabled()) })
+	spawn("card", func(ctx context.Context) error { return p.card.Run(ctx, a.o.CardEvery, p.alarm) })
 	p.engine.SetReady(true)
 	if err := wd.Ready(); err != nil {
 		log.Warn("systemd notify failed", "err", err)

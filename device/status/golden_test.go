@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/build/golden"
+	"github.com/hl7edge/hl7edge/device/cardwatch"
 	"github.com/hl7edge/hl7edge/device/frontpanel"
 	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 )
@@ -15,9 +16,15 @@ import (
 func TestStatusScreenGolden(t *testing.T) {
 	now := time.Date(2026, 12, 7, 9, 30, 0, 0, time.UTC)
 	earlier := now.Add(-42 * time.Minute)
+	written, perDay := int64(57<<30), int64(700<<20)
+	card := func(preEOL, a, b string) *health.StorageDevice {
+		return &health.StorageDevice{BlockDevice: "mmcblk0p2", Disk: "mmcblk0", PreEOL: preEOL, LifeUsedA: a, LifeUsedB: b,
+			BytesWritten: &written, BytesPerDay: &perDay, RateWindowSeconds: 86400}
+	}
 	base := func() health.Snapshot {
 		return health.Snapshot{
-			Device: "ward4-gw", Version: "1.6.0", Time: now, UptimeSeconds: 3 * 3600, ClockSynced: true,
+			StorageDevice: card("normal", "10-20%", "0-10%"),
+			Device:        "ward4-gw", Version: "1.6.0", Time: now, UptimeSeconds: 3 * 3600, ClockSynced: true,
 			Sources: []health.ComponentSnapshot{
 				{Name: "lab", Type: "mllp", State: health.Up, Since: earlier, Counters: map[string]uint64{health.CounterReceived: 1204}},
 				{Name: "analyzer", Type: "serial", State: health.Up, Since: earlier, Counters: map[string]uint64{health.CounterReceived: 88}},
@@ -61,6 +68,18 @@ func TestStatusScreenGolden(t *testing.T) {
 			s.Spool.Error = "spool disk sync failed: sync 00007.mem: input/output error (messages are answered AE until it is re-opened from disk; check the card)"
 			s.Spool.Reopens = 1
 			s.Alarms = []health.Alarm{{Kind: health.AlarmStorageError, Detail: "spool storage fault in /var/lib/hl7edge/spool", Since: errAt, Last: errAt, Count: 6}}
+		}, ready},
+		{"card-wear-warning", func(s *health.Snapshot) {
+			s.StorageDevice = card("warning", "80-90%", "70-80%")
+			s.Alarms = []health.Alarm{{Kind: cardwatch.AlarmStorageWearing, Detail: "storage card mmcblk0 under the spool reports pre-EOL warning: 80% of its spare blocks are used up (life used 80-90% (type A), 70-80% (type B)); it works for now: order a replacement card and swap it at the next visit (docs/operations.md, \"Storage card wear\")", Since: earlier, Last: earlier, Count: 1}}
+		}, ready},
+		{"card-wear-unknown", func(s *health.Snapshot) {
+			s.StorageDevice = card("unknown", "unknown", "unknown")
+			s.StorageDevice.RateWindowSeconds = 180 // three minutes after the daemon started
+		}, ready},
+		{"card-unreadable", func(s *health.Snapshot) {
+			s.StorageDevice = &health.StorageDevice{PreEOL: "unknown", LifeUsedA: "unknown", LifeUsedB: "unknown",
+				Error: "spool.dir: /var/lib/hl7edge/spool (device 0:27): the file system has no block device (tmpfs, overlay, btrfs or a network file system); the card's wear and writes are unknown"}
 		}, ready},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -146,6 +146,7 @@ func (r Report) Render(w io.Writer) {
 	if sp.Reopens > 0 {
 		fmt.Fprintf(w, "  re-opened from disk %d times after a failed sync: the card failed writes; plan to replace it\n", sp.Reopens)
 	}
+	renderCard(w, s.StorageDevice)
 	fmt.Fprintf(w, "  clock synchronised: %s\n", yesNo(s.ClockSynced))
 
 	fmt.Fprintln(w, "\nActive alarms")
@@ -171,6 +172,48 @@ func renderCommands(w io.Writer, s health.Snapshot) {
 	c := mq.Counters
 	fmt.Fprintf(w, "  MQTT commands: %d accepted, %d rejected, of which %d throttled (unsigned restarts too soon)\n",
 		c[health.CounterCommandsAccepted], c[health.CounterCommandsRejected], c[health.CounterCommandsThrottled])
+}
+
+// renderCard shows the card under the spool: its wear as the card reports
+// it, what to do about it, and what is written to it. A snapshot from a
+// daemon that does not watch the card has none: no line.
+func renderCard(w io.Writer, sd *health.StorageDevice) {
+	if sd == nil {
+		return
+	}
+	if sd.Error != "" {
+		fmt.Fprintf(w, "  card: %s\n", oneLine(sd.Error))
+		return
+	}
+	disk := sd.Disk
+	if disk == "" {
+		disk = "(disk not found)"
+	}
+	wear := "wear unknown: the card does not report it (SD cards never do; eMMC 5.0 and later do)"
+	switch sd.PreEOL {
+	case "normal":
+		wear = "wear normal"
+	case "warning":
+		wear = "wear WARNING, 80% of its spare blocks used: order a replacement card"
+	case "urgent":
+		wear = "wear URGENT, 90% of its spare blocks used: replace the card now"
+	}
+	if sd.LifeUsedA != "unknown" || sd.LifeUsedB != "unknown" {
+		wear += fmt.Sprintf("; life used %s (type A), %s (type B)", sd.LifeUsedA, sd.LifeUsedB)
+	}
+	fmt.Fprintf(w, "  card %s (spool on %s): %s\n", disk, sd.BlockDevice, wear)
+	written := "unknown"
+	if sd.BytesWritten != nil {
+		written = size(*sd.BytesWritten) + " since boot"
+	}
+	rate := "rate after the first minute"
+	if sd.BytesPerDay != nil {
+		rate = fmt.Sprintf("%s a day over the last %s", size(*sd.BytesPerDay), Age(time.Duration(sd.RateWindowSeconds)*time.Second))
+	}
+	if sd.BytesWritten == nil {
+		rate = "rate unknown"
+	}
+	fmt.Fprintf(w, "  written to %s: %s, %s\n", sd.BlockDevice, written, rate)
 }
 
 func lastError(now time.Time, c health.ComponentSnapshot) string {

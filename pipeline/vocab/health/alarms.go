@@ -2,8 +2,8 @@ package health
 
 // Alarm kinds of the data path: the "kind" of an event published on
 // hl7edge/<device-id>/alarm and logged as "alarm". The appliance's own
-// (configuration and firmware changes) live with the device:
-// device/appliance and device/firmware, alarms.go. Fleet dashboards match on these strings, so a value
+// (configuration and firmware changes, the card's wear) live with the
+// device: device/appliance, device/firmware and device/cardwatch, alarms.go. Fleet dashboards match on these strings, so a value
 // never changes once shipped; docs/mqtt-api.md explains each one to
 // operators, and a test in build/ keeps that page and this list in step.
 //

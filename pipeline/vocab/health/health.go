@@ -203,7 +203,10 @@ type Snapshot struct {
 	Destinations  []ComponentSnapshot `json:"destinations"`
 	Services      []ComponentSnapshot `json:"services,omitempty"`
 	Spool         SpoolSnapshot       `json:"spool"`
-	Stalled       []string            `json:"stalled,omitempty"`
+	// StorageDevice is the card under the spool (omitted when the daemon
+	// does not watch it, as in tests and the fleet simulator).
+	StorageDevice *StorageDevice `json:"storage_device,omitempty"`
+	Stalled       []string       `json:"stalled,omitempty"`
 	// Alarms are the ones active now, oldest first (see Registry.RaiseAlarm).
 	Alarms []Alarm `json:"alarms,omitempty"`
 }
@@ -255,6 +258,7 @@ type Registry struct {
 	mu         sync.Mutex
 	components []*Component
 	spool      func() SpoolSnapshot
+	storage    func() StorageDevice
 	clock      func() bool
 	loops      map[string]*Loop
 	subs       []chan struct{}
@@ -434,7 +438,7 @@ const DeliverTimeout = 90 * time.Second
 func (r *Registry) Snapshot() Snapshot {
 	r.mu.Lock()
 	comps := slices.Clone(r.components)
-	spool, clock := r.spool, r.clock
+	spool, clock, storage := r.spool, r.clock, r.storage
 	now := r.now()
 	book := r.alarms
 	labels := maps.Clone(r.labels)
@@ -449,6 +453,10 @@ func (r *Registry) Snapshot() Snapshot {
 		if noneDead(s.Spool) {
 			book.clear(AlarmDeadLetter)
 		}
+	}
+	if storage != nil {
+		sd := storage()
+		s.StorageDevice = &sd
 	}
 	s.Alarms = book.active(now)
 	if clock != nil {
