@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -173,5 +174,30 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDeliveryMarkIsSyncedWithoutAGroup: a mark no group commit follows
+// (the gateway draining a backlog with no intake) reaches the card within
+// about a second, so a cut does not deliver the whole backlog again.
+func TestDeliveryMarkIsSyncedWithoutAGroup(t *testing.T) {
+	s, r := hookedSpool(t)
+	ctx := context.Background()
+	res, err := s.Append(ctx, Entry{Source: "s", Raw: msg(1), Dests: []string{"a"}})
+	must(t, err)
+	before := len(r.names())
+	must(t, s.Delivered("a", res.Seq))
+	if !s.clog.Pending() {
+		t.Fatal("the mark is not waiting in the commit log")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.clog.Pending() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the delivery mark was not synced within 5 s (syncs %v)", r.names()[before:])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(r.names()) == before {
+		t.Fatal("no sync since the mark, yet nothing pending")
 	}
 }

@@ -119,8 +119,10 @@ func (s *Spool) logBacklog() {
 	for _, n := range s.dead {
 		dead += n
 	}
+	st := s.clog.Stats()
 	s.log.Info("spool opened", "dir", s.cfg.Dir, "waiting", total, slog.Group("queued", per...),
-		"dead_letters", dead, "undeliverable", s.undeliv)
+		"dead_letters", dead, "undeliverable", s.undeliv,
+		slog.Group("commit_log", "replayed", s.replayed, "direct_io", st.Direct))
 }
 
 // removeEmptyMemtables deletes zero-length memtable logs. Badger creates a
