@@ -23,8 +23,6 @@ func (s *Spool) openCommitLog(key []byte) error {
 		return err
 	}
 	s.clog = l
-	cur := l.Current()
-	s.ckFrom, s.ckSeen, s.ckMem = cur, cur, map[uint64]int{}
 	return nil
 }
 
@@ -77,6 +75,8 @@ func (s *Spool) restartCommitLog() error {
 	if err := s.clog.Restart(); err != nil {
 		return fmt.Errorf("start the commit log: %w", err)
 	}
+	cur := s.clog.Current()
+	s.ckFrom, s.ckSeen, s.ckMem = cur, cur, map[uint64]int{}
 	return nil
 }
 

@@ -201,3 +201,68 @@ func TestDeliveryMarkIsSyncedWithoutAGroup(t *testing.T) {
 		t.Fatal("no sync since the mark, yet nothing pending")
 	}
 }
+
+// TestCommitLogReusesItsFiles: with no clean-up running (no DropPrefix to
+// release segments), segments are still released once Badger holds their
+// records durably, by its memtable flushes or a checkpoint, so the log's
+// files are reused instead of piling up; and the spool reopens whole.
+func TestCommitLogReusesItsFiles(t *testing.T) {
+	dir := t.TempDir()
+	s := openSmall(t, dir, nil, "a")
+	ctx := context.Background()
+	pad := bytes.Repeat([]byte("x"), 60<<10)
+	const n = 600 // some 36 MiB: nine segments' worth
+	for i := range n {
+		if _, err := s.Append(ctx, Entry{Source: "s", Raw: append(msg(i), pad...), Dests: []string{"a"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := s.clog.Stats()
+	files, _ := filepath.Glob(filepath.Join(dir, commitLogDir, "seg-*"))
+	t.Logf("%d rotations, %d files made, %d live, %d checkpoints", st.Rotations, st.Created, st.Live, s.checkpoints)
+	if st.Rotations < 8 {
+		t.Fatalf("only %d rotations: the test no longer fills the log", st.Rotations)
+	}
+	if len(files) > maxLiveSegments+2 {
+		t.Fatalf("%d segment files after %d rotations: released segments are not reused", len(files), st.Rotations)
+	}
+	must(t, s.Close())
+	s = openSmall(t, dir, nil, "a")
+	defer s.Close()
+	if q := s.Stats().Destinations["a"].Queued; q != n {
+		t.Fatalf("%d queued after reopening, want %d", q, n)
+	}
+}
+
+// TestCheckpointWhenTheLogOutrunsBadger: when the log fills segments
+// faster than Badger flushes memtables, a checkpoint syncs Badger's logs
+// and releases them all once maxLiveSegments are live.
+func TestCheckpointWhenTheLogOutrunsBadger(t *testing.T) {
+	s := openSmall(t, t.TempDir(), nil, "a")
+	defer s.Close()
+	// Records that touch nothing Badger holds: deletes of absent keys.
+	var rec []byte
+	for len(rec) < 256<<10 {
+		rec = appendBytes(append(rec, opDelete), []byte("zz-absent"))
+	}
+	s.writeMu.Lock()
+	for s.clog.Live() < maxLiveSegments {
+		if err := s.clog.Append(rec); err != nil {
+			s.writeMu.Unlock()
+			t.Fatal(err)
+		}
+	}
+	s.writeMu.Unlock()
+	// The commit loop runs checkpoints after each group.
+	if _, err := s.Append(context.Background(), Entry{Source: "s", Raw: msg(1), Dests: []string{"a"}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.clog.Live() >= maxLiveSegments && time.Now().Before(deadline) {
+		_, _ = s.Append(context.Background(), Entry{Source: "s", Raw: msg(2), Dests: []string{"a"}})
+		time.Sleep(150 * time.Millisecond)
+	}
+	if s.clog.Live() >= maxLiveSegments {
+		t.Fatalf("%d segments live: no checkpoint released them", s.clog.Live())
+	}
+}

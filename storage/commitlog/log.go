@@ -268,6 +268,9 @@ func (l *Log) Append(body []byte) error {
 	if l.cur == nil {
 		return errors.New("commit log: Append before Restart")
 	}
+	if len(body) == 0 {
+		return errors.New("commit log: an empty record cannot be told from the end of a segment")
+	}
 	need := int64(recordHead + len(body))
 	if need > l.size-headerSize-recordHead {
 		return fmt.Errorf("commit log record of %d bytes is over the %d bytes a segment holds", len(body), l.size-headerSize-2*recordHead)
