@@ -321,7 +321,7 @@ func sortSalvaged(kv map[string]salvaged, rep *SalvageReport) *salvagedSpool {
 			if r, err := decodeRecord(v.value); err == nil {
 				got.undeliv = append(got.undeliv, r)
 			}
-		case famTrace, famTraceCtl, famEvent:
+		case famTrace, famTraceV1, famTraceCtl, famEvent:
 			got.traces[k] = v.value
 		case famRemote:
 			e := badger.NewEntry(kb, v.value)

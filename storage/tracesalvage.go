@@ -47,7 +47,7 @@ func restoreTraces(sp *Spool, got *salvagedSpool, rep *SalvageReport) error {
 		}
 	}
 	for k, v := range got.traces {
-		if g, ok := traceGUIDOf([]byte(k)); ok && k[0] != famTrace && heads[g] != nil {
+		if g, ok := traceGUIDOf([]byte(k)); ok && k[0] != famTrace && k[0] != famTraceV1 && heads[g] != nil {
 			if err := set(traceKV{[]byte(k), v}); err != nil {
 				return fmt.Errorf("salvage: write traces: %w", err)
 			}
@@ -72,7 +72,7 @@ func salvagedHeads(traces map[string][]byte, rep *SalvageReport) map[uuid.UUID]*
 	heads := map[uuid.UUID]*traceHead{}
 	for k, v := range traces {
 		kb := []byte(k)
-		if kb[0] != famTrace {
+		if kb[0] != famTrace && kb[0] != famTraceV1 {
 			continue
 		}
 		g, ok := traceGUIDOf(kb)
@@ -94,7 +94,9 @@ func salvagedHeads(traces map[string][]byte, rep *SalvageReport) map[uuid.UUID]*
 func traceGUIDOf(k []byte) (uuid.UUID, bool) {
 	var g uuid.UUID
 	switch {
-	case k[0] == famTrace && len(k) == 17, k[0] == famEvent && len(k) == 29:
+	case (k[0] == famTrace || k[0] == famTraceV1) && len(k) == 17:
+		g = headGUID(k)
+	case k[0] == famEvent && len(k) == 29:
 		copy(g[:], k[1:17])
 	case k[0] == famTraceCtl && len(k) >= 22:
 		copy(g[:], k[len(k)-16:])
