@@ -23,8 +23,9 @@ type traceMsg struct {
 
 // readTraces reads every trace the gateway holds through the real binary
 // (guestinit's "trace"), a page of at most 1,000 at a time in receive
-// order; each page starts at the last one's last receive time, and
-// messages seen twice at that boundary are counted once.
+// order; each page starts at the millisecond of the last one's last
+// message (within a millisecond the order is the GUIDs', not the receive
+// times'), and messages seen twice at that boundary are counted once.
 func (r *rig) readTraces() ([]traceMsg, error) {
 	seen := map[string]traceMsg{}
 	since := "2000-01-01T00:00:00Z"
@@ -51,7 +52,7 @@ func (r *rig) readTraces() ([]traceMsg, error) {
 		if len(seen) == before {
 			return nil, fmt.Errorf("trace since %s: a full page of messages received at one instant; the rig cannot page past it", since)
 		}
-		since = page.Messages[len(page.Messages)-1].ReceivedAt.Format(time.RFC3339Nano)
+		since = page.Messages[len(page.Messages)-1].ReceivedAt.Truncate(time.Millisecond).Format(time.RFC3339Nano)
 	}
 	return slices.Collect(maps.Values(seen)), nil
 }
