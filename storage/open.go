@@ -94,6 +94,10 @@ func Open(cfg Config, o Options) (*Spool, error) {
 		_ = lock.Close()
 		return nil, fmt.Errorf("%w: read %s: %w (nothing was changed or deleted; `hl7edge spool salvage` copies what is readable into a fresh spool, see docs/power-loss.md)", ErrUnreadable, cfg.Dir, err)
 	}
+	if err := s.moveOldHeads(); err != nil {
+		// Traces are not messages: the spool serves without the old ones.
+		s.log.Warn("spool: older message traces stay unreadable", "err", err)
+	}
 	s.durableSeq = s.lastSeq
 	s.atStart = maps.Clone(s.queued)
 	s.logBacklog()

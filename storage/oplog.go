@@ -209,6 +209,10 @@ func (b *batch) Set(k, v []byte) error {
 	return b.add(func(t *wtxn) error { return t.Set(k, v) }, int64(len(k)+len(v))+64)
 }
 
+func (b *batch) SetEntry(e *badger.Entry) error {
+	return b.add(func(t *wtxn) error { return t.SetEntry(e) }, int64(len(e.Key)+len(e.Value))+64)
+}
+
 func (b *batch) Delete(k []byte) error {
 	return b.add(func(t *wtxn) error { return t.Delete(k) }, int64(len(k))+64)
 }

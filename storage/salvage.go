@@ -36,6 +36,7 @@ type SalvageReport struct {
 	RemoteIDs      int      `json:"remote_ids"`         // pull sources' remembered IDs (so nothing is stored twice)
 	QueuedNoRecord int      `json:"queued_unreadable"`  // queue entries whose message could not be read: lost, listed in Problems
 	LogRecords     int      `json:"commit_log_records"` // commit-log records applied on top of what Badger's files held
+	Traces         int      `json:"traces"`             // message traces copied (hl7edge trace answers as before)
 	Problems       []string `json:"problems,omitempty"`
 }
 
@@ -255,6 +256,7 @@ type salvagedSpool struct {
 	deads   []salvagedDead
 	undeliv []*record
 	remotes []*badger.Entry
+	traces  map[string][]byte // trace keys (headers, control-ID index, events) as they were
 }
 
 type salvagedDead struct {
@@ -277,6 +279,9 @@ func rebuild(cfg Config, o Options, kv map[string]salvaged, rep *SalvageReport) 
 		return fmt.Errorf("salvage: write dead letters and remote IDs: %w", err)
 	}
 	err = requeueSalvaged(sp, got, rep)
+	if err == nil {
+		err = restoreTraces(sp, got, rep)
+	}
 	if cerr := sp.Close(); err == nil {
 		err = cerr
 	}
@@ -287,7 +292,7 @@ func rebuild(cfg Config, o Options, kv map[string]salvaged, rep *SalvageReport) 
 // records that cannot be read.
 func sortSalvaged(kv map[string]salvaged, rep *SalvageReport) *salvagedSpool {
 	now := uint64(time.Now().Unix())
-	got := &salvagedSpool{msgs: map[uint64]*record{}, owed: map[uint64][]string{}}
+	got := &salvagedSpool{msgs: map[uint64]*record{}, owed: map[uint64][]string{}, traces: map[string][]byte{}}
 	for k, v := range kv {
 		if v.deleted || len(k) == 0 || v.expiresAt != 0 && v.expiresAt <= now {
 			continue
@@ -320,6 +325,8 @@ func sortSalvaged(kv map[string]salvaged, rep *SalvageReport) *salvagedSpool {
 			if r, err := decodeRecord(v.value); err == nil {
 				got.undeliv = append(got.undeliv, r)
 			}
+		case famTrace, famTraceV1, famTraceCtl, famEvent:
+			got.traces[k] = v.value
 		case famRemote:
 			e := badger.NewEntry(kb, v.value)
 			if v.expiresAt != 0 {
@@ -370,7 +377,7 @@ func requeueSalvaged(sp *Spool, got *salvagedSpool, rep *SalvageReport) error {
 // back as they were, syncs, and numbers what comes next above the dead
 // letters.
 func restoreDeadAndRemote(sp *Spool, got *salvagedSpool, rep *SalvageReport) error {
-	wb := sp.db.NewWriteBatch()
+	wb := sp.newBatch()
 	defer wb.Cancel()
 	var top uint64
 	for _, d := range got.deads {

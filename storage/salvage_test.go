@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
+	"time"
 )
 
 // spoilManifest makes the spool one Badger refuses to open, as a cut in the
@@ -198,5 +201,67 @@ func TestSalvageReadsLargeMessages(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A salvage keeps the traces: each message's trace (header, control-ID
+// index, events) comes across as it was, so "where did X go" answers the
+// same after it. A delivered message, not re-queued, points at no stored
+// copy (a replay counts it missing instead of sending whatever now has its
+// old number); a re-queued one points at its new copy.
+func TestSalvageKeepsTraces(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spool")
+	s := openTest(t, dir, "a", "b")
+	ctx := context.Background()
+	for i := range 6 {
+		if _, err := s.Append(ctx, traceEntry(i, "a", "b")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ma, _ := s.Next("a", 0, 100)
+	mb, _ := s.Next("b", 0, 100)
+	for i := range 2 {
+		if err := s.Delivered("a", ma[i].Seq); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Delivered("b", mb[i].Seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Kill("b", mb[2].Seq, "AR", 1); err != nil {
+		t.Fatal(err)
+	}
+	before := map[string]MessageTrace{}
+	for i := range 6 {
+		id := fmt.Sprintf("C%06d", i)
+		before[id] = traceOf(t, s, id)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	spoilManifest(t, dir)
+	rep, err := Salvage(Config{Dir: dir, MaxBytes: 64 << 20, SegmentMessages: 64}, Options{Destinations: []string{"a", "b"}})
+	if err != nil {
+		t.Fatalf("salvage: %v (%+v)", err, rep)
+	}
+	s = openTest(t, dir, "a", "b")
+	defer s.Close()
+	for id, was := range before {
+		res, err := s.Trace(TraceQuery{ID: id})
+		if err != nil || len(res.Messages) != 1 {
+			t.Fatalf("trace %s after salvage: %d messages, %v; want 1 (report %+v)", id, len(res.Messages), err, rep)
+		}
+		got := res.Messages[0]
+		if got.GUID != was.GUID || !got.ReceivedAt.Equal(was.ReceivedAt) || got.Peer != was.Peer || got.Type != was.Type || !slices.Equal(whats(got), whats(was)) {
+			t.Errorf("trace %s after salvage:\n%+v\nwant\n%+v", id, got, was)
+		}
+		noMarker(t, got)
+	}
+	if st := s.Stats(); st.TraceBytes == 0 {
+		t.Errorf("trace bytes after salvage = 0: the copied traces are not counted toward trace_max_bytes")
+	}
+	res, err := s.Replay(ctx, ReplayRequest{To: "a", Since: time.Now().Add(-time.Hour), DryRun: true, Partial: true})
+	if err != nil || res.Matched != 6 || res.Missing != 2 {
+		t.Errorf("replay dry run after salvage: %+v %v; want 6 matched, 2 missing (the delivered ones, not salvaged)", res, err)
 	}
 }

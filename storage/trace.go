@@ -13,25 +13,34 @@ import (
 // message went, never what it said: identifiers, MSH-9 and MSH-10, names,
 // times and outcome codes.
 //
-//	t <guid:16>                        the message's trace header; the GUID
-//	                                   is time-ordered (newGUID), so this is
-//	                                   also the time index
 //	c <day:4> <control id> 0 <guid:16> control-ID index (empty value)
 //	e <guid:16> <at:8> <n:4>           one event (attempt, delivered, dead...)
+//	t <^guid:16>                       the message's trace header, under its
+//	                                   GUID with every bit inverted; the GUID
+//	                                   is time-ordered (newGUID), so this is
+//	                                   also the time index, newest first
 //
 // Headers are written in the same transaction as the message, delivered and
 // dead events in the same transaction as the queue entry's release, so they
 // survive exactly what the message and the mark survive. Attempts and the
 // rubbish bin's headers are written a little later, in batches (tracelazy.go).
 //
-// The families sort after every other (0xF1 and up): Badger compacts a
+// The families sort after every other (0xF3 and up): Badger compacts a
 // level-0 table with every table its key range overlaps, and a trace key
 // below the message keys would make each new table overlap every stored
-// message, rewriting them all at each compaction.
+// message, rewriting them all at each compaction. The headers, the largest
+// trace keys, are the highest family and newest first, so a new table's
+// range ends at the newest header and every older header lies above it:
+// compaction leaves the header tables alone, as it does the older message
+// keys at the low end (docs/performance.md, "What message traces and
+// retention cost").
 const (
-	famTrace    = 0xF1
 	famTraceCtl = 0xF3
 	famEvent    = 0xF4
+	famTrace    = 0xF5
+	// famTraceV1 held the headers, oldest first, before they moved to
+	// famTrace; Open moves any it finds (moveOldHeads).
+	famTraceV1 = 0xF1
 )
 
 // maxControlID bounds the control ID kept (HL7 allows 20 characters; 199
@@ -81,7 +90,26 @@ func guidMillis(k []byte) int64 {
 	return int64(binary.BigEndian.Uint64(k[:8]) >> 16)
 }
 
-func traceKey(g uuid.UUID) []byte { return append([]byte{famTrace}, g[:]...) }
+func traceKey(g uuid.UUID) []byte {
+	k := make([]byte, 17)
+	k[0] = famTrace
+	for i, b := range g {
+		k[1+i] = ^b
+	}
+	return k
+}
+
+// headGUID is the GUID of a header key (traceKey), of either layout.
+func headGUID(k []byte) uuid.UUID {
+	var g uuid.UUID
+	copy(g[:], k[1:17])
+	if k[0] == famTrace {
+		for i := range g {
+			g[i] = ^g[i]
+		}
+	}
+	return g
+}
 
 func traceCtlKey(ctl string, received time.Time, g uuid.UUID) []byte {
 	k := traceCtlPrefix(ctl, traceDay(received))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +14,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/google/uuid"
 )
 
 // markerMsg carries a patient name and identifier that must never show in a
@@ -466,4 +470,70 @@ func TestRetainedForTheirTimeThenDropped(t *testing.T) {
 	if dls, _ := s.DeadLetters("a"); len(dls) != 1 || len(dls[0].Raw) == 0 {
 		t.Fatalf("dead letter after retention dropped its segment: %+v", dls)
 	}
+}
+
+// A spool written with the first header layout (oldest first, family
+// 0xF1) has its headers moved at open: each trace answers by control ID,
+// GUID and time as before, and none is left under the old key.
+func TestOldTraceHeadersMovedAtOpen(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, "a")
+	var guids []string
+	for i := range 3 {
+		r, err := s.Append(context.Background(), traceEntry(i, "a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		guids = append(guids, r.GUID)
+	}
+	// Put the headers back under the old layout, as the previous firmware
+	// left them: it wrote Badger alone, with no commit log beside it.
+	must(t, s.Close())
+	must(t, os.RemoveAll(filepath.Join(dir, commitLogDir)))
+	db, err := badger.Open(badgerOptions(Config{Dir: dir}, nil, slog.New(slog.DiscardHandler)))
+	must(t, err)
+	err = db.Update(func(txn *badger.Txn) error {
+		for _, id := range guids {
+			g := uuid.MustParse(id)
+			item, err := txn.Get(traceKey(g))
+			if err != nil {
+				return err
+			}
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if err := txn.Set(append([]byte{famTraceV1}, g[:]...), v); err != nil {
+				return err
+			}
+			if err := txn.Delete(traceKey(g)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, db.Close())
+	s = openTest(t, dir, "a")
+	defer s.Close()
+	for i, id := range guids {
+		if mt := traceOf(t, s, id); mt.ControlID != fmt.Sprintf("C%06d", i) {
+			t.Errorf("trace %s after the move: %+v", id, mt)
+		}
+		traceOf(t, s, fmt.Sprintf("C%06d", i))
+	}
+	res, err := s.Trace(TraceQuery{Since: time.Now().Add(-time.Hour)})
+	if err != nil || len(res.Messages) != 3 || res.Messages[0].GUID != guids[0] || res.Messages[2].GUID != guids[2] {
+		t.Errorf("by time after the move: %+v %v; want the 3, oldest first", res, err)
+	}
+	_ = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{famTraceV1}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			t.Errorf("key %x left under the old layout", it.Item().Key())
+		}
+		return nil
+	})
 }

@@ -43,19 +43,19 @@ func (s *Spool) pruneTraceBatch(cutoff time.Time, excess int64) (int, error) {
 	var freed int64
 	n := 0
 	err := s.view(func(txn *badger.Txn) error {
-		// Header keys are time-ordered GUIDs (newGUID): oldest first.
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{famTrace}, PrefetchValues: false})
+		// Header keys are time-ordered GUIDs (newGUID), newest first
+		// (traceKey): backwards is oldest first.
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{famTrace}, PrefetchValues: false, Reverse: true})
 		defer it.Close()
-		for it.Rewind(); it.Valid() && n < pruneBatch; it.Next() {
+		for it.Seek(traceKey(uuid.UUID{})); it.Valid() && n < pruneBatch; it.Next() {
 			k := it.Item().Key()
 			if len(k) != 17 {
 				continue
 			}
-			if guidMillis(k[1:]) >= cutoff.UnixMilli() && freed >= excess {
+			g := headGUID(k)
+			if guidMillis(g[:]) >= cutoff.UnixMilli() && freed >= excess {
 				return nil
 			}
-			var g uuid.UUID
-			copy(g[:], k[1:])
 			ks, size, err := traceKeysOf(txn, g)
 			if err != nil {
 				return err

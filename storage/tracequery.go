@@ -145,8 +145,37 @@ func (s *Spool) eachHead(txn *badger.Txn, q TraceQuery, fn func(*traceHead) (boo
 	}
 	// By time: the header keys are time-ordered GUIDs (newGUID); the exact
 	// receive time is checked by the caller's filter.
-	_, err := headsIn(txn, []byte{famTrace}, traceKey(guidFloor(q.Since)), traceKey(guidFloor(q.Until.Add(time.Millisecond))), fn)
-	return err
+	return headsByTime(txn, guidFloor(q.Since), guidFloor(q.Until.Add(time.Millisecond)), fn)
+}
+
+// headsByTime calls fn with each header whose GUID is from from to before
+// to, oldest first, until fn says stop. Header keys are newest first
+// (traceKey), so this walks them backwards.
+func headsByTime(txn *badger.Txn, from, to uuid.UUID, fn func(*traceHead) (bool, error)) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{famTrace}, Reverse: true})
+	defer it.Close()
+	for it.Seek(traceKey(from)); it.Valid(); it.Next() {
+		item := it.Item()
+		if len(item.Key()) != 17 {
+			continue
+		}
+		g := headGUID(item.Key())
+		if bytes.Compare(g[:], to[:]) >= 0 {
+			return nil
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		h, err := decodeTraceHead(g, v)
+		if err != nil {
+			return err
+		}
+		if more, err := fn(h); err != nil || !more {
+			return err
+		}
+	}
+	return nil
 }
 
 // headsIn calls fn with the header of each key under prefix from start

@@ -197,6 +197,10 @@ type figures struct {
 	OrderBroken       []string   `json:"order_violations,omitempty"`
 	LateCopies        int        `json:"second_copies_after_a_later_message"`
 	EIO               eioFigures `json:"eio"`
+	Traces            int        `json:"traces_read"`
+	TraceMissing      int        `json:"trace_events_missing"`
+	TraceTwice        int        `json:"trace_events_twice"`
+	TraceReadError    string     `json:"trace_read_error,omitempty"`
 }
 
 func freePort(t *testing.T) int {
@@ -510,7 +514,7 @@ func (r *rig) run(cuts, eios int) {
 		_ = os.WriteFile(p, b, 0o644)
 	}
 	f := r.fig
-	if f.LostFile+f.LostWS+f.LostPull+f.LostLanes+f.LostReports+f.LostDead+f.TwoGUIDs+f.TmpLeftAtEnd+f.SpoolOpenFailed+len(f.OrderBroken) > 0 || f.DeadListError != "" {
+	if f.LostFile+f.LostWS+f.LostPull+f.LostLanes+f.LostReports+f.LostDead+f.TwoGUIDs+f.TmpLeftAtEnd+f.SpoolOpenFailed+len(f.OrderBroken)+f.TraceMissing > 0 || f.DeadListError != "" || f.TraceReadError != "" {
 		t.Errorf("the power-loss promise is broken: %s", b)
 	}
 }
@@ -716,14 +720,15 @@ func (r *rig) control(cmd string) (string, error) {
 
 // drainAndCheck boots once more without load (and with the reports
 // receiver up), waits until every queue is empty and the mailbox is
-// drained, lists the dead letters, shuts the VM down cleanly, and compares
-// every destination with the ledger.
+// drained, lists the dead letters, reads every trace, shuts the VM down
+// cleanly, and compares every destination and the traces with the ledger.
 func (r *rig) drainAndCheck() {
 	t := r.t
 	r.reports.setUp(true)
 	v := r.boot(false)
 	r.drain(v)
 	dead := r.deadLetters("rejects")
+	traces, traceErr := r.readTraces()
 	// The guest powers off right after it answers, and qemu may go before
 	// the answer reaches the host: the console says whether the disk was
 	// unmounted.
@@ -746,7 +751,9 @@ func (r *rig) drainAndCheck() {
 	}
 	tmp, _ := filepath.Glob(filepath.Join(out, ".tmp-*"))
 	r.fig.TmpLeftAtEnd = len(tmp)
-	r.checkDelivered(byControlID(t, out), byControlID(t, r.store), byControlID(t, r.store2), dead)
+	files, posted, lanes := byControlID(t, out), byControlID(t, r.store), byControlID(t, r.store2)
+	r.checkDelivered(files, posted, lanes, dead)
+	r.checkTraceLedger(files, posted, lanes, dead, traces, traceErr)
 	r.checkOrders()
 }
 

@@ -23,7 +23,7 @@ import (
 // does not stop the daemon; it answers AE, `spool stats` shows the cause,
 // `spool salvage` refuses to run under it, and once it is stopped the
 // salvage brings the queued messages and dead letters back under their
-// GUIDs.
+// GUIDs, and their traces as they were.
 func TestUnreadableSpoolThenSalvage(t *testing.T) {
 	if raceEnabled {
 		t.Skip("runs the real binary through restarts; make test runs it without -race")
@@ -62,6 +62,20 @@ func TestUnreadableSpoolThenSalvage(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	d.stop()
+	trace := func(id string) string {
+		out, err := exec.Command(binPath, "trace", id, "--config", cfgPath, "--json").CombinedOutput()
+		if err != nil {
+			t.Fatalf("trace %s: %v %s", id, err, out)
+		}
+		return string(out)
+	}
+	traced := map[string]string{}
+	for i := range 3 {
+		id := fmt.Sprintf("SALV%d", i)
+		if traced[id] = trace(id); !strings.Contains(traced[id], `"what":"dead","dest":"lis"`) {
+			t.Fatalf("trace of %s before the damage: %s", id, traced[id])
+		}
+	}
 	spool := filepath.Join(dir, "spool")
 	if err := os.WriteFile(filepath.Join(spool, "MANIFEST"), bytes.Repeat([]byte("torn "), 20), 0o640); err != nil {
 		t.Fatal(err)
@@ -93,6 +107,11 @@ func TestUnreadableSpoolThenSalvage(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(rep.MovedTo, "MANIFEST")); err != nil {
 		t.Fatalf("the unreadable spool is not kept: %v", err)
+	}
+	for id, was := range traced {
+		if got := trace(id); got != was {
+			t.Errorf("trace of %s after salvage:\n%s\nwant, as before it:\n%s", id, got, was)
+		}
 	}
 	d = startDaemon(t, cfgPath, sock, addr)
 	defer d.stop()

@@ -17,6 +17,7 @@ const ingestYAML = `
 spool:
   dir: {{DIR}}/spool
   max_bytes: 4GiB
+{{TRACE}}
 sources:
   - name: in
     type: mllp
@@ -42,6 +43,9 @@ var ingestDests = []struct{ name, yaml string }{
 //	go test -run '^$' -bench 'IngestInProcess/drain=none/conns=16' -benchtime 20000x \
 //	    -cpuprofile cpu.out -memprofile mem.out ./pipeline/gateway/
 //
+// HL7EDGE_BENCH_TRACE=off turns message traces and retention off, to
+// profile what they cost against the same run with them on.
+//
 // The load generator runs in the same process; its frames show up under
 // mllp.(*Client) and sendSpread and are left out of the breakdown.
 func BenchmarkIngestInProcess(b *testing.B) {
@@ -55,7 +59,11 @@ func BenchmarkIngestInProcess(b *testing.B) {
 func benchIngestInProcess(b *testing.B, destYAML string, conns int) {
 	r := newRig(b)
 	r.quietLogs = true
-	g := r.startGateway(strings.Replace(ingestYAML, "{{DEST}}", destYAML, 1), nil)
+	trace := ""
+	if os.Getenv("HL7EDGE_BENCH_TRACE") == "off" {
+		trace = "  trace_retain: 0s\n  retain: 0s"
+	}
+	g := r.startGateway(strings.NewReplacer("{{DEST}}", destYAML, "{{TRACE}}", trace).Replace(ingestYAML), nil)
 	clients := make([]*mllp.Client, conns)
 	for i := range clients {
 		clients[i] = g.Dial(b)

@@ -151,7 +151,8 @@ func (s *Source) serve(ctx context.Context, l *line) error {
 
 // accept offers one message to intake and logs the verdict by control ID.
 func (s *Source) accept(ctx context.Context, raw []byte) flow.Outcome {
-	out := s.intake.Accept(ctx, flow.Inbound{Source: s.name, Raw: raw})
+	// The port is the sender's address: the trace says which line it came in on.
+	out := s.intake.Accept(ctx, flow.Inbound{Source: s.name, Raw: raw, Peer: "serial:" + s.cfg.Device})
 	if out.Code == flow.Accepted {
 		s.comp.Add(health.CounterMessages, 1)
 		s.log.Debug("message accepted", "control_id", out.ControlID, "guid", out.GUID)

@@ -157,6 +157,13 @@ func (s *Source) round(ctx context.Context) error {
 	return nil
 }
 
+// peerOf is where a pulled message came from, as its trace keeps it: the
+// web service's scheme and host, never a path or query string (a session
+// token may ride in either) or credentials.
+func peerOf(u *url.URL) string {
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host}).String()
+}
+
 // take gets one message, hands it to intake and acknowledges it once
 // stored. stop means intake cannot store now (AE): end the round and try
 // again at the next interval.
@@ -173,7 +180,7 @@ func (s *Source) take(ctx context.Context, id string) (stop bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	out := s.intake.Accept(ctx, flow.Inbound{Source: s.name, Raw: raw, RemoteID: id})
+	out := s.intake.Accept(ctx, flow.Inbound{Source: s.name, Raw: raw, RemoteID: id, Peer: peerOf(s.urls.get)})
 	controlID := out.ControlID
 	if controlID == "" {
 		controlID = wire.ReadMSH(raw).ControlID

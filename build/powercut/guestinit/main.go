@@ -159,8 +159,10 @@ func network() error {
 
 // serveControl answers the rig: "stats" prints the spool's figures from the
 // daemon's admin socket as one JSON line, "dead <destination>" that
-// destination's dead letters (identifiers and reasons); "halt" stops hl7edge with SIGTERM,
-// unmounts the disk and powers off (a clean shutdown, for the final check).
+// destination's dead letters (identifiers and reasons), "trace <time>" a
+// page of message traces from that receive time on, as `hl7edge trace
+// --json` prints them; "halt" stops hl7edge with SIGTERM, unmounts the disk
+// and powers off (a clean shutdown, for the final check).
 func serveControl(hl7edge *exec.Cmd, exited <-chan struct{}) {
 	ln, err := net.Listen("tcp", controlTCP)
 	if err != nil {
@@ -181,6 +183,9 @@ func serveControl(hl7edge *exec.Cmd, exited <-chan struct{}) {
 		case "dead":
 			args, _ := json.Marshal(map[string]string{"name": arg})
 			fmt.Fprintln(c, adminLine(socketPath, command.Request{ID: "rig", Name: command.DeadList, Args: args}))
+			c.Close()
+		case "trace":
+			fmt.Fprintln(c, traceLine("/hl7edge", arg))
 			c.Close()
 		case "halt":
 			_ = hl7edge.Process.Signal(syscall.SIGTERM)
@@ -229,6 +234,24 @@ func adminLine(socket string, req command.Request) string {
 		return fmt.Sprintf("{\"error\":%q}", err.Error())
 	}
 	return string(b)
+}
+
+// traceLine runs the real command line, `hl7edge trace --json`, for up to
+// 1,000 messages received from since on: the rig reads traces as the
+// person at the box does. Its answer is one JSON line, or an object with
+// an "error" key.
+func traceLine(bin, since string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "trace", "--config", configPath, "--json", "--limit", "1000", "--since", since)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		b, _ := json.Marshal(map[string]string{"error": fmt.Sprintf("hl7edge trace: %v: %s", err, strings.TrimSpace(stderr.String()))})
+		return string(b)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 func halt() {

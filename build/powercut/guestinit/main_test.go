@@ -82,3 +82,13 @@ func TestAdminLineFailure(t *testing.T) {
 		t.Errorf("a failed dead list = %s, want an error object with the detail", got)
 	}
 }
+
+// TestTraceLineFailure: a trace command that cannot run comes back as one
+// error object the rig fails on, not as an empty page.
+func TestTraceLineFailure(t *testing.T) {
+	got := traceLine(filepath.Join(t.TempDir(), "no-hl7edge"), "2000-01-01T00:00:00Z")
+	var v map[string]string
+	if err := json.Unmarshal([]byte(got), &v); err != nil || !strings.HasPrefix(v["error"], "hl7edge trace: ") || strings.Contains(got, "\n") {
+		t.Errorf("trace line = %s, want one error object", got)
+	}
+}

@@ -46,8 +46,9 @@ type Inbound struct {
 	// peer. Intake remembers it atomically with the stored message so that a
 	// message offered again (after a lost ack) is not stored twice.
 	RemoteID string
-	// Peer is the sender's address (host:port) where the transport knows
-	// it; the message's trace keeps it.
+	// Peer is where the message came from, as its trace keeps it: the
+	// sender's host:port over MLLP, "serial:" and the device for a serial
+	// port, the web service's scheme://host for a pull source.
 	Peer string
 }
 
