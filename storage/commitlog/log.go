@@ -29,6 +29,8 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // Options of a log.
@@ -254,7 +256,36 @@ func (l *Log) Restart() error {
 	if err := l.beginLocked(); err != nil {
 		return err
 	}
-	return l.writeLocked()
+	err := l.writeLocked()
+	if err != nil && l.mode.direct && errors.Is(err, unix.EINVAL) {
+		// statx promised direct I/O that the file system then refuses:
+		// writing through the page cache is slower but works.
+		if err = l.toBufferedLocked(); err == nil {
+			err = l.writeLocked()
+		}
+	}
+	return err
+}
+
+// toBufferedLocked reopens every segment file without O_DIRECT.
+func (l *Log) toBufferedLocked() error {
+	l.mode = ioMode{align: 512}
+	if l.sync == nil {
+		l.sync = fdatasync
+	}
+	l.err = nil
+	for _, s := range l.slots {
+		if s.f != nil {
+			_ = s.f.Close()
+		}
+		f, err := openSlot(s.path, l.mode)
+		if err != nil {
+			l.err = fmt.Errorf("commit log segment %s: %w", s.path, err)
+			return l.err
+		}
+		s.f = f
+	}
+	return nil
 }
 
 // Append adds one record. It is durable once Sync returns; until then it

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // modes runs a test with direct I/O (where the file system allows it) and
@@ -247,5 +249,34 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDirectIORefusedFallsBackToThePageCache: a file system that reports
+// direct I/O in statx and then refuses the write (EINVAL) must not leave
+// the spool refusing every message.
+func TestDirectIORefusedFallsBackToThePageCache(t *testing.T) {
+	dir := t.TempDir()
+	calls := 0
+	l := open(t, dir, Options{SegmentSize: 16 << 10, Sync: func(f *os.File) error {
+		calls++
+		if calls == 1 {
+			return unix.EINVAL
+		}
+		return fdatasync(f)
+	}})
+	if !l.Stats().Direct {
+		t.Skip("the file system here has no direct I/O: nothing to fall back from")
+	}
+	replayAll(t, l)
+	must(t, l.Restart())
+	if l.Stats().Direct {
+		t.Fatal("still in direct mode after EINVAL")
+	}
+	must(t, l.Append(rec(1)))
+	must(t, l.Sync())
+	_ = l.Close()
+	if got := replayAll(t, open(t, dir, Options{SegmentSize: 16 << 10})); len(got) != 1 {
+		t.Fatalf("replayed %d records after the fallback, want 1", len(got))
 	}
 }
