@@ -42,9 +42,9 @@ type cardWorkload struct {
 	Large bool          // one message in ten a report of 256 KiB to 4 MiB
 	// Spool is added to the spool's defaults. Flat out, intake outruns the
 	// web service (a few dozen posts a second here) and the queue grows
-	// by about 4 MiB a second: with the default 2 GiB quota intake would
-	// answer AE within the window, and the rest of it would measure a
-	// gateway refusing messages.
+	// by thousands of messages a second: with the default 2 GiB quota
+	// intake would answer AE within the window, and the rest of it would
+	// measure a gateway refusing messages.
 	Spool string
 }
 
