@@ -14,7 +14,7 @@ CUTS      ?= 100
 EIO       ?= 50
 KILLS     ?= 1000
 
-.PHONY: admission-measure powercut powercut-short powercut-eio crash-campaign all build cross demo test test-parts vet staticcheck unit volume release fuzz bench soak soak-short package qemu-selftest system-arm64 clean
+.PHONY: admission-measure cardwear powercut powercut-short powercut-eio crash-campaign all build cross demo test test-parts vet staticcheck unit volume release fuzz bench soak soak-short package qemu-selftest system-arm64 clean
 
 all: build
 
@@ -141,7 +141,7 @@ fleet-1000:
 	HL7EDGE_FLEET_N=1000 $(GO) test -count=1 -timeout 10m -run 'TestFleetAgainstMosquitto|TestFleetAtScale' -v ./cmd/hl7edge/
 
 clean:
-	rm -rf bin dist bench.out powercut.json
+	rm -rf bin dist bench.out powercut.json cardwear.json
 
 # Power cuts on a real kernel and file system (build/powercut): the static
 # firmware in a qemu VM on an ext4 image, cut with SIGKILL under load (one
@@ -166,3 +166,22 @@ powercut-short:
 # senders is paced to 10 msgs/s so the backlog drains in minutes.
 crash-campaign:
 	CRASH_KILLS=$(KILLS) CRASH_PACE=100ms $(GO) test -count=1 -timeout 0 -run 'TestCrashSafety$$' -v ./cmd/hl7edge/
+
+# What the spool makes the storage card write per message (docs/performance.md,
+# "What the card writes per message"): the real daemon with its spool alone on
+# a fresh ext4 on a loop device, three workloads one after another (lockstep10:
+# one sender at 10 msgs/s; flat16: 16 connections flat out; mix10: like
+# lockstep10 with one message in ten a report of 256 KiB to 4 MiB), each
+# CARDWEAR_SECONDS after CARDWEAR_WARMUP seconds. CARDWEAR_ONLY=flat16 (or a
+# comma-separated list) picks some. Needs root, losetup and mkfs.ext4; a skip
+# fails the target. Figures go to cardwear.json. Not part of make test.
+CARDWEAR_SECONDS ?= 600
+CARDWEAR_WARMUP  ?= 30
+CARDWEAR_ONLY    ?=
+CARDWEAR_SKIPS   := $(CURDIR)/bin/cardwear-skips.txt
+cardwear:
+	@mkdir -p bin && rm -f $(CARDWEAR_SKIPS)
+	HL7EDGE_CARDWEAR=1 HL7EDGE_SKIPS=$(CARDWEAR_SKIPS) CARDWEAR_SECONDS=$(CARDWEAR_SECONDS) CARDWEAR_WARMUP=$(CARDWEAR_WARMUP) \
+	  CARDWEAR_ONLY=$(CARDWEAR_ONLY) CARDWEAR_REPORT=$(CURDIR)/cardwear.json \
+	  $(GO) test -count=1 -timeout 0 -run 'TestCardWear$$' -v ./cmd/hl7edge/
+	@if [ -s $(CARDWEAR_SKIPS) ]; then echo; echo "make cardwear measured nothing:"; cat $(CARDWEAR_SKIPS); exit 1; fi

@@ -27,6 +27,14 @@ func Missing(t testing.TB, what, tool, debian string) {
 	t.Skipf("%s: %s (Debian: apt-get install %s)", what, why, debian)
 }
 
+// Unmet skips t for a need other than a package (root, a device): why
+// says what is missing, todo what to do about it. It is noted like Missing.
+func Unmet(t testing.TB, what, why, todo string) {
+	t.Helper()
+	note(t, fmt.Sprintf("SKIPPED %s: %s: %s; to run it: %s", pkgDir(), what, why, todo))
+	t.Skipf("%s: %s (%s)", what, why, todo)
+}
+
 // note appends line to the summary file. A note that cannot be written
 // fails the test: a skip the summary does not show is what this package
 // exists to prevent.
