@@ -2,8 +2,10 @@ package commitlog
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"testing"
@@ -247,5 +249,47 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A log written by a newer firmware (a later format version, or a flag
+// this one does not know) must stop the open: read as unused files, its
+// records would be skipped and then overwritten, and whatever only the log
+// held (the messages ACKed last before the downgrade) would be gone.
+func TestLogFromANewerFormatIsRefused(t *testing.T) {
+	for _, change := range []string{"version", "flags"} {
+		t.Run(change, func(t *testing.T) {
+			dir := t.TempDir()
+			o := Options{SegmentSize: 16 << 10, Buffered: true}
+			l := open(t, dir, o)
+			replayAll(t, l)
+			must(t, l.Restart())
+			must(t, l.Append([]byte("acked record")))
+			must(t, l.Sync())
+			path := l.cur.path
+			_ = l.Close()
+			b, err := os.ReadFile(path)
+			must(t, err)
+			field := 8 // version
+			if change == "flags" {
+				field = 12
+			}
+			binary.LittleEndian.PutUint32(b[field:], binary.LittleEndian.Uint32(b[field:])|2)
+			binary.LittleEndian.PutUint32(b[40:], crc32.Checksum(b[:40], castagnoli))
+			must(t, os.WriteFile(path, b, 0o600))
+			l, err = Open(dir, o)
+			if err == nil {
+				defer l.Close()
+				var n int
+				n, err = l.Replay(func([]byte) error { return nil })
+				if err == nil {
+					t.Fatalf("a segment with a newer %s: Open and Replay succeeded (%d records) on a format this firmware does not know", change, n)
+				}
+			}
+			if !errors.Is(err, ErrNewerFormat) {
+				t.Fatalf("a segment with a newer %s: %v, want ErrNewerFormat", change, err)
+			}
+			t.Log(err)
+		})
 	}
 }
