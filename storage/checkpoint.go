@@ -87,7 +87,9 @@ func (s *Spool) restartCommitLog() error {
 // synced. The first is free and happens every few MiB at a high feed
 // rate; at a low rate the log fills first, and the second is done.
 //
-// It runs on the commit loop after a group, at most every checkpointEvery.
+// It runs on the commit loop after a group and on the lazy-sync tick (the
+// log also fills with writes no group follows), at most every
+// checkpointEvery.
 func (s *Spool) checkpoint(now time.Time) {
 	if now.Sub(s.ckAt) < checkpointEvery {
 		return

@@ -268,3 +268,46 @@ func TestCheckpointWhenTheLogOutrunsBadger(t *testing.T) {
 		t.Fatalf("%d segments live: no checkpoint released them", s.clog.Live())
 	}
 }
+
+// TestSegmentsReleasedWithoutIngest: when no message comes in (a quiet
+// night, a lab system down) while the spool keeps writing (a backlog
+// drained, dead letters, trace events), Badger still flushes what those
+// writes filled, and the log must still release its segments: otherwise
+// every rotation makes a new 4 MiB file that is never removed, and the
+// next open replays all of them. Kills make the writes here, 200 KiB dead-
+// letter copies, because they fill the log fastest; delivery marks do
+// the same, slower.
+func TestSegmentsReleasedWithoutIngest(t *testing.T) {
+	dir := t.TempDir()
+	s := openSmall(t, dir, nil, "a")
+	defer s.Close()
+	ctx := context.Background()
+	pad := bytes.Repeat([]byte("x"), 200<<10)
+	var seqs []uint64
+	for i := range 150 { // some 30 MiB: more than maxLiveSegments of 4 MiB
+		r, err := s.Append(ctx, Entry{Source: "s", Raw: append(msg(i), pad...), Dests: []string{"a"}})
+		must(t, err)
+		seqs = append(seqs, r.Seq)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for s.clog.Live() >= maxLiveSegments && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	before := s.clog.Stats()
+	for _, seq := range seqs {
+		must(t, s.Kill("a", seq, "AR", 3))
+	}
+	mid := s.clog.Stats()
+	if mid.Rotations-before.Rotations < maxLiveSegments {
+		t.Fatalf("the kills rotated the log only %d times: the test no longer fills it", mid.Rotations-before.Rotations)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for s.clog.Live() >= maxLiveSegments && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, commitLogDir, "seg-*"))
+	if live := s.clog.Live(); live >= maxLiveSegments {
+		t.Fatalf("%d segments live and %d files, 10 s after writes that came with no message: nothing released them", live, len(files))
+	}
+	t.Logf("kills rotated %d times; %d files; %d live", mid.Rotations-before.Rotations, len(files), s.clog.Live())
+}
