@@ -119,7 +119,7 @@ func (s *Spool) checkpoint(now time.Time) {
 		s.ckFrom++
 	}
 	if s.clog.Live() >= maxLiveSegments && s.ckFrom < cur {
-		if s.syncLogs(true) == nil {
+		if s.checkpointSync() == nil {
 			for q := s.ckFrom; q < cur; q++ {
 				delete(s.ckMem, q)
 			}
@@ -131,3 +131,16 @@ func (s *Spool) checkpoint(now time.Time) {
 }
 
 const checkpointEvery = 100 * time.Millisecond
+
+// checkpointSync makes everything Badger holds durable in its own logs.
+// It holds dbMu: the clean-up's DropPrefix, under the exclusive lock,
+// removes every memtable log before it makes the next, and a sync that
+// looked in between would find none and fault the spool.
+func (s *Spool) checkpointSync() error {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	if s.db == nil {
+		return errReopening
+	}
+	return s.syncLogs(true)
+}

@@ -311,3 +311,45 @@ func TestSegmentsReleasedWithoutIngest(t *testing.T) {
 	}
 	t.Logf("kills rotated %d times; %d files; %d live", mid.Rotations-before.Rotations, len(files), s.clog.Live())
 }
+
+// TestCheckpointSyncDuringDropPrefix: the checkpoint runs on the commit
+// loop and syncs Badger's logs when the commit log outruns Badger; a
+// DropPrefix (the clean-up, under the exclusive lock) flushes and removes
+// every memtable log before it makes the next. A sync that looks in
+// between must not take the gap for a damaged spool and fault it: every
+// message would be answered AE until the re-open.
+func TestCheckpointSyncDuringDropPrefix(t *testing.T) {
+	s := openSmall(t, t.TempDir(), nil, "a")
+	defer s.Close()
+	done := make(chan struct{})
+	syncErr := make(chan error, 1)
+	go func() { // what checkpoint does when maxLiveSegments are live
+		defer close(syncErr)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if err := s.checkpointSync(); err != nil {
+				syncErr <- err
+				return
+			}
+		}
+	}()
+	for i := range 100 {
+		key := append(segPrefix(uint64(1000+i)), 1)
+		must(t, s.update(func(txn *wtxn) error { return txn.Set(key, []byte("v")) }))
+		s.dbMu.Lock()
+		err := s.dropPrefix(segPrefix(uint64(1000 + i)))
+		s.dbMu.Unlock()
+		must(t, err)
+		if s.faultErr() != nil {
+			break
+		}
+	}
+	close(done)
+	if err := <-syncErr; err != nil {
+		t.Fatalf("a checkpoint's sync during a DropPrefix faulted the spool: %v", err)
+	}
+}
