@@ -293,3 +293,32 @@ func TestLogFromANewerFormatIsRefused(t *testing.T) {
 		})
 	}
 }
+
+// A segment in the replay range that reads short (a file cut by fsck after
+// a cut, or a card that stops returning data: both end the read early)
+// must stop the replay: its files are written in full before use, so a
+// short read means records that were acknowledged are not coming back, and
+// replaying the rest and then restarting would drop them without a word.
+func TestShortSegmentIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{SegmentSize: 64 << 10, Buffered: true}
+	l := open(t, dir, o)
+	replayAll(t, l)
+	must(t, l.Restart())
+	for i := range 100 {
+		must(t, l.Append(rec(i)))
+	}
+	must(t, l.Sync())
+	if l.Live() != 1 {
+		t.Fatalf("%d segments live, want the 100 records in one", l.Live())
+	}
+	path := l.cur.path
+	_ = l.Close()
+	must(t, os.Truncate(path, headerSize+2<<10))
+	l = open(t, dir, o)
+	n, err := l.Replay(func([]byte) error { return nil })
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("replay of a segment that reads short: %d of 100 records, err %v; want ErrCorrupt", n, err)
+	}
+	t.Log(err)
+}
