@@ -322,3 +322,64 @@ func TestShortSegmentIsRefused(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+// A rotation whose new segment's first write fails (its header with it),
+// in a log that recycles its files: the re-opened log must still replay
+// every record synced before, in order, from files no header released
+// too early.
+func TestFailedFirstWriteOfARecycledSegment(t *testing.T) {
+	for _, buffered := range []bool{false, true} {
+		t.Run(fmt.Sprintf("buffered=%v", buffered), func(t *testing.T) {
+			dir := t.TempDir()
+			var last string
+			armed, failed := false, false
+			o := Options{SegmentSize: 16 << 10, Buffered: buffered, Sync: func(f *os.File) error {
+				name := f.Name()
+				if armed && last != "" && name != last {
+					failed = true
+					return errors.New("EIO (injected)")
+				}
+				last = name
+				return fdatasync(f)
+			}}
+			l := open(t, dir, o)
+			replayAll(t, l)
+			must(t, l.Restart())
+			synced := 0
+			for i := 0; !failed; i++ {
+				armed = i > 1500 // after the files were recycled many times
+				cur := l.Current()
+				if err := l.Append(rec(i)); err != nil {
+					break // the rotation's seal or the new header failed
+				}
+				if err := l.Sync(); err != nil {
+					break
+				}
+				synced = i + 1
+				if l.Current() != cur && i%3 != 0 {
+					l.Release(l.Current() - 1) // keep one or two behind
+				}
+			}
+			if !failed {
+				t.Fatal("no write failed")
+			}
+			_ = l.Close()
+			o.Sync = nil
+			got := replayAll(t, open(t, dir, o))
+			// The record whose write failed may have reached the file
+			// all the same; the spool removes what it answered AE for.
+			if len(got) > 0 && got[len(got)-1] == string(rec(synced)) {
+				got = got[:len(got)-1]
+			}
+			if len(got) == 0 || got[len(got)-1] != string(rec(synced-1)) {
+				t.Fatalf("replay of %d records does not end with the last synced, record %d (ends with %.12q)", len(got), synced-1, got[len(got)-1])
+			}
+			first := synced - len(got)
+			for i, g := range got {
+				if g != string(rec(first+i)) {
+					t.Fatalf("replayed record %d is %.20q, want record %d", i, g, first+i)
+				}
+			}
+		})
+	}
+}
