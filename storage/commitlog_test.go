@@ -353,3 +353,62 @@ func TestCheckpointSyncDuringDropPrefix(t *testing.T) {
 		t.Fatalf("a checkpoint's sync during a DropPrefix faulted the spool: %v", err)
 	}
 }
+
+// TestDropOfAnAbsentPrefixReleasesNothing: Badger's DropPrefix returns at
+// once, without flushing a memtable, when no key has any of the prefixes
+// (a segment dropped already, by a clean-up whose DropPrefix failed after
+// dropping). The release after it must not count on a flush that did not
+// happen: a message acknowledged before it, held by Badger only in an
+// unsynced memtable log, would be in no replayed segment after a cut.
+func TestDropOfAnAbsentPrefixReleasesNothing(t *testing.T) {
+	dir, old := t.TempDir(), t.TempDir()
+	s := openSmall(t, dir, nil, "a")
+	must(t, s.Close())
+	copyTree(t, dir, old) // Badger as durable as it will be: nothing below syncs it
+	s = openSmall(t, dir, nil, "a")
+	_, err := s.Append(context.Background(), Entry{Source: "s", Raw: msg(1), Dests: []string{"a"}})
+	must(t, err)
+	// Rotate the log with records that touch nothing Badger holds.
+	var rec []byte
+	for len(rec) < 256<<10 {
+		rec = appendBytes(append(rec, opDelete), []byte("zz-absent"))
+	}
+	rotate := func() {
+		s.writeMu.Lock()
+		defer s.writeMu.Unlock()
+		for cur := s.clog.Current(); s.clog.Current() == cur; {
+			must(t, s.clog.Append(rec))
+		}
+	}
+	rotate()
+	drop := func(p []byte) {
+		s.dbMu.Lock()
+		defer s.dbMu.Unlock()
+		must(t, s.dropPrefix(p))
+	}
+	drop(segPrefix(1 << 40))
+	if live := s.clog.Live(); live < 2 {
+		t.Errorf("%d segments live after dropping nothing, want the one holding the message kept", live)
+	}
+	rotate() // its header says where replay starts
+	must(t, s.syncLogs(false))
+	logNow := t.TempDir()
+	copyTree(t, filepath.Join(dir, commitLogDir), logNow)
+	must(t, s.Close())
+
+	must(t, os.RemoveAll(filepath.Join(old, commitLogDir)))
+	copyTree(t, logNow, filepath.Join(old, commitLogDir))
+	s = openSmall(t, old, nil, "a")
+	defer s.Close()
+	if q := s.Stats().Destinations["a"].Queued; q != 1 {
+		t.Fatalf("%d queued after the cut, want the 1 message ACKed before the drop (replayed %d records)", q, s.replayed)
+	}
+	// A drop that does flush still releases what came before it.
+	key := append(segPrefix(1<<40), 1)
+	must(t, s.update(func(txn *wtxn) error { return txn.Set(key, []byte("v")) }))
+	rotate()
+	drop(segPrefix(1 << 40))
+	if live := s.clog.Live(); live != 1 {
+		t.Fatalf("%d segments live after a DropPrefix that flushed Badger, want 1", live)
+	}
+}
