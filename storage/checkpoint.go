@@ -87,7 +87,9 @@ func (s *Spool) restartCommitLog() error {
 // synced. The first is free and happens every few MiB at a high feed
 // rate; at a low rate the log fills first, and the second is done.
 //
-// It runs on the commit loop after a group, at most every checkpointEvery.
+// It runs on the commit loop after a group and on the lazy-sync tick (the
+// log also fills with writes no group follows), at most every
+// checkpointEvery.
 func (s *Spool) checkpoint(now time.Time) {
 	if now.Sub(s.ckAt) < checkpointEvery {
 		return
@@ -117,7 +119,7 @@ func (s *Spool) checkpoint(now time.Time) {
 		s.ckFrom++
 	}
 	if s.clog.Live() >= maxLiveSegments && s.ckFrom < cur {
-		if s.syncLogs(true) == nil {
+		if s.checkpointSync() == nil {
 			for q := s.ckFrom; q < cur; q++ {
 				delete(s.ckMem, q)
 			}
@@ -129,3 +131,16 @@ func (s *Spool) checkpoint(now time.Time) {
 }
 
 const checkpointEvery = 100 * time.Millisecond
+
+// checkpointSync makes everything Badger holds durable in its own logs.
+// It holds dbMu: the clean-up's DropPrefix, under the exclusive lock,
+// removes every memtable log before it makes the next, and a sync that
+// looked in between would find none and fault the spool.
+func (s *Spool) checkpointSync() error {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	if s.db == nil {
+		return errReopening
+	}
+	return s.syncLogs(true)
+}

@@ -167,6 +167,11 @@ func (s *Spool) commitLoop() {
 			continue
 		case <-lazy.C:
 			s.syncLazy()
+			// Writes that come with no message (delivery marks of a
+			// backlog, dead letters, trace events) fill the log too.
+			if s.faultErr() == nil {
+				s.checkpoint(time.Now())
+			}
 			continue
 		case <-s.stop:
 			// Requests queued before close are still honoured.

@@ -268,3 +268,147 @@ func TestCheckpointWhenTheLogOutrunsBadger(t *testing.T) {
 		t.Fatalf("%d segments live: no checkpoint released them", s.clog.Live())
 	}
 }
+
+// TestSegmentsReleasedWithoutIngest: when no message comes in (a quiet
+// night, a lab system down) while the spool keeps writing (a backlog
+// drained, dead letters, trace events), Badger still flushes what those
+// writes filled, and the log must still release its segments: otherwise
+// every rotation makes a new 4 MiB file that is never removed, and the
+// next open replays all of them. Kills make the writes here, 200 KiB dead-
+// letter copies, because they fill the log fastest; delivery marks do
+// the same, slower.
+func TestSegmentsReleasedWithoutIngest(t *testing.T) {
+	dir := t.TempDir()
+	s := openSmall(t, dir, nil, "a")
+	defer s.Close()
+	ctx := context.Background()
+	pad := bytes.Repeat([]byte("x"), 200<<10)
+	var seqs []uint64
+	for i := range 150 { // some 30 MiB: more than maxLiveSegments of 4 MiB
+		r, err := s.Append(ctx, Entry{Source: "s", Raw: append(msg(i), pad...), Dests: []string{"a"}})
+		must(t, err)
+		seqs = append(seqs, r.Seq)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for s.clog.Live() >= maxLiveSegments && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	before := s.clog.Stats()
+	for _, seq := range seqs {
+		must(t, s.Kill("a", seq, "AR", 3))
+	}
+	mid := s.clog.Stats()
+	if mid.Rotations-before.Rotations < maxLiveSegments {
+		t.Fatalf("the kills rotated the log only %d times: the test no longer fills it", mid.Rotations-before.Rotations)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for s.clog.Live() >= maxLiveSegments && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, commitLogDir, "seg-*"))
+	if live := s.clog.Live(); live >= maxLiveSegments {
+		t.Fatalf("%d segments live and %d files, 10 s after writes that came with no message: nothing released them", live, len(files))
+	}
+	t.Logf("kills rotated %d times; %d files; %d live", mid.Rotations-before.Rotations, len(files), s.clog.Live())
+}
+
+// TestCheckpointSyncDuringDropPrefix: the checkpoint runs on the commit
+// loop and syncs Badger's logs when the commit log outruns Badger; a
+// DropPrefix (the clean-up, under the exclusive lock) flushes and removes
+// every memtable log before it makes the next. A sync that looks in
+// between must not take the gap for a damaged spool and fault it: every
+// message would be answered AE until the re-open.
+func TestCheckpointSyncDuringDropPrefix(t *testing.T) {
+	s := openSmall(t, t.TempDir(), nil, "a")
+	defer s.Close()
+	done := make(chan struct{})
+	syncErr := make(chan error, 1)
+	go func() { // what checkpoint does when maxLiveSegments are live
+		defer close(syncErr)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if err := s.checkpointSync(); err != nil {
+				syncErr <- err
+				return
+			}
+		}
+	}()
+	for i := range 100 {
+		key := append(segPrefix(uint64(1000+i)), 1)
+		must(t, s.update(func(txn *wtxn) error { return txn.Set(key, []byte("v")) }))
+		s.dbMu.Lock()
+		err := s.dropPrefix(segPrefix(uint64(1000 + i)))
+		s.dbMu.Unlock()
+		must(t, err)
+		if s.faultErr() != nil {
+			break
+		}
+	}
+	close(done)
+	if err := <-syncErr; err != nil {
+		t.Fatalf("a checkpoint's sync during a DropPrefix faulted the spool: %v", err)
+	}
+}
+
+// TestDropOfAnAbsentPrefixReleasesNothing: Badger's DropPrefix returns at
+// once, without flushing a memtable, when no key has any of the prefixes
+// (a segment dropped already, by a clean-up whose DropPrefix failed after
+// dropping). The release after it must not count on a flush that did not
+// happen: a message acknowledged before it, held by Badger only in an
+// unsynced memtable log, would be in no replayed segment after a cut.
+func TestDropOfAnAbsentPrefixReleasesNothing(t *testing.T) {
+	dir, old := t.TempDir(), t.TempDir()
+	s := openSmall(t, dir, nil, "a")
+	must(t, s.Close())
+	copyTree(t, dir, old) // Badger as durable as it will be: nothing below syncs it
+	s = openSmall(t, dir, nil, "a")
+	_, err := s.Append(context.Background(), Entry{Source: "s", Raw: msg(1), Dests: []string{"a"}})
+	must(t, err)
+	// Rotate the log with records that touch nothing Badger holds.
+	var rec []byte
+	for len(rec) < 256<<10 {
+		rec = appendBytes(append(rec, opDelete), []byte("zz-absent"))
+	}
+	rotate := func() {
+		s.writeMu.Lock()
+		defer s.writeMu.Unlock()
+		for cur := s.clog.Current(); s.clog.Current() == cur; {
+			must(t, s.clog.Append(rec))
+		}
+	}
+	rotate()
+	drop := func(p []byte) {
+		s.dbMu.Lock()
+		defer s.dbMu.Unlock()
+		must(t, s.dropPrefix(p))
+	}
+	drop(segPrefix(1 << 40))
+	if live := s.clog.Live(); live < 2 {
+		t.Errorf("%d segments live after dropping nothing, want the one holding the message kept", live)
+	}
+	rotate() // its header says where replay starts
+	must(t, s.syncLogs(false))
+	logNow := t.TempDir()
+	copyTree(t, filepath.Join(dir, commitLogDir), logNow)
+	must(t, s.Close())
+
+	must(t, os.RemoveAll(filepath.Join(old, commitLogDir)))
+	copyTree(t, logNow, filepath.Join(old, commitLogDir))
+	s = openSmall(t, old, nil, "a")
+	defer s.Close()
+	if q := s.Stats().Destinations["a"].Queued; q != 1 {
+		t.Fatalf("%d queued after the cut, want the 1 message ACKed before the drop (replayed %d records)", q, s.replayed)
+	}
+	// A drop that does flush still releases what came before it.
+	key := append(segPrefix(1<<40), 1)
+	must(t, s.update(func(txn *wtxn) error { return txn.Set(key, []byte("v")) }))
+	rotate()
+	drop(segPrefix(1 << 40))
+	if live := s.clog.Live(); live != 1 {
+		t.Fatalf("%d segments live after a DropPrefix that flushed Badger, want 1", live)
+	}
+}

@@ -230,11 +230,16 @@ func (b *batch) Cancel() { b.t.Discard() }
 
 // dropPrefix drops keys by prefix and logs it; dbMu is held exclusively.
 // DropPrefix first flushes every memtable into a table Badger syncs, so
-// every record logged before it is durable in Badger: the log's older
-// segments are released.
+// every record logged before it is durable in Badger and the log's older
+// segments are released; but only when it did: with no key under any of
+// the prefixes it returns at once, and flushes nothing.
 func (s *Spool) dropPrefix(prefixes ...[]byte) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	before, err := logFiles(s.cfg.Dir, walExt)
+	if err != nil {
+		return err
+	}
 	if err := s.db.DropPrefix(prefixes...); err != nil {
 		return err
 	}
@@ -246,6 +251,14 @@ func (s *Spool) dropPrefix(prefixes ...[]byte) error {
 		s.markFault(err)
 		return fmt.Errorf("%w: %w", ErrStorageFault, err)
 	}
-	s.clog.Release(s.clog.Current())
+	if after, err := logFiles(s.cfg.Dir, walExt); err == nil && flushedAll(before, after) {
+		s.clog.Release(s.clog.Current())
+	}
 	return nil
+}
+
+// flushedAll says whether every memtable log listed before is gone after:
+// Badger removes one only once its memtable is in a synced table.
+func flushedAll(before, after []logFile) bool {
+	return len(before) == 0 || len(after) == 0 || after[0].fid > before[len(before)-1].fid
 }

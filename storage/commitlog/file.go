@@ -3,6 +3,7 @@ package commitlog
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -148,12 +149,17 @@ func fdatasync(f *os.File) error {
 }
 
 // readAll reads a whole segment file into an aligned buffer (direct I/O
-// reads need one too).
+// reads need one too). A segment is written in full before it is used, so
+// a read that ends early (a read error, a file cut short) is an error: the
+// records past it may have been acknowledged.
 func readAll(f *os.File, size int64) ([]byte, error) {
 	buf := alignedBuf(size)
 	n, err := f.ReadAt(buf, 0)
-	if err != nil && n < headerSize {
-		return nil, err
+	if int64(n) < size {
+		if err == nil || errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, fmt.Errorf("read %d of its %d bytes: %w", n, size, err)
 	}
-	return buf[:n], nil
+	return buf, nil
 }

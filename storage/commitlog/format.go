@@ -25,7 +25,10 @@ import (
 //	  4  CRC-32C of seq, salt, length and body
 //	  8  body
 //
-// All integers are little-endian. The seq and salt in every record's CRC
+// All integers are little-endian. A later format keeps magic and version
+// where they are: a firmware refuses a file of a higher version (or a flag
+// it does not know) instead of taking it for unused and overwriting it.
+// The seq and salt in every record's CRC
 // are what make a recycled file safe: a record left from an earlier use of
 // the file fails its CRC and ends the replay there, where a log that only
 // checked each record's own bytes would replay it.
@@ -46,6 +49,11 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // missing or ends before its seal). Replaying what is left would skip
 // writes the spool acknowledged, so replay stops and says so.
 var ErrCorrupt = errors.New("commit log damaged")
+
+// ErrNewerFormat: a segment was written by a newer firmware, in a format
+// this one cannot read. Its records may be the only copy of what the spool
+// acknowledged last, so the log is neither replayed nor reused.
+var ErrNewerFormat = errors.New("commit log written by a newer firmware")
 
 type header struct {
 	seq, start uint64
@@ -69,19 +77,31 @@ func (h header) encode(b []byte) {
 }
 
 // decodeHeader reads a segment's header; ok is false for a file that was
-// never used, or whose header was torn.
-func decodeHeader(b []byte) (h header, ok bool) {
-	if len(b) < 44 || string(b[:8]) != magic || binary.LittleEndian.Uint32(b[8:]) != version {
-		return h, false
+// never used, or whose header was torn. A header of a later version (any
+// layout, as long as it keeps magic and version where version 1 has them),
+// or of this version with a flag this one does not know, is an error
+// wrapping ErrNewerFormat.
+func decodeHeader(b []byte) (h header, ok bool, err error) {
+	if len(b) < 44 || string(b[:8]) != magic {
+		return h, false, nil
+	}
+	if v := binary.LittleEndian.Uint32(b[8:]); v > version {
+		return h, false, fmt.Errorf("%w: format version %d, this firmware reads %d", ErrNewerFormat, v, version)
+	} else if v != version {
+		return h, false, nil
 	}
 	if crc32.Checksum(b[:40], castagnoli) != binary.LittleEndian.Uint32(b[40:]) {
-		return h, false
+		return h, false, nil
 	}
-	h.crypt = binary.LittleEndian.Uint32(b[12:])&flagCrypt != 0
+	flags := binary.LittleEndian.Uint32(b[12:])
+	if flags&^flagCrypt != 0 {
+		return h, false, fmt.Errorf("%w: format flags %#x, this firmware knows %#x", ErrNewerFormat, flags, flagCrypt)
+	}
+	h.crypt = flags&flagCrypt != 0
 	h.seq = binary.LittleEndian.Uint64(b[16:])
 	h.start = binary.LittleEndian.Uint64(b[24:])
 	copy(h.salt[:], b[32:40])
-	return h, h.seq != 0 && h.start <= h.seq
+	return h, h.seq != 0 && h.start <= h.seq, nil
 }
 
 // recordCRC binds a record to one use of its file.

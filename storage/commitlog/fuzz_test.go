@@ -49,7 +49,10 @@ func FuzzDecodeHeader(f *testing.F) {
 	header{seq: 5, start: 2}.encode(b)
 	f.Add(b[:64])
 	f.Fuzz(func(t *testing.T, b []byte) {
-		h, ok := decodeHeader(b)
+		h, ok, err := decodeHeader(b)
+		if ok && err != nil {
+			t.Fatalf("header both accepted and refused: %v", err)
+		}
 		if ok && (h.seq == 0 || h.start > h.seq) {
 			t.Fatalf("accepted header seq %d start %d", h.seq, h.start)
 		}

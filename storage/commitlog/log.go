@@ -25,6 +25,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -158,13 +159,23 @@ func (l *Log) openSlots() error {
 			return fmt.Errorf("commit log segment %s: %w", s.path, err)
 		}
 		hb := alignedBuf(headerSize)
-		if n, err := s.f.ReadAt(hb, 0); n == headerSize || err == nil {
-			if h, ok := decodeHeader(hb); ok {
+		l.slots = append(l.slots, s)
+		// A file shorter than a header was cut while it was made, and
+		// holds nothing; any other read error may hide a needed header.
+		n, err := s.f.ReadAt(hb, 0)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("commit log segment %s: read its header: %w", s.path, err)
+		}
+		if n == headerSize {
+			h, ok, err := decodeHeader(hb)
+			if err != nil {
+				return fmt.Errorf("commit log segment %s: %w (nothing in it was changed: start the firmware that wrote it; if that one was stopped cleanly, Badger's files hold every record too, and moving %s away lets this one open)", s.path, err, l.dir)
+			}
+			if ok {
 				s.h = h
 				l.maxSeq = max(l.maxSeq, h.seq)
 			}
 		}
-		l.slots = append(l.slots, s)
 	}
 	slices.SortFunc(l.slots, func(a, b *slot) int { return a.num - b.num })
 	return nil

@@ -2,8 +2,10 @@ package commitlog
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"testing"
@@ -278,5 +280,137 @@ func TestDirectIORefusedFallsBackToThePageCache(t *testing.T) {
 	_ = l.Close()
 	if got := replayAll(t, open(t, dir, Options{SegmentSize: 16 << 10})); len(got) != 1 {
 		t.Fatalf("replayed %d records after the fallback, want 1", len(got))
+	}
+}
+
+// A log written by a newer firmware (a later format version, or a flag
+// this one does not know) must stop the open: read as unused files, its
+// records would be skipped and then overwritten, and whatever only the log
+// held (the messages ACKed last before the downgrade) would be gone.
+func TestLogFromANewerFormatIsRefused(t *testing.T) {
+	for _, change := range []string{"version", "flags"} {
+		t.Run(change, func(t *testing.T) {
+			dir := t.TempDir()
+			o := Options{SegmentSize: 16 << 10, Buffered: true}
+			l := open(t, dir, o)
+			replayAll(t, l)
+			must(t, l.Restart())
+			must(t, l.Append([]byte("acked record")))
+			must(t, l.Sync())
+			path := l.cur.path
+			_ = l.Close()
+			b, err := os.ReadFile(path)
+			must(t, err)
+			field := 8 // version
+			if change == "flags" {
+				field = 12
+			}
+			binary.LittleEndian.PutUint32(b[field:], binary.LittleEndian.Uint32(b[field:])|2)
+			binary.LittleEndian.PutUint32(b[40:], crc32.Checksum(b[:40], castagnoli))
+			must(t, os.WriteFile(path, b, 0o600))
+			l, err = Open(dir, o)
+			if err == nil {
+				defer l.Close()
+				var n int
+				n, err = l.Replay(func([]byte) error { return nil })
+				if err == nil {
+					t.Fatalf("a segment with a newer %s: Open and Replay succeeded (%d records) on a format this firmware does not know", change, n)
+				}
+			}
+			if !errors.Is(err, ErrNewerFormat) {
+				t.Fatalf("a segment with a newer %s: %v, want ErrNewerFormat", change, err)
+			}
+			t.Log(err)
+		})
+	}
+}
+
+// A segment in the replay range that reads short (a file cut by fsck after
+// a cut, or a card that stops returning data: both end the read early)
+// must stop the replay: its files are written in full before use, so a
+// short read means records that were acknowledged are not coming back, and
+// replaying the rest and then restarting would drop them without a word.
+func TestShortSegmentIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{SegmentSize: 64 << 10, Buffered: true}
+	l := open(t, dir, o)
+	replayAll(t, l)
+	must(t, l.Restart())
+	for i := range 100 {
+		must(t, l.Append(rec(i)))
+	}
+	must(t, l.Sync())
+	if l.Live() != 1 {
+		t.Fatalf("%d segments live, want the 100 records in one", l.Live())
+	}
+	path := l.cur.path
+	_ = l.Close()
+	must(t, os.Truncate(path, headerSize+2<<10))
+	l = open(t, dir, o)
+	n, err := l.Replay(func([]byte) error { return nil })
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("replay of a segment that reads short: %d of 100 records, err %v; want ErrCorrupt", n, err)
+	}
+	t.Log(err)
+}
+
+// A rotation whose new segment's first write fails (its header with it),
+// in a log that recycles its files: the re-opened log must still replay
+// every record synced before, in order, from files no header released
+// too early.
+func TestFailedFirstWriteOfARecycledSegment(t *testing.T) {
+	for _, buffered := range []bool{false, true} {
+		t.Run(fmt.Sprintf("buffered=%v", buffered), func(t *testing.T) {
+			dir := t.TempDir()
+			var last string
+			armed, failed := false, false
+			o := Options{SegmentSize: 16 << 10, Buffered: buffered, Sync: func(f *os.File) error {
+				name := f.Name()
+				if armed && last != "" && name != last {
+					failed = true
+					return errors.New("EIO (injected)")
+				}
+				last = name
+				return fdatasync(f)
+			}}
+			l := open(t, dir, o)
+			replayAll(t, l)
+			must(t, l.Restart())
+			synced := 0
+			for i := 0; !failed; i++ {
+				armed = i > 1500 // after the files were recycled many times
+				cur := l.Current()
+				if err := l.Append(rec(i)); err != nil {
+					break // the rotation's seal or the new header failed
+				}
+				if err := l.Sync(); err != nil {
+					break
+				}
+				synced = i + 1
+				if l.Current() != cur && i%3 != 0 {
+					l.Release(l.Current() - 1) // keep one or two behind
+				}
+			}
+			if !failed {
+				t.Fatal("no write failed")
+			}
+			_ = l.Close()
+			o.Sync = nil
+			got := replayAll(t, open(t, dir, o))
+			// The record whose write failed may have reached the file
+			// all the same; the spool removes what it answered AE for.
+			if len(got) > 0 && got[len(got)-1] == string(rec(synced)) {
+				got = got[:len(got)-1]
+			}
+			if len(got) == 0 || got[len(got)-1] != string(rec(synced-1)) {
+				t.Fatalf("replay of %d records does not end with the last synced, record %d (ends with %.12q)", len(got), synced-1, got[len(got)-1])
+			}
+			first := synced - len(got)
+			for i, g := range got {
+				if g != string(rec(first+i)) {
+					t.Fatalf("replayed record %d is %.20q, want record %d", i, g, first+i)
+				}
+			}
+		})
 	}
 }
