@@ -349,7 +349,7 @@ func (s *Spool) Close() error {
 	s.wg.Wait()
 	s.saveCounters(true)
 	s.syncMu.Lock()
-	if s.clog != nil && s.fault == nil {
+	if s.clog != nil && s.faultErr() == nil {
 		// What was logged since the last group (delivery marks, counters)
 		// is not lost with the process; Badger's close flushes it too.
 		_ = s.clog.Sync()

@@ -115,8 +115,7 @@ func decodeOps(b []byte, fn func(op) error) error {
 // commit log when it commits (commitTxn).
 type wtxn struct {
 	*badger.Txn
-	ops   []byte
-	large bool // a value went to the value log: the commit must sync it
+	ops []byte
 }
 
 func (s *Spool) newTxn() *wtxn { return &wtxn{Txn: s.db.NewTransaction(true)} }
@@ -125,8 +124,9 @@ func (t *wtxn) SetEntry(e *badger.Entry) error {
 	if err := t.Txn.SetEntry(e); err != nil {
 		return err
 	}
+	// A value of valueThreshold or more is only marked in the log: its
+	// writer syncs the value log (syncLogs(true)) before it answers.
 	t.ops = appendSetOp(t.ops, e)
-	t.large = t.large || len(e.Value) >= valueThreshold
 	return nil
 }
 
