@@ -2,6 +2,7 @@ package storage
 
 import (
 	"fmt"
+	"hash/crc32"
 	"path/filepath"
 	"time"
 
@@ -29,29 +30,32 @@ func (s *Spool) openCommitLog(key []byte) error {
 // replayCommitLog applies the log's records to Badger again, makes the
 // result durable in Badger's own files and starts the log afresh. It runs
 // at open and at a re-open after a fault, before anything else writes.
+//
+// A record whose large value Badger's value log did not keep (largeKept)
+// belongs to a group that was never answered AA: its value log was to be
+// synced after the log's write. It is not applied, and what Badger may
+// hold of its sets is deleted, so no queue entry is left pointing at a
+// message that is not there. Its deletes are not applied either: a dead
+// letter it re-queued stays a dead letter.
 func (s *Spool) replayCommitLog() error {
 	t := s.db.NewWriteBatch()
 	defer func() { t.Cancel() }()
+	skipped := 0
 	n, err := s.clog.Replay(func(rec []byte) error {
-		return decodeOps(rec, func(o op) error {
-			switch o.kind {
-			case opSet:
-				return t.Set(o.key, o.val)
-			case opSetTTL:
-				e := badger.NewEntry(o.key, o.val)
-				e.ExpiresAt = o.expiresAt
-				return t.SetEntry(e)
-			case opDelete:
-				return t.Delete(o.key)
-			case opDrop:
-				if err := t.Flush(); err != nil {
-					return err
-				}
-				t = s.db.NewWriteBatch()
-				return s.db.DropPrefix(o.prefixes...)
+		var ops []op
+		if err := decodeOps(rec, func(o op) error { ops = append(ops, o); return nil }); err != nil {
+			return err
+		}
+		if !s.largeKept(ops) {
+			skipped++
+			return unsetOps(t, ops)
+		}
+		for _, o := range ops {
+			if err := s.replayOp(&t, o); err != nil {
+				return err
 			}
-			return nil // opLarge: the value is in Badger's value log, synced when written
-		})
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("replay the commit log: %w", err)
@@ -59,7 +63,72 @@ func (s *Spool) replayCommitLog() error {
 	if err := t.Flush(); err != nil {
 		return fmt.Errorf("replay the commit log: %w", err)
 	}
+	if skipped > 0 {
+		s.log.Warn("spool: commit-log records whose large message the value log did not keep were left out (their senders were not answered AA)", "records", skipped)
+	}
 	s.replayed = n
+	return nil
+}
+
+func (s *Spool) replayOp(t **badger.WriteBatch, o op) error {
+	switch o.kind {
+	case opSet:
+		return (*t).Set(o.key, o.val)
+	case opSetTTL:
+		e := badger.NewEntry(o.key, o.val)
+		e.ExpiresAt = o.expiresAt
+		return (*t).SetEntry(e)
+	case opDelete:
+		return (*t).Delete(o.key)
+	case opDrop:
+		if err := (*t).Flush(); err != nil {
+			return err
+		}
+		*t = s.db.NewWriteBatch()
+		return s.db.DropPrefix(o.prefixes...)
+	}
+	return nil // opLarge: the value is in Badger's value log (largeKept checked it)
+}
+
+// largeKept says whether Badger holds every large value the record marks,
+// whole (size and CRC as logged).
+func (s *Spool) largeKept(ops []op) bool {
+	kept := true
+	for _, o := range ops {
+		if o.kind != opLarge {
+			continue
+		}
+		err := s.db.View(func(txn *badger.Txn) error {
+			item, err := txn.Get(o.key)
+			if err != nil {
+				return err
+			}
+			return item.Value(func(v []byte) error {
+				if uint64(len(v)) != o.size || crc32.Checksum(v, castagnoli) != o.sum {
+					return errBadOp
+				}
+				return nil
+			})
+		})
+		kept = kept && err == nil
+	}
+	return kept
+}
+
+// unsetOps deletes what a record left out would have set (but the last
+// sequence number, which only ever rises).
+func unsetOps(t *badger.WriteBatch, ops []op) error {
+	for _, o := range ops {
+		switch o.kind {
+		case opSet, opSetTTL, opLarge:
+			if string(o.key) == string(keyLastSeq) {
+				continue
+			}
+			if err := t.Delete(o.key); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
 

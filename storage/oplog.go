@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -21,6 +22,8 @@ import (
 // Badger's value log and is synced there (syncLogs with vlog), and the
 // commit log holds only a marker, so that a 4 MiB report is not written to
 // the card twice.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
 const (
 	opSet    = 1
 	opSetTTL = 2
@@ -37,7 +40,11 @@ func appendBytes(b, v []byte) []byte {
 func appendSetOp(b []byte, e *badger.Entry) []byte {
 	switch {
 	case len(e.Value) >= valueThreshold:
-		return appendBytes(append(b, opLarge), e.Key)
+		// The value's size and CRC let a replay tell whether Badger's value
+		// log kept it (largeKept).
+		b = appendBytes(append(b, opLarge), e.Key)
+		b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(e.Value, castagnoli))
+		return binary.AppendUvarint(b, uint64(len(e.Value)))
 	case e.ExpiresAt != 0:
 		b = appendBytes(append(b, opSetTTL), e.Key)
 		b = binary.LittleEndian.AppendUint64(b, e.ExpiresAt)
@@ -53,6 +60,9 @@ type op struct {
 	key, val  []byte
 	expiresAt uint64
 	prefixes  [][]byte
+	// size and sum of an opLarge's value
+	size uint64
+	sum  uint32
 }
 
 var errBadOp = errors.New("commit log record does not decode")
@@ -72,10 +82,22 @@ func decodeOps(b []byte, fn func(op) error) error {
 		var err error
 		b = b[1:]
 		switch o.kind {
-		case opSet, opDelete, opLarge:
+		case opSet, opDelete:
 			o.key, b, err = takeBytes(b)
 			if err == nil && o.kind == opSet {
 				o.val, b, err = takeBytes(b)
+			}
+		case opLarge:
+			if o.key, b, err = takeBytes(b); err == nil {
+				if len(b) < 4 {
+					return errBadOp
+				}
+				o.sum, b = binary.LittleEndian.Uint32(b), b[4:]
+				n, k := binary.Uvarint(b)
+				if k <= 0 {
+					return errBadOp
+				}
+				o.size, b = n, b[k:]
 			}
 		case opSetTTL:
 			if o.key, b, err = takeBytes(b); err == nil {

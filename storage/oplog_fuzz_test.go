@@ -18,6 +18,7 @@ func FuzzDecodeOps(f *testing.F) {
 	f.Add(b)
 	f.Add([]byte{opDrop, 2, 1, 'm', 0})
 	f.Add([]byte{opSetTTL, 1, 'k', 1, 2})
+	f.Add(appendSetOp(nil, badger.NewEntry([]byte("m"), make([]byte, valueThreshold))))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var ops []op
 		if err := decodeOps(body, func(o op) error { ops = append(ops, o); return nil }); err != nil {
@@ -30,8 +31,12 @@ func FuzzDecodeOps(f *testing.F) {
 				e := badger.NewEntry(o.key, o.val)
 				e.ExpiresAt = o.expiresAt
 				again = appendSetOp(again, e)
-			case opDelete, opLarge:
+			case opDelete:
 				again = appendBytes(append(again, o.kind), o.key)
+			case opLarge:
+				again = appendBytes(append(again, o.kind), o.key)
+				again = binary.LittleEndian.AppendUint32(again, o.sum)
+				again = binary.AppendUvarint(again, o.size)
 			case opDrop:
 				again = binary.AppendUvarint(append(again, opDrop), uint64(len(o.prefixes)))
 				for _, p := range o.prefixes {
@@ -44,7 +49,7 @@ func FuzzDecodeOps(f *testing.F) {
 			t.Fatalf("re-encoded %d ops decode to %d (%v)", len(ops), len(ops2), err)
 		}
 		for i := range ops {
-			if ops[i].kind != ops2[i].kind || !bytes.Equal(ops[i].key, ops2[i].key) || !bytes.Equal(ops[i].val, ops2[i].val) {
+			if ops[i].kind != ops2[i].kind || !bytes.Equal(ops[i].key, ops2[i].key) || !bytes.Equal(ops[i].val, ops2[i].val) || ops[i].sum != ops2[i].sum || ops[i].size != ops2[i].size {
 				t.Fatalf("op %d changed in a round trip", i)
 			}
 		}

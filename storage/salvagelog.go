@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io/fs"
 	"math"
 	"os"
@@ -38,7 +39,22 @@ func salvageCommitLog(from, work string, key []byte, kv map[string]salvaged) (in
 	pending := map[string]salvaged{}
 	var drops [][]byte
 	n, err := l.Replay(func(rec []byte) error {
-		return decodeOps(rec, func(o op) error {
+		var ops []op
+		if err := decodeOps(rec, func(o op) error { ops = append(ops, o); return nil }); err != nil {
+			return err
+		}
+		if !largeKeptIn(kv, pending, ops) {
+			// As at open (replayCommitLog): its group was never answered
+			// AA; what it set is not kept, what it deleted stays.
+			for _, o := range ops {
+				if o.kind == opSet || o.kind == opSetTTL || o.kind == opLarge {
+					version++
+					pending[string(o.key)] = salvaged{version: version, deleted: true}
+				}
+			}
+			return nil
+		}
+		for _, o := range ops {
 			version++
 			switch o.kind {
 			case opSet, opSetTTL:
@@ -53,8 +69,8 @@ func salvageCommitLog(from, work string, key []byte, kv map[string]salvaged) (in
 				}
 				drops = append(drops, o.prefixes...)
 			}
-			return nil
-		})
+		}
+		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("commit log: %w", err)
@@ -70,6 +86,24 @@ func salvageCommitLog(from, work string, key []byte, kv map[string]salvaged) (in
 		merge(kv, k, v)
 	}
 	return n, nil
+}
+
+// largeKeptIn says whether what was read holds every large value the
+// record marks, whole.
+func largeKeptIn(kv, pending map[string]salvaged, ops []op) bool {
+	for _, o := range ops {
+		if o.kind != opLarge {
+			continue
+		}
+		v, ok := pending[string(o.key)]
+		if !ok {
+			v, ok = kv[string(o.key)]
+		}
+		if !ok || v.deleted || uint64(len(v.value)) != o.size || crc32.Checksum(v.value, castagnoli) != o.sum {
+			return false
+		}
+	}
+	return true
 }
 
 func hasAnyPrefix(k string, prefixes [][]byte) bool {
