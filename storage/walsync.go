@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/sys/unix"
+	"github.com/hl7edge/hl7edge/storage/commitlog"
 )
 
 // logSyncer makes what Badger appended to one kind of its numbered log files
@@ -124,26 +124,8 @@ func (w *logSyncer) syncAll() error {
 	return nil
 }
 
-// fdatasync makes f's data durable with the metadata needed to read it
-// back, but not its time stamps.
-func fdatasync(f *os.File) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		for {
-			serr = unix.Fdatasync(int(fd))
-			if serr != unix.EINTR {
-				return
-			}
-		}
-	}); err != nil {
-		return err
-	}
-	return serr
-}
+// fdatasync is the spool's data sync (commitlog.Fdatasync).
+func fdatasync(f *os.File) error { return commitlog.Fdatasync(f) }
 
 func (w *logSyncer) close() error {
 	if w.f == nil {

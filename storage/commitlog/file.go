@@ -127,9 +127,9 @@ func alignedBuf(n int64) []byte {
 	return b[skip : skip+n : skip+n]
 }
 
-// fdatasync makes f's data durable with the metadata needed to read it
-// back, but not its time stamps.
-func fdatasync(f *os.File) error {
+// Fdatasync makes f's data durable with the metadata needed to read it
+// back, but not its time stamps. The spool syncs Badger's logs with it too.
+func Fdatasync(f *os.File) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err

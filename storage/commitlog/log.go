@@ -11,7 +11,7 @@
 // data, which on ext4 needs no journal; where the file system allows
 // direct I/O (statx STATX_DIOALIGN) the write goes to the device in
 // 512-byte sectors with O_DSYNC instead of through 4 KiB pages and a
-// separate fdatasync. RocksDB (recycle_log_file_num) and Pebble reuse
+// separate Fdatasync. RocksDB (recycle_log_file_num) and Pebble reuse
 // their log files for the same reason.
 //
 // The caller decides when a segment's records are durable elsewhere
@@ -44,7 +44,7 @@ type Options struct {
 	// Buffered turns direct I/O off: writes go through the page cache and
 	// each is followed by Sync.
 	Buffered bool
-	// Sync makes a written range durable. Default: fdatasync in buffered
+	// Sync makes a written range durable. Default: Fdatasync in buffered
 	// mode, nothing in direct mode (O_DSYNC made the write durable). Tests
 	// set it to fail on purpose; it is then called in both modes.
 	Sync func(*os.File) error
@@ -116,7 +116,7 @@ func Open(dir string, o Options) (*Log, error) {
 	l.mode = probeMode(first, !o.Buffered)
 	l.sync = o.Sync
 	if l.sync == nil && !l.mode.direct {
-		l.sync = fdatasync
+		l.sync = Fdatasync
 	}
 	if err := l.openSlots(); err != nil {
 		l.closeFiles()
@@ -138,7 +138,7 @@ func firstSlot(dir string, size int64) (string, error) {
 		}
 	}
 	p := slotPath(dir, 0)
-	if err := createSlot(p, size, fdatasync); err != nil {
+	if err := createSlot(p, size, Fdatasync); err != nil {
 		return "", fmt.Errorf("commit log: make segment file %s of %d bytes: %w (check free space on the card)", p, size, err)
 	}
 	return p, nil
@@ -282,7 +282,7 @@ func (l *Log) Restart() error {
 func (l *Log) toBufferedLocked() error {
 	l.mode = ioMode{align: 512}
 	if l.sync == nil {
-		l.sync = fdatasync
+		l.sync = Fdatasync
 	}
 	l.err = nil
 	for _, s := range l.slots {
@@ -454,7 +454,7 @@ func (l *Log) freeSlotLocked() (*slot, error) {
 	s := &slot{num: num, path: slotPath(l.dir, num)}
 	sync := l.sync
 	if sync == nil {
-		sync = fdatasync
+		sync = Fdatasync
 	}
 	if err := createSlot(s.path, l.size, sync); err != nil {
 		return nil, fmt.Errorf("commit log: make segment file %s of %d bytes: %w (check free space on the card)", s.path, l.size, err)

@@ -228,7 +228,7 @@ func TestFailedWriteKeepsFailing(t *testing.T) {
 		if fail {
 			return errors.New("EIO (injected)")
 		}
-		return fdatasync(f)
+		return Fdatasync(f)
 	}}
 	l := open(t, dir, o)
 	replayAll(t, l)
@@ -265,7 +265,7 @@ func TestDirectIORefusedFallsBackToThePageCache(t *testing.T) {
 		if calls == 1 {
 			return unix.EINVAL
 		}
-		return fdatasync(f)
+		return Fdatasync(f)
 	}})
 	if !l.Stats().Direct {
 		t.Skip("the file system here has no direct I/O: nothing to fall back from")
@@ -371,7 +371,7 @@ func TestFailedFirstWriteOfARecycledSegment(t *testing.T) {
 					return errors.New("EIO (injected)")
 				}
 				last = name
-				return fdatasync(f)
+				return Fdatasync(f)
 			}}
 			l := open(t, dir, o)
 			replayAll(t, l)
