@@ -19,8 +19,6 @@ func FuzzDecodeOps(f *testing.F) {
 	f.Add([]byte{opDrop, 2, 1, 'm', 0})
 	f.Add([]byte{opSetTTL, 1, 'k', 1, 2})
 	f.Add(appendSetOp(nil, badger.NewEntry([]byte("m"), make([]byte, valueThreshold))))
-	var buf []byte
-	f.Add(append([]byte(nil), packOps(&buf, bytes.Repeat(b, 20))...))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var ops []op
 		if err := decodeOps(body, func(o op) error { ops = append(ops, o); return nil }); err != nil {
