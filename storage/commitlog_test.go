@@ -37,46 +37,52 @@ func copyTree(t *testing.T, from, to string) {
 	}
 }
 
-// cutSpool makes a spool as a cut can leave it (see
-// TestCommitLogBringsBadgerForward) and returns its directory: 200
-// messages ACKed, the first 50 marked delivered, Badger's files as the
-// first 100's checkpoint left them.
-func cutSpool(t *testing.T) string {
+// cutAfter makes a spool as a cut can leave it and returns its
+// directory: Badger's files as a checkpoint left them after before ran,
+// and the commit log as the card held it after after ran (and synced).
+func cutAfter(t *testing.T, before, after func(ctx context.Context, s *Spool)) string {
 	t.Helper()
 	dir, old := t.TempDir(), t.TempDir()
 	ctx := context.Background()
 	s := openTest(t, dir, "a")
-	for i := range 100 {
-		if _, err := s.Append(ctx, Entry{Source: "s", Raw: msg(i), Dests: []string{"a"}}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	before(ctx, s)
 	must(t, s.Close())
 	copyTree(t, dir, old) // Badger as durable before what follows
-
 	s = openTest(t, dir, "a")
-	// (No large message here: its group syncs Badger's own logs, which
-	// makes Badger durable up to it; the rig's cuts cover those.)
-	for i := 100; i < 200; i++ {
-		if _, err := s.Append(ctx, Entry{Source: "s", Raw: msg(i), Dests: []string{"a"}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ms, err := s.Next("a", 0, 50)
-	must(t, err)
-	for _, m := range ms {
-		must(t, s.Delivered("a", m.Seq))
-	}
+	after(ctx, s)
 	must(t, s.syncLogs(false))
 	logNow := t.TempDir()
 	copyTree(t, filepath.Join(dir, commitLogDir), logNow)
 	must(t, s.Close())
-
-	// The cut: Badger's files as the checkpoint left them, the commit log
-	// as the card held it.
 	must(t, os.RemoveAll(filepath.Join(old, commitLogDir)))
 	copyTree(t, logNow, filepath.Join(old, commitLogDir))
 	return old
+}
+
+// appendN appends messages from..to-1 for "a".
+func appendN(t *testing.T, ctx context.Context, s *Spool, from, to int) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		if _, err := s.Append(ctx, Entry{Source: "s", Raw: msg(i), Dests: []string{"a"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// cutSpool: 200 messages ACKed, the first 50 marked delivered, Badger's
+// files as the first 100's checkpoint left them (see
+// TestCommitLogBringsBadgerForward).
+func cutSpool(t *testing.T) string {
+	return cutAfter(t, func(ctx context.Context, s *Spool) { appendN(t, ctx, s, 0, 100) }, func(ctx context.Context, s *Spool) {
+		// (No large message here: its group syncs Badger's own logs, which
+		// makes Badger durable up to it; the rig's cuts cover those.)
+		appendN(t, ctx, s, 100, 200)
+		ms, err := s.Next("a", 0, 50)
+		must(t, err)
+		for _, m := range ms {
+			must(t, s.Delivered("a", m.Seq))
+		}
+	})
 }
 
 // TestCommitLogBringsBadgerForward is the crash argument of the commit
@@ -417,29 +423,11 @@ func TestDropOfAnAbsentPrefixReleasesNothing(t *testing.T) {
 // describes: 10 small messages in Badger, then a large one and message 11
 // in the commit log only.
 func lostLargeSpool(t *testing.T) string {
-	t.Helper()
-	dir, old := t.TempDir(), t.TempDir()
-	ctx := context.Background()
-	s := openTest(t, dir, "a")
-	for i := range 10 {
-		_, err := s.Append(ctx, Entry{Source: "s", Raw: msg(i), Dests: []string{"a"}})
+	return cutAfter(t, func(ctx context.Context, s *Spool) { appendN(t, ctx, s, 0, 10) }, func(ctx context.Context, s *Spool) {
+		_, err := s.Append(ctx, Entry{Source: "s", Raw: largeMsg(10, 300<<10), Dests: []string{"a"}})
 		must(t, err)
-	}
-	must(t, s.Close())
-	copyTree(t, dir, old) // Badger without the large message
-
-	s = openTest(t, dir, "a")
-	_, err := s.Append(ctx, Entry{Source: "s", Raw: largeMsg(10, 300<<10), Dests: []string{"a"}})
-	must(t, err)
-	_, err = s.Append(ctx, Entry{Source: "s", Raw: msg(11), Dests: []string{"a"}})
-	must(t, err)
-	logNow := t.TempDir()
-	copyTree(t, filepath.Join(dir, commitLogDir), logNow)
-	must(t, s.Close())
-
-	must(t, os.RemoveAll(filepath.Join(old, commitLogDir)))
-	copyTree(t, logNow, filepath.Join(old, commitLogDir))
-	return old
+		appendN(t, ctx, s, 11, 12)
+	})
 }
 
 // TestSalvageLeavesOutALostLargeValue: salvage applies the log as an open
