@@ -2,7 +2,6 @@ package storage
 
 import (
 	"fmt"
-	"hash/crc32"
 	"path/filepath"
 	"time"
 
@@ -42,8 +41,8 @@ func (s *Spool) replayCommitLog() error {
 	defer func() { t.Cancel() }()
 	skipped := 0
 	n, err := s.clog.Replay(func(rec []byte) error {
-		var ops []op
-		if err := decodeOps(rec, func(o op) error { ops = append(ops, o); return nil }); err != nil {
+		ops, err := recordOps(rec)
+		if err != nil {
 			return err
 		}
 		if !s.largeKept(ops) {
@@ -104,7 +103,7 @@ func (s *Spool) largeKept(ops []op) bool {
 				return err
 			}
 			return item.Value(func(v []byte) error {
-				if uint64(len(v)) != o.size || crc32.Checksum(v, castagnoli) != o.sum {
+				if !o.holds(v) {
 					return errBadOp
 				}
 				return nil
@@ -115,15 +114,10 @@ func (s *Spool) largeKept(ops []op) bool {
 	return kept
 }
 
-// unsetOps deletes what a record left out would have set (but the last
-// sequence number, which only ever rises).
+// unsetOps deletes what a record left out would have set (op.unset).
 func unsetOps(t *badger.WriteBatch, ops []op) error {
 	for _, o := range ops {
-		switch o.kind {
-		case opSet, opSetTTL, opLarge:
-			if string(o.key) == string(keyLastSeq) {
-				continue
-			}
+		if o.unset() {
 			if err := t.Delete(o.key); err != nil {
 				return err
 			}

@@ -133,6 +133,24 @@ func decodeOps(b []byte, fn func(op) error) error {
 	return nil
 }
 
+// recordOps decodes one record's operations.
+func recordOps(rec []byte) ([]op, error) {
+	var ops []op
+	err := decodeOps(rec, func(o op) error { ops = append(ops, o); return nil })
+	return ops, err
+}
+
+// holds says whether v is the value an opLarge marks (its size and CRC).
+func (o op) holds(v []byte) bool {
+	return uint64(len(v)) == o.size && crc32.Checksum(v, castagnoli) == o.sum
+}
+
+// unset says whether a record that is left out must take back what o
+// set: every set but the last sequence number's, which only ever rises.
+func (o op) unset() bool {
+	return (o.kind == opSet || o.kind == opSetTTL || o.kind == opLarge) && string(o.key) != string(keyLastSeq)
+}
+
 // wtxn is a Badger read-write transaction whose writes also go into the
 // commit log when it commits (commitTxn).
 type wtxn struct {
@@ -164,8 +182,7 @@ func (t *wtxn) Delete(k []byte) error {
 
 // commitTxn commits t to Badger and appends its operations to the commit
 // log, both under writeMu so that the log's order is Badger's. The
-// operations are durable only after the next syncLogs. A failed append
-// faults the spool: Badger holds a write the log does not.
+// operations are durable only after the next syncLogs.
 func (s *Spool) commitTxn(t *wtxn) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
@@ -175,7 +192,13 @@ func (s *Spool) commitTxn(t *wtxn) error {
 	if len(t.ops) == 0 {
 		return nil
 	}
-	if err := s.clog.Append(t.ops); err != nil {
+	return s.logAppend(t.ops)
+}
+
+// logAppend appends one record to the commit log; writeMu is held. A
+// failed append faults the spool: Badger holds a write the log does not.
+func (s *Spool) logAppend(rec []byte) error {
+	if err := s.clog.Append(rec); err != nil {
 		s.markFault(err)
 		return fmt.Errorf("%w: %w", ErrStorageFault, err)
 	}
@@ -269,9 +292,8 @@ func (s *Spool) dropPrefix(prefixes ...[]byte) error {
 	for _, p := range prefixes {
 		rec = appendBytes(rec, p)
 	}
-	if err := s.clog.Append(rec); err != nil {
-		s.markFault(err)
-		return fmt.Errorf("%w: %w", ErrStorageFault, err)
+	if err := s.logAppend(rec); err != nil {
+		return err
 	}
 	if after, err := logFiles(s.cfg.Dir, walExt); err == nil && flushedAll(before, after) {
 		s.clog.Release(s.clog.Current())

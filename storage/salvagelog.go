@@ -3,7 +3,6 @@ package storage
 import (
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io/fs"
 	"math"
 	"os"
@@ -39,15 +38,15 @@ func salvageCommitLog(from, work string, key []byte, kv map[string]salvaged) (in
 	pending := map[string]salvaged{}
 	var drops [][]byte
 	n, err := l.Replay(func(rec []byte) error {
-		var ops []op
-		if err := decodeOps(rec, func(o op) error { ops = append(ops, o); return nil }); err != nil {
+		ops, err := recordOps(rec)
+		if err != nil {
 			return err
 		}
 		if !largeKeptIn(kv, pending, ops) {
 			// As at open (replayCommitLog): its group was never answered
 			// AA; what it set is not kept, what it deleted stays.
 			for _, o := range ops {
-				if o.kind == opSet || o.kind == opSetTTL || o.kind == opLarge {
+				if o.unset() {
 					version++
 					pending[string(o.key)] = salvaged{version: version, deleted: true}
 				}
@@ -99,7 +98,7 @@ func largeKeptIn(kv, pending map[string]salvaged, ops []op) bool {
 		if !ok {
 			v, ok = kv[string(o.key)]
 		}
-		if !ok || v.deleted || uint64(len(v.value)) != o.size || crc32.Checksum(v.value, castagnoli) != o.sum {
+		if !ok || v.deleted || !o.holds(v.value) {
 			return false
 		}
 	}
