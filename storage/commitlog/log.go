@@ -78,7 +78,6 @@ type Log struct {
 	// durable: a file whose seq is below it is never read again.
 	durableStart uint64
 	err          error // sticky: after a failed write nothing more is written
-	replayed     bool
 	stats        Stats
 }
 
@@ -188,7 +187,6 @@ func (l *Log) openSlots() error {
 func (l *Log) Replay(fn func(body []byte) error) (records int, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.replayed = true
 	newest := l.newestLocked()
 	if newest == nil {
 		return 0, nil
@@ -429,10 +427,10 @@ func (l *Log) beginLocked() error {
 
 // freeSlotLocked finds a file whose records no durable header needs: one
 // never used, or one older than the newest durable header's start. Before
-// Restart's header is durable only files outside the replayed range are.
+// Restart's header is durable only files outside the range on disk are.
 func (l *Log) freeSlotLocked() (*slot, error) {
 	keepFrom := l.durableStart
-	if keepFrom == 0 && l.replayed {
+	if keepFrom == 0 {
 		if n := l.newestLocked(); n != nil {
 			keepFrom = n.h.start
 		}
@@ -503,6 +501,10 @@ func (l *Log) Release(seq uint64) {
 func (l *Log) Live() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.liveLocked()
+}
+
+func (l *Log) liveLocked() int {
 	if l.cur == nil {
 		return 0
 	}
@@ -514,9 +516,7 @@ func (l *Log) Stats() Stats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	st := l.stats
-	if l.cur != nil {
-		st.Live = int(l.cur.h.seq-l.start) + 1
-	}
+	st.Live = l.liveLocked()
 	st.Direct = l.mode.direct
 	return st
 }
