@@ -132,7 +132,7 @@ func unsetOps(t *badger.WriteBatch, ops []op) error {
 func (s *Spool) restartCommitLog() error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
-	if err := s.syncFiles(true); err != nil {
+	if err := s.gate.Sync(s.goodEpoch, func() error { return s.syncFiles(true) }); err != nil {
 		return fmt.Errorf("sync the spool after replaying the commit log: %w", err)
 	}
 	if err := s.clog.Restart(); err != nil {

@@ -41,17 +41,22 @@ type inDoubt struct {
 // sync has failed, every later caller fails too, without syncing, until
 // the re-open. Linux reports a failed write-back once per open file, and
 // all callers share the files, so a sync after a failure could otherwise
-// "succeed" for data that never reached the card.
+// "succeed" for data that never reached the card. For the same reason a
+// sync that failed for another writer on the file system since the spool
+// was opened (its gate's epoch moved) fails this one: the card may have
+// dropped the spool's unsynced writes with that writer's.
 func (s *Spool) syncLogs(vlog bool) error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
 	if err := s.faultErr(); err != nil {
 		return err
 	}
-	err := s.clog.Sync()
-	if err == nil && vlog {
-		err = s.syncFiles(true)
-	}
+	err := s.gate.Sync(s.goodEpoch, func() error {
+		if err := s.clog.Sync(); err != nil || !vlog {
+			return err
+		}
+		return s.syncFiles(true)
+	})
 	if err != nil {
 		s.markFault(err)
 	}
@@ -122,6 +127,8 @@ func (s *Spool) reopenLocked() error {
 		s.clog = nil
 	}
 	s.syncMu.Unlock()
+	// What the re-open reads and writes from here on is what counts.
+	s.goodEpoch = s.gate.Epoch()
 	if s.db != nil {
 		if err := s.db.Close(); err != nil {
 			s.log.Warn("closing the faulted spool", "err", err)

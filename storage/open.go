@@ -59,6 +59,7 @@ func Open(cfg Config, o Options) (*Spool, error) {
 	}
 	s := &Spool{
 		cfg: cfg, db: db, bopts: bopts, key: key, lock: lock, log: o.Log, now: o.Now,
+		gate: o.Gate, goodEpoch: o.Gate.Epoch(),
 		mem:    newLogSyncer(cfg.Dir, walExt, fdatasync),
 		vlog:   newLogSyncer(cfg.Dir, vlogExt, fdatasync),
 		reqs:   make(chan *appendReq, 1024),

@@ -16,6 +16,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/google/uuid"
 	"github.com/hl7edge/hl7edge/storage/commitlog"
+	"github.com/hl7edge/hl7edge/storage/syncgate"
 )
 
 // Errors callers act on.
@@ -90,6 +91,10 @@ type Options struct {
 	// LockWait is how long Open waits for another process to let go of the
 	// spool before it fails with ErrInUse; 0 tries once.
 	LockWait time.Duration
+	// Gate is shared with the gateway's other writers on the spool's file
+	// system (a file destination): a sync that fails for any of them fails
+	// the spool's next one too (syncgate says why). nil: the spool's own.
+	Gate *syncgate.Gate
 }
 
 // Spool is the Badger-backed message store.
@@ -128,8 +133,13 @@ type Spool struct {
 	// syncMu orders the syncers' use: the commit loop, Kill, value-log
 	// clean-up and purges all make writes durable.
 	syncMu sync.Mutex
-	bopts  badger.Options // to re-open with
-	key    []byte         // the encryption key, or nil
+	// gate runs every sync; goodEpoch is its epoch when the spool was last
+	// (re-)opened from disk: a sync failed since then on the file system
+	// may have cost writes of the spool's that no sync of its own saw fail.
+	gate      *syncgate.Gate
+	goodEpoch uint64
+	bopts     badger.Options // to re-open with
+	key       []byte         // the encryption key, or nil
 
 	closeMu sync.RWMutex
 	closed  bool

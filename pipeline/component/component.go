@@ -21,6 +21,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
 	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
+	"github.com/hl7edge/hl7edge/storage/syncgate"
 )
 
 // Config is a type's block of keys, decoded from YAML into a pointer to the
@@ -57,6 +58,10 @@ type Deps struct {
 	// can keep as many connections open. Destinations only.
 	Lanes  int
 	Intake flow.Intake // sources only: where received messages go (routed into the spool)
+	// Gate is the spool's file system's sync gate, for a destination that
+	// writes files (syncgate: its syncs and the spool's see each other's
+	// failures); nil when the spool has none.
+	Gate *syncgate.Gate
 }
 
 // Runner is a built source: it runs until its context ends. A source is

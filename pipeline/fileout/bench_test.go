@@ -21,7 +21,7 @@ func BenchmarkDeliver(b *testing.B) {
 	}
 	for _, batch := range []int{1, 16} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			o, err := New(Config{Dir: filepath.Join(b.TempDir(), "out")})
+			o, err := New(Config{Dir: filepath.Join(b.TempDir(), "out")}, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

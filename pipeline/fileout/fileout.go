@@ -5,11 +5,13 @@ package fileout
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 
 	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
+	"github.com/hl7edge/hl7edge/storage/syncgate"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,7 +29,16 @@ func (c *Config) Validate() error {
 }
 
 // Output writes messages as files.
-type Output struct{ dir string }
+type Output struct {
+	dir string
+	// gate is the spool's, when dir is on the spool's file system: a
+	// failed flush of the spool's drops this destination's unsynced files
+	// too, and only the gate tells Deliver so (syncgate). Else nil.
+	gate *syncgate.Gate
+	// written runs between the writes and their sync (tests: a failure
+	// elsewhere lands there); nil in use.
+	written func()
+}
 
 var _ flow.BatchOutput = (*Output)(nil)
 
@@ -37,8 +48,10 @@ const tmpPattern = ".tmp-*"
 // New makes the directory if needed and removes the temporary files a crash
 // or power cut left between write and rename. They hold message content
 // (patient data) that no reader will ever pick up, and their messages are
-// still queued in the spool, so they are delivered again in full.
-func New(c Config) (*Output, error) {
+// still queued in the spool, so they are delivered again in full. gate is
+// the spool's file system's (nil: none); the output uses it only when dir
+// is on that file system.
+func New(c Config, gate *syncgate.Gate) (*Output, error) {
 	_, statErr := os.Stat(c.Dir)
 	if err := os.MkdirAll(c.Dir, 0o700); err != nil { // messages: this user only (files are 0600)
 		return nil, fmt.Errorf("file destination directory %s: %w", c.Dir, err)
@@ -54,7 +67,10 @@ func New(c Config) (*Output, error) {
 	if err := removeLeftovers(c.Dir); err != nil {
 		return nil, err
 	}
-	return &Output{dir: c.Dir}, nil
+	if !gate.Covers(c.Dir) {
+		gate = nil
+	}
+	return &Output{dir: c.Dir, gate: gate}, nil
 }
 
 // removeLeftovers deletes the .tmp-* files in dir and syncs the directory so
@@ -79,6 +95,7 @@ func removeLeftovers(dir string) error {
 // reader never sees half a message and a redelivery simply rewrites the same
 // file with the same bytes.
 func (o *Output) Deliver(_ context.Context, m *flow.Message) error {
+	since := o.gate.Epoch()
 	final := filepath.Join(o.dir, m.GUID+".hl7")
 	f, err := os.CreateTemp(o.dir, tmpPattern)
 	if err != nil {
@@ -87,7 +104,8 @@ func (o *Output) Deliver(_ context.Context, m *flow.Message) error {
 	tmp := f.Name()
 	_, werr := f.Write(m.Raw)
 	if werr == nil {
-		werr = f.Sync()
+		o.hook()
+		werr = o.gate.Sync(since, f.Sync)
 	}
 	if cerr := f.Close(); werr == nil {
 		werr = cerr
@@ -99,7 +117,29 @@ func (o *Output) Deliver(_ context.Context, m *flow.Message) error {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("file destination: write %s: %w", final, werr)
 	}
-	return syncDir(o.dir)
+	return o.syncDir(since)
+}
+
+func (o *Output) hook() {
+	if o.written != nil {
+		o.written()
+	}
+}
+
+// syncDir makes the directory's new names durable; since is the epoch
+// the delivery's first write began in.
+func (o *Output) syncDir(since uint64) error {
+	return o.sync(since, func() error { return syncDir(o.dir) })
+}
+
+// sync runs fn through the gate; a failure elsewhere since the delivery
+// began fails it (the worker writes the messages again).
+func (o *Output) sync(since uint64, fn func() error) error {
+	err := o.gate.Sync(since, fn)
+	if errors.Is(err, syncgate.ErrFailedSince) {
+		return fmt.Errorf("file destination %s: %w (the messages are written again)", o.dir, err)
+	}
+	return err
 }
 
 // DeliverBatch writes each message as Deliver does, with two disk flushes
@@ -110,6 +150,7 @@ func (o *Output) Deliver(_ context.Context, m *flow.Message) error {
 // contents already on disk), and the batch is reported delivered only once
 // every file is durable under its final name.
 func (o *Output) DeliverBatch(ctx context.Context, ms []*flow.Message) error {
+	since := o.gate.Epoch()
 	tmps := make([]string, 0, len(ms))
 	defer func() {
 		for _, t := range tmps {
@@ -133,7 +174,8 @@ func (o *Output) DeliverBatch(ctx context.Context, ms []*flow.Message) error {
 			return fmt.Errorf("file destination: write %s: %w", filepath.Join(o.dir, m.GUID+".hl7"), werr)
 		}
 	}
-	if err := syncFS(o.dir); err != nil {
+	o.hook()
+	if err := o.sync(since, func() error { return syncFS(o.dir) }); err != nil {
 		return err
 	}
 	for i, m := range ms {
@@ -144,7 +186,7 @@ func (o *Output) DeliverBatch(ctx context.Context, ms []*flow.Message) error {
 		tmps[i] = ""
 	}
 	tmps = tmps[:0]
-	return syncDir(o.dir)
+	return o.syncDir(since)
 }
 
 // syncFS makes everything written to the file system that holds dir

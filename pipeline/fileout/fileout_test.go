@@ -2,17 +2,20 @@ package fileout
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
+	"github.com/hl7edge/hl7edge/storage/syncgate"
 )
 
 func TestDeliverWritesOneFilePerGUIDAtomically(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "out")
-	o, err := New(Config{Dir: dir})
+	o, err := New(Config{Dir: dir}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +37,7 @@ func TestDeliverWritesOneFilePerGUIDAtomically(t *testing.T) {
 
 func TestDeliverFailsWhenDirectoryGone(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "out")
-	o, err := New(Config{Dir: dir})
+	o, err := New(Config{Dir: dir}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +63,7 @@ func TestNewRemovesInterruptedWrites(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := New(Config{Dir: dir}); err != nil {
+	if _, err := New(Config{Dir: dir}, nil); err != nil {
 		t.Fatal(err)
 	}
 	ents, _ := os.ReadDir(dir)
@@ -71,7 +74,7 @@ func TestNewRemovesInterruptedWrites(t *testing.T) {
 
 func TestDeliverBatchWritesEveryFileAndNoTemporaries(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "out")
-	o, err := New(Config{Dir: dir})
+	o, err := New(Config{Dir: dir}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +103,7 @@ func TestDeliverBatchWritesEveryFileAndNoTemporaries(t *testing.T) {
 // content behind, and reports the failure so nothing is marked delivered.
 func TestDeliverBatchFailureLeavesNoTemporaries(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "out")
-	o, err := New(Config{Dir: dir})
+	o, err := New(Config{Dir: dir}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,5 +119,57 @@ func TestDeliverBatchFailureLeavesNoTemporaries(t *testing.T) {
 	left, _ := filepath.Glob(filepath.Join(dir, tmpPattern))
 	if len(left) != 0 {
 		t.Fatalf("temporary files left: %v", left)
+	}
+}
+
+// The power-cut rig's EIO campaign (run 4) lost a message this way: the
+// spool's flush failed while this destination's file sat unsynced in the
+// card's cache, the card dropped both, and the file's own sync then
+// "succeeded" and the message was counted delivered. A delivery whose
+// writes overlap a failed sync on the spool's file system must fail, to
+// be written again; both ways of delivering.
+func TestDeliveryOverlappingAFailedSyncElsewhereIsWrittenAgain(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "out")
+	gate, err := syncgate.For(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := New(Config{Dir: dir}, gate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spoolFlushFails := func() { _ = gate.Sync(gate.Epoch(), func() error { return syscall.EIO }) }
+	m := &flow.Message{GUID: "0b7e3a52-3b0e-4c1e-9d59-2f3c1d7e8a90", Raw: []byte("MSH|^~\\&|A\rPID|1\r")}
+	deliveries := map[string]func() error{
+		"Deliver":      func() error { return o.Deliver(context.Background(), m) },
+		"DeliverBatch": func() error { return o.DeliverBatch(context.Background(), []*flow.Message{m}) },
+	}
+	for name, deliver := range deliveries {
+		o.written = spoolFlushFails
+		err := deliver()
+		if !errors.Is(err, syncgate.ErrFailedSince) {
+			t.Fatalf("%s across the spool's failed flush: %v, want ErrFailedSince (else it is counted delivered)", name, err)
+		}
+		o.written = nil
+		if err := deliver(); err != nil {
+			t.Fatalf("%s again: %v", name, err)
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, m.GUID+".hl7")); err != nil || string(b) != string(m.Raw) {
+			t.Fatalf("%s again: the file holds %q (%v)", name, b, err)
+		}
+	}
+}
+
+func TestGateOfAnotherFileSystemIsNotUsed(t *testing.T) {
+	gate, err := syncgate.For("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := New(Config{Dir: filepath.Join(t.TempDir(), "out")}, gate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.gate != nil {
+		t.Fatal("a file destination on another file system shares the spool's gate: its failures would fault the spool")
 	}
 }

@@ -12,8 +12,8 @@ var sample []byte
 
 // Register adds `type: file` destinations to r.
 func Register(r *component.Types) {
-	r.AddDestination(component.NewDestination("file", sample, func(c *Config, _ component.Deps) (flow.Output, error) {
-		return New(*c)
+	r.AddDestination(component.NewDestination("file", sample, func(c *Config, d component.Deps) (flow.Output, error) {
+		return New(*c, d.Gate)
 	}))
 }
 

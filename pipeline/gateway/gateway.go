@@ -21,6 +21,7 @@ import (
 	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
 	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 	"github.com/hl7edge/hl7edge/storage"
+	"github.com/hl7edge/hl7edge/storage/syncgate"
 )
 
 // Config is the pipeline part of the configuration file.
@@ -68,6 +69,7 @@ type Gateway struct {
 	cfg     Config
 	o       Options
 	spool   *storage.Spool
+	gate    *syncgate.Gate // the spool's file system's: file destinations share it
 	intake  *intake.Intake
 	sources []*sourceSlot
 	workers map[string]*deliver.Worker
@@ -127,14 +129,18 @@ func NewContext(ctx context.Context, cfg Config, o Options) (*Gateway, error) {
 	if err := storage.WaitForLock(ctx, cfg.Spool.Dir, SpoolLockWait, log); err != nil {
 		return nil, err
 	}
-	sp, err := storage.Open(cfg.Spool, storage.Options{Log: log, Destinations: delivering, LockWait: spoolLockRace})
+	gate, err := syncgate.For(cfg.Spool.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("spool %s: %w", cfg.Spool.Dir, err)
+	}
+	sp, err := storage.Open(cfg.Spool, storage.Options{Log: log, Destinations: delivering, LockWait: spoolLockRace, Gate: gate})
 	if errors.Is(err, storage.ErrUnreadable) {
 		return newUnreadable(cfg, o, routes, err)
 	}
 	if err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, o: o, spool: sp, workers: map[string]*deliver.Worker{}, outputs: map[string]flow.Output{}, reping: map[string]func(){}}
+	g := &Gateway{cfg: cfg, o: o, spool: sp, gate: gate, workers: map[string]*deliver.Worker{}, outputs: map[string]flow.Output{}, reping: map[string]func(){}}
 	o.Health.SetSpoolProbe(spoolHealth(sp))
 	router := route.New(routes)
 	g.reroute = rerouter(router)
@@ -211,7 +217,7 @@ func (g *Gateway) deps(name string, comp *health.Component) component.Deps {
 	// Each component tags its own records with its name.
 	return component.Deps{
 		Name: name, Log: g.o.Log, Health: comp, Alarm: g.o.Alarm, Activity: g.o.Activity,
-		DeviceID: g.cfg.DeviceID, Version: g.cfg.Version,
+		DeviceID: g.cfg.DeviceID, Version: g.cfg.Version, Gate: g.gate,
 	}
 }
 

@@ -1,0 +1,73 @@
+package syncgate
+
+import (
+	"errors"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+func TestAFailedSyncFailsEveryWriterThatBeganBeforeIt(t *testing.T) {
+	g, err := For(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := g.Epoch()
+	if err := g.Sync(g.Epoch(), func() error { return syscall.EIO }); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("the failing sync returned %v", err)
+	}
+	ran := false
+	err = g.Sync(mine, func() error { ran = true; return nil })
+	if !errors.Is(err, ErrFailedSince) || ran {
+		t.Fatalf("a writer that began before the failure: err %v, synced %v; want ErrFailedSince without a sync", err, ran)
+	}
+	if err := g.Sync(g.Epoch(), func() error { ran = true; return nil }); err != nil || !ran {
+		t.Fatalf("a writer that began after it: err %v, synced %v", err, ran)
+	}
+}
+
+func TestSyncsRunOneAtATime(t *testing.T) {
+	g, err := For(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	inside := make(chan struct{})
+	release := make(chan struct{})
+	done := make(chan error)
+	go func() {
+		done <- g.Sync(g.Epoch(), func() error { close(inside); <-release; return syscall.EIO })
+	}()
+	<-inside
+	since := g.Epoch() // the failing sync has not returned yet
+	second := make(chan error)
+	go func() { second <- g.Sync(since, func() error { return nil }) }()
+	close(release)
+	if err := <-done; !errors.Is(err, syscall.EIO) {
+		t.Fatal(err)
+	}
+	// The second waited for the first, so it learns of the failure.
+	if err := <-second; !errors.Is(err, ErrFailedSince) {
+		t.Fatalf("a sync queued behind a failing one: %v, want ErrFailedSince", err)
+	}
+}
+
+func TestCoversOnlyItsFileSystem(t *testing.T) {
+	dir := t.TempDir()
+	g, err := For(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !g.Covers(filepath.Join(dir, "not", "made", "yet")) {
+		t.Error("a directory still to be made on the same file system is not covered")
+	}
+	if g.Covers("/proc") {
+		t.Error("/proc is covered, but it is another file system")
+	}
+	var none *Gate
+	if none.Covers(dir) || none.Epoch() != 0 {
+		t.Error("a nil gate covers something")
+	}
+	if err := none.Sync(7, func() error { return nil }); err != nil {
+		t.Errorf("a nil gate refused a sync: %v", err)
+	}
+}
