@@ -173,13 +173,19 @@ func (s *Spool) checkpoint(now time.Time) {
 		s.ckMem[q] = newest
 	}
 	s.ckSeen = max(s.ckSeen, cur)
-	for s.ckFrom < cur {
-		m, ok := s.ckMem[s.ckFrom]
-		if !ok || m >= oldest {
+	from := s.ckFrom
+	for from < cur {
+		if m, ok := s.ckMem[from]; !ok || m >= oldest {
 			break
 		}
-		delete(s.ckMem, s.ckFrom)
-		s.ckFrom++
+		from++
+	}
+	// Badger's sync of the tables those memtables went into may have
+	// come after a failed flush that dropped their blocks (damage.go).
+	if from > s.ckFrom && s.noFailedSync() {
+		for ; s.ckFrom < from; s.ckFrom++ {
+			delete(s.ckMem, s.ckFrom)
+		}
 	}
 	if s.clog.Live() >= maxLiveSegments && s.ckFrom < cur {
 		if s.checkpointSync() == nil {

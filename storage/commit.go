@@ -154,7 +154,7 @@ func (s *Spool) commitLoop() {
 	defer lazy.Stop()
 	armed := false
 	for {
-		if !armed && s.faultErr() != nil {
+		if !armed && s.faultErr() != nil && !s.tablesDamaged() {
 			reopen.Reset(faultRetry)
 			armed = true
 		}

@@ -99,6 +99,7 @@ func (s *Spool) markFault(err error) {
 	s.mu.Lock()
 	s.faultLocked(err, nil)
 	s.mu.Unlock()
+	s.markSyncFailed()
 }
 
 // tryReopen closes the faulted spool, forgets what the operating system
@@ -111,6 +112,8 @@ func (s *Spool) tryReopen() {
 	if err := s.reopenLocked(); err != nil {
 		s.mu.Lock()
 		s.storageErr = fmt.Sprintf("spool disk sync failed: %v; re-opening it failed: %v (messages are answered AE; check the card)", s.fault, err)
+		// Reading every table again every few seconds cannot mend one.
+		s.damaged = errors.Is(err, errTablesDamaged)
 		s.mu.Unlock()
 		s.log.Error("spool re-open after a failed sync failed; still refusing messages", "dir", s.cfg.Dir, "err", err)
 		return
@@ -137,12 +140,18 @@ func (s *Spool) reopenLocked() error {
 	}
 	dropCache(s.cfg.Dir)
 	dropCache(filepath.Join(s.cfg.Dir, commitLogDir))
+	if s.reopenHook != nil {
+		s.reopenHook()
+	}
 	db, err := badger.Open(s.bopts)
 	if err != nil {
 		return fmt.Errorf("open: %w", err)
 	}
 	s.db = db
-	err = s.openCommitLog(s.key)
+	err = s.checkTables()
+	if err == nil {
+		err = s.openCommitLog(s.key)
+	}
 	if err == nil {
 		err = s.replayCommitLog()
 	}
@@ -172,6 +181,9 @@ func (s *Spool) recoverLocked() error {
 	// log's old records (the failed group's among them) are never replayed.
 	if err := s.restartCommitLog(); err != nil {
 		return err
+	}
+	if err := s.clearSyncFailed(); err != nil {
+		return fmt.Errorf("remove %s: %w", syncFailedMark, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -51,6 +51,11 @@ func Open(cfg Config, o Options) (*Spool, error) {
 		_ = lock.Close()
 		return nil, err
 	}
+	if syncFailedSince(cfg.Dir) {
+		// A sync failed and no open read the tables back since: read them
+		// from the card, not from pages the kernel kept (damage.go).
+		dropCache(cfg.Dir)
+	}
 	bopts := badgerOptions(cfg, key, o.Log)
 	db, err := badger.Open(bopts)
 	if err != nil {
@@ -79,12 +84,18 @@ func Open(cfg Config, o Options) (*Spool, error) {
 		_ = lock.Close()
 		return nil, fmt.Errorf("%w: commit log in %s: %w (nothing was changed or deleted; `hl7edge spool salvage` copies what is readable into a fresh spool, see docs/power-loss.md)", ErrUnreadable, cfg.Dir, err)
 	}
-	err = s.replayCommitLog()
+	err = s.checkTables()
+	if err == nil {
+		err = s.replayCommitLog()
+	}
 	if err == nil {
 		err = s.dropHalfKills()
 	}
 	if err == nil {
 		err = s.restartCommitLog()
+	}
+	if err == nil {
+		err = s.clearSyncFailed()
 	}
 	if err == nil {
 		err = s.load()

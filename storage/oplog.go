@@ -295,7 +295,9 @@ func (s *Spool) dropPrefix(prefixes ...[]byte) error {
 	if err := s.logAppend(rec); err != nil {
 		return err
 	}
-	if after, err := logFiles(s.cfg.Dir, walExt); err == nil && flushedAll(before, after) {
+	// The drop's flush wrote tables that a failed flush may have cut
+	// short (damage.go): then the log keeps their records.
+	if after, err := logFiles(s.cfg.Dir, walExt); err == nil && flushedAll(before, after) && s.noFailedSync() {
 		s.clog.Release(s.clog.Current())
 	}
 	return nil

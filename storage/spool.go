@@ -109,7 +109,10 @@ type Spool struct {
 	writeMu sync.Mutex
 	// logSyncHook replaces the commit log's sync (tests); nil in use.
 	logSyncHook func(*os.File) error
-	replayed    int // records the last open replayed
+	// reopenHook runs while a faulted spool is closed, before it is opened
+	// again (tests: what the card lost shows then); nil in use.
+	reopenHook func()
+	replayed   int // records the last open replayed
 	// The commit loop's checkpoint state (checkpoint.go): segments from
 	// ckFrom on are not yet known durable in Badger; ckMem is the newest
 	// memtable log each finished segment's records may be in.
@@ -138,8 +141,11 @@ type Spool struct {
 	// may have cost writes of the spool's that no sync of its own saw fail.
 	gate      *syncgate.Gate
 	goodEpoch uint64
-	bopts     badger.Options // to re-open with
-	key       []byte         // the encryption key, or nil
+	// damaged: a re-open found a table damaged (damage.go); the spool
+	// stays faulted without trying again, until it is salvaged. Under mu.
+	damaged bool
+	bopts   badger.Options // to re-open with
+	key     []byte         // the encryption key, or nil
 
 	closeMu sync.RWMutex
 	closed  bool
