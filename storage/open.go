@@ -84,19 +84,7 @@ func Open(cfg Config, o Options) (*Spool, error) {
 		_ = lock.Close()
 		return nil, fmt.Errorf("%w: commit log in %s: %w (nothing was changed or deleted; `hl7edge spool salvage` copies what is readable into a fresh spool, see docs/power-loss.md)", ErrUnreadable, cfg.Dir, err)
 	}
-	err = s.checkTables()
-	if err == nil {
-		err = s.replayCommitLog()
-	}
-	if err == nil {
-		err = s.dropHalfKills()
-	}
-	if err == nil {
-		err = s.restartCommitLog()
-	}
-	if err == nil {
-		err = s.clearSyncFailed()
-	}
+	err = s.bringForward()
 	if err == nil {
 		err = s.load()
 	}
@@ -401,4 +389,23 @@ func privateDir(dir string, log *slog.Logger) {
 		log.Warn("spool directory is open to other users and could not be made private; chown it to the user hl7edge runs as",
 			"dir", dir, "mode", fi.Mode().Perm().String(), "err", err)
 	}
+}
+
+// bringForward makes Badger's files hold everything the commit log does, at
+// open: the tables read back first if a sync failed before (damage.go),
+// the log replayed, a Kill a cut split undone, and the log started afresh.
+func (s *Spool) bringForward() error {
+	if err := s.checkTables(); err != nil {
+		return err
+	}
+	if err := s.replayCommitLog(); err != nil {
+		return err
+	}
+	if err := s.dropHalfKills(); err != nil {
+		return err
+	}
+	if err := s.restartCommitLog(); err != nil {
+		return err
+	}
+	return s.clearSyncFailed()
 }
