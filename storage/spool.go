@@ -102,6 +102,7 @@ type Spool struct {
 	// keeps its order Badger's.
 	clog    *commitlog.Log
 	writeMu sync.Mutex
+	packBuf []byte // packOps's, under writeMu
 	// logSyncHook replaces the commit log's sync (tests); nil in use.
 	logSyncHook func(*os.File) error
 	replayed    int // records the last open replayed
