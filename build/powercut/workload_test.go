@@ -78,10 +78,10 @@ func probe(n int) (id string, msg []byte) {
 // of the lab result before it, "|PROBE|", the digits of the control ID)
 // with a back-reference, so message text is gone from the write. A random
 // token has nothing earlier to refer to and stays literal, with three
-// precautions. Its letters are lower case, which the messages around it
-// hardly use. No 4 characters repeat within it (one in about 1,600
-// random tokens of this length has a repeat, which becomes a
-// back-reference). And the faults match only its middle (probeMark): a
+// precautions. Its letters are lower case, which the messages and keys
+// around it hardly use. No 4 characters repeat within it (one in about
+// 1,600 random tokens of this length has a repeat, which S2 may turn into
+// a back-reference). And the faults match only its middle (probeMark): a
 // back-reference just before it runs on into its first characters when
 // they continue the earlier text ("|1||M" of "PID|1||MRN" took one
 // token's M), and one just after it can reach back into its last. It is
