@@ -3,12 +3,16 @@ package storage
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/klauspost/compress/s2"
 )
 
 // copyTree copies dir's regular files (and one level of sub-directories).
@@ -216,8 +220,8 @@ func TestCommitLogReusesItsFiles(t *testing.T) {
 	dir := t.TempDir()
 	s := openSmall(t, dir, nil, "a")
 	ctx := context.Background()
-	pad := bytes.Repeat([]byte("x"), 60<<10)
-	const n = 600 // some 36 MiB: nine segments' worth
+	pad := noise(60 << 10) // the log compresses: the pad must not
+	const n = 600          // some 36 MiB: nine segments' worth
 	for i := range n {
 		if _, err := s.Append(ctx, Entry{Source: "s", Raw: append(msg(i), pad...), Dests: []string{"a"}}); err != nil {
 			t.Fatal(err)
@@ -288,7 +292,7 @@ func TestSegmentsReleasedWithoutIngest(t *testing.T) {
 	s := openSmall(t, dir, nil, "a")
 	defer s.Close()
 	ctx := context.Background()
-	pad := bytes.Repeat([]byte("x"), 200<<10)
+	pad := noise(200 << 10) // the log compresses: the pad must not
 	var seqs []uint64
 	for i := range 150 { // some 30 MiB: more than maxLiveSegments of 4 MiB
 		r, err := s.Append(ctx, Entry{Source: "s", Raw: append(msg(i), pad...), Dests: []string{"a"}})
@@ -461,5 +465,71 @@ func TestLargeValueLostWithItsLogRecordDurable(t *testing.T) {
 	if st.Destinations["a"].Dead != 0 || len(ms) != 11 || st.Destinations["a"].Queued != 11 {
 		t.Fatalf("after the cut: %d handed out, %d queued, %d dead letters; want the 10 small ones and message 11 queued, the large one gone, no dead letter",
 			len(ms), st.Destinations["a"].Queued, st.Destinations["a"].Dead)
+	}
+}
+
+// noise is n random capital letters: S2 finds nothing to shorten in it.
+func noise(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = 'A' + b[i]%26
+	}
+	return b
+}
+
+// TestLogRecordsAreCompressed: a record of lab results is written to the
+// card compressed, and comes back whole.
+func TestLogRecordsAreCompressed(t *testing.T) {
+	var ops []byte
+	for i := range 20 {
+		ops = appendSetOp(ops, badger.NewEntry([]byte(fmt.Sprintf("m%03d", i)), msg(i)))
+	}
+	var buf []byte
+	rec := packOps(&buf, ops)
+	if rec[0] != opS2 || len(rec) > len(ops)*3/4 {
+		t.Fatalf("%d bytes of operations packed into %d (first byte %d): not compressed", len(ops), len(rec), rec[0])
+	}
+	n := 0
+	must(t, decodeOps(rec, func(o op) error {
+		if !bytes.Equal(o.val, msg(n)) {
+			t.Fatalf("operation %d changed in the round trip", n)
+		}
+		n++
+		return nil
+	}))
+	if n != 20 {
+		t.Fatalf("%d operations back, want 20", n)
+	}
+	if r := packOps(&buf, noise(4096)); r[0] == opS2 {
+		t.Fatal("an incompressible record was stored compressed")
+	}
+}
+
+// TestCompressedRecordsThatDoNotDecode: a compressed record is refused,
+// not allocated or unpacked again, when it claims more than maxUnpacked
+// or holds another compressed record; what packOps writes never does.
+func TestCompressedRecordsThatDoNotDecode(t *testing.T) {
+	none := func(op) error { t.Fatal("an operation came out of a record that does not decode"); return nil }
+	huge := append([]byte{opS2}, s2.Encode(nil, make([]byte, maxUnpacked+1))...)
+	if err := decodeOps(huge, none); !errors.Is(err, errBadOp) {
+		t.Errorf("a record claiming %d bytes decoded: %v", maxUnpacked+1, err)
+	}
+	var ops []byte
+	for i := range 20 {
+		ops = appendSetOp(ops, badger.NewEntry([]byte(fmt.Sprintf("m%03d", i)), msg(i)))
+	}
+	var buf []byte
+	once := append([]byte(nil), packOps(&buf, ops)...)
+	twice := append([]byte{opS2}, s2.Encode(nil, once)...)
+	if err := decodeOps(twice, none); !errors.Is(err, errBadOp) {
+		t.Errorf("a record compressed twice decoded: %v", err)
+	}
+	if err := decodeOps(append([]byte{opS2}, "not S2"...), none); !errors.Is(err, errBadOp) {
+		t.Errorf("a damaged compressed record decoded: %v", err)
+	}
+	big := bytes.Repeat(ops, maxUnpacked/len(ops)+1)
+	if r := packOps(&buf, big); r[0] == opS2 {
+		t.Errorf("%d bytes of operations were compressed: that record would not decode", len(big))
 	}
 }

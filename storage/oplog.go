@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/klauspost/compress/s2"
 )
 
 // Every write to Badger also goes into the commit log (storage/commitlog),
@@ -30,6 +31,10 @@ const (
 	opDelete = 3
 	opDrop   = 4 // DropPrefix of the listed prefixes
 	opLarge  = 5 // a set kept out of the log: synced in the value log
+	// opS2 starts a record whose operations are one S2 block: lab results
+	// shrink about 1.4x, and at one message a sync that is a sector or
+	// two less written to the card per message.
+	opS2 = 6
 )
 
 func appendBytes(b, v []byte) []byte {
@@ -75,8 +80,53 @@ func takeBytes(b []byte) ([]byte, []byte, error) {
 	return b[k : k+int(n)], b[k+int(n):], nil
 }
 
+// compressAt is the smallest record worth compressing.
+const compressAt = 512
+
+// packOps returns the record to log for ops: S2-compressed into *buf
+// (kept for the next call) when that saves at least a sixteenth. Ops over
+// maxUnpacked stay as they are, so that every record written decodes.
+func packOps(buf *[]byte, ops []byte) []byte {
+	if len(ops) < compressAt || len(ops) > maxUnpacked {
+		return ops
+	}
+	n := s2.MaxEncodedLen(len(ops))
+	if n < 0 {
+		return ops
+	}
+	if cap(*buf) < n+1 {
+		*buf = make([]byte, n+1)
+	}
+	b := (*buf)[:n+1]
+	c := s2.Encode(b[1:], ops)
+	if len(c)+1 > len(ops)-len(ops)/16 {
+		return ops
+	}
+	b[0] = opS2
+	return b[:len(c)+1]
+}
+
+// maxUnpacked bounds what a compressed record may claim to hold, so that a
+// damaged or forged length cannot make a replay allocate without limit. A
+// transaction's operations stay far below it: Badger refuses a batch over
+// a sixth or so of its 64 MiB memtable, and values of valueThreshold and
+// more are only marked in the log.
+const maxUnpacked = 64 << 20
+
 // decodeOps splits one record into its operations.
 func decodeOps(b []byte, fn func(op) error) error {
+	if len(b) > 0 && b[0] == opS2 {
+		n, err := s2.DecodedLen(b[1:])
+		if err != nil || n > maxUnpacked {
+			return fmt.Errorf("%w: compressed record", errBadOp)
+		}
+		if b, err = s2.Decode(make([]byte, n), b[1:]); err != nil {
+			return fmt.Errorf("%w: compressed record: %w", errBadOp, err)
+		}
+		if len(b) > 0 && b[0] == opS2 {
+			return fmt.Errorf("%w: compressed twice", errBadOp)
+		}
+	}
 	for len(b) > 0 {
 		o := op{kind: b[0]}
 		var err error
@@ -195,10 +245,11 @@ func (s *Spool) commitTxn(t *wtxn) error {
 	return s.logAppend(t.ops)
 }
 
-// logAppend appends one record to the commit log; writeMu is held. A
-// failed append faults the spool: Badger holds a write the log does not.
+// logAppend appends one record to the commit log, compressed when that
+// pays (packOps); writeMu is held. A failed append faults the spool:
+// Badger holds a write the log does not.
 func (s *Spool) logAppend(rec []byte) error {
-	if err := s.clog.Append(rec); err != nil {
+	if err := s.clog.Append(packOps(&s.packBuf, rec)); err != nil {
 		s.markFault(err)
 		return fmt.Errorf("%w: %w", ErrStorageFault, err)
 	}

@@ -107,6 +107,7 @@ type Spool struct {
 	// keeps its order Badger's.
 	clog    *commitlog.Log
 	writeMu sync.Mutex
+	packBuf []byte // packOps's, under writeMu
 	// logSyncHook replaces the commit log's sync (tests); nil in use.
 	logSyncHook func(*os.File) error
 	// reopenHook runs while a faulted spool is closed, before it is opened

@@ -53,7 +53,7 @@ type eioFigures struct {
 }
 
 // injectEIO fails the disk write that holds a marked message (the spool's
-// memtable log being synced) or, every other time, the flush that follows
+// commit log being written) or, every other time, the flush that follows
 // it; keeps sending on a probe connection besides the load; checks what the
 // gateway answered from the failure on; and then cuts the power, so what
 // the failed request lost shows at the final check.
@@ -116,23 +116,32 @@ func (r *rig) injectEIO(v *vm, j int) {
 	<-r.disk.Idle()
 }
 
-// armAndProbe arms the fault and sends probes until it fails a request. A write
-// fault fails the write holding one marked probe (returned); a flush fault
-// the flush straight after a write holding any probe (an fdatasync's own
-// flush, not a journal commit's), whichever probe's sync that is.
+// armAndProbe arms the fault and sends probes until it fails a request. A
+// write fault fails the write holding the marked probe (returned); a flush
+// fault the flush straight after a write holding the marked probe (an
+// fdatasync's own flush, not a journal commit's, which writes first). Both
+// match the probe's token (probeToken), not its text, which the spool's
+// commit log compresses away. Once the marked probe is answered and the
+// fault has not fired, the next probe is marked instead: for a flush fault
+// another write came between the probe's write and its flush, so the
+// failure is whichever probe's sync that is, as when it matched any probe;
+// for a write fault the token did not reach the disk whole (it very
+// rarely does not; see probeToken).
 func (r *rig) armAndProbe(p *prober, op nbd.Op) (fail nbd.Failure, marker string, ok bool) {
-	match := "|PROBE|"
-	if op == nbd.OpWrite {
-		marker, _ = probe(p.n + 1)
-		match = marker
-	}
-	fired := r.disk.Inject(nbd.Fault{Op: op, Match: []byte(match)})
+	fired := r.disk.Inject(nbd.Fault{Op: op, Match: probeMark(p.n + 1)})
 	for deadline := time.Now().Add(eioReopenLimit); time.Now().Before(deadline); {
-		if op == nbd.OpFlush || p.n == p.first {
+		// Retarget fails once the fault has fired: its channel has it.
+		if p.n == p.first || r.disk.Retarget(probeMark(p.n+1)) {
+			marker, _ = probe(p.n + 1)
 			p.send()
 		}
 		select {
 		case fail = <-fired:
+			if op == nbd.OpFlush {
+				// Judged without a marker, as before (judgeEIO): the
+				// failed flush may be ext4's, which no fdatasync sees.
+				marker = ""
+			}
 			return fail, marker, true
 		case <-time.After(100 * time.Millisecond):
 		}
@@ -300,6 +309,11 @@ func consoleOrder(v *vm) consoleMarks {
 	}
 	return o
 }
+
+// probeMark is what a fault matches to fail probe n's write or the flush
+// after it: the middle 24 characters of its token, which compression
+// leaves literal (probeToken).
+func probeMark(n int) []byte { return []byte(probeToken(n)[8:32]) }
 
 // prober sends the EIO campaign's probes, one at a time, over its own
 // connection.

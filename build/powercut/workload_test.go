@@ -2,9 +2,12 @@ package powercut
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base32"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/hl7edge/hl7edge/pipeline/hl7/hl7test"
@@ -61,10 +64,47 @@ func message(conn, n int) (id string, msg []byte) {
 
 // probe is the EIO campaign's message n on its own connection (4): small,
 // to the one-lane web service only, so the marked write that fails is the
-// spool's.
+// spool's. Its NTE carries probeToken(n), which the faults match.
 func probe(n int) (id string, msg []byte) {
 	id = fmt.Sprintf("Q%d-%07d", probeConn, n)
-	return id, fmt.Appendf(nil, "MSH|^~\\&|PROBE|HOSP|GW|WARD3|20261130||ORU^R01|%s|P|2.5.1\rPID|1||MRN%d-Q\rOBX|1|NM|GLU||%d|mg/dL\r", id, probeConn, n%300)
+	return id, fmt.Appendf(nil, "MSH|^~\\&|PROBE|HOSP|GW|WARD3|20261130||ORU^R01|%s|P|2.5.1\rPID|1||MRN%d-Q\rOBX|1|NM|GLU||%d|mg/dL\rNTE|1||%s\r", id, probeConn, n%300, probeToken(n))
+}
+
+// probeToken is probe n's mark: 40 base32 characters of a SHA-256 of n,
+// as good as random and found nowhere else in the workload. The faults
+// must match something the spool's commit-log write still holds as it
+// was sent, and the log S2-compresses its records: LZ compression
+// replaces a run of 4 bytes or more seen earlier in the record (the MSH
+// of the lab result before it, "|PROBE|", the digits of the control ID)
+// with a back-reference, so message text is gone from the write. A random
+// token has nothing earlier to refer to and stays literal, with three
+// precautions. Its letters are lower case, which the messages and keys
+// around it hardly use. No 4 characters repeat within it (one in about
+// 1,600 random tokens of this length has a repeat, which S2 may turn into
+// a back-reference). And the faults match only its middle (probeMark): a
+// back-reference just before it runs on into its first characters when
+// they continue the earlier text ("|1||M" of "PID|1||MRN" took one
+// token's M), and one just after it can reach back into its last. It is
+// a hash of n, not drawn at random, so that the one who arms the fault
+// and the one who sends the probe get the same.
+func probeToken(n int) string {
+	for i := 0; ; i++ {
+		h := sha256.Sum256(fmt.Appendf(nil, "powercut probe %d/%d", n, i))
+		t := strings.ToLower(base32.StdEncoding.EncodeToString(h[:25]))
+		if !repeats(t, 4) {
+			return t
+		}
+	}
+}
+
+// repeats says whether some k characters occur twice in s.
+func repeats(s string, k int) bool {
+	for i := 1; i+k <= len(s); i++ {
+		if strings.Contains(s[:i+k-1], s[i:i+k]) {
+			return true
+		}
+	}
+	return false
 }
 
 const probeConn = 4

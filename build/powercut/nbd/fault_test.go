@@ -192,3 +192,34 @@ func TestFlushFaultAfterAMarkedWrite(t *testing.T) {
 		t.Error("a write flushed before the trigger was lost")
 	}
 }
+
+// Retarget moves a fault that has not fired to another mark: the old mark
+// no longer counts, the new one does; once the fault has fired there is
+// nothing to move.
+func TestRetargetMovesAnUnfiredFault(t *testing.T) {
+	d, addr := serveImage(t)
+	k := dialClosing(t, addr)
+	fired := d.Inject(Fault{Op: OpFlush, Match: []byte("MARK1")})
+	one, two := append(bytes.Repeat([]byte("a"), 100), "MARK1"...), append(bytes.Repeat([]byte("b"), 100), "MARK2"...)
+	k.do(cmdWrite, 0, 0, uint32(len(one)), one)
+	if !d.Retarget([]byte("MARK2")) {
+		t.Fatal("Retarget of an armed fault said it had fired")
+	}
+	if e, _ := k.try(cmdFlush, 0, 0, 0, nil); e != 0 {
+		t.Fatalf("a flush after the old mark answered %d", e)
+	}
+	k.do(cmdWrite, 0, 4096, uint32(len(one)), one)
+	if e, _ := k.try(cmdFlush, 0, 0, 0, nil); e != 0 {
+		t.Fatalf("a flush after the old mark, written again, answered %d", e)
+	}
+	k.do(cmdWrite, 0, 8192, uint32(len(two)), two)
+	if e, _ := k.try(cmdFlush, 0, 0, 0, nil); e != errEIO {
+		t.Fatalf("the flush after the new mark answered %d, want EIO", e)
+	}
+	if f := <-fired; f.Op != OpFlush {
+		t.Errorf("failure %+v", f)
+	}
+	if d.Retarget([]byte("MARK3")) {
+		t.Error("Retarget of a fault that fired said it was still armed")
+	}
+}

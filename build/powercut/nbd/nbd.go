@@ -159,6 +159,21 @@ func (d *Disk) Inject(f Fault) <-chan Failure {
 	return d.fault.fired
 }
 
+// Retarget gives the armed fault another Match (its Skip and Times carry
+// on), so that a flush fault can move on to the next marked write when
+// another write came between the last one and its flush. It says whether
+// a fault was still armed: false means it has failed its Times requests
+// (its channel has the first), or none was armed, or its session ended.
+func (d *Disk) Retarget(match []byte) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.fault == nil {
+		return false
+	}
+	d.fault.Match, d.fault.seen = match, false
+	return true
+}
+
 // fails says whether the fault fails this request (called with d.mu held).
 func (d *Disk) fails(op Op, off int64, p []byte, n int64) bool {
 	f := d.fault
