@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hl7edge/hl7edge/storage/commitlog"
 	"github.com/hl7edge/hl7edge/storage/syncgate"
 )
 
@@ -162,5 +163,31 @@ func TestNoSegmentReleasedAfterAFailedSyncElsewhere(t *testing.T) {
 	}
 	if !s.noFailedSync() || syncFailedSince(dir) {
 		t.Fatalf("after the re-open (%d): releases still held, or the mark %s left", s.Stats().Reopens, syncFailedMark)
+	}
+}
+
+// A cleanly closed spool's commit log holds no record: a firmware rolled
+// back to (one from before compressed records, or before the log) opens
+// it without reading one.
+func TestCleanCloseLeavesAnEmptyCommitLog(t *testing.T) {
+	dir := t.TempDir()
+	s := openSmall(t, dir, nil, "a")
+	appendN(t, context.Background(), s, 0, 50)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l, err := commitlog.Open(filepath.Join(dir, commitLogDir), commitlog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	n, err := l.Replay(func([]byte) error { return nil })
+	if err != nil || n != 0 {
+		t.Fatalf("after a clean close the commit log replays %d records (%v), want 0", n, err)
+	}
+	s = openSmall(t, dir, nil, "a")
+	defer s.Close()
+	if q := s.Stats().Destinations["a"].Queued; q != 50 {
+		t.Fatalf("%d queued after the clean close, want 50", q)
 	}
 }

@@ -356,9 +356,6 @@ func (s *Spool) Close() error {
 	}
 	_ = s.mem.close()
 	_ = s.vlog.close()
-	if s.clog != nil {
-		_ = s.clog.Close()
-	}
 	s.syncMu.Unlock()
 	s.dbMu.Lock()
 	defer s.dbMu.Unlock()
@@ -366,6 +363,7 @@ func (s *Spool) Close() error {
 	if s.db != nil { // nil when a re-open after a fault failed
 		err = s.db.Close()
 	}
+	s.emptyLogAtClose(err == nil && s.db != nil)
 	_ = s.lock.Close()
 	if err != nil {
 		return fmt.Errorf("close spool %s: %w", s.cfg.Dir, err)
@@ -408,4 +406,22 @@ func (s *Spool) bringForward() error {
 		return err
 	}
 	return s.clearSyncFailed()
+}
+
+// emptyLogAtClose starts the commit log afresh once Badger's close has made
+// everything durable in its own files (closed: it did), then closes it. A
+// cleanly stopped spool then holds no record, so a firmware rolled back to
+// opens it whatever it knows of the log: a build from before the log
+// ignores its directory, and one from before compressed records reads an
+// empty log. After a cut the records stay, and this firmware replays them.
+func (s *Spool) emptyLogAtClose(closed bool) {
+	if s.clog == nil {
+		return
+	}
+	if closed && s.noFailedSync() {
+		if err := s.clog.Restart(); err != nil {
+			s.log.Warn("spool: the commit log keeps its records after the close (the next open replays them)", "err", err)
+		}
+	}
+	_ = s.clog.Close()
 }
