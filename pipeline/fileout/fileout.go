@@ -105,7 +105,7 @@ func (o *Output) Deliver(_ context.Context, m *flow.Message) error {
 	_, werr := f.Write(m.Raw)
 	if werr == nil {
 		o.hook()
-		werr = o.gate.Sync(since, f.Sync)
+		werr = o.gated(since, f.Sync)
 	}
 	if cerr := f.Close(); werr == nil {
 		werr = cerr
@@ -129,15 +129,33 @@ func (o *Output) hook() {
 // syncDir makes the directory's new names durable; since is the epoch
 // the delivery's first write began in.
 func (o *Output) syncDir(since uint64) error {
-	return o.sync(since, func() error { return syncDir(o.dir) })
+	return o.sync(since, func(d *os.File) error { return flushDir(o.dir, d) })
 }
 
-// sync runs fn through the gate; a failure elsewhere since the delivery
-// began fails it (the worker writes the messages again).
-func (o *Output) sync(since uint64, fn func() error) error {
-	err := o.gate.Sync(since, fn)
+// sync opens the directory and runs flush on it through the gate; a
+// failure elsewhere since the delivery began fails it (the worker writes
+// the messages again). Only the flush runs inside: an error before it
+// (the directory cannot be opened) reached no disk, and in the gate it
+// would fail the spool's next sync too, on every retry.
+func (o *Output) sync(since uint64, flush func(d *os.File) error) error {
+	d, err := os.Open(o.dir)
+	if err != nil {
+		return fmt.Errorf("file destination: %w", err)
+	}
+	defer d.Close()
+	err = o.gated(since, func() error { return flush(d) })
 	if errors.Is(err, syncgate.ErrFailedSince) {
-		return fmt.Errorf("file destination %s: %w (the messages are written again)", o.dir, err)
+		return fmt.Errorf("file destination %s: %w", o.dir, err)
+	}
+	return err // flush names the destination
+}
+
+// gated runs flush through the gate and says, when a failure elsewhere
+// refused it, what happens next.
+func (o *Output) gated(since uint64, flush func() error) error {
+	err := o.gate.Sync(since, flush)
+	if errors.Is(err, syncgate.ErrFailedSince) {
+		return fmt.Errorf("%w (the messages are written again)", err)
 	}
 	return err
 }
@@ -175,7 +193,7 @@ func (o *Output) DeliverBatch(ctx context.Context, ms []*flow.Message) error {
 		}
 	}
 	o.hook()
-	if err := o.sync(since, func() error { return syncFS(o.dir) }); err != nil {
+	if err := o.sync(since, func(d *os.File) error { return syncFS(o.dir, d) }); err != nil {
 		return err
 	}
 	for i, m := range ms {
@@ -189,14 +207,10 @@ func (o *Output) DeliverBatch(ctx context.Context, ms []*flow.Message) error {
 	return o.syncDir(since)
 }
 
-// syncFS makes everything written to the file system that holds dir
-// durable, with one journal commit and one disk cache flush (syncfs(2)).
-func syncFS(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("file destination: %w", err)
-	}
-	defer d.Close()
+// syncFS makes everything written to the file system that holds dir (d,
+// open) durable, with one journal commit and one disk cache flush
+// (syncfs(2)).
+func syncFS(dir string, d *os.File) error {
 	rc, err := d.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("file destination: %w", err)
@@ -211,12 +225,18 @@ func syncFS(dir string) error {
 	return nil
 }
 
+// syncDir makes dir's entries durable.
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("file destination: %w", err)
 	}
 	defer d.Close()
+	return flushDir(dir, d)
+}
+
+// flushDir makes the entries of dir (d, open) durable.
+func flushDir(dir string, d *os.File) error {
 	if err := d.Sync(); err != nil {
 		return fmt.Errorf("file destination: sync %s: %w", dir, err)
 	}

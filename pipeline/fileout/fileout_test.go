@@ -173,3 +173,33 @@ func TestGateOfAnotherFileSystemIsNotUsed(t *testing.T) {
 		t.Fatal("a file destination on another file system shares the spool's gate: its failures would fault the spool")
 	}
 }
+
+// Only a failed flush may cost the other writers on the file system their
+// writes. An error that reached no disk (the directory cannot be opened:
+// moved away, no read permission on a drop-box directory, no file
+// descriptor left) must not move the gate's epoch: every such delivery,
+// retried, would fault the spool and answer AE to every sender.
+func TestAnErrorBeforeTheFlushDoesNotFailTheOtherWriters(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "out")
+	gate, err := syncgate.For(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := New(Config{Dir: dir}, gate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.written = func() {
+		if err := os.Rename(dir, dir+".moved"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := &flow.Message{GUID: "0b7e3a52-3b0e-4c1e-9d59-2f3c1d7e8a90", Raw: []byte("MSH|^~\\&|A\rPID|1\r")}
+	before := gate.Epoch()
+	if err := o.DeliverBatch(context.Background(), []*flow.Message{m}); err == nil {
+		t.Fatal("a batch into a directory moved away was delivered")
+	}
+	if gate.Epoch() != before {
+		t.Fatal("a directory that could not be opened counted as a failed flush: the spool faults and answers AE")
+	}
+}
