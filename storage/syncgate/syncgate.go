@@ -75,7 +75,9 @@ func (g *Gate) Epoch() uint64 {
 // Sync runs sync, which makes durable writes begun in epoch since, alone
 // on the file system. It fails, without calling sync, with ErrFailedSince
 // when a sync failed after since; a failure of sync itself moves the epoch
-// before the next caller's sync may start.
+// before the next caller's sync may start. So sync should hold the flush
+// and little else: whatever error it returns (a directory it could not
+// open) fails every writer on the file system.
 func (g *Gate) Sync(since uint64, sync func() error) error {
 	if g == nil {
 		return sync()
@@ -91,6 +93,23 @@ func (g *Gate) Sync(since uint64, sync func() error) error {
 		return err
 	}
 	return nil
+}
+
+// Failed tells the gate of a flush that failed outside it (the commit log
+// seals a full segment and flushes it inside an append): the writers that
+// began before it are refused as after a failed Sync. An error the gate
+// was told already (a log's sticky error, repeated) moves nothing.
+func (g *Gate) Failed(err error) {
+	if g == nil || err == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if errors.Is(err, g.err) {
+		return
+	}
+	g.err = err
+	g.epoch.Add(1)
 }
 
 // device is the device number of the file system that holds dir or, while

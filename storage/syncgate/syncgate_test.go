@@ -2,6 +2,7 @@ package syncgate
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -70,4 +71,27 @@ func TestCoversOnlyItsFileSystem(t *testing.T) {
 	if err := none.Sync(7, func() error { return nil }); err != nil {
 		t.Errorf("a nil gate refused a sync: %v", err)
 	}
+}
+
+// A flush that failed outside the gate (the commit log's rotation) fails
+// the writers that began before it; the log's sticky error, handed back
+// by every later append, is one failure, not one per append.
+func TestAFailureOutsideTheGateCountsOnce(t *testing.T) {
+	g, err := For(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := g.Epoch()
+	sticky := fmt.Errorf("commit log write to seg-0001: %w", syscall.EIO)
+	g.Failed(sticky)
+	if err := g.Sync(mine, func() error { return nil }); !errors.Is(err, ErrFailedSince) {
+		t.Fatalf("a writer that began before the failure: %v, want ErrFailedSince", err)
+	}
+	after := g.Epoch()
+	g.Failed(sticky)
+	if err := g.Sync(after, func() error { return nil }); err != nil {
+		t.Fatalf("the same error again failed a writer that began after it: %v", err)
+	}
+	var none *Gate
+	none.Failed(sticky) // a spool without a gate
 }
