@@ -150,12 +150,13 @@ func (o *Output) sync(since uint64, flush func(d *os.File) error) error {
 	return err // flush names the destination
 }
 
-// gated runs flush through the gate and says, when a failure elsewhere
-// refused it, what happens next.
+// gated runs flush through the gate. A failure elsewhere that refused it
+// is no attempt of this destination's (flow.ErrNotAttempted): the worker
+// writes the messages again without counting it against max_attempts.
 func (o *Output) gated(since uint64, flush func() error) error {
 	err := o.gate.Sync(since, flush)
 	if errors.Is(err, syncgate.ErrFailedSince) {
-		return fmt.Errorf("%w (the messages are written again)", err)
+		return fmt.Errorf("%w: %w (the messages are written again)", flow.ErrNotAttempted, err)
 	}
 	return err
 }

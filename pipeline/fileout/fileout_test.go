@@ -150,6 +150,9 @@ func TestDeliveryOverlappingAFailedSyncElsewhereIsWrittenAgain(t *testing.T) {
 		if !errors.Is(err, syncgate.ErrFailedSince) {
 			t.Fatalf("%s across the spool's failed flush: %v, want ErrFailedSince (else it is counted delivered)", name, err)
 		}
+		if !errors.Is(err, flow.ErrNotAttempted) {
+			t.Fatalf("%s across the spool's failed flush: %v, not marked flow.ErrNotAttempted (max_attempts would count it)", name, err)
+		}
 		o.written = nil
 		if err := deliver(); err != nil {
 			t.Fatalf("%s again: %v", name, err)
