@@ -31,9 +31,10 @@ func (c *Config) Validate() error {
 // Output writes messages as files.
 type Output struct {
 	dir string
-	// gate is the spool's, when dir is on the spool's file system: a
-	// failed flush of the spool's drops this destination's unsynced files
-	// too, and only the gate tells Deliver so (syncgate). Else nil.
+	// gate is dir's file system's, shared with every other writer there
+	// (the spool, other file destinations): a failed flush of any of them
+	// drops this destination's unsynced files too, and only the gate tells
+	// Deliver so (syncgate). nil: none.
 	gate *syncgate.Gate
 	// written runs between the writes and their sync (tests: a failure
 	// elsewhere lands there); nil in use.
@@ -48,10 +49,9 @@ const tmpPattern = ".tmp-*"
 // New makes the directory if needed and removes the temporary files a crash
 // or power cut left between write and rename. They hold message content
 // (patient data) that no reader will ever pick up, and their messages are
-// still queued in the spool, so they are delivered again in full. gate is
-// the spool's file system's (nil: none); the output uses it only when dir
-// is on that file system.
-func New(c Config, gate *syncgate.Gate) (*Output, error) {
+// still queued in the spool, so they are delivered again in full. gates
+// hands out dir's file system's gate (nil: none).
+func New(c Config, gates *syncgate.Gates) (*Output, error) {
 	_, statErr := os.Stat(c.Dir)
 	if err := os.MkdirAll(c.Dir, 0o700); err != nil { // messages: this user only (files are 0600)
 		return nil, fmt.Errorf("file destination directory %s: %w", c.Dir, err)
@@ -67,8 +67,9 @@ func New(c Config, gate *syncgate.Gate) (*Output, error) {
 	if err := removeLeftovers(c.Dir); err != nil {
 		return nil, err
 	}
-	if !gate.Covers(c.Dir) {
-		gate = nil
+	gate, err := gates.For(c.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("file destination directory %s: %w", c.Dir, err)
 	}
 	return &Output{dir: c.Dir, gate: gate}, nil
 }

@@ -36,30 +36,50 @@ var ErrFailedSince = errors.New("a disk sync on the same file system failed mean
 // those that failed. A nil *Gate serializes nothing and never reports a
 // failure: a writer alone on its file system sees its own errors.
 type Gate struct {
-	dev   uint64        // the file system's device number
 	mu    sync.Mutex    // held through each sync
 	epoch atomic.Uint64 // failed syncs so far; moved with mu held
 	err   error         // the last one's error; mu
 }
 
-// For makes the gate of the file system that holds dir.
+// For makes a gate for the file system that holds dir, shared with no
+// other (Gates shares them).
 func For(dir string) (*Gate, error) {
+	if _, err := device(dir); err != nil {
+		return nil, err
+	}
+	return &Gate{}, nil
+}
+
+// Gates hands out one Gate per file system: every writer on a file system
+// loses its unsynced writes to a failed flush of any other's there, the
+// spool's or a file destination's on a USB stick alike.
+type Gates struct {
+	mu    sync.Mutex
+	byDev map[uint64]*Gate
+}
+
+// NewGates makes an empty set of gates.
+func NewGates() *Gates { return &Gates{byDev: map[uint64]*Gate{}} }
+
+// For is the gate of the file system that holds dir (or, while dir does
+// not exist yet, will hold it), made on the first ask. A nil *Gates hands
+// out nil gates: every writer sees only its own errors.
+func (gs *Gates) For(dir string) (*Gate, error) {
+	if gs == nil {
+		return nil, nil
+	}
 	dev, err := device(dir)
 	if err != nil {
 		return nil, err
 	}
-	return &Gate{dev: dev}, nil
-}
-
-// Covers says whether dir is on the gate's file system: only writers there
-// lose data to one another's failed flushes. A dir that cannot be read is
-// not covered (its writer's own errors will say why).
-func (g *Gate) Covers(dir string) bool {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	g := gs.byDev[dev]
 	if g == nil {
-		return false
+		g = &Gate{}
+		gs.byDev[dev] = g
 	}
-	dev, err := device(dir)
-	return err == nil && dev == g.dev
+	return g, nil
 }
 
 // Epoch is the number of syncs that failed so far; a writer notes it
