@@ -118,7 +118,8 @@ func (g *Gate) Sync(since uint64, sync func() error) error {
 // Failed tells the gate of a flush that failed outside it (the commit log
 // seals a full segment and flushes it inside an append): the writers that
 // began before it are refused as after a failed Sync. An error the gate
-// was told already (a log's sticky error, repeated) moves nothing.
+// was told already (a log's sticky error, repeated) moves nothing. It
+// takes the gate: never call it from inside a Sync's function.
 func (g *Gate) Failed(err error) {
 	if g == nil || err == nil {
 		return
