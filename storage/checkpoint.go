@@ -128,15 +128,23 @@ func unsetOps(t *badger.WriteBatch, ops []op) error {
 
 // restartCommitLog makes everything Badger holds durable in its own files
 // and starts the commit log afresh; the records replayed are not needed
-// again.
+// again. The new header's write is a flush too (in direct-I/O mode the
+// only one), so it runs inside the gate with Badger's syncs: its failure
+// reaches the other writers on the file system.
 func (s *Spool) restartCommitLog() error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
-	if err := s.gate.Sync(s.goodEpoch, func() error { return s.syncFiles(true) }); err != nil {
-		return fmt.Errorf("sync the spool after replaying the commit log: %w", err)
-	}
-	if err := s.clog.Restart(); err != nil {
-		return fmt.Errorf("start the commit log: %w", err)
+	err := s.gate.Sync(s.goodEpoch, func() error {
+		if err := s.syncFiles(true); err != nil {
+			return fmt.Errorf("sync the spool after replaying the commit log: %w", err)
+		}
+		if err := s.clog.Restart(); err != nil {
+			return fmt.Errorf("start the commit log: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	cur := s.clog.Current()
 	s.ckFrom, s.ckSeen, s.ckMem = cur, cur, map[uint64]int{}

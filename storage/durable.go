@@ -58,7 +58,8 @@ func (s *Spool) syncLogs(vlog bool) error {
 		return s.syncFiles(true)
 	})
 	if err != nil {
-		s.markFault(err)
+		// The gate has counted it already (or it is another's, refused).
+		s.setFault(err)
 	}
 	return err
 }
@@ -95,7 +96,16 @@ func (s *Spool) faultLocked(err error, doubt []inDoubt) {
 	s.storageErr = fmt.Sprintf("spool disk sync failed: %v (messages are answered AE until it is re-opened from disk; check the card)", s.fault)
 }
 
+// markFault records a failed write of the commit log's outside syncLogs:
+// an append that sealed a full segment flushed it there, and the card may
+// have dropped the unsynced writes of every writer on the file system with
+// it, so the gate tells them too.
 func (s *Spool) markFault(err error) {
+	s.gate.Failed(err)
+	s.setFault(err)
+}
+
+func (s *Spool) setFault(err error) {
 	s.mu.Lock()
 	s.faultLocked(err, nil)
 	s.mu.Unlock()

@@ -2,11 +2,15 @@ package storage
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
+	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/hl7edge/hl7edge/storage/syncgate"
 )
 
@@ -59,4 +63,96 @@ func TestAFailedSyncOfAnotherWriterFaultsTheSpool(t *testing.T) {
 	if len(got) != 2 || got[0] != string(msg(1)) || got[1] != string(msg(3)) {
 		t.Fatalf("queued after the re-open: %d messages, want the first and the third (the second was answered AE)", len(got))
 	}
+}
+
+// gatedSpool opens a spool with one destination, "a", on a gate of its
+// own, every sync of it through the recorder it returns.
+func gatedSpool(t *testing.T) (*Spool, *syncgate.Gate, *syncRecorder) {
+	t.Helper()
+	dir := t.TempDir()
+	gate, err := syncgate.For(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(Config{Dir: dir, MaxBytes: 256 << 20, SegmentMessages: 16}, Options{Destinations: []string{"a"}, GCInterval: time.Hour, Gate: gate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	r := &syncRecorder{}
+	hookSyncs(s, r)
+	return s, gate, r
+}
+
+func failSegments(name string) error {
+	if strings.HasPrefix(name, "seg-") {
+		return syscall.EIO
+	}
+	return nil
+}
+
+// The commit log flushes outside any group's sync when a record does not
+// fit the segment: it seals the segment and makes it durable before it
+// begins the next (and it is the only flush in direct-I/O mode). When that
+// flush fails the card may have dropped a file destination's unsynced
+// file as well; the destination must hear of it as of any other failed
+// sync of the spool's.
+func TestAFailedCommitLogRotationFailsTheOtherWriters(t *testing.T) {
+	s, gate, r := gatedSpool(t)
+	since := gate.Epoch() // a file destination begins writing
+	// Records that go whole into the log (under valueThreshold), until one
+	// does not fit; syncMu keeps the spool's own syncs out meanwhile, so
+	// the first flush is the rotation's.
+	// Random bytes: the log compresses records, and zeros would never fill it.
+	rec := appendSetOp(nil, badger.NewEntry([]byte("xrotation-test"), randomBytes(200<<10)))
+	r.setFail(failSegments)
+	s.syncMu.Lock()
+	s.writeMu.Lock()
+	var err error
+	for i := 0; err == nil && i < 100; i++ {
+		err = s.logAppend(rec)
+	}
+	s.writeMu.Unlock()
+	s.syncMu.Unlock()
+	if !errors.Is(err, ErrStorageFault) {
+		t.Fatalf("an append whose rotation's flush failed: %v, want a storage fault", err)
+	}
+	// The spool's next sync, refused for its fault, must not hide it.
+	if _, err := s.Append(context.Background(), Entry{Source: "s", Raw: msg(1), Dests: []string{"a"}}); !errors.Is(err, ErrStorageFault) {
+		t.Fatalf("Append after the failed rotation: %v, want a storage fault", err)
+	}
+	if err := gate.Sync(since, func() error { return nil }); !errors.Is(err, syncgate.ErrFailedSince) {
+		t.Fatalf("a file destination's sync after the spool's failed flush: %v, want ErrFailedSince (else its message is counted delivered)", err)
+	}
+}
+
+// The re-open after a fault ends with the commit log's new header, written
+// and flushed; a failure there is the spool's failed flush like any other.
+func TestAFailedCommitLogRestartFailsTheOtherWriters(t *testing.T) {
+	s, gate, r := gatedSpool(t)
+	r.setFail(failSegments)
+	if err := gate.Sync(gate.Epoch(), func() error { return syscall.EIO }); !errors.Is(err, syscall.EIO) {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(context.Background(), Entry{Source: "s", Raw: msg(1), Dests: []string{"a"}}); !errors.Is(err, ErrStorageFault) {
+		t.Fatalf("Append after another writer's failed sync: %v, want a storage fault", err)
+	}
+	since := gate.Epoch()
+	before := len(r.names())
+	deadline := time.Now().Add(30 * time.Second)
+	for !slices.ContainsFunc(r.names()[before:], func(n string) bool { return strings.HasPrefix(n, "seg-") }) {
+		if time.Now().After(deadline) {
+			t.Fatal("the spool did not try to re-open within 30 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := gate.Sync(since, func() error { return nil }); !errors.Is(err, syncgate.ErrFailedSince) {
+		t.Fatalf("a file destination's sync after the re-open's failed commit-log flush: %v, want ErrFailedSince", err)
+	}
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
 }

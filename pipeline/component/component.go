@@ -58,10 +58,11 @@ type Deps struct {
 	// can keep as many connections open. Destinations only.
 	Lanes  int
 	Intake flow.Intake // sources only: where received messages go (routed into the spool)
-	// Gate is the spool's file system's sync gate, for a destination that
-	// writes files (syncgate: its syncs and the spool's see each other's
-	// failures); nil when the spool has none.
-	Gate *syncgate.Gate
+	// Gates are the sync gates of the file systems the gateway writes to,
+	// for a destination that writes files (syncgate: its syncs and those of
+	// every other writer on its file system, the spool's among them, see
+	// each other's failures); nil when the spool has none.
+	Gates *syncgate.Gates
 }
 
 // Runner is a built source: it runs until its context ends. A source is

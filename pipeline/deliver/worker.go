@@ -350,6 +350,14 @@ func (w *Worker) delivered(m *flow.Message, l *lane, start time.Time) error {
 // or on a refusal with on_reject: dead, moves the message to dead letters
 // (true).
 func (w *Worker) failed(ctx context.Context, m *flow.Message, l *lane, err error) (bool, error) {
+	if errors.Is(err, flow.ErrNotAttempted) {
+		// Neither the message's doing nor the receiver's: written again
+		// after the back-off, which bounds how often a failing card costs
+		// it a write.
+		w.o.Log.Warn("delivery undone by a failure elsewhere on the box; the message is written again (not counted against max_attempts)",
+			"destination", w.name, "guid", m.GUID, "lane", l.idx, "err", err)
+		return false, nil
+	}
 	l.attempt++
 	w.recordAttempt(m, l, err)
 	w.laneFailing(l)

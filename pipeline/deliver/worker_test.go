@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
 	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 	"github.com/hl7edge/hl7edge/storage"
+	"github.com/hl7edge/hl7edge/storage/syncgate"
 )
 
 // scripted is a destination that fails while fail says so and records
@@ -166,4 +168,44 @@ func TestPauseHoldsAndResumeDelivers(t *testing.T) {
 	}
 	w.Resume()
 	waitFor(t, "delivery after resume", func() bool { return len(out.delivered()) == 1 })
+}
+
+// A file destination on the spool's file system is refused its sync when
+// another writer's failed (syncgate): the message never left the box, so
+// that is no attempt of the destination's. With max_attempts: 1 it would
+// otherwise go to dead letters for the spool's failed flush.
+func TestAFailureElsewhereIsNotAnAttempt(t *testing.T) {
+	sp, guids := setup(t, 1)
+	gate, err := syncgate.For(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	undone := 0
+	out := &scripted{fail: func(*flow.Message) error {
+		if undone > 0 {
+			return nil
+		}
+		undone++
+		since := gate.Epoch()
+		_ = gate.Sync(gate.Epoch(), func() error { return syscall.EIO }) // the spool's flush fails
+		err := gate.Sync(since, func() error { return nil })
+		return fmt.Errorf("file destination /var/lib/hl7edge/out: %w: %w", flow.ErrNotAttempted, err)
+	}}
+	comp := health.NewRegistry("", "", nil).Component(health.Destination, "d", "test")
+	w := New("d", spoolQ{sp}, out, Options{MaxAttempts: 1, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, Health: comp})
+	stop := run(t, w)
+	defer stop()
+	waitFor(t, "the message delivered or dead", func() bool {
+		dl, _ := sp.DeadLetters("d")
+		return len(out.delivered()) == 1 || len(dl) > 0
+	})
+	if dl, _ := sp.DeadLetters("d"); len(dl) > 0 {
+		t.Fatalf("a message refused for another writer's failed sync went to dead letters (max_attempts: 1): %q", dl[0].Reason)
+	}
+	if got := out.delivered(); len(got) != 1 || got[0] != guids[0] {
+		t.Fatalf("delivered %v, want %v", got, guids)
+	}
+	if comp.Counter("failures") != 0 {
+		t.Fatalf("the destination counted %d failures for another writer's", comp.Counter("failures"))
+	}
 }

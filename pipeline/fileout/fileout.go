@@ -31,9 +31,10 @@ func (c *Config) Validate() error {
 // Output writes messages as files.
 type Output struct {
 	dir string
-	// gate is the spool's, when dir is on the spool's file system: a
-	// failed flush of the spool's drops this destination's unsynced files
-	// too, and only the gate tells Deliver so (syncgate). Else nil.
+	// gate is dir's file system's, shared with every other writer there
+	// (the spool, other file destinations): a failed flush of any of them
+	// drops this destination's unsynced files too, and only the gate tells
+	// Deliver so (syncgate). nil: none.
 	gate *syncgate.Gate
 	// written runs between the writes and their sync (tests: a failure
 	// elsewhere lands there); nil in use.
@@ -48,10 +49,9 @@ const tmpPattern = ".tmp-*"
 // New makes the directory if needed and removes the temporary files a crash
 // or power cut left between write and rename. They hold message content
 // (patient data) that no reader will ever pick up, and their messages are
-// still queued in the spool, so they are delivered again in full. gate is
-// the spool's file system's (nil: none); the output uses it only when dir
-// is on that file system.
-func New(c Config, gate *syncgate.Gate) (*Output, error) {
+// still queued in the spool, so they are delivered again in full. gates
+// hands out dir's file system's gate (nil: none).
+func New(c Config, gates *syncgate.Gates) (*Output, error) {
 	_, statErr := os.Stat(c.Dir)
 	if err := os.MkdirAll(c.Dir, 0o700); err != nil { // messages: this user only (files are 0600)
 		return nil, fmt.Errorf("file destination directory %s: %w", c.Dir, err)
@@ -67,8 +67,9 @@ func New(c Config, gate *syncgate.Gate) (*Output, error) {
 	if err := removeLeftovers(c.Dir); err != nil {
 		return nil, err
 	}
-	if !gate.Covers(c.Dir) {
-		gate = nil
+	gate, err := gates.For(c.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("file destination directory %s: %w", c.Dir, err)
 	}
 	return &Output{dir: c.Dir, gate: gate}, nil
 }
@@ -105,7 +106,7 @@ func (o *Output) Deliver(_ context.Context, m *flow.Message) error {
 	_, werr := f.Write(m.Raw)
 	if werr == nil {
 		o.hook()
-		werr = o.gate.Sync(since, f.Sync)
+		werr = o.gated(since, f.Sync)
 	}
 	if cerr := f.Close(); werr == nil {
 		werr = cerr
@@ -129,15 +130,34 @@ func (o *Output) hook() {
 // syncDir makes the directory's new names durable; since is the epoch
 // the delivery's first write began in.
 func (o *Output) syncDir(since uint64) error {
-	return o.sync(since, func() error { return syncDir(o.dir) })
+	return o.sync(since, func(d *os.File) error { return flushDir(o.dir, d) })
 }
 
-// sync runs fn through the gate; a failure elsewhere since the delivery
-// began fails it (the worker writes the messages again).
-func (o *Output) sync(since uint64, fn func() error) error {
-	err := o.gate.Sync(since, fn)
+// sync opens the directory and runs flush on it through the gate; a
+// failure elsewhere since the delivery began fails it (the worker writes
+// the messages again). Only the flush runs inside: an error before it
+// (the directory cannot be opened) reached no disk, and in the gate it
+// would fail the spool's next sync too, on every retry.
+func (o *Output) sync(since uint64, flush func(d *os.File) error) error {
+	d, err := os.Open(o.dir)
+	if err != nil {
+		return fmt.Errorf("file destination: %w", err)
+	}
+	defer d.Close()
+	err = o.gated(since, func() error { return flush(d) })
 	if errors.Is(err, syncgate.ErrFailedSince) {
-		return fmt.Errorf("file destination %s: %w (the messages are written again)", o.dir, err)
+		return fmt.Errorf("file destination %s: %w", o.dir, err)
+	}
+	return err // flush names the destination
+}
+
+// gated runs flush through the gate. A failure elsewhere that refused it
+// is no attempt of this destination's (flow.ErrNotAttempted): the worker
+// writes the messages again without counting it against max_attempts.
+func (o *Output) gated(since uint64, flush func() error) error {
+	err := o.gate.Sync(since, flush)
+	if errors.Is(err, syncgate.ErrFailedSince) {
+		return fmt.Errorf("%w: %w (the messages are written again)", flow.ErrNotAttempted, err)
 	}
 	return err
 }
@@ -175,7 +195,7 @@ func (o *Output) DeliverBatch(ctx context.Context, ms []*flow.Message) error {
 		}
 	}
 	o.hook()
-	if err := o.sync(since, func() error { return syncFS(o.dir) }); err != nil {
+	if err := o.sync(since, func(d *os.File) error { return syncFS(o.dir, d) }); err != nil {
 		return err
 	}
 	for i, m := range ms {
@@ -189,14 +209,10 @@ func (o *Output) DeliverBatch(ctx context.Context, ms []*flow.Message) error {
 	return o.syncDir(since)
 }
 
-// syncFS makes everything written to the file system that holds dir
-// durable, with one journal commit and one disk cache flush (syncfs(2)).
-func syncFS(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("file destination: %w", err)
-	}
-	defer d.Close()
+// syncFS makes everything written to the file system that holds dir (d,
+// open) durable, with one journal commit and one disk cache flush
+// (syncfs(2)).
+func syncFS(dir string, d *os.File) error {
 	rc, err := d.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("file destination: %w", err)
@@ -211,12 +227,18 @@ func syncFS(dir string) error {
 	return nil
 }
 
+// syncDir makes dir's entries durable.
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("file destination: %w", err)
 	}
 	defer d.Close()
+	return flushDir(dir, d)
+}
+
+// flushDir makes the entries of dir (d, open) durable.
+func flushDir(dir string, d *os.File) error {
 	if err := d.Sync(); err != nil {
 		return fmt.Errorf("file destination: sync %s: %w", dir, err)
 	}

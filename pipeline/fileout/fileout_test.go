@@ -130,11 +130,12 @@ func TestDeliverBatchFailureLeavesNoTemporaries(t *testing.T) {
 // be written again; both ways of delivering.
 func TestDeliveryOverlappingAFailedSyncElsewhereIsWrittenAgain(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "out")
-	gate, err := syncgate.For(dir)
+	gates := syncgate.NewGates()
+	gate, err := gates.For(dir) // the spool's
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := New(Config{Dir: dir}, gate)
+	o, err := New(Config{Dir: dir}, gates)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,6 +151,9 @@ func TestDeliveryOverlappingAFailedSyncElsewhereIsWrittenAgain(t *testing.T) {
 		if !errors.Is(err, syncgate.ErrFailedSince) {
 			t.Fatalf("%s across the spool's failed flush: %v, want ErrFailedSince (else it is counted delivered)", name, err)
 		}
+		if !errors.Is(err, flow.ErrNotAttempted) {
+			t.Fatalf("%s across the spool's failed flush: %v, not marked flow.ErrNotAttempted (max_attempts would count it)", name, err)
+		}
 		o.written = nil
 		if err := deliver(); err != nil {
 			t.Fatalf("%s again: %v", name, err)
@@ -161,15 +165,88 @@ func TestDeliveryOverlappingAFailedSyncElsewhereIsWrittenAgain(t *testing.T) {
 }
 
 func TestGateOfAnotherFileSystemIsNotUsed(t *testing.T) {
-	gate, err := syncgate.For("/proc")
+	gates := syncgate.NewGates()
+	spoolGate, err := gates.For(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := New(Config{Dir: filepath.Join(t.TempDir(), "out")}, gate)
+	o, err := New(Config{Dir: filepath.Join(otherFileSystem(t), "out")}, gates)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.gate != nil {
-		t.Fatal("a file destination on another file system shares the spool's gate: its failures would fault the spool")
+	if o.gate == spoolGate || o.gate == nil {
+		t.Fatal("a file destination on another file system shares the spool's gate (its failures would fault the spool) or has none")
 	}
+}
+
+// Only a failed flush may cost the other writers on the file system their
+// writes. An error that reached no disk (the directory cannot be opened:
+// moved away, no read permission on a drop-box directory, no file
+// descriptor left) must not move the gate's epoch: every such delivery,
+// retried, would fault the spool and answer AE to every sender.
+func TestAnErrorBeforeTheFlushDoesNotFailTheOtherWriters(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "out")
+	gates := syncgate.NewGates()
+	gate, err := gates.For(dir) // the spool's
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := New(Config{Dir: dir}, gates)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.written = func() {
+		if err := os.Rename(dir, dir+".moved"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := &flow.Message{GUID: "0b7e3a52-3b0e-4c1e-9d59-2f3c1d7e8a90", Raw: []byte("MSH|^~\\&|A\rPID|1\r")}
+	before := gate.Epoch()
+	if err := o.DeliverBatch(context.Background(), []*flow.Message{m}); err == nil {
+		t.Fatal("a batch into a directory moved away was delivered")
+	}
+	if gate.Epoch() != before {
+		t.Fatal("a directory that could not be opened counted as a failed flush: the spool faults and answers AE")
+	}
+}
+
+// Two file destinations on one file system that is not the spool's (a
+// USB stick) lose each other's unsynced files to a failed flush just as
+// they would the spool's: the second must not be told its file is
+// durable after the first's flush failed.
+func TestDestinationsOnAnotherFileSystemShareItsGate(t *testing.T) {
+	other := otherFileSystem(t)
+	gates := syncgate.NewGates()
+	if _, err := gates.For(t.TempDir()); err != nil { // the spool's
+		t.Fatal(err)
+	}
+	a, err := New(Config{Dir: filepath.Join(other, "a")}, gates)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(Config{Dir: filepath.Join(other, "b")}, gates)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.written = func() { _ = a.gated(a.gate.Epoch(), func() error { return syscall.EIO }) } // a's flush fails
+	m := &flow.Message{GUID: "0b7e3a52-3b0e-4c1e-9d59-2f3c1d7e8a90", Raw: []byte("MSH|^~\\&|A\rPID|1\r")}
+	if err := b.Deliver(context.Background(), m); !errors.Is(err, syncgate.ErrFailedSince) {
+		t.Fatalf("a delivery across another destination's failed flush on its file system: %v, want ErrFailedSince (else it is counted delivered)", err)
+	}
+}
+
+// otherFileSystem is a directory on a file system other than the test's
+// temporary directory's (/dev/shm), or skips the test.
+func otherFileSystem(t *testing.T) string {
+	t.Helper()
+	var tmp, shm syscall.Stat_t
+	if syscall.Stat(t.TempDir(), &tmp) != nil || syscall.Stat("/dev/shm", &shm) != nil || tmp.Dev == shm.Dev {
+		t.Skip("no second file system (/dev/shm) here")
+	}
+	dir, err := os.MkdirTemp("/dev/shm", "fileout-test-")
+	if err != nil {
+		t.Skip(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
 }

@@ -13,7 +13,7 @@ var sample []byte
 // Register adds `type: file` destinations to r.
 func Register(r *component.Types) {
 	r.AddDestination(component.NewDestination("file", sample, func(c *Config, d component.Deps) (flow.Output, error) {
-		return New(*c, d.Gate)
+		return New(*c, d.Gates)
 	}))
 }
 

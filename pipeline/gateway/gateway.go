@@ -69,7 +69,7 @@ type Gateway struct {
 	cfg     Config
 	o       Options
 	spool   *storage.Spool
-	gate    *syncgate.Gate // the spool's file system's: file destinations share it
+	gates   *syncgate.Gates // one per file system: the spool and file destinations share them
 	intake  *intake.Intake
 	sources []*sourceSlot
 	workers map[string]*deliver.Worker
@@ -129,7 +129,8 @@ func NewContext(ctx context.Context, cfg Config, o Options) (*Gateway, error) {
 	if err := storage.WaitForLock(ctx, cfg.Spool.Dir, SpoolLockWait, log); err != nil {
 		return nil, err
 	}
-	gate, err := syncgate.For(cfg.Spool.Dir)
+	gates := syncgate.NewGates()
+	gate, err := gates.For(cfg.Spool.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("spool %s: %w", cfg.Spool.Dir, err)
 	}
@@ -140,7 +141,7 @@ func NewContext(ctx context.Context, cfg Config, o Options) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, o: o, spool: sp, gate: gate, workers: map[string]*deliver.Worker{}, outputs: map[string]flow.Output{}, reping: map[string]func(){}}
+	g := &Gateway{cfg: cfg, o: o, spool: sp, gates: gates, workers: map[string]*deliver.Worker{}, outputs: map[string]flow.Output{}, reping: map[string]func(){}}
 	o.Health.SetSpoolProbe(spoolHealth(sp))
 	router := route.New(routes)
 	g.reroute = rerouter(router)
@@ -217,7 +218,7 @@ func (g *Gateway) deps(name string, comp *health.Component) component.Deps {
 	// Each component tags its own records with its name.
 	return component.Deps{
 		Name: name, Log: g.o.Log, Health: comp, Alarm: g.o.Alarm, Activity: g.o.Activity,
-		DeviceID: g.cfg.DeviceID, Version: g.cfg.Version, Gate: g.gate,
+		DeviceID: g.cfg.DeviceID, Version: g.cfg.Version, Gates: g.gates,
 	}
 }
 

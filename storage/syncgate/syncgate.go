@@ -36,30 +36,50 @@ var ErrFailedSince = errors.New("a disk sync on the same file system failed mean
 // those that failed. A nil *Gate serializes nothing and never reports a
 // failure: a writer alone on its file system sees its own errors.
 type Gate struct {
-	dev   uint64        // the file system's device number
 	mu    sync.Mutex    // held through each sync
 	epoch atomic.Uint64 // failed syncs so far; moved with mu held
 	err   error         // the last one's error; mu
 }
 
-// For makes the gate of the file system that holds dir.
+// For makes a gate for the file system that holds dir, shared with no
+// other (Gates shares them).
 func For(dir string) (*Gate, error) {
+	if _, err := device(dir); err != nil {
+		return nil, err
+	}
+	return &Gate{}, nil
+}
+
+// Gates hands out one Gate per file system: every writer on a file system
+// loses its unsynced writes to a failed flush of any other's there, the
+// spool's or a file destination's on a USB stick alike.
+type Gates struct {
+	mu    sync.Mutex
+	byDev map[uint64]*Gate
+}
+
+// NewGates makes an empty set of gates.
+func NewGates() *Gates { return &Gates{byDev: map[uint64]*Gate{}} }
+
+// For is the gate of the file system that holds dir (or, while dir does
+// not exist yet, will hold it), made on the first ask. A nil *Gates hands
+// out nil gates: every writer sees only its own errors.
+func (gs *Gates) For(dir string) (*Gate, error) {
+	if gs == nil {
+		return nil, nil
+	}
 	dev, err := device(dir)
 	if err != nil {
 		return nil, err
 	}
-	return &Gate{dev: dev}, nil
-}
-
-// Covers says whether dir is on the gate's file system: only writers there
-// lose data to one another's failed flushes. A dir that cannot be read is
-// not covered (its writer's own errors will say why).
-func (g *Gate) Covers(dir string) bool {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	g := gs.byDev[dev]
 	if g == nil {
-		return false
+		g = &Gate{}
+		gs.byDev[dev] = g
 	}
-	dev, err := device(dir)
-	return err == nil && dev == g.dev
+	return g, nil
 }
 
 // Epoch is the number of syncs that failed so far; a writer notes it
@@ -75,7 +95,9 @@ func (g *Gate) Epoch() uint64 {
 // Sync runs sync, which makes durable writes begun in epoch since, alone
 // on the file system. It fails, without calling sync, with ErrFailedSince
 // when a sync failed after since; a failure of sync itself moves the epoch
-// before the next caller's sync may start.
+// before the next caller's sync may start. So sync should hold the flush
+// and little else: whatever error it returns (a directory it could not
+// open) fails every writer on the file system.
 func (g *Gate) Sync(since uint64, sync func() error) error {
 	if g == nil {
 		return sync()
@@ -91,6 +113,24 @@ func (g *Gate) Sync(since uint64, sync func() error) error {
 		return err
 	}
 	return nil
+}
+
+// Failed tells the gate of a flush that failed outside it (the commit log
+// seals a full segment and flushes it inside an append): the writers that
+// began before it are refused as after a failed Sync. An error the gate
+// was told already (a log's sticky error, repeated) moves nothing. It
+// takes the gate: never call it from inside a Sync's function.
+func (g *Gate) Failed(err error) {
+	if g == nil || err == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if errors.Is(err, g.err) {
+		return
+	}
+	g.err = err
+	g.epoch.Add(1)
 }
 
 // device is the device number of the file system that holds dir or, while

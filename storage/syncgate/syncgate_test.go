@@ -2,6 +2,7 @@ package syncgate
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -51,23 +52,51 @@ func TestSyncsRunOneAtATime(t *testing.T) {
 	}
 }
 
-func TestCoversOnlyItsFileSystem(t *testing.T) {
+func TestGatesHandOutOnePerFileSystem(t *testing.T) {
 	dir := t.TempDir()
-	g, err := For(dir)
+	gs := NewGates()
+	g, err := gs.For(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !g.Covers(filepath.Join(dir, "not", "made", "yet")) {
-		t.Error("a directory still to be made on the same file system is not covered")
+	if later, err := gs.For(filepath.Join(dir, "not", "made", "yet")); err != nil || later != g {
+		t.Errorf("a directory still to be made on the same file system has another gate (%v)", err)
 	}
-	if g.Covers("/proc") {
-		t.Error("/proc is covered, but it is another file system")
+	if proc, err := gs.For("/proc"); err != nil || proc == g || proc == nil {
+		t.Errorf("/proc, another file system, shares the gate or has none (%v)", err)
 	}
-	var none *Gate
-	if none.Covers(dir) || none.Epoch() != 0 {
-		t.Error("a nil gate covers something")
+	var noGates *Gates
+	none, err := noGates.For(dir)
+	if err != nil || none != nil {
+		t.Errorf("no gates handed out %v (%v)", none, err)
+	}
+	if none.Epoch() != 0 {
+		t.Error("a nil gate counts failures")
 	}
 	if err := none.Sync(7, func() error { return nil }); err != nil {
 		t.Errorf("a nil gate refused a sync: %v", err)
 	}
+}
+
+// A flush that failed outside the gate (the commit log's rotation) fails
+// the writers that began before it; the log's sticky error, handed back
+// by every later append, is one failure, not one per append.
+func TestAFailureOutsideTheGateCountsOnce(t *testing.T) {
+	g, err := For(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := g.Epoch()
+	sticky := fmt.Errorf("commit log write to seg-0001: %w", syscall.EIO)
+	g.Failed(sticky)
+	if err := g.Sync(mine, func() error { return nil }); !errors.Is(err, ErrFailedSince) {
+		t.Fatalf("a writer that began before the failure: %v, want ErrFailedSince", err)
+	}
+	after := g.Epoch()
+	g.Failed(sticky)
+	if err := g.Sync(after, func() error { return nil }); err != nil {
+		t.Fatalf("the same error again failed a writer that began after it: %v", err)
+	}
+	var none *Gate
+	none.Failed(sticky) // a spool without a gate
 }

@@ -85,3 +85,10 @@ type Intake interface {
 // message first in line unless max_attempts moves it to dead letters, but
 // they log it at a higher level.
 var ErrPermanent = errors.New("permanent delivery failure")
+
+// ErrNotAttempted marks a delivery error that says nothing about the message
+// or the receiver: what the destination wrote was undone by a failure
+// elsewhere on the box (another writer's failed disk sync on the same file
+// system) before it was durable. Workers write the message again without
+// counting an attempt against max_attempts or marking the destination down.
+var ErrNotAttempted = errors.New("delivery undone by a failure elsewhere on the box")
