@@ -18,12 +18,20 @@ const commitLogDir = "commitlog"
 const maxLiveSegments = 5
 
 func (s *Spool) openCommitLog(key []byte) error {
-	l, err := commitlog.Open(filepath.Join(s.cfg.Dir, commitLogDir), commitlog.Options{Key: key, Sync: s.logSyncHook})
+	l, err := commitlog.Open(filepath.Join(s.cfg.Dir, commitLogDir), commitlog.Options{Key: key, Sync: s.logSyncHook, Flush: s.gatedFlush})
 	if err != nil {
 		return err
 	}
 	s.clog = l
 	return nil
+}
+
+// gatedFlush runs the commit log's own flushes (a full segment's seal,
+// inside an Append) through the gate, like every sync of the spool's: no
+// other writer's flush runs beside it, and a failure there is known to
+// every writer before the next flush starts.
+func (s *Spool) gatedFlush(flush func() error) error {
+	return s.gate.Sync(s.goodEpoch, flush)
 }
 
 // replayCommitLog applies the log's records to Badger again, makes the

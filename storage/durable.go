@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/hl7edge/hl7edge/storage/syncgate"
 	"golang.org/x/sys/unix"
 )
 
@@ -101,7 +102,9 @@ func (s *Spool) faultLocked(err error, doubt []inDoubt) {
 // have dropped the unsynced writes of every writer on the file system with
 // it, so the gate tells them too.
 func (s *Spool) markFault(err error) {
-	s.gate.Failed(err)
+	if !errors.Is(err, syncgate.ErrFailedSince) { // another's failure, counted already
+		s.gate.Failed(err)
+	}
 	s.setFault(err)
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -155,4 +156,60 @@ func randomBytes(n int) []byte {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return b
+}
+
+// The rotation's flush runs inside the gate, not beside it: were it to run
+// while a file destination's flush is under way, that flush could fail
+// and drop the log's sealed segment from the card's cache, with the log
+// told its own flush worked (the review's remaining window).
+func TestTheRotationsFlushWaitsForTheGate(t *testing.T) {
+	s, gate, r := gatedSpool(t)
+	var held, overlapped atomic.Bool
+	r.onSync = func(name string) {
+		if strings.HasPrefix(name, "seg-") && held.Load() {
+			overlapped.Store(true)
+		}
+	}
+	inside, release, released := make(chan struct{}), make(chan struct{}), make(chan error)
+	go func() {
+		released <- gate.Sync(gate.Epoch(), func() error { // a file destination's flush
+			held.Store(true)
+			close(inside)
+			<-release
+			held.Store(false)
+			return nil
+		})
+	}()
+	<-inside
+	rec := appendSetOp(nil, badger.NewEntry([]byte("xrotation-test"), randomBytes(200<<10)))
+	appended := make(chan error)
+	go func() {
+		s.syncMu.Lock() // the spool's own syncs stay out: the first flush is the rotation's
+		defer s.syncMu.Unlock()
+		s.writeMu.Lock()
+		defer s.writeMu.Unlock()
+		rotations := s.clog.Stats().Rotations
+		var err error
+		for err == nil && s.clog.Stats().Rotations == rotations {
+			err = s.logAppend(rec)
+		}
+		appended <- err
+	}()
+	select {
+	case err := <-appended: // the rotation did not wait
+		close(release)
+		<-released
+		t.Fatalf("the rotation went ahead while another writer held the gate (err %v, overlapped %v)", err, overlapped.Load())
+	case <-time.After(2 * time.Second):
+	}
+	close(release)
+	if err := <-released; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-appended; err != nil {
+		t.Fatal(err)
+	}
+	if overlapped.Load() {
+		t.Fatal("the rotation's flush ran while another writer's flush held the gate")
+	}
 }

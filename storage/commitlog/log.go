@@ -48,6 +48,11 @@ type Options struct {
 	// mode, nothing in direct mode (O_DSYNC made the write durable). Tests
 	// set it to fail on purpose; it is then called in both modes.
 	Sync func(*os.File) error
+	// Flush runs each flush the log makes on its own account, the seal of
+	// a full segment inside an Append, so that the caller can order it
+	// with other writers' (storage/syncgate). An error it returns without
+	// running the flush fails the log as a failed write does. Nil: run it.
+	Flush func(flush func() error) error
 }
 
 // DefaultSegmentSize holds a few thousand lab results.
@@ -62,6 +67,7 @@ type Log struct {
 	crypt *crypter
 	mode  ioMode
 	sync  func(*os.File) error
+	flush func(func() error) error
 
 	mu    sync.Mutex
 	slots []*slot
@@ -114,6 +120,7 @@ func Open(dir string, o Options) (*Log, error) {
 	// asks about one.
 	l.mode = probeMode(first, !o.Buffered)
 	l.sync = o.Sync
+	l.flush = o.Flush
 	if l.sync == nil && !l.mode.direct {
 		l.sync = Fdatasync
 	}
@@ -393,11 +400,28 @@ func (l *Log) rotateLocked() error {
 	putU32(l.buf[l.end:], sealLen)
 	putU32(l.buf[l.end+4:], recordCRC(l.cur.h, sealLen, nil))
 	l.end += recordHead
-	if err := l.writeLocked(); err != nil {
+	if err := l.ownFlushLocked(); err != nil {
 		return err
 	}
 	l.stats.Rotations++
 	return l.beginLocked()
+}
+
+// ownFlushLocked writes and syncs what the log holds through
+// Options.Flush. A refusal that never reached the write leaves the segment
+// sealed in memory only, so it fails the log like a failed write.
+func (l *Log) ownFlushLocked() error {
+	if l.flush == nil {
+		return l.writeLocked()
+	}
+	err := l.flush(l.writeLocked)
+	if err != nil && l.err == nil {
+		l.err = fmt.Errorf("commit log write to %s: %w", l.cur.path, err)
+	}
+	if err != nil {
+		return l.err
+	}
+	return nil
 }
 
 // beginLocked takes a file no durable header still needs and starts the

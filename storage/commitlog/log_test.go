@@ -414,3 +414,40 @@ func TestFailedFirstWriteOfARecycledSegment(t *testing.T) {
 		})
 	}
 }
+
+// A segment's seal is flushed through Options.Flush; a flush refused there
+// (another writer's failure since: the caller's writes may be gone) fails
+// the log as a failed write does, and a flush it runs is the log's own.
+func TestOwnFlushGoesThroughTheCallersFlush(t *testing.T) {
+	modes(t, func(t *testing.T, o Options) {
+		calls, refuse := 0, false
+		o.Flush = func(flush func() error) error {
+			calls++
+			if refuse {
+				return errors.New("refused (another writer's flush failed)")
+			}
+			return flush()
+		}
+		l := open(t, t.TempDir(), o)
+		replayAll(t, l)
+		must(t, l.Restart())
+		for i := 0; calls == 0; i++ {
+			must(t, l.Append(rec(i)))
+		}
+		if l.Stats().Rotations != 1 {
+			t.Fatalf("%d flushes through Options.Flush and %d rotations, want the rotation's", calls, l.Stats().Rotations)
+		}
+		refuse = true
+		var err error
+		for i := 0; err == nil && calls == 1; i++ {
+			err = l.Append(rec(i))
+		}
+		if err == nil {
+			t.Fatal("an Append whose seal's flush was refused succeeded")
+		}
+		refuse = false
+		if err := l.Append(rec(1)); err == nil {
+			t.Fatal("the log took a record after its flush was refused")
+		}
+	})
+}
