@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/hl7edge/hl7edge/storage/commitlog"
-	"github.com/hl7edge/hl7edge/storage/syncgate"
 )
 
 // bigMsg is message i padded to about 100 KiB: inline in the LSM tree
@@ -136,16 +135,8 @@ func TestTableDamagedByAFailedFlushKeepsTheLogForSalvage(t *testing.T) {
 // commit log from letting go of segments until the spool has been
 // re-opened and its tables read back.
 func TestNoSegmentReleasedAfterAFailedSyncElsewhere(t *testing.T) {
-	dir := t.TempDir()
-	gate, err := syncgate.For(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := Open(Config{Dir: dir, MaxBytes: 256 << 20, SegmentMessages: 16}, Options{Destinations: []string{"a"}, GCInterval: time.Hour, Gate: gate})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, gate := openGated(t)
+	dir := s.Dir()
 	if !s.noFailedSync() {
 		t.Fatal("a fresh spool takes its tables for undamaged")
 	}

@@ -221,32 +221,21 @@ func TestFailedSyncFaultsUntilReopened(t *testing.T) {
 	defer s.Close()
 	r := &syncRecorder{}
 	hookSyncs(s, r)
-	ctx := context.Background()
-	add := func(i int) error {
-		_, err := s.Append(ctx, Entry{Source: "s", Raw: msg(i), Dests: []string{"a"}})
-		return err
-	}
-	if err := add(1); err != nil {
+	if err := appendMsg(s, 1); err != nil {
 		t.Fatal(err)
 	}
 	r.setFail(func(string) error { return syscall.EIO })
-	if err := add(2); err == nil {
+	if err := appendMsg(s, 2); err == nil {
 		t.Fatal("Append succeeded although its sync failed")
 	}
 	r.setFail(nil) // the next sync would "work": the kernel forgot the error
-	if err := add(3); err == nil {
+	if err := appendMsg(s, 3); err == nil {
 		t.Fatal("Append after a failed sync was answered as stored before the spool was re-opened")
 	}
 	if e := s.Stats().Error; e == "" {
 		t.Fatal("no storage error in the stats after a failed sync")
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for add(4) != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("the spool did not re-open within 15 s of the disk working again")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitTaken(t, s, 4, 15*time.Second, "the spool did not re-open within 15 s of the disk working again")
 	if !strings.Contains(logs.String(), "spool re-opened after a failed sync") {
 		t.Fatalf("no re-open in the log:\n%s", logs.String())
 	}
@@ -272,13 +261,8 @@ func TestFailedSyncFaultsUntilReopened(t *testing.T) {
 func TestFailingDiskKeepsRefusing(t *testing.T) {
 	s, r := hookedSpool(t)
 	r.setFail(func(string) error { return syscall.EIO })
-	ctx := context.Background()
-	add := func(i int) error {
-		_, err := s.Append(ctx, Entry{Source: "s", Raw: msg(i), Dests: []string{"a"}})
-		return err
-	}
 	for i := range 12 { // past two tries to re-open
-		if err := add(i); err == nil {
+		if err := appendMsg(s, i); err == nil {
 			t.Fatalf("Append %d succeeded on a disk whose every sync fails", i)
 		} else if !errors.Is(err, ErrStorageFault) {
 			t.Fatalf("Append %d: %v, want a storage fault", i, err)
@@ -289,13 +273,7 @@ func TestFailingDiskKeepsRefusing(t *testing.T) {
 		t.Fatalf("while the disk fails: error %q, reopens %d", st.Error, st.Reopens)
 	}
 	r.setFail(nil)
-	deadline := time.Now().Add(10 * time.Second)
-	for add(100) != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("no message taken within 10 s of the disk working again")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitTaken(t, s, 100, 10*time.Second, "no message taken within 10 s of the disk working again")
 }
 
 // Item 1: value-log clean-up copies live large messages into the current
@@ -714,5 +692,24 @@ func TestDeadLetterListsHoldHeadsOnly(t *testing.T) {
 	}
 	if n, err := s.PurgeDead("a"); err != nil || n != 2 || s.Stats().Destinations["a"].Dead != 0 {
 		t.Fatalf("purge: %d, %v", n, err)
+	}
+}
+
+// appendMsg appends msg(i) for "a".
+func appendMsg(s *Spool, i int) error {
+	_, err := s.Append(context.Background(), Entry{Source: "s", Raw: msg(i), Dests: []string{"a"}})
+	return err
+}
+
+// waitTaken appends msg(i) until the faulted spool, re-opened, takes it;
+// the test fails with failure if that takes longer than within.
+func waitTaken(t *testing.T, s *Spool, i int, within time.Duration, failure string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for appendMsg(s, i) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal(failure)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -21,38 +21,18 @@ import (
 // failure another writer on the spool's file system saw must fail the
 // spool's next sync as its own would: refused, then re-opened from disk.
 func TestAFailedSyncOfAnotherWriterFaultsTheSpool(t *testing.T) {
-	dir := t.TempDir()
-	gate, err := syncgate.For(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := Open(Config{Dir: dir, MaxBytes: 256 << 20, SegmentMessages: 16}, Options{Destinations: []string{"a"}, GCInterval: time.Hour, Gate: gate})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	ctx := context.Background()
-	add := func(i int) error {
-		_, err := s.Append(ctx, Entry{Source: "s", Raw: msg(i), Dests: []string{"a"}})
-		return err
-	}
-	if err := add(1); err != nil {
+	s, gate := openGated(t)
+	if err := appendMsg(s, 1); err != nil {
 		t.Fatal(err)
 	}
 	// A file destination's flush fails.
 	if err := gate.Sync(gate.Epoch(), func() error { return syscall.EIO }); !errors.Is(err, syscall.EIO) {
 		t.Fatalf("the other writer's sync: %v", err)
 	}
-	if err := add(2); !errors.Is(err, ErrStorageFault) {
+	if err := appendMsg(s, 2); !errors.Is(err, ErrStorageFault) {
 		t.Fatalf("Append after another writer's sync failed: %v, want a storage fault", err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for add(3) != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("the spool did not re-open within 15 s")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitTaken(t, s, 3, 15*time.Second, "the spool did not re-open within 15 s")
 	ms, err := s.Next("a", 0, 10)
 	if err != nil {
 		t.Fatal(err)
@@ -66,12 +46,12 @@ func TestAFailedSyncOfAnotherWriterFaultsTheSpool(t *testing.T) {
 	}
 }
 
-// gatedSpool opens a spool with one destination, "a", on a gate of its
-// own, every sync of it through the recorder it returns.
-func gatedSpool(t *testing.T) (*Spool, *syncgate.Gate, *syncRecorder) {
+// openGated opens a spool with one destination, "a", on a gate of its
+// own (closed at the test's end).
+func openGated(t *testing.T) (*Spool, *syncgate.Gate) {
 	t.Helper()
 	dir := t.TempDir()
-	gate, err := syncgate.For(dir)
+	gate, err := syncgate.NewGates().For(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +60,14 @@ func gatedSpool(t *testing.T) (*Spool, *syncgate.Gate, *syncRecorder) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
+	return s, gate
+}
+
+// gatedSpool opens a spool with one destination, "a", on a gate of its
+// own, every sync of it through the recorder it returns.
+func gatedSpool(t *testing.T) (*Spool, *syncgate.Gate, *syncRecorder) {
+	t.Helper()
+	s, gate := openGated(t)
 	r := &syncRecorder{}
 	hookSyncs(s, r)
 	return s, gate, r

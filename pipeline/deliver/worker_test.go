@@ -176,7 +176,7 @@ func TestPauseHoldsAndResumeDelivers(t *testing.T) {
 // otherwise go to dead letters for the spool's failed flush.
 func TestAFailureElsewhereIsNotAnAttempt(t *testing.T) {
 	sp, guids := setup(t, 1)
-	gate, err := syncgate.For(t.TempDir())
+	gate, err := syncgate.NewGates().For(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -122,13 +122,10 @@ func TestDeliverBatchFailureLeavesNoTemporaries(t *testing.T) {
 	}
 }
 
-// The power-cut rig's EIO campaign (run 4) lost a message this way: the
-// spool's flush failed while this destination's file sat unsynced in the
-// card's cache, the card dropped both, and the file's own sync then
-// "succeeded" and the message was counted delivered. A delivery whose
-// writes overlap a failed sync on the spool's file system must fail, to
-// be written again; both ways of delivering.
-func TestDeliveryOverlappingAFailedSyncElsewhereIsWrittenAgain(t *testing.T) {
+// outputBesideTheSpool is a file destination in dir on the spool's file
+// system, and the gate it shares with the spool.
+func outputBesideTheSpool(t *testing.T) (*Output, *syncgate.Gate, string) {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "out")
 	gates := syncgate.NewGates()
 	gate, err := gates.For(dir) // the spool's
@@ -139,6 +136,17 @@ func TestDeliveryOverlappingAFailedSyncElsewhereIsWrittenAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return o, gate, dir
+}
+
+// The power-cut rig's EIO campaign (run 4) lost a message this way: the
+// spool's flush failed while this destination's file sat unsynced in the
+// card's cache, the card dropped both, and the file's own sync then
+// "succeeded" and the message was counted delivered. A delivery whose
+// writes overlap a failed sync on the spool's file system must fail, to
+// be written again; both ways of delivering.
+func TestDeliveryOverlappingAFailedSyncElsewhereIsWrittenAgain(t *testing.T) {
+	o, gate, dir := outputBesideTheSpool(t)
 	spoolFlushFails := func() { _ = gate.Sync(gate.Epoch(), func() error { return syscall.EIO }) }
 	m := &flow.Message{GUID: "0b7e3a52-3b0e-4c1e-9d59-2f3c1d7e8a90", Raw: []byte("MSH|^~\\&|A\rPID|1\r")}
 	deliveries := map[string]func() error{
@@ -185,16 +193,7 @@ func TestGateOfAnotherFileSystemIsNotUsed(t *testing.T) {
 // descriptor left) must not move the gate's epoch: every such delivery,
 // retried, would fault the spool and answer AE to every sender.
 func TestAnErrorBeforeTheFlushDoesNotFailTheOtherWriters(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "out")
-	gates := syncgate.NewGates()
-	gate, err := gates.For(dir) // the spool's
-	if err != nil {
-		t.Fatal(err)
-	}
-	o, err := New(Config{Dir: dir}, gates)
-	if err != nil {
-		t.Fatal(err)
-	}
+	o, gate, dir := outputBesideTheSpool(t)
 	o.written = func() {
 		if err := os.Rename(dir, dir+".moved"); err != nil {
 			t.Fatal(err)

@@ -9,7 +9,7 @@ import (
 )
 
 func TestAFailedSyncFailsEveryWriterThatBeganBeforeIt(t *testing.T) {
-	g, err := For(t.TempDir())
+	g, err := NewGates().For(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +28,7 @@ func TestAFailedSyncFailsEveryWriterThatBeganBeforeIt(t *testing.T) {
 }
 
 func TestSyncsRunOneAtATime(t *testing.T) {
-	g, err := For(t.TempDir())
+	g, err := NewGates().For(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestGatesHandOutOnePerFileSystem(t *testing.T) {
 // the writers that began before it; the log's sticky error, handed back
 // by every later append, is one failure, not one per append.
 func TestAFailureOutsideTheGateCountsOnce(t *testing.T) {
-	g, err := For(t.TempDir())
+	g, err := NewGates().For(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
