@@ -41,15 +41,6 @@ type Gate struct {
 	err   error         // the last one's error; mu
 }
 
-// For makes a gate for the file system that holds dir, shared with no
-// other (Gates shares them).
-func For(dir string) (*Gate, error) {
-	if _, err := device(dir); err != nil {
-		return nil, err
-	}
-	return &Gate{}, nil
-}
-
 // Gates hands out one Gate per file system: every writer on a file system
 // loses its unsynced writes to a failed flush of any other's there, the
 // spool's or a file destination's on a USB stick alike.
