@@ -108,11 +108,17 @@ func (s *Spool) markFault(err error) {
 	s.setFault(err)
 }
 
+// setFault records a failed sync and, the first time, leaves the mark
+// that makes the next open read the tables back: a faulted log repeats its
+// error on every later append, and one mark (one directory sync) does.
 func (s *Spool) setFault(err error) {
 	s.mu.Lock()
+	first := s.fault == nil
 	s.faultLocked(err, nil)
 	s.mu.Unlock()
-	s.markSyncFailed()
+	if first {
+		s.markSyncFailed()
+	}
 }
 
 // tryReopen closes the faulted spool, forgets what the operating system
