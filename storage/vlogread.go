@@ -50,7 +50,7 @@ func decodeVlogEntry(buf []byte) ([]byte, error) {
 		return nil, errVlogEntry
 	}
 	body, sum := buf[:len(buf)-crc32.Size], buf[len(buf)-crc32.Size:]
-	if crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli)) != binary.BigEndian.Uint32(sum) {
+	if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(sum) {
 		return nil, fmt.Errorf("%w: checksum mismatch", errVlogEntry)
 	}
 	p := body[2:]
