@@ -35,6 +35,14 @@ func FuzzDecodeOps(f *testing.F) {
 		for _, o := range ops {
 			switch o.kind {
 			case opSet, opSetTTL:
+				if o.kind == opSetTTL && o.expiresAt == 0 {
+					// Decodes, but the encoder writes a set with no
+					// expiry as opSet: re-encode its own form.
+					again = appendBytes(append(again, opSetTTL), o.key)
+					again = binary.LittleEndian.AppendUint64(again, 0)
+					again = appendBytes(again, o.val)
+					continue
+				}
 				e := badger.NewEntry(o.key, o.val)
 				e.ExpiresAt = o.expiresAt
 				again = appendSetOp(again, e)
