@@ -186,7 +186,7 @@ func (a *Appliance) rollback(cause error) bool {
 	if p == nil {
 		return false
 	}
-	if err := atomicfile.Write(a.o.ConfigPath, p.previous, 0o640); err != nil {
+	if err := atomicfile.Write(nil, a.o.ConfigPath, p.previous, 0o640); err != nil {
 		return false
 	}
 	detail := fmt.Sprintf("configuration from command %s could not start and was rolled back: %v", p.id, cause)
@@ -347,7 +347,7 @@ func (a *Appliance) newAgent(cfg *config.Config, log *slog.Logger, reg *health.R
 		SessionFile: filepath.Join(cfg.StateDir(), "mqtt.session"), Throttle: a.throttle,
 	}
 	if keys.Len() > 0 {
-		agentOpts.Signed = trust.NewGate(keys, cfg.Device.ID, filepath.Join(a.o.StateDir, ReplayRecord), nil).Open
+		agentOpts.Signed = trust.NewGate(keys, cfg.Device.ID, filepath.Join(a.o.StateDir, ReplayRecord), nil, nil).Open
 	}
 	return mqttagent.New(cfg.MQTT, agentOpts)
 }
@@ -506,7 +506,7 @@ func (a *Appliance) checkApply(ctx context.Context, p *pendingApply, reg *health
 		alarm(AlarmConfigApplied, detail)
 		return
 	}
-	if err := atomicfile.Write(a.o.ConfigPath, p.previous, 0o640); err != nil {
+	if err := atomicfile.Write(nil, a.o.ConfigPath, p.previous, 0o640); err != nil {
 		detail := fmt.Sprintf("command %s: %v", p.id, err)
 		a.settle(p.id, ApplyRollbackFailed, detail)
 		alarm(AlarmConfigRollbackFailed, detail)

@@ -182,7 +182,7 @@ func (a *Appliance) apply(b *Box, id string, local bool, args nameArgs) (any, st
 	if err != nil {
 		return nil, "", fmt.Errorf("read current configuration: %w", err)
 	}
-	if err := atomicfile.Write(b.Config.Path, []byte(args.YAML), 0o640); err != nil {
+	if err := atomicfile.Write(nil, b.Config.Path, []byte(args.YAML), 0o640); err != nil {
 		return nil, "", err
 	}
 	a.mu.Lock()

@@ -153,5 +153,5 @@ func Save(dir string, s State) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.Write(filepath.Join(dir, StateFile), append(b, '\n'), 0o640)
+	return atomicfile.Write(nil, filepath.Join(dir, StateFile), append(b, '\n'), 0o640)
 }

@@ -177,7 +177,7 @@ func (m *Manager) Update(ctx context.Context, id string, raw json.RawMessage) (a
 	if err := os.Rename(tmp, image); err != nil {
 		return m.reject(st, tmp, err.Error())
 	}
-	if err := atomicfile.SyncDir(dir); err != nil {
+	if err := atomicfile.SyncDir(nil, 0, dir); err != nil {
 		return m.reject(st, image, err.Error())
 	}
 	st.State, st.Reason = Trial, fmt.Sprintf("verified (sha256 and key %s); restarting into it; kept if healthy for %s", keyID, st.Trial)
