@@ -1,6 +1,7 @@
 package appliance_test
 
 import (
+	"errors"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -67,7 +68,7 @@ func TestStateFilesShareTheSpoolsSyncGate(t *testing.T) {
 	})
 	close(release)
 	released = true
-	if err := <-other; err != syscall.EIO {
+	if err := <-other; !errors.Is(err, syscall.EIO) {
 		t.Fatalf("the other writer's sync: %v, want EIO", err)
 	}
 	if a := op.answer(t, from, "s-gate", command.Health); a.Status != command.Rejected || !strings.Contains(a.Detail, "send the same command again") {

@@ -4,6 +4,7 @@
 package syncgatetest
 
 import (
+	"errors"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -29,14 +30,18 @@ func FailMeanwhile(t testing.TB, gate *syncgate.Gate, pattern string, write func
 		})
 	}()
 	<-held
+	released := false
+	defer func() { // also when the test fails: the gate must not stay held
+		if !released {
+			close(release)
+		}
+	}()
 	done := make(chan error, 1)
 	go func() { done <- write() }()
 	deadline := time.Now().Add(30 * time.Second)
 	for !exists(t, pattern) {
 		select {
 		case err := <-done:
-			close(release)
-			<-other
 			t.Fatalf("the write ended (%v) while another writer's sync held the gate: its sync does not go through the gate", err)
 		default:
 		}
@@ -46,7 +51,8 @@ func FailMeanwhile(t testing.TB, gate *syncgate.Gate, pattern string, write func
 		time.Sleep(5 * time.Millisecond)
 	}
 	close(release)
-	if err := <-other; err != syscall.EIO {
+	released = true
+	if err := <-other; !errors.Is(err, syscall.EIO) {
 		t.Fatalf("the other writer's sync: %v, want EIO", err)
 	}
 	return <-done
