@@ -1,17 +1,22 @@
 package appliance_test
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hl7edge/hl7edge/device/admin"
 	"github.com/hl7edge/hl7edge/device/appliance"
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/trust"
 	"github.com/hl7edge/hl7edge/storage/syncgate"
+	"github.com/hl7edge/hl7edge/storage/syncgate/syncgatetest"
 )
 
 // TestStateFilesShareTheSpoolsSyncGate: the replay record of signed
@@ -84,4 +89,44 @@ func TestStateFilesShareTheSpoolsSyncGate(t *testing.T) {
 	if a := op.sendRaw(t, "s-gate", command.Health, env); a.Status != command.Successful {
 		t.Fatalf("the same envelope once the card syncs again: %s, want successful", a)
 	}
+}
+
+// TestConfigApplyWrittenAgainAfterAnotherSyncFailed: the configuration file
+// sits on the card with the spool. When the spool's flush fails while a new
+// configuration is written, the card may have dropped it though its fsync
+// succeeds: the write is refused and made once more, and the apply goes on
+// with a file the card holds.
+func TestConfigApplyWrittenAgainAfterAnotherSyncFailed(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, "gw-gate-apply")
+	r.writeConfig(r.yaml(r.mllpPort, ""))
+	gates := syncgate.NewGates()
+	rn := r.start(appliance.Options{Gates: gates, ApplyGrace: time.Second})
+	rn.waitStarts(t, 1)
+	gate, err := gates.For(filepath.Dir(r.cfgPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := r.yaml(r.mllpPort, "  - name: copy\n    type: file\n    dir: "+r.archive+"/copy\n")
+	args, err := json.Marshal(map[string]any{"yaml": next})
+	if err != nil {
+		t.Fatal(err)
+	}
+	temp := filepath.Join(filepath.Dir(r.cfgPath), "."+filepath.Base(r.cfgPath)+".tmp-*")
+	err = syncgatetest.FailMeanwhile(t, gate, temp, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		defer cancel()
+		resp, err := admin.Call(ctx, r.socket, command.Request{ID: "admin-apply", Name: command.ConfigApply, Args: args})
+		if err == nil && resp.Status != command.Successful {
+			err = fmt.Errorf("%s: %s", resp.Status, resp.Detail)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("config-apply while the spool's flush failed: %v, want applied, its file written again", err)
+	}
+	if got := r.configFile(); got != next {
+		t.Fatalf("the configuration file after the apply:\n%s\nwant the new one", got)
+	}
+	rn.waitStarts(t, 2)
 }
