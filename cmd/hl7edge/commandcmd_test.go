@@ -32,11 +32,11 @@ func TestCommandSign(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	req, signer, err := trust.NewGate(keys, "gw-7", filepath.Join(dir, "ids"), nil).Open(bytes.TrimSpace(out.Bytes()))
+	req, signer, err := trust.NewGate(keys, "gw-7", filepath.Join(dir, "ids"), nil, nil).Open(bytes.TrimSpace(out.Bytes()))
 	if err != nil || req.ID != "op-1" || req.Name != "config-apply" || !strings.Contains(string(req.Args), "gw-7") || signer != keys.IDs()[0] {
 		t.Fatalf("Open = %+v %q %v", req, signer, err)
 	}
-	if _, _, err := trust.NewGate(keys, "gw-8", filepath.Join(dir, "ids8"), nil).Open(bytes.TrimSpace(out.Bytes())); err == nil {
+	if _, _, err := trust.NewGate(keys, "gw-8", filepath.Join(dir, "ids8"), nil, nil).Open(bytes.TrimSpace(out.Bytes())); err == nil {
 		t.Errorf("a command signed for gw-7 opened on gw-8")
 	}
 	var env trust.Envelope

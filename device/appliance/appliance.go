@@ -34,6 +34,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/watchdog"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
 	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
+	"github.com/hl7edge/hl7edge/storage/syncgate"
 )
 
 // Options configure the appliance.
@@ -62,6 +63,11 @@ type Options struct {
 	BlockDevices cardwatch.Reader
 	// CardEvery is how often the card is read; default cardwatch.Every.
 	CardEvery time.Duration
+	// Gates are the disk sync gates every writer of the process shares:
+	// the spool and file destinations, and the state files beside them
+	// (session counter, replay record, firmware state, the configuration
+	// file). nil: the appliance's own. Tests give theirs to fail a sync.
+	Gates *syncgate.Gates
 }
 
 // DefaultUnsignedRestartEvery bounds what a leaked broker password can do
@@ -127,6 +133,12 @@ func Run(ctx context.Context, o Options) error {
 	if o.UnsignedRestartEvery <= 0 {
 		o.UnsignedRestartEvery = DefaultUnsignedRestartEvery
 	}
+	if o.Gates == nil {
+		// One set for the life of the process, across the boxes it builds:
+		// a failed flush is news to every writer on the card, whichever
+		// box it happened in.
+		o.Gates = syncgate.NewGates()
+	}
 	a := &Appliance{o: o, ring: newLogRing(1000), restart: make(chan string, 1), relaunch: make(chan string, 1), alarms: health.NewAlarms(),
 		throttle: command.NewThrottle(nil, map[string]time.Duration{command.Restart: o.UnsignedRestartEvery})}
 	for {
@@ -177,6 +189,21 @@ func (a *Appliance) fatal(cfg *config.Config, err error) error {
 	return &LoggedError{Err: err}
 }
 
+// writeConfig replaces the configuration file path with data, its syncs through
+// the gates of the spool beside it. When another writer's sync failed
+// meanwhile it writes once more: data is whole in memory, and a write begun
+// after the failure is told the truth about its own.
+func (a *Appliance) writeConfig(path string, data []byte) error {
+	err := atomicfile.Write(a.o.Gates, path, data, 0o640)
+	if errors.Is(err, syncgate.ErrFailedSince) {
+		err = atomicfile.Write(a.o.Gates, path, data, 0o640)
+	}
+	if errors.Is(err, syncgate.ErrFailedSince) {
+		return fmt.Errorf("%w; disk syncs on the card failed twice while it was written: check the storage health (docs/power-loss.md)", err)
+	}
+	return err
+}
+
 // rollback restores the previous configuration after a failed apply.
 func (a *Appliance) rollback(cause error) bool {
 	a.mu.Lock()
@@ -186,7 +213,7 @@ func (a *Appliance) rollback(cause error) bool {
 	if p == nil {
 		return false
 	}
-	if err := atomicfile.Write(a.o.ConfigPath, p.previous, 0o640); err != nil {
+	if err := a.writeConfig(a.o.ConfigPath, p.previous); err != nil {
 		return false
 	}
 	detail := fmt.Sprintf("configuration from command %s could not start and was rolled back: %v", p.id, cause)
@@ -287,7 +314,7 @@ func (a *Appliance) build(ctx context.Context, cfg *config.Config) (_ *parts, er
 		}
 	}
 	p.gw, err = gateway.NewContext(ctx, cfg.Gateway(a.o.Version), gateway.Options{
-		Log: p.log, Health: p.reg, Activity: p.engine.Activity, Alarm: p.alarm, MinBackoff: a.o.MinBackoff,
+		Log: p.log, Health: p.reg, Activity: p.engine.Activity, Alarm: p.alarm, MinBackoff: a.o.MinBackoff, Gates: a.o.Gates,
 	})
 	if err != nil {
 		return nil, err
@@ -344,10 +371,10 @@ const ReplayRecord = "signed-commands.json"
 func (a *Appliance) newAgent(cfg *config.Config, log *slog.Logger, reg *health.Registry, disp *command.Dispatcher, keys *trust.Keys) (*mqttagent.Agent, error) {
 	agentOpts := mqttagent.Options{
 		DeviceID: cfg.Device.ID, Version: a.o.Version, Labels: cfg.Device.Labels, Log: log, Registry: reg, Dispatcher: disp,
-		SessionFile: filepath.Join(cfg.StateDir(), "mqtt.session"), Throttle: a.throttle,
+		SessionFile: filepath.Join(cfg.StateDir(), "mqtt.session"), Throttle: a.throttle, Gates: a.o.Gates,
 	}
 	if keys.Len() > 0 {
-		agentOpts.Signed = trust.NewGate(keys, cfg.Device.ID, filepath.Join(a.o.StateDir, ReplayRecord), nil).Open
+		agentOpts.Signed = trust.NewGate(keys, cfg.Device.ID, filepath.Join(a.o.StateDir, ReplayRecord), a.o.Gates, nil).Open
 	}
 	return mqttagent.New(cfg.MQTT, agentOpts)
 }
@@ -506,7 +533,7 @@ func (a *Appliance) checkApply(ctx context.Context, p *pendingApply, reg *health
 		alarm(AlarmConfigApplied, detail)
 		return
 	}
-	if err := atomicfile.Write(a.o.ConfigPath, p.previous, 0o640); err != nil {
+	if err := a.writeConfig(a.o.ConfigPath, p.previous); err != nil {
 		detail := fmt.Sprintf("command %s: %v", p.id, err)
 		a.settle(p.id, ApplyRollbackFailed, detail)
 		alarm(AlarmConfigRollbackFailed, detail)

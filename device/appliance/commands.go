@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hl7edge/hl7edge/device/atomicfile"
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/device/frontpanel"
@@ -182,8 +181,14 @@ func (a *Appliance) apply(b *Box, id string, local bool, args nameArgs) (any, st
 	if err != nil {
 		return nil, "", fmt.Errorf("read current configuration: %w", err)
 	}
-	if err := atomicfile.Write(b.Config.Path, []byte(args.YAML), 0o640); err != nil {
-		return nil, "", err
+	if err := a.writeConfig(b.Config.Path, []byte(args.YAML)); err != nil {
+		// A failure after the rename (the directory's sync) leaves the new
+		// file in place, not known durable: put the current one back, or
+		// the next start would run the new one without a trial.
+		if rerr := a.writeConfig(b.Config.Path, previous); rerr != nil {
+			return nil, "", fmt.Errorf("configuration not applied: %w; putting the current one back failed too (%v): check %s before the next restart", err, rerr, b.Config.Path)
+		}
+		return nil, "", fmt.Errorf("configuration not applied, the current one stays: %w", err)
 	}
 	a.mu.Lock()
 	a.pending = &pendingApply{id: id, previous: previous, grace: grace, before: b.Registry.Snapshot()}

@@ -25,7 +25,7 @@ var ErrRelaunch = errors.New("exiting so that the service manager starts the fir
 func (a *Appliance) firmwareManager(cfg *config.Config, log *slog.Logger, keys *trust.Keys, reg *health.Registry, agent *mqttagent.Agent,
 	disp *command.Dispatcher, alarm func(kind, detail string)) *firmware.Manager {
 	fw := firmware.New(firmware.Options{
-		Config: cfg.Firmware, Log: log, Keys: keys, Version: a.o.Version, Snapshot: reg.Snapshot, Alarm: alarm,
+		Config: cfg.Firmware, Log: log, Keys: keys, Version: a.o.Version, Snapshot: reg.Snapshot, Alarm: alarm, Gates: a.o.Gates,
 		Publish: func(p firmware.Public) {
 			if b, err := json.Marshal(p); err == nil {
 				agent.Retain("firmware", b)

@@ -248,6 +248,12 @@ func (op *operator) sendRaw(t *testing.T, id, name string, b []byte) answer {
 	t.Helper()
 	from := op.Log.Mark()
 	op.Publish(t, op.base+"cmd/req", false, string(b))
+	return op.answer(t, from, id, name)
+}
+
+// answer waits for the final answer carrying id published after from.
+func (op *operator) answer(t *testing.T, from int, id, name string) answer {
+	t.Helper()
 	var a answer
 	_, m := op.Log.WaitFor(t, from, "the final answer to "+id+" ("+name+")", func(m mqtttest.Message) bool {
 		if m.Topic != op.base+"cmd/res" {

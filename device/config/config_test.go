@@ -82,10 +82,10 @@ func TestDefaultsAndAtomicWrite(t *testing.T) {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 	p := filepath.Join(t.TempDir(), "hl7edge.yaml")
-	if err := atomicfile.Write(p, []byte("a: 1\n"), 0o640); err != nil {
+	if err := atomicfile.Write(nil, p, []byte("a: 1\n"), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	if err := atomicfile.Write(p, []byte("b: 2\n"), 0o640); err != nil {
+	if err := atomicfile.Write(nil, p, []byte("b: 2\n"), 0o640); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(p)

@@ -31,7 +31,7 @@ func TestLaunchSettles(t *testing.T) {
 	t.Setenv(EnvImage, "")
 	for _, phase := range []Phase{Downloading, Verifying} {
 		dir := t.TempDir()
-		if err := Save(dir, State{State: phase, Version: "2.0"}); err != nil {
+		if err := Save(nil, dir, State{State: phase, Version: "2.0"}); err != nil {
 			t.Fatal(err)
 		}
 		partial := filepath.Join(dir, downloadPrefix+"2.0")
@@ -53,7 +53,7 @@ func TestLaunchSettles(t *testing.T) {
 	if err := os.WriteFile(img, []byte("#!/bin/sh\n"), 0o750); err != nil {
 		t.Fatal(err)
 	}
-	if err := Save(dir, State{State: Trial, Version: "2.0", Image: imagePrefix + "2.0", Starts: 1, Trial: time.Minute, GoodVersion: "1.0"}); err != nil {
+	if err := Save(nil, dir, State{State: Trial, Version: "2.0", Image: imagePrefix + "2.0", Starts: 1, Trial: time.Minute, GoodVersion: "1.0"}); err != nil {
 		t.Fatal(err)
 	}
 	Launch(dir, "1.0", quiet())
@@ -71,7 +71,7 @@ func TestLaunchSettles(t *testing.T) {
 	if err := os.WriteFile(img2, []byte("#!/bin/sh\n"), 0o750); err != nil {
 		t.Fatal(err)
 	}
-	if err := Save(dir, State{State: Committed, Version: "2.0", Image: imagePrefix + "2.0", Good: imagePrefix + "2.0", GoodVersion: "2.0", Installed: "1.0"}); err != nil {
+	if err := Save(nil, dir, State{State: Committed, Version: "2.0", Image: imagePrefix + "2.0", Good: imagePrefix + "2.0", GoodVersion: "2.0", Installed: "1.0"}); err != nil {
 		t.Fatal(err)
 	}
 	Launch(dir, "1.1", quiet()) // returns: nothing to exec
@@ -85,7 +85,7 @@ func TestLaunchSettles(t *testing.T) {
 
 	// An image launched by the launcher never launches again.
 	t.Setenv(EnvImage, "/somewhere/hl7edge-2.0")
-	if err := Save(dir, State{State: Downloading, Version: "3.0"}); err != nil {
+	if err := Save(nil, dir, State{State: Downloading, Version: "3.0"}); err != nil {
 		t.Fatal(err)
 	}
 	Launch(dir, "1.0", quiet())
@@ -214,7 +214,7 @@ func TestTrialOutcome(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Setenv(EnvImage, filepath.Join(dir, img))
-		if err := Save(dir, State{State: Trial, Version: "2.0", Previous: "1.0", Image: img, Starts: 1, Trial: 50 * time.Millisecond,
+		if err := Save(nil, dir, State{State: Trial, Version: "2.0", Previous: "1.0", Image: img, Starts: 1, Trial: 50 * time.Millisecond,
 			TrialEnds: time.Now().Add(50 * time.Millisecond), Before: []string{"source in"}, GoodVersion: "1.0"}); err != nil {
 			t.Fatal(err)
 		}

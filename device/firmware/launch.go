@@ -58,7 +58,7 @@ func Launch(dir, installed string, log *slog.Logger) {
 		}
 		st.Good, st.GoodVersion, st.Installed = "", installed, installed
 		log.Warn("firmware images dropped: the installed package was upgraded", "installed", installed, "reason", st.Reason)
-		if err := Save(dir, st); err != nil {
+		if err := Save(nil, dir, st); err != nil {
 			log.Error("firmware state not saved", "err", err)
 		}
 	}
@@ -67,14 +67,14 @@ func Launch(dir, installed string, log *slog.Logger) {
 		st.Reason = fmt.Sprintf("the gateway stopped while %s version %s; nothing changed; send the command again", st.State, st.Version)
 		st.State = Rejected
 		log.Warn("firmware update interrupted", "version", st.Version, "reason", st.Reason)
-		if err := Save(dir, st); err != nil {
+		if err := Save(nil, dir, st); err != nil {
 			log.Error("firmware state not saved", "err", err)
 		}
 	case Trial:
 		if st.Starts == 0 {
 			st.Starts = 1
 			st.TrialEnds = time.Now().Add(st.Trial).UTC()
-			if err := Save(dir, st); err != nil {
+			if err := Save(nil, dir, st); err != nil {
 				// Without the record a crash of the trial image could not
 				// be told from its first start: do not start it.
 				log.Error("firmware trial not started: state not saved", "version", st.Version, "err", err)
@@ -89,7 +89,7 @@ func Launch(dir, installed string, log *slog.Logger) {
 			st.Reason = fmt.Sprintf("version %s stopped during its trial (it exited, crashed, missed the watchdog, or the gateway restarted) before the trial of %s ended", st.Version, st.Trial)
 		}
 		log.Error("firmware rolled back", "version", st.Version, "previous", st.GoodVersion, "reason", st.Reason)
-		if err := Save(dir, st); err != nil {
+		if err := Save(nil, dir, st); err != nil {
 			log.Error("firmware state not saved", "err", err)
 		}
 	}

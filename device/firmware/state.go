@@ -29,6 +29,7 @@ import (
 
 	"github.com/hl7edge/hl7edge/device/atomicfile"
 	"github.com/hl7edge/hl7edge/pipeline/vocab/units"
+	"github.com/hl7edge/hl7edge/storage/syncgate"
 )
 
 // Config is the `firmware:` block.
@@ -146,12 +147,28 @@ func Load(dir string) (State, bool, error) {
 	return s, true, nil
 }
 
-// Save writes the state atomically (temporary file, fsync, rename, fsync dir).
-func Save(dir string, s State) error {
+// Save writes the state atomically (temporary file, fsync, rename, fsync
+// dir), its syncs through gates, those of the spool beside it (nil: alone
+// on the file system, as in the launcher).
+func Save(gates *syncgate.Gates, dir string, s State) error {
 	s.Updated = time.Now().UTC()
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return err
 	}
-	return atomicfile.Write(filepath.Join(dir, StateFile), append(b, '\n'), 0o640)
+	path, data := filepath.Join(dir, StateFile), append(b, '\n')
+	err = atomicfile.Write(gates, path, data, 0o640)
+	if errors.Is(err, syncgate.ErrFailedSince) {
+		// Another writer's flush failed while this one was written: the
+		// old state stays, and one more write, begun after the failure,
+		// is told the truth about its own.
+		err = atomicfile.Write(gates, path, data, 0o640)
+	}
+	if errors.Is(err, syncgate.ErrFailedSince) {
+		return fmt.Errorf("firmware state: %w; disk syncs on the card failed twice while it was written: check the storage health (docs/power-loss.md)", err)
+	}
+	if err != nil {
+		return fmt.Errorf("firmware state: %w", err)
+	}
+	return nil
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/strictjson"
 	"github.com/hl7edge/hl7edge/device/trust"
 	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
+	"github.com/hl7edge/hl7edge/storage/syncgate"
 )
 
 // DownloadTimeout bounds one image download.
@@ -41,6 +42,10 @@ type Options struct {
 	Version  string // of this process
 	Log      *slog.Logger
 	Snapshot func() health.Snapshot
+	// Gates are the disk sync gates of the spool beside firmware.dir: the
+	// state file's and the image's syncs go through them (storage/syncgate).
+	// nil: their own syncs.
+	Gates *syncgate.Gates
 	// Publish puts the state on the retained firmware topic; nil: nowhere.
 	Publish func(Public)
 	Alarm   func(kind, detail string)
@@ -155,9 +160,14 @@ func (m *Manager) Update(ctx context.Context, id string, raw json.RawMessage) (a
 	}
 	m.o.Log.Info("firmware download", "id", id, "version", a.Version, "url", redact(a.URL))
 	tmp := filepath.Join(dir, downloadPrefix+a.Version)
-	sum, err := m.download(ctx, a.URL, tmp)
+	gate, err := m.o.Gates.For(dir)
 	if err != nil {
-		return m.reject(st, tmp, fmt.Sprintf("download failed: %v", err))
+		return m.reject(st, tmp, err.Error())
+	}
+	since := gate.Epoch() // before the image's first byte: the card may drop any
+	sum, err := m.download(ctx, a.URL, tmp, func(f *os.File) error { return gate.Sync(since, f.Sync) })
+	if err != nil {
+		return m.reject(st, tmp, "download failed: "+whatToDo(err))
 	}
 	st.State = Verifying
 	if err := m.save(st); err != nil {
@@ -177,8 +187,8 @@ func (m *Manager) Update(ctx context.Context, id string, raw json.RawMessage) (a
 	if err := os.Rename(tmp, image); err != nil {
 		return m.reject(st, tmp, err.Error())
 	}
-	if err := atomicfile.SyncDir(dir); err != nil {
-		return m.reject(st, image, err.Error())
+	if err := atomicfile.SyncDir(gate, since, dir); err != nil {
+		return m.reject(st, image, whatToDo(err))
 	}
 	st.State, st.Reason = Trial, fmt.Sprintf("verified (sha256 and key %s); restarting into it; kept if healthy for %s", keyID, st.Trial)
 	if err := m.save(st); err != nil {
@@ -223,7 +233,7 @@ func (m *Manager) reject(st State, file, reason string) (any, string, error) {
 }
 
 func (m *Manager) save(st State) error {
-	if err := Save(m.o.Config.Dir, st); err != nil {
+	if err := Save(m.o.Gates, m.o.Config.Dir, st); err != nil {
 		return err
 	}
 	if m.o.Publish != nil {
@@ -237,9 +247,18 @@ func (m *Manager) public(st State) Public {
 		Updated: time.Now().UTC(), Running: m.o.Version}
 }
 
+// whatToDo is why an image could not be staged, with what to do when
+// another writer's disk sync failed meanwhile.
+func whatToDo(err error) string {
+	if errors.Is(err, syncgate.ErrFailedSince) {
+		return fmt.Sprintf("%v; nothing changed: send the command again, and if this repeats check the storage health (docs/power-loss.md)", err)
+	}
+	return err.Error()
+}
+
 // download fetches url into file over verified TLS, at most MaxBytes, and
-// syncs it; it returns the SHA-256 in hex.
-func (m *Manager) download(ctx context.Context, rawURL, file string) (string, error) {
+// syncs it with sync; it returns the SHA-256 in hex.
+func (m *Manager) download(ctx context.Context, rawURL, file string, sync func(*os.File) error) (string, error) {
 	roots, err := x509.SystemCertPool()
 	if err != nil || roots == nil {
 		roots = x509.NewCertPool()
@@ -296,7 +315,7 @@ func (m *Manager) download(ctx context.Context, rawURL, file string) (string, er
 		err = fmt.Errorf("the image is over firmware.max_bytes %d", limit)
 	}
 	if err == nil {
-		err = f.Sync()
+		err = sync(f)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -440,7 +459,7 @@ func (m *Manager) announce() (State, bool) {
 	if st.State == RolledBack && !st.Announced {
 		m.o.Alarm(AlarmFirmwareRolledBack, fmt.Sprintf("firmware version %s rolled back; running %s: %s", st.Version, m.o.Version, st.Reason))
 		st.Announced = true
-		if err := Save(dir, st); err != nil {
+		if err := Save(m.o.Gates, dir, st); err != nil {
 			m.o.Log.Error("firmware state not saved", "err", err)
 		}
 	}

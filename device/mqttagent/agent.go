@@ -27,6 +27,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
 	"github.com/hl7edge/hl7edge/pipeline/vocab/ratelog"
+	"github.com/hl7edge/hl7edge/storage/syncgate"
 )
 
 // Options are the agent's collaborators.
@@ -42,7 +43,10 @@ type Options struct {
 	// SessionFile holds the session counter; it is incremented by New.
 	// Required when enabled (e.g. /var/lib/hl7edge/mqtt.session).
 	SessionFile string
-	Now         func() time.Time // nil: time.Now
+	// Gates are the disk sync gates the session file's writes go through,
+	// the spool's beside it (storage/syncgate); nil: the file's own syncs.
+	Gates *syncgate.Gates
+	Now   func() time.Time // nil: time.Now
 	// Signed opens a signed command envelope (device/trust's Gate.Open).
 	// nil when the gateway has no trust keys: privileged commands are then
 	// refused over MQTT and obeyed only on the local admin socket.
@@ -166,7 +170,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	}
 	base := cfg.TopicRoot + "/" + opts.DeviceID + "/"
 	a.topics = topics{status: base + "status", health: base + "health", alarm: base + "alarm", cmdReq: base + "cmd/req", cmdRes: base + "cmd/res"}
-	s, err := nextSession(opts.SessionFile)
+	s, err := nextSession(opts.Gates, opts.SessionFile)
 	if err != nil {
 		return nil, err
 	}

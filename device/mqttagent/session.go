@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/hl7edge/hl7edge/device/atomicfile"
+	"github.com/hl7edge/hl7edge/storage/syncgate"
 )
 
 // The session counter lets a fleet tell a stale Last Will (from an earlier
@@ -33,8 +34,9 @@ func parseSession(b []byte) (uint64, error) {
 }
 
 // nextSession increments the counter in path (a missing file counts as 0)
-// and returns the new value once it is durably on disk.
-func nextSession(path string) (uint64, error) {
+// and returns the new value once it is durably on disk, its syncs through
+// gates.
+func nextSession(gates *syncgate.Gates, path string) (uint64, error) {
 	var n uint64
 	b, err := os.ReadFile(path)
 	switch {
@@ -51,7 +53,18 @@ func nextSession(path string) (uint64, error) {
 		return 0, fmt.Errorf("mqtt session file %s holds the largest counter; remove it to start counting again", path)
 	}
 	n++
-	if err := atomicfile.Write(path, []byte(strconv.FormatUint(n, 10)+"\n"), 0o600); err != nil {
+	data := []byte(strconv.FormatUint(n, 10) + "\n")
+	err = atomicfile.Write(gates, path, data, 0o600)
+	if errors.Is(err, syncgate.ErrFailedSince) {
+		// Another writer's flush failed while this one was written: the
+		// old counter stays, and one more write, begun after the failure,
+		// is told the truth about its own.
+		err = atomicfile.Write(gates, path, data, 0o600)
+	}
+	if errors.Is(err, syncgate.ErrFailedSince) {
+		return 0, fmt.Errorf("mqtt session file: %w; disk syncs on the card failed twice while it was written: check the storage health (docs/power-loss.md)", err)
+	}
+	if err != nil {
 		return 0, fmt.Errorf("mqtt session file: %w", err)
 	}
 	return n, nil

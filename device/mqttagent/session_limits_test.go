@@ -17,7 +17,7 @@ func TestSessionCounterAtItsLimits(t *testing.T) {
 		if err := os.WriteFile(path, []byte(strconv.FormatUint(from, 10)+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		n, err := nextSession(path)
+		n, err := nextSession(nil, path)
 		if err != nil || n != from+1 {
 			t.Fatalf("after %d: %d, %v", from, n, err)
 		}
@@ -26,7 +26,7 @@ func TestSessionCounterAtItsLimits(t *testing.T) {
 			t.Fatalf("after %d the file holds %q", from, b)
 		}
 	}
-	if n, err := nextSession(path); err == nil {
+	if n, err := nextSession(nil, path); err == nil {
 		t.Fatalf("past the largest counter: %d, want a refusal", n)
 	}
 }

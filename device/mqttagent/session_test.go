@@ -6,6 +6,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/hl7edge/hl7edge/storage/syncgate"
+	"github.com/hl7edge/hl7edge/storage/syncgate/syncgatetest"
 )
 
 func TestSessionCounter(t *testing.T) {
@@ -13,7 +16,7 @@ func TestSessionCounter(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "mqtt.session")
 	for want := uint64(1); want <= 3; want++ {
-		got, err := nextSession(p)
+		got, err := nextSession(nil, p)
 		if err != nil || got != want {
 			t.Fatalf("nextSession = %d, %v; want %d", got, err, want)
 		}
@@ -29,7 +32,7 @@ func TestSessionCounter(t *testing.T) {
 	if err := os.WriteFile(p, []byte("garbage\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := nextSession(p)
+	_, err := nextSession(nil, p)
 	if err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "remove it") {
 		t.Fatalf("corrupt file: %v", err)
 	}
@@ -37,7 +40,7 @@ func TestSessionCounter(t *testing.T) {
 		t.Fatal("a corrupt session file was overwritten")
 	}
 
-	if _, err := nextSession(filepath.Join(dir, "missing-dir", "s")); err == nil {
+	if _, err := nextSession(nil, filepath.Join(dir, "missing-dir", "s")); err == nil {
 		t.Fatal("a session file in a missing directory gave no error")
 	}
 }
@@ -59,4 +62,33 @@ func FuzzParseSession(f *testing.F) {
 			t.Fatalf("%d does not round-trip: %d, %v", n, back, err)
 		}
 	})
+}
+
+// The session file lives beside the spool. When the spool's flush fails
+// while the new counter is written, the card may have dropped it: the
+// write is refused and made once more, so the agent starts with a counter
+// the card holds, one above the last.
+func TestSessionCounterWrittenAgainAfterAnotherSyncFailed(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "mqtt.session")
+	if err := os.WriteFile(p, []byte("41\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gates := syncgate.NewGates()
+	gate, err := gates.For(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	err = syncgatetest.FailMeanwhile(t, gate, filepath.Join(dir, ".mqtt.session.tmp-*"), func() (err error) {
+		n, err = nextSession(gates, p)
+		return err
+	})
+	if err != nil || n != 42 {
+		t.Fatalf("nextSession while the spool's flush failed = %d, %v; want 42, written again after the failure", n, err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "42\n" {
+		t.Fatalf("file holds %q, want 42", b)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/hl7edge/hl7edge/device/atomicfile"
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/strictjson"
+	"github.com/hl7edge/hl7edge/storage/syncgate"
 )
 
 // Envelope is how a signed command travels on cmd/req: the inner command's
@@ -73,12 +74,16 @@ type Gate struct {
 }
 
 // NewGate makes a gate for device that trusts keys and remembers used
-// command ids in usedFile. now may be nil (time.Now).
-func NewGate(keys *Keys, device, usedFile string, now func() time.Time) *Gate {
+// command ids in usedFile, whose syncs go through syncs, the disk sync
+// gates of the spool beside it (nil: the file's own syncs). now may be nil
+// (time.Now).
+func NewGate(keys *Keys, device, usedFile string, syncs *syncgate.Gates, now func() time.Time) *Gate {
 	if now == nil {
 		now = time.Now
 	}
-	return &Gate{keys: keys, device: device, used: openUsed(usedFile), now: now}
+	u := openUsed(usedFile)
+	u.syncs = syncs
+	return &Gate{keys: keys, device: device, used: u, now: now}
 }
 
 // Open checks an envelope and returns the command inside, with the signer's
@@ -143,10 +148,11 @@ var ErrReplay = errors.New("signed command id already used")
 // expires at or before it: a forgotten id can never come back, whatever the
 // clock does. In normal running Forgot is in the past and refuses nothing.
 type Used struct {
-	path string
-	mu   sync.Mutex
-	rec  usedRecord
-	err  error // the record could not be read: refuse rather than forget
+	path  string
+	syncs *syncgate.Gates
+	mu    sync.Mutex
+	rec   usedRecord
+	err   error // the record could not be read: refuse rather than forget
 }
 
 // usedRecord is the file's content.
@@ -210,7 +216,13 @@ func (u *Used) claim(id string, until, now time.Time) error {
 	u.rec.IDs[id] = until
 	b, err := json.Marshal(u.rec)
 	if err == nil {
-		err = atomicfile.Write(u.path, append(b, '\n'), 0o640)
+		err = atomicfile.Write(u.syncs, u.path, append(b, '\n'), 0o640)
+	}
+	if errors.Is(err, syncgate.ErrFailedSince) {
+		// The record on the card may not hold the id: the command must not
+		// run. Its id is not used, so the same envelope may come again.
+		delete(u.rec.IDs, id)
+		return fmt.Errorf("signed command refused, nothing ran: cannot record its id against replay: %w; send the same command again, and if this repeats check the storage health (docs/power-loss.md)", err)
 	}
 	if err != nil {
 		delete(u.rec.IDs, id)

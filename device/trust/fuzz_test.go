@@ -34,7 +34,7 @@ func FuzzGateOpen(f *testing.F) {
 	}
 	f.Add([]byte(`{"signed":"e30=","minisig":"untrusted comment: x\nRWQ\ntrusted comment: y\nAAAA"}`))
 	f.Add([]byte(`{"signed":null}`))
-	g := trust.NewGate(keys, "gw-1", filepath.Join(f.TempDir(), "ids.json"), nil)
+	g := trust.NewGate(keys, "gw-1", filepath.Join(f.TempDir(), "ids.json"), nil, nil)
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		req, _, err := g.Open(payload)
 		if err == nil && !strings.HasPrefix(req.ID, "seed-a") {

@@ -24,7 +24,7 @@ func TestGateStrictJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
-	g := trust.NewGate(keys, "ward3-gw", t.TempDir()+"/signed-commands.json", func() time.Time { return now })
+	g := trust.NewGate(keys, "ward3-gw", t.TempDir()+"/signed-commands.json", nil, func() time.Time { return now })
 	exp := `"expires":"2026-11-30T12:10:00Z"`
 	envelope := func(inner, signedKey string) []byte {
 		sig := s.Sign([]byte(inner), "test")
@@ -72,7 +72,7 @@ func TestReplayRecordClockJump(t *testing.T) {
 	real := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 	now := real
 	used := t.TempDir() + "/signed-commands.json"
-	g := trust.NewGate(keys, "ward3-gw", used, func() time.Time { return now })
+	g := trust.NewGate(keys, "ward3-gw", used, nil, func() time.Time { return now })
 	seal := func(id string, exp time.Time) []byte {
 		inner := `{"id":"` + id + `","name":"dead-purge","expires":"` + exp.Format(time.RFC3339) + `","device":"ward3-gw"}`
 		return []byte(`{"signed":"` + base64.StdEncoding.EncodeToString([]byte(inner)) + `","minisig":` + jsonString(string(s.Sign([]byte(inner), "t"))) + `}`)
@@ -86,7 +86,7 @@ func TestReplayRecordClockJump(t *testing.T) {
 		t.Fatal(err)
 	}
 	now = real.Add(5 * time.Minute) // corrected
-	for _, gate := range []*trust.Gate{g, trust.NewGate(keys, "ward3-gw", used, func() time.Time { return now })} {
+	for _, gate := range []*trust.Gate{g, trust.NewGate(keys, "ward3-gw", used, nil, func() time.Time { return now })} {
 		if _, _, err := gate.Open(captured); err == nil {
 			t.Errorf("captured command replayed after the clock was corrected (expiry %s, clock %s)", real.Add(time.Hour).Format(time.RFC3339), now.Format(time.RFC3339))
 		}

@@ -118,7 +118,7 @@ func TestGate(t *testing.T) {
 	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
 	used := filepath.Join(t.TempDir(), "signed-ids.json")
-	g := trust.NewGate(keys, "gw-1", used, clock)
+	g := trust.NewGate(keys, "gw-1", used, nil, clock)
 	exp := now.Add(10 * time.Minute)
 	seal := func(sg *trust.Signer, in trust.Inner) []byte {
 		b, err := trust.Seal(in, func(m []byte) ([]byte, error) { return sg.Sign(m, "test"), nil })
@@ -175,7 +175,7 @@ func TestGate(t *testing.T) {
 	if _, _, err := g.Open(good); !errors.Is(err, trust.ErrReplay) {
 		t.Errorf("replay: %v, want ErrReplay", err)
 	}
-	g2 := trust.NewGate(keys, "gw-1", used, clock)
+	g2 := trust.NewGate(keys, "gw-1", used, nil, clock)
 	if _, _, err := g2.Open(good); !errors.Is(err, trust.ErrReplay) {
 		t.Errorf("replay after a restart: %v, want ErrReplay", err)
 	}
@@ -201,7 +201,7 @@ func TestGateStockTool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := trust.NewGate(keys, "gw-1", filepath.Join(t.TempDir(), "ids.json"), nil)
+	g := trust.NewGate(keys, "gw-1", filepath.Join(t.TempDir(), "ids.json"), nil, nil)
 	exp := time.Now().Add(time.Minute)
 	inner, _ := json.Marshal(trust.Inner{Request: command.Request{ID: "m1", Name: "health", Expires: &exp}, Device: "gw-1"})
 	env, _ := json.Marshal(trust.Envelope{Signed: base64.StdEncoding.EncodeToString(inner), Minisig: k.SignBytes(t, inner)})

@@ -44,6 +44,10 @@ type Options struct {
 	Alarm    func(kind, detail string) // operator alarm; may be nil
 	// MinBackoff shortens the first retry wait (tests); default 1s.
 	MinBackoff time.Duration
+	// Gates are the disk sync gates of the file systems the gateway writes
+	// to, shared with the device's own state files beside the spool
+	// (storage/syncgate). nil: a set of the gateway's own.
+	Gates *syncgate.Gates
 }
 
 // runner is anything that runs until its context ends.
@@ -129,7 +133,10 @@ func NewContext(ctx context.Context, cfg Config, o Options) (*Gateway, error) {
 	if err := storage.WaitForLock(ctx, cfg.Spool.Dir, SpoolLockWait, log); err != nil {
 		return nil, err
 	}
-	gates := syncgate.NewGates()
+	gates := o.Gates
+	if gates == nil {
+		gates = syncgate.NewGates()
+	}
 	gate, err := gates.For(cfg.Spool.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("spool %s: %w", cfg.Spool.Dir, err)

@@ -1,4 +1,5 @@
-// Package syncgate lets the gateway's writers on one file system learn of
+// Package syncgate lets the box's writers on one file system (the spool,
+// file destinations, the device's state files beside the spool) learn of
 // each other's failed disk syncs.
 //
 // When a card fails a cache flush it loses every write it had not yet made
@@ -43,7 +44,8 @@ type Gate struct {
 
 // Gates hands out one Gate per file system: every writer on a file system
 // loses its unsynced writes to a failed flush of any other's there, the
-// spool's or a file destination's on a USB stick alike.
+// spool's, a state file's or a file destination's on a USB stick alike.
+// The gates are the process's: one set shared by all its writers.
 type Gates struct {
 	mu    sync.Mutex
 	byDev map[uint64]*Gate

@@ -45,7 +45,7 @@ func (st *State) Save(path string) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.Write(path, append(b, '\n'), 0o600)
+	return atomicfile.Write(nil, path, append(b, '\n'), 0o600)
 }
 
 // Load reads a state file.

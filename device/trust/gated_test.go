@@ -1,0 +1,66 @@
+package trust_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hl7edge/hl7edge/device/command"
+	"github.com/hl7edge/hl7edge/device/trust"
+	"github.com/hl7edge/hl7edge/storage/syncgate"
+	"github.com/hl7edge/hl7edge/storage/syncgate/syncgatetest"
+)
+
+// The replay record lives beside the spool. When the spool's flush fails
+// while the record's new copy is written, the card may have dropped it
+// though its own fsync succeeds: the id may not be on the card, so the
+// command must not run (else after a power cut it could run again). The
+// same envelope runs once the card syncs again, and only once.
+func TestSignedCommandRefusedWhenAnotherSyncFailsMeanwhile(t *testing.T) {
+	s, pub, err := trust.GenerateSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := trust.ParseKeys([]string{pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	used := filepath.Join(dir, "signed-commands.json")
+	gates := syncgate.NewGates()
+	gate, err := gates.For(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := trust.NewGate(keys, "gw-1", used, gates, nil)
+	exp := time.Now().Add(10 * time.Minute)
+	env, err := trust.Seal(trust.Inner{Request: command.Request{ID: "c1", Name: "restart", Expires: &exp}, Device: "gw-1"},
+		func(m []byte) ([]byte, error) { return s.Sign(m, "test"), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = syncgatetest.FailMeanwhile(t, gate, filepath.Join(dir, ".signed-commands.json.tmp-*"), func() error {
+		_, _, err := g.Open(env)
+		return err
+	})
+	if !errors.Is(err, syncgate.ErrFailedSince) {
+		t.Fatalf("Open while the spool's flush failed = %v, want a refusal wrapping ErrFailedSince", err)
+	}
+	for _, want := range []string{"nothing ran", used, "send the same command again"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the refusal %q does not say %q", err, want)
+		}
+	}
+	if _, err := os.Stat(used); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the replay record after a refused write: %v, want none (nothing was recorded)", err)
+	}
+	if req, _, err := g.Open(env); err != nil || req.ID != "c1" {
+		t.Fatalf("the same envelope once the card syncs again: %+v, %v", req, err)
+	}
+	if _, _, err := g.Open(env); !errors.Is(err, trust.ErrReplay) {
+		t.Fatalf("the envelope a second time: %v, want ErrReplay", err)
+	}
+}
