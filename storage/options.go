@@ -168,6 +168,14 @@ func badgerOptions(c Config, key []byte, log *slog.Logger) badger.Options {
 		WithNumGoroutines(2).
 		WithValueLogFileSize(32 << 20).
 		WithBlockCacheSize(4 << 20). // never 0 with compression: Badger panics
+		// 16 KiB blocks, not Badger's 4: a block holds about a dozen lab
+		// results instead of three, so Snappy finds what they share and
+		// each block's fixed costs (compression call, checksum, index
+		// entry) are paid a quarter as often. At 16 connections: 17% fewer
+		// bytes written, 6 to 10% less CPU and less RSS; 32 and 64 KiB
+		// saved more but pushed peak RSS to the 64 MiB limit
+		// (docs/performance.md, "Table block size").
+		WithBlockSize(16 << 10).
 		WithCompression(options.Snappy).
 		WithDetectConflicts(false).
 		WithMetricsEnabled(false).
