@@ -145,6 +145,10 @@ func readKey(path string) ([]byte, error) {
 // larger ones go to the value log (see badgerOptions).
 const valueThreshold = 256 << 10
 
+// tableBlockSize is the size of the blocks Badger builds its tables from
+// (see badgerOptions); a reader of a table file on its own (salvage) names it too.
+const tableBlockSize = 16 << 10
+
 // badgerOptions tunes Badger for a 1 GB Raspberry Pi (docs/design.md, The spool on a small board):
 // small memtables and caches, values inline in the LSM tree so DropPrefix
 // returns space, and no fsync per write because the committer syncs once per
@@ -175,7 +179,7 @@ func badgerOptions(c Config, key []byte, log *slog.Logger) badger.Options {
 		// bytes written, 6 to 10% less CPU and less RSS; 32 and 64 KiB
 		// saved more but pushed peak RSS to the 64 MiB limit
 		// (docs/performance.md, "Table block size").
-		WithBlockSize(16 << 10).
+		WithBlockSize(tableBlockSize).
 		WithCompression(options.Snappy).
 		WithDetectConflicts(false).
 		WithMetricsEnabled(false).

@@ -219,7 +219,7 @@ func readTable(path, dir string, kv map[string]salvaged) (err error) {
 	if err != nil && !errors.Is(err, z.NewFile) {
 		return err
 	}
-	t, err := table.OpenTable(mf, table.Options{ChkMode: options.NoVerification, BlockSize: 4 << 10, Compression: options.Snappy})
+	t, err := table.OpenTable(mf, table.Options{ChkMode: options.NoVerification, BlockSize: tableBlockSize, Compression: options.Snappy})
 	if err != nil {
 		return err
 	}
