@@ -114,6 +114,7 @@ bench: build
 	HL7EDGE_SIMPLEHL7=$(SIMPLEHL7_DIR) $(GO) test -run '^$$' -bench . -benchtime 1x ./cmd/hl7edge/ | tee bench.out
 	$(GO) test -run '^$$' -bench 'EndToEnd|DrainWithLatency' -benchtime 1x ./pipeline/gateway/ | tee -a bench.out
 	$(GO) test -run '^$$' -bench IngestInProcess -benchtime 20000x ./pipeline/gateway/ | tee -a bench.out
+	$(GO) test -run '^$$' -bench DrainBacklog -benchtime 1x ./storage/ | tee -a bench.out
 	$(GO) test -run '^$$' -bench . -benchmem ./pipeline/hl7/ ./pipeline/mllp/ ./pipeline/serialport/ ./pipeline/webservice/ ./pipeline/fileout/ | tee -a bench.out
 
 # Two minutes of the soak: kills, outages, quota fills and broker restarts.
