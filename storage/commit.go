@@ -401,7 +401,7 @@ func (g *group) add(r *appendReq) *pendingWrite {
 	g.seq++
 	rec := &record{GUID: e.GUID, Seq: g.seq, Received: g.now, Source: e.Source, Dests: e.Dests, Raw: e.Raw, Attempts: e.attempts}
 	val := rec.encode()
-	g.bigValue = g.bigValue || len(val) >= valueThreshold
+	g.bigValue = g.bigValue || len(val) >= largeValue
 	entries := g.entries(e, w, val)
 	if g.s.tracing() {
 		entries = append(entries, g.traceEntries(e, w, rec)...)

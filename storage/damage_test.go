@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,14 +17,15 @@ import (
 )
 
 // bigMsg is message i padded to about 100 KiB: inline in the LSM tree
-// (below valueThreshold), so 40 of them fill a 4 MiB memtable.
+// (below largeValue), so 40 of them fill a 4 MiB memtable.
 func bigMsg(i int) []byte {
 	return append(msg(i), []byte("NTE|1||"+strings.Repeat("x", 100<<10)+"\r")...)
 }
 
-// damageLargestTable overwrites 64 KiB in the middle of the spool's largest
-// table: the blocks a failed cache flush dropped while Badger wrote it.
-func damageLargestTable(t *testing.T, dir string) {
+// damageTable overwrites 64 KiB of the spool's largest table with zeros,
+// the blocks a failed cache flush dropped while Badger wrote it: in its
+// middle or, with tail, at its end, where its index and footer are.
+func damageTable(t *testing.T, dir string, tail bool) {
 	t.Helper()
 	tables, err := filepath.Glob(filepath.Join(dir, "*.sst"))
 	if err != nil || len(tables) == 0 {
@@ -42,7 +44,12 @@ func damageLargestTable(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := f.WriteAt(make([]byte, 64<<10), size(largest)/2); err != nil {
+	n := min(int64(64<<10), size(largest))
+	at := size(largest) / 2
+	if tail || at+n > size(largest) {
+		at = size(largest) - n
+	}
+	if _, err := f.WriteAt(make([]byte, n), at); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -56,6 +63,15 @@ func damageLargestTable(t *testing.T, dir string) {
 // log over it. A restart before salvage must not take the damage for good
 // either. Salvage then brings back every message answered AA.
 func TestTableDamagedByAFailedFlushKeepsTheLogForSalvage(t *testing.T) {
+	// A flush can drop any of a table's blocks: its data, or its index and
+	// footer at the end, which Badger reads as it opens the table, in a
+	// goroutine of its own where a panic ends the daemon.
+	for _, tail := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tail=%v", tail), func(t *testing.T) { tableDamagedByAFailedFlush(t, tail) })
+	}
+}
+
+func tableDamagedByAFailedFlush(t *testing.T, tail bool) {
 	dir := t.TempDir()
 	cfg := Config{Dir: dir, MaxBytes: 256 << 20, SegmentMessages: 16}
 	o := Options{Destinations: []string{"a"}, GCInterval: time.Hour}
@@ -80,7 +96,7 @@ func TestTableDamagedByAFailedFlushKeepsTheLogForSalvage(t *testing.T) {
 		}
 		return nil
 	})
-	s.reopenHook = func() { damageLargestTable(t, dir) }
+	s.reopenHook = func() { damageTable(t, dir, tail) }
 	if _, err := s.Append(ctx, Entry{Source: "s", Raw: bigMsg(99), Dests: []string{"a"}}); !errors.Is(err, ErrStorageFault) {
 		t.Fatalf("Append whose sync failed: %v", err)
 	}

@@ -99,7 +99,7 @@ func openSmall(t *testing.T, dir string, log *slog.Logger, dests ...string) *Spo
 }
 
 // largeMsg is an ORU with an incompressible report of n bytes in OBX-5,
-// as radiology and pathology feeds send embedded PDFs: over valueThreshold
+// as radiology and pathology feeds send embedded PDFs: over largeValue
 // it goes to Badger's value log.
 func largeMsg(i, n int) []byte {
 	pdf := make([]byte, n)

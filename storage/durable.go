@@ -37,7 +37,7 @@ type inDoubt struct {
 
 // syncLogs makes every write made so far durable: the commit log, which
 // holds every write but large values, and, when vlog is set, Badger's value
-// logs (where values of valueThreshold and more live) and memtable logs
+// logs (where values of largeValue and more live) and memtable logs
 // (which hold their pointers). The fault is sticky under syncMu: once one
 // sync has failed, every later caller fails too, without syncing, until
 // the re-open. Linux reports a failed write-back once per open file, and
@@ -161,6 +161,9 @@ func (s *Spool) reopenLocked() error {
 	dropCache(filepath.Join(s.cfg.Dir, commitLogDir))
 	if s.reopenHook != nil {
 		s.reopenHook()
+	}
+	if err := checkTableFooters(s.cfg.Dir); err != nil {
+		return fmt.Errorf("%w after a failed disk sync; the commit log still holds what the table held: stop the daemon and run `hl7edge spool salvage` (docs/power-loss.md)", err)
 	}
 	db, err := badger.Open(s.bopts)
 	if err != nil {

@@ -55,6 +55,10 @@ func Open(cfg Config, o Options) (*Spool, error) {
 		// A sync failed and no open read the tables back since: read them
 		// from the card, not from pages the kernel kept (damage.go).
 		dropCache(cfg.Dir)
+		if err := checkTableFooters(cfg.Dir); err != nil {
+			_ = lock.Close()
+			return nil, fmt.Errorf("%w: open %s: %w after a failed disk sync (nothing was changed or deleted; the commit log still holds what the table held: run `hl7edge spool salvage`, see docs/power-loss.md)", ErrUnreadable, cfg.Dir, err)
+		}
 	}
 	bopts := badgerOptions(cfg, key, o.Log)
 	db, err := badger.Open(bopts)

@@ -19,7 +19,7 @@ import (
 // order leave every key as the last one left it, so a record applied twice
 // is harmless.
 //
-// A value of valueThreshold or more is the one exception: it goes to
+// A value of largeValue or more is the one exception: it goes to
 // Badger's value log and is synced there (syncLogs with vlog), and the
 // commit log holds only a marker, so that a 4 MiB report is not written to
 // the card twice.
@@ -44,7 +44,7 @@ func appendBytes(b, v []byte) []byte {
 
 func appendSetOp(b []byte, e *badger.Entry) []byte {
 	switch {
-	case len(e.Value) >= valueThreshold:
+	case len(e.Value) >= largeValue:
 		// The value's size and CRC let a replay tell whether Badger's value
 		// log kept it (largeKept).
 		b = appendBytes(append(b, opLarge), e.Key)
@@ -109,7 +109,7 @@ func packOps(buf *[]byte, ops []byte) []byte {
 // maxUnpacked bounds what a compressed record may claim to hold, so that a
 // damaged or forged length cannot make a replay allocate without limit. A
 // transaction's operations stay far below it: Badger refuses a batch over
-// a sixth or so of its 64 MiB memtable, and values of valueThreshold and
+// a sixth or so of its 64 MiB memtable, and values of largeValue and
 // more are only marked in the log.
 const maxUnpacked = 64 << 20
 
@@ -214,7 +214,7 @@ func (t *wtxn) SetEntry(e *badger.Entry) error {
 	if err := t.Txn.SetEntry(e); err != nil {
 		return err
 	}
-	// A value of valueThreshold or more is only marked in the log: its
+	// A value of largeValue or more is only marked in the log: its
 	// writer syncs the value log (syncLogs(true)) before it answers.
 	t.ops = appendSetOp(t.ops, e)
 	return nil

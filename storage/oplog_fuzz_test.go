@@ -20,7 +20,7 @@ func FuzzDecodeOps(f *testing.F) {
 	f.Add(b)
 	f.Add([]byte{opDrop, 2, 1, 'm', 0})
 	f.Add([]byte{opSetTTL, 1, 'k', 1, 2})
-	f.Add(appendSetOp(nil, badger.NewEntry([]byte("m"), make([]byte, valueThreshold))))
+	f.Add(appendSetOp(nil, badger.NewEntry([]byte("m"), make([]byte, largeValue))))
 	var buf []byte
 	packed := append([]byte(nil), packOps(&buf, bytes.Repeat(b, 20))...)
 	f.Add(packed)

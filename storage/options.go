@@ -141,9 +141,9 @@ func readKey(path string) ([]byte, error) {
 	return nil, fmt.Errorf("spool encryption key %s has %d bytes: AES needs exactly 16, 24 or 32 (e.g. head -c 32 /dev/urandom > %s)", path, len(b), path)
 }
 
-// valueThreshold is the largest value Badger keeps inline in the LSM tree;
+// largeValue is the largest value Badger keeps inline in the LSM tree;
 // larger ones go to the value log (see badgerOptions).
-const valueThreshold = 256 << 10
+const largeValue = 256 << 10
 
 // tableBlockSize is the size of the blocks Badger builds its tables from
 // (see badgerOptions); a reader of a table file on its own (salvage) names it too.
@@ -155,14 +155,14 @@ const tableBlockSize = 16 << 10
 // group.
 func badgerOptions(c Config, key []byte, log *slog.Logger) badger.Options {
 	// One transaction may hold only ~15% of the memtable. Messages up to
-	// valueThreshold are stored inline (DropPrefix gives their space back at
+	// largeValue are stored inline (DropPrefix gives their space back at
 	// once); larger ones go to the value log, where only a pointer counts
 	// against the transaction, and value-log GC reclaims them.
 	const mem = 4 << 20
 	o := badger.DefaultOptions(c.Dir).
 		WithSyncWrites(false).
 		WithMemTableSize(mem).
-		WithValueThreshold(valueThreshold).
+		WithValueThreshold(largeValue).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(6).

@@ -253,7 +253,7 @@ func (s *Spool) copyToDead(dest string, seq uint64, reason string, attempts int)
 		}
 		rec.Reason, rec.Attempts, rec.Dests = reason, attempts, []string{dest}
 		dv := rec.encode()
-		size, big = int64(len(dv)), len(dv) >= valueThreshold
+		size, big = int64(len(dv)), len(dv) >= largeValue
 		return txn.Set(namedSeqKey(famDead, dest, seq), dv)
 	})
 	if err != nil {

@@ -96,6 +96,9 @@ func Salvage(cfg Config, o Options) (SalvageReport, error) {
 	if rep.LogRecords, err = salvageCommitLog(rep.MovedTo, work, key, kv); err != nil {
 		rep.Problems = append(rep.Problems, err.Error())
 	}
+	if len(kv) == 0 {
+		return rep, fmt.Errorf("salvage: nothing readable in %s: %s", rep.MovedTo, strings.Join(rep.Problems, "; "))
+	}
 	if err := rebuild(cfg, o, kv, &rep); err != nil {
 		return rep, err
 	}
@@ -111,7 +114,12 @@ func readAll(from, work string, cfg Config, key []byte, o Options) (map[string]s
 		return nil, "", nil, fmt.Errorf("salvage: copy %s: %w", from, err)
 	}
 	_ = os.Remove(filepath.Join(c1, lockFile))
-	if kv, err := readWithBadger(c1, cfg, key, o, false); err == nil {
+	// A table whose end is cut would make Badger's open panic where
+	// nothing can recover it (checkTableFooters): such a copy is read in
+	// pieces instead.
+	if err := checkTableFooters(c1); err != nil {
+		problems = append(problems, fmt.Sprintf("badger not tried: %v", err))
+	} else if kv, err := readWithBadger(c1, cfg, key, o, false); err == nil {
 		return kv, "badger", nil, nil
 	} else {
 		problems = append(problems, fmt.Sprintf("badger could not open a copy: %v", err))
@@ -152,9 +160,7 @@ func readAll(from, work string, cfg Config, key []byte, o Options) (map[string]s
 			merge(kv, k, v)
 		}
 	}
-	if len(kv) == 0 {
-		return nil, "tables+logs", problems, fmt.Errorf("salvage: nothing readable in %s: %s", from, strings.Join(problems, "; "))
-	}
+	// Nothing readable here may still leave the commit log (Salvage).
 	return kv, "tables+logs", problems, nil
 }
 

@@ -89,7 +89,7 @@ func failSegments(name string) error {
 func TestAFailedCommitLogRotationFailsTheOtherWriters(t *testing.T) {
 	s, gate, r := gatedSpool(t)
 	since := gate.Epoch() // a file destination begins writing
-	// Records that go whole into the log (under valueThreshold), until one
+	// Records that go whole into the log (under largeValue), until one
 	// does not fit; syncMu keeps the spool's own syncs out meanwhile, so
 	// the first flush is the rotation's.
 	// Random bytes: the log compresses records, and zeros would never fill it.

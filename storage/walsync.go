@@ -17,7 +17,7 @@ import (
 // logSyncer makes what Badger appended to one kind of its numbered log files
 // durable by syncing them itself: the memtable write-ahead logs (NNNNN.mem)
 // after every group commit, and the value logs (NNNNNN.vlog) where a value
-// of valueThreshold or more was written.
+// of largeValue or more was written.
 //
 // Why not badger.DB.Sync, for the promise that an ACK survives a power cut:
 //
