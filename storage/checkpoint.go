@@ -197,8 +197,11 @@ func (s *Spool) checkpoint(now time.Time) {
 		from++
 	}
 	// Badger's sync of the tables those memtables went into may have
-	// come after a failed flush that dropped their blocks (damage.go).
-	if from > s.ckFrom && s.noFailedSync() {
+	// come after a failed flush that dropped their blocks (damage.go). And
+	// the tables hold only pointers to the message bodies, which Badger's
+	// value log took without a sync: they are synced before the log lets
+	// go of its copies.
+	if from > s.ckFrom && s.noFailedSync() && s.checkpointSync() == nil {
 		for ; s.ckFrom < from; s.ckFrom++ {
 			delete(s.ckMem, s.ckFrom)
 		}

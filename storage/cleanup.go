@@ -43,6 +43,7 @@ func (s *Spool) gcLoop() {
 	trim := time.NewTicker(100 * time.Millisecond)
 	defer trim.Stop()
 	trimmer := newTableTrimmer(s.cfg.Dir)
+	var dropped int64 // bytes of segments dropped since the value log was last cleaned
 	for {
 		select {
 		case <-s.stop:
@@ -60,26 +61,36 @@ func (s *Spool) gcLoop() {
 		case <-s.gcKick:
 		case <-vlogGC.C:
 			s.cleanValueLog()
+			dropped = 0
 			continue
 		}
-		if err := s.dropDelivered(); err != nil {
+		n, err := s.dropDelivered()
+		if err != nil {
 			s.log.Error("spool clean-up failed; delivered data stays on disk until the next try", "err", err)
+		}
+		// Message bodies live in the value log: dropping their segments
+		// frees their space only once its files are cleaned. Once a file's
+		// worth has gone, clean now rather than at the next tick, so that
+		// the disk a steady flow uses stays flat.
+		if dropped += n; dropped >= vlogFileSize {
+			s.cleanValueLog()
+			dropped = 0
 		}
 	}
 }
 
-func (s *Spool) dropDelivered() error {
+func (s *Spool) dropDelivered() (int64, error) {
 	// The list is made under the exclusive lock, from accounting a re-open
 	// cannot change meanwhile; a faulted spool drops nothing, since its
 	// accounting may not match its disk until it is re-opened.
 	s.dbMu.Lock()
 	defer s.dbMu.Unlock()
 	if s.db == nil || s.faultErr() != nil {
-		return nil
+		return 0, nil
 	}
 	drop := s.segsToDrop()
 	if len(drop) == 0 {
-		return nil
+		return 0, nil
 	}
 	slices.Sort(drop)
 	prefixes := make([][]byte, len(drop))
@@ -88,17 +99,21 @@ func (s *Spool) dropDelivered() error {
 	}
 	s.log.Debug("spool dropping delivered segments", "segments", len(drop))
 	if err := s.dropPrefix(prefixes...); err != nil {
-		return fmt.Errorf("drop %d delivered segments: %w", len(drop), err)
+		return 0, fmt.Errorf("drop %d delivered segments: %w", len(drop), err)
 	}
+	var bytes int64
 	s.mu.Lock()
 	for _, seg := range drop {
+		if si := s.segs[seg]; si != nil {
+			bytes += si.bytes
+		}
 		// A segment that gained work meanwhile cannot exist: only the current
 		// segment receives appends and it is never dropped.
 		delete(s.segs, seg)
 	}
 	s.mu.Unlock()
 	s.log.Debug("spool dropped delivered segments", "segments", len(drop), "first", drop[0], "last", drop[len(drop)-1])
-	return nil
+	return bytes, nil
 }
 
 // traceBytesSlack is how far the saved trace size may lag: it is an

@@ -141,28 +141,44 @@ func readKey(path string) ([]byte, error) {
 	return nil, fmt.Errorf("spool encryption key %s has %d bytes: AES needs exactly 16, 24 or 32 (e.g. head -c 32 /dev/urandom > %s)", path, len(b), path)
 }
 
-// largeValue is the largest value Badger keeps inline in the LSM tree;
-// larger ones go to the value log (see badgerOptions).
+// largeValue is the size from which a value is only marked in the commit
+// log and made durable in Badger's value log instead (oplog.go), so that a
+// 4 MiB report is not written to the card twice.
 const largeValue = 256 << 10
+
+// vlogThreshold is the size from which Badger keeps a value in its value
+// log and only a pointer in the LSM tree. A message's record (a lab result
+// is about 1.2 KiB) is written there once; the tables then hold keys and
+// pointers, and compactions, which rewrote every queued message at every
+// level, move a few dozen bytes a message instead: at 16 connections 48%
+// less CPU and 37% fewer bytes written per message (docs/performance.md,
+// "Message bodies out of the tables"). The price: a dropped segment's
+// space comes back when value-log clean-up rewrites or removes its files,
+// not at once. Small values (queue entries, trace headers, marks) stay
+// inline.
+const vlogThreshold = 512
+
+// vlogFileSize is the size of Badger's value-log files. A file's space
+// comes back only when every message in it is gone (or the few left are
+// copied out), so smaller files keep the disk a steady flow uses closer to
+// what it holds; the clean-up runs each time this much has been dropped.
+const vlogFileSize = 8 << 20
 
 // tableBlockSize is the size of the blocks Badger builds its tables from
 // (see badgerOptions); a reader of a table file on its own (salvage) names it too.
 const tableBlockSize = 16 << 10
 
 // badgerOptions tunes Badger for a 1 GB Raspberry Pi (docs/design.md, The spool on a small board):
-// small memtables and caches, values inline in the LSM tree so DropPrefix
-// returns space, and no fsync per write because the committer syncs once per
-// group.
+// small memtables and caches, message bodies in the value log, and no
+// fsync per write because the commit log makes each group durable.
 func badgerOptions(c Config, key []byte, log *slog.Logger) badger.Options {
-	// One transaction may hold only ~15% of the memtable. Messages up to
-	// largeValue are stored inline (DropPrefix gives their space back at
-	// once); larger ones go to the value log, where only a pointer counts
-	// against the transaction, and value-log GC reclaims them.
+	// One transaction may hold only ~15% of the memtable; a value in the
+	// value log counts only by its pointer.
 	const mem = 4 << 20
 	o := badger.DefaultOptions(c.Dir).
 		WithSyncWrites(false).
 		WithMemTableSize(mem).
-		WithValueThreshold(largeValue).
+		WithValueThreshold(vlogThreshold).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(6).
@@ -170,7 +186,7 @@ func badgerOptions(c Config, key []byte, log *slog.Logger) badger.Options {
 		WithBaseLevelSize(8 << 20).
 		WithNumCompactors(2).
 		WithNumGoroutines(2).
-		WithValueLogFileSize(32 << 20).
+		WithValueLogFileSize(vlogFileSize).
 		WithBlockCacheSize(4 << 20). // never 0 with compression: Badger panics
 		// 16 KiB blocks, not Badger's 4: a block holds about a dozen lab
 		// results instead of three, so Snappy finds what they share and

@@ -28,10 +28,13 @@ import (
 // holds; that matters because Badger unmaps tables at any moment, and the
 // address range read from /proc/self/maps may by then belong to another
 // mapping, even the Go heap, where MADV_DONTNEED (unmap, keep the cache)
-// would zero live memory. Only table files (*.sst) are named; the memtable
-// logs are being written and would only be faulted in again. The price is
-// that a table page read again (by a compaction or a delivery) comes from
-// the disk rather than the cache: in BenchmarkIngest that cost no
+// would zero live memory. Table files (*.sst) and value logs (*.vlog,
+// where message bodies are written, through a map too, and read back by
+// deliveries) are named; the memtable logs are rewritten in place and
+// would only be faulted in again. A value log's pages not yet written back
+// are written first, as the kernel would within 30 seconds anyway. The
+// price is that a page read again (by a compaction or a delivery) comes
+// from the disk rather than the cache: in BenchmarkIngest that cost no
 // measurable throughput.
 type tableTrimmer struct {
 	dir   string // absolute, symlinks resolved, as /proc/self/maps shows it
@@ -121,7 +124,7 @@ func (t *tableTrimmer) tableMapping(line string) (start, end uintptr, ok bool) {
 	// The path is the rest of the line from its first slash (no earlier
 	// field holds one) and may hold spaces.
 	path := strings.TrimSpace(line[strings.IndexByte(line, '/'):])
-	if filepath.Dir(path) != t.dir || !strings.HasSuffix(path, ".sst") {
+	if filepath.Dir(path) != t.dir || !(strings.HasSuffix(path, ".sst") || strings.HasSuffix(path, vlogExt)) {
 		return 0, 0, false
 	}
 	lo, hi, found := strings.Cut(f[0], "-")

@@ -276,7 +276,7 @@ func TestReplayWindowInOrder(t *testing.T) {
 	// Drop the oldest retained segments, then replay from the start.
 	setRetain(s, 0)
 	clk.add(time.Hour)
-	if err := s.dropDelivered(); err != nil {
+	if _, err := s.dropDelivered(); err != nil {
 		t.Fatal(err)
 	}
 	setRetain(s, time.Hour)
@@ -454,14 +454,14 @@ func TestRetainedForTheirTimeThenDropped(t *testing.T) {
 	}
 	deliverAll(t, s, "a")
 	clk.add(59 * time.Minute)
-	if err := s.dropDelivered(); err != nil {
+	if _, err := s.dropDelivered(); err != nil {
 		t.Fatal(err)
 	}
 	if st := s.Stats(); st.RetainedMessages != 32 || st.OldestRetained == nil {
 		t.Fatalf("after 59 minutes: retained %d (oldest %v), want the two closed segments, 32 messages", st.RetainedMessages, st.OldestRetained)
 	}
 	clk.add(2 * time.Minute)
-	if err := s.dropDelivered(); err != nil {
+	if _, err := s.dropDelivered(); err != nil {
 		t.Fatal(err)
 	}
 	if st := s.Stats(); st.RetainedMessages != 0 || st.Destinations["a"].Dead != 1 {

@@ -6,24 +6,50 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 )
 
 // TestWALSyncerFollowsBadger holds Badger to what the syncer relies on: the
 // records of a committed group are in the newest NNNNN.mem file of the spool
 // directory, and the syncer is on that file after the sync, through
-// memtable rotations.
+// memtable rotations. The messages are small enough (under vlogThreshold)
+// for Badger to keep them in the memtable log itself.
 func TestWALSyncerFollowsBadger(t *testing.T) {
 	dir := t.TempDir()
 	s := openTest(t, dir, "a")
 	defer s.Close()
 	ctx := context.Background()
-	pad := bytes.Repeat([]byte("x"), 64<<10)
 	rotations, last := 0, -1
-	for i := range 200 { // 200 x 64 KiB: several 4 MiB memtables
-		marker := fmt.Sprintf("WALMARK%06d", i)
-		raw := append(append(msg(i), marker...), pad...)
-		if _, err := s.Append(ctx, Entry{Source: "src", Raw: raw, Dests: []string{"a"}}); err != nil {
+	for round := range 80 { // 80 x 400 messages of ~450 bytes: several 4 MiB memtables
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for w := range 8 {
+			wg.Go(func() {
+				for i := range 50 {
+					n := round*400 + w*50 + i
+					raw := fmt.Appendf(msg(n), "WALMARK%06d%s", n, bytes.Repeat([]byte("x"), 300))
+					if len(raw) >= vlogThreshold {
+						errs <- fmt.Errorf("message of %d bytes would go to the value log", len(raw))
+						return
+					}
+					if _, err := s.Append(ctx, Entry{Source: "src", Raw: raw, Dests: []string{"a"}}); err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+		// The round's last message, alone after the others: its record is
+		// in the newest memtable log whatever the order the rest came in.
+		n := 1_000_000 + round
+		marker := fmt.Sprintf("WALMARK%06d", n)
+		if _, err := s.Append(ctx, Entry{Source: "src", Raw: append(msg(n), marker...), Dests: []string{"a"}}); err != nil {
 			t.Fatal(err)
 		}
 		// A checkpoint syncs the memtable logs like this.
@@ -39,14 +65,14 @@ func TestWALSyncerFollowsBadger(t *testing.T) {
 			t.Fatal(err)
 		}
 		if newest := fids[len(fids)-1].fid; fid != newest {
-			t.Fatalf("after message %d the syncer is on log %d, the newest is %d", i, fid, newest)
+			t.Fatalf("after round %d the syncer is on log %d, the newest is %d", round, fid, newest)
 		}
 		body, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("%05d.mem", fid)))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Contains(body, []byte(marker)) {
-			t.Fatalf("message %d is not in memtable log %05d.mem: Badger no longer writes where the syncer syncs", i, fid)
+			t.Fatalf("message %d is not in memtable log %05d.mem: Badger no longer writes where the syncer syncs", n, fid)
 		}
 		if last >= 0 && fid != last {
 			rotations++
@@ -54,7 +80,7 @@ func TestWALSyncerFollowsBadger(t *testing.T) {
 		last = fid
 	}
 	if rotations < 2 {
-		t.Fatalf("only %d memtable rotations in 12 MiB: the test no longer covers rotation", rotations)
+		t.Fatalf("only %d memtable rotations in 80 rounds: the test no longer covers rotation", rotations)
 	}
 }
 
