@@ -160,11 +160,12 @@ func (s *Spool) restartCommitLog() error {
 }
 
 // checkpoint lets the commit log reuse segments whose records Badger holds
-// durably. Badger's memtable logs are not synced per commit any more, so a
-// record is durable in Badger once the memtable it went into was flushed
-// into a table (its .mem file is then deleted), or once those files were
-// synced. The first is free and happens every few MiB at a high feed
-// rate; at a low rate the log fills first, and the second is done.
+// durably. Badger's memtable and value logs are not synced per commit, so
+// a record is durable in Badger once the memtable it went into was flushed
+// into a table (its .mem file is then deleted) and the value log that
+// table points into was synced, or once all those files were synced. The
+// first comes every few MiB at a high feed rate; at a low rate the log
+// fills first, and the second is done.
 //
 // It runs on the commit loop after a group and on the lazy-sync tick (the
 // log also fills with writes no group follows), at most every
