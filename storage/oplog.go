@@ -330,28 +330,42 @@ func (b *batch) Cancel() { b.t.Discard() }
 // segments are released; but only when it did: with no key under any of
 // the prefixes it returns at once, and flushes nothing.
 func (s *Spool) dropPrefix(prefixes ...[]byte) error {
+	cur, flushed, err := s.dropPrefixLogged(prefixes)
+	if err != nil {
+		return err
+	}
+	// The drop's flush wrote tables that a failed flush may have cut
+	// short (damage.go): then the log keeps their records. And those
+	// tables point into the value log, which Badger did not sync: it is
+	// synced before the log lets go of the bodies' copies.
+	if flushed && s.noFailedSync() && s.syncLogs(true) == nil {
+		s.clog.Release(cur)
+	}
+	return nil
+}
+
+// dropPrefixLogged drops the prefixes in Badger and appends the drop to
+// the commit log, under writeMu; it says which log segment was current
+// and whether the drop flushed every memtable there was.
+func (s *Spool) dropPrefixLogged(prefixes [][]byte) (uint64, bool, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	before, err := logFiles(s.cfg.Dir, walExt)
 	if err != nil {
-		return err
+		return 0, false, err
 	}
 	if err := s.db.DropPrefix(prefixes...); err != nil {
-		return err
+		return 0, false, err
 	}
 	rec := binary.AppendUvarint([]byte{opDrop}, uint64(len(prefixes)))
 	for _, p := range prefixes {
 		rec = appendBytes(rec, p)
 	}
 	if err := s.logAppend(rec); err != nil {
-		return err
+		return 0, false, err
 	}
-	// The drop's flush wrote tables that a failed flush may have cut
-	// short (damage.go): then the log keeps their records.
-	if after, err := logFiles(s.cfg.Dir, walExt); err == nil && flushedAll(before, after) && s.noFailedSync() {
-		s.clog.Release(s.clog.Current())
-	}
-	return nil
+	after, err := logFiles(s.cfg.Dir, walExt)
+	return s.clog.Current(), err == nil && flushedAll(before, after), nil
 }
 
 // flushedAll says whether every memtable log listed before is gone after:

@@ -113,7 +113,10 @@ type Spool struct {
 	// reopenHook runs while a faulted spool is closed, before it is opened
 	// again (tests: what the card lost shows then); nil in use.
 	reopenHook func()
-	replayed   int // records the last open replayed
+	// holdVlogClean keeps the clean-up loop from cleaning the value log
+	// after drops (tests that run the clean-up themselves); false in use.
+	holdVlogClean atomic.Bool
+	replayed      int // records the last open replayed
 	// The commit loop's checkpoint state (checkpoint.go): segments from
 	// ckFrom on are not yet known durable in Badger; ckMem is the newest
 	// memtable log each finished segment's records may be in.

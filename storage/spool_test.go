@@ -304,7 +304,7 @@ func TestDiskStaysFlat(t *testing.T) {
 	for i := range body {
 		body[i] = 'A' + byte(i%26)
 	}
-	var peak int64
+	var peak, peakOver int64
 	var wg sync.WaitGroup
 	const writers = 16
 	var delivered uint64
@@ -346,9 +346,12 @@ func TestDiskStaysFlat(t *testing.T) {
 					return
 				}
 				if i%20000 == 0 {
-					if b := dirBlocks(dir); b > peak {
-						peak = b
-					}
+					// What the queue holds at the moment is not garbage:
+					// how deep it runs depends on the machine's speed.
+					b := dirBlocks(dir)
+					peak = max(peak, b)
+					queued := s.Stats().Destinations["a"].Queued * int64(len(raw))
+					peakOver = max(peakOver, b-queued)
 				}
 			}
 		})
@@ -377,8 +380,12 @@ func TestDiskStaysFlat(t *testing.T) {
 	if clog > (maxLiveSegments+3)*commitlog.DefaultSegmentSize {
 		t.Fatalf("commit log holds %.1f MiB: its segment files are not reused", float64(clog)/(1<<20))
 	}
-	if end-clog > 32<<20 || peak-clog > 32<<20 {
-		t.Fatalf("spool directory grew to %.1f MiB (peak %.1f) besides the commit log's %.1f: disk is not flat", float64(end)/(1<<20), float64(peak)/(1<<20), float64(clog)/(1<<20))
+	// Beside the commit log and the messages still queued, the spool's
+	// files are bounded (garbage the value log's clean-up has not reached,
+	// memtable logs, tables): with 220 MB through, at most 32 MiB.
+	t.Logf("peak beyond the queued messages %.1f MiB", float64(peakOver)/(1<<20))
+	if end-clog > 32<<20 || peakOver-clog > 32<<20 {
+		t.Fatalf("spool directory grew to %.1f MiB (peak %.1f, %.1f beyond the queued messages) besides the commit log's %.1f: disk is not flat", float64(end)/(1<<20), float64(peak)/(1<<20), float64(peakOver)/(1<<20), float64(clog)/(1<<20))
 	}
 }
 
