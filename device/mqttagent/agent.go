@@ -94,6 +94,15 @@ type Agent struct {
 	cmdClosed bool
 	cmdQ      chan command.Request
 
+	// handlers are the goroutines paho starts for each command (the client
+	// does not order them, so it does not wait for them either). Run waits
+	// for them: one that opens a signed command records its id in the
+	// replay record, and must be done before the next box reads the record
+	// anew (or its stale copy would replace the next box's ids).
+	handlerMu      sync.Mutex
+	handlersClosed bool
+	handlers       sync.WaitGroup
+
 	stuckMu sync.Mutex
 	stuck   []mqtt.Token
 
@@ -277,12 +286,14 @@ func (a *Agent) clientOptions() (*mqtt.ClientOptions, error) {
 // Run connects (retrying while the broker is unreachable) and serves until
 // ctx ends; then it answers queued commands, flushes what it can, publishes
 // the retained offline status and disconnects. It returns once every
-// goroutine it started has ended. With the broker down, stopping waits for
-// the current connection attempt (at most about 13 s, usually at once).
-// One exception it cannot wait for: when the link was lost and paho is
-// sleeping between reconnect attempts, that paho goroutine outlives Run by
-// up to 30 s; it then finds the client disconnected and ends (the agent's
-// handlers ignore anything it reports after stop).
+// goroutine it started has ended, and every command paho handed it (a
+// signed one may be waiting to record its id). With the broker down,
+// stopping waits for the current connection attempt (at most about 13 s,
+// usually at once). One exception it cannot wait for: when the link was
+// lost and paho is sleeping between reconnect attempts, that paho
+// goroutine outlives Run by up to 30 s; it then finds the client
+// disconnected and ends (the agent's handlers ignore anything it reports
+// after stop).
 func (a *Agent) Run(ctx context.Context) error {
 	if !a.enabled {
 		<-ctx.Done()
@@ -349,6 +360,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.statusMu.Unlock()
 	client.Disconnect(250)
+	a.waitHandlers()
 	// If it never connected, paho's connect goroutine ends only after its
 	// current attempt and retry sleep; the token completes when it has.
 	select {

@@ -145,6 +145,10 @@ func (a *Agent) unsignedWhy(name string) string {
 // onCommand runs in a paho goroutine; it must not block, so it checks the
 // command, answers "accepted" and hands it to the worker, or rejects it.
 func (a *Agent) onCommand(_ mqtt.Client, m mqtt.Message) {
+	if !a.enterHandler() {
+		return // Run has stopped: nobody would run or answer it
+	}
+	defer a.handlers.Done()
 	payload := m.Payload()
 	if len(payload) == 0 {
 		return // how a retained command is cleared; nothing to answer
@@ -188,6 +192,27 @@ func (a *Agent) onCommand(_ mqtt.Client, m mqtt.Message) {
 		a.respond(command.Response{ID: req.ID, Name: req.Name, Status: command.Rejected,
 			Detail: fmt.Sprintf("busy: %d commands are waiting; send it again later", cap(a.cmdQ))})
 	}
+}
+
+// enterHandler counts a command handler in, unless Run has stopped
+// waiting for them.
+func (a *Agent) enterHandler() bool {
+	a.handlerMu.Lock()
+	defer a.handlerMu.Unlock()
+	if a.handlersClosed {
+		return false
+	}
+	a.handlers.Add(1)
+	return true
+}
+
+// waitHandlers lets no more command handlers in and waits for those under
+// way, once the client is disconnected.
+func (a *Agent) waitHandlers() {
+	a.handlerMu.Lock()
+	a.handlersClosed = true
+	a.handlerMu.Unlock()
+	a.handlers.Wait()
 }
 
 // commandWorker runs accepted commands one at a time. When ctx ends it
