@@ -201,3 +201,32 @@ func TestTheRotationsFlushWaitsForTheGate(t *testing.T) {
 		t.Fatal("the rotation's flush ran while another writer's flush held the gate")
 	}
 }
+
+// Close flushes what was logged since the last group (delivery marks,
+// counters). That flush is the spool's like any other: when it fails the
+// card may have dropped another writer's unsynced writes with it (a state
+// file the box replaces while it restarts, a file destination's last
+// delivery), so the others must hear of it before their next sync.
+func TestAFailedFlushAtCloseFailsTheOtherWriters(t *testing.T) {
+	s, gate, r := gatedSpool(t)
+	if err := appendMsg(s, 1); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := s.Next("a", 0, 1)
+	if err != nil || len(ms) != 1 {
+		t.Fatalf("Next: %d messages, %v", len(ms), err)
+	}
+	if err := s.Delivered("a", ms[0].Seq); err != nil { // logged, not synced: Close flushes it
+		t.Fatal(err)
+	}
+	since := gate.Epoch() // another writer begins writing
+	before := len(r.names())
+	r.setFail(failSegments)
+	_ = s.Close()
+	if !slices.ContainsFunc(r.names()[before:], func(n string) bool { return strings.HasPrefix(n, "seg-") }) {
+		t.Fatalf("Close flushed no commit-log segment (synced %v): the test failed no flush", r.names()[before:])
+	}
+	if err := gate.Sync(since, func() error { return nil }); !errors.Is(err, syncgate.ErrFailedSince) {
+		t.Fatalf("another writer's sync after the spool's flush at Close failed: %v, want ErrFailedSince", err)
+	}
+}
