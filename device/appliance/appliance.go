@@ -374,7 +374,8 @@ func (a *Appliance) newAgent(cfg *config.Config, log *slog.Logger, reg *health.R
 		SessionFile: filepath.Join(cfg.StateDir(), "mqtt.session"), Throttle: a.throttle, Gates: a.o.Gates,
 	}
 	if keys.Len() > 0 {
-		agentOpts.Signed = trust.NewGate(keys, cfg.Device.ID, filepath.Join(a.o.StateDir, ReplayRecord), a.o.Gates, nil).Open
+		g := trust.NewGate(keys, cfg.Device.ID, filepath.Join(a.o.StateDir, ReplayRecord), a.o.Gates, nil)
+		agentOpts.Signed, agentOpts.Forget = g.Open, g.Forget
 	}
 	return mqttagent.New(cfg.MQTT, agentOpts)
 }

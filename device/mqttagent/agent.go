@@ -51,6 +51,11 @@ type Options struct {
 	// nil when the gateway has no trust keys: privileged commands are then
 	// refused over MQTT and obeyed only on the local admin socket.
 	Signed func(payload []byte) (req command.Request, signer string, err error)
+	// Forget gives back the id Signed recorded for a command that then did
+	// not run (refused, the queue full, the agent stopping), so that the
+	// same envelope may be sent again as the answer says (device/trust's
+	// Gate.Forget). nil: such an id stays used.
+	Forget func(id string) error
 	// Throttle bounds how often unsigned disruptive commands run (restart);
 	// nil: no bound. Its refusals so far are counted in this agent's health
 	// from the start, so the count survives pipeline restarts.
@@ -92,7 +97,7 @@ type Agent struct {
 	// closes the queue when the worker ends.
 	cmdMu     sync.Mutex
 	cmdClosed bool
-	cmdQ      chan command.Request
+	cmdQ      chan queued
 
 	// handlers are the goroutines paho starts for each command (the client
 	// does not order them, so it does not wait for them either). Run waits
@@ -136,7 +141,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 		retryInterval: 3 * time.Second, maxReconnect: 30 * time.Second, connectTimeout: 10 * time.Second,
 		opTimeout: 10 * time.Second, stopTimeout: 5 * time.Second, debounce: time.Second, maxStuck: 16,
 		out:  newOutbox(AlarmBuffer, ResponseBuffer),
-		cmdQ: make(chan command.Request, CommandQueue),
+		cmdQ: make(chan queued, CommandQueue),
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)

@@ -169,6 +169,7 @@ func (a *Agent) onCommand(_ mqtt.Client, m mqtt.Message) {
 		}
 	}
 	if why != "" {
+		why = a.notRun(req, signed, why)
 		a.comp.Add(health.CounterCommandsRejected, 1)
 		a.cmdLog.Info("mqtt command rejected", "id", req.ID, "name", req.Name, "why", why)
 		a.respond(command.Response{ID: req.ID, Name: req.Name, Status: command.Rejected, Detail: why})
@@ -178,11 +179,12 @@ func (a *Agent) onCommand(_ mqtt.Client, m mqtt.Message) {
 	defer a.cmdMu.Unlock()
 	if a.cmdClosed {
 		a.comp.Add(health.CounterCommandsRejected, 1)
-		a.respond(command.Response{ID: req.ID, Name: req.Name, Status: command.Rejected, Detail: "agent is stopping; send the command again after it restarts"})
+		a.respond(command.Response{ID: req.ID, Name: req.Name, Status: command.Rejected,
+			Detail: a.notRun(req, signed, "agent is stopping; send the command again after it restarts")})
 		return
 	}
 	select {
-	case a.cmdQ <- req:
+	case a.cmdQ <- queued{req, signed}:
 		a.comp.Add(health.CounterCommandsAccepted, 1)
 		a.cmdLog.Info("mqtt command accepted", "id", req.ID, "name", req.Name)
 		a.respond(command.Response{ID: req.ID, Name: req.Name, Status: command.Accepted})
@@ -190,8 +192,28 @@ func (a *Agent) onCommand(_ mqtt.Client, m mqtt.Message) {
 		a.comp.Add(health.CounterCommandsRejected, 1)
 		a.cmdLog.Warn("mqtt command rejected: queue full", "id", req.ID, "name", req.Name)
 		a.respond(command.Response{ID: req.ID, Name: req.Name, Status: command.Rejected,
-			Detail: fmt.Sprintf("busy: %d commands are waiting; send it again later", cap(a.cmdQ))})
+			Detail: a.notRun(req, signed, fmt.Sprintf("busy: %d commands are waiting; send it again later", cap(a.cmdQ)))})
 	}
+}
+
+// queued is a command accepted for the worker.
+type queued struct {
+	req    command.Request
+	signed bool // its id is in the replay record
+}
+
+// notRun gives back the id of a signed command that will not run, so that
+// the same envelope may come again as the answer why says; it returns why,
+// with what went wrong when the id stays used.
+func (a *Agent) notRun(req command.Request, signed bool, why string) string {
+	if !signed || a.opts.Forget == nil {
+		return why
+	}
+	if err := a.opts.Forget(req.ID); err != nil {
+		a.log.Warn("signed command not run, its id stays used", "id", req.ID, "err", err)
+		return why + "; but " + err.Error()
+	}
+	return why
 }
 
 // enterHandler counts a command handler in, unless Run has stopped
@@ -220,17 +242,17 @@ func (a *Agent) waitHandlers() {
 func (a *Agent) commandWorker(ctx context.Context) {
 	for {
 		select {
-		case req := <-a.cmdQ:
-			a.finish(a.run(ctx, req))
+		case q := <-a.cmdQ:
+			a.finish(a.run(ctx, q.req))
 		case <-ctx.Done():
 			a.cmdMu.Lock()
 			a.cmdClosed = true
 			a.cmdMu.Unlock()
 			for {
 				select {
-				case req := <-a.cmdQ:
-					a.finish(command.Response{ID: req.ID, Name: req.Name, Status: command.Failed,
-						Detail: "agent stopped before running the command; send it again after it restarts"})
+				case q := <-a.cmdQ:
+					a.finish(command.Response{ID: q.req.ID, Name: q.req.Name, Status: command.Failed,
+						Detail: a.notRun(q.req, q.signed, "agent stopped before running the command; send it again after it restarts")})
 				default:
 					return
 				}

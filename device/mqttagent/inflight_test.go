@@ -1,14 +1,21 @@
 package mqttagent
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/mqttagent/mqtttest"
+	"github.com/hl7edge/hl7edge/device/trust"
 	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
+	"github.com/hl7edge/hl7edge/pipeline/vocab/units"
 )
 
 // A signed command is opened, and its id recorded against replay, in the
@@ -56,4 +63,93 @@ func TestRunWaitsForACommandBeingOpened(t *testing.T) {
 	case <-time.After(waitLimit):
 		t.Fatalf("Run did not return within %s of the open ending", waitLimit)
 	}
+}
+
+// A signed command that was verified, its id recorded against replay, but
+// then not run (the queue full, the agent stopping) is answered "send it
+// again". The same envelope must then run: its id was never obeyed. A
+// command that did run stays refused.
+func TestSignedCommandNotRunMayBeSentAgain(t *testing.T) {
+	signer, pub, err := trust.GenerateSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := trust.ParseKeys([]string{pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := trust.NewGate(keys, "gw1", filepath.Join(t.TempDir(), "signed-commands.json"), nil, nil)
+	b := mqtttest.StartMochi(t, mqtttest.BrokerOptions{})
+	ob := mqtttest.Subscribe(t, b.URL, "hl7edge/gw1/cmd/res", mqtttest.ClientOptions{})
+	defer ob.Close()
+	unblock := make(chan struct{})
+	var unblocked sync.Once
+	defer unblocked.Do(func() { close(unblock) })
+	r := startAgent(t, Config{Broker: b.URL, HealthInterval: units.Duration(time.Hour)}, agentSetup{
+		tweak: func(a *Agent) { a.opts.Signed, a.opts.Forget = gate.Open, gate.Forget },
+		register: func(r *runner) {
+			r.disp.Register("block", func(ctx context.Context, _ json.RawMessage) (any, string, error) {
+				select {
+				case <-unblock:
+				case <-ctx.Done():
+				}
+				return nil, "", nil
+			})
+		},
+	})
+	r.waitState(t, health.Up)
+	exp := time.Now().Add(10 * time.Minute)
+	env, err := trust.Seal(trust.Inner{Request: command.Request{ID: "s1", Name: "block", Expires: &exp}, Device: "gw1"},
+		func(m []byte) ([]byte, error) { return signer.Sign(m, "test"), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One running, CommandQueue waiting: the signed one finds no room.
+	for i := 0; i <= CommandQueue; i++ {
+		ob.Publish(t, "hl7edge/gw1/cmd/req", false, fmt.Sprintf(`{"id":"b%d","name":"block"}`, i))
+		response(t, ob, 0, fmt.Sprintf("b%d", i), command.Accepted)
+		if i == 0 {
+			waitQueueEmpty(t, r) // b0 runs
+		}
+	}
+	ob.Publish(t, "hl7edge/gw1/cmd/req", false, string(env))
+	_, m := response(t, ob, 0, "s1", command.Rejected)
+	if !strings.Contains(fmt.Sprint(m["detail"]), "again") {
+		t.Fatalf("the signed command refused for a full queue: %v, want it told to send it again", m["detail"])
+	}
+	unblocked.Do(func() { close(unblock) })
+	for i := 0; i <= CommandQueue; i++ {
+		response(t, ob, 0, fmt.Sprintf("b%d", i), command.Successful)
+	}
+	from := len(ob.Log.All())
+	ob.Publish(t, "hl7edge/gw1/cmd/req", false, string(env))
+	m = firstAnswer(t, ob, from, "s1")
+	if m["status"] != string(command.Accepted) {
+		t.Fatalf("the signed command sent again as told: %v (%v), want accepted", m["status"], m["detail"])
+	}
+	response(t, ob, from, "s1", command.Successful)
+	from = len(ob.Log.All())
+	ob.Publish(t, "hl7edge/gw1/cmd/req", false, string(env))
+	m = firstAnswer(t, ob, from, "s1")
+	if m["status"] != string(command.Rejected) || !strings.Contains(fmt.Sprint(m["detail"]), "already used") {
+		t.Fatalf("the signed command replayed after it ran: %v (%v), want rejected as a replay", m["status"], m["detail"])
+	}
+}
+
+func waitQueueEmpty(t *testing.T, r *runner) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for len(r.a.cmdQ) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the worker did not take the first command")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// firstAnswer is the first cmd/res answer to id from the from'th message on.
+func firstAnswer(t *testing.T, ob *mqtttest.Client, from int, id string) map[string]any {
+	t.Helper()
+	_, m := ob.Log.WaitFor(t, from, "an answer to "+id, mqtttest.JSONHas("hl7edge/gw1/cmd/res", map[string]any{"id": id}))
+	return m.JSON(t)
 }
