@@ -423,7 +423,9 @@ func (s *Spool) emptyLogAtClose(closed bool) {
 		return
 	}
 	if closed && s.noFailedSync() {
-		if err := s.clog.Restart(); err != nil {
+		// The new header's flush runs in the gate like every other: its
+		// failure may cost the other writers their unsynced writes.
+		if err := s.gate.Sync(s.goodEpoch, s.clog.Restart); err != nil {
 			s.log.Warn("spool: the commit log keeps its records after the close (the next open replays them)", "err", err)
 		}
 	}

@@ -209,16 +209,7 @@ func TestTheRotationsFlushWaitsForTheGate(t *testing.T) {
 // delivery), so the others must hear of it before their next sync.
 func TestAFailedFlushAtCloseFailsTheOtherWriters(t *testing.T) {
 	s, gate, r := gatedSpool(t)
-	if err := appendMsg(s, 1); err != nil {
-		t.Fatal(err)
-	}
-	ms, err := s.Next("a", 0, 1)
-	if err != nil || len(ms) != 1 {
-		t.Fatalf("Next: %d messages, %v", len(ms), err)
-	}
-	if err := s.Delivered("a", ms[0].Seq); err != nil { // logged, not synced: Close flushes it
-		t.Fatal(err)
-	}
+	deliverFirst(t, s)
 	since := gate.Epoch() // another writer begins writing
 	before := len(r.names())
 	r.setFail(failSegments)
@@ -228,5 +219,47 @@ func TestAFailedFlushAtCloseFailsTheOtherWriters(t *testing.T) {
 	}
 	if err := gate.Sync(since, func() error { return nil }); !errors.Is(err, syncgate.ErrFailedSince) {
 		t.Fatalf("another writer's sync after the spool's flush at Close failed: %v, want ErrFailedSince", err)
+	}
+}
+
+// A cleanly closed spool starts its commit log afresh: a new header,
+// written and flushed. That flush is the spool's too: when it fails the
+// other writers on the card must hear of it.
+func TestAFailedCommitLogRestartAtCloseFailsTheOtherWriters(t *testing.T) {
+	s, gate, r := gatedSpool(t)
+	deliverFirst(t, s)
+	var segs atomic.Int32
+	before := len(r.names())
+	r.setFail(func(name string) error {
+		// Close's own flush of the delivery mark goes through; the new
+		// header's, after it, fails.
+		if strings.HasPrefix(name, "seg-") && segs.Add(1) > 1 {
+			return syscall.EIO
+		}
+		return nil
+	})
+	since := gate.Epoch() // another writer begins writing
+	_ = s.Close()
+	if segs.Load() < 2 {
+		t.Fatalf("Close flushed %d commit-log segments (synced %v), want its own and the new header's: the test failed no flush", segs.Load(), r.names()[before:])
+	}
+	if err := gate.Sync(since, func() error { return nil }); !errors.Is(err, syncgate.ErrFailedSince) {
+		t.Fatalf("another writer's sync after the commit log's new header failed at Close: %v, want ErrFailedSince", err)
+	}
+}
+
+// deliverFirst stores a message and marks it delivered: the mark is
+// logged, not synced, so Close has a flush to make.
+func deliverFirst(t *testing.T, s *Spool) {
+	t.Helper()
+	if err := appendMsg(s, 1); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := s.Next("a", 0, 1)
+	if err != nil || len(ms) != 1 {
+		t.Fatalf("Next: %d messages, %v", len(ms), err)
+	}
+	if err := s.Delivered("a", ms[0].Seq); err != nil {
+		t.Fatal(err)
 	}
 }
