@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -261,5 +262,38 @@ func deliverFirst(t *testing.T, s *Spool) {
 	}
 	if err := s.Delivered("a", ms[0].Seq); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// After a failed sync the spool leaves its SYNC-FAILED mark and syncs its
+// directory. That sync is a flush like any other: the writers that began
+// after the first failure (noting the moved epoch) must hear when it fails
+// too, or a state file written meanwhile is taken for durable.
+func TestAFailedSyncOfTheMarkFailsTheOtherWriters(t *testing.T) {
+	s, gate, r := gatedSpool(t)
+	if err := appendMsg(s, 1); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Base(s.Dir())
+	var dirSyncs atomic.Int32
+	r.setFail(func(name string) error {
+		if name == dir {
+			dirSyncs.Add(1)
+			return syscall.EIO
+		}
+		return nil
+	})
+	if err := gate.Sync(gate.Epoch(), func() error { return syscall.EIO }); !errors.Is(err, syscall.EIO) {
+		t.Fatal(err) // a file destination's flush fails
+	}
+	since := gate.Epoch() // a state file begins after that failure
+	if err := appendMsg(s, 2); !errors.Is(err, ErrStorageFault) {
+		t.Fatalf("Append after another writer's failed sync: %v, want a storage fault", err)
+	}
+	if dirSyncs.Load() == 0 {
+		t.Fatal("the spool's directory was not synced after the fault: the test failed no flush")
+	}
+	if err := gate.Sync(since, func() error { return nil }); !errors.Is(err, syncgate.ErrFailedSince) {
+		t.Fatalf("a state file's sync after the mark's directory sync failed: %v, want ErrFailedSince", err)
 	}
 }
