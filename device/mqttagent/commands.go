@@ -153,9 +153,9 @@ func (a *Agent) onCommand(_ mqtt.Client, m mqtt.Message) {
 	if len(payload) == 0 {
 		return // how a retained command is cleared; nothing to answer
 	}
-	req, signed, why := a.parseCommand(payload)
+	req, signed, why := a.open(payload, m.Retained())
 	if m.Retained() {
-		why = "retained command ignored: commands must be published without the retain flag; clear it by publishing an empty retained message to " + a.topics.cmdReq
+		why = a.retainedWhy()
 	}
 	if why == "" && !signed && a.opts.Dispatcher.Privileged(req.Name) {
 		why = a.unsignedWhy(req.Name)
@@ -192,8 +192,43 @@ func (a *Agent) onCommand(_ mqtt.Client, m mqtt.Message) {
 		a.comp.Add(health.CounterCommandsRejected, 1)
 		a.cmdLog.Warn("mqtt command rejected: queue full", "id", req.ID, "name", req.Name)
 		a.respond(command.Response{ID: req.ID, Name: req.Name, Status: command.Rejected,
-			Detail: a.notRun(req, signed, fmt.Sprintf("busy: %d commands are waiting; send it again later", cap(a.cmdQ)))})
+			Detail: a.notRun(req, signed, a.busyWhy())})
 	}
+}
+
+// open parses a command. A signed one is opened, and its id recorded, only
+// when it could be queued now: a retained copy or one that finds the queue
+// full is refused unopened, so that copies of an envelope sent again and
+// again cost the card no writes (recording an id and giving it back).
+func (a *Agent) open(payload []byte, retained bool) (command.Request, bool, string) {
+	if a.opts.Signed == nil || len(payload) > MaxCommandBytes || !trust.IsEnvelope(payload) {
+		return a.parseCommand(payload)
+	}
+	var why string
+	switch {
+	case retained:
+		why = a.retainedWhy()
+	case len(a.cmdQ) >= cap(a.cmdQ):
+		why = a.busyWhy()
+	default:
+		return a.parseCommand(payload)
+	}
+	id, name := trust.Peek(payload) // unverified: only to answer, when they pass a plain command's checks
+	if !validID(id) {
+		id = ""
+	}
+	if !nameRE.MatchString(name) {
+		name = ""
+	}
+	return command.Request{ID: id, Name: name}, false, why
+}
+
+func (a *Agent) retainedWhy() string {
+	return "retained command ignored: commands must be published without the retain flag; clear it by publishing an empty retained message to " + a.topics.cmdReq
+}
+
+func (a *Agent) busyWhy() string {
+	return fmt.Sprintf("busy: %d commands are waiting; send it again later", cap(a.cmdQ))
 }
 
 // queued is a command accepted for the worker.

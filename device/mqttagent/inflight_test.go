@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -78,10 +79,18 @@ func TestSignedCommandNotRunMayBeSentAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gate := trust.NewGate(keys, "gw1", filepath.Join(t.TempDir(), "signed-commands.json"), nil, nil)
+	record := filepath.Join(t.TempDir(), "signed-commands.json")
+	gate := trust.NewGate(keys, "gw1", record, nil, nil)
 	b := mqtttest.StartMochi(t, mqtttest.BrokerOptions{})
 	ob := mqtttest.Subscribe(t, b.URL, "hl7edge/gw1/cmd/res", mqtttest.ClientOptions{})
 	defer ob.Close()
+	exp := time.Now().Add(10 * time.Minute)
+	env, err := trust.Seal(trust.Inner{Request: command.Request{ID: "s1", Name: "block", Expires: &exp}, Device: "gw1"},
+		func(m []byte) ([]byte, error) { return signer.Sign(m, "test"), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ob.Publish(t, "hl7edge/gw1/cmd/req", true, string(env))
 	unblock := make(chan struct{})
 	var unblocked sync.Once
 	defer unblocked.Do(func() { close(unblock) })
@@ -98,12 +107,12 @@ func TestSignedCommandNotRunMayBeSentAgain(t *testing.T) {
 		},
 	})
 	r.waitState(t, health.Up)
-	exp := time.Now().Add(10 * time.Minute)
-	env, err := trust.Seal(trust.Inner{Request: command.Request{ID: "s1", Name: "block", Expires: &exp}, Device: "gw1"},
-		func(m []byte) ([]byte, error) { return signer.Sign(m, "test"), nil })
-	if err != nil {
-		t.Fatal(err)
+	// A retained copy (heard on subscribing) is refused, and costs the card nothing.
+	if m := firstAnswer(t, ob, 0, "s1"); m["status"] != string(command.Rejected) || !strings.Contains(fmt.Sprint(m["detail"]), "retained") {
+		t.Fatalf("a retained signed command: %v (%v), want rejected as retained", m["status"], m["detail"])
 	}
+	ob.Publish(t, "hl7edge/gw1/cmd/req", true, "")
+	noRecord(t, record, "a retained signed command")
 	// One running, CommandQueue waiting: the signed one finds no room.
 	for i := 0; i <= CommandQueue; i++ {
 		ob.Publish(t, "hl7edge/gw1/cmd/req", false, fmt.Sprintf(`{"id":"b%d","name":"block"}`, i))
@@ -112,27 +121,29 @@ func TestSignedCommandNotRunMayBeSentAgain(t *testing.T) {
 			waitQueueEmpty(t, r) // b0 runs
 		}
 	}
+	from0 := len(ob.Log.All())
 	ob.Publish(t, "hl7edge/gw1/cmd/req", false, string(env))
-	_, m := response(t, ob, 0, "s1", command.Rejected)
-	if !strings.Contains(fmt.Sprint(m["detail"]), "again") {
-		t.Fatalf("the signed command refused for a full queue: %v, want it told to send it again", m["detail"])
+	_, m := ob.Log.WaitFor(t, from0, "the busy answer to s1", mqtttest.JSONHas("hl7edge/gw1/cmd/res", map[string]any{"id": "s1", "status": "rejected"}))
+	if d := fmt.Sprint(m.JSON(t)["detail"]); !strings.Contains(d, "busy") || !strings.Contains(d, "again") {
+		t.Fatalf("the signed command refused for a full queue: %v, want busy, told to send it again", d)
 	}
+	noRecord(t, record, "a signed command refused busy")
 	unblocked.Do(func() { close(unblock) })
 	for i := 0; i <= CommandQueue; i++ {
 		response(t, ob, 0, fmt.Sprintf("b%d", i), command.Successful)
 	}
 	from := len(ob.Log.All())
 	ob.Publish(t, "hl7edge/gw1/cmd/req", false, string(env))
-	m = firstAnswer(t, ob, from, "s1")
-	if m["status"] != string(command.Accepted) {
-		t.Fatalf("the signed command sent again as told: %v (%v), want accepted", m["status"], m["detail"])
+	mm := firstAnswer(t, ob, from, "s1")
+	if mm["status"] != string(command.Accepted) {
+		t.Fatalf("the signed command sent again as told: %v (%v), want accepted", mm["status"], mm["detail"])
 	}
 	response(t, ob, from, "s1", command.Successful)
 	from = len(ob.Log.All())
 	ob.Publish(t, "hl7edge/gw1/cmd/req", false, string(env))
-	m = firstAnswer(t, ob, from, "s1")
-	if m["status"] != string(command.Rejected) || !strings.Contains(fmt.Sprint(m["detail"]), "already used") {
-		t.Fatalf("the signed command replayed after it ran: %v (%v), want rejected as a replay", m["status"], m["detail"])
+	mm = firstAnswer(t, ob, from, "s1")
+	if mm["status"] != string(command.Rejected) || !strings.Contains(fmt.Sprint(mm["detail"]), "already used") {
+		t.Fatalf("the signed command replayed after it ran: %v (%v), want rejected as a replay", mm["status"], mm["detail"])
 	}
 }
 
@@ -152,4 +163,13 @@ func firstAnswer(t *testing.T, ob *mqtttest.Client, from int, id string) map[str
 	t.Helper()
 	_, m := ob.Log.WaitFor(t, from, "an answer to "+id, mqtttest.JSONHas("hl7edge/gw1/cmd/res", map[string]any{"id": id}))
 	return m.JSON(t)
+}
+
+// noRecord fails the test when the replay record was written: what was
+// refused unopened must cost the card no writes.
+func noRecord(t *testing.T, record, what string) {
+	t.Helper()
+	if _, err := os.Stat(record); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("%s: the replay record was written (%v); a copy refused unopened costs the card nothing", what, err)
+	}
 }
