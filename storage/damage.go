@@ -35,12 +35,13 @@ var errTablesDamaged = errors.New("a table of the spool is damaged on the card")
 // card has just failed a sync, so a failure here is logged, not fatal.
 func (s *Spool) markSyncFailed() {
 	p := filepath.Join(s.cfg.Dir, syncFailedMark)
+	since := s.gate.Epoch()
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o600)
 	if err == nil {
 		err = f.Close()
 	}
 	if err == nil {
-		err = syncDir(s.cfg.Dir)
+		err = s.syncOwnDir(since)
 	}
 	if err != nil {
 		s.log.Warn("spool: could not leave the mark that makes the next open read every table back", "file", p, "err", err)
@@ -77,9 +78,25 @@ func (s *Spool) clearSyncFailed() error {
 		return nil
 	}
 	if err == nil {
-		err = syncDir(s.cfg.Dir)
+		err = s.syncOwnDir(s.goodEpoch)
 	}
 	return err
+}
+
+// syncOwnDir makes the mark's coming or going durable: a flush like any
+// other of the spool's, so it runs in the gate, for writes begun in epoch
+// since. It takes the gate: never call it from inside a Sync's function.
+func (s *Spool) syncOwnDir(since uint64) error {
+	d, err := os.Open(s.cfg.Dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	sync := s.dirSyncHook
+	if sync == nil {
+		sync = (*os.File).Sync
+	}
+	return s.gate.Sync(since, func() error { return sync(d) })
 }
 
 // noFailedSync says whether no sync has failed on the spool's file system

@@ -86,6 +86,7 @@ func hookSyncs(s *Spool, r *syncRecorder) {
 	s.mem.sync = r.sync
 	s.vlog.sync = r.sync
 	s.logSyncHook = r.sync
+	s.dirSyncHook = r.sync
 	s.clog.SetSync(r.sync)
 }
 

@@ -356,7 +356,11 @@ func (s *Spool) Close() error {
 	if s.clog != nil && s.faultErr() == nil {
 		// What was logged since the last group (delivery marks, counters)
 		// is not lost with the process; Badger's close flushes it too.
-		_ = s.clog.Sync()
+		// Through the gate like every flush of the spool's: its failure
+		// may cost the other writers on the card their unsynced writes.
+		if err := s.gate.Sync(s.goodEpoch, s.clog.Sync); err != nil {
+			s.setFault(err) // the mark: the next open reads the tables back
+		}
 	}
 	_ = s.mem.close()
 	_ = s.vlog.close()
@@ -423,7 +427,9 @@ func (s *Spool) emptyLogAtClose(closed bool) {
 		return
 	}
 	if closed && s.noFailedSync() {
-		if err := s.clog.Restart(); err != nil {
+		// The new header's flush runs in the gate like every other: its
+		// failure may cost the other writers their unsynced writes.
+		if err := s.gate.Sync(s.goodEpoch, s.clog.Restart); err != nil {
 			s.log.Warn("spool: the commit log keeps its records after the close (the next open replays them)", "err", err)
 		}
 	}

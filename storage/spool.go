@@ -110,6 +110,9 @@ type Spool struct {
 	packBuf []byte // packOps's, under writeMu
 	// logSyncHook replaces the commit log's sync (tests); nil in use.
 	logSyncHook func(*os.File) error
+	// dirSyncHook replaces the sync of the spool's directory after its
+	// SYNC-FAILED mark is made or removed (tests); nil in use.
+	dirSyncHook func(*os.File) error
 	// reopenHook runs while a faulted spool is closed, before it is opened
 	// again (tests: what the card lost shows then); nil in use.
 	reopenHook func()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -199,5 +200,100 @@ func TestTheRotationsFlushWaitsForTheGate(t *testing.T) {
 	}
 	if overlapped.Load() {
 		t.Fatal("the rotation's flush ran while another writer's flush held the gate")
+	}
+}
+
+// Close flushes what was logged since the last group (delivery marks,
+// counters). That flush is the spool's like any other: when it fails the
+// card may have dropped another writer's unsynced writes with it (a state
+// file the box replaces while it restarts, a file destination's last
+// delivery), so the others must hear of it before their next sync.
+func TestAFailedFlushAtCloseFailsTheOtherWriters(t *testing.T) {
+	s, gate, r := gatedSpool(t)
+	deliverFirst(t, s)
+	since := gate.Epoch() // another writer begins writing
+	before := len(r.names())
+	r.setFail(failSegments)
+	_ = s.Close()
+	if !slices.ContainsFunc(r.names()[before:], func(n string) bool { return strings.HasPrefix(n, "seg-") }) {
+		t.Fatalf("Close flushed no commit-log segment (synced %v): the test failed no flush", r.names()[before:])
+	}
+	if err := gate.Sync(since, func() error { return nil }); !errors.Is(err, syncgate.ErrFailedSince) {
+		t.Fatalf("another writer's sync after the spool's flush at Close failed: %v, want ErrFailedSince", err)
+	}
+}
+
+// A cleanly closed spool starts its commit log afresh: a new header,
+// written and flushed. That flush is the spool's too: when it fails the
+// other writers on the card must hear of it.
+func TestAFailedCommitLogRestartAtCloseFailsTheOtherWriters(t *testing.T) {
+	s, gate, r := gatedSpool(t)
+	deliverFirst(t, s)
+	var segs atomic.Int32
+	before := len(r.names())
+	r.setFail(func(name string) error {
+		// Close's own flush of the delivery mark goes through; the new
+		// header's, after it, fails.
+		if strings.HasPrefix(name, "seg-") && segs.Add(1) > 1 {
+			return syscall.EIO
+		}
+		return nil
+	})
+	since := gate.Epoch() // another writer begins writing
+	_ = s.Close()
+	if segs.Load() < 2 {
+		t.Fatalf("Close flushed %d commit-log segments (synced %v), want its own and the new header's: the test failed no flush", segs.Load(), r.names()[before:])
+	}
+	if err := gate.Sync(since, func() error { return nil }); !errors.Is(err, syncgate.ErrFailedSince) {
+		t.Fatalf("another writer's sync after the commit log's new header failed at Close: %v, want ErrFailedSince", err)
+	}
+}
+
+// deliverFirst stores a message and marks it delivered: the mark is
+// logged, not synced, so Close has a flush to make.
+func deliverFirst(t *testing.T, s *Spool) {
+	t.Helper()
+	if err := appendMsg(s, 1); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := s.Next("a", 0, 1)
+	if err != nil || len(ms) != 1 {
+		t.Fatalf("Next: %d messages, %v", len(ms), err)
+	}
+	if err := s.Delivered("a", ms[0].Seq); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// After a failed sync the spool leaves its SYNC-FAILED mark and syncs its
+// directory. That sync is a flush like any other: the writers that began
+// after the first failure (noting the moved epoch) must hear when it fails
+// too, or a state file written meanwhile is taken for durable.
+func TestAFailedSyncOfTheMarkFailsTheOtherWriters(t *testing.T) {
+	s, gate, r := gatedSpool(t)
+	if err := appendMsg(s, 1); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Base(s.Dir())
+	var dirSyncs atomic.Int32
+	r.setFail(func(name string) error {
+		if name == dir {
+			dirSyncs.Add(1)
+			return syscall.EIO
+		}
+		return nil
+	})
+	if err := gate.Sync(gate.Epoch(), func() error { return syscall.EIO }); !errors.Is(err, syscall.EIO) {
+		t.Fatal(err) // a file destination's flush fails
+	}
+	since := gate.Epoch() // a state file begins after that failure
+	if err := appendMsg(s, 2); !errors.Is(err, ErrStorageFault) {
+		t.Fatalf("Append after another writer's failed sync: %v, want a storage fault", err)
+	}
+	if dirSyncs.Load() == 0 {
+		t.Fatal("the spool's directory was not synced after the fault: the test failed no flush")
+	}
+	if err := gate.Sync(since, func() error { return nil }); !errors.Is(err, syncgate.ErrFailedSince) {
+		t.Fatalf("a state file's sync after the mark's directory sync failed: %v, want ErrFailedSince", err)
 	}
 }

@@ -159,10 +159,14 @@ func Run(ctx context.Context, o Options) error {
 				return err
 			}
 		}
-		if err != nil && a.rollback(err) {
-			continue
-		}
 		if err != nil {
+			rolled, rerr := a.rollback(err)
+			if rolled {
+				continue
+			}
+			if rerr != nil {
+				err = rerr
+			}
 			return a.fatal(cfg, err)
 		}
 		return nil
@@ -204,17 +208,22 @@ func (a *Appliance) writeConfig(path string, data []byte) error {
 	return err
 }
 
-// rollback restores the previous configuration after a failed apply.
-func (a *Appliance) rollback(cause error) bool {
+// rollback restores the previous configuration after a failed apply. It
+// reports whether it did and, when writing it back failed, the error the
+// daemon stops with: the next start runs whatever the file holds.
+func (a *Appliance) rollback(cause error) (bool, error) {
 	a.mu.Lock()
 	p := a.pending
 	a.pending = nil
 	a.mu.Unlock()
 	if p == nil {
-		return false
+		return false, nil
 	}
 	if err := a.writeConfig(a.o.ConfigPath, p.previous); err != nil {
-		return false
+		err = fmt.Errorf("configuration from command %s could not start (%w), and putting the previous one back failed: %w; %s may still hold the new one: put the previous one back by hand before the next start",
+			p.id, cause, err, a.o.ConfigPath)
+		a.settle(p.id, ApplyRollbackFailed, err.Error())
+		return false, err
 	}
 	detail := fmt.Sprintf("configuration from command %s could not start and was rolled back: %v", p.id, cause)
 	fmt.Fprintf(a.o.LogOut, "hl7edge: %s\n", detail)
@@ -222,7 +231,7 @@ func (a *Appliance) rollback(cause error) bool {
 	a.mu.Lock()
 	a.notices = append(a.notices, [2]string{AlarmConfigRolledBack, detail})
 	a.mu.Unlock()
-	return true
+	return true, nil
 }
 
 func (a *Appliance) logger(cfg *config.Config) *slog.Logger {
@@ -374,7 +383,8 @@ func (a *Appliance) newAgent(cfg *config.Config, log *slog.Logger, reg *health.R
 		SessionFile: filepath.Join(cfg.StateDir(), "mqtt.session"), Throttle: a.throttle, Gates: a.o.Gates,
 	}
 	if keys.Len() > 0 {
-		agentOpts.Signed = trust.NewGate(keys, cfg.Device.ID, filepath.Join(a.o.StateDir, ReplayRecord), a.o.Gates, nil).Open
+		g := trust.NewGate(keys, cfg.Device.ID, filepath.Join(a.o.StateDir, ReplayRecord), a.o.Gates, nil)
+		agentOpts.Signed, agentOpts.Forget = g.Open, g.Forget
 	}
 	return mqttagent.New(cfg.MQTT, agentOpts)
 }

@@ -470,7 +470,9 @@ func (r *rig) start(o appliance.Options) *running {
 	o.ConfigPath = r.cfgPath
 	o.Version = testVersion
 	o.LogOut = rn.logs
-	o.Board = func(*config.Config, *slog.Logger) (board.Board, error) { return sim.New(sim.Options{}), nil }
+	if o.Board == nil {
+		o.Board = func(*config.Config, *slog.Logger) (board.Board, error) { return sim.New(sim.Options{}), nil }
+	}
 	if o.MinBackoff == 0 {
 		o.MinBackoff = 20 * time.Millisecond
 	}

@@ -89,6 +89,9 @@ func TestImageRejectedWhenAnotherSyncFailsDuringDownload(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), syncgate.ErrFailedSince.Error()) || !strings.Contains(err.Error(), "send the command again") {
 		t.Fatalf("Update while the spool's flush failed: %v, want rejected, saying a sync failed meanwhile and to send it again", err)
 	}
+	if !strings.Contains(err.Error(), "download failed") {
+		t.Errorf("Update while the spool's flush failed: %v, want the image's own sync refused (download failed), before it is checked and renamed", err)
+	}
 	if relaunched {
 		t.Fatal("an image the card may have lost went on trial")
 	}

@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hl7edge/hl7edge/device/atomicfile"
 	"github.com/hl7edge/hl7edge/device/strictjson"
 	"github.com/hl7edge/hl7edge/device/trust"
@@ -165,7 +167,10 @@ func (m *Manager) Update(ctx context.Context, id string, raw json.RawMessage) (a
 		return m.reject(st, tmp, err.Error())
 	}
 	since := gate.Epoch() // before the image's first byte: the card may drop any
-	sum, err := m.download(ctx, a.URL, tmp, func(f *os.File) error { return gate.Sync(since, f.Sync) })
+	sum, err := m.download(ctx, a.URL, tmp, func(f *os.File) error {
+		writeBack(f)
+		return gate.Sync(since, f.Sync)
+	})
 	if err != nil {
 		return m.reject(st, tmp, "download failed: "+whatToDo(err))
 	}
@@ -245,6 +250,24 @@ func (m *Manager) save(st State) error {
 func (m *Manager) public(st State) Public {
 	return Public{State: st.State, Version: st.Version, Previous: st.Previous, Reason: st.Reason, Command: st.Command,
 		Updated: time.Now().UTC(), Running: m.o.Version}
+}
+
+// writeBack writes the image's pages to the card before its sync waits
+// for the gate: every sync on the card waits while one holds the gate, the
+// spool's too (and with it every ACK), and an image of firmware.max_bytes
+// takes an SD card seconds to write. The gate is then held for the flush
+// alone. It asks the card to flush nothing, so it cannot cost another
+// writer its writes (the kernel's own write-back does the same at any
+// time). It runs on a descriptor of its own and reports nothing: Linux
+// reports a page it could not write to every descriptor open at the time,
+// so the sync that follows, through the gate, fails with it.
+func writeBack(f *os.File) {
+	own, err := os.Open(f.Name())
+	if err != nil {
+		return
+	}
+	defer own.Close()
+	_ = unix.SyncFileRange(int(own.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
 }
 
 // whatToDo is why an image could not be staged, with what to do when

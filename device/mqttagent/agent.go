@@ -51,6 +51,11 @@ type Options struct {
 	// nil when the gateway has no trust keys: privileged commands are then
 	// refused over MQTT and obeyed only on the local admin socket.
 	Signed func(payload []byte) (req command.Request, signer string, err error)
+	// Forget gives back the id Signed recorded for a command that then did
+	// not run (refused, the queue full, the agent stopping), so that the
+	// same envelope may be sent again as the answer says (device/trust's
+	// Gate.Forget). nil: such an id stays used.
+	Forget func(id string) error
 	// Throttle bounds how often unsigned disruptive commands run (restart);
 	// nil: no bound. Its refusals so far are counted in this agent's health
 	// from the start, so the count survives pipeline restarts.
@@ -92,7 +97,16 @@ type Agent struct {
 	// closes the queue when the worker ends.
 	cmdMu     sync.Mutex
 	cmdClosed bool
-	cmdQ      chan command.Request
+	cmdQ      chan queued
+
+	// handlers are the goroutines paho starts for each command (the client
+	// does not order them, so it does not wait for them either). Run waits
+	// for them: one that opens a signed command records its id in the
+	// replay record, and must be done before the next box reads the record
+	// anew (or its stale copy would replace the next box's ids).
+	handlerMu      sync.Mutex
+	handlersClosed bool
+	handlers       sync.WaitGroup
 
 	stuckMu sync.Mutex
 	stuck   []mqtt.Token
@@ -127,7 +141,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 		retryInterval: 3 * time.Second, maxReconnect: 30 * time.Second, connectTimeout: 10 * time.Second,
 		opTimeout: 10 * time.Second, stopTimeout: 5 * time.Second, debounce: time.Second, maxStuck: 16,
 		out:  newOutbox(AlarmBuffer, ResponseBuffer),
-		cmdQ: make(chan command.Request, CommandQueue),
+		cmdQ: make(chan queued, CommandQueue),
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
@@ -277,12 +291,14 @@ func (a *Agent) clientOptions() (*mqtt.ClientOptions, error) {
 // Run connects (retrying while the broker is unreachable) and serves until
 // ctx ends; then it answers queued commands, flushes what it can, publishes
 // the retained offline status and disconnects. It returns once every
-// goroutine it started has ended. With the broker down, stopping waits for
-// the current connection attempt (at most about 13 s, usually at once).
-// One exception it cannot wait for: when the link was lost and paho is
-// sleeping between reconnect attempts, that paho goroutine outlives Run by
-// up to 30 s; it then finds the client disconnected and ends (the agent's
-// handlers ignore anything it reports after stop).
+// goroutine it started has ended, and every command paho handed it (a
+// signed one may be waiting to record its id). With the broker down,
+// stopping waits for the current connection attempt (at most about 13 s,
+// usually at once). One exception it cannot wait for: when the link was
+// lost and paho is sleeping between reconnect attempts, that paho
+// goroutine outlives Run by up to 30 s; it then finds the client
+// disconnected and ends (the agent's handlers ignore anything it reports
+// after stop).
 func (a *Agent) Run(ctx context.Context) error {
 	if !a.enabled {
 		<-ctx.Done()
@@ -349,6 +365,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.statusMu.Unlock()
 	client.Disconnect(250)
+	a.waitHandlers()
 	// If it never connected, paho's connect goroutine ends only after its
 	// current attempt and retry sleep; the token completes when it has.
 	select {

@@ -145,13 +145,17 @@ func (a *Agent) unsignedWhy(name string) string {
 // onCommand runs in a paho goroutine; it must not block, so it checks the
 // command, answers "accepted" and hands it to the worker, or rejects it.
 func (a *Agent) onCommand(_ mqtt.Client, m mqtt.Message) {
+	if !a.enterHandler() {
+		return // Run has stopped: nobody would run or answer it
+	}
+	defer a.handlers.Done()
 	payload := m.Payload()
 	if len(payload) == 0 {
 		return // how a retained command is cleared; nothing to answer
 	}
-	req, signed, why := a.parseCommand(payload)
+	req, signed, why := a.open(payload, m.Retained())
 	if m.Retained() {
-		why = "retained command ignored: commands must be published without the retain flag; clear it by publishing an empty retained message to " + a.topics.cmdReq
+		why = a.retainedWhy()
 	}
 	if why == "" && !signed && a.opts.Dispatcher.Privileged(req.Name) {
 		why = a.unsignedWhy(req.Name)
@@ -165,6 +169,7 @@ func (a *Agent) onCommand(_ mqtt.Client, m mqtt.Message) {
 		}
 	}
 	if why != "" {
+		why = a.notRun(req, signed, why)
 		a.comp.Add(health.CounterCommandsRejected, 1)
 		a.cmdLog.Info("mqtt command rejected", "id", req.ID, "name", req.Name, "why", why)
 		a.respond(command.Response{ID: req.ID, Name: req.Name, Status: command.Rejected, Detail: why})
@@ -174,11 +179,12 @@ func (a *Agent) onCommand(_ mqtt.Client, m mqtt.Message) {
 	defer a.cmdMu.Unlock()
 	if a.cmdClosed {
 		a.comp.Add(health.CounterCommandsRejected, 1)
-		a.respond(command.Response{ID: req.ID, Name: req.Name, Status: command.Rejected, Detail: "agent is stopping; send the command again after it restarts"})
+		a.respond(command.Response{ID: req.ID, Name: req.Name, Status: command.Rejected,
+			Detail: a.notRun(req, signed, "agent is stopping; send the command again after it restarts")})
 		return
 	}
 	select {
-	case a.cmdQ <- req:
+	case a.cmdQ <- queued{req, signed}:
 		a.comp.Add(health.CounterCommandsAccepted, 1)
 		a.cmdLog.Info("mqtt command accepted", "id", req.ID, "name", req.Name)
 		a.respond(command.Response{ID: req.ID, Name: req.Name, Status: command.Accepted})
@@ -186,8 +192,84 @@ func (a *Agent) onCommand(_ mqtt.Client, m mqtt.Message) {
 		a.comp.Add(health.CounterCommandsRejected, 1)
 		a.cmdLog.Warn("mqtt command rejected: queue full", "id", req.ID, "name", req.Name)
 		a.respond(command.Response{ID: req.ID, Name: req.Name, Status: command.Rejected,
-			Detail: fmt.Sprintf("busy: %d commands are waiting; send it again later", cap(a.cmdQ))})
+			Detail: a.notRun(req, signed, a.busyWhy())})
 	}
+}
+
+// open parses a command. A signed one is opened, and its id recorded, only
+// when it could be queued now: a retained copy or one that finds the queue
+// full is refused unopened, so that copies of an envelope sent again and
+// again cost the card no writes (recording an id and giving it back).
+func (a *Agent) open(payload []byte, retained bool) (command.Request, bool, string) {
+	if a.opts.Signed == nil || len(payload) > MaxCommandBytes || !trust.IsEnvelope(payload) {
+		return a.parseCommand(payload)
+	}
+	var why string
+	switch {
+	case retained:
+		why = a.retainedWhy()
+	case len(a.cmdQ) >= cap(a.cmdQ):
+		why = a.busyWhy()
+	default:
+		return a.parseCommand(payload)
+	}
+	id, name := trust.Peek(payload) // unverified: only to answer, when they pass a plain command's checks
+	if !validID(id) {
+		id = ""
+	}
+	if !nameRE.MatchString(name) {
+		name = ""
+	}
+	return command.Request{ID: id, Name: name}, false, why
+}
+
+func (a *Agent) retainedWhy() string {
+	return "retained command ignored: commands must be published without the retain flag; clear it by publishing an empty retained message to " + a.topics.cmdReq
+}
+
+func (a *Agent) busyWhy() string {
+	return fmt.Sprintf("busy: %d commands are waiting; send it again later", cap(a.cmdQ))
+}
+
+// queued is a command accepted for the worker.
+type queued struct {
+	req    command.Request
+	signed bool // its id is in the replay record
+}
+
+// notRun gives back the id of a signed command that will not run, so that
+// the same envelope may come again as the answer why says; it returns why,
+// with what went wrong when the id stays used.
+func (a *Agent) notRun(req command.Request, signed bool, why string) string {
+	if !signed || a.opts.Forget == nil {
+		return why
+	}
+	if err := a.opts.Forget(req.ID); err != nil {
+		a.log.Warn("signed command not run, its id stays used", "id", req.ID, "err", err)
+		return why + "; but " + err.Error()
+	}
+	return why
+}
+
+// enterHandler counts a command handler in, unless Run has stopped
+// waiting for them.
+func (a *Agent) enterHandler() bool {
+	a.handlerMu.Lock()
+	defer a.handlerMu.Unlock()
+	if a.handlersClosed {
+		return false
+	}
+	a.handlers.Add(1)
+	return true
+}
+
+// waitHandlers lets no more command handlers in and waits for those under
+// way, once the client is disconnected.
+func (a *Agent) waitHandlers() {
+	a.handlerMu.Lock()
+	a.handlersClosed = true
+	a.handlerMu.Unlock()
+	a.handlers.Wait()
 }
 
 // commandWorker runs accepted commands one at a time. When ctx ends it
@@ -195,17 +277,17 @@ func (a *Agent) onCommand(_ mqtt.Client, m mqtt.Message) {
 func (a *Agent) commandWorker(ctx context.Context) {
 	for {
 		select {
-		case req := <-a.cmdQ:
-			a.finish(a.run(ctx, req))
+		case q := <-a.cmdQ:
+			a.finish(a.run(ctx, q.req))
 		case <-ctx.Done():
 			a.cmdMu.Lock()
 			a.cmdClosed = true
 			a.cmdMu.Unlock()
 			for {
 				select {
-				case req := <-a.cmdQ:
-					a.finish(command.Response{ID: req.ID, Name: req.Name, Status: command.Failed,
-						Detail: "agent stopped before running the command; send it again after it restarts"})
+				case q := <-a.cmdQ:
+					a.finish(command.Response{ID: q.req.ID, Name: q.req.Name, Status: command.Failed,
+						Detail: a.notRun(q.req, q.signed, "agent stopped before running the command; send it again after it restarts")})
 				default:
 					return
 				}

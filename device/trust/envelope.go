@@ -135,6 +135,14 @@ func (g *Gate) Open(payload []byte) (command.Request, string, error) {
 	return in.Request, keyID, nil
 }
 
+// Forget takes back the id Open recorded for a command that was then not
+// run (refused after all, no room in the queue, the agent stopping), so
+// the same envelope may be sent again as its answer says. Call it only for
+// a command that certainly did not run: its envelope can run once more.
+// When the record cannot be written the id stays used, and the error says
+// so: a resend is then refused, never obeyed twice.
+func (g *Gate) Forget(id string) error { return g.used.forget(id) }
+
 // ErrReplay is a signed command id seen before.
 var ErrReplay = errors.New("signed command id already used")
 
@@ -227,6 +235,27 @@ func (u *Used) claim(id string, until, now time.Time) error {
 	if err != nil {
 		delete(u.rec.IDs, id)
 		return fmt.Errorf("signed command refused: cannot record its id against replay: %w", err)
+	}
+	return nil
+}
+
+func (u *Used) forget(id string) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	until, ok := u.rec.IDs[id]
+	if !ok || u.err != nil {
+		return nil
+	}
+	delete(u.rec.IDs, id)
+	b, err := json.Marshal(u.rec)
+	if err == nil {
+		err = atomicfile.Write(u.syncs, u.path, append(b, '\n'), 0o640)
+	}
+	if err != nil {
+		// The file may still hold it: keep it used here as well, so that
+		// a resend is refused now as it would be after a restart.
+		u.rec.IDs[id] = until
+		return fmt.Errorf("replay record: the id %q of a command that did not run stays used: %w; sign the command again with a new id", id, err)
 	}
 	return nil
 }

@@ -60,23 +60,39 @@ func New(c Config, gates *syncgate.Gates) (*Output, error) {
 	// without that a cut could take it, and every file delivered into it,
 	// while the spool already counts them delivered.
 	if os.IsNotExist(statErr) {
-		if err := syncDir(filepath.Dir(filepath.Clean(c.Dir))); err != nil {
+		parent := filepath.Dir(filepath.Clean(c.Dir))
+		pg, err := gates.For(parent) // the parent may be on another file system
+		if err != nil {
+			return nil, fmt.Errorf("file destination directory %s: %w", c.Dir, err)
+		}
+		if err := gatedSyncDir(pg, parent); err != nil {
 			return nil, err
 		}
-	}
-	if err := removeLeftovers(c.Dir); err != nil {
-		return nil, err
 	}
 	gate, err := gates.For(c.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("file destination directory %s: %w", c.Dir, err)
 	}
+	if err := removeLeftovers(c.Dir, gate); err != nil {
+		return nil, err
+	}
 	return &Output{dir: c.Dir, gate: gate}, nil
 }
 
-// removeLeftovers deletes the .tmp-* files in dir and syncs the directory so
-// their removal is durable too.
-func removeLeftovers(dir string) error {
+// gatedSyncDir syncs dir through gate, as every flush on the card is: not
+// beside another writer's, and a failure told to them all.
+func gatedSyncDir(gate *syncgate.Gate, dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("file destination: %w", err)
+	}
+	defer d.Close()
+	return gate.Sync(gate.Epoch(), func() error { return flushDir(dir, d) })
+}
+
+// removeLeftovers deletes the .tmp-* files in dir and syncs the directory,
+// through gate, so their removal is durable too.
+func removeLeftovers(dir string, gate *syncgate.Gate) error {
 	left, err := filepath.Glob(filepath.Join(dir, tmpPattern))
 	if err != nil {
 		return fmt.Errorf("file destination %s: %w", dir, err)
@@ -89,7 +105,7 @@ func removeLeftovers(dir string) error {
 			return fmt.Errorf("file destination: remove interrupted write %s: %w (remove it by hand; it holds message content)", p, err)
 		}
 	}
-	return syncDir(dir)
+	return gatedSyncDir(gate, dir)
 }
 
 // Deliver writes <GUID>.hl7 through a temporary file, fsync and rename, so a
@@ -225,16 +241,6 @@ func syncFS(dir string, d *os.File) error {
 		return fmt.Errorf("file destination: sync the file system of %s: %w", dir, serr)
 	}
 	return nil
-}
-
-// syncDir makes dir's entries durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("file destination: %w", err)
-	}
-	defer d.Close()
-	return flushDir(dir, d)
 }
 
 // flushDir makes the entries of dir (d, open) durable.

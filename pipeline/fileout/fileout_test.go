@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hl7edge/hl7edge/pipeline/vocab/flow"
 	"github.com/hl7edge/hl7edge/storage/syncgate"
@@ -248,4 +250,53 @@ func otherFileSystem(t *testing.T) string {
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	return dir
+}
+
+// New syncs the directory that holds a destination directory it made, and
+// the directory once it removed interrupted writes. Those are flushes on
+// the card like any delivery's, so they wait for the gate: beside another
+// writer's flush, a failure of either would reach only its own caller.
+func TestNewSyncsThroughTheGate(t *testing.T) {
+	parent := t.TempDir()
+	gates := syncgate.NewGates()
+	gate, err := gates.For(parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		setup func(dir string)
+	}{
+		{"a directory made now", func(string) {}},
+		{"interrupted writes removed", func(dir string) {
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, ".tmp-left"), []byte("x"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		dir := filepath.Join(parent, strings.ReplaceAll(c.name, " ", "-"))
+		c.setup(dir)
+		held, release, other := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+		go func() { other <- gate.Sync(gate.Epoch(), func() error { close(held); <-release; return nil }) }()
+		<-held
+		made := make(chan error, 1)
+		go func() { _, err := New(Config{Dir: dir}, gates); made <- err }()
+		select {
+		case err := <-made:
+			close(release)
+			<-other
+			t.Fatalf("%s: New returned (%v) while another writer's flush held the gate: its directory sync ran beside it", c.name, err)
+		case <-time.After(2 * time.Second):
+		}
+		close(release)
+		if err := <-other; err != nil {
+			t.Fatal(err)
+		}
+		if err := <-made; err != nil {
+			t.Fatalf("%s: New: %v", c.name, err)
+		}
+	}
 }

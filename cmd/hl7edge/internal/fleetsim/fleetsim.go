@@ -150,7 +150,8 @@ func start(ctx context.Context, brokerAddr, dir string, sp Spec) (*Gateway, erro
 			g.closeProxy()
 			return nil, fmt.Errorf("fleetsim %s: %w", sp.ID, err)
 		}
-		opts.Signed = trust.NewGate(keys, sp.ID, filepath.Join(dir, sp.ID+".signed-commands.json"), nil, nil).Open
+		tg := trust.NewGate(keys, sp.ID, filepath.Join(dir, sp.ID+".signed-commands.json"), nil, nil)
+		opts.Signed, opts.Forget = tg.Open, tg.Forget
 	}
 	agent, err := mqttagent.New(mqttagent.Config{Broker: "tcp://" + addr, HealthInterval: units.Duration(time.Hour),
 		Username: sp.Username, PasswordFile: sp.PasswordFile}, opts)
