@@ -162,7 +162,7 @@ const vlogThreshold = 512
 // comes back only when every message in it is gone (or the few left are
 // copied out), so smaller files keep the disk a steady flow uses closer to
 // what it holds; the clean-up runs each time this much has been dropped.
-const vlogFileSize = 8 << 20
+const vlogFileSize = 4 << 20
 
 // tableBlockSize is the size of the blocks Badger builds its tables from
 // (see badgerOptions); a reader of a table file on its own (salvage) names it too.
