@@ -69,10 +69,10 @@ func (s *Spool) gcLoop() {
 			s.log.Error("spool clean-up failed; delivered data stays on disk until the next try", "err", err)
 		}
 		// Message bodies live in the value log: dropping their segments
-		// frees their space only once its files are cleaned. Once a file's
-		// worth has gone, clean now rather than at the next tick, so that
-		// the disk a steady flow uses stays flat.
-		if dropped += n; dropped >= vlogFileSize && !s.holdVlogClean.Load() {
+		// frees their space only once its files are cleaned. Once a
+		// quarter of a file's worth has gone, clean now rather than at the
+		// next tick, so that the disk a steady flow uses stays flat.
+		if dropped += n; dropped >= vlogFileSize/4 && !s.holdVlogClean.Load() {
 			s.cleanValueLog()
 			dropped = 0
 		}

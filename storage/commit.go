@@ -377,6 +377,12 @@ func (g *group) add(r *appendReq) *pendingWrite {
 		}
 	}
 	size := int64(len(e.Raw)) + 128
+	if size > MaxMessageBytes {
+		// Badger would refuse it with an error that quotes its first
+		// kilobyte: patient data in a log line and an AE.
+		w.err = fmt.Errorf("%w: a message of %d bytes is larger than the spool stores (%d bytes); lower the source's max_message_bytes to at most that", ErrTooLarge, len(e.Raw), MaxMessageBytes-128)
+		return w
+	}
 	switch v := g.quota.admit(g.used, size, e.deadKey != nil); v {
 	case admitted:
 	case overQuota:

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -158,11 +159,18 @@ const largeValue = 256 << 10
 // inline.
 const vlogThreshold = 512
 
+// MaxMessageBytes bounds one message with its record: Badger refuses a
+// value larger than a value-log file.
+const MaxMessageBytes = vlogFileSize
+
+// ErrTooLarge: a message larger than the spool stores (MaxMessageBytes).
+var ErrTooLarge = errors.New("message too large for the spool")
+
 // vlogFileSize is the size of Badger's value-log files. A file's space
 // comes back only when every message in it is gone (or the few left are
 // copied out), so smaller files keep the disk a steady flow uses closer to
 // what it holds; the clean-up runs each time this much has been dropped.
-const vlogFileSize = 4 << 20
+const vlogFileSize = 8 << 20
 
 // tableBlockSize is the size of the blocks Badger builds its tables from
 // (see badgerOptions); a reader of a table file on its own (salvage) names it too.

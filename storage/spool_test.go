@@ -557,3 +557,25 @@ func TestOpenLogsBacklogPerDestination(t *testing.T) {
 		t.Fatalf("after draining ehr: %+v, want queued 0 and queued_at_start 7", st)
 	}
 }
+
+// A message larger than a value-log file is refused by the spool itself:
+// Badger's own refusal quotes the value's first kilobyte, which would put
+// patient data in the sender's AE and the log.
+func TestAMessageLargerThanTheSpoolStoresIsRefusedWithoutItsContent(t *testing.T) {
+	s := openTest(t, t.TempDir(), "a")
+	defer s.Close()
+	raw := append(msg(1), []byte("PID|1||SECRETMRN^^^H||DOE^JANE\r")...)
+	raw = append(raw, make([]byte, MaxMessageBytes)...)
+	_, err := s.Append(context.Background(), Entry{Source: "s", Raw: raw, Dests: []string{"a"}})
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Append of %d bytes: %v, want ErrTooLarge", len(raw), err)
+	}
+	if strings.Contains(err.Error(), "SECRETMRN") || strings.Contains(err.Error(), "DOE") {
+		t.Fatalf("the refusal quotes the message: %v", err)
+	}
+	// The largest message it takes is taken.
+	fit := append(msg(2), make([]byte, MaxMessageBytes-128-len(msg(2)))...)
+	if _, err := s.Append(context.Background(), Entry{Source: "s", Raw: fit, Dests: []string{"a"}}); err != nil {
+		t.Fatalf("Append of %d bytes, the most the spool stores: %v", len(fit), err)
+	}
+}

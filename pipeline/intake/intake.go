@@ -112,6 +112,15 @@ func (in *Intake) Accept(ctx context.Context, msg flow.Inbound) flow.Outcome {
 	}
 
 	res, err := in.spool.Append(ctx, in.entry(msg, raw, h, d.Destinations))
+	if errors.Is(err, storage.ErrTooLarge) {
+		// It will never fit: retrying it unchanged does not help.
+		comp.Add(health.CounterErrors, 1)
+		in.o.Log.Warn("message refused (AR): larger than the spool stores", "source", msg.Source, "control_id", h.ControlID, "bytes", len(raw))
+		in.refused(in.entry(msg, raw, h, nil), "AR")
+		out.Code, out.Reason = flow.Rejected, err.Error()
+		out.ACK = hl7.ACK(m, flow.Rejected, hl7.CodeInternalError, err.Error(), ackID, now)
+		return out
+	}
 	if err != nil {
 		comp.Add(health.CounterErrors, 1)
 		reason := fmt.Sprintf("gateway cannot store the message now: %v", err)

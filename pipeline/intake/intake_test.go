@@ -142,3 +142,25 @@ func TestSpoolAlarmsDoNotFlapAtTheLimit(t *testing.T) {
 		t.Errorf("alarms %v, want %s: one pair per episode, ended only by a write with headroom", alarms, want)
 	}
 }
+
+// A message the spool can never store is answered AR, not AE: a sender
+// told AE would send it again for ever. No storage alarm either: the card
+// is fine.
+func TestAMessageTooLargeForTheSpoolIsRejected(t *testing.T) {
+	tooLarge := fmt.Errorf("%w: test", storage.ErrTooLarge)
+	sp := &scriptedSpool{answers: []error{tooLarge, nil}}
+	r := route.New([]route.Destination{{Name: "ehr"}})
+	var alarms []string
+	in := New(sp, r, Options{Alarm: func(kind, _ string) { alarms = append(alarms, kind) }})
+	var codes []string
+	for i := range sp.answers {
+		o := in.Accept(context.Background(), flow.Inbound{Source: "mon", Raw: fmt.Appendf(nil, "MSH|^~\\&|LAB|W|EHR|H|20261122||ORU^R01|C%d|P|2.5.1\rPID|1\r", i)})
+		codes = append(codes, string(o.Code))
+	}
+	if want := "AR AA"; strings.Join(codes, " ") != want {
+		t.Errorf("answers %v, want %s", codes, want)
+	}
+	if len(alarms) != 0 {
+		t.Errorf("alarms %v for a message too large, want none", alarms)
+	}
+}
