@@ -117,6 +117,14 @@ func startDaemon(t testing.TB, cfgPath, socket, waitAddr string) *daemon {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		// A test that ends without stopping its daemon (a Fatal on the
+		// way, or none asked for) must not leave it running: one was found
+		// still up after every make test, holding its port and CPU.
+		select {
+		case <-d.exited:
+		default:
+			d.kill()
+		}
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		for _, l := range d.leaks {
