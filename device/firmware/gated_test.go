@@ -52,40 +52,14 @@ func TestStateSavedAgainAfterAnotherSyncFailed(t *testing.T) {
 // though its own fsync succeeds: it must not go on trial. The update is
 // rejected with nothing changed and the command may come again.
 func TestImageRejectedWhenAnotherSyncFailsDuringDownload(t *testing.T) {
-	t.Setenv(EnvImage, "")
-	signer, pub, err := trust.GenerateSigner()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, _ := trust.ParseKeys([]string{pub})
-	ca, _ := throwawayca.NewCA("fw unit CA")
-	leaf, _ := ca.Issue("127.0.0.1", "127.0.0.1")
-	dir := t.TempDir()
-	gates := syncgate.NewGates()
-	gate, err := gates.For(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	img := make([]byte, 256<<10)
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = w.Write(img[:len(img)/2])
-		w.(http.Flusher).Flush()
+	var relaunched bool
+	r := newGatedDownload(t, img, 1<<20, func(string) { relaunched = true }, func(gate *syncgate.Gate) {
 		// The spool's flush fails while half the image is in the cache.
 		_ = gate.Sync(gate.Epoch(), func() error { return syscall.EIO })
-		_, _ = w.Write(img[len(img)/2:])
-	}))
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{leaf.TLS}}
-	srv.StartTLS()
-	defer srv.Close()
-	caFile := filepath.Join(dir, "ca.pem")
-	_ = os.WriteFile(caFile, ca.CertPEM, 0o644)
-	cfg := Config{Dir: filepath.Join(dir, "fw"), CAFile: caFile, Trial: units.Duration(time.Minute), MaxBytes: 1 << 20}
-	relaunched := false
-	m := New(Options{Config: cfg, Keys: keys, Version: "1.0", Gates: gates, Relaunch: func(string) { relaunched = true },
-		Snapshot: func() health.Snapshot { return health.NewRegistry("gw", "1", nil).Snapshot() }})
-	sum := sha256.Sum256(img)
-	raw, _ := json.Marshal(Args{URL: srv.URL + "/img", Version: "2.0", SHA256: hex.EncodeToString(sum[:]), Minisig: string(signer.Sign(img, "t"))})
-	_, _, err = m.Update(context.Background(), "c1", raw)
+	})
+	m, raw, cfg := r.m, r.raw, r.cfg
+	_, _, err := m.Update(context.Background(), "c1", raw)
 	if err == nil || !strings.Contains(err.Error(), syncgate.ErrFailedSince.Error()) || !strings.Contains(err.Error(), "send the command again") {
 		t.Fatalf("Update while the spool's flush failed: %v, want rejected, saying a sync failed meanwhile and to send it again", err)
 	}
@@ -102,4 +76,49 @@ func TestImageRejectedWhenAnotherSyncFailsDuringDownload(t *testing.T) {
 	if ents, _ := os.ReadDir(cfg.Dir); len(ents) != 1 || ents[0].Name() != StateFile {
 		t.Errorf("firmware.dir after the refused image: %v, want only %s", ents, StateFile)
 	}
+}
+
+// gatedDownload is a firmware manager whose file system's sync gate the
+// test holds, and the signed arguments of an update to img, served over
+// HTTPS in two halves with midway run between them.
+type gatedDownload struct {
+	m    *Manager
+	raw  []byte
+	cfg  Config
+	gate *syncgate.Gate
+}
+
+func newGatedDownload(t *testing.T, img []byte, maxBytes int64, relaunch func(string), midway func(*syncgate.Gate)) *gatedDownload {
+	t.Helper()
+	t.Setenv(EnvImage, "")
+	signer, pub, err := trust.GenerateSigner()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := trust.ParseKeys([]string{pub})
+	ca, _ := throwawayca.NewCA("fw unit CA")
+	leaf, _ := ca.Issue("127.0.0.1", "127.0.0.1")
+	dir := t.TempDir()
+	gates := syncgate.NewGates()
+	gate, err := gates.For(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write(img[:len(img)/2])
+		w.(http.Flusher).Flush()
+		midway(gate)
+		_, _ = w.Write(img[len(img)/2:])
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{leaf.TLS}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	caFile := filepath.Join(dir, "ca.pem")
+	_ = os.WriteFile(caFile, ca.CertPEM, 0o644)
+	cfg := Config{Dir: filepath.Join(dir, "fw"), CAFile: caFile, Trial: units.Duration(time.Minute), MaxBytes: units.Size(maxBytes)}
+	m := New(Options{Config: cfg, Keys: keys, Version: "1.0", Gates: gates, Relaunch: relaunch,
+		Snapshot: func() health.Snapshot { return health.NewRegistry("gw", "1", nil).Snapshot() }})
+	sum := sha256.Sum256(img)
+	raw, _ := json.Marshal(Args{URL: srv.URL + "/img", Version: "2.0", SHA256: hex.EncodeToString(sum[:]), Minisig: string(signer.Sign(img, "t"))})
+	return &gatedDownload{m: m, raw: raw, cfg: cfg, gate: gate}
 }

@@ -3,12 +3,6 @@ package firmware
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/tls"
-	"encoding/hex"
-	"encoding/json"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -16,10 +10,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/hl7edge/hl7edge/device/trust"
-	"github.com/hl7edge/hl7edge/pipeline/throwawayca"
-	"github.com/hl7edge/hl7edge/pipeline/vocab/health"
-	"github.com/hl7edge/hl7edge/pipeline/vocab/units"
 	"github.com/hl7edge/hl7edge/storage/syncgate"
 )
 
@@ -31,39 +21,13 @@ import (
 // meanwhile be written back (no dirty pages left), not wait dirty behind
 // it (the kernel would write it back only after 30 s).
 func TestImageWrittenBackBeforeItsSyncWaitsForTheGate(t *testing.T) {
-	t.Setenv(EnvImage, "")
-	signer, pub, err := trust.GenerateSigner()
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, _ := trust.ParseKeys([]string{pub})
-	ca, _ := throwawayca.NewCA("fw unit CA")
-	leaf, _ := ca.Issue("127.0.0.1", "127.0.0.1")
-	dir := t.TempDir()
-	gates := syncgate.NewGates()
-	gate, err := gates.For(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	img := make([]byte, 8<<20)
 	_, _ = rand.Read(img)
 	rest := make(chan struct{})
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = w.Write(img[:len(img)/2])
-		w.(http.Flusher).Flush()
+	r := newGatedDownload(t, img, 16<<20, func(string) {}, func(*syncgate.Gate) {
 		<-rest // the spool takes the gate meanwhile
-		_, _ = w.Write(img[len(img)/2:])
-	}))
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{leaf.TLS}}
-	srv.StartTLS()
-	defer srv.Close()
-	caFile := filepath.Join(dir, "ca.pem")
-	_ = os.WriteFile(caFile, ca.CertPEM, 0o644)
-	cfg := Config{Dir: filepath.Join(dir, "fw"), CAFile: caFile, Trial: units.Duration(time.Minute), MaxBytes: 16 << 20}
-	m := New(Options{Config: cfg, Keys: keys, Version: "1.0", Gates: gates, Relaunch: func(string) {},
-		Snapshot: func() health.Snapshot { return health.NewRegistry("gw", "1", nil).Snapshot() }})
-	sum := sha256.Sum256(img)
-	raw, _ := json.Marshal(Args{URL: srv.URL + "/img", Version: "2.0", SHA256: hex.EncodeToString(sum[:]), Minisig: string(signer.Sign(img, "t"))})
+	})
+	m, raw, cfg, gate := r.m, r.raw, r.cfg, r.gate
 
 	updated := make(chan error, 1)
 	go func() { _, _, err := m.Update(context.Background(), "c1", raw); updated <- err }()
