@@ -20,7 +20,8 @@ const module = "github.com/hl7edge/hl7edge/"
 //
 //   - storage and board stand on nothing of the project: the spool and the
 //     hardware (board/led is the LED vocabulary its drivers share); so do
-//     the test helpers any test may use (build/golden, build/skipnote);
+//     the test helpers any test may use (build/golden, build/skipnote,
+//     build/freeport);
 //   - pipeline/vocab is the data path's shared vocabulary (flow contracts,
 //     units, back-off, rate-limited logs, health and its names);
 //   - pipeline is the data path;
@@ -29,7 +30,7 @@ var layers = []struct {
 	folders []string
 	level   int
 }{
-	{[]string{"storage", "board", "build/golden", "build/skipnote"}, 0},
+	{[]string{"storage", "board", "build/golden", "build/skipnote", "build/freeport"}, 0},
 	{[]string{"pipeline/vocab"}, 1},
 	{[]string{"pipeline"}, 2},
 	{[]string{"device"}, 3},

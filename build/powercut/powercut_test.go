@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hl7edge/hl7edge/build/freeport"
 	"github.com/hl7edge/hl7edge/build/powercut/nbd"
 	"github.com/hl7edge/hl7edge/build/skipnote"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
@@ -203,14 +204,7 @@ type figures struct {
 	TraceReadError    string     `json:"trace_read_error,omitempty"`
 }
 
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return freeport.Take(t) }
 
 func newRig(t *testing.T) *rig {
 	cache, err := cacheDir()

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hl7edge/hl7edge/build/freeport"
 	"github.com/hl7edge/hl7edge/device/admin"
 	"github.com/hl7edge/hl7edge/device/appliance"
 	"github.com/hl7edge/hl7edge/device/command"
@@ -55,14 +56,10 @@ type daemon struct {
 	exited chan struct{}
 }
 
+// freePort is a loopback port held for t (see build/freeport for why not port 0).
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return freeport.Take(t)
 }
 
 // archiveCopy is one <GUID>.hl7 file in a file destination's directory.

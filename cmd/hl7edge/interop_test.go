@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -98,7 +99,7 @@ func TestMLLPSendInterop(t *testing.T) {
 
 // TestDemoRuns is `make demo` in --once mode: the whole flow on loopback.
 func TestDemoRuns(t *testing.T) {
-	out, err := exec.Command(binPath, "demo", "--once", "--port", "0", "--dir", t.TempDir()).CombinedOutput()
+	out, err := exec.Command(binPath, "demo", "--once", "--port", strconv.Itoa(freePort(t)), "--dir", t.TempDir()).CombinedOutput()
 	if err != nil {
 		t.Fatalf("demo failed: %v\n%s", err, out)
 	}

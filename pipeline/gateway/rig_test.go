@@ -29,6 +29,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/hl7edge/hl7edge/build/freeport"
 	"github.com/hl7edge/hl7edge/device/config"
 	"github.com/hl7edge/hl7edge/pipeline/gateway"
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
@@ -469,13 +470,7 @@ type pipelineFile struct {
 // freePort returns a loopback address nobody listens on right now.
 func freePort(tb testing.TB) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
+	return freeport.Addr(tb)
 }
 
 // expand fills {{DIR}}, {{CA}}, {{PASS}}, {{MLLP}} and the extra keys.

@@ -28,6 +28,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/hl7edge/hl7edge/build/freeport"
 	"github.com/hl7edge/hl7edge/build/skipnote"
 	"github.com/hl7edge/hl7edge/pipeline/logtest"
 )
@@ -279,12 +280,7 @@ func (b *Broker) close(drain time.Duration) {
 // the test starts later.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return freeport.Take(t)
 }
 
 // mosquittoPath finds the broker; /usr/sbin is often not on a user's PATH.

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/hl7edge/hl7edge/build/freeport"
 )
 
 // syncBuffer is written by the demo and by the sim board's goroutine.
@@ -31,7 +33,7 @@ func (s *syncBuffer) String() string {
 // destination, and Run returns only after the gateway has stopped.
 func TestRunOnce(t *testing.T) {
 	var out, log syncBuffer
-	err := Run(context.Background(), Options{Dir: t.TempDir(), Port: 0, Once: true, Version: "test", Stdout: &out, Stderr: &log})
+	err := Run(context.Background(), Options{Dir: t.TempDir(), Port: freeport.Take(t), Once: true, Version: "test", Stdout: &out, Stderr: &log})
 	if err != nil {
 		t.Fatalf("Run: %v\nstdout:\n%s\nlog:\n%s", err, out.String(), log.String())
 	}
@@ -49,7 +51,7 @@ func TestRunCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	var out, log syncBuffer
-	err := Run(ctx, Options{Dir: t.TempDir(), Port: 0, Version: "test", Stdout: &out, Stderr: &log})
+	err := Run(ctx, Options{Dir: t.TempDir(), Port: freeport.Take(t), Version: "test", Stdout: &out, Stderr: &log})
 	if err == nil || strings.Contains(err.Error(), "%!") {
 		t.Fatalf("Run with a cancelled context = %v, want an error that says why:\n%s", err, out.String())
 	}
