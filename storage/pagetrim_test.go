@@ -67,6 +67,10 @@ func residentKB(t *testing.T, path string) int64 {
 	return kb
 }
 
+// leftBehindKB is what MADV_PAGEOUT may leave of a trimmed mapping: two
+// CPUs' batches of pages not yet on an LRU list, rounded up.
+const leftBehindKB = 128
+
 func TestTableTrimmerUnmapsOnlyTablePages(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "spool with space")
 	if err := os.Mkdir(dir, 0o700); err != nil {
@@ -87,8 +91,12 @@ func TestTableTrimmerUnmapsOnlyTablePages(t *testing.T) {
 	if covered != size {
 		t.Errorf("trim covered %d bytes of mappings, want the table's %d", covered, size)
 	}
-	if kb := residentKB(t, tablePath); kb != 0 {
-		t.Errorf("the table mapping still holds %d KiB after trimming", kb)
+	// MADV_PAGEOUT skips pages that are not on an LRU list yet: the last
+	// few faulted on another CPU still wait in that CPU's batch (15 pages
+	// each). Under load one run kept 32 KiB of the 1 MiB. Untrimmed, all of
+	// it stays.
+	if kb := residentKB(t, tablePath); kb > leftBehindKB {
+		t.Errorf("the table mapping still holds %d KiB of %d after trimming, want at most %d", kb, size>>10, leftBehindKB)
 	}
 	if kb := residentKB(t, walPath); kb < size>>10 {
 		t.Errorf("the memtable log lost its pages (%d KiB left): it is being written and must stay mapped", kb)
@@ -149,8 +157,8 @@ func TestMaybeTrimWaitsForSlack(t *testing.T) {
 	if err := tr.maybeTrim(); err != nil {
 		t.Fatal(err)
 	}
-	if kb := residentKB(t, small) + residentKB(t, filepath.Join(dir, "000002.sst")); kb != 0 {
-		t.Fatalf("%d KiB of table pages still mapped after they grew past the slack", kb)
+	if kb := residentKB(t, small) + residentKB(t, filepath.Join(dir, "000002.sst")); kb > leftBehindKB {
+		t.Fatalf("%d KiB of table pages still mapped after they grew past the slack, want at most %d", kb, leftBehindKB)
 	}
 }
 
