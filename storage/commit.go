@@ -376,11 +376,11 @@ func (g *group) add(r *appendReq) *pendingWrite {
 			return w
 		}
 	}
-	size := int64(len(e.Raw)) + 128
-	if size > MaxMessageBytes {
+	size := int64(len(e.Raw)) + 128 // what the quota counts per message
+	if len(e.Raw) > MaxStoredMessage {
 		// Badger would refuse it with an error that quotes its first
 		// kilobyte: patient data in a log line and an AE.
-		w.err = fmt.Errorf("%w: a message of %d bytes is larger than the spool stores (%d bytes); lower the source's max_message_bytes to at most that", ErrTooLarge, len(e.Raw), MaxMessageBytes-128)
+		w.err = fmt.Errorf("%w: a message of %d bytes is larger than the spool stores (%d bytes); lower the source's max_message_bytes to at most that", ErrTooLarge, len(e.Raw), MaxStoredMessage)
 		return w
 	}
 	switch v := g.quota.admit(g.used, size, e.deadKey != nil); v {

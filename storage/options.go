@@ -159,18 +159,26 @@ const largeValue = 256 << 10
 // inline.
 const vlogThreshold = 512
 
-// MaxMessageBytes bounds one message with its record: Badger refuses a
-// value larger than a value-log file.
-const MaxMessageBytes = vlogFileSize
+// MaxStoredMessage is the largest message the spool stores, in HL7 bytes: a
+// source's max_message_bytes above it is refused when the configuration is
+// loaded, and a longer message is refused by Append (ErrTooLarge).
+const MaxStoredMessage = 8 << 20
 
-// ErrTooLarge: a message larger than the spool stores (MaxMessageBytes).
+// recordOverhead bounds what a stored record adds to its message: GUID,
+// times and counts, the source's name, the destinations' names (63 bytes
+// each at most, so some 900 of them) and a reason of at most maxReason.
+// Badger refuses a value larger than a value-log file, with an error that
+// quotes the value, so a file holds the largest message with this room.
+const recordOverhead = 64 << 10
+
+// ErrTooLarge: a message larger than the spool stores (MaxStoredMessage).
 var ErrTooLarge = errors.New("message too large for the spool")
 
 // vlogFileSize is the size of Badger's value-log files. A file's space
 // comes back only when every message in it is gone (or the few left are
 // copied out), so smaller files keep the disk a steady flow uses closer to
 // what it holds; the clean-up runs each time this much has been dropped.
-const vlogFileSize = 8 << 20
+const vlogFileSize = MaxStoredMessage + recordOverhead
 
 // tableBlockSize is the size of the blocks Badger builds its tables from
 // (see badgerOptions); a reader of a table file on its own (salvage) names it too.

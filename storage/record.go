@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -91,8 +92,17 @@ type record struct {
 
 const recordVersion = 1
 
+// maxReason bounds the reason a record keeps: it is written for a person
+// (a receiver's error text may be any length), and recordOverhead counts
+// on it.
+const maxReason = 2 << 10
+
 func (r *record) encode() []byte {
-	n := 1 + 16 + 8 + 8 + 4*binary.MaxVarintLen64 + len(r.Source) + len(r.Reason) + len(r.Raw)
+	reason := r.Reason
+	if len(reason) > maxReason {
+		reason = strings.ToValidUTF8(reason[:maxReason-len("…")], "") + "…"
+	}
+	n := 1 + 16 + 8 + 8 + 4*binary.MaxVarintLen64 + len(r.Source) + len(reason) + len(r.Raw)
 	for _, d := range r.Dests {
 		n += binary.MaxVarintLen64 + len(d)
 	}
@@ -106,7 +116,7 @@ func (r *record) encode() []byte {
 	for _, d := range r.Dests {
 		b = appendString(b, d)
 	}
-	b = appendString(b, r.Reason)
+	b = appendString(b, reason)
 	b = binary.AppendUvarint(b, uint64(r.Attempts))
 	return append(b, r.Raw...)
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/hl7edge/hl7edge/pipeline/hl7/hl7test"
@@ -31,6 +32,28 @@ func TestRecordRoundTrip(t *testing.T) {
 	for _, raw := range [][]byte{hl7test.LabResult(7), nil, []byte("MSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5\r")} {
 		roundTrip(t, &record{GUID: uuid.New(), Seq: 42, Received: time.Unix(0, 1764500000123456789), Source: "mllp-in",
 			Dests: []string{"lis", "archive"}, Reason: "no route", Attempts: 3, Raw: raw})
+	}
+}
+
+// A reason is cut to maxReason, on a character boundary, so that a
+// receiver's long error text cannot push a record past recordOverhead.
+func TestRecordReasonIsCut(t *testing.T) {
+	long := strings.Repeat("é", 100<<10) // two bytes each: a cut may fall inside one
+	r := &record{GUID: uuid.New(), Seq: 1, Received: time.Unix(1, 0), Source: "s", Dests: []string{"d"}, Reason: long, Raw: hl7test.LabResult(1)}
+	got, err := decodeRecord(r.encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Reason) > maxReason || !strings.HasSuffix(got.Reason, "…") || !utf8.ValidString(got.Reason) ||
+		!strings.HasPrefix(long, strings.TrimSuffix(got.Reason, "…")) {
+		t.Fatalf("reason of %d bytes stored as %d bytes (valid UTF-8 %v), want at most %d ending in …",
+			len(long), len(got.Reason), utf8.ValidString(got.Reason), maxReason)
+	}
+	if r.Reason != long {
+		t.Fatal("encode changed the caller's record")
+	}
+	if !bytes.Equal(got.Raw, r.Raw) {
+		t.Fatal("the message changed with its reason cut")
 	}
 }
 

@@ -562,6 +562,35 @@ func TestOpenLogsBacklogPerDestination(t *testing.T) {
 	}
 }
 
+// The largest message the spool stores fits a value-log file with its
+// record's other fields at their largest in practice: many destinations
+// with the longest names, and a receiver's long error text as the reason
+// it is dead. Badger would refuse a bigger value with its content in the error.
+func TestTheLargestMessageWithManyDestinationsGoesToTheDeadLetters(t *testing.T) {
+	var dests []string
+	for i := range 64 {
+		dests = append(dests, fmt.Sprintf("%02d", i)+strings.Repeat("d", 61))
+	}
+	s := openTest(t, t.TempDir(), dests...)
+	defer s.Close()
+	raw := append(msg(1), make([]byte, MaxStoredMessage-len(msg(1)))...)
+	r, err := s.Append(context.Background(), Entry{Source: strings.Repeat("s", 63), Raw: raw, Dests: dests})
+	if err != nil {
+		t.Fatalf("Append of %d bytes to %d destinations: %v", len(raw), len(dests), err)
+	}
+	reason := "AR: " + strings.Repeat("the receiver said far too much. ", 1<<15) // 1 MiB
+	if err := s.Kill(dests[0], r.Seq, reason, 3); err != nil {
+		t.Fatalf("dead-lettering it with a reason of %d bytes: %v", len(reason), err)
+	}
+	dl, err := s.DeadLetters(dests[0])
+	if err != nil || len(dl) != 1 {
+		t.Fatalf("dead letters: %d, %v", len(dl), err)
+	}
+	if len(dl[0].Reason) > maxReason || !strings.HasPrefix(dl[0].Reason, "AR: the receiver") {
+		t.Fatalf("dead letter's reason is %d bytes, want at most %d starting with the receiver's text", len(dl[0].Reason), maxReason)
+	}
+}
+
 // A message larger than a value-log file is refused by the spool itself:
 // Badger's own refusal quotes the value's first kilobyte, which would put
 // patient data in the sender's AE and the log.
@@ -569,7 +598,7 @@ func TestAMessageLargerThanTheSpoolStoresIsRefusedWithoutItsContent(t *testing.T
 	s := openTest(t, t.TempDir(), "a")
 	defer s.Close()
 	raw := append(msg(1), []byte("PID|1||SECRETMRN^^^H||DOE^JANE\r")...)
-	raw = append(raw, make([]byte, MaxMessageBytes)...)
+	raw = append(raw, make([]byte, MaxStoredMessage)...)
 	_, err := s.Append(context.Background(), Entry{Source: "s", Raw: raw, Dests: []string{"a"}})
 	if !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("Append of %d bytes: %v, want ErrTooLarge", len(raw), err)
@@ -578,7 +607,7 @@ func TestAMessageLargerThanTheSpoolStoresIsRefusedWithoutItsContent(t *testing.T
 		t.Fatalf("the refusal quotes the message: %v", err)
 	}
 	// The largest message it takes is taken.
-	fit := append(msg(2), make([]byte, MaxMessageBytes-128-len(msg(2)))...)
+	fit := append(msg(2), make([]byte, MaxStoredMessage-len(msg(2)))...)
 	if _, err := s.Append(context.Background(), Entry{Source: "s", Raw: fit, Dests: []string{"a"}}); err != nil {
 		t.Fatalf("Append of %d bytes, the most the spool stores: %v", len(fit), err)
 	}
