@@ -83,6 +83,14 @@ type BackoffLimiter interface {
 	MaxBackoffDefault() time.Duration
 }
 
+// MessageLimiter is implemented by a source's Config that bounds the size
+// of one message it takes in (its max_message_bytes). The gateway checks
+// it against what the spool can store, so a limit the spool cannot honour
+// is refused when the file is loaded, not answered AR message by message.
+type MessageLimiter interface {
+	MessageLimit() int64
+}
+
 // Endpoint is one network peer a block makes the gateway reach, or one
 // port it makes the gateway open, with what protects the traffic. A remote
 // configuration change is judged on these (device/config), so a type states

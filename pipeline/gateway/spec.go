@@ -15,6 +15,7 @@ import (
 	"github.com/hl7edge/hl7edge/pipeline/hl7"
 	"github.com/hl7edge/hl7edge/pipeline/route"
 	"github.com/hl7edge/hl7edge/pipeline/vocab/units"
+	"github.com/hl7edge/hl7edge/storage"
 )
 
 // Source is one entry of `sources:`.
@@ -291,6 +292,10 @@ func (v *validator) source(s *Source) {
 	component.SetDefaults(s.Config)
 	if err := s.Config.Validate(); err != nil {
 		v.add(s.Line, "%s: %v", prefix, err)
+	}
+	if l, ok := s.Config.(component.MessageLimiter); ok && l.MessageLimit() > storage.MaxStoredMessage {
+		v.add(s.Line, "%s: max_message_bytes %s is more than the spool stores in one message (%s): set it to %s or less",
+			prefix, units.Size(l.MessageLimit()), units.Size(storage.MaxStoredMessage), units.Size(storage.MaxStoredMessage))
 	}
 }
 

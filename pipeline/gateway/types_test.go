@@ -215,3 +215,35 @@ func TestShippedTypesStateTheirReach(t *testing.T) {
 		}
 	}
 }
+
+// TestSourceLimitAboveTheSpoolIsRefusedAtLoad: a source may not promise to
+// take messages the spool cannot store; that is said when the file is
+// loaded, with the most it may be, not as an AR per message later.
+func TestSourceLimitAboveTheSpoolIsRefusedAtLoad(t *testing.T) {
+	for _, tc := range []struct {
+		block string
+		ok    bool
+	}{
+		{"{name: in, type: mllp, listen: \"127.0.0.1:2575\", max_message_bytes: 8MiB}", true},
+		{"{name: in, type: mllp, listen: \"127.0.0.1:2575\", max_message_bytes: 9MiB}", false},
+		{"{name: in, type: serial, device: /dev/ttyUSB0, max_message_bytes: 16MiB}", false},
+		{"{name: in, type: webservice, url: \"https://ehr.example/ping\", logon_id: gw, password_file: /etc/p, max_message_bytes: 64MiB}", false},
+	} {
+		var f struct {
+			Sources []gateway.Source `yaml:"sources"`
+		}
+		if err := yaml.Unmarshal([]byte("sources:\n  - "+tc.block+"\n"), &f); err != nil {
+			t.Fatal(err)
+		}
+		err := gateway.Validate(nil, f.Sources, nil)
+		if tc.ok {
+			if err != nil {
+				t.Errorf("%s: %v", tc.block, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), "is more than the spool stores in one message (8MiB): set it to 8MiB or less") {
+			t.Errorf("%s: %v, want the spool's limit named", tc.block, err)
+		}
+	}
+}

@@ -90,6 +90,9 @@ func (c *ListenerConfig) SetDefaults() {
 // Validate checks the configuration after SetDefaults. It does not open
 // the TLS files (NewServer does), so a config can be checked on another
 // machine.
+// MessageLimit is max_message_bytes (component.MessageLimiter).
+func (c *ListenerConfig) MessageLimit() int64 { return int64(c.MaxMessageBytes) }
+
 func (c *ListenerConfig) Validate() error {
 	var errs []error
 	if c.Listen == "" {

@@ -90,6 +90,9 @@ func (c *Config) SetDefaults() {
 
 // Validate checks the configuration after SetDefaults. It does not look at
 // the device: a port that is unplugged at start is waited for, not an error.
+// MessageLimit is max_message_bytes (component.MessageLimiter).
+func (c *Config) MessageLimit() int64 { return int64(c.MaxMessageBytes) }
+
 func (c *Config) Validate() error {
 	var errs []error
 	switch {

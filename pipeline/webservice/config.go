@@ -129,6 +129,9 @@ func (c *SourceConfig) SetDefaults() {
 }
 
 // Validate checks the configuration without touching the network.
+// MessageLimit is max_message_bytes (component.MessageLimiter).
+func (c *SourceConfig) MessageLimit() int64 { return int64(c.MaxMessageBytes) }
+
 func (c *SourceConfig) Validate() error {
 	errs := c.validate(false)
 	if f := c.Frequency.D(); f < time.Second || f%time.Second != 0 {
