@@ -12,7 +12,9 @@
 package atomicfile
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -85,4 +87,20 @@ func SyncDir(gate *syncgate.Gate, since uint64, dir string) error {
 		return fmt.Errorf("sync directory %s: %w", dir, err)
 	}
 	return nil
+}
+
+// Remove deletes path, if it is there, and makes the removal durable
+// through the gate of its file system: a state file whose removal a power
+// cut could undo would come back and be acted on again.
+func Remove(gates *syncgate.Gates, path string) error {
+	dir := filepath.Dir(path)
+	gate, err := gates.For(dir)
+	if err != nil {
+		return fmt.Errorf("remove %s: %w", path, err)
+	}
+	since := gate.Epoch()
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", path, err)
+	}
+	return SyncDir(gate, since, dir)
 }

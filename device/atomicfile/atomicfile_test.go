@@ -56,3 +56,26 @@ func temps(t *testing.T, dir string) []string {
 	}
 	return m
 }
+
+// Remove deletes the file and is content when it is already gone: a state
+// file is removed once what it records is over, perhaps twice.
+func TestRemove(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state")
+	if err := Write(nil, path, []byte("x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gates := syncgate.NewGates()
+	if err := Remove(gates, path); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("after Remove: stat %v, want not there", err)
+	}
+	if err := Remove(gates, path); err != nil {
+		t.Fatalf("Remove of a file already gone: %v", err)
+	}
+	if err := Remove(gates, filepath.Join(dir, "no such dir", "state")); err == nil {
+		t.Fatal("Remove in a directory that is not there: nil, want the directory's sync to fail")
+	}
+}
