@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -584,9 +585,17 @@ func (r *rig) adminCall(t *testing.T, name string, args any) command.Response {
 		}
 		req.Args = b
 	}
-	resp, err := admin.Call(ctx, r.socket, req)
-	if err != nil {
-		t.Fatalf("admin %s: %v", name, err)
+	// The admin server starts beside the box, so a box may be up a moment
+	// before its socket listens; only that is waited out.
+	for {
+		resp, err := admin.Call(ctx, r.socket, req)
+		if errors.Is(err, admin.ErrNoDaemon) && ctx.Err() == nil {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("admin %s: %v", name, err)
+		}
+		return resp
 	}
-	return resp
 }
