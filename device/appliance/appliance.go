@@ -141,6 +141,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	a := &Appliance{o: o, ring: newLogRing(1000), restart: make(chan string, 1), relaunch: make(chan string, 1), alarms: health.NewAlarms(),
 		throttle: command.NewThrottle(nil, map[string]time.Duration{command.Restart: o.UnsignedRestartEvery})}
+	if err := a.recoverTrial(); err != nil {
+		return a.fatal(nil, err)
+	}
 	for {
 		cfg, err := config.Load(o.ConfigPath)
 		if err == nil && a.o.StateDir == "" {
@@ -228,6 +231,7 @@ func (a *Appliance) rollback(cause error) (bool, error) {
 	detail := fmt.Sprintf("configuration from command %s could not start and was rolled back: %v", p.id, cause)
 	fmt.Fprintf(a.o.LogOut, "hl7edge: %s\n", detail)
 	a.settle(p.id, ApplyRolledBack, detail)
+	a.endTrial(p.id)
 	a.mu.Lock()
 	a.notices = append(a.notices, [2]string{AlarmConfigRolledBack, detail})
 	a.mu.Unlock()
@@ -540,6 +544,7 @@ func (a *Appliance) checkApply(ctx context.Context, p *pendingApply, reg *health
 	if len(problems) == 0 {
 		detail := fmt.Sprintf("configuration from command %s is healthy after %s and is kept", p.id, p.grace)
 		a.settle(p.id, ApplyKept, detail)
+		a.endTrial(p.id)
 		alarm(AlarmConfigApplied, detail)
 		return
 	}
@@ -551,6 +556,7 @@ func (a *Appliance) checkApply(ctx context.Context, p *pendingApply, reg *health
 	}
 	detail := fmt.Sprintf("configuration from command %s rolled back: %s", p.id, strings.Join(problems, "; "))
 	a.settle(p.id, ApplyRolledBack, detail)
+	a.endTrial(p.id)
 	alarm(AlarmConfigRolledBack, detail)
 	a.requestRestart("configuration rolled back")
 }

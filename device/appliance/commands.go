@@ -181,6 +181,9 @@ func (a *Appliance) apply(b *Box, id string, local bool, args nameArgs) (any, st
 	if err != nil {
 		return nil, "", fmt.Errorf("read current configuration: %w", err)
 	}
+	if err := a.beginTrial(id, previous, []byte(args.YAML)); err != nil {
+		return nil, "", fmt.Errorf("configuration not applied, the current one stays: its trial could not be recorded: %w", err)
+	}
 	if err := a.writeConfig(b.Config.Path, []byte(args.YAML)); err != nil {
 		// A failure after the rename (the directory's sync) leaves the new
 		// file in place, not known durable: put the current one back, or
@@ -188,6 +191,7 @@ func (a *Appliance) apply(b *Box, id string, local bool, args nameArgs) (any, st
 		if rerr := a.writeConfig(b.Config.Path, previous); rerr != nil {
 			return nil, "", fmt.Errorf("configuration not applied: %w; putting the current one back failed too (%v): check %s before the next restart", err, rerr, b.Config.Path)
 		}
+		a.endTrial(id)
 		return nil, "", fmt.Errorf("configuration not applied, the current one stays: %w", err)
 	}
 	a.mu.Lock()

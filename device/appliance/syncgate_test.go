@@ -92,10 +92,11 @@ func TestStateFilesShareTheSpoolsSyncGate(t *testing.T) {
 }
 
 // TestConfigApplyWrittenAgainAfterAnotherSyncFailed: the configuration file
-// sits on the card with the spool. When the spool's flush fails while a new
-// configuration is written, the card may have dropped it though its fsync
-// succeeds: the write is refused and made once more, and the apply goes on
-// with a file the card holds.
+// and its trial record sit on the card with the spool. When the spool's
+// flush fails while config-apply writes the first of them (the trial
+// record), the card may have dropped it though its fsync succeeds: the
+// write is refused and made once more (the same writeConfig writes the
+// configuration itself), and the apply goes on with files the card holds.
 func TestConfigApplyWrittenAgainAfterAnotherSyncFailed(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, "gw-gate-apply")
@@ -112,7 +113,7 @@ func TestConfigApplyWrittenAgainAfterAnotherSyncFailed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	temp := filepath.Join(filepath.Dir(r.cfgPath), "."+filepath.Base(r.cfgPath)+".tmp-*")
+	temp := filepath.Join(filepath.Dir(r.cfgPath), "."+filepath.Base(r.cfgPath)+".trial.tmp-*")
 	err = syncgatetest.FailMeanwhile(t, gate, temp, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 		defer cancel()
