@@ -34,6 +34,9 @@ func (r *rig) deadLetters(dest string) map[string][]string {
 	}
 	for _, d := range list {
 		out[d.ControlID] = append(out[d.ControlID], d.GUID)
+		if d.ControlID == "" {
+			r.fig.DeadUnreadable++ // listed, its record unreadable: no control ID
+		}
 	}
 	r.fig.DeadListed = len(list)
 	return out
@@ -43,7 +46,7 @@ func (r *rig) deadLetters(dest string) map[string][]string {
 // (and each pulled) control ID is at every destination it was routed to,
 // or, where the receiver refused it, among the dead letters; none under two
 // GUIDs.
-func (r *rig) checkDelivered(files, posted, lanes, dead map[string][]string) {
+func (r *rig) checkDelivered(files, posted, lanes, dead map[string][]string) (lost map[string][]string) {
 	t := r.t
 	r.ledger.mu.Lock()
 	acked := slices.Clone(r.ledger.ids['A'])
@@ -62,7 +65,7 @@ func (r *rig) checkDelivered(files, posted, lanes, dead map[string][]string) {
 		pulled = append(pulled, fmt.Sprintf("P%06d", i))
 	}
 	r.fig.Pulled = len(pulled)
-	lost := map[string][]string{}
+	lost = map[string][]string{}
 	for _, id := range append(acked, pulled...) {
 		rt, where := routes(id), "lost in "
 		if id[0] == 'P' {
@@ -117,6 +120,23 @@ func (r *rig) checkDelivered(files, posted, lanes, dead map[string][]string) {
 		if len(l) > 0 {
 			slices.Sort(l)
 			t.Errorf("%d control IDs %s, first: %v", len(l), name, l[:min(10, len(l))])
+		}
+	}
+	return lost
+}
+
+// explainLost logs what the gateway's own traces say of the first lost
+// control IDs: a loss is rare, and the rig's directory is gone once the
+// run ends, so the trace is the evidence the run leaves behind.
+func (r *rig) explainLost(lost map[string][]string, traces []traceMsg) {
+	byID := map[string][]traceMsg{}
+	for _, m := range traces {
+		byID[m.ControlID] = append(byID[m.ControlID], m)
+	}
+	for name, ids := range lost {
+		for _, id := range ids[:min(5, len(ids))] {
+			b, _ := json.Marshal(byID[id])
+			r.t.Logf("%s %s: its traces: %s", name, id, b)
 		}
 	}
 }

@@ -192,6 +192,7 @@ type figures struct {
 	LostLanes         int        `json:"lost_webservice_lanes_destination"`
 	LostReports       int        `json:"lost_reports_destination"`
 	DeadListed        int        `json:"dead_letters_listed"`
+	DeadUnreadable    int        `json:"dead_letters_unreadable"`
 	LostDead          int        `json:"refused_but_not_dead_lettered"`
 	RefusedDelivered  int        `json:"answered_ae_but_delivered"`
 	DeadListError     string     `json:"dead_list_error,omitempty"`
@@ -746,7 +747,8 @@ func (r *rig) drainAndCheck() {
 	tmp, _ := filepath.Glob(filepath.Join(out, ".tmp-*"))
 	r.fig.TmpLeftAtEnd = len(tmp)
 	files, posted, lanes := byControlID(t, out), byControlID(t, r.store), byControlID(t, r.store2)
-	r.checkDelivered(files, posted, lanes, dead)
+	lost := r.checkDelivered(files, posted, lanes, dead)
+	r.explainLost(lost, traces)
 	r.checkTraceLedger(files, posted, lanes, dead, traces, traceErr)
 	r.checkOrders()
 }

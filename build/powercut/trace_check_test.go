@@ -16,8 +16,10 @@ type traceMsg struct {
 	ReceivedAt time.Time `json:"received_at"`
 	Route      string    `json:"route"`
 	Events     []struct {
-		What string `json:"what"`
-		Dest string `json:"dest"`
+		At      time.Time `json:"at"`
+		What    string    `json:"what"`
+		Dest    string    `json:"dest"`
+		Outcome string    `json:"outcome,omitempty"`
 	} `json:"events"`
 }
 
