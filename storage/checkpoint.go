@@ -45,15 +45,20 @@ func (s *Spool) gatedFlush(flush func() error) error {
 // message that is not there. Its deletes are not applied either: a dead
 // letter it re-queued stays a dead letter.
 func (s *Spool) replayCommitLog() error {
+	later, err := scanTouches(func(fn func([]byte) error) error { _, err := s.clog.Replay(fn); return err })
+	if err != nil {
+		return fmt.Errorf("replay the commit log: %w", err)
+	}
 	t := s.db.NewWriteBatch()
 	defer func() { t.Cancel() }()
-	skipped := 0
+	skipped, i := 0, 0
 	n, err := s.clog.Replay(func(rec []byte) error {
+		i++
 		ops, err := recordOps(rec)
 		if err != nil {
 			return err
 		}
-		if !s.largeKept(ops) {
+		if !s.largeKept(ops, i, later) {
 			skipped++
 			return unsetOps(t, ops)
 		}
@@ -97,12 +102,12 @@ func (s *Spool) replayOp(t **badger.WriteBatch, o op) error {
 	return nil // opLarge: the value is in Badger's value log (largeKept checked it)
 }
 
-// largeKept says whether Badger holds every large value the record marks,
-// whole (size and CRC as logged).
-func (s *Spool) largeKept(ops []op) bool {
+// largeKept says whether Badger holds every large value record i marks,
+// whole (size and CRC as logged), or a later record changed its key.
+func (s *Spool) largeKept(ops []op, i int, later *laterTouches) bool {
 	kept := true
 	for _, o := range ops {
-		if o.kind != opLarge {
+		if o.kind != opLarge || later.superseded(i, o.key) {
 			continue
 		}
 		err := s.db.View(func(txn *badger.Txn) error {

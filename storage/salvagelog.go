@@ -37,12 +37,18 @@ func salvageCommitLog(from, work string, key []byte, kv map[string]salvaged) (in
 	version := uint64(math.MaxUint64 / 2)
 	pending := map[string]salvaged{}
 	var drops [][]byte
+	later, err := scanTouches(func(fn func([]byte) error) error { _, err := l.Replay(fn); return err })
+	if err != nil {
+		return 0, fmt.Errorf("commit log: %w", err)
+	}
+	i := 0
 	n, err := l.Replay(func(rec []byte) error {
+		i++
 		ops, err := recordOps(rec)
 		if err != nil {
 			return err
 		}
-		if !largeKeptIn(kv, pending, ops) {
+		if !largeKeptIn(kv, pending, ops, i, later) {
 			// As at open (replayCommitLog): its group was never answered
 			// AA; what it set is not kept, what it deleted stays.
 			for _, o := range ops {
@@ -87,11 +93,11 @@ func salvageCommitLog(from, work string, key []byte, kv map[string]salvaged) (in
 	return n, nil
 }
 
-// largeKeptIn says whether what was read holds every large value the
-// record marks, whole.
-func largeKeptIn(kv, pending map[string]salvaged, ops []op) bool {
+// largeKeptIn says whether what was read holds every large value record i
+// marks, whole, or a later record changed its key (laterTouches).
+func largeKeptIn(kv, pending map[string]salvaged, ops []op, i int, later *laterTouches) bool {
 	for _, o := range ops {
-		if o.kind != opLarge {
+		if o.kind != opLarge || later.superseded(i, o.key) {
 			continue
 		}
 		v, ok := pending[string(o.key)]
