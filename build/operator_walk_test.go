@@ -3,12 +3,13 @@ package build
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/hl7edge/hl7edge/build/freeport"
 )
 
 // TestOperatorWalk runs build/operator-walk: one gateway on loopback set up
@@ -34,18 +35,11 @@ func TestOperatorWalk(t *testing.T) {
 	defer cancel()
 	walk := exec.CommandContext(ctx, "./operator-walk", bin, filepath.Join(dir, "walk"))
 	walk.Env = os.Environ()
-	// Held open until all five are chosen, so no two are the same.
-	var held []net.Listener
+	// The script's servers bind these later: ports from build/freeport, not
+	// port 0 closed again, which any other test binary's outgoing
+	// connection may take meanwhile (see build/freeport).
 	for _, name := range []string{"LAB_PORT", "ADT_PORT", "WS_PORT", "LIS_PORT", "MQTT_PORT"} {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, l)
-		walk.Env = append(walk.Env, fmt.Sprintf("%s=%d", name, l.Addr().(*net.TCPAddr).Port))
-	}
-	for _, l := range held {
-		l.Close()
+		walk.Env = append(walk.Env, fmt.Sprintf("%s=%d", name, freeport.Take(t)))
 	}
 	out, err := walk.CombinedOutput()
 	if err != nil {

@@ -63,9 +63,12 @@ type soakUpstream struct {
 	outages int
 }
 
-func newSoakUpstream(ref *refserver.Server, cert tls.Certificate) (*soakUpstream, error) {
+// addr is a port from build/freeport: one from port 0 is free for any
+// outgoing connection while the upstream is down, and one that took it
+// and ended holds it in TIME_WAIT for a minute, past listenRetry's wait.
+func newSoakUpstream(ref *refserver.Server, cert tls.Certificate, addr string) (*soakUpstream, error) {
 	u := &soakUpstream{ref: ref, tls: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}}
-	l, err := tls.Listen("tcp", "127.0.0.1:0", u.tls)
+	l, err := tls.Listen("tcp", addr, u.tls)
 	if err != nil {
 		return nil, err
 	}

@@ -195,7 +195,7 @@ func newSoakRun(t *testing.T, seed uint64) *soakRun {
 	r.ref, err = refserver.New(refserver.Config{StoreDir: filepath.Join(dir, "store"), Logon: soakDevice, Password: soakPassword, Faults: soakMildFaults})
 	must(t, err)
 	t.Cleanup(func() { r.ref.Close() })
-	r.up, err = newSoakUpstream(r.ref, leaf.TLS)
+	r.up, err = newSoakUpstream(r.ref, leaf.TLS, fmt.Sprintf("127.0.0.1:%d", freePort(t)))
 	must(t, err)
 	t.Cleanup(r.up.stop)
 

@@ -141,7 +141,11 @@ func (r *rig) startWebService(name string, o wsOptions) *wsService {
 		w.Rec = newRecorder(ref)
 		w.handler = w.Rec
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// Stop and Start take the service down and bring it back on this
+	// address: a port from build/freeport, as one from port 0 is free for
+	// any test binary's outgoing connection while the service is down,
+	// and one that took it and ended holds it in TIME_WAIT for a minute.
+	ln, err := net.Listen("tcp", freePort(r.tb))
 	if err != nil {
 		r.tb.Fatal(err)
 	}

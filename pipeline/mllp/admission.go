@@ -24,10 +24,13 @@ import (
 //     then the address holding most connections first, oldest first);
 //  2. a connection still within its first-frame grace (it has sent no
 //     frame yet), but only from an address that holds more connections
-//     than the newcomer's: a flood from a few addresses cannot take a new
+//     than the newcomer's, counting on its side only those that have had
+//     no message accepted: a flood from a few addresses cannot take a new
 //     sender's grace, the new sender can take the flood's;
 //  3. the connection whose last accepted message is oldest, but only for a
-//     newcomer from an address that has had a message accepted since.
+//     newcomer from an address that has had a message accepted since, or
+//     from its own address: a sender that reconnects replaces its idle
+//     connection, whose end the server may not have read yet.
 //
 // Otherwise the newcomer is refused. An address at max_connections_per_peer
 // may replace only its own spent or waiting connections. A connection
@@ -105,15 +108,21 @@ func (s *Server) mayEvictLocked(ip string, c *conn, st standing, own bool, newco
 	case 2:
 		return c.ip != ip && st.peerConn > newcomerConns
 	default:
+		if c.ip == ip {
+			// The sender has moved to a new connection; the end of this
+			// one may still be on its way.
+			return true
+		}
 		at, ok := s.credit[ip]
 		return ok && at.After(st.since)
 	}
 }
 
 // victimLocked is the connection a newcomer from ip displaces, or nil.
-// Usually the first pick has nothing waiting in its socket: one scan and
-// one system call per admission, not a sort, because the accept loop runs
-// this for every connection of a flood.
+// Usually the first pick has nothing waiting in its socket and, in its
+// grace, its address outnumbers the newcomer's: one scan and a few system
+// calls per admission, not a sort, because the accept loop runs this for
+// every connection of a flood.
 func (s *Server) victimLocked(ip string, own bool) *conn {
 	var skip map[*conn]bool
 	newcomerConns := s.liveConnsLocked(ip)
@@ -132,7 +141,10 @@ func (s *Server) victimLocked(ip string, own bool) *conn {
 				victim, best = c, st
 			}
 		}
-		if victim == nil || !pending(victim.raw) {
+		if victim == nil {
+			return nil
+		}
+		if !pending(victim.raw) && (own || best.class != 2 || s.outnumbersLocked(victim, newcomerConns)) {
 			return victim
 		}
 		if skip == nil {
@@ -140,6 +152,28 @@ func (s *Server) victimLocked(ip string, own bool) *conn {
 		}
 		skip[victim] = true
 	}
+}
+
+// outnumbersLocked re-checks a pick in its first-frame grace against the
+// connections its address holds that have earned nothing: not those its
+// sender has closed and the server not yet released, nor those that have
+// had a message accepted. A sender that connects per message closes the
+// last before it opens the next, and on a loaded machine the end can
+// reach the server after the new connection; counted, the old one made
+// the new one look like one of two and give way to a newcomer holding
+// one. Only the pick is re-checked, to keep one scan per admission under
+// a flood. A pick its own sender has closed may always go.
+func (s *Server) outnumbersLocked(victim *conn, newcomerConns int) bool {
+	if peerClosed(victim.raw) {
+		return true
+	}
+	n := 0
+	for c := range s.conns {
+		if c.ip == victim.ip && c.accepted.Load() == 0 && !peerClosed(c.raw) {
+			n++
+		}
+	}
+	return n > newcomerConns
 }
 
 // admit enters a new connection in the admission table, or says no.

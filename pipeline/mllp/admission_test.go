@@ -205,3 +205,110 @@ func TestAdmissionAcceptedGiveWayLeastRecentFirst(t *testing.T) {
 		t.Errorf("refused_connections grew by %d, want 2", got)
 	}
 }
+
+// handTable is a Server's admission table filled by hand from real
+// loopback connections, for races a live listener leaves only rarely.
+type handTable struct {
+	t  *testing.T
+	s  *Server
+	ln net.Listener
+}
+
+func newHandTable(t *testing.T, maxConns int) *handTable {
+	comp := health.NewRegistry("t", "v", nil).Component(health.Source, "x", "mllp")
+	s, err := NewServer("x", ListenerConfig{Listen: "127.0.0.1:0", MaxConnections: maxConns}, HandlerFunc(verdict), discardLogger(), comp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return &handTable{t, s, ln}
+}
+
+// connect opens a connection from ip and enters the server's end in the
+// table; it returns the client's end.
+func (h *handTable) connect(ip string) (net.Conn, *conn) {
+	c, err := dialFrom(context.Background(), ip, h.ln.Addr().String())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { c.Close() })
+	sc, err := h.ln.Accept()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { sc.Close() })
+	cs, ok := h.s.admit(sc)
+	if !ok {
+		h.t.Fatalf("connection from %s refused", ip)
+	}
+	return c, cs
+}
+
+// accept records an AA for a frame on cs, as the server does.
+func (h *handTable) accept(cs *conn) {
+	h.s.judge(cs, verdict(context.Background(), cs.ip, Frame{Data: []byte(hl7Msg("M1"))}))
+}
+
+// victim is the connection a newcomer from ip would displace, or nil.
+func (h *handTable) victim(ip string) *conn {
+	h.s.mu.Lock()
+	defer h.s.mu.Unlock()
+	return h.s.victimLocked(ip, false)
+}
+
+// TestAdmissionSendersLastConnectionDoesNotCountAgainstItsNext: a sender
+// that connects per message closes its last connection before it opens
+// the next, and on a loaded machine the server may see the new connection
+// before the end of the old one, or not have read that end yet. Found as
+// a flake of TestServerIdleFloodKeepsIntakeOpen ("connection reset by
+// peer", message 48 of 200; "EOF", message 124): the old connection
+// still counted for the sender's address, so its new one, waiting for
+// its first frame, looked like one of two from its address and gave way
+// to a newcomer from an attacker's address holding one.
+func TestAdmissionSendersLastConnectionDoesNotCountAgainstItsNext(t *testing.T) {
+	h := newHandTable(t, 3)
+	const sender, attacker = "127.0.0.1", "127.0.5.1"
+	last, lastConn := h.connect(sender)
+	h.accept(lastConn)
+	h.connect(sender)   // the next message's connection, its frame not yet sent
+	h.connect(attacker) // the listener is full now
+	// The end of the last connection still on its way, then read.
+	for _, closed := range []bool{false, true} {
+		if closed {
+			last.Close()
+			waitFor(t, "the server's end to see the close", func() bool { return peerClosed(lastConn.raw) })
+		}
+		if v := h.victim(attacker); v != nil {
+			t.Fatalf("last connection closed %v: a newcomer from %s (holding one connection) may take the slot of a connection from %s (class %d), whose address holds one besides its answered last one",
+				closed, attacker, v.ip, h.s.standingLocked(v).class)
+		}
+	}
+}
+
+// TestAdmissionSenderReplacesItsOwnIdleConnection: the end of a sender's
+// last connection can still be on its way when its next connection is
+// accepted (on a loaded machine the kernel delivered the FIN 17 ms late,
+// after the next SYN). Found as a flake of TestServerIdleFloodKeepsIntakeOpen
+// ("err EOF", message 139 of 200): with the listener full of silent
+// connections from addresses holding one each, the sender's newcomer held
+// one too and was refused. A sender whose messages are accepted gets in:
+// its new connection takes the slot of its own idle one.
+func TestAdmissionSenderReplacesItsOwnIdleConnection(t *testing.T) {
+	h := newHandTable(t, 3)
+	const sender = "127.0.0.1"
+	_, last := h.connect(sender) // answered, and its end not yet seen
+	h.accept(last)
+	h.connect("127.0.5.1")
+	h.connect("127.0.5.2") // the listener is full of silent connections
+	if v := h.victim(sender); v != last {
+		t.Fatalf("the sender's new connection would displace %v, want its own idle connection", v)
+	}
+	// Its idle connection is its own to give: nobody else's newcomer takes it.
+	if v := h.victim("127.0.5.3"); v == last {
+		t.Fatal("a stranger's newcomer may take the slot of a connection that had a message accepted")
+	}
+}
