@@ -15,6 +15,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/hl7edge/hl7edge/cmd/hl7edge/internal/fleetview"
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/trust"
 )
@@ -68,9 +69,9 @@ func Open(ctx context.Context, client mqtt.Client, topicRoot string) (*Link, err
 	l := &Link{client: client, root: topicRoot, waiting: map[string]chan command.Response{}, accepted: map[string]bool{}}
 	// QoS 1: an answer lost on the way would read as "no answer" and, for
 	// a rollout, as a failure.
-	t := client.Subscribe(topicRoot+"/+/cmd/res", 1, func(_ mqtt.Client, m mqtt.Message) { l.onAnswer(m.Payload()) })
-	if err := wait(ctx, t); err != nil {
-		return nil, fmt.Errorf("subscribe to %s/+/cmd/res: %w", topicRoot, err)
+	filters := map[string]byte{topicRoot + "/+/cmd/res": 1}
+	if err := fleetview.Subscribe(ctx, client, filters, func(_ mqtt.Client, m mqtt.Message) { l.onAnswer(m.Payload()) }); err != nil {
+		return nil, fmt.Errorf("answers: %w", err)
 	}
 	return l, nil
 }

@@ -404,9 +404,9 @@ func Open(ctx context.Context, o Options) (*Reader, error) {
 	// max_queued_messages, 1000 by default) and drops the rest, which a
 	// fleet's retained flood of two messages per gateway exceeds.
 	filters := map[string]byte{c.TopicRoot + "/+/status": 0, c.TopicRoot + "/+/health": 0, r.probe: 0}
-	if err := wait(ctx, r.client.SubscribeMultiple(filters, nil)); err != nil {
+	if err := Subscribe(ctx, r.client, filters, nil); err != nil {
 		r.Close()
-		return nil, fmt.Errorf("subscribe on %s: %w", c.Broker, err)
+		return nil, fmt.Errorf("broker %s: %w", c.Broker, err)
 	}
 	// A broker whose ACL refuses the probe may drop it silently, so the
 	// quiet period ends the wait too.

@@ -14,6 +14,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/hl7edge/hl7edge/cmd/hl7edge/internal/fleetcmd"
+	"github.com/hl7edge/hl7edge/cmd/hl7edge/internal/fleetview"
 	"github.com/hl7edge/hl7edge/device/atomicfile"
 	"github.com/hl7edge/hl7edge/device/command"
 	"github.com/hl7edge/hl7edge/device/firmware"
@@ -71,7 +72,7 @@ type watcher struct {
 // Watch subscribes to every box's firmware topic; call it before Run.
 func (r *Runner) Watch(ctx context.Context, client mqtt.Client, topicRoot string) error {
 	w := &watcher{latest: map[string]firmware.Public{}, changed: make(chan struct{}, 1)}
-	t := client.Subscribe(topicRoot+"/+/firmware", 1, func(_ mqtt.Client, m mqtt.Message) {
+	onState := func(_ mqtt.Client, m mqtt.Message) {
 		parts := strings.Split(m.Topic(), "/")
 		var p firmware.Public
 		if len(parts) < 3 || json.Unmarshal(m.Payload(), &p) != nil {
@@ -84,14 +85,11 @@ func (r *Runner) Watch(ctx context.Context, client mqtt.Client, topicRoot string
 		case w.changed <- struct{}{}:
 		default:
 		}
-	})
-	select {
-	case <-t.Done():
-		if err := t.Error(); err != nil {
-			return fmt.Errorf("subscribe to %s/+/firmware: %w", topicRoot, err)
-		}
-	case <-ctx.Done():
-		return ctx.Err()
+	}
+	// A refused subscription must stop the rollout here: unseen, it would
+	// read as every box silent until --deadline failed the whole wave.
+	if err := fleetview.Subscribe(ctx, client, map[string]byte{topicRoot + "/+/firmware": 1}, onState); err != nil {
+		return fmt.Errorf("firmware states: %w", err)
 	}
 	r.watch = w
 	return nil
