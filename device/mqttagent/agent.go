@@ -388,17 +388,7 @@ func (a *Agent) onConnect(c mqtt.Client) {
 		return
 	}
 	// Subscribe first so that "online" means commands are heard.
-	t := c.Subscribe(a.topics.cmdReq, 1, a.onCommand)
-	switch {
-	case !t.WaitTimeout(a.opTimeout):
-		a.log.Error("mqtt subscribe to commands not acknowledged in time; commands will not be heard until the next reconnect", "topic", a.topics.cmdReq)
-	case t.Error() != nil:
-		a.log.Error("mqtt subscribe to commands failed", "topic", a.topics.cmdReq, "err", t.Error())
-	default:
-		if st, ok := t.(*mqtt.SubscribeToken); ok && st.Result()[a.topics.cmdReq] == 0x80 {
-			a.log.Error("broker refused the subscription to commands; allow this client to subscribe in the broker's ACL", "topic", a.topics.cmdReq)
-		}
-	}
+	a.subscribeCommands(c)
 	b, _ := json.Marshal(statusMsg{State: "online", Session: a.session, Version: a.opts.Version, Time: a.now().UTC().Format(time.RFC3339), Labels: a.opts.Labels})
 	p := c.Publish(a.topics.status, 1, true, b)
 	switch {
@@ -413,6 +403,43 @@ func (a *Agent) onConnect(c mqtt.Client) {
 	a.log.Info("mqtt connected", "broker", a.cfg.Broker, "session", a.session)
 	a.comp.SetState(health.Up)
 	a.out.signal()
+}
+
+// subscribeTries bounds how often a refused subscription to commands is
+// asked again, after pauses of 100 ms doubling (1.5 s in all). A refusal
+// can pass: mochi refuses a SUBSCRIBE whose packet id is one of its own
+// unacknowledged deliveries to the client (0x91), and a new SUBSCRIBE has a
+// new id. An ACL's refusal stays, and is logged.
+const subscribeTries = 5
+
+// subscribeCommands subscribes to the command topic and checks the grant:
+// paho reports a refused subscription only in the SUBACK's return code,
+// never as an error, and a box that cannot hear commands must say so.
+func (a *Agent) subscribeCommands(c mqtt.Client) {
+	for try := range subscribeTries {
+		if try > 0 {
+			time.Sleep(100 * time.Millisecond << (try - 1))
+		}
+		t := c.Subscribe(a.topics.cmdReq, 1, a.onCommand)
+		switch {
+		case !t.WaitTimeout(a.opTimeout):
+			a.log.Error("mqtt subscribe to commands not acknowledged in time; commands will not be heard until the next reconnect", "topic", a.topics.cmdReq)
+			return
+		case t.Error() != nil:
+			a.log.Error("mqtt subscribe to commands failed", "topic", a.topics.cmdReq, "err", t.Error())
+			return
+		}
+		st, ok := t.(*mqtt.SubscribeToken)
+		if !ok {
+			return
+		}
+		if code := st.Result()[a.topics.cmdReq]; code <= 2 {
+			return
+		} else if try == subscribeTries-1 {
+			a.log.Error("broker refused the subscription to commands; commands will not be heard until the next reconnect: allow this client to subscribe in the broker's ACL",
+				"topic", a.topics.cmdReq, "return_code", fmt.Sprintf("%#x", code), "tries", subscribeTries)
+		}
+	}
 }
 
 func (a *Agent) onConnectionLost(_ mqtt.Client, err error) {

@@ -183,6 +183,29 @@ type BrokerOptions struct {
 	Addr   string       // listen address; default 127.0.0.1:0
 	TLS    *tls.Config  // a TLS listener (URL scheme tls://) when set
 	Ledger *auth.Ledger // user names and passwords; default: allow all
+	// Refuse, when set (and Ledger is not), lets every client in and
+	// refuses what it says: a subscription (write false) or a publish to
+	// topic by client. A broker's ACL refuses a subscription in the SUBACK's
+	// return code, which paho does not report as an error.
+	Refuse func(client, topic string, write bool) bool
+}
+
+// refuseHook is BrokerOptions.Refuse as a mochi hook.
+type refuseHook struct {
+	mochi.HookBase
+	refuse func(client, topic string, write bool) bool
+}
+
+func (h *refuseHook) ID() string { return "mqtttest-refuse" }
+
+func (h *refuseHook) Provides(b byte) bool {
+	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
+}
+
+func (h *refuseHook) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
+
+func (h *refuseHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
+	return !h.refuse(cl.ID, topic, write)
 }
 
 // Broker is an in-process mochi broker.
@@ -201,9 +224,12 @@ func StartMochi(t testing.TB, o BrokerOptions) *Broker {
 	t.Helper()
 	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
 	var err error
-	if o.Ledger != nil {
+	switch {
+	case o.Ledger != nil:
 		err = srv.AddHook(new(auth.Hook), &auth.Options{Ledger: o.Ledger})
-	} else {
+	case o.Refuse != nil:
+		err = srv.AddHook(&refuseHook{refuse: o.Refuse}, nil)
+	default:
 		err = srv.AddHook(new(auth.AllowHook), nil)
 	}
 	if err != nil {
