@@ -14,10 +14,25 @@ import (
 // must keep the later value, not take the key away because the earlier
 // record's value is no longer the key's.
 func TestReplayKeepsALargeKeySetTwice(t *testing.T) {
-	dir := t.TempDir()
-	ctx := context.Background()
+	dir := killedTwice(t)
 	s := openTest(t, dir, "a")
-	r, err := s.Append(ctx, Entry{Source: "s", Raw: largeMsg(1, 300<<10), Dests: []string{"a"}})
+	defer s.Close()
+	dl, err := s.DeadLetters("a")
+	must(t, err)
+	if len(dl) != 1 || dl[0].Reason != "AR: second answer" {
+		t.Fatalf("after replaying the log: %d dead letters (%+v), want the one with the second answer", len(dl), dl)
+	}
+}
+
+// killedTwice makes a spool whose one large message's dead-letter copy was
+// written twice with different bytes (another reason and attempt count),
+// its commit log put back to replay both (replayAgain); it returns the
+// spool's directory.
+func killedTwice(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	s := openTest(t, dir, "a")
+	r, err := s.Append(context.Background(), Entry{Source: "s", Raw: largeMsg(1, 300<<10), Dests: []string{"a"}})
 	must(t, err)
 	s.dbMu.RLock()
 	_, err = s.copyToDead("a", r.Seq, "AR: first answer", 1)
@@ -25,13 +40,7 @@ func TestReplayKeepsALargeKeySetTwice(t *testing.T) {
 	must(t, err)
 	must(t, s.Kill("a", r.Seq, "AR: second answer", 2))
 	replayAgain(t, s, dir)
-	s = openTest(t, dir, "a")
-	defer s.Close()
-	dl, err := s.DeadLetters("a")
-	must(t, err)
-	if len(dl) != 1 || dl[0].Reason != "AR: second answer" {
-		t.Fatalf("after replaying the log: %d dead letters (%+v), want the one with the second answer", len(dl), dl)
-	}
+	return dir
 }
 
 // replayAgain closes s and puts back the commit log as it was before the
@@ -89,17 +98,7 @@ func TestReplayAfterTheSegmentOfALargeMessageWasDropped(t *testing.T) {
 // Salvage applies the log as an open does, and keeps the twice-set dead
 // letter too.
 func TestSalvageKeepsALargeKeySetTwice(t *testing.T) {
-	dir := t.TempDir()
-	ctx := context.Background()
-	s := openTest(t, dir, "a")
-	r, err := s.Append(ctx, Entry{Source: "s", Raw: largeMsg(1, 300<<10), Dests: []string{"a"}})
-	must(t, err)
-	s.dbMu.RLock()
-	_, err = s.copyToDead("a", r.Seq, "AR: first answer", 1)
-	s.dbMu.RUnlock()
-	must(t, err)
-	must(t, s.Kill("a", r.Seq, "AR: second answer", 2))
-	replayAgain(t, s, dir)
+	dir := killedTwice(t)
 	rep, err := Salvage(Config{Dir: dir, MaxBytes: 64 << 20, SegmentMessages: 64}, Options{Destinations: []string{"a"}})
 	must(t, err)
 	if rep.Dead != 1 || rep.Queued != 0 {
