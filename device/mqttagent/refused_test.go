@@ -2,7 +2,6 @@ package mqttagent
 
 import (
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,37 +11,13 @@ import (
 	"github.com/hl7edge/hl7edge/pipeline/vocab/units"
 )
 
-// refusals refuses the first n subscriptions of client gw1 to its command
-// topic, as mochi does with a SUBSCRIBE whose packet id is still in use, or
-// every one (n < 0), as an ACL does.
-type refusals struct {
-	mu sync.Mutex
-	n  int
-}
-
-func (r *refusals) refuse(client, topic string, write bool) bool {
-	if write || topic != "hl7edge/gw1/cmd/req" || !strings.HasPrefix(client, "hl7edge-gw1") {
-		return false
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.n == 0 {
-		return false
-	}
-	if r.n > 0 {
-		r.n--
-	}
-	return true
-}
-
 // TestRefusedCommandSubscriptionAskedAgain: paho reports a refused
 // subscription only in the SUBACK; a box that took it as granted would say
 // "online" and never hear a command. Refused twice, it asks again and
 // answers.
 func TestRefusedCommandSubscriptionAskedAgain(t *testing.T) {
 	t.Parallel()
-	ref := &refusals{n: 2}
-	b := mqtttest.StartMochi(t, mqtttest.BrokerOptions{Refuse: ref.refuse})
+	b := mqtttest.StartMochi(t, mqtttest.BrokerOptions{Refuse: mqtttest.RefuseSubscriptions("hl7edge/gw1/cmd/req", 2)})
 	op := mqtttest.Subscribe(t, b.URL, "hl7edge/gw1/#", mqtttest.ClientOptions{})
 	r := startAgent(t, Config{Broker: b.URL, HealthInterval: units.Duration(time.Hour)}, agentSetup{})
 	r.waitState(t, health.Up)
@@ -54,8 +29,7 @@ func TestRefusedCommandSubscriptionAskedAgain(t *testing.T) {
 // command topic is named in the log with what to do.
 func TestCommandSubscriptionRefusedForGoodIsLogged(t *testing.T) {
 	t.Parallel()
-	ref := &refusals{n: -1}
-	b := mqtttest.StartMochi(t, mqtttest.BrokerOptions{Refuse: ref.refuse})
+	b := mqtttest.StartMochi(t, mqtttest.BrokerOptions{Refuse: mqtttest.RefuseSubscriptions("hl7edge/gw1/cmd/req", -1)})
 	r := startAgent(t, Config{Broker: b.URL, HealthInterval: units.Duration(time.Hour)}, agentSetup{})
 	r.waitState(t, health.Up)
 	if !strings.Contains(r.logs.String(), "broker refused the subscription to commands") || !strings.Contains(r.logs.String(), "return_code=0x80") {

@@ -190,6 +190,28 @@ type BrokerOptions struct {
 	Refuse func(client, topic string, write bool) bool
 }
 
+// RefuseSubscriptions is a BrokerOptions.Refuse that refuses the first n
+// subscriptions to filter (n < 0: every one), as a broker's ACL does, or
+// as mochi does with a SUBSCRIBE whose packet id is one of its own
+// unacknowledged deliveries to that client (return code 0x91).
+func RefuseSubscriptions(filter string, n int) func(client, topic string, write bool) bool {
+	var mu sync.Mutex
+	return func(_, topic string, write bool) bool {
+		if write || topic != filter {
+			return false
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if n == 0 {
+			return false
+		}
+		if n > 0 {
+			n--
+		}
+		return true
+	}
+}
+
 // refuseHook is BrokerOptions.Refuse as a mochi hook.
 type refuseHook struct {
 	mochi.HookBase
