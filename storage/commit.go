@@ -408,7 +408,11 @@ func (g *group) add(r *appendReq) *pendingWrite {
 	rec := &record{GUID: e.GUID, Seq: g.seq, Received: g.now, Source: e.Source, Dests: e.Dests, Raw: e.Raw, Attempts: e.attempts}
 	val := rec.encode()
 	g.bigValue = g.bigValue || len(val) >= largeValue
-	entries := g.entries(e, w, val)
+	var head []byte
+	if g.s.tracing() && e.deadKey == nil && len(e.Dests) > 0 {
+		head = newHead(e, g.now).encodeQueued()
+	}
+	entries := g.entries(e, w, val, head)
 	if g.s.tracing() {
 		entries = append(entries, g.traceEntries(e, w, rec)...)
 	}
@@ -426,9 +430,10 @@ func (g *group) add(r *appendReq) *pendingWrite {
 }
 
 // entries are the keys one admitted message writes: the message in the open
-// segment and a queue key per destination, or an undeliverable record; and
-// its remembered remote ID.
-func (g *group) entries(e Entry, w *pendingWrite, val []byte) []*badger.Entry {
+// segment and a queue key per destination (carrying head, its encoded trace
+// header, when traces are on), or an undeliverable record; and its
+// remembered remote ID.
+func (g *group) entries(e Entry, w *pendingWrite, val, head []byte) []*badger.Entry {
 	var out []*badger.Entry
 	if len(e.Dests) == 0 {
 		w.undeliv = true
@@ -441,9 +446,7 @@ func (g *group) entries(e Entry, w *pendingWrite, val []byte) []*badger.Entry {
 		g.curSegCount++
 		w.seg = g.curSeg
 		out = append(out, badger.NewEntry(msgKey(w.seg, g.seq), val))
-		qv := binary.BigEndian.AppendUint64(nil, w.seg)
-		qv = binary.BigEndian.AppendUint64(qv, uint64(g.now.UnixNano()))
-		qv = append(qv, e.GUID[:]...) // for the trace of its release
+		qv := queueValue(w.seg, g.now, e.GUID, head)
 		for _, d := range e.Dests {
 			out = append(out, badger.NewEntry(namedSeqKey(famQueue, d, g.seq), qv))
 		}

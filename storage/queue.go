@@ -137,12 +137,17 @@ func (s *Spool) quarantine(dest string, u unreadable) error {
 		return errReopening
 	}
 	found := false
+	var evBytes int64
 	err := s.update(func(txn *wtxn) error {
 		qk := namedSeqKey(famQueue, dest, u.seq)
-		if _, err := txn.Get(qk); err != nil {
+		item, err := txn.Get(qk)
+		if err != nil {
 			return nil // delivered or moved meanwhile
 		}
 		found = true
+		if evBytes, err = s.releaseTrace(txn, item, dest, true); err != nil {
+			return err
+		}
 		if err := txn.Set(namedSeqKey(famDead, dest, u.seq), dv); err != nil {
 			return err
 		}
@@ -156,7 +161,7 @@ func (s *Spool) quarantine(dest string, u unreadable) error {
 	}
 	// The accounting follows the commit; a failed sync faults the spool,
 	// whose re-open recounts from disk.
-	s.accountRelease(dest, u.seg, true, int64(len(dv)), 0)
+	s.accountRelease(dest, u.seg, true, int64(len(dv)), evBytes)
 	if err := s.syncLogs(false); err != nil {
 		return fmt.Errorf("spool: move unreadable message %d of %s to the dead letters: %w", u.seq, dest, err)
 	}
@@ -210,7 +215,7 @@ func (s *Spool) release(dest string, seq uint64, deadReason string, attempts int
 			return err
 		}
 		found = true
-		if evBytes, err = s.releaseEvent(txn, item, dest, deadReason != ""); err != nil {
+		if evBytes, err = s.releaseTrace(txn, item, dest, deadReason != ""); err != nil {
 			return err
 		}
 		return txn.Delete(qk)

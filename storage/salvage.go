@@ -319,6 +319,7 @@ func sortSalvaged(kv map[string]salvaged, rep *SalvageReport) *salvagedSpool {
 			if dest, ok := nameOf(kb); ok {
 				got.owed[seqOf(kb)] = append(got.owed[seqOf(kb)], dest)
 			}
+			got.queuedTrace(kb, v.value)
 		case famDead:
 			dest, ok := nameOf(kb)
 			r, err := decodeRecord(v.value)
@@ -332,7 +333,7 @@ func sortSalvaged(kv map[string]salvaged, rep *SalvageReport) *salvagedSpool {
 				got.undeliv = append(got.undeliv, r)
 			}
 		case famTrace, famTraceV1, famTraceCtl, famEvent:
-			got.traces[k] = v.value
+			got.traces[k] = v.value // a stored header wins over a queue entry's (queuedTrace)
 		case famRemote:
 			e := badger.NewEntry(kb, v.value)
 			if v.expiresAt != 0 {

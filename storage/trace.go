@@ -20,10 +20,13 @@ import (
 //	                                   is time-ordered (newGUID), so this is
 //	                                   also the time index, newest first
 //
-// Headers are written in the same transaction as the message, delivered and
-// dead events in the same transaction as the queue entry's release, so they
-// survive exactly what the message and the mark survive. Attempts and the
-// rubbish bin's headers are written a little later, in batches (tracelazy.go).
+// A message's header rides in its queue entries, written in the same
+// transaction as the message, and becomes the key above (with its index)
+// in the transaction of its first release, beside the delivered or dead
+// event (tracequeued.go); so each survives exactly what the message and the
+// mark survive. An undeliverable message's header is a key from the start.
+// Attempts and the rubbish bin's headers are written a little later, in
+// batches (tracelazy.go).
 //
 // The families sort after every other (0xF3 and up): Badger compacts a
 // level-0 table with every table its key range overlaps, and a trace key
@@ -177,14 +180,7 @@ func (h *traceHead) encode() []byte {
 	for _, s := range []string{h.Source, h.Peer, clip(h.ControlID, maxControlID), clip(h.Type, maxControlID), h.ACK, h.Bin} {
 		b = appendString(b, s)
 	}
-	b = binary.AppendUvarint(b, uint64(len(h.Route)))
-	for _, d := range h.Route {
-		b = appendString(b, d)
-	}
-	if h.ReplayOf != uuid.Nil {
-		b = append(b, h.ReplayOf[:]...)
-	}
-	return b
+	return h.appendRoute(b)
 }
 
 func decodeTraceHead(g uuid.UUID, b []byte) (*traceHead, error) {
@@ -205,22 +201,39 @@ func decodeTraceHead(g uuid.UUID, b []byte) (*traceHead, error) {
 			return nil, fmt.Errorf("%w: trace field", errCorrupt)
 		}
 	}
+	return h, h.readRoute(p)
+}
+
+// readRoute decodes the end of an encoded header: the route and the
+// original's GUID of a replay.
+func (h *traceHead) readRoute(p []byte) error {
 	n, k := binary.Uvarint(p)
 	if k <= 0 || n > 1024 {
-		return nil, fmt.Errorf("%w: trace route", errCorrupt)
+		return fmt.Errorf("%w: trace route", errCorrupt)
 	}
 	p = p[k:]
 	for range n {
-		var d string
-		if d, p, ok = readString(p); !ok {
-			return nil, fmt.Errorf("%w: trace route", errCorrupt)
+		d, rest, ok := readString(p)
+		if !ok {
+			return fmt.Errorf("%w: trace route", errCorrupt)
 		}
-		h.Route = append(h.Route, d)
+		h.Route, p = append(h.Route, d), rest
 	}
 	if len(p) == 16 {
 		copy(h.ReplayOf[:], p)
 	}
-	return h, nil
+	return nil
+}
+
+func (h *traceHead) appendRoute(b []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(h.Route)))
+	for _, d := range h.Route {
+		b = appendString(b, d)
+	}
+	if h.ReplayOf != uuid.Nil {
+		b = append(b, h.ReplayOf[:]...)
+	}
+	return b
 }
 
 // traceEvent is one stored event. Outcome is a code (AA, AE, AR, HTTP 503,

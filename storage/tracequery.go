@@ -123,16 +123,29 @@ func (s *Spool) Trace(q TraceQuery) (TraceResult, error) {
 }
 
 // eachHead calls fn with each trace header q selects by ID or time, in
-// receive order, until fn says stop.
+// receive order, until fn says stop: the stored headers and those still
+// riding in queue entries (queuedHeads).
 func (s *Spool) eachHead(txn *badger.Txn, q TraceQuery, fn func(*traceHead) (bool, error)) error {
 	if g, err := uuid.Parse(q.ID); err == nil && q.ID != "" {
 		h, err := readHead(txn, g)
-		if err != nil || h == nil {
+		if err != nil {
 			return err
+		}
+		if h == nil {
+			queued, err := queuedHeads(txn, func(h *traceHead) bool { return h.GUID == g }, 1)
+			if err != nil || len(queued) == 0 {
+				return err
+			}
+			h = queued[0]
 		}
 		_, err = fn(h)
 		return err
 	}
+	queued, err := queuedHeads(txn, q.mayMatchQueued, q.Limit+min(q.Limit, 1))
+	if err != nil {
+		return err
+	}
+	fn, flush := mergeQueued(queued, fn)
 	if q.ID != "" {
 		// One day's bucket at a time, over the days traces are kept.
 		now := s.now()
@@ -141,11 +154,33 @@ func (s *Spool) eachHead(txn *badger.Txn, q TraceQuery, fn func(*traceHead) (boo
 				return err
 			}
 		}
-		return nil
+		return flush()
 	}
 	// By time: the header keys are time-ordered GUIDs (newGUID); the exact
 	// receive time is checked by the caller's filter.
-	return headsByTime(txn, guidFloor(q.Since), guidFloor(q.Until.Add(time.Millisecond)), fn)
+	if err := headsByTime(txn, guidFloor(q.Since), guidFloor(q.Until.Add(time.Millisecond)), fn); err != nil {
+		return err
+	}
+	return flush()
+}
+
+// mayMatchQueued says whether the header of a message queued for every
+// destination may match q: such a message's destinations are all
+// "queued", so every filter can be decided from the header alone.
+func (q TraceQuery) mayMatchQueued(h *traceHead) bool {
+	if q.ID != "" && h.ControlID != clip(q.ID, maxControlID) {
+		return false
+	}
+	if q.Source != "" && h.Source != q.Source || q.Type != "" && h.Type != q.Type {
+		return false
+	}
+	if !q.Since.IsZero() && h.Received.Before(q.Since) || !q.Until.IsZero() && !h.Received.Before(q.Until) {
+		return false
+	}
+	if q.State != "" && q.State != "queued" {
+		return false
+	}
+	return q.Dest == "" || slices.Contains(h.Route, q.Dest)
 }
 
 // headsByTime calls fn with each header whose GUID is from from to before

@@ -20,15 +20,16 @@ func restoreTraces(sp *Spool, got *salvagedSpool, rep *SalvageReport) error {
 	}
 	heads := salvagedHeads(got.traces, rep)
 	if err := sp.view(func(txn *badger.Txn) error {
-		for g, h := range heads {
+		// A re-queued message's header rides in its new queue entries.
+		requeued, err := queuedHeads(txn, func(h *traceHead) bool { return heads[h.GUID] != nil }, 0)
+		if err != nil {
+			return err
+		}
+		for _, h := range heads {
 			h.Seq, h.Seg = 0, 0
-			now, err := readHead(txn, g)
-			if err != nil {
-				return err
-			}
-			if now != nil {
-				h.Seq, h.Seg = now.Seq, now.Seg
-			}
+		}
+		for _, now := range requeued {
+			heads[now.GUID].Seq, heads[now.GUID].Seg = now.Seq, now.Seg
 		}
 		return nil
 	}); err != nil {
@@ -104,4 +105,20 @@ func traceGUIDOf(k []byte) (uuid.UUID, bool) {
 		return g, false
 	}
 	return g, true
+}
+
+// queuedTrace keeps the trace header a salvaged queue entry carries, as
+// the header key and index it would have become at its release, unless a
+// stored header (which salvage prefers, being later) is there already.
+func (got *salvagedSpool) queuedTrace(key, v []byte) {
+	h, err := queuedHead(key, v)
+	if err != nil || h == nil {
+		return
+	}
+	if _, ok := got.traces[string(traceKey(h.GUID))]; ok {
+		return
+	}
+	for _, kv := range headEntries(h) {
+		got.traces[string(kv.k)] = kv.v
+	}
 }

@@ -1,6 +1,9 @@
 package storage
 
 import (
+	"errors"
+	"time"
+
 	"github.com/dgraph-io/badger/v4"
 	"github.com/google/uuid"
 )
@@ -17,28 +20,30 @@ func (si *segInfo) stamp(t int64) {
 }
 
 // traceEntries are the trace keys one admitted message writes in its own
-// transaction: its header and indexes, or, for a dead letter queued again,
-// a "retried" event on its (unchanged) GUID and its header pointed at the
-// new copy; and for a replay, a "replayed" event on the original.
+// transaction. A message with destinations writes none: its header rides in
+// its queue entries (queueValue) and becomes a key of its own when the
+// first of them is released (releaseTrace), so that ingest writes no key
+// that a message without a trace would not (docs/design.md, "Message trace
+// and retention"). An undeliverable message writes its header and index
+// here; a dead letter queued again, a "retried" event on its (unchanged)
+// GUID and its header pointed at the new copy; a replay, a "replayed" event
+// on the original.
 func (g *group) traceEntries(e Entry, w *pendingWrite, rec *record) []*badger.Entry {
 	var kvs []traceKV
-	if e.deadKey != nil {
+	switch {
+	case e.deadKey != nil:
 		dest, _ := nameOf(e.deadKey)
 		kvs = append(kvs, g.s.newEvent(e.GUID, traceEvent{At: g.now, What: EvRetried, Dest: dest}))
 		if h := g.head(e.GUID); h != nil {
 			h.Seq, h.Seg = rec.Seq, w.seg
 			kvs = append(kvs, traceKV{traceKey(h.GUID), h.encode()})
 		}
-	} else {
-		h := &traceHead{
-			GUID: e.GUID, Seq: rec.Seq, Seg: w.seg, Received: g.now, Size: len(e.Raw),
-			Source: e.Source, Peer: e.Peer, ControlID: e.ControlID, Type: e.Type, ACK: "AA",
-			Route: e.Dests, ReplayOf: e.ReplayOf,
-		}
+	case len(e.Dests) == 0:
+		h := newHead(e, g.now)
+		h.Seq = rec.Seq
 		kvs = append(kvs, headEntries(h)...)
-		if e.ReplayOf != uuid.Nil && len(e.Dests) > 0 {
-			kvs = append(kvs, g.s.newEvent(e.ReplayOf, traceEvent{At: g.now, What: EvReplayed, Dest: e.Dests[0], Detail: e.GUID.String()}))
-		}
+	case e.ReplayOf != uuid.Nil:
+		kvs = append(kvs, g.s.newEvent(e.ReplayOf, traceEvent{At: g.now, What: EvReplayed, Dest: e.Dests[0], Detail: e.GUID.String()}))
 	}
 	out := make([]*badger.Entry, 0, len(kvs))
 	for _, kv := range kvs {
@@ -47,6 +52,16 @@ func (g *group) traceEntries(e Entry, w *pendingWrite, rec *record) []*badger.En
 		out = append(out, badger.NewEntry(kv.k, kv.v))
 	}
 	return out
+}
+
+// newHead is the trace header of a message admitted at now. Where the
+// message is (Seq, Seg) is filled in by whoever stores the header: a queue
+// entry's key and value say it (queuedHead).
+func newHead(e Entry, now time.Time) *traceHead {
+	return &traceHead{
+		GUID: e.GUID, Received: now, Size: len(e.Raw), Source: e.Source, Peer: e.Peer,
+		ControlID: e.ControlID, Type: e.Type, ACK: "AA", Route: e.Dests, ReplayOf: e.ReplayOf,
+	}
 }
 
 // head reads a trace header inside the group's transaction; nil when there
@@ -67,37 +82,49 @@ func (g *group) head(id uuid.UUID) *traceHead {
 	return h
 }
 
-// guidOf reads the GUID a queue entry carries (none before traces existed).
-func guidOf(item *badger.Item) (uuid.UUID, bool) {
-	var g uuid.UUID
-	ok := false
-	_ = item.Value(func(v []byte) error {
-		if len(v) >= 32 {
-			copy(g[:], v[16:32])
-			ok = true
-		}
-		return nil
-	})
-	return g, ok
-}
-
-// releaseEvent writes, in the release's own transaction, the event that
-// says what became of message seq for dest.
-func (s *Spool) releaseEvent(txn *wtxn, item *badger.Item, dest string, dead bool) (int64, error) {
+// releaseTrace writes, in the release's own transaction, the event that
+// says what became of message seq for dest and, at the first release of a
+// message whose header rode in its queue entries, that header and its
+// control-ID index. It returns their estimated size.
+func (s *Spool) releaseTrace(txn *wtxn, item *badger.Item, dest string, dead bool) (int64, error) {
 	if !s.tracing() {
 		return 0, nil
 	}
-	g, ok := guidOf(item)
-	if !ok {
-		return 0, nil
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		return 0, err
 	}
+	if len(v) < queueValueLen {
+		return 0, nil // queued before traces existed
+	}
+	var g uuid.UUID
+	copy(g[:], v[16:32])
 	ev := traceEvent{At: s.now(), What: EvDelivered, Dest: dest}
 	if dead {
 		ev.What = EvDead
 	}
-	kv := s.newEvent(g, ev)
-	if err := txn.Set(kv.k, kv.v); err != nil {
-		return 0, err
+	kvs := []traceKV{s.newEvent(g, ev)}
+	h, err := queuedHead(item.Key(), v)
+	if err != nil {
+		s.log.Warn("trace header in a queue entry unreadable; the message's trace will lack it", "guid", g.String(), "err", err)
 	}
-	return kv.size(), nil
+	if h != nil {
+		// Another destination's release may have written it already, or a
+		// salvage a fuller one: never overwrite.
+		_, err := txn.Get(traceKey(g))
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+			kvs = append(kvs, headEntries(h)...)
+		case err != nil:
+			return 0, err
+		}
+	}
+	var n int64
+	for _, kv := range kvs {
+		if err := txn.Set(kv.k, kv.v); err != nil {
+			return 0, err
+		}
+		n += kv.size()
+	}
+	return n, nil
 }

@@ -1,0 +1,158 @@
+package storage
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/google/uuid"
+)
+
+// A queue entry's value:
+//
+//	<seg:8> <received:8> <guid:16> [trace header]
+//
+// The trace header of a message still queued everywhere rides in its queue
+// entries instead of a key of its own. Each key costs Badger a memtable
+// insert, a log entry and its share of every compaction whatever its size,
+// and the header and control-ID index were a quarter of ingest's CPU
+// (docs/performance.md, "What each trace key costs"); a hundred bytes more
+// in a key written anyway cost next to nothing. The first release of the
+// message (delivered, dead, quarantined) writes the header and its index as
+// keys of their own, in the release's transaction, so the trace outlives
+// the queue entry. Until then the queries read it from the queue
+// (queuedHeads). "Received" is thus still in the message's own commit.
+const queueValueLen = 32
+
+// queueValue is a queue entry's value; head is the encoded trace header
+// (nil when traces are off, or when the header is a key already).
+func queueValue(seg uint64, received time.Time, g uuid.UUID, head []byte) []byte {
+	v := make([]byte, 0, queueValueLen+len(head))
+	v = binary.BigEndian.AppendUint64(v, seg)
+	v = binary.BigEndian.AppendUint64(v, uint64(received.UnixNano()))
+	v = append(v, g[:]...)
+	return append(v, head...)
+}
+
+// queuedHeadVersion marks a queue entry's header. It leaves out what the
+// queue entry says already (GUID, where the message is, when it came) and
+// what a queued message's header always holds (AA, no rubbish bin): each
+// byte here is written again by every compaction that carries the queue.
+const queuedHeadVersion = 2
+
+func (h *traceHead) encodeQueued() []byte {
+	b := make([]byte, 0, 16+len(h.Source)+len(h.Peer)+len(h.ControlID)+len(h.Type)+16*len(h.Route))
+	b = append(b, queuedHeadVersion)
+	b = binary.AppendUvarint(b, uint64(h.Size))
+	for _, s := range []string{h.Source, h.Peer, clip(h.ControlID, maxControlID), clip(h.Type, maxControlID)} {
+		b = appendString(b, s)
+	}
+	return h.appendRoute(b)
+}
+
+// queuedHead decodes the trace header a queue entry (key, value) carries,
+// pointed at where the message is; nil when it carries none.
+func queuedHead(key, v []byte) (*traceHead, error) {
+	if len(v) <= queueValueLen || len(key) < 9 {
+		return nil, nil
+	}
+	p := v[queueValueLen:]
+	if p[0] != queuedHeadVersion {
+		return nil, fmt.Errorf("%w: queued trace header (version %d)", errCorrupt, p[0])
+	}
+	h := &traceHead{Seq: seqOf(key), Seg: binary.BigEndian.Uint64(v), ACK: "AA"}
+	copy(h.GUID[:], v[16:32])
+	h.Received = time.Unix(0, int64(binary.BigEndian.Uint64(v[8:16])))
+	size, k := binary.Uvarint(p[1:])
+	if k <= 0 {
+		return nil, fmt.Errorf("%w: queued trace size", errCorrupt)
+	}
+	h.Size, p = int(size), p[1+k:]
+	var ok bool
+	for _, s := range []*string{&h.Source, &h.Peer, &h.ControlID, &h.Type} {
+		if *s, p, ok = readString(p); !ok {
+			return nil, fmt.Errorf("%w: queued trace field", errCorrupt)
+		}
+	}
+	return h, h.readRoute(p)
+}
+
+// queuedHeads are the headers of messages that have no header key yet
+// (queued for every destination), which keep selects, oldest first. With
+// limit above 0 only the oldest limit are kept, so a query over a long
+// queue holds no more than it can answer.
+func queuedHeads(txn *badger.Txn, keep func(*traceHead) bool, limit int) ([]*traceHead, error) {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{famQueue}, PrefetchValues: false})
+	defer it.Close()
+	seen := map[uuid.UUID]bool{}
+	var out []*traceHead
+	trim := func() {
+		slices.SortFunc(out, func(a, b *traceHead) int { return bytes.Compare(a.GUID[:], b.GUID[:]) })
+		if limit > 0 && len(out) > limit {
+			out = out[:limit]
+		}
+	}
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		var h *traceHead
+		err := item.Value(func(v []byte) error {
+			var err error
+			h, err = queuedHead(item.Key(), v)
+			return err
+		})
+		if err != nil || h == nil || seen[h.GUID] || !keep(h) {
+			continue // an unreadable header is the queue's to report, at delivery
+		}
+		seen[h.GUID] = true
+		_, err = txn.Get(traceKey(h.GUID))
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+			out = append(out, h)
+		case err != nil:
+			return nil, err
+		}
+		if limit > 0 && len(out) > 4*limit {
+			trim()
+		}
+	}
+	trim()
+	return out, nil
+}
+
+// mergeQueued wraps fn so that the queued headers (oldest first) are
+// passed to it in GUID order among the stored ones it is called with; call
+// the returned flush after the last stored header.
+func mergeQueued(queued []*traceHead, fn func(*traceHead) (bool, error)) (func(*traceHead) (bool, error), func() error) {
+	stopped := false
+	emit := func(until *uuid.UUID) (bool, error) {
+		for len(queued) > 0 && !stopped && (until == nil || bytes.Compare(queued[0].GUID[:], until[:]) < 0) {
+			h := queued[0]
+			queued = queued[1:]
+			more, err := fn(h)
+			if err != nil || !more {
+				stopped = true
+				return false, err
+			}
+		}
+		return !stopped, nil
+	}
+	merged := func(h *traceHead) (bool, error) {
+		if more, err := emit(&h.GUID); err != nil || !more {
+			return false, err
+		}
+		more, err := fn(h)
+		if err != nil || !more {
+			stopped = true
+		}
+		return more, err
+	}
+	flush := func() error {
+		_, err := emit(nil)
+		return err
+	}
+	return merged, flush
+}

@@ -1,0 +1,203 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/google/uuid"
+)
+
+// storedHead is a message's header key's value; nil when it has none.
+func storedHead(t *testing.T, s *Spool, guid string) []byte {
+	t.Helper()
+	var v []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(traceKey(uuid.MustParse(guid)))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		v, err = item.ValueCopy(nil)
+		return err
+	})
+	must(t, err)
+	return v
+}
+
+// countFamily counts the keys of one family.
+func countFamily(t *testing.T, s *Spool, fam byte) int {
+	t.Helper()
+	n := 0
+	must(t, s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{fam}, PrefetchValues: false})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			n++
+		}
+		return nil
+	}))
+	return n
+}
+
+// A message's commit writes no trace key (its header rides in its queue
+// entries), yet its trace answers by GUID, control ID and time while it is
+// queued; its first release writes the header and index keys, a later
+// release leaves them as they are, and the trace reads the same throughout.
+func TestQueuedMessageTraceRidesInItsQueueEntry(t *testing.T) {
+	s := openTest(t, t.TempDir(), "a", "b")
+	defer s.Close()
+	ctx := context.Background()
+	var guids []string
+	for i := range 3 {
+		r, err := s.Append(ctx, traceEntry(i, "a", "b"))
+		must(t, err)
+		guids = append(guids, r.GUID)
+	}
+	if n := countFamily(t, s, famTrace) + countFamily(t, s, famTraceCtl); n != 0 {
+		t.Fatalf("%d header and index keys after 3 commits, want 0: the header rides in the queue entries", n)
+	}
+	queued := traceOf(t, s, "C000001")
+	if queued.GUID != guids[1] || queued.Type != "ORU^R01" || queued.Peer != "10.0.0.9:4000" || queued.Size != len(markerMsg(1)) ||
+		len(queued.Destinations) != 2 || queued.Destinations[0].State != "queued" || queued.Events[0].What != EvReceived {
+		t.Fatalf("trace of a queued message: %+v", queued)
+	}
+	if byGUID := traceOf(t, s, guids[1]); byGUID.ControlID != "C000001" {
+		t.Fatalf("trace by GUID of a queued message: %+v", byGUID)
+	}
+
+	ma, _ := s.Next("a", 0, 10)
+	must(t, s.Delivered("a", ma[1].Seq))
+	first := storedHead(t, s, guids[1])
+	if first == nil || countFamily(t, s, famTraceCtl) != 1 {
+		t.Fatalf("after the first release: header %x, %d index keys; want both written", first, countFamily(t, s, famTraceCtl))
+	}
+	mb, _ := s.Next("b", 0, 10)
+	must(t, s.Delivered("b", mb[1].Seq))
+	if second := storedHead(t, s, guids[1]); !bytes.Equal(first, second) {
+		t.Fatalf("the second release rewrote the header: %x, was %x", second, first)
+	}
+	done := traceOf(t, s, "C000001")
+	if done.ReceivedAt != queued.ReceivedAt || done.Size != queued.Size || done.Peer != queued.Peer ||
+		done.Destinations[0].State != "delivered" || done.Destinations[1].State != "delivered" {
+		t.Fatalf("trace after both releases: %+v; while queued: %+v", done, queued)
+	}
+
+	res, err := s.Trace(TraceQuery{Since: time.Now().Add(-time.Hour)})
+	if err != nil || len(res.Messages) != 3 {
+		t.Fatalf("by time: %d messages (%v), want 3", len(res.Messages), err)
+	}
+	for i, mt := range res.Messages {
+		if mt.GUID != guids[i] {
+			t.Errorf("by time, message %d is %s, want %s: stored and queued headers out of order", i, mt.GUID, guids[i])
+		}
+	}
+	res, err = s.Trace(TraceQuery{Since: time.Now().Add(-time.Hour), State: "queued", Dest: "a"})
+	if err != nil || len(res.Messages) != 2 || res.Messages[0].GUID != guids[0] || res.Messages[1].GUID != guids[2] {
+		t.Fatalf("queued for a: %+v (%v), want messages 0 and 2", res.Messages, err)
+	}
+}
+
+// A query over a long queue answers its limit, oldest first, with stored
+// and queued headers interleaved, and says there is more.
+func TestTraceLimitOverALongQueue(t *testing.T) {
+	s := openTest(t, t.TempDir(), "a")
+	defer s.Close()
+	ctx := context.Background()
+	var guids []string
+	for i := range 60 {
+		r, err := s.Append(ctx, traceEntry(i, "a"))
+		must(t, err)
+		guids = append(guids, r.GUID)
+	}
+	ms, _ := s.Next("a", 0, 100)
+	for i := 0; i < len(ms); i += 3 {
+		must(t, s.Delivered("a", ms[i].Seq))
+	}
+	since := time.Now().Add(-time.Hour)
+	res, err := s.Trace(TraceQuery{Since: since, Limit: 10})
+	if err != nil || len(res.Messages) != 10 || !res.More {
+		t.Fatalf("limit 10 over 60: %d messages, more %v (%v)", len(res.Messages), res.More, err)
+	}
+	for i, mt := range res.Messages {
+		if mt.GUID != guids[i] {
+			t.Fatalf("message %d of the answer is %s, want %s", i, mt.GUID, guids[i])
+		}
+	}
+	res, err = s.Trace(TraceQuery{Since: since, Limit: 1000})
+	if err != nil || len(res.Messages) != 60 || res.More {
+		t.Fatalf("limit 1000 over 60: %d messages, more %v (%v)", len(res.Messages), res.More, err)
+	}
+	for i := 0; i < 60; i += 7 {
+		want := "queued"
+		if i%3 == 0 {
+			want = "delivered"
+		}
+		if got := res.Messages[i].Destinations[0].State; got != want {
+			t.Errorf("message %d: %s, want %s", i, got, want)
+		}
+	}
+}
+
+// A queued message moved to the dead letters because it cannot be read
+// keeps its trace: the move writes its header and a "dead" event.
+func TestQuarantinedMessageKeepsItsTrace(t *testing.T) {
+	s := openTest(t, t.TempDir(), "a")
+	defer s.Close()
+	r, err := s.Append(context.Background(), traceEntry(7, "a"))
+	must(t, err)
+	must(t, s.db.Update(func(txn *badger.Txn) error { return txn.Set(msgKey(1, r.Seq), []byte{0, 0, 0, 0}) }))
+	if ms, err := s.Next("a", 0, 10); err != nil || len(ms) != 0 {
+		t.Fatalf("Next: %d, %v; want the unreadable message moved aside", len(ms), err)
+	}
+	if storedHead(t, s, r.GUID) == nil {
+		t.Fatal("no header key after the move to the dead letters")
+	}
+	mt := traceOf(t, s, "C000007")
+	if mt.Destinations[0].State != "dead" || fmt.Sprint(whats(mt)) != "[received dead]" {
+		t.Fatalf("trace after the move: %v, state %s", whats(mt), mt.Destinations[0].State)
+	}
+}
+
+// The header a queue entry carries decodes to what was encoded, and
+// anything else is refused as corrupt, never read past its end.
+func FuzzQueuedHead(f *testing.F) {
+	h := newHead(traceEntry(3, "a", "b"), time.Unix(1_800_000_000, 5))
+	h.GUID = uuid.MustParse("0193a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2b")
+	key := namedSeqKey(famQueue, "a", 42)
+	f.Add(queueValue(7, h.Received, h.GUID, h.encodeQueued()))
+	h.ReplayOf, h.Route = h.GUID, []string{"a"}
+	f.Add(queueValue(7, h.Received, h.GUID, h.encodeQueued()))
+	f.Add(queueValue(7, h.Received, h.GUID, []byte{queuedHeadVersion, 0x80}))
+	f.Fuzz(func(t *testing.T, v []byte) {
+		got, err := queuedHead(key, v)
+		if err != nil {
+			if !errors.Is(err, errCorrupt) {
+				t.Fatalf("error %v does not say the header is corrupt", err)
+			}
+			return
+		}
+		if got == nil {
+			if len(v) > queueValueLen {
+				t.Fatalf("a %d-byte entry carries no header", len(v))
+			}
+			return
+		}
+		if got.Seq != 42 || got.ACK != "AA" {
+			t.Fatalf("header not pointed at its queue entry: %+v", got)
+		}
+		if len(got.ControlID) > maxControlID || len(got.Type) > maxControlID {
+			return // the encoder cuts these, as for a stored header
+		}
+		again, err := queuedHead(key, queueValue(got.Seg, got.Received, got.GUID, got.encodeQueued()))
+		if err != nil || fmt.Sprint(again) != fmt.Sprint(got) {
+			t.Fatalf("round trip: %+v (%v), want %+v", again, err, got)
+		}
+	})
+}
