@@ -84,18 +84,13 @@ func queuedHead(key, v []byte) (*traceHead, error) {
 // queuedHeads are the headers of messages that have no header key yet
 // (queued for every destination), which keep selects, oldest first. With
 // limit above 0 only the oldest limit are kept, so a query over a long
-// queue holds no more than it can answer.
+// queue holds no more than it can answer, and only those are looked up
+// for a header key.
 func queuedHeads(txn *badger.Txn, keep func(*traceHead) bool, limit int) ([]*traceHead, error) {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{famQueue}, PrefetchValues: false})
 	defer it.Close()
 	seen := map[uuid.UUID]bool{}
-	var out []*traceHead
-	trim := func() {
-		slices.SortFunc(out, func(a, b *traceHead) int { return bytes.Compare(a.GUID[:], b.GUID[:]) })
-		if limit > 0 && len(out) > limit {
-			out = out[:limit]
-		}
-	}
+	var sel headSelection
 	for it.Rewind(); it.Valid(); it.Next() {
 		item := it.Item()
 		var h *traceHead
@@ -108,19 +103,54 @@ func queuedHeads(txn *badger.Txn, keep func(*traceHead) bool, limit int) ([]*tra
 			continue // an unreadable header is the queue's to report, at delivery
 		}
 		seen[h.GUID] = true
-		_, err = txn.Get(traceKey(h.GUID))
-		switch {
-		case errors.Is(err, badger.ErrKeyNotFound):
-			out = append(out, h)
-		case err != nil:
-			return nil, err
-		}
-		if limit > 0 && len(out) > 4*limit {
-			trim()
+		sel.heads = append(sel.heads, candidate{h: h})
+		if limit > 0 && len(sel.heads) > 4*limit {
+			if err := sel.trim(txn, limit); err != nil {
+				return nil, err
+			}
 		}
 	}
-	trim()
+	if err := sel.trim(txn, limit); err != nil {
+		return nil, err
+	}
+	out := make([]*traceHead, len(sel.heads))
+	for i, c := range sel.heads {
+		out[i] = c.h
+	}
 	return out, nil
+}
+
+type candidate struct {
+	h       *traceHead
+	checked bool // known to have no header key
+}
+
+type headSelection struct{ heads []candidate }
+
+// trim sorts the candidates oldest first and keeps the oldest limit (all
+// when limit is 0) that have no header key: a message released for one
+// destination is found through its stored header instead.
+func (sel *headSelection) trim(txn *badger.Txn, limit int) error {
+	slices.SortFunc(sel.heads, func(a, b candidate) int { return bytes.Compare(a.h.GUID[:], b.h.GUID[:]) })
+	kept := sel.heads[:0]
+	for _, c := range sel.heads {
+		if limit > 0 && len(kept) == limit {
+			break
+		}
+		if !c.checked {
+			_, err := txn.Get(traceKey(c.h.GUID))
+			switch {
+			case err == nil:
+				continue
+			case !errors.Is(err, badger.ErrKeyNotFound):
+				return err
+			}
+			c.checked = true
+		}
+		kept = append(kept, c)
+	}
+	sel.heads = kept
+	return nil
 }
 
 // mergeQueued wraps fn so that the queued headers (oldest first) are

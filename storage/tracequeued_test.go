@@ -105,14 +105,16 @@ func TestQueuedMessageTraceRidesInItsQueueEntry(t *testing.T) {
 }
 
 // A query over a long queue answers its limit, oldest first, with stored
-// and queued headers interleaved, and says there is more.
+// and queued headers interleaved (every third message released for one of
+// its two destinations, so still queued with a stored header), each once,
+// and says there is more.
 func TestTraceLimitOverALongQueue(t *testing.T) {
-	s := openTest(t, t.TempDir(), "a")
+	s := openTest(t, t.TempDir(), "a", "b")
 	defer s.Close()
 	ctx := context.Background()
 	var guids []string
 	for i := range 60 {
-		r, err := s.Append(ctx, traceEntry(i, "a"))
+		r, err := s.Append(ctx, traceEntry(i, "a", "b"))
 		must(t, err)
 		guids = append(guids, r.GUID)
 	}
