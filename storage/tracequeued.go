@@ -108,12 +108,13 @@ func queuedHeads(txn *badger.Txn, keep func(*traceHead) bool, limit int) ([]*tra
 			continue // an unreadable header is the queue's to report, at delivery
 		}
 		seen[h.GUID] = true
-		_, err = txn.Get(traceKey(h.GUID))
-		switch {
-		case errors.Is(err, badger.ErrKeyNotFound):
-			out = append(out, h)
-		case err != nil:
+		dest, _ := nameOf(item.Key())
+		ok, err := headless(txn, h, dest)
+		if err != nil {
 			return nil, err
+		}
+		if ok {
+			out = append(out, h)
 		}
 		if limit > 0 && len(out) > 4*limit {
 			trim()
@@ -121,6 +122,36 @@ func queuedHeads(txn *badger.Txn, keep func(*traceHead) bool, limit int) ([]*tra
 	}
 	trim()
 	return out, nil
+}
+
+// headless says whether h, a header read from its message's queue entry
+// for dest, is the message's trace still to be written: there is no header
+// key yet, and every other destination of its route still has its queue
+// entry. Once one was released the header became a key (releaseTrace); if
+// that key is gone the trace was pruned, and the copies the other queue
+// entries carry must neither answer for it (their destinations' states
+// would all say "queued") nor be written again at their release.
+func headless(txn *badger.Txn, h *traceHead, dest string) (bool, error) {
+	keys := [][]byte{traceKey(h.GUID)}
+	for _, d := range h.Route {
+		if d != dest {
+			keys = append(keys, namedSeqKey(famQueue, d, h.Seq))
+		}
+	}
+	for i, k := range keys {
+		_, err := txn.Get(k)
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+			if i > 0 {
+				return false, nil
+			}
+		case err != nil:
+			return false, err
+		case i == 0:
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // mergeQueued wraps fn so that the queued headers (oldest first) are

@@ -201,3 +201,36 @@ func FuzzQueuedHead(f *testing.F) {
 		}
 	})
 }
+
+// A trace pruned after the first of its message's releases stays gone:
+// the header the other destinations' queue entries still carry is not
+// read back as a message queued everywhere (which would say "queued" for
+// the destination it was delivered to), nor written again by their release.
+func TestPrunedTraceOfAPartlyDeliveredMessageStaysGone(t *testing.T) {
+	s := openTest(t, t.TempDir(), "a", "b")
+	defer s.Close()
+	r, err := s.Append(context.Background(), traceEntry(5, "a", "b"))
+	must(t, err)
+	ma, _ := s.Next("a", 0, 10)
+	must(t, s.Delivered("a", ma[0].Seq))
+	if _, err := s.pruneTraceBatch(time.Now().Add(time.Hour), 0); err != nil {
+		t.Fatal(err)
+	}
+	if storedHead(t, s, r.GUID) != nil {
+		t.Fatal("the prune left the header")
+	}
+	for _, id := range []string{"C000005", r.GUID} {
+		if res, err := s.Trace(TraceQuery{ID: id}); err != nil || len(res.Messages) != 0 {
+			t.Fatalf("trace %s after its prune: %+v (%v), want none", id, res.Messages, err)
+		}
+	}
+	res, err := s.Trace(TraceQuery{Since: time.Now().Add(-time.Hour), State: "queued", Dest: "a"})
+	if err != nil || len(res.Messages) != 0 {
+		t.Fatalf("queued for a after the prune: %+v (%v), want none: it was delivered", res.Messages, err)
+	}
+	mb, _ := s.Next("b", 0, 10)
+	must(t, s.Delivered("b", mb[0].Seq))
+	if res, err := s.Trace(TraceQuery{ID: "C000005"}); err != nil || len(res.Messages) != 0 {
+		t.Fatalf("trace after b's release: %+v (%v), want none: the pruned header came back", res.Messages, err)
+	}
+}

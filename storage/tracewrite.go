@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"errors"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -109,14 +108,14 @@ func (s *Spool) releaseTrace(txn *wtxn, item *badger.Item, dest string, dead boo
 		s.log.Warn("trace header in a queue entry unreadable; the message's trace will lack it", "guid", g.String(), "err", err)
 	}
 	if h != nil {
-		// Another destination's release may have written it already, or a
-		// salvage a fuller one: never overwrite.
-		_, err := txn.Get(traceKey(g))
-		switch {
-		case errors.Is(err, badger.ErrKeyNotFound):
-			kvs = append(kvs, headEntries(h)...)
-		case err != nil:
+		// Another destination's release may have written it already (and a
+		// prune removed it since), or a salvage a fuller one: never overwrite.
+		first, err := headless(txn.Txn, h, dest)
+		if err != nil {
 			return 0, err
+		}
+		if first {
+			kvs = append(kvs, headEntries(h)...)
 		}
 	}
 	var n int64
