@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"syscall"
 	"testing"
 	"time"
 
@@ -232,5 +235,36 @@ func TestPrunedTraceOfAPartlyDeliveredMessageStaysGone(t *testing.T) {
 	must(t, s.Delivered("b", mb[0].Seq))
 	if res, err := s.Trace(TraceQuery{ID: "C000005"}); err != nil || len(res.Messages) != 0 {
 		t.Fatalf("trace after b's release: %+v (%v), want none: the pruned header came back", res.Messages, err)
+	}
+}
+
+// A dead letter whose retry was answered with an error because the sync
+// failed keeps its trace through the re-open, saying what the disk holds
+// (dead, or queued again): the retry's trace keys share its fate.
+func TestFailedRetryOfADeadLetterKeepsItsTrace(t *testing.T) {
+	s := openSmall(t, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)), "a")
+	defer s.Close()
+	r, err := s.Append(context.Background(), traceEntry(1, "a"))
+	must(t, err)
+	ms, _ := s.Next("a", 0, 10)
+	must(t, s.Kill("a", ms[0].Seq, "receiver said AR", 5))
+	rec := &syncRecorder{}
+	hookSyncs(s, rec)
+	rec.setFail(func(string) error { return syscall.EIO })
+	if _, err := s.RetryDead("a", r.GUID); err == nil {
+		t.Fatal("the retry succeeded although its sync failed")
+	}
+	rec.setFail(nil)
+	waitTaken(t, s, 2, 15*time.Second, "the spool did not re-open within 15 s of the disk working again")
+	res, err := s.Trace(TraceQuery{ID: r.GUID})
+	if err != nil || len(res.Messages) != 1 {
+		t.Fatalf("trace of the dead letter after its failed retry: %d messages (%v), want 1", len(res.Messages), err)
+	}
+	want := "queued"
+	if dl, _ := s.DeadLetters("a"); len(dl) == 1 {
+		want = "dead"
+	}
+	if mt := res.Messages[0]; mt.ControlID != "C000001" || whats(mt)[0] != EvReceived || mt.Destinations[0].State != want {
+		t.Fatalf("trace after the failed retry: %v, state %s; the disk says %s", whats(mt), mt.Destinations[0].State, want)
 	}
 }
