@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -266,5 +267,39 @@ func TestFailedRetryOfADeadLetterKeepsItsTrace(t *testing.T) {
 	}
 	if mt := res.Messages[0]; mt.ControlID != "C000001" || whats(mt)[0] != EvReceived || mt.Destinations[0].State != want {
 		t.Fatalf("trace after the failed retry: %v, state %s; the disk says %s", whats(mt), mt.Destinations[0].State, want)
+	}
+}
+
+// A salvage does not bring back, from the queue entry of a destination
+// still owed the message, the pruned trace of a message delivered to
+// another: that copy of the header would say "queued" for both.
+func TestSalvageLeavesAPrunedTracePruned(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spool")
+	s := openTest(t, dir, "a", "b")
+	r, err := s.Append(context.Background(), traceEntry(5, "a", "b"))
+	must(t, err)
+	ma, _ := s.Next("a", 0, 10)
+	must(t, s.Delivered("a", ma[0].Seq))
+	if _, err := s.pruneTraceBatch(time.Now().Add(time.Hour), 0); err != nil {
+		t.Fatal(err)
+	}
+	must(t, s.Close())
+	spoilManifest(t, dir)
+	rep, err := Salvage(Config{Dir: dir, MaxBytes: 64 << 20, SegmentMessages: 64}, Options{Destinations: []string{"a", "b"}})
+	if err != nil || rep.Queued != 1 {
+		t.Fatalf("salvage: %v (%+v), want the message re-queued for b", err, rep)
+	}
+	s = openTest(t, dir, "a", "b")
+	defer s.Close()
+	res, err := s.Trace(TraceQuery{ID: r.GUID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mt := range res.Messages {
+		for _, d := range mt.Destinations {
+			if d.Name == "a" && d.State == "queued" {
+				t.Fatalf("after the salvage the trace says %s is queued for a, where it was delivered: %+v", r.GUID, mt)
+			}
+		}
 	}
 }
