@@ -409,7 +409,7 @@ func (g *group) add(r *appendReq) *pendingWrite {
 	val := rec.encode()
 	g.bigValue = g.bigValue || len(val) >= largeValue
 	var head []byte
-	if g.s.tracing() && e.deadKey == nil && len(e.Dests) > 0 {
+	if g.s.tracing() && e.deadKey == nil && !e.rerouted && len(e.Dests) > 0 {
 		head = newHead(e, g.now).encodeQueued()
 	}
 	entries := g.entries(e, w, val, head)

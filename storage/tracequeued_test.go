@@ -303,3 +303,28 @@ func TestSalvageLeavesAPrunedTracePruned(t *testing.T) {
 		}
 	}
 }
+
+// An undeliverable message routed again follows its new route in its
+// trace, under its control ID: queued, then delivered.
+func TestRoutedAgainUndeliverableFollowsItsRoute(t *testing.T) {
+	s := openTest(t, t.TempDir(), "a")
+	defer s.Close()
+	r, err := s.Append(context.Background(), traceEntry(9))
+	must(t, err)
+	if mt := traceOf(t, s, "C000009"); mt.Route != "undeliverable" {
+		t.Fatalf("route %q before the retry, want undeliverable", mt.Route)
+	}
+	got, err := s.RetryUndeliverable(func([]byte) ([]string, bool) { return []string{"a"}, false })
+	if err != nil || got.Queued != 1 {
+		t.Fatalf("RetryUndeliverable: %+v, %v", got, err)
+	}
+	mt := traceOf(t, s, "C000009")
+	if mt.GUID != r.GUID || mt.Route != "destinations" || len(mt.Destinations) != 1 || mt.Destinations[0].State != "queued" {
+		t.Fatalf("trace once routed again: route %q, destinations %+v; want a, queued", mt.Route, mt.Destinations)
+	}
+	ms, _ := s.Next("a", 0, 10)
+	must(t, s.Delivered("a", ms[0].Seq))
+	if mt := traceOf(t, s, "C000009"); len(mt.Destinations) != 1 || mt.Destinations[0].State != "delivered" || mt.Type != "ORU^R01" {
+		t.Fatalf("trace once delivered: type %q, destinations %+v; want a, delivered", mt.Type, mt.Destinations)
+	}
+}
