@@ -328,3 +328,69 @@ func TestRoutedAgainUndeliverableFollowsItsRoute(t *testing.T) {
 		t.Fatalf("trace once delivered: type %q, destinations %+v; want a, delivered", mt.Type, mt.Destinations)
 	}
 }
+
+// A replay window over messages still queued (some everywhere, their
+// headers only in the queue; some delivered to one destination) matches
+// them all and re-queues their copies in receive order.
+func TestReplayOfAWindowWithQueuedMessages(t *testing.T) {
+	clk := &stepClock{t: time.Date(2026, 12, 1, 22, 0, 0, 0, time.UTC)}
+	s, err := Open(Config{Dir: t.TempDir(), MaxBytes: 64 << 20, SegmentMessages: 16}, Options{Destinations: []string{"a", "b"}, GCInterval: time.Hour, Now: clk.now})
+	must(t, err)
+	defer s.Close()
+	ctx := context.Background()
+	for i := range 20 {
+		_, err := s.Append(ctx, traceEntry(i, "a", "b"))
+		must(t, err)
+		clk.add(time.Second)
+	}
+	ma, _ := s.Next("a", 0, 100)
+	for _, m := range ma[:10] {
+		must(t, s.Delivered("a", m.Seq))
+	}
+	since := time.Date(2026, 12, 1, 21, 0, 0, 0, time.UTC)
+	res, err := s.Replay(ctx, ReplayRequest{To: "b", Since: since, Until: since.Add(2 * time.Hour)})
+	if err != nil || res.Matched != 20 || res.Replayed != 20 || res.Missing != 0 {
+		t.Fatalf("replay: %+v, %v; want 20 matched and replayed", res, err)
+	}
+	mb, _ := s.Next("b", 0, 100)
+	if len(mb) != 40 {
+		t.Fatalf("%d queued for b, want 20 + 20 copies", len(mb))
+	}
+	for i, m := range mb[20:] {
+		if want := fmt.Sprintf("|C%06d|", i); !bytes.Contains(m.Raw, []byte(want)) {
+			t.Fatalf("copy %d holds %q, want %s: out of order or the wrong message", i, m.Raw[:60], want)
+		}
+	}
+}
+
+// A control ID shared by a delivered message and a queued one answers
+// both, oldest first, and the limit cuts the answer where it says.
+func TestControlIDSharedByAStoredAndAQueuedHeader(t *testing.T) {
+	s := openTest(t, t.TempDir(), "a")
+	defer s.Close()
+	var guids []string
+	for range 3 {
+		r, err := s.Append(context.Background(), traceEntry(4, "a"))
+		must(t, err)
+		guids = append(guids, r.GUID)
+	}
+	ms, _ := s.Next("a", 0, 10)
+	must(t, s.Delivered("a", ms[1].Seq))
+	res, err := s.Trace(TraceQuery{ID: "C000004"})
+	if err != nil || len(res.Messages) != 3 {
+		t.Fatalf("by control ID: %d messages (%v), want 3", len(res.Messages), err)
+	}
+	for i, mt := range res.Messages {
+		if mt.GUID != guids[i] {
+			t.Fatalf("message %d is %s, want %s", i, mt.GUID, guids[i])
+		}
+	}
+	res, err = s.Trace(TraceQuery{ID: "C000004", Limit: 2})
+	if err != nil || len(res.Messages) != 2 || !res.More || res.Messages[1].Destinations[0].State != "delivered" {
+		t.Fatalf("by control ID, limit 2: %+v, more %v (%v)", res.Messages, res.More, err)
+	}
+	res, err = s.Trace(TraceQuery{ID: "C000004", State: "queued"})
+	if err != nil || len(res.Messages) != 2 || res.Messages[0].GUID != guids[0] || res.Messages[1].GUID != guids[2] {
+		t.Fatalf("queued by control ID: %+v (%v), want messages 0 and 2", res.Messages, err)
+	}
+}
