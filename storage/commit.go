@@ -409,7 +409,7 @@ func (g *group) add(r *appendReq) *pendingWrite {
 	val := rec.encode()
 	g.bigValue = g.bigValue || len(val) >= largeValue
 	var head []byte
-	if g.s.tracing() && e.deadKey == nil && len(e.Dests) > 0 {
+	if g.s.tracing() && e.deadKey == nil && !e.rerouted && len(e.Dests) > 0 {
 		head = newHead(e, g.now).encodeQueued()
 	}
 	entries := g.entries(e, w, val, head)
@@ -575,8 +575,11 @@ func doubtful(writes []*pendingWrite) []inDoubt {
 			continue
 		}
 		if w.deadDest != "" {
-			// Only its "retried" event: the dead letter stays as the disk has it.
-			out = append(out, inDoubt{trace: w.trace})
+			// Nothing: the dead letter stays as the disk has it, dead or
+			// queued again, and its trace with it. The "retried" event and
+			// the header pointed at the new copy were in the same
+			// transaction as the new queue entry; forgetting them would
+			// lose the header (the whole trace) and call a queued message dead.
 			continue
 		}
 		d := inDoubt{seq: w.res.Seq, seg: w.seg, dests: w.dests, undeliv: w.undeliv, trace: w.trace}

@@ -45,6 +45,9 @@ type Entry struct {
 	ReplayOf uuid.UUID
 	deadKey  []byte // set when re-queueing a dead letter: removed in the same commit
 	attempts int
+	// rerouted is set when an undeliverable message is routed again: its
+	// trace header is a key already, rewritten at this commit (traceEntries).
+	rerouted bool
 }
 
 // Result of an Append.

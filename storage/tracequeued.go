@@ -81,15 +81,15 @@ func queuedHead(key, v []byte) (*traceHead, error) {
 	return h, h.readRoute(p)
 }
 
-// queuedHeads are the headers of messages that have no header key yet
-// (queued for every destination), which keep selects, oldest first. With
-// limit above 0 only the oldest limit are kept, so a query over a long
-// queue holds no more than it can answer, and only those are looked up
-// for a header key.
+// queuedHeads are the headers of messages still to be written as keys
+// (queued for every destination: headless), which keep selects, oldest
+// first. Each is read from the queue entry of its route's first
+// destination, so no set of those seen is needed. With limit above 0
+// only the oldest limit are kept, so a query over a long queue holds no
+// more than it can answer, and only those are looked up.
 func queuedHeads(txn *badger.Txn, keep func(*traceHead) bool, limit int) ([]*traceHead, error) {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{famQueue}, PrefetchValues: false})
 	defer it.Close()
-	seen := map[uuid.UUID]bool{}
 	var sel headSelection
 	for it.Rewind(); it.Valid(); it.Next() {
 		item := it.Item()
@@ -99,10 +99,12 @@ func queuedHeads(txn *badger.Txn, keep func(*traceHead) bool, limit int) ([]*tra
 			h, err = queuedHead(item.Key(), v)
 			return err
 		})
-		if err != nil || h == nil || seen[h.GUID] || !keep(h) {
+		if err != nil || h == nil {
 			continue // an unreadable header is the queue's to report, at delivery
 		}
-		seen[h.GUID] = true
+		if dest, _ := nameOf(item.Key()); len(h.Route) == 0 || dest != h.Route[0] || !keep(h) {
+			continue
+		}
 		sel.heads = append(sel.heads, candidate{h: h})
 		if limit > 0 && len(sel.heads) > 4*limit {
 			if err := sel.trim(txn, limit); err != nil {
@@ -122,14 +124,15 @@ func queuedHeads(txn *badger.Txn, keep func(*traceHead) bool, limit int) ([]*tra
 
 type candidate struct {
 	h       *traceHead
-	checked bool // known to have no header key
+	checked bool // known to be headless
 }
 
 type headSelection struct{ heads []candidate }
 
 // trim sorts the candidates oldest first and keeps the oldest limit (all
-// when limit is 0) that have no header key: a message released for one
-// destination is found through its stored header instead.
+// when limit is 0) that are headless: a message released for one
+// destination is found through its stored header instead, or not at all
+// once that was pruned.
 func (sel *headSelection) trim(txn *badger.Txn, limit int) error {
 	slices.SortFunc(sel.heads, func(a, b candidate) int { return bytes.Compare(a.h.GUID[:], b.h.GUID[:]) })
 	kept := sel.heads[:0]
@@ -138,12 +141,12 @@ func (sel *headSelection) trim(txn *badger.Txn, limit int) error {
 			break
 		}
 		if !c.checked {
-			_, err := txn.Get(traceKey(c.h.GUID))
-			switch {
-			case err == nil:
-				continue
-			case !errors.Is(err, badger.ErrKeyNotFound):
+			ok, err := headless(txn, c.h, c.h.Route[0])
+			if err != nil {
 				return err
+			}
+			if !ok {
+				continue
 			}
 			c.checked = true
 		}
@@ -151,6 +154,36 @@ func (sel *headSelection) trim(txn *badger.Txn, limit int) error {
 	}
 	sel.heads = kept
 	return nil
+}
+
+// headless says whether h, a header read from its message's queue entry
+// for dest, is the message's trace still to be written: there is no header
+// key yet, and every other destination of its route still has its queue
+// entry. Once one was released the header became a key (releaseTrace); if
+// that key is gone the trace was pruned, and the copies the other queue
+// entries carry must neither answer for it (their destinations' states
+// would all say "queued") nor be written again at their release.
+func headless(txn *badger.Txn, h *traceHead, dest string) (bool, error) {
+	keys := [][]byte{traceKey(h.GUID)}
+	for _, d := range h.Route {
+		if d != dest {
+			keys = append(keys, namedSeqKey(famQueue, d, h.Seq))
+		}
+	}
+	for i, k := range keys {
+		_, err := txn.Get(k)
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+			if i > 0 {
+				return false, nil
+			}
+		case err != nil:
+			return false, err
+		case i == 0:
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // mergeQueued wraps fn so that the queued headers (oldest first) are

@@ -109,14 +109,22 @@ func traceGUIDOf(k []byte) (uuid.UUID, bool) {
 
 // queuedTrace keeps the trace header a salvaged queue entry carries, as
 // the header key and index it would have become at its release, unless a
-// stored header (which salvage prefers, being later) is there already.
-func (got *salvagedSpool) queuedTrace(key, v []byte) {
+// stored header (which salvage prefers, being later) is there already, or
+// a destination of its route has no queue entry left (queued says which
+// keys the salvaged spool holds): that one's release wrote the header as a
+// key, which is gone because the trace was pruned (headless).
+func (got *salvagedSpool) queuedTrace(key, v []byte, queued func([]byte) bool) {
 	h, err := queuedHead(key, v)
 	if err != nil || h == nil {
 		return
 	}
 	if _, ok := got.traces[string(traceKey(h.GUID))]; ok {
 		return
+	}
+	for _, d := range h.Route {
+		if !queued(namedSeqKey(famQueue, d, h.Seq)) {
+			return
+		}
 	}
 	for _, kv := range headEntries(h) {
 		got.traces[string(kv.k)] = kv.v

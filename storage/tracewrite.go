@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"errors"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -26,8 +25,9 @@ func (si *segInfo) stamp(t int64) {
 // that a message without a trace would not (docs/design.md, "Message trace
 // and retention"). An undeliverable message writes its header and index
 // here; a dead letter queued again, a "retried" event on its (unchanged)
-// GUID and its header pointed at the new copy; a replay, a "replayed" event
-// on the original.
+// GUID and its header pointed at the new copy; an undeliverable message
+// routed again, its header with the new route; a replay, a "replayed"
+// event on the original.
 func (g *group) traceEntries(e Entry, w *pendingWrite, rec *record) []*badger.Entry {
 	var kvs []traceKV
 	switch {
@@ -38,6 +38,16 @@ func (g *group) traceEntries(e Entry, w *pendingWrite, rec *record) []*badger.En
 			h.Seq, h.Seg = rec.Seq, w.seg
 			kvs = append(kvs, traceKV{traceKey(h.GUID), h.encode()})
 		}
+	case e.rerouted:
+		// An undeliverable message routed again: its header, a key since
+		// its first commit, takes the new route and place and keeps its
+		// control ID, type and receive time (the entry knows none of them).
+		h := g.head(e.GUID)
+		if h == nil {
+			h = newHead(e, g.now) // pruned meanwhile
+		}
+		h.Route, h.Seq, h.Seg = e.Dests, rec.Seq, w.seg
+		kvs = append(kvs, headEntries(h)...)
 	case len(e.Dests) == 0:
 		h := newHead(e, g.now)
 		h.Seq = rec.Seq
@@ -109,14 +119,14 @@ func (s *Spool) releaseTrace(txn *wtxn, item *badger.Item, dest string, dead boo
 		s.log.Warn("trace header in a queue entry unreadable; the message's trace will lack it", "guid", g.String(), "err", err)
 	}
 	if h != nil {
-		// Another destination's release may have written it already, or a
-		// salvage a fuller one: never overwrite.
-		_, err := txn.Get(traceKey(g))
-		switch {
-		case errors.Is(err, badger.ErrKeyNotFound):
-			kvs = append(kvs, headEntries(h)...)
-		case err != nil:
+		// Another destination's release may have written it already (and a
+		// prune removed it since), or a salvage a fuller one: never overwrite.
+		first, err := headless(txn.Txn, h, dest)
+		if err != nil {
 			return 0, err
+		}
+		if first {
+			kvs = append(kvs, headEntries(h)...)
 		}
 	}
 	var n int64

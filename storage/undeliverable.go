@@ -91,7 +91,7 @@ func (s *Spool) RetryUndeliverable(route func(raw []byte) (dests []string, disca
 			r.Unmatched++
 			continue
 		default:
-			e := Entry{Source: it.rec.Source, Raw: it.rec.Raw, Dests: dests, GUID: it.rec.GUID}
+			e := Entry{Source: it.rec.Source, Raw: it.rec.Raw, Dests: dests, GUID: it.rec.GUID, rerouted: true}
 			if _, err := s.Append(context.Background(), e); err != nil {
 				return r, fmt.Errorf("spool: queue undeliverable %s again: %w", it.rec.GUID, err)
 			}
