@@ -35,6 +35,18 @@ func storedHead(t *testing.T, s *Spool, guid string) []byte {
 	return v
 }
 
+// appendTraced stores traceEntry 0 to n-1 for dests and returns their GUIDs.
+func appendTraced(t *testing.T, s *Spool, n int, dests ...string) []string {
+	t.Helper()
+	guids := make([]string, 0, n)
+	for i := range n {
+		r, err := s.Append(context.Background(), traceEntry(i, dests...))
+		must(t, err)
+		guids = append(guids, r.GUID)
+	}
+	return guids
+}
+
 // countFamily counts the keys of one family.
 func countFamily(t *testing.T, s *Spool, fam byte) int {
 	t.Helper()
@@ -57,13 +69,7 @@ func countFamily(t *testing.T, s *Spool, fam byte) int {
 func TestQueuedMessageTraceRidesInItsQueueEntry(t *testing.T) {
 	s := openTest(t, t.TempDir(), "a", "b")
 	defer s.Close()
-	ctx := context.Background()
-	var guids []string
-	for i := range 3 {
-		r, err := s.Append(ctx, traceEntry(i, "a", "b"))
-		must(t, err)
-		guids = append(guids, r.GUID)
-	}
+	guids := appendTraced(t, s, 3, "a", "b")
 	if n := countFamily(t, s, famTrace) + countFamily(t, s, famTraceCtl); n != 0 {
 		t.Fatalf("%d header and index keys after 3 commits, want 0: the header rides in the queue entries", n)
 	}
@@ -115,13 +121,7 @@ func TestQueuedMessageTraceRidesInItsQueueEntry(t *testing.T) {
 func TestTraceLimitOverALongQueue(t *testing.T) {
 	s := openTest(t, t.TempDir(), "a", "b")
 	defer s.Close()
-	ctx := context.Background()
-	var guids []string
-	for i := range 60 {
-		r, err := s.Append(ctx, traceEntry(i, "a", "b"))
-		must(t, err)
-		guids = append(guids, r.GUID)
-	}
+	guids := appendTraced(t, s, 60, "a", "b")
 	ms, _ := s.Next("a", 0, 100)
 	for i := 0; i < len(ms); i += 3 {
 		must(t, s.Delivered("a", ms[i].Seq))
