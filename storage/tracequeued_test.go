@@ -35,6 +35,20 @@ func storedHead(t *testing.T, s *Spool, guid string) []byte {
 	return v
 }
 
+// deliveredToAThenPruned stores one message for a and b, delivers it to a
+// (which writes its header key) and prunes its trace; it returns its GUID.
+func deliveredToAThenPruned(t *testing.T, s *Spool) string {
+	t.Helper()
+	r, err := s.Append(context.Background(), traceEntry(5, "a", "b"))
+	must(t, err)
+	ma, _ := s.Next("a", 0, 10)
+	must(t, s.Delivered("a", ma[0].Seq))
+	if _, err := s.pruneTraceBatch(time.Now().Add(time.Hour), 0); err != nil {
+		t.Fatal(err)
+	}
+	return r.GUID
+}
+
 // appendTraced stores traceEntry 0 to n-1 for dests and returns their GUIDs.
 func appendTraced(t *testing.T, s *Spool, n int, dests ...string) []string {
 	t.Helper()
@@ -215,17 +229,11 @@ func FuzzQueuedHead(f *testing.F) {
 func TestPrunedTraceOfAPartlyDeliveredMessageStaysGone(t *testing.T) {
 	s := openTest(t, t.TempDir(), "a", "b")
 	defer s.Close()
-	r, err := s.Append(context.Background(), traceEntry(5, "a", "b"))
-	must(t, err)
-	ma, _ := s.Next("a", 0, 10)
-	must(t, s.Delivered("a", ma[0].Seq))
-	if _, err := s.pruneTraceBatch(time.Now().Add(time.Hour), 0); err != nil {
-		t.Fatal(err)
-	}
-	if storedHead(t, s, r.GUID) != nil {
+	guid := deliveredToAThenPruned(t, s)
+	if storedHead(t, s, guid) != nil {
 		t.Fatal("the prune left the header")
 	}
-	for _, id := range []string{"C000005", r.GUID} {
+	for _, id := range []string{"C000005", guid} {
 		if res, err := s.Trace(TraceQuery{ID: id}); err != nil || len(res.Messages) != 0 {
 			t.Fatalf("trace %s after its prune: %+v (%v), want none", id, res.Messages, err)
 		}
@@ -278,13 +286,7 @@ func TestFailedRetryOfADeadLetterKeepsItsTrace(t *testing.T) {
 func TestSalvageLeavesAPrunedTracePruned(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "spool")
 	s := openTest(t, dir, "a", "b")
-	r, err := s.Append(context.Background(), traceEntry(5, "a", "b"))
-	must(t, err)
-	ma, _ := s.Next("a", 0, 10)
-	must(t, s.Delivered("a", ma[0].Seq))
-	if _, err := s.pruneTraceBatch(time.Now().Add(time.Hour), 0); err != nil {
-		t.Fatal(err)
-	}
+	guid := deliveredToAThenPruned(t, s)
 	must(t, s.Close())
 	spoilManifest(t, dir)
 	rep, err := Salvage(Config{Dir: dir, MaxBytes: 64 << 20, SegmentMessages: 64}, Options{Destinations: []string{"a", "b"}})
@@ -293,14 +295,14 @@ func TestSalvageLeavesAPrunedTracePruned(t *testing.T) {
 	}
 	s = openTest(t, dir, "a", "b")
 	defer s.Close()
-	res, err := s.Trace(TraceQuery{ID: r.GUID})
+	res, err := s.Trace(TraceQuery{ID: guid})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mt := range res.Messages {
 		for _, d := range mt.Destinations {
 			if d.Name == "a" && d.State == "queued" {
-				t.Fatalf("after the salvage the trace says %s is queued for a, where it was delivered: %+v", r.GUID, mt)
+				t.Fatalf("after the salvage the trace says %s is queued for a, where it was delivered: %+v", guid, mt)
 			}
 		}
 	}
