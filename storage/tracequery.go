@@ -132,7 +132,7 @@ func (s *Spool) eachHead(txn *badger.Txn, q TraceQuery, fn func(*traceHead) (boo
 			return err
 		}
 		if h == nil {
-			queued, err := queuedHeads(txn, func(h *traceHead) bool { return h.GUID == g }, 1)
+			queued, err := queuedHeads(txn, headFilter{guid: func(id uuid.UUID) bool { return id == g }}, 1)
 			if err != nil || len(queued) == 0 {
 				return err
 			}
@@ -141,7 +141,7 @@ func (s *Spool) eachHead(txn *badger.Txn, q TraceQuery, fn func(*traceHead) (boo
 		_, err = fn(h)
 		return err
 	}
-	queued, err := queuedHeads(txn, q.mayMatchQueued, q.Limit+min(q.Limit, 1))
+	queued, err := queuedHeads(txn, headFilter{head: q.mayMatchQueued}, q.Limit+min(q.Limit, 1))
 	if err != nil {
 		return err
 	}

@@ -81,13 +81,20 @@ func queuedHead(key, v []byte) (*traceHead, error) {
 	return h, h.readRoute(p)
 }
 
+// headFilter selects queued headers: by GUID before anything is decoded
+// (nil: any), then by the decoded header (nil: any).
+type headFilter struct {
+	guid func(uuid.UUID) bool
+	head func(*traceHead) bool
+}
+
 // queuedHeads are the headers of messages still to be written as keys
-// (queued for every destination: headless), which keep selects, oldest
-// first. Each is read from the queue entry of its route's first
-// destination, so no set of those seen is needed. With limit above 0
-// only the oldest limit are kept, so a query over a long queue holds no
-// more than it can answer, and only those are looked up.
-func queuedHeads(txn *badger.Txn, keep func(*traceHead) bool, limit int) ([]*traceHead, error) {
+// (queued for every destination: headless) that f selects, oldest first.
+// Each is read from the queue entry of its route's first destination, so
+// no set of those seen is needed. With limit above 0 only the oldest limit
+// are kept, so a query over a long queue holds no more than it can answer,
+// and only those are looked up.
+func queuedHeads(txn *badger.Txn, f headFilter, limit int) ([]*traceHead, error) {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{famQueue}, PrefetchValues: false})
 	defer it.Close()
 	var sel headSelection
@@ -95,6 +102,9 @@ func queuedHeads(txn *badger.Txn, keep func(*traceHead) bool, limit int) ([]*tra
 		item := it.Item()
 		var h *traceHead
 		err := item.Value(func(v []byte) error {
+			if len(v) <= queueValueLen || f.guid != nil && !f.guid(uuid.UUID(v[16:32])) {
+				return nil
+			}
 			var err error
 			h, err = queuedHead(item.Key(), v)
 			return err
@@ -102,7 +112,7 @@ func queuedHeads(txn *badger.Txn, keep func(*traceHead) bool, limit int) ([]*tra
 		if err != nil || h == nil {
 			continue // an unreadable header is the queue's to report, at delivery
 		}
-		if dest, _ := nameOf(item.Key()); len(h.Route) == 0 || dest != h.Route[0] || !keep(h) {
+		if dest, _ := nameOf(item.Key()); len(h.Route) == 0 || dest != h.Route[0] || f.head != nil && !f.head(h) {
 			continue
 		}
 		sel.heads = append(sel.heads, candidate{h: h})

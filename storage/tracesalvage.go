@@ -21,7 +21,7 @@ func restoreTraces(sp *Spool, got *salvagedSpool, rep *SalvageReport) error {
 	heads := salvagedHeads(got.traces, rep)
 	if err := sp.view(func(txn *badger.Txn) error {
 		// A re-queued message's header rides in its new queue entries.
-		requeued, err := queuedHeads(txn, func(h *traceHead) bool { return heads[h.GUID] != nil }, 0)
+		requeued, err := queuedHeads(txn, headFilter{guid: func(g uuid.UUID) bool { return heads[g] != nil }}, 0)
 		if err != nil {
 			return err
 		}
