@@ -319,7 +319,7 @@ func sortSalvaged(kv map[string]salvaged, rep *SalvageReport) *salvagedSpool {
 			if dest, ok := nameOf(kb); ok {
 				got.owed[seqOf(kb)] = append(got.owed[seqOf(kb)], dest)
 			}
-			got.queuedTrace(kb, v.value, func(k []byte) bool { q, ok := kv[string(k)]; return ok && !q.deleted })
+			got.queuedTrace(kb, v.value, func(k []byte) (bool, error) { q, ok := kv[string(k)]; return ok && !q.deleted, nil })
 		case famDead:
 			dest, ok := nameOf(kb)
 			r, err := decodeRecord(v.value)

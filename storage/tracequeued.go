@@ -19,9 +19,9 @@ import (
 // The trace header of a message still queued everywhere rides in its queue
 // entries instead of a key of its own. Each key costs Badger a memtable
 // insert, a log entry and its share of every compaction whatever its size,
-// and the header and control-ID index were a quarter of ingest's CPU
-// (docs/performance.md, "What each trace key costs"); a hundred bytes more
-// in a key written anyway cost next to nothing. The first release of the
+// and the header and control-ID index were a fifth of ingest's CPU
+// (docs/performance.md, "The header in the queue entry"); some 45 bytes
+// more in a key written anyway cost next to nothing. The first release of the
 // message (delivered, dead, quarantined) writes the header and its index as
 // keys of their own, in the release's transaction, so the trace outlives
 // the queue entry. Until then the queries read it from the queue
@@ -151,7 +151,7 @@ func (sel *headSelection) trim(txn *badger.Txn, limit int) error {
 			break
 		}
 		if !c.checked {
-			ok, err := headless(txn, c.h, c.h.Route[0])
+			ok, err := headless(inTxn(txn), c.h, c.h.Route[0])
 			if err != nil {
 				return err
 			}
@@ -172,28 +172,33 @@ func (sel *headSelection) trim(txn *badger.Txn, limit int) error {
 // entry. Once one was released the header became a key (releaseTrace); if
 // that key is gone the trace was pruned, and the copies the other queue
 // entries carry must neither answer for it (their destinations' states
-// would all say "queued") nor be written again at their release.
-func headless(txn *badger.Txn, h *traceHead, dest string) (bool, error) {
-	keys := [][]byte{traceKey(h.GUID)}
-	for _, d := range h.Route {
-		if d != dest {
-			keys = append(keys, namedSeqKey(famQueue, d, h.Seq))
-		}
+// would all say "queued") nor be written again at their release. has says
+// whether the spool holds a key: the open one's (inTxn), or what a salvage
+// read.
+func headless(has func(k []byte) (bool, error), h *traceHead, dest string) (bool, error) {
+	if ok, err := has(traceKey(h.GUID)); ok || err != nil {
+		return false, err
 	}
-	for i, k := range keys {
-		_, err := txn.Get(k)
-		switch {
-		case errors.Is(err, badger.ErrKeyNotFound):
-			if i > 0 {
-				return false, nil
-			}
-		case err != nil:
+	for _, d := range h.Route {
+		if d == dest {
+			continue
+		}
+		if ok, err := has(namedSeqKey(famQueue, d, h.Seq)); !ok || err != nil {
 			return false, err
-		case i == 0:
-			return false, nil
 		}
 	}
 	return true, nil
+}
+
+// inTxn is has for an open spool's transaction.
+func inTxn(txn *badger.Txn) func(k []byte) (bool, error) {
+	return func(k []byte) (bool, error) {
+		_, err := txn.Get(k)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return false, nil
+		}
+		return err == nil, err
+	}
 }
 
 // mergeQueued wraps fn so that the queued headers (oldest first) are

@@ -108,23 +108,18 @@ func traceGUIDOf(k []byte) (uuid.UUID, bool) {
 }
 
 // queuedTrace keeps the trace header a salvaged queue entry carries, as
-// the header key and index it would have become at its release, unless a
-// stored header (which salvage prefers, being later) is there already, or
-// a destination of its route has no queue entry left (queued says which
-// keys the salvaged spool holds): that one's release wrote the header as a
-// key, which is gone because the trace was pruned (headless).
-func (got *salvagedSpool) queuedTrace(key, v []byte, queued func([]byte) bool) {
+// the header key and index it would have become at its release, while it
+// is headless in the salvaged spool (has says which keys that holds): a
+// stored header is later and wins, and a destination with no queue entry
+// left had it written as a key, which is gone because it was pruned.
+func (got *salvagedSpool) queuedTrace(key, v []byte, has func([]byte) (bool, error)) {
 	h, err := queuedHead(key, v)
 	if err != nil || h == nil {
 		return
 	}
-	if _, ok := got.traces[string(traceKey(h.GUID))]; ok {
+	dest, _ := nameOf(key)
+	if ok, _ := headless(has, h, dest); !ok {
 		return
-	}
-	for _, d := range h.Route {
-		if !queued(namedSeqKey(famQueue, d, h.Seq)) {
-			return
-		}
 	}
 	for _, kv := range headEntries(h) {
 		got.traces[string(kv.k)] = kv.v

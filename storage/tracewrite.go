@@ -121,7 +121,7 @@ func (s *Spool) releaseTrace(txn *wtxn, item *badger.Item, dest string, dead boo
 	if h != nil {
 		// Another destination's release may have written it already (and a
 		// prune removed it since), or a salvage a fuller one: never overwrite.
-		first, err := headless(txn.Txn, h, dest)
+		first, err := headless(inTxn(txn.Txn), h, dest)
 		if err != nil {
 			return 0, err
 		}
